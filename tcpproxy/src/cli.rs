@@ -1,0 +1,280 @@
+//! The command line: every flag, its default and its check, turned into a validated [`Config`].
+
+use std::ffi::OsString;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use clap::Parser;
+
+/// Abort a pair once one direction has held data it could not write for this long (the lab's 10 s).
+pub const STALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// The most bytes held per direction.
+pub const BUFFER_SIZE: usize = 64 * 1024;
+/// How long one new pair may spend resolving and connecting to the destination.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Pairs open at once; past it the proxy stops accepting and the kernel backlog holds the rest.
+pub const MAX_CONNECTIONS: usize = 10_000;
+/// After SIGTERM/SIGINT, how long open pairs may take to finish before the proxy exits.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The largest `--buffer-size` accepted: far beyond any sensible value, small enough that a typo
+/// cannot make ten thousand pairs ask for terabytes.
+const MAX_BUFFER_SIZE: usize = 64 * 1024 * 1024;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "tcpproxy",
+    version,
+    about = "Forward every TCP connection accepted on LISTEN_PORT to DEST_HOST:DEST_PORT",
+    long_about = "Forward every TCP connection accepted on LISTEN_PORT to DEST_HOST:DEST_PORT.\n\n\
+        Each direction holds at most --buffer-size bytes. A pair is aborted (with RST) when one \
+        direction has buffered data and none of it could be written for --stall-timeout seconds, \
+        or when a write fails. An EOF is forwarded as a half-close once buffered data is written; \
+        a pair closes when both directions have ended. Idle pairs are never closed."
+)]
+struct Args {
+    /// Host name or address to forward to; resolved at start and again for every new client.
+    #[arg(value_name = "DEST_HOST")]
+    dest_host: String,
+
+    /// Port to forward to (1-65535).
+    #[arg(value_name = "DEST_PORT", value_parser = parse_port)]
+    dest_port: u16,
+
+    /// Port to accept clients on (1-65535).
+    #[arg(value_name = "LISTEN_PORT", value_parser = parse_port)]
+    listen_port: u16,
+
+    /// Seconds a direction may hold data without writing any of it before the pair is aborted
+    /// (fractions allowed).
+    #[arg(long, value_name = "SECS", default_value_t = STALL_TIMEOUT.as_secs_f64(), value_parser = parse_secs)]
+    stall_timeout: f64,
+
+    /// Most bytes held per direction.
+    #[arg(long, value_name = "BYTES", default_value_t = BUFFER_SIZE, value_parser = parse_buffer_size)]
+    buffer_size: usize,
+
+    /// Address to listen on [default: all interfaces, IPv4 and IPv6 where the host has IPv6].
+    #[arg(long, value_name = "ADDR")]
+    bind: Option<IpAddr>,
+
+    /// Seconds allowed to resolve and connect to the destination for each client.
+    #[arg(long, value_name = "SECS", default_value_t = CONNECT_TIMEOUT.as_secs_f64(), value_parser = parse_secs)]
+    connect_timeout: f64,
+
+    /// Pairs open at once; beyond it the proxy stops accepting until one closes.
+    #[arg(long, value_name = "N", default_value_t = MAX_CONNECTIONS, value_parser = parse_max_connections)]
+    max_connections: usize,
+
+    /// Seconds open pairs may take to finish after SIGTERM/SIGINT; a second signal exits at once.
+    #[arg(long, value_name = "SECS", default_value_t = DRAIN_TIMEOUT.as_secs_f64(), value_parser = parse_secs)]
+    drain_timeout: f64,
+
+    /// Log one line per closed pair (-v), or more (-vv). RUST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    verbose: u8,
+}
+
+/// Everything the proxy needs, checked.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub dest_host: String,
+    pub dest_port: u16,
+    pub listen_port: u16,
+    pub stall_timeout: Duration,
+    pub buffer_size: usize,
+    pub bind: Option<IpAddr>,
+    pub connect_timeout: Duration,
+    pub max_connections: usize,
+    pub drain_timeout: Duration,
+    pub verbose: u8,
+}
+
+impl Config {
+    /// A config with every default, for tests and embedding.
+    pub fn new(dest_host: impl Into<String>, dest_port: u16, listen_port: u16) -> Config {
+        Config {
+            dest_host: dest_host.into(),
+            dest_port,
+            listen_port,
+            stall_timeout: STALL_TIMEOUT,
+            buffer_size: BUFFER_SIZE,
+            bind: None,
+            connect_timeout: CONNECT_TIMEOUT,
+            max_connections: MAX_CONNECTIONS,
+            drain_timeout: DRAIN_TIMEOUT,
+            verbose: 0,
+        }
+    }
+}
+
+/// What parsing the command line gave: a config to run, or text to print and an exit code.
+#[derive(Debug)]
+pub enum Parsed {
+    Run(Config),
+    /// `--help` or `--version`: print to stdout, exit 0.
+    Info(String),
+    /// A usage error: one line for stderr, exit 2.
+    Usage(String),
+}
+
+pub fn parse<I, T>(args: I) -> Parsed
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    match Args::try_parse_from(args) {
+        Ok(a) => Parsed::Run(Config {
+            dest_host: a.dest_host,
+            dest_port: a.dest_port,
+            listen_port: a.listen_port,
+            stall_timeout: Duration::from_secs_f64(a.stall_timeout),
+            buffer_size: a.buffer_size,
+            bind: a.bind,
+            connect_timeout: Duration::from_secs_f64(a.connect_timeout),
+            max_connections: a.max_connections,
+            drain_timeout: Duration::from_secs_f64(a.drain_timeout),
+            verbose: a.verbose,
+        }),
+        Err(e) => match e.kind() {
+            clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => {
+                Parsed::Info(e.render().to_string())
+            }
+            _ => Parsed::Usage(one_line(&e)),
+        },
+    }
+}
+
+/// clap's errors span several lines (usage, a tip); users asked for one.
+fn one_line(e: &clap::Error) -> String {
+    let text = e.render().to_string();
+    let first = text
+        .lines()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("invalid arguments");
+    let first = first.strip_prefix("error: ").unwrap_or(first);
+    format!("{first} (see --help)")
+}
+
+fn parse_port(s: &str) -> Result<u16, String> {
+    let n: u64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("expected a port number 1-65535, got '{s}'"))?;
+    match u16::try_from(n) {
+        Ok(p) if p != 0 => Ok(p),
+        _ => Err(format!("expected a port number 1-65535, got {n}")),
+    }
+}
+
+fn parse_secs(s: &str) -> Result<f64, String> {
+    let v: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("expected a number of seconds, got '{s}'"))?;
+    // Duration::from_secs_f64 panics on values it cannot hold; a year is more than anyone needs.
+    if !v.is_finite() || v <= 0.0 || v > 365.0 * 86_400.0 {
+        return Err(format!(
+            "expected seconds greater than 0 and at most a year, got {s}"
+        ));
+    }
+    Ok(v)
+}
+
+fn parse_buffer_size(s: &str) -> Result<usize, String> {
+    let n: usize = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("expected a number of bytes, got '{s}'"))?;
+    if n == 0 || n > MAX_BUFFER_SIZE {
+        return Err(format!("expected 1 to {MAX_BUFFER_SIZE} bytes, got {n}"));
+    }
+    Ok(n)
+}
+
+fn parse_max_connections(s: &str) -> Result<usize, String> {
+    let n: usize = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("expected a number of connections, got '{s}'"))?;
+    // tokio's semaphore holds at most usize::MAX >> 3 permits.
+    if n == 0 || n > 1 << 30 {
+        return Err(format!("expected 1 to {} connections, got {n}", 1 << 30));
+    }
+    Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(args: &[&str]) -> Config {
+        match parse(std::iter::once("tcpproxy").chain(args.iter().copied())) {
+            Parsed::Run(c) => c,
+            other => panic!("expected a config from {args:?}, got {other:?}"),
+        }
+    }
+
+    fn usage(args: &[&str]) -> String {
+        match parse(std::iter::once("tcpproxy").chain(args.iter().copied())) {
+            Parsed::Usage(m) => m,
+            other => panic!("expected a usage error from {args:?}, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn lab_form_uses_every_default() {
+        let c = run(&["www.example.org", "80", "3000"]);
+        assert_eq!(c.dest_host, "www.example.org");
+        assert_eq!((c.dest_port, c.listen_port), (80, 3000));
+        assert_eq!(c.stall_timeout, STALL_TIMEOUT);
+        assert_eq!(c.buffer_size, BUFFER_SIZE);
+        assert_eq!(c.connect_timeout, CONNECT_TIMEOUT);
+        assert_eq!(c.max_connections, MAX_CONNECTIONS);
+        assert_eq!(c.drain_timeout, DRAIN_TIMEOUT);
+        assert_eq!(c.bind, None);
+    }
+
+    #[test]
+    fn stall_timeout_takes_fractions() {
+        let c = run(&["h", "1", "2", "--stall-timeout", "0.5"]);
+        assert_eq!(c.stall_timeout, Duration::from_millis(500));
+    }
+
+    #[test]
+    fn options_may_come_first() {
+        let c = run(&["--buffer-size", "1024", "--bind", "::1", "h", "1", "2"]);
+        assert_eq!(c.buffer_size, 1024);
+        assert_eq!(c.bind, Some("::1".parse().unwrap()));
+    }
+
+    #[test]
+    fn bad_ports_name_the_argument_on_one_line() {
+        for bad in ["0", "65536", "http", "-1", "99999999999999999999"] {
+            let m = usage(&["h", "80", bad]);
+            assert!(m.contains("LISTEN_PORT"), "{m}");
+            assert!(!m.contains('\n'), "{m}");
+        }
+        assert!(usage(&["h", "0", "80"]).contains("DEST_PORT"));
+    }
+
+    #[test]
+    fn bad_option_values_are_usage_errors() {
+        usage(&["h", "1", "2", "--stall-timeout", "0"]);
+        usage(&["h", "1", "2", "--stall-timeout", "-3"]);
+        usage(&["h", "1", "2", "--stall-timeout", "nan"]);
+        usage(&["h", "1", "2", "--buffer-size", "0"]);
+        usage(&["h", "1", "2", "--max-connections", "0"]);
+        usage(&["h", "1", "2", "--bind", "not-an-ip"]);
+        usage(&["h", "1", "2", "--frobnicate"]);
+        usage(&["h", "1"]);
+        usage(&["h", "1", "2", "3"]);
+    }
+
+    #[test]
+    fn help_and_version_are_info() {
+        for flag in ["--help", "--version"] {
+            assert!(matches!(parse(["tcpproxy", flag]), Parsed::Info(_)));
+        }
+    }
+}

@@ -1,0 +1,99 @@
+//! `tcpproxy`: forward TCP connections to a destination under the 6.824 proxy contract.
+//!
+//! 1. Many clients at once; no peer can hang the proxy or another pair by not reading or writing.
+//! 2. Bounded buffering per direction; a direction that holds data and can write none of it for
+//!    the stall timeout aborts its pair. Idle pairs are never closed.
+//! 3. EOF on one side: write out what is buffered, then shut down the other side's write half.
+//! 4. A pair closes after EOF both ways with everything flushed, or at once (RST) on a write error.
+
+pub mod cli;
+pub mod pair;
+pub mod pool;
+pub mod relay;
+pub mod server;
+
+use std::ffi::OsString;
+use std::io::{IsTerminal as _, Write as _};
+use std::process::ExitCode;
+
+use tracing_subscriber::EnvFilter;
+
+use crate::cli::{Config, Parsed};
+
+/// Exit code for a usage error (bad argument, unknown flag).
+pub const EXIT_USAGE: u8 = 2;
+/// Exit code when the proxy cannot start (unresolvable host, port in use).
+pub const EXIT_START: u8 = 1;
+
+/// Runs the proxy as its command line asks: the whole program behind `main`, shared with
+/// `tcpproxy-test`, which runs the reference proxy from its own executable.
+pub fn main_with_args<I, T>(args: I) -> ExitCode
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let config = match cli::parse(args) {
+        Parsed::Run(c) => c,
+        Parsed::Info(text) => {
+            let _ = std::io::stdout().write_all(text.as_bytes());
+            return ExitCode::SUCCESS;
+        }
+        Parsed::Usage(msg) => {
+            eprintln!("tcpproxy: {msg}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    init_logging(config.verbose);
+    match run(config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tcpproxy: {e:#}");
+            ExitCode::from(EXIT_START)
+        }
+    }
+}
+
+/// Resolves the destination once (a typo should fail now, not at the first client), binds, and
+/// serves until a signal.
+pub fn run(config: Config) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let dest = (config.dest_host.as_str(), config.dest_port);
+        let resolved = tokio::net::lookup_host(dest).await.map(|a| a.count());
+        match resolved {
+            Ok(n) if n > 0 => {}
+            Ok(_) => anyhow::bail!(
+                "cannot resolve destination host '{}': no addresses",
+                config.dest_host
+            ),
+            Err(e) => anyhow::bail!(
+                "cannot resolve destination host '{}': {e}",
+                config.dest_host
+            ),
+        }
+        let listener = server::bind(&config)?;
+        server::serve(config, listener).await
+    })?;
+    // Pairs cut by the drain timeout are dropped with the runtime.
+    runtime.shutdown_background();
+    Ok(())
+}
+
+/// Logs go to stderr (stdout is for results); quiet by default, `-v` adds a line per pair.
+fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "error",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
+        .try_init();
+}

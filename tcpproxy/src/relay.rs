@@ -1,0 +1,250 @@
+//! One direction of a proxied pair: read from one socket into a bounded buffer and write it to
+//! the other, forward EOF as a half-close, and give up when the writer stalls.
+//!
+//! The shape follows tokio's `CopyBuffer`, with two differences the proxy contract needs: the
+//! buffer is lent from a [`Pool`] only while bytes are in flight, and a stall timer runs only
+//! while bytes are buffered and none can be written.
+
+use std::fmt;
+use std::future::Future;
+use std::io;
+use std::net::Shutdown;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::net::TcpStream;
+use tokio::time::{Instant, Sleep};
+
+use crate::pool::Pool;
+
+/// Where one direction is in its life. Every change goes through [`Relay::set_state`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    /// Reading from the source and writing to the destination.
+    Open,
+    /// The source sent EOF (or failed to read); what is buffered is still being written.
+    Flushing,
+    /// Everything was written and the destination's write half is shut down.
+    Shut,
+}
+
+impl fmt::Display for State {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            State::Open => "OPEN",
+            State::Flushing => "FLUSHING",
+            State::Shut => "SHUT",
+        })
+    }
+}
+
+/// Why a direction gave up; either one aborts the whole pair.
+#[derive(Debug)]
+pub enum Abort {
+    /// `buffered` bytes waited longer than the stall timeout without one of them being written.
+    Stalled { buffered: usize, waited: Duration },
+    /// Writing to (or shutting down) the destination failed.
+    WriteError(io::Error),
+}
+
+impl fmt::Display for Abort {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Abort::Stalled { buffered, waited } => write!(
+                f,
+                "stall timeout: {buffered} bytes buffered, none written for {:.1}s",
+                waited.as_secs_f64()
+            ),
+            Abort::WriteError(e) => write!(f, "write error: {e}"),
+        }
+    }
+}
+
+pub struct Relay {
+    state: State,
+    /// Lent from the pool while `pos < cap`, or while a read is about to fill it; `None` when idle.
+    buf: Option<Box<[u8]>>,
+    /// Bytes in `buf[pos..cap]` have been read but not yet written; `pos <= cap <= buf.len()`.
+    pos: usize,
+    cap: usize,
+    /// Bytes written to the destination so far.
+    written: u64,
+    stall_timeout: Duration,
+    /// When the bytes now buffered last saw progress: set when a write first finds no room,
+    /// cleared by any write of at least one byte. `None` whenever nothing is buffered.
+    stalled_since: Option<Instant>,
+    /// Made on the first stall and reused, so an idle or flowing pair never allocates one.
+    timer: Option<Pin<Box<Sleep>>>,
+    /// The error that ended reading, kept for the pair's log line.
+    read_error: Option<io::Error>,
+    label: &'static str,
+}
+
+impl Relay {
+    /// `label` names the direction in logs (`"client->server"`).
+    pub fn new(label: &'static str, stall_timeout: Duration) -> Relay {
+        Relay {
+            state: State::Open,
+            buf: None,
+            pos: 0,
+            cap: 0,
+            written: 0,
+            stall_timeout,
+            stalled_since: None,
+            timer: None,
+            read_error: None,
+            label,
+        }
+    }
+
+    pub fn state(&self) -> State {
+        self.state
+    }
+
+    pub fn written(&self) -> u64 {
+        self.written
+    }
+
+    pub fn buffered(&self) -> usize {
+        self.cap - self.pos
+    }
+
+    pub fn read_error(&self) -> Option<&io::Error> {
+        self.read_error.as_ref()
+    }
+
+    /// Reading is allowed only before EOF and while the buffer has room.
+    fn can_read(&self, pool: &Pool) -> bool {
+        self.state == State::Open && self.cap < pool.buffer_size()
+    }
+
+    fn set_state(&mut self, next: State) {
+        tracing::trace!(dir = self.label, "{} => {}", self.state, next);
+        self.state = next;
+    }
+
+    /// Moves bytes from `src` to `dst` until both would block, then registers for wake-ups.
+    ///
+    /// Ready(Ok) once EOF has been forwarded (and stays ready), Ready(Err) when the pair must be
+    /// aborted. Bytes still buffered at an abort are lost; that is the point of an abort.
+    pub fn poll_relay(
+        &mut self,
+        cx: &mut Context<'_>,
+        pool: &Pool,
+        src: &TcpStream,
+        dst: &TcpStream,
+    ) -> Poll<Result<u64, Abort>> {
+        loop {
+            let mut progressed = false;
+
+            if self.can_read(pool) {
+                match src.poll_read_ready(cx) {
+                    Poll::Pending => {}
+                    Poll::Ready(Err(e)) => {
+                        self.end_reading(Some(e));
+                        progressed = true;
+                    }
+                    Poll::Ready(Ok(())) => {
+                        let buf = self.buf.get_or_insert_with(|| pool.take());
+                        match src.try_read(&mut buf[self.cap..]) {
+                            Ok(0) => self.end_reading(None),
+                            Ok(n) => self.cap += n,
+                            // try_read cleared the readiness; the next poll registers the waker.
+                            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                            // The lab treats a read error like EOF: flush, then half-close.
+                            Err(e) => self.end_reading(Some(e)),
+                        }
+                        progressed = true;
+                    }
+                }
+            }
+
+            if self.pos < self.cap {
+                match dst.poll_write_ready(cx) {
+                    Poll::Pending => {}
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(Abort::WriteError(e))),
+                    Poll::Ready(Ok(())) => {
+                        let buf = self.buf.as_ref().expect("bytes are buffered");
+                        match dst.try_write(&buf[self.pos..self.cap]) {
+                            Ok(0) => {
+                                return Poll::Ready(Err(Abort::WriteError(
+                                    io::ErrorKind::WriteZero.into(),
+                                )));
+                            }
+                            Ok(n) => {
+                                self.pos += n;
+                                self.written += n as u64;
+                                self.stalled_since = None;
+                            }
+                            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                            Err(e) => return Poll::Ready(Err(Abort::WriteError(e))),
+                        }
+                        progressed = true;
+                    }
+                }
+            }
+            debug_assert!(self.pos <= self.cap);
+
+            if self.pos == self.cap {
+                self.release(pool);
+            }
+
+            if self.state == State::Flushing && self.buffered() == 0 {
+                // Contract rule 3: the EOF goes on only after every buffered byte.
+                if let Err(e) = socket2::SockRef::from(dst).shutdown(Shutdown::Write) {
+                    // ENOTCONN: the peer already reset; the pair cannot end cleanly.
+                    return Poll::Ready(Err(Abort::WriteError(e)));
+                }
+                self.set_state(State::Shut);
+            }
+            if self.state == State::Shut {
+                return Poll::Ready(Ok(self.written));
+            }
+
+            if !progressed {
+                return self.poll_stall(cx);
+            }
+        }
+    }
+
+    fn end_reading(&mut self, error: Option<io::Error>) {
+        self.read_error = error;
+        self.set_state(State::Flushing);
+    }
+
+    /// Hands the buffer back once it is empty, so idle directions hold none.
+    fn release(&mut self, pool: &Pool) {
+        self.pos = 0;
+        self.cap = 0;
+        if let Some(buf) = self.buf.take() {
+            pool.give(buf);
+        }
+    }
+
+    /// Nothing moved this round. If bytes are waiting for a writer with no room, run the stall
+    /// timer; an empty buffer never times out, however long the pair sits idle.
+    fn poll_stall(&mut self, cx: &mut Context<'_>) -> Poll<Result<u64, Abort>> {
+        if self.buffered() == 0 {
+            self.stalled_since = None;
+            return Poll::Pending;
+        }
+        let since = *self.stalled_since.get_or_insert_with(Instant::now);
+        let deadline = since + self.stall_timeout;
+        let timer = self
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        if timer.deadline() != deadline {
+            timer.as_mut().reset(deadline);
+        }
+        match timer.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(Abort::Stalled {
+                buffered: self.buffered(),
+                waited: since.elapsed(),
+            })),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}

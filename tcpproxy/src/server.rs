@@ -1,0 +1,155 @@
+//! The listener: bind, accept within the connection limit, survive descriptor exhaustion, and
+//! drain on SIGTERM/SIGINT.
+
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::net::TcpListener;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::Semaphore;
+
+use crate::cli::Config;
+use crate::pair::{self, Settings};
+use crate::pool::Pool;
+
+/// How long to pause accepting when the process or system is out of descriptors: long enough
+/// not to spin, short enough that clients barely notice once descriptors free up.
+const EMFILE_BACKOFF: Duration = Duration::from_millis(100);
+const BACKLOG: i32 = 1024;
+
+/// Binds the listener. Without `--bind`, one dual-stack `[::]` socket serves IPv4 and IPv6; a
+/// host without IPv6 gets `0.0.0.0`.
+pub fn bind(config: &Config) -> anyhow::Result<TcpListener> {
+    let port = config.listen_port;
+    let listener = match config.bind {
+        Some(ip) => listen_on(SocketAddr::new(ip, port), false),
+        None => match listen_on(
+            SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), port),
+            true,
+        ) {
+            Err(e) if e.kind() != io::ErrorKind::AddrInUse => listen_on(
+                SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port),
+                false,
+            ),
+            other => other,
+        },
+    };
+    let addr = config.bind.map_or_else(
+        || format!("port {port}"),
+        |ip| SocketAddr::new(ip, port).to_string(),
+    );
+    listener.with_context(|| format!("cannot listen on {addr}"))
+}
+
+fn listen_on(addr: SocketAddr, dual_stack: bool) -> io::Result<TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    if dual_stack {
+        socket.set_only_v6(false)?;
+    }
+    // A restarted proxy must not wait for the last run's TIME_WAIT pairs to expire.
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(BACKLOG)?;
+    TcpListener::from_std(socket.into())
+}
+
+/// Serves until SIGTERM/SIGINT, then lets open pairs finish for up to the drain timeout.
+pub async fn serve(config: Config, listener: TcpListener) -> anyhow::Result<()> {
+    let settings = Arc::new(Settings {
+        dest_host: config.dest_host.clone(),
+        dest_port: config.dest_port,
+        stall_timeout: config.stall_timeout,
+        connect_timeout: config.connect_timeout,
+        pool: Pool::new(config.buffer_size),
+    });
+    let mut signals = Signals::new()?;
+    let limit = config.max_connections;
+    let slots = Arc::new(Semaphore::new(limit));
+    let mut out_of_fds = false;
+
+    loop {
+        // Beyond the limit, stop accepting: the kernel's backlog holds the rest until a pair ends.
+        let permit = tokio::select! {
+            p = slots.clone().acquire_owned() => p.expect("the semaphore is never closed"),
+            _ = signals.recv() => break,
+        };
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = signals.recv() => break,
+        };
+        match accepted {
+            Ok((client, addr)) => {
+                // A dual-stack listener reports IPv4 clients as ::ffff:a.b.c.d; log them as a.b.c.d.
+                let addr = SocketAddr::new(addr.ip().to_canonical(), addr.port());
+                out_of_fds = false;
+                let settings = settings.clone();
+                tokio::spawn(async move {
+                    pair::serve(client, addr, settings).await;
+                    drop(permit);
+                });
+            }
+            Err(e) if is_out_of_descriptors(&e) => {
+                if !out_of_fds {
+                    tracing::error!("accept: {e}; pausing accepts until descriptors free up");
+                    out_of_fds = true;
+                }
+                tokio::time::sleep(EMFILE_BACKOFF).await;
+            }
+            // ECONNABORTED and friends concern one client that already left.
+            Err(e) => tracing::warn!("accept: {e}"),
+        }
+    }
+
+    drop(listener);
+    let open = limit - slots.available_permits();
+    tracing::info!(
+        open,
+        "stopping: no new clients; waiting up to {:.1}s for open pairs",
+        config.drain_timeout.as_secs_f64()
+    );
+    let all_closed = slots.acquire_many(u32::try_from(limit).unwrap_or(u32::MAX));
+    tokio::select! {
+        _ = all_closed => tracing::info!("all pairs closed"),
+        _ = tokio::time::sleep(config.drain_timeout) => {
+            let open = limit - slots.available_permits();
+            tracing::warn!(open, "drain timeout: cutting the remaining pairs");
+        }
+        _ = signals.recv() => tracing::warn!("second signal: exiting at once"),
+    }
+    Ok(())
+}
+
+fn is_out_of_descriptors(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(EMFILE | ENFILE))
+}
+
+// The two errno values, spelled out to avoid a libc dependency for two constants.
+const EMFILE: i32 = 24;
+const ENFILE: i32 = 23;
+
+/// SIGTERM and SIGINT, merged.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> io::Result<Signals> {
+        Ok(Signals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    async fn recv(&mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
+        }
+    }
+}
