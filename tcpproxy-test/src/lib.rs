@@ -1,1 +1,122 @@
-//! x
+//! `tcpproxy-test`: a conformance harness for TCP proxies, a Rust port and superset of MIT
+//! 6.824's 2002 tester. Each phase runs against its own instance of the proxy under test, with
+//! the harness's own client and destination server on loopback.
+
+pub mod check;
+pub mod cli;
+pub mod deadline;
+pub mod harness;
+pub mod peer;
+pub mod phase;
+pub mod report;
+
+use std::ffi::OsString;
+use std::io::Write as _;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use tokio::sync::Semaphore;
+
+use crate::cli::{Config, Parsed};
+use crate::deadline::Timing;
+use crate::phase::Verdict;
+
+pub const EXIT_PASSED: u8 = 0;
+pub const EXIT_FAILED: u8 = 1;
+pub const EXIT_USAGE: u8 = 2;
+pub const EXIT_HARNESS: u8 = 3;
+/// As a shell reports a process ended by SIGINT.
+pub const EXIT_INTERRUPTED: u8 = 130;
+
+/// The whole program behind `main`.
+pub fn main_with_args(args: Vec<OsString>) -> ExitCode {
+    // The bundled reference proxy runs from this same executable, so `cargo run -p
+    // tcpproxy-test` needs nothing else built.
+    if args.get(1).is_some_and(|a| a == cli::REFERENCE_SUBCOMMAND) {
+        let proxy_args =
+            std::iter::once(OsString::from("tcpproxy")).chain(args.into_iter().skip(2));
+        return tcpproxy::main_with_args(proxy_args);
+    }
+    let config = match cli::parse(args) {
+        Parsed::Run(c) => c,
+        Parsed::Info(text) => {
+            let _ = std::io::stdout().write_all(text.as_bytes());
+            return ExitCode::SUCCESS;
+        }
+        Parsed::Usage(msg) => {
+            eprintln!("tcpproxy-test: {msg}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("tcpproxy-test: cannot start the async runtime: {e}");
+            return ExitCode::from(EXIT_HARNESS);
+        }
+    };
+    let code = runtime.block_on(async {
+        tokio::select! {
+            code = run(config) => code,
+            _ = tokio::signal::ctrl_c() => {
+                harness::kill_all_groups();
+                eprintln!("tcpproxy-test: interrupted; every proxy started was killed");
+                EXIT_INTERRUPTED
+            }
+        }
+    });
+    // Phases still running after an interrupt hold nothing worth waiting for.
+    runtime.shutdown_background();
+    ExitCode::from(code)
+}
+
+/// Runs the suite, printing each phase's line in order as soon as it and all before it are done.
+async fn run(config: Config) -> u8 {
+    harness::become_subreaper();
+    let timing = Timing {
+        stall: config.stall_timeout,
+        scale: config.timeout_scale,
+    };
+    let seed = config.seed.unwrap_or_else(rand::random);
+    let phases = phase::all();
+    let slots = Arc::new(Semaphore::new(config.jobs.unwrap_or(phases.len()).max(1)));
+    let cmd = Arc::new(config.proxy);
+    let handles: Vec<_> = phases
+        .into_iter()
+        .map(|p| {
+            let (slots, cmd) = (slots.clone(), cmd.clone());
+            tokio::spawn(async move {
+                let _slot = slots.acquire_owned().await.expect("never closed");
+                phase::run(&p, &cmd, timing, seed).await
+            })
+        })
+        .collect();
+    let mut outcomes = Vec::new();
+    let mut stdout = std::io::stdout();
+    for h in handles {
+        match h.await {
+            Ok(Ok(o)) => {
+                let _ = report::write_outcome(&mut stdout, &o);
+                let _ = stdout.flush();
+                outcomes.push(o);
+            }
+            Ok(Err(msg)) => {
+                eprintln!("tcpproxy-test: the harness could not run: {msg}");
+                return EXIT_HARNESS;
+            }
+            Err(e) => {
+                eprintln!("tcpproxy-test: the harness crashed: {e}");
+                return EXIT_HARNESS;
+            }
+        }
+    }
+    println!("{}", report::summary(&outcomes));
+    if outcomes.iter().any(|o| o.verdict == Verdict::Failed) {
+        EXIT_FAILED
+    } else {
+        EXIT_PASSED
+    }
+}

@@ -1,1 +1,5 @@
-fn main() {}
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    tcpproxy_test::main_with_args(std::env::args_os().collect())
+}

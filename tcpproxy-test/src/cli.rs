@@ -1,0 +1,281 @@
+//! The command line: flags, their defaults and checks, and finding the proxy to test.
+
+use std::ffi::OsString;
+use std::io::Read as _;
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::Parser;
+
+use crate::harness::ProxyCommand;
+
+/// The stall timeout the proxy under test was given, when nothing says otherwise (the lab's).
+pub const STALL_TIMEOUT: Duration = tcpproxy::cli::STALL_TIMEOUT;
+/// The hidden first argument that makes this executable run the bundled reference proxy.
+pub const REFERENCE_SUBCOMMAND: &str = "__reference-proxy";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "tcpproxy-test",
+    version,
+    about = "Conformance tests for TCP proxies (a port of MIT 6.824's tcpproxy-test)",
+    long_about = "Conformance tests for TCP proxies (a port of MIT 6.824's tcpproxy-test).\n\n\
+        Runs each phase against its own instance of PROXY, spawned as\n\
+        `PROXY [PROXY_ARGS...] 127.0.0.1 DEST_PORT LISTEN_PORT`, and prints one line per phase.\n\
+        Without PROXY, tests the bundled reference proxy.\n\n\
+        Exit status: 0 all passed, 1 a phase failed, 2 usage error, 3 the harness could not run.",
+    after_help = "Examples:\n  tcpproxy-test ./tcpproxy\n  tcpproxy-test python3 proxy.py\n  tcpproxy-test --stall-timeout 2 -- ./tcpproxy --stall-timeout 2"
+)]
+struct Args {
+    /// The stall timeout the proxy under test was given; the lazy phases judge against it.
+    #[arg(long, value_name = "SECS", default_value_t = STALL_TIMEOUT.as_secs_f64(), value_parser = parse_positive)]
+    stall_timeout: f64,
+
+    /// Stretch every other deadline by this factor, for slow or loaded hosts.
+    #[arg(long, value_name = "F", default_value_t = 1.0, value_parser = parse_positive)]
+    timeout_scale: f64,
+
+    /// Seed for the payloads (ChaCha20); printed on failure to reproduce a run.
+    #[arg(long, value_name = "N")]
+    seed: Option<u64>,
+
+    /// Phases run at once [default: all].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    jobs: Option<u32>,
+
+    /// The proxy to test (a path, or a command on PATH) and arguments to put before its three
+    /// positional arguments.
+    #[arg(
+        value_name = "PROXY",
+        trailing_var_arg = true,
+        allow_hyphen_values = true
+    )]
+    proxy: Vec<OsString>,
+}
+
+/// A validated run.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub proxy: ProxyCommand,
+    /// True when testing the bundled reference proxy.
+    pub reference: bool,
+    pub stall_timeout: Duration,
+    pub timeout_scale: f64,
+    pub seed: Option<u64>,
+    pub jobs: Option<usize>,
+}
+
+#[derive(Debug)]
+pub enum Parsed {
+    Run(Config),
+    /// `--help`, `--version`: print and exit 0.
+    Info(String),
+    /// One line for stderr, exit 2.
+    Usage(String),
+}
+
+pub fn parse(args: impl IntoIterator<Item = OsString>) -> Parsed {
+    let a = match Args::try_parse_from(args) {
+        Ok(a) => a,
+        Err(e) => {
+            return match e.kind() {
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => {
+                    Parsed::Info(e.render().to_string())
+                }
+                _ => {
+                    let text = e.render().to_string();
+                    let line = text
+                        .lines()
+                        .find(|l| !l.trim().is_empty())
+                        .unwrap_or("invalid arguments");
+                    Parsed::Usage(format!(
+                        "{} (see --help)",
+                        line.strip_prefix("error: ").unwrap_or(line)
+                    ))
+                }
+            };
+        }
+    };
+    let stall_timeout = Duration::from_secs_f64(a.stall_timeout);
+    let (proxy, reference) = match a.proxy.split_first() {
+        None => match std::env::current_exe() {
+            Ok(exe) => (
+                ProxyCommand {
+                    program: exe,
+                    args: vec![
+                        REFERENCE_SUBCOMMAND.into(),
+                        "--stall-timeout".into(),
+                        a.stall_timeout.to_string().into(),
+                    ],
+                },
+                true,
+            ),
+            Err(e) => {
+                return Parsed::Usage(format!(
+                    "cannot find this executable to run the reference proxy: {e}"
+                ));
+            }
+        },
+        Some((program, rest)) => match resolve(Path::new(program)) {
+            Ok(path) => (
+                ProxyCommand {
+                    program: path,
+                    args: rest.to_vec(),
+                },
+                false,
+            ),
+            Err(msg) => return Parsed::Usage(msg),
+        },
+    };
+    Parsed::Run(Config {
+        proxy,
+        reference,
+        stall_timeout,
+        timeout_scale: a.timeout_scale,
+        seed: a.seed,
+        jobs: a.jobs.map(|j| j as usize),
+    })
+}
+
+fn parse_positive(s: &str) -> Result<f64, String> {
+    let v: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("expected a number, got '{s}'"))?;
+    if !v.is_finite() || v <= 0.0 || v > 86_400.0 {
+        return Err(format!(
+            "expected a number greater than 0 and at most 86400, got {s}"
+        ));
+    }
+    Ok(v)
+}
+
+/// Finds PROXY as the shell would (a path if it has a slash, else on PATH) and checks it can run,
+/// so a typo is one clear line now rather than ten failed phases.
+pub fn resolve(program: &Path) -> Result<PathBuf, String> {
+    let shown = program.display();
+    let path = if program.components().count() > 1 || program.to_string_lossy().contains('/') {
+        program.to_path_buf()
+    } else {
+        let found = std::env::var_os("PATH")
+            .map(|p| {
+                std::env::split_paths(&p)
+                    .map(|d| d.join(program))
+                    .find(|c| is_executable_file(c))
+            })
+            .unwrap_or_default();
+        match found {
+            Some(p) => p,
+            None => {
+                return Err(format!(
+                    "proxy '{shown}' is not a file and was not found on PATH"
+                ));
+            }
+        }
+    };
+    let meta =
+        std::fs::metadata(&path).map_err(|e| format!("proxy '{shown}' cannot be used: {e}"))?;
+    if meta.is_dir() {
+        return Err(format!("proxy '{shown}' is a directory, not an executable"));
+    }
+    if meta.permissions().mode() & 0o111 == 0 {
+        return Err(format!(
+            "proxy '{shown}' is not executable (try chmod +x, or name its interpreter: python3 {shown})"
+        ));
+    }
+    if let Some(interp) = shebang(&path) {
+        if !is_executable_file(Path::new(&interp)) {
+            return Err(format!(
+                "proxy '{shown}' names the interpreter '{interp}' on its #! line, which does not exist or is not executable"
+            ));
+        }
+    }
+    Ok(path)
+}
+
+fn is_executable_file(p: &Path) -> bool {
+    std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+/// The interpreter named on a script's `#!` line, if it has one.
+fn shebang(path: &Path) -> Option<String> {
+    let mut head = [0u8; 256];
+    let n = std::fs::File::open(path).ok()?.read(&mut head).ok()?;
+    let line = head[..n].strip_prefix(b"#!")?;
+    let line = line.split(|&b| b == b'\n').next()?;
+    let text = String::from_utf8_lossy(line);
+    text.split_whitespace().next().map(str::to_string)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_strs(args: &[&str]) -> Parsed {
+        parse(
+            std::iter::once("tcpproxy-test")
+                .chain(args.iter().copied())
+                .map(OsString::from),
+        )
+    }
+
+    #[test]
+    fn no_proxy_means_the_bundled_reference_with_the_same_stall_timeout() {
+        let Parsed::Run(c) = parse_strs(&["--stall-timeout", "2"]) else {
+            panic!("expected a run")
+        };
+        assert!(c.reference);
+        assert_eq!(c.proxy.args[0], REFERENCE_SUBCOMMAND);
+        assert_eq!(c.proxy.args[2], "2");
+        assert_eq!(c.stall_timeout, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn proxy_args_come_after_the_proxy_with_or_without_dashes() {
+        let Parsed::Run(c) = parse_strs(&["sh", "-c", "exit 0"]) else {
+            panic!("expected a run")
+        };
+        assert!(c.proxy.program.ends_with("sh"));
+        assert_eq!(
+            c.proxy.args,
+            vec![OsString::from("-c"), OsString::from("exit 0")]
+        );
+        let Parsed::Run(c) = parse_strs(&["--jobs", "2", "--", "sh", "--stall-timeout", "2"])
+        else {
+            panic!("expected a run")
+        };
+        assert_eq!(c.jobs, Some(2));
+        assert_eq!(
+            c.proxy.args,
+            vec![OsString::from("--stall-timeout"), OsString::from("2")]
+        );
+    }
+
+    #[test]
+    fn a_missing_or_unrunnable_proxy_is_a_usage_error() {
+        let dir = std::env::temp_dir();
+        for (args, want) in [
+            (vec!["./no/such/proxy"], "cannot be used"),
+            (vec!["no-such-command-anywhere"], "not found on PATH"),
+            (vec![dir.to_str().unwrap()], "is a directory"),
+        ] {
+            match parse_strs(&args) {
+                Parsed::Usage(m) => assert!(m.contains(want), "{m}"),
+                other => panic!("expected a usage error for {args:?}, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn bad_numbers_are_usage_errors() {
+        for args in [
+            ["--stall-timeout", "0"],
+            ["--timeout-scale", "-1"],
+            ["--jobs", "0"],
+            ["--seed", "x"],
+        ] {
+            assert!(matches!(parse_strs(&args), Parsed::Usage(_)), "{args:?}");
+        }
+    }
+}

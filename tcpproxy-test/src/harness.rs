@@ -1,0 +1,479 @@
+//! The proxy under test as a process: spawned in its own process group, its output drained into
+//! bounded tails, its listen port found and awaited, and the whole group killed and reaped on
+//! every path (pass, fail, panic, Ctrl-C).
+
+use std::collections::{HashSet, VecDeque};
+use std::ffi::OsString;
+use std::fmt;
+use std::net::{Ipv4Addr, SocketAddr, TcpListener as StdListener};
+use std::os::unix::process::ExitStatusExt as _;
+use std::path::PathBuf;
+use std::process::{ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use nix::sys::signal::{Signal, killpg};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::Pid;
+use tokio::io::{AsyncRead, AsyncReadExt as _};
+use tokio::process::{Child, Command};
+use tokio::time::Instant;
+
+/// The most of the proxy's stdout and of its stderr kept: the tail is what explains a failure.
+pub const TAIL_BYTES: usize = 8 * 1024;
+/// Between SIGTERM to the group and SIGKILL.
+const TERM_GRACE: Duration = Duration::from_secs(1);
+/// How often readiness is probed.
+const PROBE_EVERY: Duration = Duration::from_millis(20);
+/// Times a new port is tried when the proxy says the last one is in use.
+pub const PORT_TRIES: usize = 3;
+
+/// How to start the proxy under test: `program [args] 127.0.0.1 DEST_PORT LISTEN_PORT`.
+#[derive(Debug, Clone)]
+pub struct ProxyCommand {
+    pub program: PathBuf,
+    pub args: Vec<OsString>,
+}
+
+impl fmt::Display for ProxyCommand {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.program.display())?;
+        for a in &self.args {
+            write!(f, " {}", a.to_string_lossy())?;
+        }
+        Ok(())
+    }
+}
+
+/// Process groups alive right now, so a Ctrl-C of the harness can kill every one of them.
+static LIVE_GROUPS: Mutex<Option<HashSet<i32>>> = Mutex::new(None);
+
+fn register(pgid: i32) {
+    LIVE_GROUPS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get_or_insert_with(HashSet::new)
+        .insert(pgid);
+}
+
+fn unregister(pgid: i32) {
+    if let Some(set) = LIVE_GROUPS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .as_mut()
+    {
+        set.remove(&pgid);
+    }
+}
+
+/// Makes orphans of the proxy (children it forked, then left) our children, so they can be
+/// reaped rather than left as zombies under an init that may not reap. Linux only.
+pub fn become_subreaper() {
+    #[cfg(target_os = "linux")]
+    let _ = nix::sys::prctl::set_child_subreaper(true);
+}
+
+/// Kills every live proxy group at once and reaps what it can: the Ctrl-C path.
+pub fn kill_all_groups() {
+    let groups: Vec<i32> = LIVE_GROUPS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .as_mut()
+        .map(|s| s.drain().collect())
+        .unwrap_or_default();
+    for pgid in &groups {
+        let _ = killpg(Pid::from_raw(*pgid), Signal::SIGKILL);
+    }
+    for pgid in groups {
+        reap_group_blocking(pgid, Duration::from_secs(2));
+    }
+}
+
+/// Reaps every child of ours in the group `pgid` (the leader and, as subreaper, its orphans)
+/// until none is left or `limit` passes.
+fn reap_group_blocking(pgid: i32, limit: Duration) {
+    let end = std::time::Instant::now() + limit;
+    while std::time::Instant::now() < end {
+        match waitpid(Pid::from_raw(-pgid), Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::StillAlive) => std::thread::sleep(Duration::from_millis(5)),
+            Ok(_) => {}
+            // ECHILD: nothing of that group is left to reap.
+            Err(_) => return,
+        }
+    }
+}
+
+/// The last `TAIL_BYTES` of one output stream, drained continuously so a chatty proxy never
+/// blocks on a full pipe.
+#[derive(Debug, Default)]
+pub struct Tail {
+    bytes: VecDeque<u8>,
+    total: u64,
+}
+
+impl Tail {
+    fn push(&mut self, chunk: &[u8]) {
+        self.total += chunk.len() as u64;
+        let chunk = &chunk[chunk.len().saturating_sub(TAIL_BYTES)..];
+        let over = (self.bytes.len() + chunk.len()).saturating_sub(TAIL_BYTES);
+        self.bytes.drain(..over);
+        self.bytes.extend(chunk);
+    }
+
+    /// The kept text, lossily decoded, with a note when earlier output was dropped.
+    pub fn text(&self) -> String {
+        let (a, b) = self.bytes.as_slices();
+        let mut v = a.to_vec();
+        v.extend_from_slice(b);
+        let s = String::from_utf8_lossy(&v).into_owned();
+        if self.total > self.bytes.len() as u64 {
+            format!(
+                "[{} earlier bytes dropped] {}",
+                self.total - self.bytes.len() as u64,
+                s
+            )
+        } else {
+            s
+        }
+    }
+
+    pub fn total(&self) -> u64 {
+        self.total
+    }
+}
+
+async fn drain(mut from: impl AsyncRead + Unpin, into: Arc<Mutex<Tail>>) {
+    let mut buf = vec![0; 64 * 1024];
+    while let Ok(n) = from.read(&mut buf).await {
+        if n == 0 {
+            break;
+        }
+        into.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(&buf[..n]);
+    }
+}
+
+/// How a proxy process ended, in words: `exit status 3` or `killed by signal SIGSEGV`.
+pub fn describe_status(status: ExitStatus) -> String {
+    if let Some(code) = status.code() {
+        format!("exit status {code}")
+    } else if let Some(sig) = status.signal() {
+        match Signal::try_from(sig) {
+            Ok(s) => format!("killed by signal {}", s.as_str()),
+            Err(_) => format!("killed by signal {sig}"),
+        }
+    } else {
+        format!("{status}")
+    }
+}
+
+/// Why the proxy could not be brought up for a phase.
+#[derive(Debug)]
+pub enum StartFailure {
+    /// The harness itself failed (no free loopback port, spawn refused by the OS).
+    Harness(String),
+    /// The proxy exited or never listened; the message says which, with its stderr tail.
+    Proxy {
+        summary: String,
+        details: Vec<String>,
+    },
+}
+
+/// A running proxy under test.
+pub struct Proxy {
+    child: Child,
+    pgid: i32,
+    pub listen_port: u16,
+    stdout: Arc<Mutex<Tail>>,
+    stderr: Arc<Mutex<Tail>>,
+    /// The exit status once observed; the proxy may die on its own mid-phase.
+    exited: Option<ExitStatus>,
+    stopped: bool,
+}
+
+impl Proxy {
+    /// Starts `cmd` pointing at `dest_port` and waits until it listens, trying a fresh listen
+    /// port when the proxy reports the last one in use.
+    pub async fn start(
+        cmd: &ProxyCommand,
+        dest_port: u16,
+        ready_within: Duration,
+    ) -> Result<Proxy, StartFailure> {
+        let mut last = None;
+        for _ in 0..PORT_TRIES {
+            let port = free_port().map_err(|e| {
+                StartFailure::Harness(format!("cannot find a free loopback port: {e}"))
+            })?;
+            let mut proxy = Proxy::spawn(cmd, dest_port, port)?;
+            match proxy.await_listening(ready_within).await {
+                Ok(()) => return Ok(proxy),
+                Err(f) => {
+                    let in_use = proxy.exited.is_some() && {
+                        let err = proxy.stderr_tail().to_lowercase();
+                        err.contains("in use") || err.contains("eaddrinuse")
+                    };
+                    proxy.stop().await;
+                    if !in_use {
+                        return Err(f);
+                    }
+                    last = Some(f);
+                }
+            }
+        }
+        Err(last.expect("PORT_TRIES > 0"))
+    }
+
+    fn spawn(cmd: &ProxyCommand, dest_port: u16, listen_port: u16) -> Result<Proxy, StartFailure> {
+        let mut command = Command::new(&cmd.program);
+        command
+            .args(&cmd.args)
+            .arg("127.0.0.1")
+            .arg(dest_port.to_string())
+            .arg(listen_port.to_string())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            // Its own group: the whole group, grandchildren included, can be signalled at once.
+            .process_group(0)
+            .kill_on_drop(true);
+        let mut child = command.spawn().map_err(|e| StartFailure::Proxy {
+            summary: format!("expected to start the proxy, but spawning `{cmd}` failed: {e}"),
+            details: vec![],
+        })?;
+        let pid = child.id().expect("a just-spawned child has a pid") as i32;
+        register(pid);
+        let stdout = Arc::new(Mutex::new(Tail::default()));
+        let stderr = Arc::new(Mutex::new(Tail::default()));
+        if let Some(out) = child.stdout.take() {
+            tokio::spawn(drain(out, stdout.clone()));
+        }
+        if let Some(err) = child.stderr.take() {
+            tokio::spawn(drain(err, stderr.clone()));
+        }
+        Ok(Proxy {
+            child,
+            pgid: pid,
+            listen_port,
+            stdout,
+            stderr,
+            exited: None,
+            stopped: false,
+        })
+    }
+
+    /// Waits for the listen port to accept, without connecting to it where the OS lets us look
+    /// (a probe connection would reach the phase's destination server as a stray client).
+    async fn await_listening(&mut self, limit: Duration) -> Result<(), StartFailure> {
+        let started = Instant::now();
+        let end = started + limit;
+        loop {
+            if let Some(status) = self.exit_status() {
+                return Err(StartFailure::Proxy {
+                    summary: format!(
+                        "expected the proxy to listen on port {}, but it exited first ({})",
+                        self.listen_port,
+                        describe_status(status)
+                    ),
+                    details: self.stderr_details(),
+                });
+            }
+            if is_listening(self.listen_port).await {
+                return Ok(());
+            }
+            if Instant::now() >= end {
+                return Err(StartFailure::Proxy {
+                    summary: format!(
+                        "expected the proxy to listen on 127.0.0.1:{} within {:.1}s, but it never did",
+                        self.listen_port,
+                        limit.as_secs_f64()
+                    ),
+                    details: self.stderr_details(),
+                });
+            }
+            // Either the child exits or the next probe runs, whichever comes first.
+            tokio::select! {
+                status = self.child.wait() => {
+                    if let Ok(s) = status { self.exited = Some(s); }
+                }
+                _ = tokio::time::sleep(PROBE_EVERY) => {}
+            }
+        }
+    }
+
+    /// The exit status if the proxy has exited (checked without waiting).
+    pub fn exit_status(&mut self) -> Option<ExitStatus> {
+        if self.exited.is_none() {
+            if let Ok(Some(s)) = self.child.try_wait() {
+                self.exited = Some(s);
+            }
+        }
+        self.exited
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.pgid
+    }
+
+    pub fn stderr_tail(&self) -> String {
+        self.stderr.lock().unwrap_or_else(|e| e.into_inner()).text()
+    }
+
+    pub fn stdout_tail(&self) -> String {
+        self.stdout.lock().unwrap_or_else(|e| e.into_inner()).text()
+    }
+
+    pub fn stderr_total(&self) -> u64 {
+        self.stderr
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .total()
+    }
+
+    /// Detail lines quoting the proxy's stderr tail (last few lines), if it wrote any.
+    pub fn stderr_details(&self) -> Vec<String> {
+        let tail = self.stderr_tail();
+        let lines: Vec<&str> = tail.lines().filter(|l| !l.trim().is_empty()).collect();
+        if lines.is_empty() {
+            return vec![];
+        }
+        let keep = &lines[lines.len().saturating_sub(5)..];
+        let mut out = vec![format!("proxy stderr (last {} lines):", keep.len())];
+        out.extend(keep.iter().map(|l| {
+            let l: String = l.chars().take(200).collect();
+            format!("  {l}")
+        }));
+        out
+    }
+
+    /// SIGTERM to the group, SIGKILL after a grace period (grandchildren that ignore SIGTERM
+    /// included), then reap the leader and any orphans. Returns the leader's status.
+    pub async fn stop(&mut self) -> Option<ExitStatus> {
+        if self.stopped {
+            return self.exited;
+        }
+        let group = Pid::from_raw(self.pgid);
+        let _ = killpg(group, Signal::SIGTERM);
+        if self.exited.is_none() {
+            if let Ok(Ok(s)) = tokio::time::timeout(TERM_GRACE, self.child.wait()).await {
+                self.exited = Some(s);
+            }
+        }
+        let _ = killpg(group, Signal::SIGKILL);
+        if self.exited.is_none() {
+            if let Ok(Ok(s)) = tokio::time::timeout(Duration::from_secs(5), self.child.wait()).await
+            {
+                self.exited = Some(s);
+            }
+        }
+        // The leader is reaped (tokio did it); what is left in the group are our orphans.
+        let pgid = self.pgid;
+        let _ =
+            tokio::task::spawn_blocking(move || reap_group_blocking(pgid, Duration::from_secs(2)))
+                .await;
+        unregister(self.pgid);
+        self.stopped = true;
+        self.exited
+    }
+}
+
+impl Drop for Proxy {
+    /// The panic path: no await is possible here, so kill the group outright; tokio reaps the
+    /// leader (`kill_on_drop`), and the next `stop` or exit takes care of orphans.
+    fn drop(&mut self) {
+        if !self.stopped {
+            let _ = killpg(Pid::from_raw(self.pgid), Signal::SIGKILL);
+            unregister(self.pgid);
+        }
+    }
+}
+
+/// A port that was free a moment ago. Racy by nature (another process may take it before the
+/// proxy binds), which is why `Proxy::start` retries.
+pub fn free_port() -> std::io::Result<u16> {
+    let l = StdListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))?;
+    Ok(l.local_addr()?.port())
+}
+
+/// Whether something listens on `port`: read from /proc on Linux, so no connection is made.
+#[cfg(target_os = "linux")]
+async fn is_listening(port: u16) -> bool {
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        // A small pseudo-file read from memory: not worth a blocking-pool hop.
+        if let Ok(text) = std::fs::read_to_string(table) {
+            if listening_in(&text, port) {
+                return true;
+            }
+        }
+    }
+    false
+}
+
+/// Elsewhere, connect and drop; the phase's server may then see one stray connection.
+#[cfg(not(target_os = "linux"))]
+async fn is_listening(port: u16) -> bool {
+    tokio::net::TcpStream::connect((Ipv4Addr::LOCALHOST, port))
+        .await
+        .is_ok()
+}
+
+/// Parses a /proc/net/tcp{,6} table: `sl local_address rem_address st ...`, addresses as
+/// `HEXADDR:HEXPORT`, state `0A` for LISTEN.
+fn listening_in(table: &str, port: u16) -> bool {
+    table.lines().skip(1).any(|line| {
+        let mut f = line.split_whitespace();
+        let (Some(_), Some(local), Some(_), Some(state)) = (f.next(), f.next(), f.next(), f.next())
+        else {
+            return false;
+        };
+        let p = local
+            .rsplit(':')
+            .next()
+            .and_then(|h| u16::from_str_radix(h, 16).ok());
+        state == "0A" && p == Some(port)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tail_keeps_the_last_bytes_and_counts_the_rest() {
+        let mut t = Tail::default();
+        t.push(&vec![b'a'; TAIL_BYTES]);
+        t.push(b"end");
+        assert_eq!(t.total(), TAIL_BYTES as u64 + 3);
+        let text = t.text();
+        assert!(
+            text.starts_with("[3 earlier bytes dropped]"),
+            "{}",
+            &text[..40]
+        );
+        assert!(text.ends_with("aend"));
+        t.push(&vec![b'z'; 3 * TAIL_BYTES]);
+        assert_eq!(t.bytes.len(), TAIL_BYTES);
+    }
+
+    #[test]
+    fn proc_net_tcp_listen_rows_are_found() {
+        let table = "  sl  local_address rem_address   st tx_queue rx_queue\n   \
+            0: 0100007F:1F90 00000000:0000 0A 00000000:00000000\n   \
+            1: 0100007F:1F91 0100007F:D431 01 00000000:00000000\n";
+        assert!(listening_in(table, 0x1F90));
+        assert!(!listening_in(table, 0x1F91), "ESTABLISHED is not LISTEN");
+        assert!(!listening_in(table, 80));
+    }
+
+    #[test]
+    fn statuses_are_named() {
+        assert_eq!(
+            describe_status(ExitStatus::from_raw(3 << 8)),
+            "exit status 3"
+        );
+        assert_eq!(
+            describe_status(ExitStatus::from_raw(11)),
+            "killed by signal SIGSEGV"
+        );
+    }
+}

@@ -1,0 +1,144 @@
+//! The harness's own ends of a connection: listeners and clients on loopback with the socket
+//! options a scenario needs, and readers paced to make a proxy's writes come back short.
+
+use std::io;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+
+/// A receive buffer small enough that a peer which stops reading stalls its sender for real:
+/// Linux loopback buffers otherwise autotune to megabytes.
+pub const SMALL_RCVBUF: u32 = 4 * 1024;
+
+/// How a reader consumes: at most `chunk` bytes per read, then `pause`.
+#[derive(Debug, Clone, Copy)]
+pub struct Pacing {
+    pub chunk: usize,
+    pub pause: Duration,
+}
+
+impl Pacing {
+    /// As fast as the socket delivers.
+    pub const EAGER: Pacing = Pacing {
+        chunk: 64 * 1024,
+        pause: Duration::ZERO,
+    };
+
+    async fn rest(&self) {
+        if !self.pause.is_zero() {
+            tokio::time::sleep(self.pause).await;
+        }
+    }
+}
+
+/// A listener on 127.0.0.1, port chosen by the kernel. `rcvbuf` is set before `listen` so every
+/// accepted socket inherits it (a later setsockopt does not shrink an established window).
+pub fn listen(rcvbuf: Option<u32>) -> io::Result<TcpListener> {
+    let socket = TcpSocket::new_v4()?;
+    socket.set_reuseaddr(true)?;
+    if let Some(size) = rcvbuf {
+        socket.set_recv_buffer_size(size)?;
+    }
+    socket.bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))?;
+    socket.listen(1024)
+}
+
+/// Connects to 127.0.0.1:`port`, with `rcvbuf` set before the handshake when given.
+pub async fn connect(port: u16, rcvbuf: Option<u32>) -> io::Result<TcpStream> {
+    let socket = TcpSocket::new_v4()?;
+    if let Some(size) = rcvbuf {
+        socket.set_recv_buffer_size(size)?;
+    }
+    let stream = socket
+        .connect(SocketAddr::from((Ipv4Addr::LOCALHOST, port)))
+        .await?;
+    stream.set_nodelay(true)?;
+    Ok(stream)
+}
+
+/// Echoes everything read back to its sender, paced, and half-closes after the peer's EOF.
+/// Returns the bytes echoed; an error ends the echo quietly (the phase's check reports it).
+pub async fn echo(stream: TcpStream, pacing: Pacing) -> io::Result<u64> {
+    let (mut rd, mut wr) = stream.into_split();
+    let mut buf = vec![0; pacing.chunk];
+    let mut total = 0;
+    loop {
+        let n = rd.read(&mut buf).await?;
+        if n == 0 {
+            wr.shutdown().await?;
+            return Ok(total);
+        }
+        wr.write_all(&buf[..n]).await?;
+        total += n as u64;
+        pacing.rest().await;
+    }
+}
+
+/// Reads until EOF, paced, keeping at most `limit` bytes (the rest is counted, not kept).
+/// Returns what was read and how the stream ended.
+pub async fn read_to_end(
+    rd: &mut (impl AsyncRead + Unpin),
+    pacing: Pacing,
+    limit: usize,
+) -> (Vec<u8>, io::Result<()>) {
+    let mut got = Vec::new();
+    let mut buf = vec![0; pacing.chunk];
+    loop {
+        match rd.read(&mut buf).await {
+            Ok(0) => return (got, Ok(())),
+            Ok(n) => {
+                let keep = n.min(limit.saturating_sub(got.len()));
+                got.extend_from_slice(&buf[..keep]);
+            }
+            Err(e) => return (got, Err(e)),
+        }
+        pacing.rest().await;
+    }
+}
+
+/// Reads exactly `want` bytes, paced, appending to `got` as they come so a caller that gives up
+/// still sees how far it got.
+pub async fn read_exact_into(
+    rd: &mut (impl AsyncRead + Unpin),
+    want: usize,
+    pacing: Pacing,
+    got: &mut Vec<u8>,
+) -> io::Result<()> {
+    let mut buf = vec![0; pacing.chunk];
+    while got.len() < want {
+        let room = (want - got.len()).min(buf.len());
+        let n = rd.read(&mut buf[..room]).await?;
+        if n == 0 {
+            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "EOF"));
+        }
+        got.extend_from_slice(&buf[..n]);
+        pacing.rest().await;
+    }
+    Ok(())
+}
+
+/// Writes all of `data`, in pieces of at most `piece` bytes.
+pub async fn write_in_pieces(
+    wr: &mut (impl AsyncWrite + Unpin),
+    data: &[u8],
+    piece: usize,
+) -> io::Result<()> {
+    for part in data.chunks(piece.max(1)) {
+        wr.write_all(part).await?;
+    }
+    Ok(())
+}
+
+/// True for the errors a reset or an aborted connection gives: what "the proxy closed the
+/// connection" looks like from a peer that is still writing or reading.
+pub fn is_reset(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionReset
+            | io::ErrorKind::BrokenPipe
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::NotConnected
+    )
+}

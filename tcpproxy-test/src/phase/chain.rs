@@ -1,0 +1,258 @@
+//! Chains of connections through one proxy: the server end echoes, and the harness copies what
+//! it reads from connection i into connection i+1, so data crosses the proxy twice per hop.
+//! Every hop's bytes are kept, so a failure names the first hop where they went wrong.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use super::params::*;
+use super::{Ctx, Failure, PhaseResult};
+use crate::check;
+use crate::deadline::within;
+use crate::peer::{self, Pacing, SMALL_RCVBUF};
+
+/// What every hop has read so far; hop i is client connection i.
+struct Hops {
+    seen: Vec<Arc<Mutex<Vec<u8>>>>,
+    /// How many bytes reached the end of the chain.
+    end: watch::Receiver<usize>,
+    tasks: JoinSet<()>,
+}
+
+impl Hops {
+    fn snapshot(&self) -> Vec<Vec<u8>> {
+        self.seen
+            .iter()
+            .map(|h| h.lock().unwrap_or_else(|e| e.into_inner()).clone())
+            .collect()
+    }
+}
+
+/// Opens `n` connections through the proxy, each served by an echo at the destination, and
+/// starts the copiers; returns the chain's entrance and the per-hop records.
+async fn open(
+    ctx: &Ctx,
+    n: usize,
+    total: usize,
+    client_rcvbuf: Option<u32>,
+    pacing: Pacing,
+) -> Result<(OwnedWriteHalf, Hops), Failure> {
+    let mut tasks = JoinSet::new();
+    let mut reads = Vec::with_capacity(n);
+    let mut writes = Vec::with_capacity(n);
+    for i in 0..n {
+        let (client, server) = ctx.pair(client_rcvbuf).await.map_err(|f| {
+            let summary = format!("connection {} of {n}: {}", i + 1, f.summary);
+            Failure { summary, ..f }
+        })?;
+        tasks.spawn(async move {
+            let _ = peer::echo(server, pacing).await;
+        });
+        let (r, w) = client.into_split();
+        reads.push(r);
+        writes.push(w);
+    }
+    let entrance = writes.remove(0);
+    let seen: Vec<_> = (0..n)
+        .map(|_| Arc::new(Mutex::new(Vec::with_capacity(total))))
+        .collect();
+    let (end_tx, end) = watch::channel(0);
+    let mut nexts = writes
+        .into_iter()
+        .map(Some)
+        .chain(std::iter::once(None))
+        .collect::<Vec<_>>()
+        .into_iter();
+    for (rd, record) in reads.into_iter().zip(&seen) {
+        let next = nexts.next().expect("one next per hop");
+        let record = record.clone();
+        let end_tx = (next.is_none()).then(|| end_tx.clone());
+        tasks.spawn(copy_hop(rd, next, record, total, pacing, end_tx));
+    }
+    Ok((entrance, Hops { seen, end, tasks }))
+}
+
+/// Reads up to `total` bytes from one hop, recording them and passing them on to the next hop
+/// (or reporting progress at the end of the chain).
+async fn copy_hop(
+    mut rd: OwnedReadHalf,
+    mut next: Option<OwnedWriteHalf>,
+    record: Arc<Mutex<Vec<u8>>>,
+    total: usize,
+    pacing: Pacing,
+    end: Option<watch::Sender<usize>>,
+) {
+    let mut buf = vec![0; pacing.chunk];
+    let mut count = 0;
+    while count < total {
+        let n = match rd.read(&mut buf[..pacing.chunk.min(total - count)]).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        count += n;
+        record
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend_from_slice(&buf[..n]);
+        if let Some(w) = next.as_mut() {
+            if w.write_all(&buf[..n]).await.is_err() {
+                return;
+            }
+        }
+        if let Some(e) = &end {
+            let _ = e.send(count);
+        }
+        if !pacing.pause.is_zero() {
+            tokio::time::sleep(pacing.pause).await;
+        }
+    }
+}
+
+/// The verdict on a chain that should have carried `expected` through every hop.
+fn verdict(expected: &[u8], hops: &[Vec<u8>], waited: Option<Duration>) -> PhaseResult {
+    let n = hops.len();
+    for (i, got) in hops.iter().enumerate() {
+        let whole = got.len() == expected.len();
+        let prefix_ok = got.len() <= expected.len() && got[..] == expected[..got.len()];
+        if whole && prefix_ok {
+            continue;
+        }
+        let hop = format!("connection {} of the {n}-connection chain", i + 1);
+        let counts = hop_counts(hops, expected.len());
+        if prefix_ok {
+            let waited = waited.map_or(String::new(), |w| {
+                format!(" within {:.1}s", w.as_secs_f64())
+            });
+            return Err(Failure::new(format!(
+                "expected {} bytes back through {hop}{waited}, but only {} arrived (no byte was wrong, the rest never came)",
+                expected.len(),
+                got.len()
+            ))
+            .detail(counts));
+        }
+        let m = check::compare(expected, got).expect("differs");
+        let mut f = Failure::new(format!(
+            "{hop} (client -> proxy -> echo server -> proxy -> client): {}",
+            m.summary()
+        ))
+        .details(m.details())
+        .detail(counts);
+        if let Some(h) = check::explain(expected, got, m.offset) {
+            f = f.hint(h);
+        }
+        return Err(f);
+    }
+    Ok(())
+}
+
+fn hop_counts(hops: &[Vec<u8>], total: usize) -> String {
+    let counts: Vec<String> = hops.iter().map(|h| h.len().to_string()).collect();
+    format!("bytes read at each hop (of {total}): {}", counts.join(" "))
+}
+
+/// `n` connections, `ECHO_MESSAGES` small messages, each through the whole chain before the next.
+pub async fn echo(ctx: Arc<Ctx>, n: usize) -> PhaseResult {
+    let payload = ctx.payload(0, ECHO_MESSAGES * ECHO_MESSAGE_LEN);
+    let (mut entrance, mut hops) = open(&ctx, n, payload.len(), None, Pacing::EAGER).await?;
+    for (k, msg) in payload.chunks(ECHO_MESSAGE_LEN).enumerate() {
+        entrance.write_all(msg).await.map_err(|e| {
+            Failure::new(format!(
+                "expected to send message {} into the chain, but the write failed: {e}",
+                k + 1
+            ))
+        })?;
+        let want = (k + 1) * ECHO_MESSAGE_LEN;
+        let limit = ctx.scaled(ECHO_DEADLINE);
+        let arrived = within(
+            limit,
+            format!(
+                "message {} of {ECHO_MESSAGES} through all {n} connections",
+                k + 1
+            ),
+            async { hops.end.wait_for(|&c| c >= want).await.map(|_| ()) },
+        )
+        .await;
+        if arrived.is_err() {
+            let seen = hops.snapshot();
+            verdict(&payload[..want], &seen, Some(limit))?;
+        }
+    }
+    verdict(&payload, &hops.snapshot(), None)?;
+    hops.tasks.abort_all();
+    Ok(())
+}
+
+/// `BULK_BYTES` of seeded data through the long chain with slow readers everywhere. With
+/// `blocked`, one more connection through the same proxy has a destination that never reads and
+/// a client that writes all it can; the bulk data must still arrive within its deadline.
+pub async fn bulk(ctx: Arc<Ctx>, blocked: bool) -> PhaseResult {
+    let mut others = JoinSet::new();
+    let mut _blocked_server = None;
+    if blocked {
+        let (client, server) = ctx.pair(None).await?;
+        // Kept open and never read: its small receive buffer fills and the proxy must stall.
+        _blocked_server = Some(server);
+        others.spawn(async move {
+            let mut client = client;
+            let chunk = vec![0x42; BULK_WRITE_PIECE];
+            let mut sent = 0;
+            while sent < BLOCKED_WRITE_LIMIT {
+                match client.write(&chunk).await {
+                    Ok(n) if n > 0 => sent += n,
+                    _ => break,
+                }
+            }
+            // Keep the connection open until the phase ends and drops this task.
+            std::future::pending::<()>().await;
+        });
+    }
+    let payload = ctx.payload(1, BULK_BYTES);
+    let (mut entrance, mut hops) = open(
+        &ctx,
+        CHAIN_LONG,
+        payload.len(),
+        Some(SMALL_RCVBUF),
+        SLOW_READER,
+    )
+    .await?;
+    let limit = ctx.scaled(BULK_DEADLINE);
+    let what = format!("{BULK_BYTES} bytes through all {CHAIN_LONG} connections");
+    let source = {
+        let payload = payload.clone();
+        async move { peer::write_in_pieces(&mut entrance, &payload, BULK_WRITE_PIECE).await }
+    };
+    let arrived = within(limit, what, async {
+        let (wrote, _) = tokio::join!(source, async {
+            hops.end.wait_for(|&c| c >= BULK_BYTES).await.map(|_| ())
+        });
+        wrote
+    })
+    .await;
+    let seen = hops.snapshot();
+    hops.tasks.abort_all();
+    others.abort_all();
+    match arrived {
+        Ok(Ok(())) => verdict(&payload, &seen, None),
+        Ok(Err(e)) => {
+            verdict(&payload, &seen, None)?;
+            Err(Failure::new(format!(
+                "expected to write {BULK_BYTES} bytes into the chain, but the write failed: {e}"
+            )))
+        }
+        Err(expired) => {
+            let f = verdict(&payload, &seen, Some(limit))
+                .err()
+                .unwrap_or_else(|| expired.into());
+            Err(if blocked {
+                f.hint("bulk data stopped while one connection's destination did not read: one stalled peer freezes the proxy (blocking writes, or a single loop waiting on one socket)")
+            } else {
+                f
+            })
+        }
+    }
+}
