@@ -187,6 +187,8 @@ pub struct Proxy {
     pub listen_port: u16,
     stdout: Arc<Mutex<Tail>>,
     stderr: Arc<Mutex<Tail>>,
+    /// The tasks draining stdout and stderr; they end at EOF, once the whole group is gone.
+    drains: Vec<tokio::task::JoinHandle<()>>,
     /// The exit status once observed; the proxy may die on its own mid-phase.
     exited: Option<ExitStatus>,
     stopped: bool,
@@ -245,11 +247,12 @@ impl Proxy {
         register(pid);
         let stdout = Arc::new(Mutex::new(Tail::default()));
         let stderr = Arc::new(Mutex::new(Tail::default()));
+        let mut drains = Vec::new();
         if let Some(out) = child.stdout.take() {
-            tokio::spawn(drain(out, stdout.clone()));
+            drains.push(tokio::spawn(drain(out, stdout.clone())));
         }
         if let Some(err) = child.stderr.take() {
-            tokio::spawn(drain(err, stderr.clone()));
+            drains.push(tokio::spawn(drain(err, stderr.clone())));
         }
         Ok(Proxy {
             child,
@@ -257,6 +260,7 @@ impl Proxy {
             listen_port,
             stdout,
             stderr,
+            drains,
             exited: None,
             stopped: false,
         })
@@ -269,6 +273,7 @@ impl Proxy {
         let end = started + limit;
         loop {
             if let Some(status) = self.exit_status() {
+                self.await_output().await;
                 return Err(StartFailure::Proxy {
                     summary: format!(
                         "expected the proxy to listen on port {}, but it exited first ({})",
@@ -298,6 +303,14 @@ impl Proxy {
                 }
                 _ = tokio::time::sleep(PROBE_EVERY) => {}
             }
+        }
+    }
+
+    /// Lets the drains catch the last words of a proxy that exited: its pipes close once the
+    /// whole group is gone. Bounded, since a grandchild may hold them open.
+    pub async fn await_output(&mut self) {
+        for d in &mut self.drains {
+            let _ = tokio::time::timeout(Duration::from_millis(500), d).await;
         }
     }
 

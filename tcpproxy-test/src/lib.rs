@@ -113,7 +113,8 @@ async fn run(config: Config) -> u8 {
             }
         }
     }
-    println!("{}", report::summary(&outcomes));
+    // A closed stdout (`| head`) must not turn into a panic; the exit code still tells.
+    let _ = writeln!(stdout, "{}", report::summary(&outcomes));
     if outcomes.iter().any(|o| o.verdict == Verdict::Failed) {
         EXIT_FAILED
     } else {

@@ -1,1 +1,7 @@
+//! The harness's one integration-test binary: it runs `tcpproxy-test` as a user would, against
+//! the reference proxy, against broken fixtures, and with bad invocations.
 
+mod invocation;
+mod matrix;
+mod reference;
+mod support;

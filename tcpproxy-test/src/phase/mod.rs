@@ -332,6 +332,9 @@ pub async fn run(
     let result = tokio::spawn((phase.run)(ctx.clone())).await;
     let mut proxy = ctx.proxy.lock().await;
     let died = proxy.exit_status();
+    if died.is_some() {
+        proxy.await_output().await;
+    }
     let mut failure = match result {
         Ok(Ok(())) => None,
         Ok(Err(f)) => Some(f),

@@ -1,0 +1,131 @@
+//! Bad invocations and proxies that cannot be brought up: a clear verdict, a bounded run, and
+//! nothing left running.
+
+use std::os::unix::fs::PermissionsExt as _;
+use std::time::Duration;
+
+use crate::support::{ORIGINAL_PHASES, assert_nothing_left, run_harness};
+
+const LIMIT: Duration = Duration::from_secs(90);
+
+#[track_caller]
+fn assert_usage_error(args: &[&str], want: &str) {
+    let run = run_harness(args, LIMIT);
+    assert_eq!(run.code, Some(2), "{}", run.dump());
+    assert!(run.stdout.is_empty(), "{}", run.dump());
+    let lines: Vec<&str> = run.stderr.lines().collect();
+    assert_eq!(
+        lines.len(),
+        1,
+        "expected one line on stderr\n{}",
+        run.dump()
+    );
+    assert!(lines[0].starts_with("tcpproxy-test: "), "{}", run.dump());
+    assert!(
+        lines[0].contains(want),
+        "expected {want:?} in the error\n{}",
+        run.dump()
+    );
+}
+
+#[test]
+fn a_missing_proxy_is_a_usage_error() {
+    assert_usage_error(&["./no/such/proxy"], "No such file");
+    assert_usage_error(&["no-such-proxy-on-path"], "not found on PATH");
+}
+
+#[test]
+fn a_directory_or_non_executable_proxy_is_a_usage_error() {
+    let dir = tempfile::tempdir().unwrap();
+    assert_usage_error(&[dir.path().to_str().unwrap()], "is a directory");
+    let script = dir.path().join("proxy with spaces.sh");
+    std::fs::write(&script, "#!/bin/sh\nexit 0\n").unwrap();
+    assert_usage_error(&[script.to_str().unwrap()], "not executable");
+    let orphan = dir.path().join("orphan.py");
+    std::fs::write(&orphan, "#!/no/such/python3\n").unwrap();
+    std::fs::set_permissions(&orphan, std::fs::Permissions::from_mode(0o755)).unwrap();
+    assert_usage_error(&[orphan.to_str().unwrap()], "/no/such/python3");
+}
+
+#[test]
+fn bad_flags_are_usage_errors() {
+    assert_usage_error(&["--frobnicate"], "--frobnicate");
+    assert_usage_error(&["--stall-timeout", "soon"], "soon");
+    assert_usage_error(&["--jobs", "0", "sh"], "0");
+}
+
+#[test]
+fn help_exits_zero() {
+    let run = run_harness(&["--help"], LIMIT);
+    assert_eq!(run.code, Some(0), "{}", run.dump());
+    assert!(run.stdout.contains("--stall-timeout"), "{}", run.dump());
+}
+
+#[test]
+fn a_proxy_that_exits_at_once_fails_every_phase_with_its_status_and_stderr() {
+    let run = run_harness(
+        &["sh", "-c", "echo 'cannot bind: bad luck' >&2; exit 3"],
+        LIMIT,
+    );
+    assert_eq!(run.code, Some(1), "{}", run.dump());
+    assert_eq!(run.failed().len(), ORIGINAL_PHASES.len(), "{}", run.dump());
+    assert!(
+        run.stdout.contains("exited first (exit status 3)"),
+        "{}",
+        run.dump()
+    );
+    assert!(
+        run.stdout.contains("cannot bind: bad luck"),
+        "{}",
+        run.dump()
+    );
+    assert!(
+        run.stdout.ends_with("0 passed, 10 failed\n"),
+        "{}",
+        run.dump()
+    );
+    assert_nothing_left(&run);
+}
+
+#[test]
+fn a_proxy_that_never_listens_fails_within_the_readiness_deadline() {
+    // `exec` so the shell itself is the long-lived process; a stray child would count too.
+    let run = run_harness(&["sh", "-c", "exec sleep 300"], LIMIT);
+    assert_eq!(run.code, Some(1), "{}", run.dump());
+    assert_eq!(run.failed().len(), ORIGINAL_PHASES.len(), "{}", run.dump());
+    assert!(run.stdout.contains("but it never did"), "{}", run.dump());
+    assert!(run.elapsed < Duration::from_secs(30), "{}", run.dump());
+    assert_nothing_left(&run);
+}
+
+#[test]
+fn a_proxy_that_floods_stderr_is_judged_and_its_output_bounded() {
+    let run = run_harness(
+        &["sh", "-c", "while :; do echo flood flood flood; done >&2"],
+        LIMIT,
+    );
+    assert_eq!(run.code, Some(1), "{}", run.dump());
+    assert!(run.stdout.contains("flood"), "{}", run.dump());
+    // Only a tail is kept: the report stays small however much the proxy wrote.
+    assert!(
+        run.stdout.len() < 64 * 1024,
+        "{} bytes of report",
+        run.stdout.len()
+    );
+    assert_nothing_left(&run);
+}
+
+#[test]
+fn a_proxy_whose_children_ignore_sigterm_leaves_nothing_behind() {
+    // The child ignores SIGTERM and outlives its parent; only the group SIGKILL ends it.
+    let run = run_harness(
+        &[
+            "sh",
+            "-c",
+            "trap '' TERM; (trap '' TERM; sleep 300) & sleep 300",
+        ],
+        LIMIT,
+    );
+    assert_eq!(run.code, Some(1), "{}", run.dump());
+    assert_nothing_left(&run);
+}

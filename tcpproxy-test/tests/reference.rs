@@ -1,0 +1,50 @@
+//! The bundled reference proxy passes every phase, with exactly the lines graders expect.
+
+use std::time::Duration;
+
+use crate::support::{ORIGINAL_PHASES, assert_nothing_left, run_harness};
+
+fn expected_output() -> String {
+    let mut s: String = ORIGINAL_PHASES
+        .iter()
+        .map(|p| format!("{p}: passed\n"))
+        .collect();
+    s.push_str("10 passed, 0 failed\n");
+    s
+}
+
+#[test]
+fn reference_passes_every_phase_with_a_short_stall_timeout() {
+    let run = run_harness(&["--stall-timeout", "2"], Duration::from_secs(120));
+    assert_eq!(run.stdout, expected_output(), "{}", run.dump());
+    assert_eq!(run.code, Some(0), "{}", run.dump());
+    assert_nothing_left(&run);
+}
+
+#[test]
+fn reference_passes_every_phase_at_the_default_stall_timeout() {
+    let run = run_harness(&[], Duration::from_secs(180));
+    assert_eq!(run.stdout, expected_output(), "{}", run.dump());
+    assert_eq!(run.code, Some(0), "{}", run.dump());
+    assert_nothing_left(&run);
+}
+
+#[test]
+fn reference_binary_passes_when_named_as_the_proxy() {
+    // The same proxy, spawned as a user would name it: PROXY_ARGS before the three positionals.
+    let bin = crate::support::harness_bin();
+    let run = run_harness(
+        &[
+            "--stall-timeout",
+            "1.5",
+            "--",
+            bin.to_str().unwrap(),
+            "__reference-proxy",
+            "--stall-timeout",
+            "1.5",
+        ],
+        Duration::from_secs(120),
+    );
+    assert_eq!(run.stdout, expected_output(), "{}", run.dump());
+    assert_nothing_left(&run);
+}

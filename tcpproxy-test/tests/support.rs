@@ -1,0 +1,162 @@
+//! What every test here needs: the binaries, a bounded run of the harness, its phase lines
+//! parsed, and a check that nothing it started is left running.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// The harness under test.
+pub fn harness_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_tcpproxy-test"))
+}
+
+/// The broken proxies of the `fixtures` package, found beside this test's executable as
+/// ripgrep's tests find theirs (`cargo test --workspace` builds every package's binaries).
+pub fn fixtures_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test executable has a path");
+    let dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target/<profile>/deps");
+    let bin = dir.join("fixtures");
+    assert!(
+        bin.is_file(),
+        "expected the fixtures binary at {}; build it with `cargo build -p fixtures` or run `cargo test --workspace`",
+        bin.display()
+    );
+    bin
+}
+
+/// One finished run of the harness.
+#[derive(Debug)]
+pub struct Run {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+    pub elapsed: Duration,
+    pub marker: String,
+}
+
+impl Run {
+    /// Phase name -> the verdict word, from lines `NAME: verdict[: ...]`.
+    pub fn verdicts(&self) -> BTreeMap<String, String> {
+        self.stdout
+            .lines()
+            .filter(|l| !l.starts_with(' '))
+            .filter_map(|l| {
+                let (name, rest) = l.split_once(": ")?;
+                let verdict = rest.split(':').next()?.trim();
+                Some((name.to_string(), verdict.to_string()))
+            })
+            .collect()
+    }
+
+    /// Names of the phases that failed.
+    pub fn failed(&self) -> Vec<String> {
+        self.verdicts()
+            .into_iter()
+            .filter(|(_, v)| v == "failed")
+            .map(|(n, _)| n)
+            .collect()
+    }
+
+    /// Everything needed to debug a failed assertion without a rerun.
+    pub fn dump(&self) -> String {
+        format!(
+            "exit code: {:?}\nelapsed: {:.1}s\n--- stdout ---\n{}\n--- stderr ---\n{}",
+            self.code,
+            self.elapsed.as_secs_f64(),
+            self.stdout,
+            self.stderr
+        )
+    }
+}
+
+/// Runs the harness with `args`, killing it if it outlives `limit`. The proxies it starts inherit
+/// a unique marker in their environment, so [`assert_nothing_left`] can find any survivor.
+pub fn run_harness(args: &[&str], limit: Duration) -> Run {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let marker = format!(
+        "tcpproxy-test-it-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    );
+    let started = Instant::now();
+    let out = assert_cmd::Command::new(harness_bin())
+        .args(args)
+        .env("TCPPROXY_TEST_MARKER", &marker)
+        .timeout(limit)
+        .output()
+        .expect("the harness can be started");
+    Run {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        elapsed: started.elapsed(),
+        marker,
+    }
+}
+
+/// Processes whose environment carries `marker`: what a run left behind.
+pub fn survivors(marker: &str) -> Vec<String> {
+    let needle = format!("TCPPROXY_TEST_MARKER={marker}");
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return vec![];
+    };
+    dir.filter_map(|e| e.ok())
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .chars()
+                .all(|c| c.is_ascii_digit())
+        })
+        .filter_map(|e| {
+            let env = std::fs::read(e.path().join("environ")).ok()?;
+            let has = env.split(|&b| b == 0).any(|kv| kv == needle.as_bytes());
+            let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+            // A zombie still awaiting its reaper is gone in every way that matters but one;
+            // count it anyway: the harness promises to reap.
+            has.then(|| format!("pid {}: {}", e.file_name().to_string_lossy(), stat.trim()))
+        })
+        .collect()
+}
+
+#[track_caller]
+pub fn assert_nothing_left(run: &Run) {
+    let left = survivors(&run.marker);
+    assert!(
+        left.is_empty(),
+        "processes left running after the harness exited: {left:#?}\n{}",
+        run.dump()
+    );
+}
+
+/// The ten original phases, in order.
+pub const ORIGINAL_PHASES: [&str; 10] = [
+    "Single echo connection",
+    "Two echo connections",
+    "20 echo connections",
+    "Bulk data, 20 connections",
+    "Mix of blocked and normal",
+    "One-way shutdown",
+    "Early close",
+    "Non-timeout of active client",
+    "Timeout of lazy forward client",
+    "Timeout of lazy reverse client",
+];
+
+#[test]
+fn survivors_sees_a_process_carrying_the_marker() {
+    // The leftover check must be able to fail: a live process with the marker is found.
+    let marker = format!("survivor-check-{}", std::process::id());
+    let mut child = std::process::Command::new("sleep")
+        .arg("30")
+        .env("TCPPROXY_TEST_MARKER", &marker)
+        .spawn()
+        .unwrap();
+    let found = survivors(&marker);
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(survivors(&marker).is_empty());
+}
