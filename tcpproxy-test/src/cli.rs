@@ -44,6 +44,10 @@ struct Args {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     jobs: Option<u32>,
 
+    /// Count warnings (a proxy that burns CPU while idle) as failures.
+    #[arg(long)]
+    strict: bool,
+
     /// The proxy to test (a path, or a command on PATH) and arguments to put before its three
     /// positional arguments.
     #[arg(
@@ -64,6 +68,7 @@ pub struct Config {
     pub timeout_scale: f64,
     pub seed: Option<u64>,
     pub jobs: Option<usize>,
+    pub strict: bool,
 }
 
 #[derive(Debug)]
@@ -135,6 +140,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Parsed {
         timeout_scale: a.timeout_scale,
         seed: a.seed,
         jobs: a.jobs.map(|j| j as usize),
+        strict: a.strict,
     })
 }
 

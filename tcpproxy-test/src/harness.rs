@@ -73,6 +73,17 @@ pub fn become_subreaper() {
     let _ = nix::sys::prctl::set_child_subreaper(true);
 }
 
+/// Raises this process's soft descriptor limit to its hard limit: the many-connections phase
+/// holds thousands of sockets, and the proxies started inherit the raised limit too.
+pub fn raise_descriptor_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        if soft < hard {
+            let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+        }
+    }
+}
+
 /// Kills every live proxy group at once and reaps what it can: the Ctrl-C path.
 pub fn kill_all_groups() {
     let groups: Vec<i32> = LIVE_GROUPS

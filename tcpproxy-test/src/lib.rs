@@ -8,6 +8,7 @@ pub mod deadline;
 pub mod harness;
 pub mod peer;
 pub mod phase;
+pub mod procfs;
 pub mod report;
 
 use std::ffi::OsString;
@@ -81,6 +82,12 @@ async fn run(config: Config) -> u8 {
         scale: config.timeout_scale,
     };
     let seed = config.seed.unwrap_or_else(rand::random);
+    let rules = phase::Rules {
+        timing,
+        seed,
+        strict: config.strict,
+    };
+    harness::raise_descriptor_limit();
     let phases = phase::all();
     let slots = Arc::new(Semaphore::new(config.jobs.unwrap_or(phases.len()).max(1)));
     let cmd = Arc::new(config.proxy);
@@ -90,7 +97,7 @@ async fn run(config: Config) -> u8 {
             let (slots, cmd) = (slots.clone(), cmd.clone());
             tokio::spawn(async move {
                 let _slot = slots.acquire_owned().await.expect("never closed");
-                phase::run(&p, &cmd, timing, seed).await
+                phase::run(&p, &cmd, rules).await
             })
         })
         .collect();

@@ -36,13 +36,20 @@ impl Pacing {
 /// A listener on 127.0.0.1, port chosen by the kernel. `rcvbuf` is set before `listen` so every
 /// accepted socket inherits it (a later setsockopt does not shrink an established window).
 pub fn listen(rcvbuf: Option<u32>) -> io::Result<TcpListener> {
+    listen_on(0, rcvbuf)
+}
+
+/// A listener on 127.0.0.1:`port` (0 for any), with SO_REUSEADDR so a port just closed can be
+/// listened on again.
+pub fn listen_on(port: u16, rcvbuf: Option<u32>) -> io::Result<TcpListener> {
     let socket = TcpSocket::new_v4()?;
     socket.set_reuseaddr(true)?;
     if let Some(size) = rcvbuf {
         socket.set_recv_buffer_size(size)?;
     }
-    socket.bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))?;
-    socket.listen(1024)
+    socket.bind(SocketAddr::from((Ipv4Addr::LOCALHOST, port)))?;
+    // The many-connections phase opens well over a thousand pairs at once.
+    socket.listen(4096)
 }
 
 /// Connects to 127.0.0.1:`port`, with `rcvbuf` set before the handshake when given.

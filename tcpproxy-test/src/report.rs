@@ -27,17 +27,23 @@ pub fn write_outcome(out: &mut impl Write, o: &Outcome) -> std::io::Result<()> {
     }
 }
 
-/// `10 passed, 0 failed`.
+/// `10 passed, 0 failed`, then `, 1 warning` and `, 1 skipped` when there are any.
 pub fn summary(outcomes: &[Outcome]) -> String {
-    let passed = outcomes
-        .iter()
-        .filter(|o| o.verdict == Verdict::Passed)
-        .count();
-    let failed = outcomes
-        .iter()
-        .filter(|o| o.verdict == Verdict::Failed)
-        .count();
-    format!("{passed} passed, {failed} failed")
+    let count = |v| outcomes.iter().filter(|o| o.verdict == v).count();
+    let mut s = format!(
+        "{} passed, {} failed",
+        count(Verdict::Passed),
+        count(Verdict::Failed)
+    );
+    match count(Verdict::Warning) {
+        0 => {}
+        1 => s.push_str(", 1 warning"),
+        n => s.push_str(&format!(", {n} warnings")),
+    }
+    if count(Verdict::Skipped) > 0 {
+        s.push_str(&format!(", {} skipped", count(Verdict::Skipped)));
+    }
+    s
 }
 
 #[cfg(test)]
@@ -67,5 +73,25 @@ mod tests {
             "One-way shutdown: failed: expected a 1-byte reply, but EOF\n    hint: closes both sides\n    seed: 7\n    phase shutdown/one-way took 1.5s\n"
         );
         assert_eq!(summary(&[o]), "0 passed, 1 failed");
+    }
+
+    #[test]
+    fn the_summary_counts_warnings_and_skips_only_when_present() {
+        let mk = |verdict| Outcome {
+            id: "x",
+            name: "X",
+            verdict,
+            failure: None,
+            elapsed: Duration::ZERO,
+        };
+        let all = [
+            mk(Verdict::Passed),
+            mk(Verdict::Passed),
+            mk(Verdict::Failed),
+            mk(Verdict::Warning),
+            mk(Verdict::Skipped),
+        ];
+        assert_eq!(summary(&all), "2 passed, 1 failed, 1 warning, 1 skipped");
+        assert_eq!(summary(&all[..2]), "2 passed, 0 failed");
     }
 }

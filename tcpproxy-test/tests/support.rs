@@ -131,8 +131,8 @@ pub fn assert_nothing_left(run: &Run) {
     );
 }
 
-/// The ten original phases, in order.
-pub const ORIGINAL_PHASES: [&str; 10] = [
+/// Every phase, in order: the ten of the 2002 tester, then the ones added since.
+pub const ALL_PHASES: [&str; 17] = [
     "Single echo connection",
     "Two echo connections",
     "20 echo connections",
@@ -143,6 +143,13 @@ pub const ORIGINAL_PHASES: [&str; 10] = [
     "Non-timeout of active client",
     "Timeout of lazy forward client",
     "Timeout of lazy reverse client",
+    "Non-timeout of idle client",
+    "Flush before shutdown",
+    "Destination refused",
+    "Descriptor leaks",
+    "Many connections",
+    "Bounded memory",
+    "CPU while idle",
 ];
 
 #[test]

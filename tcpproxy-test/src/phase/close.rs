@@ -4,13 +4,14 @@
 use std::sync::Arc;
 
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use super::params::*;
 use super::{Ctx, Failure, PhaseResult};
 use crate::check;
 use crate::deadline::within;
-use crate::peer::{self, Pacing};
+use crate::peer::{self, Pacing, SMALL_RCVBUF};
 
 /// The client sends a request and half-closes; the server reads to EOF, waits, replies with one
 /// byte and closes. The client must get that byte, then EOF.
@@ -140,4 +141,126 @@ pub async fn early_close(ctx: Arc<Ctx>) -> PhaseResult {
         limit.as_secs_f64()
     ))
     .hint("the proxy ignores the failed write to the closed server and keeps the client's side open"))
+}
+
+/// Several senders write their data and shut down at once, into receivers that read slowly:
+/// every byte must arrive before the EOF. Client to server first, then server to client.
+pub async fn flush_before_shutdown(ctx: Arc<Ctx>) -> PhaseResult {
+    flush_one_way(&ctx, true).await?;
+    flush_one_way(&ctx, false).await
+}
+
+async fn flush_one_way(ctx: &Ctx, from_client: bool) -> PhaseResult {
+    let (sender_name, receiver_name) = if from_client {
+        ("client", "server")
+    } else {
+        ("server", "client")
+    };
+    let mut transfers = JoinSet::new();
+    for k in 0..FLUSH_CONNECTIONS {
+        let len = FLUSH_BASE + k * FLUSH_STEP;
+        // A slow receiver: the server's sockets are small by the phase table; the client's here.
+        let (client, server) = ctx.pair((!from_client).then_some(SMALL_RCVBUF)).await?;
+        let (sender, receiver) = if from_client {
+            (client, server)
+        } else {
+            (server, client)
+        };
+        let data = ctx.payload(((from_client as u64) << 8) | k as u64, len);
+        transfers.spawn(async move {
+            let (_s_rd, mut s_wr) = sender.into_split();
+            let (mut r_rd, _r_wr) = receiver.into_split();
+            let send = async {
+                peer::write_in_pieces(&mut s_wr, &data, 64 * 1024).await?;
+                s_wr.shutdown().await
+            };
+            let (sent, (got, end)) = tokio::join!(
+                send,
+                peer::read_to_end(&mut r_rd, SLOW_READER, len + (1 << 20))
+            );
+            (k, data, sent, got, end)
+        });
+    }
+    let limit = ctx.scaled(BULK_DEADLINE);
+    let what = format!("all {FLUSH_CONNECTIONS} {receiver_name}s to read their data and then EOF");
+    let results = within(limit, what, transfers.join_all())
+        .await
+        .map_err(|e| {
+            Failure::from(e).hint(format!(
+                "a {receiver_name} never saw EOF: the proxy does not forward EOF after flushing"
+            ))
+        })?;
+    for (k, data, sent, got, end) in results {
+        let conn = format!(
+            "connection {} of {FLUSH_CONNECTIONS} ({} bytes, {sender_name} to {receiver_name})",
+            k + 1,
+            data.len()
+        );
+        if let Err(e) = sent {
+            return Err(Failure::new(format!(
+                "{conn}: expected the {sender_name} to write everything and shut down, but: {e}"
+            )));
+        }
+        if let Err(e) = end {
+            return Err(Failure::new(format!(
+                "{conn}: expected every byte then EOF at the {receiver_name}, but after {} bytes the read failed: {e}",
+                got.len()
+            )));
+        }
+        if let Some(m) = check::compare(&data, &got) {
+            let mut f =
+                Failure::new(format!("{conn}: {} before EOF", m.summary())).details(m.details());
+            if got.len() < data.len() && data.starts_with(&got) {
+                f = f.hint(format!(
+                    "the last {} bytes never arrived, and EOF did: the proxy discards what it still holds when EOF arrives instead of writing it out first",
+                    data.len() - got.len()
+                ));
+            } else if let Some(h) = check::explain(&data, &got, m.offset) {
+                f = f.hint(h);
+            }
+            return Err(f);
+        }
+    }
+    Ok(())
+}
+
+/// The destination stops listening: a client must be closed promptly and the proxy must keep
+/// serving; once the destination listens again on the same port, a new client echoes.
+pub async fn destination_refused(ctx: Arc<Ctx>) -> PhaseResult {
+    ctx.close_destination().await;
+    let mut client = ctx.connect(None).await?;
+    let limit = ctx.scaled(REFUSED_CLOSE_WITHIN);
+    let mut buf = [0u8; 64];
+    let read = within(limit, "the proxy to close a client whose destination refused", client.read(&mut buf))
+        .await
+        .map_err(|e| Failure::from(e).hint("the proxy keeps the client's connection open after its connect to the destination failed"))?;
+    match read {
+        Ok(0) => {}
+        Err(e) if peer::is_reset(&e) => {}
+        Ok(n) => {
+            return Err(Failure::new(format!(
+                "expected the client to be closed, but it received {n} bytes from a destination that refused"
+            )));
+        }
+        Err(e) => {
+            return Err(Failure::new(format!(
+                "expected EOF or a reset at the client, but the read failed with: {e}"
+            )));
+        }
+    }
+    drop(client);
+    ctx.reopen_destination().await?;
+    let mut servers = JoinSet::new();
+    let mut again = ctx
+        .connect(None)
+        .await
+        .map_err(|f| f.hint("the proxy stopped serving after one destination refused (it exits, or its accept loop ended)"))?;
+    super::echo::echo_server(ctx.clone(), &mut servers).await?;
+    super::echo::round_trip(
+        &ctx,
+        &mut again,
+        &ctx.payload(0, ECHO_MESSAGE_LEN),
+        "a message once the destination listens again",
+    )
+    .await
 }

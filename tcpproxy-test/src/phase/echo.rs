@@ -15,7 +15,12 @@ use crate::deadline::within;
 use crate::peer::{self, Pacing};
 
 /// Sends `msg` and waits for its echo; a mismatch or a close says which message and when.
-async fn round_trip(ctx: &Ctx, client: &mut TcpStream, msg: &[u8], label: &str) -> PhaseResult {
+pub(super) async fn round_trip(
+    ctx: &Ctx,
+    client: &mut TcpStream,
+    msg: &[u8],
+    label: &str,
+) -> PhaseResult {
     client.write_all(msg).await.map_err(|e| {
         Failure::new(format!(
             "expected to send {label}, but the write failed: {e}"
@@ -48,7 +53,7 @@ async fn round_trip(ctx: &Ctx, client: &mut TcpStream, msg: &[u8], label: &str) 
 }
 
 /// Serves the destination side: every connection the proxy makes is echoed.
-async fn echo_server(ctx: Arc<Ctx>, servers: &mut JoinSet<()>) -> PhaseResult {
+pub(super) async fn echo_server(ctx: Arc<Ctx>, servers: &mut JoinSet<()>) -> PhaseResult {
     let server = ctx.accept().await?;
     servers.spawn(async move {
         let _ = peer::echo(server, Pacing::EAGER).await;
@@ -106,4 +111,26 @@ pub async fn active(ctx: Arc<Ctx>) -> PhaseResult {
         })?;
     }
     Ok(())
+}
+
+/// One echo, silence for the stall timeout plus `IDLE_EXTRA`, then another echo: an idle pair
+/// has nothing buffered, so a stall timer must not fire; an idle timer would.
+pub async fn idle(ctx: Arc<Ctx>) -> PhaseResult {
+    let mut servers = JoinSet::new();
+    let mut client = ctx.connect(None).await?;
+    echo_server(ctx.clone(), &mut servers).await?;
+    round_trip(
+        &ctx,
+        &mut client,
+        &ctx.payload(0, ECHO_MESSAGE_LEN),
+        "the first message",
+    )
+    .await?;
+    let quiet = ctx.timing.stall + IDLE_EXTRA;
+    // The contract is about time here: the silence is the scenario.
+    tokio::time::sleep(quiet).await;
+    let label = format!("a message after {:.1}s idle", quiet.as_secs_f64());
+    round_trip(&ctx, &mut client, &ctx.payload(1, ECHO_MESSAGE_LEN), &label)
+        .await
+        .map_err(|f| f.hint("the proxy closed a pair that had nothing buffered: an idle timeout instead of a stall timeout"))
 }

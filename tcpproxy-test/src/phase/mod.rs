@@ -5,6 +5,8 @@ mod chain;
 mod close;
 mod echo;
 mod lazy;
+mod load;
+mod resources;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -78,6 +80,40 @@ pub mod params {
     pub const LAZY_WRITE_LIMIT: usize = 256 * MIB;
     pub const LAZY_WRITE_PIECE: usize = 64 * KIB;
 
+    /// Idle client: silent for the stall timeout plus this, then an echo.
+    pub const IDLE_EXTRA: Duration = secs(2);
+
+    /// Flush before shutdown: this many connections at once, of `FLUSH_BASE + k * FLUSH_STEP`
+    /// bytes, so their tails reach the proxy at different points of its drain cycle.
+    pub const FLUSH_CONNECTIONS: usize = 8;
+    pub const FLUSH_BASE: usize = 1_000_000;
+    pub const FLUSH_STEP: usize = 16_000;
+
+    /// Destination refused: the client must be closed within this.
+    pub const REFUSED_CLOSE_WITHIN: Duration = secs(5);
+
+    /// Descriptor leaks: short connections in all, at most this many at a time, each echoing
+    /// this much; afterwards the group may hold a few more descriptors than at the start.
+    pub const LEAK_CONNECTIONS: usize = 2_000;
+    pub const LEAK_CONCURRENCY: usize = 200;
+    pub const LEAK_ECHO: usize = 1024;
+    pub const LEAK_FD_SLACK: usize = 5;
+    /// How long the proxy has to close what it should after the last connection ends.
+    pub const LEAK_SETTLE: Duration = secs(5);
+
+    /// Many connections: open at once, each then echoing.
+    pub const MANY_CONNECTIONS: usize = 1_500;
+    pub const MANY_DEADLINE: Duration = secs(60);
+
+    /// Bounded memory: growth of the group's resident memory allowed while a lazy client pushes.
+    pub const MEMORY_GROWTH_LIMIT: u64 = 64 * MIB as u64;
+    pub const MEMORY_SAMPLE_EVERY: Duration = millis(100);
+
+    /// CPU while idle: this many idle pairs, watched this long; above the share is a warning.
+    pub const IDLE_CPU_PAIRS: usize = 10;
+    pub const IDLE_CPU_WINDOW: Duration = secs(3);
+    pub const IDLE_CPU_LIMIT: f64 = 0.10;
+
     /// The proxy has this long to start listening.
     pub const READY_WITHIN: Duration = secs(5);
 }
@@ -87,6 +123,10 @@ pub mod params {
 pub enum Verdict {
     Passed,
     Failed,
+    /// Not a contract violation, but worth knowing (a proxy that burns CPU while idle).
+    Warning,
+    /// The phase cannot run here (no /proc, say); the line says why.
+    Skipped,
 }
 
 impl std::fmt::Display for Verdict {
@@ -94,14 +134,18 @@ impl std::fmt::Display for Verdict {
         f.write_str(match self {
             Verdict::Passed => "passed",
             Verdict::Failed => "failed",
+            Verdict::Warning => "warning",
+            Verdict::Skipped => "skipped",
         })
     }
 }
 
-/// Why a phase failed: one line (what was expected, what happened), detail lines, and a hint
-/// naming the likely bug when the evidence fits a known pattern.
-#[derive(Debug, Clone, Default)]
+/// Why a phase did not simply pass: one line (what was expected, what happened), detail lines,
+/// and a hint naming the likely bug when the evidence fits a known pattern. Most are failures;
+/// [`Failure::warning`] and [`Failure::skipped`] make the milder verdicts.
+#[derive(Debug, Clone)]
 pub struct Failure {
+    pub verdict: Verdict,
     pub summary: String,
     pub details: Vec<String>,
     pub hint: Option<String>,
@@ -110,8 +154,26 @@ pub struct Failure {
 impl Failure {
     pub fn new(summary: impl Into<String>) -> Failure {
         Failure {
+            verdict: Verdict::Failed,
             summary: summary.into(),
-            ..Failure::default()
+            details: vec![],
+            hint: None,
+        }
+    }
+
+    /// Reported, but only `--strict` makes it fail the run.
+    pub fn warning(summary: impl Into<String>) -> Failure {
+        Failure {
+            verdict: Verdict::Warning,
+            ..Failure::new(summary)
+        }
+    }
+
+    /// The phase could not run here; `why` says what is missing.
+    pub fn skipped(why: impl Into<String>) -> Failure {
+        Failure {
+            verdict: Verdict::Skipped,
+            ..Failure::new(why)
         }
     }
 
@@ -161,79 +223,42 @@ pub struct Phase {
     run: fn(Arc<Ctx>) -> PhaseFuture,
 }
 
-/// The suite, in order.
+/// The suite, in order: the 2002 tester's ten phases, then the ones that catch what they miss.
+#[rustfmt::skip]
 pub fn all() -> Vec<Phase> {
     use peer::SMALL_RCVBUF as SMALL;
+    let p = |id, name, server_rcvbuf, run| Phase { id, name, server_rcvbuf, run };
     vec![
-        Phase {
-            id: "echo/single",
-            name: "Single echo connection",
-            server_rcvbuf: None,
-            run: |c| Box::pin(echo::single(c)),
-        },
-        Phase {
-            id: "echo/chain2",
-            name: "Two echo connections",
-            server_rcvbuf: None,
-            run: |c| Box::pin(chain::echo(c, params::CHAIN_SHORT)),
-        },
-        Phase {
-            id: "echo/chain20",
-            name: "20 echo connections",
-            server_rcvbuf: None,
-            run: |c| Box::pin(chain::echo(c, params::CHAIN_LONG)),
-        },
-        Phase {
-            id: "bulk/chain20",
-            name: "Bulk data, 20 connections",
-            server_rcvbuf: Some(SMALL),
-            run: |c| Box::pin(chain::bulk(c, false)),
-        },
-        Phase {
-            id: "bulk/mixed-blocked",
-            name: "Mix of blocked and normal",
-            server_rcvbuf: Some(SMALL),
-            run: |c| Box::pin(chain::bulk(c, true)),
-        },
-        Phase {
-            id: "shutdown/one-way",
-            name: "One-way shutdown",
-            server_rcvbuf: None,
-            run: |c| Box::pin(close::one_way_shutdown(c)),
-        },
-        Phase {
-            id: "shutdown/early-close",
-            name: "Early close",
-            server_rcvbuf: None,
-            run: |c| Box::pin(close::early_close(c)),
-        },
-        Phase {
-            id: "timeout/active",
-            name: "Non-timeout of active client",
-            server_rcvbuf: None,
-            run: |c| Box::pin(echo::active(c)),
-        },
-        Phase {
-            id: "timeout/lazy-forward",
-            name: "Timeout of lazy forward client",
-            server_rcvbuf: Some(SMALL),
-            run: |c| Box::pin(lazy::forward(c)),
-        },
-        Phase {
-            id: "timeout/lazy-reverse",
-            name: "Timeout of lazy reverse client",
-            server_rcvbuf: None,
-            run: |c| Box::pin(lazy::reverse(c)),
-        },
+        p("echo/single", "Single echo connection", None, |c| Box::pin(echo::single(c))),
+        p("echo/chain2", "Two echo connections", None, |c| Box::pin(chain::echo(c, params::CHAIN_SHORT))),
+        p("echo/chain20", "20 echo connections", None, |c| Box::pin(chain::echo(c, params::CHAIN_LONG))),
+        p("bulk/chain20", "Bulk data, 20 connections", Some(SMALL), |c| Box::pin(chain::bulk(c, false))),
+        p("bulk/mixed-blocked", "Mix of blocked and normal", Some(SMALL), |c| Box::pin(chain::bulk(c, true))),
+        p("shutdown/one-way", "One-way shutdown", None, |c| Box::pin(close::one_way_shutdown(c))),
+        p("shutdown/early-close", "Early close", None, |c| Box::pin(close::early_close(c))),
+        p("timeout/active", "Non-timeout of active client", None, |c| Box::pin(echo::active(c))),
+        p("timeout/lazy-forward", "Timeout of lazy forward client", Some(SMALL), |c| Box::pin(lazy::forward(c))),
+        p("timeout/lazy-reverse", "Timeout of lazy reverse client", None, |c| Box::pin(lazy::reverse(c))),
+        p("timeout/idle", "Non-timeout of idle client", None, |c| Box::pin(echo::idle(c))),
+        p("shutdown/flush", "Flush before shutdown", Some(SMALL), |c| Box::pin(close::flush_before_shutdown(c))),
+        p("dest/refused", "Destination refused", None, |c| Box::pin(close::destination_refused(c))),
+        p("resources/fd-leak", "Descriptor leaks", None, |c| Box::pin(resources::descriptor_leaks(c))),
+        p("load/many", "Many connections", None, |c| Box::pin(load::many_connections(c))),
+        p("resources/memory", "Bounded memory", Some(SMALL), |c| Box::pin(resources::bounded_memory(c))),
+        p("resources/idle-cpu", "CPU while idle", None, |c| Box::pin(resources::idle_cpu(c))),
     ]
 }
 
 /// What a phase's scenario works with: its own destination server, its own proxy, deadlines.
 pub struct Ctx {
     pub timing: Timing,
-    /// The destination server's listener; the proxy was told to forward here.
-    dest: TcpListener,
+    /// The destination server's listener, on `dest_port`; `None` while a scenario has closed it.
+    dest: Mutex<Option<TcpListener>>,
+    dest_port: u16,
+    server_rcvbuf: Option<u32>,
     proxy_port: u16,
+    /// The proxy's process group, for the /proc readings.
+    proxy_pgid: i32,
     seed: u64,
     /// Held so the scenario can ask whether the proxy is still alive.
     proxy: Mutex<Proxy>,
@@ -243,6 +268,10 @@ impl Ctx {
     /// A harness deadline, scaled.
     pub fn scaled(&self, base: Duration) -> Duration {
         self.timing.scaled(base)
+    }
+
+    pub fn proxy_pgid(&self) -> i32 {
+        self.proxy_pgid
     }
 
     /// A client connection through the proxy.
@@ -257,14 +286,37 @@ impl Ctx {
     /// The next connection the proxy makes to the destination server.
     pub async fn accept(&self) -> Result<TcpStream, Failure> {
         let limit = self.scaled(params::ECHO_DEADLINE);
+        let dest = self.dest.lock().await;
+        let Some(listener) = dest.as_ref() else {
+            return Err(Failure::new(
+                "the harness's scenario accepted while its destination was closed",
+            ));
+        };
         let (s, _) = within(
             limit,
             "the proxy to connect to the destination server",
-            self.dest.accept(),
+            listener.accept(),
         )
         .await?
         .map_err(|e| Failure::new(format!("accept on the destination server failed: {e}")))?;
         Ok(s)
+    }
+
+    /// Stops the destination server listening, so the proxy's next connect is refused.
+    pub async fn close_destination(&self) {
+        self.dest.lock().await.take();
+    }
+
+    /// Listens again on the destination's port (the proxy still points there).
+    pub async fn reopen_destination(&self) -> Result<(), Failure> {
+        let l = peer::listen_on(self.dest_port, self.server_rcvbuf).map_err(|e| {
+            Failure::new(format!(
+                "the harness could not listen again on 127.0.0.1:{}: {e}",
+                self.dest_port
+            ))
+        })?;
+        *self.dest.lock().await = Some(l);
+        Ok(())
     }
 
     /// A client connection and the destination-side connection the proxy made for it.
@@ -292,21 +344,30 @@ impl Ctx {
     }
 }
 
+/// How a run treats milder verdicts.
+#[derive(Debug, Clone, Copy)]
+pub struct Rules {
+    pub timing: Timing,
+    pub seed: u64,
+    /// Warnings count as failures.
+    pub strict: bool,
+}
+
 /// Runs one phase end to end: destination server, proxy, scenario, teardown.
-pub async fn run(
-    phase: &Phase,
-    cmd: &ProxyCommand,
-    timing: Timing,
-    seed: u64,
-) -> Result<Outcome, String> {
+pub async fn run(phase: &Phase, cmd: &ProxyCommand, rules: Rules) -> Result<Outcome, String> {
+    let Rules {
+        timing,
+        seed,
+        strict,
+    } = rules;
     let started = Instant::now();
     let dest = peer::listen(phase.server_rcvbuf)
         .map_err(|e| format!("cannot listen on 127.0.0.1: {e}"))?;
     let dest_port = dest.local_addr().map_err(|e| e.to_string())?.port();
-    let outcome = |verdict, failure| Outcome {
+    let outcome = |failure: Option<Failure>| Outcome {
         id: phase.id,
         name: phase.name,
-        verdict,
+        verdict: failure.as_ref().map_or(Verdict::Passed, |f| f.verdict),
         failure,
         elapsed: started.elapsed(),
     };
@@ -314,17 +375,17 @@ pub async fn run(
         Ok(p) => p,
         Err(StartFailure::Harness(msg)) => return Err(msg),
         Err(StartFailure::Proxy { summary, details }) => {
-            return Ok(outcome(
-                Verdict::Failed,
-                Some(Failure::new(summary).details(details)),
-            ));
+            return Ok(outcome(Some(Failure::new(summary).details(details))));
         }
     };
     let proxy_port = proxy.listen_port;
     let ctx = Arc::new(Ctx {
         timing,
-        dest,
+        dest: Mutex::new(Some(dest)),
+        dest_port,
+        server_rcvbuf: phase.server_rcvbuf,
         proxy_port,
+        proxy_pgid: proxy.pid(),
         seed,
         proxy: Mutex::new(proxy),
     });
@@ -342,21 +403,25 @@ pub async fn run(
     };
     if let Some(status) = died {
         // A proxy that dies mid-phase fails it, even if what the peers saw happened to check out.
-        let f = failure.unwrap_or_else(|| {
+        let mut f = failure.unwrap_or_else(|| {
             Failure::new("expected the proxy to keep running, but it died during the phase")
         });
+        f.verdict = Verdict::Failed;
         failure = Some(f.detail(format!("the proxy died: {}", describe_status(status))));
     }
     if let Some(f) = failure.as_mut() {
-        f.details.push(format!("proxy: {cmd} (pid {}, listening on 127.0.0.1:{proxy_port}, destination 127.0.0.1:{dest_port})", proxy.pid()));
-        f.details.extend(proxy.stderr_details());
-        f.details.push(format!("seed: {seed}"));
+        if strict && f.verdict == Verdict::Warning {
+            f.verdict = Verdict::Failed;
+        }
+        if f.verdict != Verdict::Skipped {
+            f.details.push(format!(
+                "proxy: {cmd} (pid {}, listening on 127.0.0.1:{proxy_port}, destination 127.0.0.1:{dest_port})",
+                proxy.pid()
+            ));
+            f.details.extend(proxy.stderr_details());
+            f.details.push(format!("seed: {seed}"));
+        }
     }
     proxy.stop().await;
-    let verdict = if failure.is_some() {
-        Verdict::Failed
-    } else {
-        Verdict::Passed
-    };
-    Ok(outcome(verdict, failure))
+    Ok(outcome(failure))
 }

@@ -1,0 +1,166 @@
+//! What Linux's /proc says about the proxy's process group: its members, their open
+//! descriptors, their sockets' TCP states, resident memory and CPU time. The resource phases
+//! judge the whole group, since a proxy may fork.
+
+use std::collections::HashSet;
+use std::path::Path;
+
+/// Whether this host has the /proc these readings need.
+pub fn available() -> bool {
+    Path::new("/proc/self/fd").is_dir() && Path::new("/proc/net/tcp").is_file()
+}
+
+/// PIDs whose process group is `pgid`.
+pub fn group_members(pgid: i32) -> Vec<i32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return vec![];
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| stat_fields(*pid).is_some_and(|f| f.pgrp == pgid))
+        .collect()
+}
+
+/// The fields of /proc/PID/stat used here.
+#[derive(Debug, Clone, Copy)]
+struct StatFields {
+    pgrp: i32,
+    /// utime + stime, in clock ticks.
+    cpu_ticks: u64,
+    rss_pages: u64,
+}
+
+fn stat_fields(pid: i32) -> Option<StatFields> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    parse_stat(&text)
+}
+
+/// `pid (comm) state ppid pgrp ...`; comm may hold spaces and parentheses, so fields are
+/// counted from the last `)`.
+fn parse_stat(text: &str) -> Option<StatFields> {
+    let rest = &text[text.rfind(')')? + 1..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // After comm: state(0) ppid(1) pgrp(2) ... utime(11) stime(12) ... rss(21).
+    Some(StatFields {
+        pgrp: f.get(2)?.parse().ok()?,
+        cpu_ticks: f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?,
+        rss_pages: f.get(21)?.parse().ok()?,
+    })
+}
+
+/// Open descriptors across the group.
+pub fn open_fds(pgid: i32) -> usize {
+    group_members(pgid)
+        .into_iter()
+        .filter_map(|pid| std::fs::read_dir(format!("/proc/{pid}/fd")).ok())
+        .map(|d| d.count())
+        .sum()
+}
+
+/// Socket inodes the group holds open.
+fn socket_inodes(pgid: i32) -> HashSet<u64> {
+    let mut inodes = HashSet::new();
+    for pid in group_members(pgid) {
+        let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+            continue;
+        };
+        for e in dir.flatten() {
+            if let Ok(link) = std::fs::read_link(e.path()) {
+                let l = link.to_string_lossy();
+                if let Some(n) = l.strip_prefix("socket:[").and_then(|s| s.strip_suffix(']')) {
+                    if let Ok(i) = n.parse() {
+                        inodes.insert(i);
+                    }
+                }
+            }
+        }
+    }
+    inodes
+}
+
+/// How many of the group's TCP sockets sit in CLOSE_WAIT: the peer finished, the proxy never
+/// closed its end.
+pub fn close_wait_sockets(pgid: i32) -> usize {
+    let mine = socket_inodes(pgid);
+    ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .filter_map(|t| std::fs::read_to_string(t).ok())
+        .map(|text| count_state(&text, "08", &mine))
+        .sum()
+}
+
+/// Rows of a /proc/net/tcp table in `state` whose inode (field 9) is in `inodes`.
+fn count_state(table: &str, state: &str, inodes: &HashSet<u64>) -> usize {
+    table
+        .lines()
+        .skip(1)
+        .filter(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            f.get(3) == Some(&state)
+                && f.get(9)
+                    .and_then(|i| i.parse().ok())
+                    .is_some_and(|i| inodes.contains(&i))
+        })
+        .count()
+}
+
+/// Resident memory of the group, in bytes.
+pub fn rss_bytes(pgid: i32) -> u64 {
+    let page = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
+        .ok()
+        .flatten()
+        .unwrap_or(4096) as u64;
+    group_members(pgid)
+        .into_iter()
+        .filter_map(stat_fields)
+        .map(|s| s.rss_pages * page)
+        .sum()
+}
+
+/// CPU time (user + system) the group has used, in seconds. Exited members no longer count,
+/// which errs on the lenient side.
+pub fn cpu_seconds(pgid: i32) -> f64 {
+    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .unwrap_or(100) as f64;
+    group_members(pgid)
+        .into_iter()
+        .filter_map(stat_fields)
+        .map(|s| s.cpu_ticks as f64 / hz)
+        .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_lines_with_odd_command_names_parse() {
+        let line = "4242 (my (odd) proxy) S 1 4242 4242 0 -1 4194560 100 0 0 0 7 5 0 0 20 0 3 0 100 12345678 321 18446744073709551615";
+        let f = parse_stat(line).unwrap();
+        assert_eq!(f.pgrp, 4242);
+        assert_eq!(f.cpu_ticks, 12);
+        assert_eq!(f.rss_pages, 321);
+    }
+
+    #[test]
+    fn close_wait_rows_are_counted_by_inode() {
+        let table = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n   \
+            0: 0100007F:1F90 0100007F:D431 08 00000000:00000000 00:00000000 00000000     0        0 111 1\n   \
+            1: 0100007F:1F90 0100007F:D432 08 00000000:00000000 00:00000000 00000000     0        0 222 1\n   \
+            2: 0100007F:1F90 0100007F:D433 01 00000000:00000000 00:00000000 00000000     0        0 333 1\n";
+        let mine: HashSet<u64> = [111, 333].into_iter().collect();
+        assert_eq!(count_state(table, "08", &mine), 1);
+    }
+
+    #[test]
+    fn this_process_is_visible() {
+        if !available() {
+            return;
+        }
+        let me = nix::unistd::getpgrp().as_raw();
+        assert!(group_members(me).contains(&(std::process::id() as i32)));
+        assert!(open_fds(me) >= 3);
+        assert!(rss_bytes(me) > 0);
+    }
+}
