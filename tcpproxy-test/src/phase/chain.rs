@@ -111,6 +111,10 @@ async fn copy_hop(
             tokio::time::sleep(pacing.pause).await;
         }
     }
+    // Hold the next hop's write half until the phase ends: dropping it would send an EOF, and
+    // the echo phases must not depend on how a proxy handles one.
+    std::future::pending::<()>().await;
+    drop(next);
 }
 
 /// The verdict on a chain that should have carried `expected` through every hop.
@@ -222,10 +226,9 @@ pub async fn bulk(ctx: Arc<Ctx>, blocked: bool) -> PhaseResult {
     .await?;
     let limit = ctx.scaled(BULK_DEADLINE);
     let what = format!("{BULK_BYTES} bytes through all {CHAIN_LONG} connections");
-    let source = {
-        let payload = payload.clone();
-        async move { peer::write_in_pieces(&mut entrance, &payload, BULK_WRITE_PIECE).await }
-    };
+    // Borrowed, not moved: dropping a write half shuts it down, and these phases must not
+    // send an EOF (that is for the shutdown phases to test).
+    let source = peer::write_in_pieces(&mut entrance, &payload, BULK_WRITE_PIECE);
     let arrived = within(limit, what, async {
         let (wrote, _) = tokio::join!(source, async {
             hops.end.wait_for(|&c| c >= BULK_BYTES).await.map(|_| ())

@@ -157,6 +157,7 @@ async fn flush_one_way(ctx: &Ctx, from_client: bool) -> PhaseResult {
         ("server", "client")
     };
     let mut transfers = JoinSet::new();
+    let eof_within = ctx.scaled(ECHO_DEADLINE);
     for k in 0..FLUSH_CONNECTIONS {
         let len = FLUSH_BASE + k * FLUSH_STEP;
         // A slow receiver: the server's sockets are small by the phase table; the client's here.
@@ -174,10 +175,22 @@ async fn flush_one_way(ctx: &Ctx, from_client: bool) -> PhaseResult {
                 peer::write_in_pieces(&mut s_wr, &data, 64 * 1024).await?;
                 s_wr.shutdown().await
             };
-            let (sent, (got, end)) = tokio::join!(
-                send,
-                peer::read_to_end(&mut r_rd, SLOW_READER, len + (1 << 20))
-            );
+            let recv = async {
+                let mut got = Vec::with_capacity(len);
+                if let Err(e) = peer::read_exact_into(&mut r_rd, len, SLOW_READER, &mut got).await {
+                    return (got, Err(e));
+                }
+                // Every byte is in: the EOF must follow promptly, not at the phase deadline.
+                let rest = peer::read_to_end(&mut r_rd, SLOW_READER, 1 << 20);
+                match tokio::time::timeout(eof_within, rest).await {
+                    Ok((extra, end)) => {
+                        got.extend_from_slice(&extra);
+                        (got, end)
+                    }
+                    Err(_) => (got, Err(std::io::ErrorKind::TimedOut.into())),
+                }
+            };
+            let (sent, (got, end)) = tokio::join!(send, recv);
             (k, data, sent, got, end)
         });
     }
@@ -201,11 +214,24 @@ async fn flush_one_way(ctx: &Ctx, from_client: bool) -> PhaseResult {
                 "{conn}: expected the {sender_name} to write everything and shut down, but: {e}"
             )));
         }
-        if let Err(e) = end {
-            return Err(Failure::new(format!(
-                "{conn}: expected every byte then EOF at the {receiver_name}, but after {} bytes the read failed: {e}",
-                got.len()
-            )));
+        match end {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+                return Err(Failure::new(format!(
+                    "{conn}: all {} bytes arrived, but no EOF followed within {:.1}s",
+                    got.len(),
+                    eof_within.as_secs_f64()
+                ))
+                .hint("the proxy does not forward EOF (no shutdown(SHUT_WR) after flushing)"));
+            }
+            // An early EOF: the comparison below says how much was lost.
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {}
+            Err(e) => {
+                return Err(Failure::new(format!(
+                    "{conn}: expected every byte then EOF at the {receiver_name}, but after {} bytes the read failed: {e}",
+                    got.len()
+                )));
+            }
         }
         if let Some(m) = check::compare(&data, &got) {
             let mut f =

@@ -195,7 +195,11 @@ impl Failure {
 
 impl From<Expired> for Failure {
     fn from(e: Expired) -> Failure {
-        Failure::new(format!("expected {}, but {}", e.what, e))
+        Failure::new(format!(
+            "expected {} within {:.1}s, but it did not happen",
+            e.what,
+            e.waited.as_secs_f64()
+        ))
     }
 }
 

@@ -52,9 +52,16 @@ async fn short_connection(ctx: &Ctx, n: usize) -> PhaseResult {
         )));
     }
     if let Some(m) = check::compare(&data, &got) {
-        return Err(
-            Failure::new(format!("connection {n}: echo {}", m.summary())).details(m.details()),
-        );
+        let f = Failure::new(format!(
+            "connection {n}: expected the {LEAK_ECHO}-byte echo before EOF, but {}",
+            m.summary()
+        ))
+        .details(m.details());
+        return Err(if got.is_empty() {
+            f.hint("the client's shutdown(SHUT_WR) ended the whole pair before the echo came back: the proxy closes both sides on the first EOF")
+        } else {
+            f
+        });
     }
     Ok(())
 }
