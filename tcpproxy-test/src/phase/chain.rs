@@ -159,6 +159,33 @@ fn hop_counts(hops: &[Vec<u8>], total: usize) -> String {
     format!("bytes read at each hop (of {total}): {}", counts.join(" "))
 }
 
+/// Keeps one connection through the proxy blocked for as long as the phase runs: its destination
+/// never reads (small receive buffer, so the stall is real) and its client writes all it can.
+/// When the proxy aborts it, as its stall timer should, another takes its place, so a proxy
+/// that freezes while one peer is stalled stays frozen rather than for one stall timeout.
+async fn keep_one_blocked(ctx: Arc<Ctx>, rounds: Arc<std::sync::atomic::AtomicUsize>) {
+    let chunk = vec![0x42; BULK_WRITE_PIECE];
+    for _ in 0..BLOCKED_ROUNDS {
+        let Ok((mut client, server)) = ctx.pair(None).await else {
+            return;
+        };
+        rounds.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut sent = 0;
+        while sent < BLOCKED_WRITE_LIMIT {
+            match client.write(&chunk).await {
+                Ok(n) if n > 0 => sent += n,
+                _ => break,
+            }
+        }
+        if sent >= BLOCKED_WRITE_LIMIT {
+            // A proxy that takes this much without aborting buffers without limit; the lazy
+            // phases judge that. Hold the connection until the phase ends.
+            std::future::pending::<()>().await;
+        }
+        drop(server);
+    }
+}
+
 /// `n` connections, `ECHO_MESSAGES` small messages, each through the whole chain before the next.
 pub async fn echo(ctx: Arc<Ctx>, n: usize) -> PhaseResult {
     let payload = ctx.payload(0, ECHO_MESSAGES * ECHO_MESSAGE_LEN);
@@ -195,26 +222,6 @@ pub async fn echo(ctx: Arc<Ctx>, n: usize) -> PhaseResult {
 /// `blocked`, one more connection through the same proxy has a destination that never reads and
 /// a client that writes all it can; the bulk data must still arrive within its deadline.
 pub async fn bulk(ctx: Arc<Ctx>, blocked: bool) -> PhaseResult {
-    let mut others = JoinSet::new();
-    let mut _blocked_server = None;
-    if blocked {
-        let (client, server) = ctx.pair(None).await?;
-        // Kept open and never read: its small receive buffer fills and the proxy must stall.
-        _blocked_server = Some(server);
-        others.spawn(async move {
-            let mut client = client;
-            let chunk = vec![0x42; BULK_WRITE_PIECE];
-            let mut sent = 0;
-            while sent < BLOCKED_WRITE_LIMIT {
-                match client.write(&chunk).await {
-                    Ok(n) if n > 0 => sent += n,
-                    _ => break,
-                }
-            }
-            // Keep the connection open until the phase ends and drops this task.
-            std::future::pending::<()>().await;
-        });
-    }
     let payload = ctx.payload(1, BULK_BYTES);
     let (mut entrance, mut hops) = open(
         &ctx,
@@ -224,6 +231,12 @@ pub async fn bulk(ctx: Arc<Ctx>, blocked: bool) -> PhaseResult {
         SLOW_READER,
     )
     .await?;
+    // Opened after the chain, so the two never race for the destination's accepts.
+    let mut others = JoinSet::new();
+    let blocked_rounds = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    if blocked {
+        others.spawn(keep_one_blocked(ctx.clone(), blocked_rounds.clone()));
+    }
     let limit = ctx.scaled(BULK_DEADLINE);
     let what = format!("{BULK_BYTES} bytes through all {CHAIN_LONG} connections");
     // Borrowed, not moved: dropping a write half shuts it down, and these phases must not
@@ -252,7 +265,9 @@ pub async fn bulk(ctx: Arc<Ctx>, blocked: bool) -> PhaseResult {
                 .err()
                 .unwrap_or_else(|| expired.into());
             Err(if blocked {
-                f.hint("bulk data stopped while one connection's destination did not read: one stalled peer freezes the proxy (blocking writes, or a single loop waiting on one socket)")
+                let rounds = blocked_rounds.load(std::sync::atomic::Ordering::Relaxed);
+                f.detail(format!("{rounds} blocked connection(s) were opened beside the chain (each replaced when the proxy aborted the last)"))
+                    .hint("bulk data stopped while one connection's destination did not read: one stalled peer freezes the proxy (blocking writes, or a single loop waiting on one socket)")
             } else {
                 f
             })

@@ -53,10 +53,12 @@ pub mod params {
         chunk: 4 * KIB,
         pause: millis(1),
     };
-    pub const BULK_DEADLINE: Duration = secs(60);
+    pub const BULK_DEADLINE: Duration = secs(30);
 
-    /// The blocked connection of "Mix of blocked and normal" stops writing after this much.
+    /// The blocked connection of "Mix of blocked and normal" stops writing after this much, and
+    /// is replaced at most this many times as the proxy aborts it.
     pub const BLOCKED_WRITE_LIMIT: usize = 256 * MIB;
+    pub const BLOCKED_ROUNDS: usize = 100;
 
     /// One-way shutdown: what the client sends, and how long the server waits after EOF.
     pub const ONE_WAY_REQUEST: usize = 16;
