@@ -38,20 +38,20 @@ struct Args {
     dest_host: String,
 
     /// Port to forward to (1-65535).
-    #[arg(value_name = "DEST_PORT", value_parser = parse_port)]
+    #[arg(value_name = "DEST_PORT", value_parser = parse_port, allow_negative_numbers = true)]
     dest_port: u16,
 
     /// Port to accept clients on (1-65535).
-    #[arg(value_name = "LISTEN_PORT", value_parser = parse_port)]
+    #[arg(value_name = "LISTEN_PORT", value_parser = parse_port, allow_negative_numbers = true)]
     listen_port: u16,
 
     /// Seconds a direction may hold data without writing any of it before the pair is aborted
     /// (fractions allowed).
-    #[arg(long, value_name = "SECS", default_value_t = STALL_TIMEOUT.as_secs_f64(), value_parser = parse_secs)]
+    #[arg(long, value_name = "SECS", default_value_t = STALL_TIMEOUT.as_secs_f64(), value_parser = parse_secs, allow_negative_numbers = true)]
     stall_timeout: f64,
 
     /// Most bytes held per direction.
-    #[arg(long, value_name = "BYTES", default_value_t = BUFFER_SIZE, value_parser = parse_buffer_size)]
+    #[arg(long, value_name = "BYTES", default_value_t = BUFFER_SIZE, value_parser = parse_buffer_size, allow_negative_numbers = true)]
     buffer_size: usize,
 
     /// Address to listen on [default: all interfaces, IPv4 and IPv6 where the host has IPv6].
@@ -59,15 +59,15 @@ struct Args {
     bind: Option<IpAddr>,
 
     /// Seconds allowed to resolve and connect to the destination for each client.
-    #[arg(long, value_name = "SECS", default_value_t = CONNECT_TIMEOUT.as_secs_f64(), value_parser = parse_secs)]
+    #[arg(long, value_name = "SECS", default_value_t = CONNECT_TIMEOUT.as_secs_f64(), value_parser = parse_secs, allow_negative_numbers = true)]
     connect_timeout: f64,
 
     /// Pairs open at once; beyond it the proxy stops accepting until one closes.
-    #[arg(long, value_name = "N", default_value_t = MAX_CONNECTIONS, value_parser = parse_max_connections)]
+    #[arg(long, value_name = "N", default_value_t = MAX_CONNECTIONS, value_parser = parse_max_connections, allow_negative_numbers = true)]
     max_connections: usize,
 
     /// Seconds open pairs may take to finish after SIGTERM/SIGINT; a second signal exits at once.
-    #[arg(long, value_name = "SECS", default_value_t = DRAIN_TIMEOUT.as_secs_f64(), value_parser = parse_secs)]
+    #[arg(long, value_name = "SECS", default_value_t = DRAIN_TIMEOUT.as_secs_f64(), value_parser = parse_secs, allow_negative_numbers = true)]
     drain_timeout: f64,
 
     /// Log one line per closed pair (-v), or more (-vv). RUST_LOG overrides.
@@ -148,11 +148,18 @@ where
 /// clap's errors span several lines (usage, a tip); users asked for one.
 fn one_line(e: &clap::Error) -> String {
     let text = e.render().to_string();
-    let first = text
-        .lines()
-        .find(|l| !l.trim().is_empty())
-        .unwrap_or("invalid arguments");
+    let mut lines = text.lines().skip_while(|l| l.trim().is_empty());
+    let first = lines.next().unwrap_or("invalid arguments");
     let first = first.strip_prefix("error: ").unwrap_or(first);
+    // clap names the missing arguments on the indented lines below the first; other errors'
+    // indented lines are tips, which stay out.
+    if e.kind() == clap::error::ErrorKind::MissingRequiredArgument {
+        let names: Vec<&str> = lines
+            .take_while(|l| l.starts_with(' '))
+            .map(str::trim)
+            .collect();
+        return format!("{first} {} (see --help)", names.join(" "));
+    }
     format!("{first} (see --help)")
 }
 
@@ -261,7 +268,7 @@ mod tests {
     #[test]
     fn bad_option_values_are_usage_errors() {
         usage(&["h", "1", "2", "--stall-timeout", "0"]);
-        usage(&["h", "1", "2", "--stall-timeout", "-3"]);
+        assert!(usage(&["h", "1", "2", "--stall-timeout", "-3"]).contains("--stall-timeout"));
         usage(&["h", "1", "2", "--stall-timeout", "nan"]);
         usage(&["h", "1", "2", "--buffer-size", "0"]);
         usage(&["h", "1", "2", "--max-connections", "0"]);
@@ -269,6 +276,16 @@ mod tests {
         usage(&["h", "1", "2", "--frobnicate"]);
         usage(&["h", "1"]);
         usage(&["h", "1", "2", "3"]);
+    }
+
+    #[test]
+    fn missing_arguments_are_named() {
+        let m = usage(&["h", "1"]);
+        assert!(
+            m.contains("<LISTEN_PORT>") && !m.contains("<DEST_PORT>"),
+            "{m}"
+        );
+        assert!(usage(&[]).contains("<DEST_HOST> <DEST_PORT> <LISTEN_PORT>"));
     }
 
     #[test]
