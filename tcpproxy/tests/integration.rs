@@ -1,1 +1,11 @@
+//! Integration tests for `tcpproxy`: the binary runs as a child process, over 127.0.0.1 only.
 
+/// Spawning the proxy, peers, deadlines and byte checks: the one place that does so.
+mod support;
+
+/// The command line: usage and start-up errors, help, version, forwarding, signals.
+mod cli;
+/// The proxy contract: many pairs, blocked peers, half-close, stall and write-error aborts.
+mod contract;
+/// Random write, read and shutdown schedules under proptest.
+mod schedules;

@@ -1,0 +1,257 @@
+//! The command line: usage and start-up errors, help and version, forwarding, signals.
+
+use std::time::Duration;
+
+use assert_cmd::Command;
+use tokio::io::AsyncWriteExt as _;
+use tokio::time::Instant;
+
+use crate::support::{
+    EchoServer, LOCALHOST, Proxy, UNPACED, assert_eof, connect, describe, free_port, read_paced,
+    round_trip, scaled, with_deadline,
+};
+
+fn tcpproxy() -> Command {
+    let mut cmd = Command::new(assert_cmd::cargo::cargo_bin!("tcpproxy"));
+    // The binary must end on its own; a run that would not is cut and fails the test.
+    cmd.env_remove("RUST_LOG").timeout(scaled(20.0));
+    cmd
+}
+
+/// Runs `tcpproxy args` and asserts: exit `code`, nothing on stdout, exactly one stderr line,
+/// prefixed `tcpproxy: `, containing every one of `needles`.
+#[track_caller]
+fn assert_one_line_error(args: &[&str], code: i32, needles: &[&str]) {
+    let out = tcpproxy().args(args).output().expect("run tcpproxy");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let context = format!(
+        "`tcpproxy {}`: {}; stdout {:?}; stderr {:?}",
+        args.join(" "),
+        describe(out.status),
+        String::from_utf8_lossy(&out.stdout),
+        stderr
+    );
+    assert_eq!(out.status.code(), Some(code), "{context}");
+    assert!(out.stdout.is_empty(), "stdout should be empty: {context}");
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "expected one stderr line: {context}");
+    assert!(lines[0].starts_with("tcpproxy: "), "{context}");
+    for needle in needles {
+        assert!(lines[0].contains(needle), "expected {needle:?}: {context}");
+    }
+}
+
+#[test]
+fn bad_ports_exit_2_naming_the_argument() {
+    for (args, name) in [
+        (["127.0.0.1", "80", "0"], "LISTEN_PORT"),
+        (["127.0.0.1", "80", "65536"], "LISTEN_PORT"),
+        (["127.0.0.1", "80", "eighty"], "LISTEN_PORT"),
+        (["127.0.0.1", "80", "-1"], "LISTEN_PORT"),
+        (["127.0.0.1", "0", "8080"], "DEST_PORT"),
+        (["127.0.0.1", "65536", "8080"], "DEST_PORT"),
+        (["127.0.0.1", "http", "8080"], "DEST_PORT"),
+    ] {
+        assert_one_line_error(&args, 2, &[name]);
+    }
+}
+
+#[test]
+fn missing_arguments_exit_2_naming_them() {
+    assert_one_line_error(&[], 2, &["DEST_HOST", "DEST_PORT", "LISTEN_PORT"]);
+    assert_one_line_error(&["127.0.0.1"], 2, &["DEST_PORT", "LISTEN_PORT"]);
+    assert_one_line_error(&["127.0.0.1", "80"], 2, &["LISTEN_PORT"]);
+}
+
+#[test]
+fn unknown_flag_and_extra_argument_exit_2_naming_them() {
+    assert_one_line_error(
+        &["127.0.0.1", "80", "8080", "--frobnicate"],
+        2,
+        &["--frobnicate"],
+    );
+    assert_one_line_error(&["127.0.0.1", "80", "8080", "9090"], 2, &["9090"]);
+}
+
+#[test]
+fn bad_option_values_exit_2_naming_the_option() {
+    for (flag, value) in [
+        ("--stall-timeout", "0"),
+        ("--stall-timeout", "-1"),
+        ("--stall-timeout", "soon"),
+        ("--stall-timeout", "nan"),
+        ("--stall-timeout", "inf"),
+        ("--connect-timeout", "0"),
+        ("--connect-timeout", "-0.5"),
+        ("--drain-timeout", "x"),
+        ("--drain-timeout", "-2"),
+        ("--buffer-size", "0"),
+        ("--buffer-size", "-5"),
+        ("--max-connections", "0"),
+        ("--max-connections", "-1"),
+        ("--bind", "not-an-ip"),
+    ] {
+        assert_one_line_error(&["127.0.0.1", "80", "8080", flag, value], 2, &[flag]);
+    }
+    assert_one_line_error(
+        &["127.0.0.1", "80", "8080", "--stall-timeout"],
+        2,
+        &["--stall-timeout"],
+    );
+}
+
+#[test]
+fn help_exits_0_and_names_every_argument() {
+    for flag in ["--help", "-h"] {
+        let out = tcpproxy().arg(flag).output().expect("run tcpproxy");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "`tcpproxy {flag}`: {}",
+            describe(out.status)
+        );
+        assert!(out.stderr.is_empty(), "`tcpproxy {flag}` wrote to stderr");
+        for name in [
+            "Usage:",
+            "DEST_HOST",
+            "DEST_PORT",
+            "LISTEN_PORT",
+            "--stall-timeout",
+            "--buffer-size",
+            "--bind",
+            "--connect-timeout",
+            "--max-connections",
+            "--drain-timeout",
+            "--verbose",
+        ] {
+            assert!(
+                stdout.contains(name),
+                "`tcpproxy {flag}` lacks {name:?}:\n{stdout}"
+            );
+        }
+    }
+}
+
+#[test]
+fn version_prints_name_and_version() {
+    tcpproxy()
+        .arg("--version")
+        .assert()
+        .success()
+        .stdout(format!("tcpproxy {}\n", env!("CARGO_PKG_VERSION")))
+        .stderr("");
+}
+
+#[test]
+fn unresolvable_host_exits_1_with_one_line() {
+    let port = free_port().to_string();
+    assert_one_line_error(
+        &["nosuch.invalid", "80", &port, "--bind", "127.0.0.1"],
+        1,
+        &["nosuch.invalid"],
+    );
+}
+
+#[test]
+fn listen_port_in_use_exits_1_with_one_line() {
+    let holder = std::net::TcpListener::bind((LOCALHOST, 0)).expect("bind 127.0.0.1:0");
+    let port = holder.local_addr().expect("local_addr").port().to_string();
+    assert_one_line_error(
+        &["127.0.0.1", "9", &port, "--bind", "127.0.0.1"],
+        1,
+        &[&port, "in use"],
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn forwards_bytes_both_ways_through_the_binary() {
+    let echo = EchoServer::start().await;
+    let proxy = Proxy::start(echo.port(), &[]).await;
+    let mut client = connect(proxy.port()).await;
+    round_trip(&mut client, 1, 1 << 20).await;
+    round_trip(&mut client, 2, 1).await;
+    client.shutdown().await.expect("shutdown");
+    assert_eof(&mut client, "EOF after the client's half-close").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_and_sigint_with_nothing_open_exit_0_promptly() {
+    let echo = EchoServer::start().await;
+    let exit = |signal: &'static str| {
+        let port = echo.port();
+        async move {
+            // The default drain timeout is 30 s: exiting well within it means nothing was waited on.
+            let mut proxy = Proxy::start(port, &[]).await;
+            // A pair served and closed first: the proxy installs its signal handlers only after
+            // it starts listening, so a signal sent the moment it accepts could find none.
+            let mut client = connect(proxy.port()).await;
+            round_trip(&mut client, 6, 100).await;
+            client.shutdown().await.expect("shutdown");
+            assert_eof(&mut client, "EOF before the signal").await;
+            proxy.signal(signal);
+            let status = proxy.wait_exit(scaled(3.0)).await;
+            assert!(status.success(), "after SIG{signal}: {}", describe(status));
+        }
+    };
+    tokio::join!(exit("TERM"), exit("INT"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_cuts_an_idle_pair_at_the_drain_timeout_and_exits_0() {
+    const DRAIN: Duration = Duration::from_secs(1);
+    let echo = EchoServer::start().await;
+    let mut proxy = Proxy::start(echo.port(), &["--drain-timeout", "1"]).await;
+    let mut client = connect(proxy.port()).await;
+    round_trip(&mut client, 3, 1000).await;
+
+    let signalled = Instant::now();
+    proxy.signal("TERM");
+    let status = proxy.wait_exit(DRAIN + scaled(5.0)).await;
+    let took = signalled.elapsed();
+    assert!(status.success(), "after SIGTERM: {}", describe(status));
+    // The pair is idle and never ends by itself: only the drain timeout lets the proxy go.
+    assert!(
+        took >= DRAIN - Duration::from_millis(100),
+        "exited {took:?} after SIGTERM, before the {DRAIN:?} drain timeout, with a pair open"
+    );
+    let (_, end) = with_deadline(
+        scaled(5.0),
+        "the cut pair to end",
+        read_paced(&mut client, UNPACED),
+    )
+    .await;
+    if let Err(e) = end {
+        assert_eq!(
+            e.kind(),
+            std::io::ErrorKind::ConnectionReset,
+            "the cut pair: {e}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_keeps_open_pairs_working_and_exits_when_the_last_closes() {
+    let echo = EchoServer::start().await;
+    let mut proxy = Proxy::start(echo.port(), &["--drain-timeout", "60"]).await;
+    let mut client = connect(proxy.port()).await;
+    round_trip(&mut client, 4, 1000).await;
+
+    proxy.signal("TERM");
+    // Connections are refused once the signal has closed the listener.
+    let port = proxy.port();
+    with_deadline(scaled(5.0), "the listener to close after SIGTERM", async {
+        while tokio::net::TcpStream::connect((LOCALHOST, port))
+            .await
+            .is_ok()
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    proxy.assert_running();
+    round_trip(&mut client, 5, 64 * 1024).await;
+
+    client.shutdown().await.expect("shutdown");
+    let status = proxy.wait_exit(scaled(5.0)).await;
+    assert!(status.success(), "after SIGTERM: {}", describe(status));
+}

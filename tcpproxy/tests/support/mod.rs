@@ -1,0 +1,743 @@
+//! Test support: the proxy as a child process, peers on 127.0.0.1, deadlines that name what they
+//! waited for, and byte checks that name the first difference.
+//!
+//! Only this module spawns the proxy, and every wait in the tests goes through [`with_deadline`]
+//! with a limit from [`scaled`], so one knob stretches them all on a slow machine:
+//! `TCPPROXY_TEST_TIME_SCALE=3 cargo test -p tcpproxy`.
+
+use std::collections::{HashMap, VecDeque};
+use std::fmt::{Display, Write as _};
+use std::future::Future;
+use std::io::{self, Read as _};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::os::unix::process::ExitStatusExt as _;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use sha2::{Digest as _, Sha256};
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::sync::{oneshot, watch};
+use tokio::task::{JoinError, JoinHandle, JoinSet};
+use tokio::time::Instant;
+
+/// The only address these tests use.
+pub const LOCALHOST: Ipv4Addr = Ipv4Addr::LOCALHOST;
+
+/// SO_RCVBUF for a peer that must stall for real. Loopback autotunes receive buffers to
+/// megabytes, so a "never reads" peer with the default holds a lot before anything blocks; the
+/// kernel doubles this value, and it stays above one loopback segment so a slow reader still
+/// gets full-sized window updates.
+pub const SMALL_RCVBUF: u32 = 64 * 1024;
+
+/// Read as fast as the data comes, 64 KiB at a time.
+pub const UNPACED: &[(usize, Duration)] = &[(64 * 1024, Duration::ZERO)];
+
+/// How long the proxy may take to accept its first connection.
+const READY_SECS: f64 = 5.0;
+/// How often readiness is probed.
+const READY_POLL: Duration = Duration::from_millis(20);
+/// Start attempts, each on a new port, when the chosen port turns out to be taken.
+const START_ATTEMPTS: usize = 5;
+/// The tail of the proxy's stderr kept for failure messages.
+const STDERR_KEEP: usize = 64 * 1024;
+/// A flood with no progress for this long is taken as stuck.
+const STUCK_QUIET: f64 = 0.5;
+/// More than this written toward a peer that never reads means the buffering is not bounded:
+/// loopback's autotuned socket buffers hold tens of MB, the proxy's own buffer 64 KiB.
+const UNBOUNDED: u64 = 256 << 20;
+
+/// `secs` times `TCPPROXY_TEST_TIME_SCALE` (default 1): every deadline is made here.
+pub fn scaled(secs: f64) -> Duration {
+    static SCALE: OnceLock<f64> = OnceLock::new();
+    let scale = *SCALE.get_or_init(|| {
+        std::env::var("TCPPROXY_TEST_TIME_SCALE")
+            .ok()
+            .and_then(|s| s.parse::<f64>().ok())
+            .filter(|s| s.is_finite() && *s > 0.0)
+            .unwrap_or(1.0)
+    });
+    Duration::from_secs_f64(secs * scale)
+}
+
+/// Awaits `fut`, or panics naming `what` it waited for and for how long.
+pub async fn with_deadline<F: Future>(limit: Duration, what: impl Display, fut: F) -> F::Output {
+    match tokio::time::timeout(limit, fut).await {
+        Ok(out) => out,
+        Err(_) => panic!(
+            "timed out after {:.1}s waiting for {what}",
+            limit.as_secs_f64()
+        ),
+    }
+}
+
+/// Awaits every task of `tasks`, all within `limit`; a task's panic goes on as it was, so the
+/// failure reads as the task's own.
+pub async fn join_all<T: 'static>(mut tasks: JoinSet<T>, limit: Duration, what: &str) -> Vec<T> {
+    with_deadline(limit, what, async {
+        let mut done = Vec::with_capacity(tasks.len());
+        while let Some(joined) = tasks.join_next().await {
+            match joined.map_err(JoinError::try_into_panic) {
+                Ok(out) => done.push(out),
+                Err(Ok(panic)) => std::panic::resume_unwind(panic),
+                Err(Err(e)) => panic!("{what}: a task ended without finishing: {e}"),
+            }
+        }
+        done
+    })
+    .await
+}
+
+/// A port on 127.0.0.1 that was free a moment ago. Racy by nature: whoever uses it must retry
+/// on "address in use".
+pub fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind((LOCALHOST, 0)).expect("bind 127.0.0.1:0");
+    listener.local_addr().expect("local_addr").port()
+}
+
+// ---------------------------------------------------------------------------------------------
+// The proxy
+
+/// The `tcpproxy` binary running as a child, listening on 127.0.0.1 and forwarding to a port on
+/// 127.0.0.1. Dropping it kills and reaps the process; if the test is panicking, the tail of the
+/// proxy's stderr is printed with the failure.
+pub struct Proxy {
+    child: Child,
+    port: u16,
+    command: String,
+    /// The last [`STDERR_KEEP`] bytes the proxy wrote to stderr.
+    stderr: Arc<Mutex<VecDeque<u8>>>,
+    /// Drains the stderr pipe, so a chatty proxy never blocks on it; ends when the proxy exits.
+    stderr_reader: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Proxy {
+    /// Starts the proxy forwarding to 127.0.0.1:`dest_port`, with `-v` and `args`, and returns
+    /// once its port accepts connections.
+    ///
+    /// Readiness is a probe connection, which the proxy turns into a pair to the destination: the
+    /// destinations here ([`Dest`], [`EchoServer`]) shrug such pairs off.
+    pub async fn start(dest_port: u16, args: &[&str]) -> Proxy {
+        let mut taken = Vec::new();
+        for _ in 0..START_ATTEMPTS {
+            let mut proxy = Proxy::spawn(dest_port, free_port(), args);
+            match proxy.wait_ready().await {
+                Ok(()) => return proxy,
+                Err(why) if why.contains("in use") => taken.push(why),
+                Err(why) => panic!("`{}` exited before accepting: {why}", proxy.command),
+            }
+        }
+        panic!(
+            "the proxy found its port taken {START_ATTEMPTS} times: {}",
+            taken.join("; ")
+        );
+    }
+
+    fn spawn(dest_port: u16, port: u16, args: &[&str]) -> Proxy {
+        let bin = assert_cmd::cargo::cargo_bin!("tcpproxy");
+        let (dest_port, port) = (dest_port.to_string(), port.to_string());
+        let mut all = vec![
+            "127.0.0.1",
+            dest_port.as_str(),
+            port.as_str(),
+            "--bind",
+            "127.0.0.1",
+            "-v",
+        ];
+        all.extend_from_slice(args);
+        let command = format!("tcpproxy {}", all.join(" "));
+        let mut child = Command::new(bin)
+            .args(&all)
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot spawn `{command}` ({}): {e}", bin.display()));
+        let mut pipe = child.stderr.take().expect("stderr is piped");
+        let stderr = Arc::new(Mutex::new(VecDeque::new()));
+        let ring = stderr.clone();
+        let stderr_reader = std::thread::spawn(move || {
+            let mut chunk = [0; 4096];
+            while let Ok(n @ 1..) = pipe.read(&mut chunk) {
+                let mut ring = ring.lock().unwrap_or_else(|e| e.into_inner());
+                ring.extend(&chunk[..n]);
+                let excess = ring.len().saturating_sub(STDERR_KEEP);
+                ring.drain(..excess);
+            }
+        });
+        Proxy {
+            child,
+            port: port.parse().expect("a port number"),
+            command,
+            stderr,
+            stderr_reader: Some(stderr_reader),
+        }
+    }
+
+    /// Polls with a connection every [`READY_POLL`]; `Err` (status and stderr) if the proxy
+    /// exits first.
+    async fn wait_ready(&mut self) -> Result<(), String> {
+        let deadline = Instant::now() + scaled(READY_SECS);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait on the proxy") {
+                return Err(format!(
+                    "{}; stderr: {}",
+                    describe(status),
+                    self.stderr_tail().trim()
+                ));
+            }
+            let probe =
+                tokio::time::timeout(scaled(1.0), TcpStream::connect((LOCALHOST, self.port)));
+            if let Ok(Ok(_probe)) = probe.await {
+                return Ok(());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "`{}` did not accept on 127.0.0.1:{} within {:.1}s",
+                self.command,
+                self.port,
+                scaled(READY_SECS).as_secs_f64()
+            );
+            tokio::time::sleep(READY_POLL).await;
+        }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Sends a signal by name (`"TERM"`, `"INT"`) with kill(1), for lack of a signal API in std.
+    pub fn signal(&self, name: &str) {
+        let pid = self.child.id().to_string();
+        let status = Command::new("kill")
+            .args(["-s", name, &pid])
+            .status()
+            .unwrap_or_else(|e| panic!("cannot run `kill -s {name} {pid}`: {e}"));
+        assert!(status.success(), "`kill -s {name} {pid}`: {status}");
+    }
+
+    /// Waits for the proxy to exit on its own.
+    pub async fn wait_exit(&mut self, limit: Duration) -> ExitStatus {
+        let what = format!("`{}` to exit", self.command);
+        with_deadline(limit, what, async {
+            loop {
+                if let Some(status) = self.child.try_wait().expect("try_wait on the proxy") {
+                    return status;
+                }
+                tokio::time::sleep(READY_POLL).await;
+            }
+        })
+        .await
+    }
+
+    /// Panics if the proxy has exited: a peer's misbehaviour must never end the proxy.
+    #[track_caller]
+    pub fn assert_running(&mut self) {
+        if let Some(status) = self.child.try_wait().expect("try_wait on the proxy") {
+            let stderr = self.stderr_tail();
+            panic!(
+                "`{}` exited unexpectedly: {}; stderr: {}",
+                self.command,
+                describe(status),
+                stderr.trim()
+            );
+        }
+    }
+
+    /// What the proxy wrote to stderr so far (the tail), complete once it has exited.
+    fn stderr_tail(&mut self) -> String {
+        if matches!(self.child.try_wait(), Ok(Some(_))) {
+            // The pipe is at EOF once the proxy is gone: join to have every last line.
+            if let Some(reader) = self.stderr_reader.take() {
+                let _ = reader.join();
+            }
+        }
+        let ring = self.stderr.lock().unwrap_or_else(|e| e.into_inner());
+        String::from_utf8_lossy(&ring.iter().copied().collect::<Vec<u8>>()).into_owned()
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let status = self.child.wait();
+        if std::thread::panicking() {
+            let status = status.map_or_else(|e| e.to_string(), describe);
+            let stderr = self.stderr_tail();
+            eprintln!(
+                "--- `{}` ({status}); stderr tail:\n{stderr}---",
+                self.command
+            );
+        }
+    }
+}
+
+/// An exit status in words, naming the signal that killed the process.
+pub fn describe(status: ExitStatus) -> String {
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exit code {code}"),
+        (None, Some(sig)) => {
+            let name = match sig {
+                6 => " (SIGABRT)",
+                9 => " (SIGKILL)",
+                11 => " (SIGSEGV)",
+                13 => " (SIGPIPE)",
+                15 => " (SIGTERM)",
+                _ => "",
+            };
+            format!("killed by signal {sig}{name}")
+        }
+        (None, None) => status.to_string(),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Peers
+
+/// Tags are unique in this process; a connection that sends no tag (the readiness probe's pair)
+/// is never handed out.
+fn next_tag() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(0x7463_7078_0000_0001);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+/// A destination on 127.0.0.1:0 that hands each accepted connection to the test that asks for
+/// its tag: the 8 bytes [`Pair::open`] sends first. Clones share the listener.
+#[derive(Clone)]
+pub struct Dest {
+    port: u16,
+    routes: Arc<Mutex<HashMap<u64, Route>>>,
+    _acceptor: Arc<AbortOnDrop>,
+}
+
+enum Route {
+    /// The connection came before the test asked for it.
+    Arrived(TcpStream),
+    /// The test asked first.
+    Awaited(oneshot::Sender<TcpStream>),
+}
+
+impl Dest {
+    pub async fn bind() -> Dest {
+        Dest::bind_inner(None)
+    }
+
+    /// Accepted connections inherit `bytes` as SO_RCVBUF, set before listen() as it must be.
+    pub async fn bind_with_rcvbuf(bytes: u32) -> Dest {
+        Dest::bind_inner(Some(bytes))
+    }
+
+    fn bind_inner(rcvbuf: Option<u32>) -> Dest {
+        let listener = listen(0, rcvbuf).expect("bind a destination on 127.0.0.1:0");
+        let port = listener.local_addr().expect("local_addr").port();
+        let routes = Arc::new(Mutex::new(HashMap::new()));
+        let table = routes.clone();
+        let acceptor = tokio::spawn(async move {
+            while let Ok((mut conn, _)) = listener.accept().await {
+                let table = table.clone();
+                tokio::spawn(async move {
+                    let mut tag = [0; 8];
+                    let read = tokio::time::timeout(scaled(30.0), conn.read_exact(&mut tag));
+                    if let Ok(Ok(_)) = read.await {
+                        route(&table, u64::from_le_bytes(tag), conn);
+                    }
+                });
+            }
+        });
+        Dest {
+            port,
+            routes,
+            _acceptor: Arc::new(AbortOnDrop(acceptor)),
+        }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The server end of the pair whose client sent `tag`.
+    pub async fn take(&self, tag: u64) -> TcpStream {
+        let waiting = {
+            let mut routes = self.routes.lock().unwrap_or_else(|e| e.into_inner());
+            match routes.remove(&tag) {
+                Some(Route::Arrived(conn)) => return conn,
+                Some(Route::Awaited(_)) => panic!("tag {tag:#x} taken twice"),
+                None => {
+                    let (tx, rx) = oneshot::channel();
+                    routes.insert(tag, Route::Awaited(tx));
+                    rx
+                }
+            }
+        };
+        let what = format!(
+            "the proxy to connect to the destination on port {} for tag {tag:#x}",
+            self.port
+        );
+        with_deadline(scaled(10.0), what, waiting)
+            .await
+            .expect("the destination's acceptor is alive while the Dest is")
+    }
+}
+
+fn route(table: &Mutex<HashMap<u64, Route>>, tag: u64, conn: TcpStream) {
+    let mut routes = table.lock().unwrap_or_else(|e| e.into_inner());
+    match routes.remove(&tag) {
+        Some(Route::Awaited(tx)) => {
+            let _ = tx.send(conn);
+        }
+        Some(Route::Arrived(_)) | None => {
+            routes.insert(tag, Route::Arrived(conn));
+        }
+    }
+}
+
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// A listener on 127.0.0.1:`port` (0: any), with SO_RCVBUF set before listen() when asked.
+fn listen(port: u16, rcvbuf: Option<u32>) -> io::Result<TcpListener> {
+    let socket = TcpSocket::new_v4()?;
+    socket.set_reuseaddr(true)?;
+    if let Some(bytes) = rcvbuf {
+        socket.set_recv_buffer_size(bytes)?;
+    }
+    socket.bind(SocketAddr::from((LOCALHOST, port)))?;
+    socket.listen(1024)
+}
+
+/// Echoes every connection until EOF, then shuts down its write half.
+pub struct EchoServer {
+    port: u16,
+    _acceptor: AbortOnDrop,
+}
+
+impl EchoServer {
+    pub async fn start() -> EchoServer {
+        EchoServer::start_on(0).expect("bind an echo server on 127.0.0.1:0")
+    }
+
+    /// On a given port, which may be taken by now.
+    pub fn start_on(port: u16) -> io::Result<EchoServer> {
+        let listener = listen(port, None)?;
+        let port = listener.local_addr()?.port();
+        let acceptor = tokio::spawn(async move {
+            while let Ok((conn, _)) = listener.accept().await {
+                tokio::spawn(echo(conn));
+            }
+        });
+        Ok(EchoServer {
+            port,
+            _acceptor: AbortOnDrop(acceptor),
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+}
+
+/// Writes back what arrives; at EOF shuts down the write half. Errors end it quietly: the test
+/// on the other end reports what it saw.
+pub async fn echo(mut conn: TcpStream) {
+    let (mut r, mut w) = conn.split();
+    if tokio::io::copy(&mut r, &mut w).await.is_ok() {
+        let _ = w.shutdown().await;
+    }
+}
+
+/// A client connection to 127.0.0.1:`port`.
+pub async fn connect(port: u16) -> TcpStream {
+    connect_inner(port, None).await
+}
+
+/// SO_RCVBUF, when given, is set before connect(), as it must be to take effect.
+async fn connect_inner(port: u16, rcvbuf: Option<u32>) -> TcpStream {
+    let socket = TcpSocket::new_v4().expect("a TCP socket");
+    if let Some(bytes) = rcvbuf {
+        socket.set_recv_buffer_size(bytes).expect("SO_RCVBUF");
+    }
+    let what = format!("connect to 127.0.0.1:{port}");
+    with_deadline(
+        scaled(5.0),
+        &what,
+        socket.connect(SocketAddr::from((LOCALHOST, port))),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{what}: {e}"))
+}
+
+/// Both ends of one proxied connection: the client's, and the destination's for it.
+pub struct Pair {
+    pub client: TcpStream,
+    pub server: TcpStream,
+}
+
+impl Pair {
+    /// Connects to the proxy on `proxy_port` and takes the matching connection from `dest`.
+    pub async fn open(proxy_port: u16, dest: &Dest) -> Pair {
+        Pair::open_inner(proxy_port, dest, None).await
+    }
+
+    pub async fn open_with_client_rcvbuf(proxy_port: u16, dest: &Dest, bytes: u32) -> Pair {
+        Pair::open_inner(proxy_port, dest, Some(bytes)).await
+    }
+
+    async fn open_inner(proxy_port: u16, dest: &Dest, rcvbuf: Option<u32>) -> Pair {
+        let tag = next_tag();
+        let mut client = connect_inner(proxy_port, rcvbuf).await;
+        client
+            .write_all(&tag.to_le_bytes())
+            .await
+            .unwrap_or_else(|e| panic!("send tag {tag:#x} to the proxy on {proxy_port}: {e}"));
+        let server = dest.take(tag).await;
+        Pair { client, server }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Data
+
+/// `len` bytes of a stream identified by `seed`, starting at `offset`: any slice of it can be
+/// rebuilt from its offset, and neither a shift nor a swap of chunks goes unnoticed.
+pub fn pattern(seed: u64, offset: u64, len: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(len);
+    let mut at = offset;
+    while out.len() < len {
+        let word = splitmix64(seed ^ (at / 8).wrapping_mul(0x9E37_79B9_7F4A_7C15)).to_le_bytes();
+        let from = (at % 8) as usize;
+        let take = (8 - from).min(len - out.len());
+        out.extend_from_slice(&word[from..from + take]);
+        at += take as u64;
+    }
+    out
+}
+
+fn splitmix64(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// `Ok` if `got` is `expected`; otherwise one line: lengths, sha256 of each, the first differing
+/// offset and a hex window around it.
+pub fn check_bytes(what: &str, expected: &[u8], got: &[u8]) -> Result<(), String> {
+    if expected == got {
+        return Ok(());
+    }
+    let at = expected
+        .iter()
+        .zip(got)
+        .position(|(e, g)| e != g)
+        .unwrap_or(expected.len().min(got.len()));
+    let window = |bytes: &[u8]| {
+        let start = at.saturating_sub(8).min(bytes.len());
+        let end = (at + 8).min(bytes.len());
+        let mut hex = String::new();
+        for (i, b) in bytes[start..end].iter().enumerate() {
+            let mark = if start + i == at { ">" } else { "" };
+            let _ = write!(hex, " {mark}{b:02x}");
+        }
+        format!("[{}{} ]", if start > 0 { " .." } else { "" }, hex)
+    };
+    Err(format!(
+        "{what}: got {} of {} bytes (sha256 {}, expected {}); first difference at offset {at}: \
+         expected {}, got {}",
+        got.len(),
+        expected.len(),
+        short_sha256(got),
+        short_sha256(expected),
+        window(expected),
+        window(got),
+    ))
+}
+
+/// [`check_bytes`], panicking with its message.
+#[track_caller]
+pub fn assert_bytes(what: &str, expected: &[u8], got: &[u8]) {
+    if let Err(msg) = check_bytes(what, expected, got) {
+        panic!("{msg}");
+    }
+}
+
+fn short_sha256(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)[..8]
+        .iter()
+        .fold(String::new(), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
+}
+
+/// Reads until EOF or an error, cycling through `pacing` as (most bytes per read, pause before
+/// the read). Returns what arrived and how reading ended: `Ok` for EOF.
+pub async fn read_paced<R: AsyncRead + Unpin>(
+    r: &mut R,
+    pacing: &[(usize, Duration)],
+) -> (Vec<u8>, io::Result<()>) {
+    let most = pacing.iter().map(|&(chunk, _)| chunk).max().unwrap_or(1);
+    let mut buf = vec![0; most.max(1)];
+    let mut got = Vec::new();
+    for &(chunk, pause) in pacing.iter().cycle() {
+        if !pause.is_zero() {
+            tokio::time::sleep(pause).await;
+        }
+        match r.read(&mut buf[..chunk.max(1)]).await {
+            Ok(0) => return (got, Ok(())),
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) => return (got, Err(e)),
+        }
+    }
+    unreachable!("pacing is never empty")
+}
+
+/// Writes `len` bytes of [`pattern`] `seed` and reads them back (the far end echoes), checking
+/// every byte.
+pub async fn round_trip(conn: &mut TcpStream, seed: u64, len: usize) {
+    let sent = pattern(seed, 0, len);
+    let mut got = vec![0; len];
+    let (mut r, mut w) = conn.split();
+    let what = format!("a {len}-byte echo (seed {seed})");
+    let (wrote, read) = with_deadline(scaled(10.0), &what, async {
+        tokio::join!(w.write_all(&sent), r.read_exact(&mut got))
+    })
+    .await;
+    wrote.unwrap_or_else(|e| panic!("{what}: write failed: {e}"));
+    read.unwrap_or_else(|e| panic!("{what}: read failed: {e}"));
+    assert_bytes(&what, &sent, &got);
+}
+
+/// Reads to the end and asserts it was a clean EOF with nothing before it.
+pub async fn assert_eof(conn: &mut TcpStream, what: &str) {
+    let (got, end) = with_deadline(scaled(5.0), what, read_paced(conn, UNPACED)).await;
+    assert!(
+        got.is_empty() && end.is_ok(),
+        "{what}: expected EOF, got {} bytes then {end:?}",
+        got.len()
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Floods
+
+/// How far a [`Flood`] has got.
+#[derive(Debug, Clone, Copy)]
+pub struct Progress {
+    pub written: u64,
+    /// When the last write that moved a byte returned (or when the flood began).
+    pub at: Instant,
+}
+
+/// Writes [`pattern`] `seed` into a connection as fast as it takes it, until stopped or a write
+/// fails, so a test can watch the writes block and later check every byte that went out.
+pub struct Flood {
+    progress: watch::Receiver<Progress>,
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<FloodEnd>,
+}
+
+/// How a flood ended.
+pub struct FloodEnd {
+    /// The connection, back for the test to shut down or read.
+    pub conn: TcpStream,
+    pub written: u64,
+    /// `None` when stopped.
+    pub error: Option<io::Error>,
+    /// When the last successful write returned.
+    pub last_progress: Instant,
+    /// When the flood ended.
+    pub at: Instant,
+}
+
+impl Flood {
+    pub fn start(mut conn: TcpStream, seed: u64) -> Flood {
+        const CHUNK: usize = 64 * 1024;
+        let (tx, progress) = watch::channel(Progress {
+            written: 0,
+            at: Instant::now(),
+        });
+        let (stop, mut stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let mut now = *tx.borrow();
+            loop {
+                let chunk = pattern(seed, now.written, CHUNK);
+                // A TcpStream write is cancel-safe: a stop loses no byte that went out.
+                let error = tokio::select! {
+                    biased;
+                    _ = &mut stopped => None,
+                    w = conn.write(&chunk) => match w {
+                        Ok(0) => Some(io::ErrorKind::WriteZero.into()),
+                        Ok(n) => {
+                            now = Progress { written: now.written + n as u64, at: Instant::now() };
+                            let _ = tx.send(now);
+                            continue;
+                        }
+                        Err(e) => Some(e),
+                    },
+                };
+                return FloodEnd {
+                    conn,
+                    written: now.written,
+                    error,
+                    last_progress: now.at,
+                    at: Instant::now(),
+                };
+            }
+        });
+        Flood {
+            progress,
+            stop,
+            task,
+        }
+    }
+
+    /// Waits until no write has moved a byte for [`STUCK_QUIET`] and returns the progress then.
+    /// Panics if the flood ends first, or if it writes so much that nothing can be bounding it.
+    pub async fn wait_stuck(&mut self, what: &str) -> Progress {
+        let quiet = scaled(STUCK_QUIET);
+        let limit = scaled(30.0);
+        with_deadline(limit, format!("{what} to block"), async {
+            loop {
+                let now = *self.progress.borrow_and_update();
+                assert!(
+                    now.written <= UNBOUNDED,
+                    "{what}: wrote {} MiB toward a peer that never reads; buffering is unbounded",
+                    now.written >> 20
+                );
+                let left = quiet.saturating_sub(now.at.elapsed());
+                if left.is_zero() {
+                    return now;
+                }
+                if let Ok(Err(_)) = tokio::time::timeout(left, self.progress.changed()).await {
+                    panic!("{what}: the flood ended after {} bytes", now.written);
+                }
+            }
+        })
+        .await
+    }
+
+    /// Stops writing and returns the connection.
+    pub async fn stop(self) -> FloodEnd {
+        let _ = self.stop.send(());
+        with_deadline(scaled(5.0), "a flood to stop", self.task)
+            .await
+            .expect("the flood task does not panic")
+    }
+
+    /// Waits for a write to fail.
+    pub async fn wait_failure(self, limit: Duration, what: &str) -> FloodEnd {
+        let end = with_deadline(limit, what, self.task)
+            .await
+            .expect("the flood task does not panic");
+        drop(self.stop);
+        end
+    }
+}
