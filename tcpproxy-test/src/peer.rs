@@ -12,6 +12,22 @@ use tokio::net::{TcpListener, TcpSocket, TcpStream};
 /// Linux loopback buffers otherwise autotune to megabytes.
 pub const SMALL_RCVBUF: u32 = 4 * 1024;
 
+/// The segment size a slow receiver advertises. The proxy's kernel send buffer is sized from
+/// the peer's MSS: at loopback's 64 KiB MSS it starts at megabytes and swallows whole transfers,
+/// so the proxy's writes never come back short and nothing stays in its own buffer. At 1000
+/// bytes it is tens of KiB, and short writes and user-space tails happen for real.
+pub const SMALL_MSS: u32 = 1000;
+
+/// Makes `socket` a slow receiver when `rcvbuf` is given: a small receive buffer and a small
+/// advertised MSS, both set before the handshake (a later setsockopt changes neither).
+fn shrink(socket: &TcpSocket, rcvbuf: Option<u32>) -> io::Result<()> {
+    if let Some(size) = rcvbuf {
+        socket.set_recv_buffer_size(size)?;
+        socket2::SockRef::from(socket).set_tcp_mss(SMALL_MSS)?;
+    }
+    Ok(())
+}
+
 /// How a reader consumes: at most `chunk` bytes per read, then `pause`.
 #[derive(Debug, Clone, Copy)]
 pub struct Pacing {
@@ -33,8 +49,8 @@ impl Pacing {
     }
 }
 
-/// A listener on 127.0.0.1, port chosen by the kernel. `rcvbuf` is set before `listen` so every
-/// accepted socket inherits it (a later setsockopt does not shrink an established window).
+/// A listener on 127.0.0.1, port chosen by the kernel. A slow-receiver `rcvbuf` is set before
+/// `listen` so every accepted socket inherits it (a later setsockopt does not shrink an established window).
 pub fn listen(rcvbuf: Option<u32>) -> io::Result<TcpListener> {
     listen_on(0, rcvbuf)
 }
@@ -44,9 +60,7 @@ pub fn listen(rcvbuf: Option<u32>) -> io::Result<TcpListener> {
 pub fn listen_on(port: u16, rcvbuf: Option<u32>) -> io::Result<TcpListener> {
     let socket = TcpSocket::new_v4()?;
     socket.set_reuseaddr(true)?;
-    if let Some(size) = rcvbuf {
-        socket.set_recv_buffer_size(size)?;
-    }
+    shrink(&socket, rcvbuf)?;
     socket.bind(SocketAddr::from((Ipv4Addr::LOCALHOST, port)))?;
     // The many-connections phase opens well over a thousand pairs at once.
     socket.listen(4096)
@@ -55,9 +69,7 @@ pub fn listen_on(port: u16, rcvbuf: Option<u32>) -> io::Result<TcpListener> {
 /// Connects to 127.0.0.1:`port`, with `rcvbuf` set before the handshake when given.
 pub async fn connect(port: u16, rcvbuf: Option<u32>) -> io::Result<TcpStream> {
     let socket = TcpSocket::new_v4()?;
-    if let Some(size) = rcvbuf {
-        socket.set_recv_buffer_size(size)?;
-    }
+    shrink(&socket, rcvbuf)?;
     let stream = socket
         .connect(SocketAddr::from((Ipv4Addr::LOCALHOST, port)))
         .await?;

@@ -264,10 +264,14 @@ pub async fn bulk(ctx: Arc<Ctx>, blocked: bool) -> PhaseResult {
             let f = verdict(&payload, &seen, Some(limit))
                 .err()
                 .unwrap_or_else(|| expired.into());
-            Err(if blocked {
-                let rounds = blocked_rounds.load(std::sync::atomic::Ordering::Relaxed);
-                f.detail(format!("{rounds} blocked connection(s) were opened beside the chain (each replaced when the proxy aborted the last)"))
-                    .hint("bulk data stopped while one connection's destination did not read: one stalled peer freezes the proxy (blocking writes, or a single loop waiting on one socket)")
+            if !blocked {
+                return Err(f);
+            }
+            let rounds = blocked_rounds.load(std::sync::atomic::Ordering::Relaxed);
+            let f = f.detail(format!("{rounds} blocked connection(s) were opened beside the chain (each replaced when the proxy aborted the last)"));
+            // Damaged bytes explain a stall better than the blocked peer does.
+            Err(if f.hint.is_none() {
+                f.hint("bulk data stopped while one connection's destination did not read: one stalled peer freezes the proxy (blocking writes, or a single loop waiting on one socket)")
             } else {
                 f
             })
