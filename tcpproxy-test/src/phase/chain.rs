@@ -16,16 +16,23 @@ use crate::check;
 use crate::deadline::within;
 use crate::peer::{self, Pacing, SMALL_RCVBUF};
 
+/// What one hop has read so far, and how its reading ended if it did.
+#[derive(Debug, Clone, Default)]
+struct Hop {
+    bytes: Vec<u8>,
+    ended: Option<String>,
+}
+
 /// What every hop has read so far; hop i is client connection i.
 struct Hops {
-    seen: Vec<Arc<Mutex<Vec<u8>>>>,
+    seen: Vec<Arc<Mutex<Hop>>>,
     /// How many bytes reached the end of the chain.
     end: watch::Receiver<usize>,
     tasks: JoinSet<()>,
 }
 
 impl Hops {
-    fn snapshot(&self) -> Vec<Vec<u8>> {
+    fn snapshot(&self) -> Vec<Hop> {
         self.seen
             .iter()
             .map(|h| h.lock().unwrap_or_else(|e| e.into_inner()).clone())
@@ -59,7 +66,12 @@ async fn open(
     }
     let entrance = writes.remove(0);
     let seen: Vec<_> = (0..n)
-        .map(|_| Arc::new(Mutex::new(Vec::with_capacity(total))))
+        .map(|_| {
+            Arc::new(Mutex::new(Hop {
+                bytes: Vec::with_capacity(total),
+                ended: None,
+            }))
+        })
         .collect();
     let (end_tx, end) = watch::channel(0);
     let mut nexts = writes
@@ -82,7 +94,7 @@ async fn open(
 async fn copy_hop(
     mut rd: OwnedReadHalf,
     mut next: Option<OwnedWriteHalf>,
-    record: Arc<Mutex<Vec<u8>>>,
+    record: Arc<Mutex<Hop>>,
     total: usize,
     pacing: Pacing,
     end: Option<watch::Sender<usize>>,
@@ -90,18 +102,24 @@ async fn copy_hop(
     let mut buf = vec![0; pacing.chunk];
     let mut count = 0;
     while count < total {
+        let ended =
+            |why: String| record.lock().unwrap_or_else(|e| e.into_inner()).ended = Some(why);
         let n = match rd.read(&mut buf[..pacing.chunk.min(total - count)]).await {
-            Ok(0) | Err(_) => return,
+            Ok(0) => return ended("EOF".into()),
+            Err(e) => return ended(format!("read error: {e}")),
             Ok(n) => n,
         };
         count += n;
         record
             .lock()
             .unwrap_or_else(|e| e.into_inner())
+            .bytes
             .extend_from_slice(&buf[..n]);
         if let Some(w) = next.as_mut() {
-            if w.write_all(&buf[..n]).await.is_err() {
-                return;
+            if let Err(e) = w.write_all(&buf[..n]).await {
+                return ended(format!(
+                    "passing bytes on to the next connection failed: {e}"
+                ));
             }
         }
         if let Some(e) = &end {
@@ -117,31 +135,43 @@ async fn copy_hop(
     drop(next);
 }
 
-/// The verdict on a chain that should have carried `expected` through every hop.
-fn verdict(expected: &[u8], hops: &[Vec<u8>], waited: Option<Duration>) -> PhaseResult {
+/// The verdict on a chain that should have carried `expected` through every hop. `waited` is
+/// set when the chain did not finish in time; `stalled` says for how long nothing moved.
+fn verdict(expected: &[u8], hops: &[Hop], waited: Option<Duration>) -> PhaseResult {
     let n = hops.len();
-    for (i, got) in hops.iter().enumerate() {
+    for (i, hop) in hops.iter().enumerate() {
+        let got = &hop.bytes;
         let whole = got.len() == expected.len();
         let prefix_ok = got.len() <= expected.len() && got[..] == expected[..got.len()];
         if whole && prefix_ok {
             continue;
         }
-        let hop = format!("connection {} of the {n}-connection chain", i + 1);
+        let name = format!("connection {} of the {n}-connection chain", i + 1);
         let counts = hop_counts(hops, expected.len());
         if prefix_ok {
             let waited = waited.map_or(String::new(), |w| {
                 format!(" within {:.1}s", w.as_secs_f64())
             });
-            return Err(Failure::new(format!(
-                "expected {} bytes back through {hop}{waited}, but only {} arrived (no byte was wrong, the rest never came)",
+            let how = match &hop.ended {
+                Some(why) => format!("then the connection ended ({why})"),
+                None => "no byte was wrong, the rest never came".to_string(),
+            };
+            let f = Failure::new(format!(
+                "expected {} bytes back through {name}{waited}, but only {} arrived: {how}",
                 expected.len(),
                 got.len()
             ))
-            .detail(counts));
+            .detail(counts);
+            let reset = hop.ended.as_deref().is_some_and(|w| w.contains("reset"));
+            return Err(if reset {
+                f.hint("the proxy reset a pair whose peers were both reading: its stall timer fired although data could move (a stall timeout far too short, or a single loop blocked in one write while the chain waited on another)")
+            } else {
+                f
+            });
         }
         let m = check::compare(expected, got).expect("differs");
         let mut f = Failure::new(format!(
-            "{hop} (client -> proxy -> echo server -> proxy -> client): {}",
+            "{name} (client -> proxy -> echo server -> proxy -> client): {}",
             m.summary()
         ))
         .details(m.details())
@@ -154,9 +184,29 @@ fn verdict(expected: &[u8], hops: &[Vec<u8>], waited: Option<Duration>) -> Phase
     Ok(())
 }
 
-fn hop_counts(hops: &[Vec<u8>], total: usize) -> String {
-    let counts: Vec<String> = hops.iter().map(|h| h.len().to_string()).collect();
+fn hop_counts(hops: &[Hop], total: usize) -> String {
+    let counts: Vec<String> = hops.iter().map(|h| h.bytes.len().to_string()).collect();
     format!("bytes read at each hop (of {total}): {}", counts.join(" "))
+}
+
+/// Waits until `total` bytes reached the end of the chain. Gives up early when nothing arrives
+/// for `quiet` (a chain that lost bytes, or a frozen proxy, will not finish by waiting longer).
+async fn await_end(
+    end: &mut watch::Receiver<usize>,
+    total: usize,
+    quiet: Duration,
+) -> Result<(), Duration> {
+    loop {
+        if *end.borrow_and_update() >= total {
+            return Ok(());
+        }
+        match tokio::time::timeout(quiet, end.changed()).await {
+            Ok(Ok(())) => {}
+            // Every copier ended: nothing more will arrive.
+            Ok(Err(_)) => return Err(Duration::ZERO),
+            Err(_) => return Err(quiet),
+        }
+    }
 }
 
 /// Keeps one connection through the proxy blocked for as long as the phase runs: its destination
@@ -238,43 +288,57 @@ pub async fn bulk(ctx: Arc<Ctx>, blocked: bool) -> PhaseResult {
         others.spawn(keep_one_blocked(ctx.clone(), blocked_rounds.clone()));
     }
     let limit = ctx.scaled(BULK_DEADLINE);
+    let quiet = ctx.scaled(ECHO_DEADLINE);
     let what = format!("{BULK_BYTES} bytes through all {CHAIN_LONG} connections");
     // Borrowed, not moved: dropping a write half shuts it down, and these phases must not
     // send an EOF (that is for the shutdown phases to test).
     let source = peer::write_in_pieces(&mut entrance, &payload, BULK_WRITE_PIECE);
     let arrived = within(limit, what, async {
-        let (wrote, _) = tokio::join!(source, async {
-            hops.end.wait_for(|&c| c >= BULK_BYTES).await.map(|_| ())
-        });
-        wrote
+        let ((), arrived) = tokio::join!(
+            async {
+                // A failed write shows as missing bytes downstream; the hops say more than the
+                // write error would.
+                let _ = source.await;
+            },
+            await_end(&mut hops.end, BULK_BYTES, quiet)
+        );
+        arrived
     })
     .await;
     let seen = hops.snapshot();
     hops.tasks.abort_all();
     others.abort_all();
-    match arrived {
-        Ok(Ok(())) => verdict(&payload, &seen, None),
-        Ok(Err(e)) => {
-            verdict(&payload, &seen, None)?;
-            Err(Failure::new(format!(
-                "expected to write {BULK_BYTES} bytes into the chain, but the write failed: {e}"
-            )))
+    let stuck = match arrived {
+        Ok(Ok(())) => return verdict(&payload, &seen, None),
+        Ok(Err(quiet)) if quiet.is_zero() => {
+            "every connection of the chain stopped reading (EOF or error)".to_string()
         }
-        Err(expired) => {
-            let f = verdict(&payload, &seen, Some(limit))
-                .err()
-                .unwrap_or_else(|| expired.into());
-            if !blocked {
-                return Err(f);
-            }
-            let rounds = blocked_rounds.load(std::sync::atomic::Ordering::Relaxed);
-            let f = f.detail(format!("{rounds} blocked connection(s) were opened beside the chain (each replaced when the proxy aborted the last)"));
-            // Damaged bytes explain a stall better than the blocked peer does.
-            Err(if f.hint.is_none() {
-                f.hint("bulk data stopped while one connection's destination did not read: one stalled peer freezes the proxy (blocking writes, or a single loop waiting on one socket)")
-            } else {
-                f
-            })
-        }
+        Ok(Err(quiet)) => format!(
+            "nothing reached the end of the chain for {:.1}s",
+            quiet.as_secs_f64()
+        ),
+        Err(expired) => format!(
+            "the chain had not finished after {:.1}s",
+            expired.waited.as_secs_f64()
+        ),
+    };
+    let f = verdict(&payload, &seen, None)
+        .err()
+        .unwrap_or_else(|| {
+            Failure::new(format!(
+                "expected {BULK_BYTES} bytes through the chain, but {stuck}"
+            ))
+        })
+        .detail(stuck);
+    if !blocked {
+        return Err(f);
     }
+    let rounds = blocked_rounds.load(std::sync::atomic::Ordering::Relaxed);
+    let f = f.detail(format!("{rounds} blocked connection(s) were opened beside the chain (each replaced when the proxy aborted the last)"));
+    // Damaged bytes explain a stall better than the blocked peer does.
+    Err(if f.hint.is_none() {
+        f.hint("bulk data stopped while one connection's destination did not read: one stalled peer freezes the proxy (blocking writes, or a single loop waiting on one socket)")
+    } else {
+        f
+    })
 }
