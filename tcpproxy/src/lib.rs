@@ -60,6 +60,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     runtime.block_on(async {
+        let signals = server::Signals::new()?;
         let dest = (config.dest_host.as_str(), config.dest_port);
         let resolved = tokio::net::lookup_host(dest).await.map(|a| a.count());
         match resolved {
@@ -74,7 +75,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
             ),
         }
         let listener = server::bind(&config)?;
-        server::serve(config, listener).await
+        server::serve(config, listener, signals).await
     })?;
     // Pairs cut by the drain timeout are dropped with the runtime.
     runtime.shutdown_background();

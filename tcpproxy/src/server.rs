@@ -59,7 +59,14 @@ fn listen_on(addr: SocketAddr, dual_stack: bool) -> io::Result<TcpListener> {
 }
 
 /// Serves until SIGTERM/SIGINT, then lets open pairs finish for up to the drain timeout.
-pub async fn serve(config: Config, listener: TcpListener) -> anyhow::Result<()> {
+///
+/// `signals` is installed by the caller before it binds, so a SIGTERM that arrives as soon as
+/// the port accepts is already a graceful stop rather than the default action.
+pub async fn serve(
+    config: Config,
+    listener: TcpListener,
+    mut signals: Signals,
+) -> anyhow::Result<()> {
     let settings = Arc::new(Settings {
         dest_host: config.dest_host.clone(),
         dest_port: config.dest_port,
@@ -67,7 +74,6 @@ pub async fn serve(config: Config, listener: TcpListener) -> anyhow::Result<()> 
         connect_timeout: config.connect_timeout,
         pool: Pool::new(config.buffer_size),
     });
-    let mut signals = Signals::new()?;
     let limit = config.max_connections;
     let slots = Arc::new(Semaphore::new(limit));
     let mut out_of_fds = false;
@@ -133,13 +139,14 @@ const EMFILE: i32 = 24;
 const ENFILE: i32 = 23;
 
 /// SIGTERM and SIGINT, merged.
-struct Signals {
+#[derive(Debug)]
+pub struct Signals {
     term: tokio::signal::unix::Signal,
     int: tokio::signal::unix::Signal,
 }
 
 impl Signals {
-    fn new() -> io::Result<Signals> {
+    pub fn new() -> io::Result<Signals> {
         Ok(Signals {
             term: signal(SignalKind::terminate())?,
             int: signal(SignalKind::interrupt())?,
