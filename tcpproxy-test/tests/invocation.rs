@@ -4,7 +4,7 @@
 use std::os::unix::fs::PermissionsExt as _;
 use std::time::Duration;
 
-use crate::support::{ALL_PHASES, assert_nothing_left, run_harness};
+use crate::support::{ALL_PHASES, HeavySlot, assert_nothing_left, run_harness};
 
 const LIMIT: Duration = Duration::from_secs(90);
 
@@ -100,6 +100,7 @@ fn a_proxy_that_never_listens_fails_within_the_readiness_deadline() {
 
 #[test]
 fn a_proxy_that_floods_stderr_is_judged_and_its_output_bounded() {
+    let _slot = HeavySlot::acquire();
     let run = run_harness(
         &["sh", "-c", "while :; do echo flood flood flood; done >&2"],
         LIMIT,

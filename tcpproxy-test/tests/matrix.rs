@@ -1,39 +1,86 @@
-//! Broken proxies fail exactly the phases they should, and pass the others.
+//! The verdict matrix: every fixture fails exactly the phases listed for it and passes the rest,
+//! the hostile ones get the right verdict with nothing left running, and the control passes all.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use crate::support::{ALL_PHASES, assert_nothing_left, fixtures_bin, run_harness};
+use crate::support::{ALL_PHASES, HeavySlot, Run, assert_nothing_left, fixtures_bin, run_harness};
 
-/// Each fixture and the phases it must fail; every other phase must pass.
-const MATRIX: &[(&str, &[&str])] = &[
-    ("close-on-first-eof", &["One-way shutdown"]),
-    (
-        "unbounded-buffer",
-        &[
-            "Timeout of lazy forward client",
-            "Timeout of lazy reverse client",
-        ],
-    ),
-    (
-        "blocking-writes",
-        &[
-            "Mix of blocked and normal",
-            "Timeout of lazy forward client",
-            "Timeout of lazy reverse client",
-        ],
-    ),
+/// The stall timeout every fixture is given (and the harness told): short, to keep the matrix
+/// quick, but long enough that a loaded machine does not stall a correct proxy's live pair.
+const STALL: &str = "3";
+
+/// What one fixture must get.
+struct Row {
+    fixture: &'static str,
+    /// Phases that must fail.
+    fails: &'static [&'static str],
+    /// Phases whose verdict depends on how loaded the machine is; either verdict is accepted.
+    /// Each entry says why below.
+    may_fail: &'static [&'static str],
+    /// Phases that must end with `warning`.
+    warns: &'static [&'static str],
+}
+
+const ONE_WAY: &str = "One-way shutdown";
+const FLUSH: &str = "Flush before shutdown";
+const LEAKS: &str = "Descriptor leaks";
+const LAZY_FWD: &str = "Timeout of lazy forward client";
+const LAZY_REV: &str = "Timeout of lazy reverse client";
+const BULK: &str = "Bulk data, 20 connections";
+const MIX: &str = "Mix of blocked and normal";
+const MANY: &str = "Many connections";
+
+#[rustfmt::skip]
+const MATRIX: &[Row] = &[
+    // Its short connections half-close too, so the descriptor phase sees lost echoes.
+    Row { fixture: "close-on-first-eof", fails: &[ONE_WAY, LEAKS], may_fail: &[], warns: &[] },
+    Row { fixture: "no-half-close", fails: &[ONE_WAY, FLUSH, LEAKS], may_fail: &[], warns: &[] },
+    Row { fixture: "unbounded-buffer", fails: &[LAZY_FWD, LAZY_REV, "Bounded memory"], may_fail: &[], warns: &[] },
+    // Flush and descriptor phases pass: their pairs end one after another, so serial service
+    // is merely slow there.
+    Row { fixture: "one-at-a-time", fails: &["Two echo connections", "20 echo connections", BULK, MIX, MANY, "CPU while idle"], may_fail: &[], warns: &[] },
+    // With slow readers everywhere, one write blocking the only thread deadlocks the chain.
+    Row { fixture: "blocking-writes", fails: &[BULK, MIX], may_fail: &[], warns: &[] },
+    // Opening 1500 pairs one by one takes about a stall timeout; the first may sit idle that long.
+    Row { fixture: "idle-timeout", fails: &["Non-timeout of idle client"], may_fail: &[MANY], warns: &[] },
+    Row { fixture: "stall-one-direction", fails: &[LAZY_REV], may_fail: &[], warns: &[] },
+    // At a fifth of the stall timeout, a loaded machine's slow chain readers can trip it too.
+    Row { fixture: "short-stall", fails: &[LAZY_FWD, LAZY_REV], may_fail: &[BULK, MIX, FLUSH], warns: &[] },
+    Row { fixture: "drop-buffered-on-eof", fails: &[FLUSH], may_fail: &[], warns: &[] },
+    Row { fixture: "flip-byte", fails: &[BULK, MIX, FLUSH], may_fail: &[], warns: &[] },
+    Row { fixture: "short-write-resend", fails: &[BULK, MIX, FLUSH], may_fail: &[], warns: &[] },
+    Row { fixture: "short-write-drop", fails: &[BULK, MIX, FLUSH], may_fail: &[], warns: &[] },
+    Row { fixture: "max-ten", fails: &["20 echo connections", BULK, MIX, MANY], may_fail: &[], warns: &[] },
+    Row { fixture: "ignore-write-errors", fails: &["Early close"], may_fail: &[], warns: &[] },
+    Row { fixture: "fd-leak", fails: &[LEAKS], may_fail: &[], warns: &[] },
+    Row { fixture: "exit-on-refused", fails: &["Destination refused"], may_fail: &[], warns: &[] },
+    Row { fixture: "fd-setsize", fails: &[MANY], may_fail: &[], warns: &[] },
+    Row { fixture: "busy-poll", fails: &[], may_fail: &[], warns: &["CPU while idle"] },
+    // Hostile programs: correct proxies underneath, or no proxy at all.
+    Row { fixture: "fork-ignore-term", fails: &[], may_fail: &[], warns: &[] },
+    Row { fixture: "stderr-flood", fails: &[], may_fail: &[], warns: &[] },
+    Row { fixture: "listen-late", fails: &[], may_fail: &[], warns: &[] },
+    Row { fixture: "crash-segv", fails: &ALL_PHASES, may_fail: &[], warns: &[] },
+    Row { fixture: "exit-at-once", fails: &ALL_PHASES, may_fail: &[], warns: &[] },
+    Row { fixture: "wrong-port", fails: &ALL_PHASES, may_fail: &[], warns: &[] },
+    Row { fixture: "never-listen", fails: &ALL_PHASES, may_fail: &[], warns: &[] },
+    Row { fixture: "accept-and-hold", fails: &ALL_PHASES, may_fail: &[], warns: &[] },
+    Row { fixture: "correct", fails: &[], may_fail: &[], warns: &[] },
 ];
 
-/// The stall timeout the matrix gives every fixture, short to keep the run quick.
-const STALL: &str = "2";
+fn names(list: &[&str]) -> BTreeSet<String> {
+    list.iter().map(|s| s.to_string()).collect()
+}
 
-fn check(fixture: &str) {
-    let (_, expected) = MATRIX
+/// Runs the harness on `fixture` and checks its verdicts against the matrix, both ways.
+fn check(fixture: &str) -> Run {
+    let row = MATRIX
         .iter()
-        .find(|(f, _)| *f == fixture)
+        .find(|r| r.fixture == fixture)
         .expect("in the matrix");
     let bin = fixtures_bin();
+    let _slot = HeavySlot::acquire();
     let run = run_harness(
         &[
             "--stall-timeout",
@@ -44,33 +91,129 @@ fn check(fixture: &str) {
             "--stall-timeout",
             STALL,
         ],
-        Duration::from_secs(240),
+        Duration::from_secs(300),
     );
-    let failed: BTreeSet<String> = run.failed().into_iter().collect();
-    let expected: BTreeSet<String> = expected.iter().map(|s| s.to_string()).collect();
-    assert_eq!(run.verdicts().len(), ALL_PHASES.len(), "{}", run.dump());
-    let missed: Vec<_> = expected.difference(&failed).collect();
-    let collateral: Vec<_> = failed.difference(&expected).collect();
-    assert!(
-        missed.is_empty() && collateral.is_empty(),
-        "fixture {fixture}: phases that should have failed but passed: {missed:?}; phases that failed but should not: {collateral:?}\n{}",
+    let verdicts = run.verdicts();
+    assert_eq!(
+        verdicts.len(),
+        ALL_PHASES.len(),
+        "fixture {fixture}: expected a line per phase\n{}",
         run.dump()
     );
-    assert_eq!(run.code, Some(1), "{}", run.dump());
+    let with = |v: &str| -> BTreeSet<String> {
+        verdicts
+            .iter()
+            .filter(|(_, x)| *x == v)
+            .map(|(n, _)| n.clone())
+            .collect()
+    };
+    let (failed, warned) = (with("failed"), with("warning"));
+    let (must, may) = (names(row.fails), names(row.may_fail));
+    let missed: Vec<_> = must.difference(&failed).collect();
+    let collateral: Vec<_> = failed
+        .difference(&must)
+        .filter(|p| !may.contains(*p))
+        .collect();
+    assert!(
+        missed.is_empty() && collateral.is_empty(),
+        "fixture {fixture}: phases that should have failed but did not: {missed:?}; phases that failed but should not have: {collateral:?}\n{}",
+        run.dump()
+    );
+    assert_eq!(
+        warned,
+        names(row.warns),
+        "fixture {fixture}: warnings\n{}",
+        run.dump()
+    );
+    let want_code = if failed.is_empty() { 0 } else { 1 };
+    assert_eq!(
+        run.code,
+        Some(want_code),
+        "fixture {fixture}: exit code\n{}",
+        run.dump()
+    );
     assert_nothing_left(&run);
+    run
+}
+
+/// Every fixture the `fixtures` binary offers has a row here, and every row a fixture.
+#[test]
+fn every_fixture_has_a_row() {
+    let out = std::process::Command::new(fixtures_bin())
+        .arg("--list")
+        .output()
+        .unwrap();
+    let listed: BTreeSet<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+        .collect();
+    let rows: BTreeSet<String> = MATRIX.iter().map(|r| r.fixture.to_string()).collect();
+    assert_eq!(listed, rows);
+    assert!(
+        MATRIX
+            .iter()
+            .filter(|r| !r.fails.is_empty() && r.fails.len() < ALL_PHASES.len())
+            .count()
+            >= 17
+    );
+}
+
+/// One test per fixture, named for it, so `cargo test matrix::flip_byte` reruns just that one.
+macro_rules! matrix_tests {
+    ($($name:ident => $fixture:literal),* $(,)?) => {
+        $(
+            #[test]
+            fn $name() {
+                check($fixture);
+            }
+        )*
+    };
+}
+
+matrix_tests! {
+    close_on_first_eof => "close-on-first-eof",
+    no_half_close => "no-half-close",
+    unbounded_buffer => "unbounded-buffer",
+    one_at_a_time => "one-at-a-time",
+    blocking_writes => "blocking-writes",
+    idle_timeout => "idle-timeout",
+    stall_one_direction => "stall-one-direction",
+    short_stall => "short-stall",
+    drop_buffered_on_eof => "drop-buffered-on-eof",
+    flip_byte => "flip-byte",
+    short_write_resend => "short-write-resend",
+    short_write_drop => "short-write-drop",
+    max_ten => "max-ten",
+    ignore_write_errors => "ignore-write-errors",
+    fd_leak => "fd-leak",
+    exit_on_refused => "exit-on-refused",
+    fd_setsize => "fd-setsize",
+    busy_poll => "busy-poll",
+    fork_ignore_term => "fork-ignore-term",
+    listen_late => "listen-late",
+    exit_at_once => "exit-at-once",
+    wrong_port => "wrong-port",
+    never_listen => "never-listen",
+    accept_and_hold => "accept-and-hold",
+    correct => "correct",
 }
 
 #[test]
-fn close_on_first_eof_fails_one_way_shutdown_only() {
-    check("close-on-first-eof");
+fn crash_segv_names_the_signal() {
+    let run = check("crash-segv");
+    assert!(
+        run.stdout.contains("killed by signal SIGSEGV"),
+        "{}",
+        run.dump()
+    );
 }
 
 #[test]
-fn unbounded_buffer_fails_the_lazy_phases_only() {
-    check("unbounded-buffer");
-}
-
-#[test]
-fn blocking_writes_fail_mix_and_lazy_phases_only() {
-    check("blocking-writes");
+fn stderr_flood_is_judged_with_bounded_output() {
+    let run = check("stderr-flood");
+    assert!(
+        run.stdout.len() < 64 * 1024,
+        "{} bytes of report",
+        run.stdout.len()
+    );
 }

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::support::{ALL_PHASES, assert_nothing_left, run_harness};
+use crate::support::{ALL_PHASES, HeavySlot, assert_nothing_left, run_harness};
 
 fn expected_output() -> String {
     let mut s: String = ALL_PHASES
@@ -15,6 +15,7 @@ fn expected_output() -> String {
 
 #[test]
 fn reference_passes_every_phase_with_a_short_stall_timeout() {
+    let _slot = HeavySlot::acquire();
     let run = run_harness(&["--stall-timeout", "2"], Duration::from_secs(120));
     assert_eq!(run.stdout, expected_output(), "{}", run.dump());
     assert_eq!(run.code, Some(0), "{}", run.dump());
@@ -23,6 +24,7 @@ fn reference_passes_every_phase_with_a_short_stall_timeout() {
 
 #[test]
 fn reference_passes_every_phase_at_the_default_stall_timeout() {
+    let _slot = HeavySlot::acquire();
     let run = run_harness(&[], Duration::from_secs(180));
     assert_eq!(run.stdout, expected_output(), "{}", run.dump());
     assert_eq!(run.code, Some(0), "{}", run.dump());
@@ -31,6 +33,7 @@ fn reference_passes_every_phase_at_the_default_stall_timeout() {
 
 #[test]
 fn reference_binary_passes_when_named_as_the_proxy() {
+    let _slot = HeavySlot::acquire();
     // The same proxy, spawned as a user would name it: PROXY_ARGS before the three positionals.
     let bin = crate::support::harness_bin();
     let run = run_harness(
