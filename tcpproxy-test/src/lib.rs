@@ -5,6 +5,7 @@
 pub mod check;
 pub mod cli;
 pub mod deadline;
+pub mod fuzz;
 pub mod harness;
 pub mod peer;
 pub mod phase;
@@ -37,6 +38,9 @@ pub fn main_with_args(args: Vec<OsString>) -> ExitCode {
         let proxy_args =
             std::iter::once(OsString::from("tcpproxy")).chain(args.into_iter().skip(2));
         return tcpproxy::main_with_args(proxy_args);
+    }
+    if args.get(1).is_some_and(|a| a == "fuzz") {
+        return fuzz::main_with_args(args);
     }
     let config = match cli::parse(args) {
         Parsed::Run(c) => c,
