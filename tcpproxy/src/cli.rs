@@ -16,6 +16,8 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 pub const MAX_CONNECTIONS: usize = 10_000;
 /// After SIGTERM/SIGINT, how long open pairs may take to finish before the proxy exits.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// Forward with `splice(2)` unless `--no-splice`: only Linux has it.
+pub const SPLICE: bool = cfg!(target_os = "linux");
 
 /// The largest `--buffer-size` accepted: far beyond any sensible value, small enough that a typo
 /// cannot make ten thousand pairs ask for terabytes.
@@ -70,6 +72,11 @@ struct Args {
     #[arg(long, value_name = "SECS", default_value_t = DRAIN_TIMEOUT.as_secs_f64(), value_parser = parse_secs, allow_negative_numbers = true)]
     drain_timeout: f64,
 
+    /// Copy bytes through a user-space buffer instead of moving them with splice(2) through a
+    /// pipe. Only Linux splices; elsewhere this is always so.
+    #[arg(long)]
+    no_splice: bool,
+
     /// Log one line per closed pair (-v), or more (-vv). RUST_LOG overrides.
     #[arg(short, long, action = clap::ArgAction::Count)]
     verbose: u8,
@@ -87,6 +94,8 @@ pub struct Config {
     pub connect_timeout: Duration,
     pub max_connections: usize,
     pub drain_timeout: Duration,
+    /// Forward with splice(2) through a pipe per direction (Linux); otherwise copy.
+    pub splice: bool,
     pub verbose: u8,
 }
 
@@ -103,6 +112,7 @@ impl Config {
             connect_timeout: CONNECT_TIMEOUT,
             max_connections: MAX_CONNECTIONS,
             drain_timeout: DRAIN_TIMEOUT,
+            splice: SPLICE,
             verbose: 0,
         }
     }
@@ -134,6 +144,7 @@ where
             connect_timeout: Duration::from_secs_f64(a.connect_timeout),
             max_connections: a.max_connections,
             drain_timeout: Duration::from_secs_f64(a.drain_timeout),
+            splice: SPLICE && !a.no_splice,
             verbose: a.verbose,
         }),
         Err(e) => match e.kind() {
@@ -240,6 +251,12 @@ mod tests {
         assert_eq!(c.max_connections, MAX_CONNECTIONS);
         assert_eq!(c.drain_timeout, DRAIN_TIMEOUT);
         assert_eq!(c.bind, None);
+        assert_eq!(c.splice, SPLICE);
+    }
+
+    #[test]
+    fn no_splice_turns_splicing_off() {
+        assert!(!run(&["h", "1", "2", "--no-splice"]).splice);
     }
 
     #[test]

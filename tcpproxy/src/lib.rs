@@ -6,11 +6,14 @@
 //! 3. EOF on one side: write out what is buffered, then shut down the other side's write half.
 //! 4. A pair closes after EOF both ways with everything flushed, or at once (RST) on a write error.
 
+pub mod buffer;
 pub mod cli;
 pub mod pair;
 pub mod pool;
 pub mod relay;
 pub mod server;
+#[cfg(target_os = "linux")]
+pub mod splice;
 
 use std::ffi::OsString;
 use std::io::{IsTerminal as _, Write as _};

@@ -101,6 +101,8 @@ pub async fn serve(client: TcpStream, client_addr: SocketAddr, settings: Arc<Set
         }
     })
     .await;
+    up.close(pool);
+    down.close(pool);
 
     if matches!(end, End::Aborted { .. }) {
         // RST, not FIN: a peer must see a truncation, never mistake an abort for a clean end.

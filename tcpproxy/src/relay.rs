@@ -3,7 +3,8 @@
 //!
 //! The shape follows tokio's `CopyBuffer`, with two differences the proxy contract needs: the
 //! buffer is lent from a [`Pool`] only while bytes are in flight, and a stall timer runs only
-//! while bytes are buffered and none can be written.
+//! while bytes are buffered and none can be written. The buffer is memory or a pipe for
+//! `splice(2)` ([`Buffer`]); the rules here hold for both.
 
 use std::fmt;
 use std::future::Future;
@@ -16,6 +17,7 @@ use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 
+use crate::buffer::{Buffer, Fill};
 use crate::pool::Pool;
 
 /// Where one direction is in its life. Every change goes through [`Relay::set_state`].
@@ -63,11 +65,9 @@ impl fmt::Display for Abort {
 
 pub struct Relay {
     state: State,
-    /// Lent from the pool while `pos < cap`, or while a read is about to fill it; `None` when idle.
-    buf: Option<Box<[u8]>>,
-    /// Bytes in `buf[pos..cap]` have been read but not yet written; `pos <= cap <= buf.len()`.
-    pos: usize,
-    cap: usize,
+    /// Lent from the pool while it holds bytes, or while a read is about to fill it; `None` when
+    /// idle, so an idle direction holds neither memory nor a pipe.
+    buf: Option<Buffer>,
     /// Bytes written to the destination so far.
     written: u64,
     stall_timeout: Duration,
@@ -87,8 +87,6 @@ impl Relay {
         Relay {
             state: State::Open,
             buf: None,
-            pos: 0,
-            cap: 0,
             written: 0,
             stall_timeout,
             stalled_since: None,
@@ -107,16 +105,17 @@ impl Relay {
     }
 
     pub fn buffered(&self) -> usize {
-        self.cap - self.pos
+        self.buf.as_ref().map_or(0, Buffer::buffered)
     }
 
     pub fn read_error(&self) -> Option<&io::Error> {
         self.read_error.as_ref()
     }
 
-    /// Reading is allowed only before EOF and while the buffer has room.
-    fn can_read(&self, pool: &Pool) -> bool {
-        self.state == State::Open && self.cap < pool.buffer_size()
+    /// Reading is allowed only before EOF and while the buffer has room (an idle direction has no
+    /// buffer yet, and all the room of the one it will be lent).
+    fn can_read(&self) -> bool {
+        self.state == State::Open && self.buf.as_ref().is_none_or(|b| b.room() > 0)
     }
 
     fn set_state(&mut self, next: State) {
@@ -138,7 +137,7 @@ impl Relay {
         loop {
             let mut progressed = false;
 
-            if self.can_read(pool) {
+            if self.can_read() {
                 match src.poll_read_ready(cx) {
                     Poll::Pending => {}
                     Poll::Ready(Err(e)) => {
@@ -147,10 +146,11 @@ impl Relay {
                     }
                     Poll::Ready(Ok(())) => {
                         let buf = self.buf.get_or_insert_with(|| pool.take());
-                        match src.try_read(&mut buf[self.cap..]) {
-                            Ok(0) => self.end_reading(None),
-                            Ok(n) => self.cap += n,
-                            // try_read cleared the readiness; the next poll registers the waker.
+                        match buf.fill_from(src) {
+                            Ok(Fill::Eof) => self.end_reading(None),
+                            // Full: reading waits (can_read is false) until the writes empty it.
+                            Ok(Fill::Data | Fill::Full) => {}
+                            // The readiness was cleared; the next poll registers the waker.
                             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                             // The lab treats a read error like EOF: flush, then half-close.
@@ -161,21 +161,20 @@ impl Relay {
                 }
             }
 
-            if self.pos < self.cap {
+            if let Some(buf) = self.buf.as_mut().filter(|b| b.buffered() > 0) {
                 match dst.poll_write_ready(cx) {
                     Poll::Pending => {}
                     Poll::Ready(Err(e)) => return Poll::Ready(Err(Abort::WriteError(e))),
                     Poll::Ready(Ok(())) => {
-                        let buf = self.buf.as_ref().expect("bytes are buffered");
-                        match dst.try_write(&buf[self.pos..self.cap]) {
+                        match buf.drain_to(dst) {
                             Ok(0) => {
                                 return Poll::Ready(Err(Abort::WriteError(
                                     io::ErrorKind::WriteZero.into(),
                                 )));
                             }
                             Ok(n) => {
-                                self.pos += n;
                                 self.written += n as u64;
+                                // Any progress restarts the stall timer.
                                 self.stalled_since = None;
                             }
                             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
@@ -186,9 +185,8 @@ impl Relay {
                     }
                 }
             }
-            debug_assert!(self.pos <= self.cap);
 
-            if self.pos == self.cap {
+            if self.buffered() == 0 {
                 self.release(pool);
             }
 
@@ -217,10 +215,20 @@ impl Relay {
 
     /// Hands the buffer back once it is empty, so idle directions hold none.
     fn release(&mut self, pool: &Pool) {
-        self.pos = 0;
-        self.cap = 0;
         if let Some(buf) = self.buf.take() {
             pool.give(buf);
+        }
+    }
+
+    /// Ends the direction's loan when its pair ends: an empty buffer goes back to the pool, one
+    /// still holding bytes (an abort loses them) is discarded.
+    pub fn close(&mut self, pool: &Pool) {
+        if let Some(buf) = self.buf.take() {
+            if buf.buffered() == 0 {
+                pool.give(buf);
+            } else {
+                pool.discard(buf);
+            }
         }
     }
 

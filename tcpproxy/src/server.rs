@@ -72,8 +72,13 @@ pub async fn serve(
         dest_port: config.dest_port,
         stall_timeout: config.stall_timeout,
         connect_timeout: config.connect_timeout,
-        pool: Pool::new(config.buffer_size),
+        pool: Pool::new(config.buffer_size, config.splice),
     });
+    tracing::debug!(
+        splice = settings.pool.splices(),
+        buffer_size = config.buffer_size,
+        "forwarding"
+    );
     let limit = config.max_connections;
     let slots = Arc::new(Semaphore::new(limit));
     let mut out_of_fds = false;
