@@ -9,6 +9,8 @@ use std::time::Duration;
 use clap::Parser;
 
 use crate::harness::ProxyCommand;
+use crate::report::Format;
+use crate::suite::Filter;
 
 /// The stall timeout the proxy under test was given, when nothing says otherwise (the lab's).
 pub const STALL_TIMEOUT: Duration = tcpproxy::cli::STALL_TIMEOUT;
@@ -48,6 +50,26 @@ struct Args {
     #[arg(long)]
     strict: bool,
 
+    /// Report format. With --output, the report goes to FILE and the human lines to stdout.
+    #[arg(long, value_enum, value_name = "FORMAT", default_value_t = Format::Human)]
+    format: Format,
+
+    /// Write the report (in --format) to FILE.
+    #[arg(long, value_name = "FILE")]
+    output: Option<PathBuf>,
+
+    /// Print every phase's id and name, and exit.
+    #[arg(long)]
+    list: bool,
+
+    /// Run only phases whose id or name matches GLOB (repeatable), e.g. 'timeout/*'.
+    #[arg(long, value_name = "GLOB")]
+    only: Vec<String>,
+
+    /// Skip phases whose id or name matches GLOB (repeatable).
+    #[arg(long, value_name = "GLOB")]
+    exclude: Vec<String>,
+
     /// The proxy to test (a path, or a command on PATH) and arguments to put before its three
     /// positional arguments.
     #[arg(
@@ -69,11 +91,16 @@ pub struct Config {
     pub seed: Option<u64>,
     pub jobs: Option<usize>,
     pub strict: bool,
+    pub format: Format,
+    pub output: Option<PathBuf>,
+    pub filter: Filter,
 }
 
 #[derive(Debug)]
 pub enum Parsed {
     Run(Config),
+    /// `--list`: print the phases and exit 0.
+    List(Filter),
     /// `--help`, `--version`: print and exit 0.
     Info(String),
     /// One line for stderr, exit 2.
@@ -102,6 +129,16 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Parsed {
             };
         }
     };
+    let filter = match (globs(&a.only), globs(&a.exclude)) {
+        (Ok(only), Ok(exclude)) => Filter { only, exclude },
+        (Err(e), _) | (_, Err(e)) => return Parsed::Usage(e),
+    };
+    if a.list {
+        return Parsed::List(filter);
+    }
+    if filter.select().is_empty() {
+        return Parsed::Usage("no phase matches --only/--exclude (see --list)".into());
+    }
     let stall_timeout = Duration::from_secs_f64(a.stall_timeout);
     let (proxy, reference) = match a.proxy.split_first() {
         None => match std::env::current_exe() {
@@ -141,7 +178,16 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Parsed {
         seed: a.seed,
         jobs: a.jobs.map(|j| j as usize),
         strict: a.strict,
+        format: a.format,
+        output: a.output,
+        filter,
     })
+}
+
+pub fn globs(list: &[String]) -> Result<Vec<glob::Pattern>, String> {
+    list.iter()
+        .map(|g| glob::Pattern::new(g).map_err(|e| format!("invalid glob '{g}': {e}")))
+        .collect()
 }
 
 fn parse_positive(s: &str) -> Result<f64, String> {
@@ -271,6 +317,36 @@ mod tests {
                 other => panic!("expected a usage error for {args:?}, got {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn filters_and_formats_parse() {
+        let Parsed::Run(c) = parse_strs(&[
+            "--only",
+            "timeout/*",
+            "--exclude",
+            "*reverse",
+            "--format",
+            "junit",
+            "--output",
+            "r.xml",
+        ]) else {
+            panic!("expected a run")
+        };
+        assert_eq!(c.format, Format::Junit);
+        assert_eq!(c.output, Some(PathBuf::from("r.xml")));
+        assert_eq!(c.filter.select().len(), 3);
+        assert!(matches!(
+            parse_strs(&["--list", "--only", "echo/*"]),
+            Parsed::List(_)
+        ));
+        assert!(
+            matches!(parse_strs(&["--only", "nothing/*"]), Parsed::Usage(m) if m.contains("no phase matches"))
+        );
+        assert!(
+            matches!(parse_strs(&["--only", "[unclosed"]), Parsed::Usage(m) if m.contains("invalid glob"))
+        );
+        assert!(matches!(parse_strs(&["--format", "xml"]), Parsed::Usage(_)));
     }
 
     #[test]

@@ -188,6 +188,9 @@ pub enum StartFailure {
     Proxy {
         summary: String,
         details: Vec<String>,
+        /// How it ended, if it did (`exit status 3`).
+        exit: Option<String>,
+        stderr_tail: String,
     },
 }
 
@@ -253,6 +256,8 @@ impl Proxy {
         let mut child = command.spawn().map_err(|e| StartFailure::Proxy {
             summary: format!("expected to start the proxy, but spawning `{cmd}` failed: {e}"),
             details: vec![],
+            exit: None,
+            stderr_tail: String::new(),
         })?;
         let pid = child.id().expect("a just-spawned child has a pid") as i32;
         register(pid);
@@ -292,6 +297,8 @@ impl Proxy {
                         describe_status(status)
                     ),
                     details: self.stderr_details(),
+                    exit: Some(describe_status(status)),
+                    stderr_tail: self.stderr_tail(),
                 });
             }
             if is_listening(self.listen_port).await {
@@ -305,6 +312,8 @@ impl Proxy {
                         limit.as_secs_f64()
                     ),
                     details: self.stderr_details(),
+                    exit: None,
+                    stderr_tail: self.stderr_tail(),
                 });
             }
             // Either the child exits or the next probe runs, whichever comes first.

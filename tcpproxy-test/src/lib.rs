@@ -6,22 +6,22 @@ pub mod check;
 pub mod cli;
 pub mod deadline;
 pub mod fuzz;
+pub mod grade;
 pub mod harness;
 pub mod peer;
 pub mod phase;
 pub mod procfs;
 pub mod report;
+pub mod suite;
 
 use std::ffi::OsString;
 use std::io::Write as _;
 use std::process::ExitCode;
-use std::sync::Arc;
-
-use tokio::sync::Semaphore;
 
 use crate::cli::{Config, Parsed};
 use crate::deadline::Timing;
 use crate::phase::Verdict;
+use crate::report::{Format, RunReport};
 
 pub const EXIT_PASSED: u8 = 0;
 pub const EXIT_FAILED: u8 = 1;
@@ -42,10 +42,20 @@ pub fn main_with_args(args: Vec<OsString>) -> ExitCode {
     if args.get(1).is_some_and(|a| a == "fuzz") {
         return fuzz::main_with_args(args);
     }
+    if args.get(1).is_some_and(|a| a == "grade") {
+        return grade::main_with_args(args);
+    }
     let config = match cli::parse(args) {
         Parsed::Run(c) => c,
         Parsed::Info(text) => {
             let _ = std::io::stdout().write_all(text.as_bytes());
+            return ExitCode::SUCCESS;
+        }
+        Parsed::List(filter) => {
+            let mut out = std::io::stdout();
+            for p in filter.select() {
+                let _ = writeln!(out, "{:<22} {}", p.id, p.name);
+            }
             return ExitCode::SUCCESS;
         }
         Parsed::Usage(msg) => {
@@ -78,9 +88,11 @@ pub fn main_with_args(args: Vec<OsString>) -> ExitCode {
     ExitCode::from(code)
 }
 
-/// Runs the suite, printing each phase's line in order as soon as it and all before it are done.
+/// Runs the suite, printing each phase's line in order as soon as it and all before it are done,
+/// then the report in the chosen format.
 async fn run(config: Config) -> u8 {
     harness::become_subreaper();
+    harness::raise_descriptor_limit();
     let timing = Timing {
         stall: config.stall_timeout,
         scale: config.timeout_scale,
@@ -91,41 +103,58 @@ async fn run(config: Config) -> u8 {
         seed,
         strict: config.strict,
     };
-    harness::raise_descriptor_limit();
-    let phases = phase::all();
-    let slots = Arc::new(Semaphore::new(config.jobs.unwrap_or(phases.len()).max(1)));
-    let cmd = Arc::new(config.proxy);
-    let handles: Vec<_> = phases
-        .into_iter()
-        .map(|p| {
-            let (slots, cmd) = (slots.clone(), cmd.clone());
-            tokio::spawn(async move {
-                let _slot = slots.acquire_owned().await.expect("never closed");
-                phase::run(&p, &cmd, rules).await
-            })
-        })
-        .collect();
-    let mut outcomes = Vec::new();
+    // Human lines stream to stdout unless stdout carries a machine format instead.
+    let stream_human = config.format == Format::Human || config.output.is_some();
     let mut stdout = std::io::stdout();
-    for h in handles {
-        match h.await {
-            Ok(Ok(o)) => {
-                let _ = report::write_outcome(&mut stdout, &o);
+    let proxy = config.proxy.to_string();
+    let result = suite::run(
+        config.filter.select(),
+        config.proxy,
+        rules,
+        config.jobs,
+        |o| {
+            if stream_human {
+                let _ = report::write_outcome(&mut stdout, o);
                 let _ = stdout.flush();
-                outcomes.push(o);
             }
-            Ok(Err(msg)) => {
-                eprintln!("tcpproxy-test: the harness could not run: {msg}");
-                return EXIT_HARNESS;
-            }
-            Err(e) => {
-                eprintln!("tcpproxy-test: the harness crashed: {e}");
+        },
+    )
+    .await;
+    let outcomes = match result {
+        Ok(o) => o,
+        Err(msg) => {
+            eprintln!("tcpproxy-test: the harness could not run: {msg}");
+            return EXIT_HARNESS;
+        }
+    };
+    // A closed stdout (`| head`) must not turn into a panic; the exit code still tells.
+    if stream_human {
+        let _ = writeln!(stdout, "{}", report::summary(&outcomes));
+    }
+    let run = RunReport {
+        proxy,
+        reference: config.reference,
+        seed,
+        stall_timeout: config.stall_timeout,
+        timeout_scale: config.timeout_scale,
+        outcomes: &outcomes,
+    };
+    let text = report::render(&run, config.format);
+    match &config.output {
+        Some(path) => {
+            if let Err(e) = std::fs::write(path, text) {
+                eprintln!(
+                    "tcpproxy-test: cannot write the report to {}: {e}",
+                    path.display()
+                );
                 return EXIT_HARNESS;
             }
         }
+        None if !stream_human => {
+            let _ = stdout.write_all(text.as_bytes());
+        }
+        None => {}
     }
-    // A closed stdout (`| head`) must not turn into a panic; the exit code still tells.
-    let _ = writeln!(stdout, "{}", report::summary(&outcomes));
     if outcomes.iter().any(|o| o.verdict == Verdict::Failed) {
         EXIT_FAILED
     } else {

@@ -213,6 +213,10 @@ pub struct Outcome {
     pub verdict: Verdict,
     pub failure: Option<Failure>,
     pub elapsed: Duration,
+    /// How the proxy died, if it did during the phase (`killed by signal SIGSEGV`).
+    pub proxy_exit: Option<String>,
+    /// The tail of the proxy's stderr, kept when the phase did not pass.
+    pub stderr_tail: Option<String>,
 }
 
 pub type PhaseResult = Result<(), Failure>;
@@ -370,18 +374,29 @@ pub async fn run(phase: &Phase, cmd: &ProxyCommand, rules: Rules) -> Result<Outc
     let dest = peer::listen(phase.server_rcvbuf)
         .map_err(|e| format!("cannot listen on 127.0.0.1: {e}"))?;
     let dest_port = dest.local_addr().map_err(|e| e.to_string())?.port();
-    let outcome = |failure: Option<Failure>| Outcome {
+    let outcome = |failure: Option<Failure>, proxy_exit: Option<String>, stderr: String| Outcome {
         id: phase.id,
         name: phase.name,
         verdict: failure.as_ref().map_or(Verdict::Passed, |f| f.verdict),
+        stderr_tail: (failure.is_some() && !stderr.is_empty()).then_some(stderr),
         failure,
         elapsed: started.elapsed(),
+        proxy_exit,
     };
     let proxy = match Proxy::start(cmd, dest_port, timing.scaled(params::READY_WITHIN)).await {
         Ok(p) => p,
         Err(StartFailure::Harness(msg)) => return Err(msg),
-        Err(StartFailure::Proxy { summary, details }) => {
-            return Ok(outcome(Some(Failure::new(summary).details(details))));
+        Err(StartFailure::Proxy {
+            summary,
+            details,
+            exit,
+            stderr_tail,
+        }) => {
+            return Ok(outcome(
+                Some(Failure::new(summary).details(details)),
+                exit,
+                stderr_tail,
+            ));
         }
     };
     let proxy_port = proxy.listen_port;
@@ -428,6 +443,7 @@ pub async fn run(phase: &Phase, cmd: &ProxyCommand, rules: Rules) -> Result<Outc
             f.details.push(format!("seed: {seed}"));
         }
     }
+    let stderr = proxy.stderr_tail();
     proxy.stop().await;
-    Ok(outcome(failure))
+    Ok(outcome(failure, died.map(describe_status), stderr))
 }

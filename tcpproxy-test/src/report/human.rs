@@ -48,50 +48,33 @@ pub fn summary(outcomes: &[Outcome]) -> String {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
-    use super::*;
-    use crate::phase::Failure;
+    use super::super::{Format, fixtures, render};
 
     #[test]
-    fn a_failure_prints_summary_hint_and_details_indented() {
-        let o = Outcome {
-            id: "shutdown/one-way",
-            name: "One-way shutdown",
-            verdict: Verdict::Failed,
-            failure: Some(
-                Failure::new("expected a 1-byte reply, but EOF")
-                    .hint("closes both sides")
-                    .detail("seed: 7"),
-            ),
-            elapsed: Duration::from_millis(1500),
-        };
-        let mut out = Vec::new();
-        write_outcome(&mut out, &o).unwrap();
-        assert_eq!(
-            String::from_utf8(out).unwrap(),
-            "One-way shutdown: failed: expected a 1-byte reply, but EOF\n    hint: closes both sides\n    seed: 7\n    phase shutdown/one-way took 1.5s\n"
-        );
-        assert_eq!(summary(&[o]), "0 passed, 1 failed");
+    fn snapshot() {
+        let outcomes = fixtures::outcomes();
+        let got = render(&fixtures::run(&outcomes), Format::Human);
+        let want = "Single echo connection: passed
+One-way shutdown: failed: expected a 1-byte reply before EOF, but the client saw EOF after 1.0s with nothing read
+    hint: the proxy closed both sides on the first EOF
+    seed: 7
+    phase shutdown/one-way took 1.9s
+CPU while idle: warning: expected at most 10% of a core, but it used 99%
+    phase resources/idle-cpu took 3.1s
+Descriptor leaks: skipped: needs Linux /proc
+    phase resources/fd-leak took 0.0s
+1 passed, 1 failed, 1 warning, 1 skipped
+";
+        assert_eq!(got, want, "\n--- got ---\n{got}");
     }
 
     #[test]
-    fn the_summary_counts_warnings_and_skips_only_when_present() {
-        let mk = |verdict| Outcome {
-            id: "x",
-            name: "X",
-            verdict,
-            failure: None,
-            elapsed: Duration::ZERO,
-        };
-        let all = [
-            mk(Verdict::Passed),
-            mk(Verdict::Passed),
-            mk(Verdict::Failed),
-            mk(Verdict::Warning),
-            mk(Verdict::Skipped),
-        ];
-        assert_eq!(summary(&all), "2 passed, 1 failed, 1 warning, 1 skipped");
-        assert_eq!(summary(&all[..2]), "2 passed, 0 failed");
+    fn the_summary_omits_zero_warnings_and_skips() {
+        let outcomes = fixtures::outcomes();
+        assert_eq!(super::summary(&outcomes[..1]), "1 passed, 0 failed");
+        assert_eq!(
+            super::summary(&outcomes[..3]),
+            "1 passed, 1 failed, 1 warning"
+        );
     }
 }

@@ -1,0 +1,159 @@
+//! The JSON model: versioned, documented in docs/grading.md, stable for scripts to read.
+
+use serde::Serialize;
+
+use super::{RunReport, message_and_details};
+use crate::phase::Verdict;
+
+/// Names the document, so a reader can tell it from other JSON.
+pub const JSON_FORMAT: &str = "tcpproxy-test-report";
+/// Bumped on any change a reader could notice (a field removed or its meaning changed); new
+/// fields may appear without a bump.
+pub const JSON_VERSION: u32 = 1;
+
+#[derive(Serialize)]
+struct Document<'a> {
+    format: &'static str,
+    version: u32,
+    proxy: &'a str,
+    reference: bool,
+    seed: u64,
+    stall_timeout_secs: f64,
+    timeout_scale: f64,
+    summary: Summary,
+    phases: Vec<Phase<'a>>,
+}
+
+#[derive(Serialize)]
+struct Summary {
+    passed: usize,
+    failed: usize,
+    warning: usize,
+    skipped: usize,
+}
+
+#[derive(Serialize)]
+struct Phase<'a> {
+    id: &'a str,
+    name: &'a str,
+    /// `passed`, `failed`, `warning` or `skipped`.
+    verdict: String,
+    duration_secs: f64,
+    /// Empty when passed.
+    message: String,
+    details: Vec<String>,
+    proxy_exit: Option<&'a str>,
+    stderr_tail: Option<&'a str>,
+}
+
+pub fn render(run: &RunReport) -> String {
+    let doc = Document {
+        format: JSON_FORMAT,
+        version: JSON_VERSION,
+        proxy: &run.proxy,
+        reference: run.reference,
+        seed: run.seed,
+        stall_timeout_secs: run.stall_timeout.as_secs_f64(),
+        timeout_scale: run.timeout_scale,
+        summary: Summary {
+            passed: run.count(Verdict::Passed),
+            failed: run.count(Verdict::Failed),
+            warning: run.count(Verdict::Warning),
+            skipped: run.count(Verdict::Skipped),
+        },
+        phases: run
+            .outcomes
+            .iter()
+            .map(|o| {
+                let (message, details) = message_and_details(o);
+                Phase {
+                    id: o.id,
+                    name: o.name,
+                    verdict: o.verdict.to_string(),
+                    duration_secs: (o.elapsed.as_secs_f64() * 1000.0).round() / 1000.0,
+                    message,
+                    details,
+                    proxy_exit: o.proxy_exit.as_deref(),
+                    stderr_tail: o.stderr_tail.as_deref(),
+                }
+            })
+            .collect(),
+    };
+    let mut s = serde_json::to_string_pretty(&doc).expect("plain data serialises");
+    s.push('\n');
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::fixtures;
+    use super::*;
+
+    #[test]
+    fn snapshot() {
+        let outcomes = fixtures::outcomes();
+        let got = render(&fixtures::run(&outcomes));
+        let want = r#"{
+  "format": "tcpproxy-test-report",
+  "version": 1,
+  "proxy": "./tcpproxy",
+  "reference": false,
+  "seed": 7,
+  "stall_timeout_secs": 10.0,
+  "timeout_scale": 1.0,
+  "summary": {
+    "passed": 1,
+    "failed": 1,
+    "warning": 1,
+    "skipped": 1
+  },
+  "phases": [
+    {
+      "id": "echo/single",
+      "name": "Single echo connection",
+      "verdict": "passed",
+      "duration_secs": 0.012,
+      "message": "",
+      "details": [],
+      "proxy_exit": null,
+      "stderr_tail": null
+    },
+    {
+      "id": "shutdown/one-way",
+      "name": "One-way shutdown",
+      "verdict": "failed",
+      "duration_secs": 1.9,
+      "message": "expected a 1-byte reply before EOF, but the client saw EOF after 1.0s with nothing read",
+      "details": [
+        "hint: the proxy closed both sides on the first EOF",
+        "seed: 7"
+      ],
+      "proxy_exit": "killed by signal SIGSEGV",
+      "stderr_tail": "segfault at <&\"'>\n"
+    },
+    {
+      "id": "resources/idle-cpu",
+      "name": "CPU while idle",
+      "verdict": "warning",
+      "duration_secs": 3.1,
+      "message": "expected at most 10% of a core, but it used 99%",
+      "details": [],
+      "proxy_exit": null,
+      "stderr_tail": null
+    },
+    {
+      "id": "resources/fd-leak",
+      "name": "Descriptor leaks",
+      "verdict": "skipped",
+      "duration_secs": 0.0,
+      "message": "needs Linux /proc",
+      "details": [],
+      "proxy_exit": null,
+      "stderr_tail": null
+    }
+  ]
+}
+"#;
+        assert_eq!(got, want, "\n--- got ---\n{got}");
+    }
+}

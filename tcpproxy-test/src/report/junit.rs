@@ -1,0 +1,94 @@
+//! JUnit XML, as CI systems and nextest-style viewers read it: one suite, a test case per phase
+//! (classname = the phase id), failures with their message and details, skips as skipped.
+//! Warnings pass, with the warning in the case's system-out.
+
+use quick_junit::{NonSuccessKind, Report, TestCase, TestCaseStatus, TestSuite};
+
+use super::{RunReport, message_and_details};
+use crate::phase::Verdict;
+
+pub fn render(run: &RunReport) -> String {
+    let mut suite = TestSuite::new("tcpproxy-test");
+    suite.set_time(
+        run.outcomes
+            .iter()
+            .map(|o| o.elapsed)
+            .max()
+            .unwrap_or_default(),
+    );
+    suite.add_property(("proxy", run.proxy.as_str()));
+    suite.add_property(("seed", run.seed.to_string().as_str()));
+    suite.add_property((
+        "stall_timeout_secs",
+        run.stall_timeout.as_secs_f64().to_string().as_str(),
+    ));
+    for o in run.outcomes {
+        let (message, details) = message_and_details(o);
+        let status = match o.verdict {
+            Verdict::Passed | Verdict::Warning => TestCaseStatus::success(),
+            Verdict::Skipped => {
+                let mut s = TestCaseStatus::skipped();
+                s.set_message(message.as_str());
+                s
+            }
+            Verdict::Failed => {
+                let mut s = TestCaseStatus::non_success(NonSuccessKind::Failure);
+                s.set_message(message.as_str());
+                s.set_type("contract");
+                s.set_description(details.join("\n"));
+                s
+            }
+        };
+        let mut case = TestCase::new(o.name, status);
+        case.set_classname(o.id);
+        case.set_time(o.elapsed);
+        if o.verdict == Verdict::Warning {
+            case.set_system_out(format!("warning: {message}"));
+        }
+        if let Some(tail) = &o.stderr_tail {
+            case.set_system_err_lossy(tail.as_bytes());
+        }
+        suite.add_test_case(case);
+    }
+    let mut report = Report::new("tcpproxy-test");
+    report.add_test_suite(suite);
+    report.to_string().expect("an in-memory report serialises")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::fixtures;
+    use super::*;
+
+    #[test]
+    fn snapshot() {
+        let outcomes = fixtures::outcomes();
+        let got = render(&fixtures::run(&outcomes));
+        let want = r#"<?xml version="1.0" encoding="UTF-8"?>
+<testsuites name="tcpproxy-test" tests="4" failures="1" errors="0">
+    <testsuite name="tcpproxy-test" tests="4" disabled="1" errors="0" failures="1" time="3.100">
+        <properties>
+            <property name="proxy" value="./tcpproxy"/>
+            <property name="seed" value="7"/>
+            <property name="stall_timeout_secs" value="10"/>
+        </properties>
+        <testcase name="Single echo connection" classname="echo/single" time="0.012">
+        </testcase>
+        <testcase name="One-way shutdown" classname="shutdown/one-way" time="1.900">
+            <failure message="expected a 1-byte reply before EOF, but the client saw EOF after 1.0s with nothing read" type="contract">hint: the proxy closed both sides on the first EOF
+seed: 7</failure>
+            <system-err>segfault at &lt;&amp;&quot;&apos;&gt;
+</system-err>
+        </testcase>
+        <testcase name="CPU while idle" classname="resources/idle-cpu" time="3.100">
+            <system-out>warning: expected at most 10% of a core, but it used 99%</system-out>
+        </testcase>
+        <testcase name="Descriptor leaks" classname="resources/fd-leak" time="0.000">
+            <skipped message="needs Linux /proc"/>
+        </testcase>
+    </testsuite>
+</testsuites>
+"#;
+        assert_eq!(got, want, "\n--- got ---\n{got}");
+    }
+}

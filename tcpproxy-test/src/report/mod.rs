@@ -1,0 +1,156 @@
+//! Results for people and for machines: one model of a finished run, rendered as the human
+//! lines, JSON, JUnit XML, TAP or a Gradescope `results.json`.
+
+mod gradescope;
+mod human;
+mod json;
+mod junit;
+mod tap;
+
+use std::time::Duration;
+
+pub use human::{summary, write_outcome};
+pub use json::{JSON_FORMAT, JSON_VERSION};
+
+use crate::phase::{Outcome, Verdict};
+
+/// An output format for `--format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// One line per phase, details indented under failures.
+    Human,
+    /// The versioned JSON model (see docs/grading.md).
+    Json,
+    /// JUnit XML, one test case per phase.
+    Junit,
+    /// Test Anything Protocol, version 13.
+    Tap,
+    /// Gradescope's results.json: a point per phase.
+    Gradescope,
+}
+
+/// A finished run of the suite against one proxy.
+#[derive(Debug, Clone)]
+pub struct RunReport<'a> {
+    /// The proxy command as spawned (before the three positional arguments).
+    pub proxy: String,
+    /// True when the proxy was the bundled reference.
+    pub reference: bool,
+    pub seed: u64,
+    pub stall_timeout: Duration,
+    pub timeout_scale: f64,
+    pub outcomes: &'a [Outcome],
+}
+
+impl RunReport<'_> {
+    pub fn count(&self, verdict: Verdict) -> usize {
+        self.outcomes
+            .iter()
+            .filter(|o| o.verdict == verdict)
+            .count()
+    }
+}
+
+/// The whole report in `format`.
+pub fn render(run: &RunReport, format: Format) -> String {
+    match format {
+        Format::Human => {
+            let mut out = Vec::new();
+            for o in run.outcomes {
+                let _ = write_outcome(&mut out, o);
+            }
+            let mut s = String::from_utf8_lossy(&out).into_owned();
+            s.push_str(&summary(run.outcomes));
+            s.push('\n');
+            s
+        }
+        Format::Json => json::render(run),
+        Format::Junit => junit::render(run),
+        Format::Tap => tap::render(run),
+        Format::Gradescope => gradescope::render(run),
+    }
+}
+
+/// The one-line message and the indented details of an outcome, as plain text.
+fn message_and_details(o: &Outcome) -> (String, Vec<String>) {
+    match &o.failure {
+        None => (String::new(), vec![]),
+        Some(f) => {
+            let mut details = Vec::new();
+            if let Some(h) = &f.hint {
+                details.push(format!("hint: {h}"));
+            }
+            details.extend(f.details.iter().cloned());
+            (f.summary.clone(), details)
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod fixtures {
+    //! A fixed run for the format snapshots: one of each verdict.
+    use super::*;
+    use crate::phase::Failure;
+
+    pub fn outcomes() -> Vec<Outcome> {
+        let mk = |id, name, verdict, failure: Option<Failure>, ms| Outcome {
+            id,
+            name,
+            verdict,
+            failure,
+            elapsed: Duration::from_millis(ms),
+            proxy_exit: None,
+            stderr_tail: None,
+        };
+        let mut died = mk(
+            "shutdown/one-way",
+            "One-way shutdown",
+            Verdict::Failed,
+            Some(
+                Failure::new("expected a 1-byte reply before EOF, but the client saw EOF after 1.0s with nothing read")
+                    .hint("the proxy closed both sides on the first EOF")
+                    .detail("seed: 7"),
+            ),
+            1900,
+        );
+        died.proxy_exit = Some("killed by signal SIGSEGV".into());
+        died.stderr_tail = Some("segfault at <&\"'>\n".into());
+        vec![
+            mk(
+                "echo/single",
+                "Single echo connection",
+                Verdict::Passed,
+                None,
+                12,
+            ),
+            died,
+            mk(
+                "resources/idle-cpu",
+                "CPU while idle",
+                Verdict::Warning,
+                Some(Failure::warning(
+                    "expected at most 10% of a core, but it used 99%",
+                )),
+                3100,
+            ),
+            mk(
+                "resources/fd-leak",
+                "Descriptor leaks",
+                Verdict::Skipped,
+                Some(Failure::skipped("needs Linux /proc")),
+                0,
+            ),
+        ]
+    }
+
+    pub fn run(outcomes: &[Outcome]) -> RunReport<'_> {
+        RunReport {
+            proxy: "./tcpproxy".into(),
+            reference: false,
+            seed: 7,
+            stall_timeout: Duration::from_secs(10),
+            timeout_scale: 1.0,
+            outcomes,
+        }
+    }
+}
