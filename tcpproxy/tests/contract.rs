@@ -1,5 +1,6 @@
 //! The proxy contract over loopback: many pairs at once, peers that stop reading, half-close with
-//! data in flight, the stall timer, and RST on abort.
+//! data in flight, the stall timer, and RST on abort. Each forwarding test runs twice, splicing
+//! and copying (`NAME::splice`, `NAME::copy`).
 
 use std::io;
 use std::time::Duration;
@@ -9,8 +10,9 @@ use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 use tokio::task::JoinSet;
 
+use crate::both_modes;
 use crate::support::{
-    Dest, EchoServer, Flood, Pair, Proxy, SMALL_RCVBUF, UNPACED, assert_bytes, assert_eof,
+    Dest, EchoServer, Flood, Mode, Pair, Proxy, SMALL_RCVBUF, UNPACED, assert_bytes, assert_eof,
     check_bytes, connect, echo, free_port, join_all, pattern, read_paced, round_trip, scaled,
     with_deadline,
 };
@@ -61,86 +63,88 @@ async fn echo_through(proxy_port: u16, dest: &Dest, seed: u64, len: usize) {
     assert_eof(&mut client, &format!("EOF after the echo of seed {seed}")).await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn many_concurrent_pairs_each_echo_their_own_bytes() {
-    const PAIRS: usize = 100;
-    let echo = EchoServer::start().await;
-    let proxy = Proxy::start(echo.port(), &[]).await;
+both_modes! {
+    async fn many_concurrent_pairs_each_echo_their_own_bytes(mode: Mode) {
+        const PAIRS: usize = 100;
+        let echo = EchoServer::start().await;
+        let proxy = Proxy::start_in(mode, echo.port(), &[]).await;
 
-    let mut tasks = JoinSet::new();
-    for i in 0..PAIRS {
-        let port = proxy.port();
-        tasks.spawn(async move {
-            let mut client = connect(port).await;
-            round_trip(&mut client, i as u64, 16 * 1024 + i * 1031).await;
-            client
-        });
+        let mut tasks = JoinSet::new();
+        for i in 0..PAIRS {
+            let port = proxy.port();
+            tasks.spawn(async move {
+                let mut client = connect(port).await;
+                round_trip(&mut client, i as u64, 16 * 1024 + i * 1031).await;
+                client
+            });
+        }
+        // Every pair has echoed and is still open: all of them were served at once.
+        let clients = join_all(tasks, scaled(30.0), "100 echoes").await;
+        let mut tasks = JoinSet::new();
+        for (i, mut client) in clients.into_iter().enumerate() {
+            tasks.spawn(async move {
+                round_trip(&mut client, 1000 + i as u64, 1000).await;
+                client.shutdown().await.expect("shutdown");
+                assert_eof(&mut client, &format!("EOF on pair {i}")).await;
+            });
+        }
+        join_all(tasks, scaled(30.0), "100 EOFs").await;
     }
-    // Every pair has echoed and is still open: all of them were served at once.
-    let clients = join_all(tasks, scaled(30.0), "100 echoes").await;
-    let mut tasks = JoinSet::new();
-    for (i, mut client) in clients.into_iter().enumerate() {
-        tasks.spawn(async move {
-            round_trip(&mut client, 1000 + i as u64, 1000).await;
-            client.shutdown().await.expect("shutdown");
-            assert_eof(&mut client, &format!("EOF on pair {i}")).await;
-        });
-    }
-    join_all(tasks, scaled(30.0), "100 EOFs").await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn blocked_reader_does_not_stall_other_pairs() {
-    const OTHERS: u64 = 20;
-    let dest = Dest::bind_with_rcvbuf(SMALL_RCVBUF).await;
-    // Long enough that the stall timer leaves the blocked pairs alone for the whole test.
-    let mut proxy = Proxy::start(dest.port(), &["--stall-timeout", "60"]).await;
+both_modes! {
+    async fn blocked_reader_does_not_stall_other_pairs(mode: Mode) {
+        const OTHERS: u64 = 20;
+        let dest = Dest::bind_with_rcvbuf(SMALL_RCVBUF).await;
+        // Long enough that the stall timer leaves the blocked pairs alone for the whole test.
+        let mut proxy = Proxy::start_in(mode, dest.port(), &["--stall-timeout", "60"]).await;
 
-    // In one pair the server never reads, in another the client never reads.
-    let mut blocked = Vec::new();
-    for (seed, reader) in [(1, End::Server), (2, End::Client)] {
-        let pair = reader.open_pair_slow_here(proxy.port(), &dest).await;
-        let (never_reads, writer) = reader.split(pair);
-        let mut flood = Flood::start(writer, seed);
-        flood
-            .wait_stuck(&format!("the {} flood", reader.inbound()))
-            .await;
-        blocked.push((seed, reader, never_reads, flood));
-    }
+        // In one pair the server never reads, in another the client never reads.
+        let mut blocked = Vec::new();
+        for (seed, reader) in [(1, End::Server), (2, End::Client)] {
+            let pair = reader.open_pair_slow_here(proxy.port(), &dest).await;
+            let (never_reads, writer) = reader.split(pair);
+            let mut flood = Flood::start(writer, seed);
+            flood
+                .wait_stuck(&format!("the {} flood", reader.inbound()))
+                .await;
+            blocked.push((seed, reader, never_reads, flood));
+        }
 
-    let mut others = JoinSet::new();
-    for seed in 100..100 + OTHERS {
-        let (port, dest) = (proxy.port(), dest.clone());
-        others.spawn(async move { echo_through(port, &dest, seed, 256 * 1024).await });
-    }
-    join_all(
-        others,
-        scaled(20.0),
-        "20 echoes while two pairs are blocked",
-    )
-    .await;
+        let mut others = JoinSet::new();
+        for seed in 100..100 + OTHERS {
+            let (port, dest) = (proxy.port(), dest.clone());
+            others.spawn(async move { echo_through(port, &dest, seed, 256 * 1024).await });
+        }
+        join_all(
+            others,
+            scaled(20.0),
+            "20 echoes while two pairs are blocked",
+        )
+        .await;
 
-    // The blocked pairs were kept, not aborted: once read, every byte written arrives in order.
-    for (seed, reader, mut never_reads, mut flood) in blocked {
-        let dir = reader.inbound();
-        flood.wait_stuck(&format!("the {dir} flood, still")).await;
-        let mut end = flood.stop().await;
-        end.conn
-            .shutdown()
-            .await
-            .expect("shutdown the flooding end");
-        let what = format!("the {dir} bytes of the blocked pair");
-        let (got, how) =
-            with_deadline(scaled(30.0), &what, read_paced(&mut never_reads, UNPACED)).await;
-        assert!(
-            how.is_ok(),
-            "{what}: reading ended with {how:?} after {} bytes",
-            got.len()
-        );
-        let written = usize::try_from(end.written).expect("fits in memory");
-        assert_bytes(&what, &pattern(seed, 0, written), &got);
+        // The blocked pairs were kept, not aborted: once read, every byte written arrives in order.
+        for (seed, reader, mut never_reads, mut flood) in blocked {
+            let dir = reader.inbound();
+            flood.wait_stuck(&format!("the {dir} flood, still")).await;
+            let mut end = flood.stop().await;
+            end.conn
+                .shutdown()
+                .await
+                .expect("shutdown the flooding end");
+            let what = format!("the {dir} bytes of the blocked pair");
+            let (got, how) =
+                with_deadline(scaled(30.0), &what, read_paced(&mut never_reads, UNPACED)).await;
+            assert!(
+                how.is_ok(),
+                "{what}: reading ended with {how:?} after {} bytes",
+                got.len()
+            );
+            let written = usize::try_from(end.written).expect("fits in memory");
+            assert_bytes(&what, &pattern(seed, 0, written), &got);
+        }
+        proxy.assert_running();
     }
-    proxy.assert_running();
 }
 
 /// Sizes staggered so that, in some pair, the tail is still in the proxy's buffer when it reads
@@ -165,11 +169,11 @@ enum Start {
 
 /// `writer` sends a few MB and half-closes while the other end reads slowly; the reader must get
 /// every byte, then EOF, and its reply must still travel back over the half-closed pair.
-async fn half_close_with_slow_reader(writer: End) {
+async fn half_close_with_slow_reader(mode: Mode, writer: End) {
     let dest = Dest::bind_with_rcvbuf(SMALL_RCVBUF).await;
     let (default, roomy) = tokio::join!(
-        Proxy::start(dest.port(), &[]),
-        Proxy::start(dest.port(), &["--buffer-size", ROOMY_BUFFER]),
+        Proxy::start_in(mode, dest.port(), &[]),
+        Proxy::start_in(mode, dest.port(), &["--buffer-size", ROOMY_BUFFER]),
     );
     let reader_end = match writer {
         End::Client => End::Server,
@@ -238,172 +242,178 @@ async fn half_close_with_slow_reader(writer: End) {
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn client_eof_reaches_server_after_every_buffered_byte() {
-    half_close_with_slow_reader(End::Client).await;
+both_modes! {
+    async fn client_eof_reaches_server_after_every_buffered_byte(mode: Mode) {
+        half_close_with_slow_reader(mode, End::Client).await;
+    }
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn server_eof_reaches_client_after_every_buffered_byte() {
-    half_close_with_slow_reader(End::Server).await;
+both_modes! {
+    async fn server_eof_reaches_client_after_every_buffered_byte(mode: Mode) {
+        half_close_with_slow_reader(mode, End::Server).await;
+    }
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn stalled_direction_aborts_pair_with_reset_both_ways() {
-    const STALL: Duration = Duration::from_secs(1);
-    let dest = Dest::bind_with_rcvbuf(SMALL_RCVBUF).await;
-    let mut proxy = Proxy::start(dest.port(), &["--stall-timeout", "1"]).await;
+both_modes! {
+    async fn stalled_direction_aborts_pair_with_reset_both_ways(mode: Mode) {
+        const STALL: Duration = Duration::from_secs(1);
+        let dest = Dest::bind_with_rcvbuf(SMALL_RCVBUF).await;
+        let mut proxy = Proxy::start_in(mode, dest.port(), &["--stall-timeout", "1"]).await;
 
-    let stall = |reader: End| {
-        let (port, dest) = (proxy.port(), dest.clone());
-        async move {
-            let dir = reader.inbound();
-            let pair = reader.open_pair_slow_here(port, &dest).await;
-            let (mut never_reads, writer) = reader.split(pair);
-            let seed = 7;
-            let flood = Flood::start(writer, seed);
-            let what = format!("the {dir} writer to fail once the stall timeout aborts the pair");
-            let end = flood.wait_failure(STALL + scaled(30.0), &what).await;
+        let stall = |reader: End| {
+            let (port, dest) = (proxy.port(), dest.clone());
+            async move {
+                let dir = reader.inbound();
+                let pair = reader.open_pair_slow_here(port, &dest).await;
+                let (mut never_reads, writer) = reader.split(pair);
+                let seed = 7;
+                let flood = Flood::start(writer, seed);
+                let what = format!("the {dir} writer to fail once the stall timeout aborts the pair");
+                let end = flood.wait_failure(STALL + scaled(30.0), &what).await;
 
-            let error = end.error.expect("a failed flood has an error");
-            assert!(
-                matches!(
-                    error.kind(),
-                    io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe
-                ),
-                "{dir}: the writer expected ECONNRESET or EPIPE, got {error}"
-            );
-            let stalled = end.at - end.last_progress;
-            assert!(
-                stalled >= STALL / 4 && stalled <= STALL + scaled(5.0),
-                "{dir}: aborted {stalled:?} after the last write went through; stall timeout {STALL:?}"
-            );
+                let error = end.error.expect("a failed flood has an error");
+                assert!(
+                    matches!(
+                        error.kind(),
+                        io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe
+                    ),
+                    "{dir}: the writer expected ECONNRESET or EPIPE, got {error}"
+                );
+                let stalled = end.at - end.last_progress;
+                assert!(
+                    stalled >= STALL / 4 && stalled <= STALL + scaled(5.0),
+                    "{dir}: aborted {stalled:?} after the last write went through; stall timeout {STALL:?}"
+                );
 
-            // The end that never read gets what was delivered, then a reset: never a clean EOF.
-            let what = format!("the {dir} reader of an aborted pair");
-            let (got, how) =
-                with_deadline(scaled(5.0), &what, read_paced(&mut never_reads, UNPACED)).await;
-            check_bytes(&what, &pattern(seed, 0, got.len()), &got)
-                .unwrap_or_else(|m| panic!("{m}"));
-            match how {
-                Err(e) if e.kind() == io::ErrorKind::ConnectionReset => {}
-                Ok(()) => panic!(
-                    "{what}: clean EOF after {} bytes, expected ECONNRESET",
-                    got.len()
-                ),
-                Err(e) => panic!("{what}: {e} after {} bytes, expected ECONNRESET", got.len()),
+                // The end that never read gets what was delivered, then a reset: never a clean EOF.
+                let what = format!("the {dir} reader of an aborted pair");
+                let (got, how) =
+                    with_deadline(scaled(5.0), &what, read_paced(&mut never_reads, UNPACED)).await;
+                check_bytes(&what, &pattern(seed, 0, got.len()), &got)
+                    .unwrap_or_else(|m| panic!("{m}"));
+                match how {
+                    Err(e) if e.kind() == io::ErrorKind::ConnectionReset => {}
+                    Ok(()) => panic!(
+                        "{what}: clean EOF after {} bytes, expected ECONNRESET",
+                        got.len()
+                    ),
+                    Err(e) => panic!("{what}: {e} after {} bytes, expected ECONNRESET", got.len()),
+                }
             }
-        }
-    };
-    tokio::join!(stall(End::Server), stall(End::Client));
-    proxy.assert_running();
-    echo_through(proxy.port(), &dest, 8, 1000).await;
+        };
+        tokio::join!(stall(End::Server), stall(End::Client));
+        proxy.assert_running();
+        echo_through(proxy.port(), &dest, 8, 1000).await;
+    }
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn stall_timer_restarts_on_every_write() {
-    // The proxy takes the whole bulk into its buffer at once and hands it to a reader that keeps
-    // reading, slowly: at most 16 MB/s, so the buffer holds data for well over the stall timeout
-    // while each of the proxy's writes comes within a fraction of it.
-    const BULK: usize = 24 << 20;
-    let dest = Dest::bind_with_rcvbuf(SMALL_RCVBUF).await;
-    let args = ["--stall-timeout", "1", "--buffer-size", "33554432"];
-    let mut proxy = Proxy::start(dest.port(), &args).await;
+both_modes! {
+    async fn stall_timer_restarts_on_every_write(mode: Mode) {
+        // The proxy takes the whole bulk into its buffer at once and hands it to a reader that keeps
+        // reading, slowly: at most 16 MB/s, so the buffer holds data for well over the stall timeout
+        // while each of the proxy's writes comes within a fraction of it.
+        const BULK: usize = 24 << 20;
+        let dest = Dest::bind_with_rcvbuf(SMALL_RCVBUF).await;
+        let args = ["--stall-timeout", "1", "--buffer-size", "33554432"];
+        let mut proxy = Proxy::start_in(mode, dest.port(), &args).await;
 
-    let steady = |reader: End| {
-        let (port, dest) = (proxy.port(), dest.clone());
-        async move {
-            let dir = reader.inbound();
-            let pair = reader.open_pair_slow_here(port, &dest).await;
-            let (mut reader, mut writer) = reader.split(pair);
-            let sent = pattern(15, 0, BULK);
-            let send = async {
-                writer.write_all(&sent).await?;
-                writer.shutdown().await
-            };
-            let slow = [(16 * 1024, Duration::from_millis(1))];
-            let (wrote, (got, end)) = tokio::join!(send, read_paced(&mut reader, &slow));
-            let what = format!("{dir} bulk to a slow but steady reader");
-            assert!(
-                wrote.is_ok() && end.is_ok(),
-                "{what}: writer {wrote:?}, reader {end:?}"
-            );
-            assert_bytes(&what, &sent, &got);
-        }
-    };
-    with_deadline(scaled(30.0), "two slow but steady readers", async {
-        tokio::join!(steady(End::Server), steady(End::Client))
-    })
-    .await;
-    proxy.assert_running();
+        let steady = |reader: End| {
+            let (port, dest) = (proxy.port(), dest.clone());
+            async move {
+                let dir = reader.inbound();
+                let pair = reader.open_pair_slow_here(port, &dest).await;
+                let (mut reader, mut writer) = reader.split(pair);
+                let sent = pattern(15, 0, BULK);
+                let send = async {
+                    writer.write_all(&sent).await?;
+                    writer.shutdown().await
+                };
+                let slow = [(16 * 1024, Duration::from_millis(1))];
+                let (wrote, (got, end)) = tokio::join!(send, read_paced(&mut reader, &slow));
+                let what = format!("{dir} bulk to a slow but steady reader");
+                assert!(
+                    wrote.is_ok() && end.is_ok(),
+                    "{what}: writer {wrote:?}, reader {end:?}"
+                );
+                assert_bytes(&what, &sent, &got);
+            }
+        };
+        with_deadline(scaled(30.0), "two slow but steady readers", async {
+            tokio::join!(steady(End::Server), steady(End::Client))
+        })
+        .await;
+        proxy.assert_running();
+    }
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn write_error_aborts_pair_with_reset() {
-    let dest = Dest::bind().await;
-    let mut proxy = Proxy::start(dest.port(), &[]).await;
-    let Pair { client, server } = Pair::open(proxy.port(), &dest).await;
-    // The server leaves; writing to it fails, so the client must learn by a reset, not an EOF.
-    drop(server);
-    let end = Flood::start(client, 9)
-        .wait_failure(
-            scaled(10.0),
-            "the client's writes to fail after the server closed",
+both_modes! {
+    async fn write_error_aborts_pair_with_reset(mode: Mode) {
+        let dest = Dest::bind().await;
+        let mut proxy = Proxy::start_in(mode, dest.port(), &[]).await;
+        let Pair { client, server } = Pair::open(proxy.port(), &dest).await;
+        // The server leaves; writing to it fails, so the client must learn by a reset, not an EOF.
+        drop(server);
+        let end = Flood::start(client, 9)
+            .wait_failure(
+                scaled(10.0),
+                "the client's writes to fail after the server closed",
+            )
+            .await;
+        let error = end.error.expect("a failed flood has an error");
+        assert!(
+            matches!(
+                error.kind(),
+                io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe
+            ),
+            "expected ECONNRESET or EPIPE, got {error}"
+        );
+        proxy.assert_running();
+        echo_through(proxy.port(), &dest, 10, 1000).await;
+    }
+}
+
+both_modes! {
+    async fn idle_pair_outlives_several_stall_timeouts(mode: Mode) {
+        let dest = Dest::bind().await;
+        let proxy = Proxy::start_in(mode, dest.port(), &["--stall-timeout", "0.5"]).await;
+
+        let Pair { mut client, server } = Pair::open(proxy.port(), &dest).await;
+        tokio::spawn(echo(server));
+        round_trip(&mut client, 11, 4096).await;
+
+        // Idle after a half-close too: the server's direction stays open.
+        let Pair {
+            client: mut half,
+            server: mut late,
+        } = Pair::open(proxy.port(), &dest).await;
+        half.shutdown().await.expect("half-close");
+        let mut byte = [0; 1];
+        let n = with_deadline(
+            scaled(5.0),
+            "the client's EOF at the server",
+            late.read(&mut byte),
         )
         .await;
-    let error = end.error.expect("a failed flood has an error");
-    assert!(
-        matches!(
-            error.kind(),
-            io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe
-        ),
-        "expected ECONNRESET or EPIPE, got {error}"
-    );
-    proxy.assert_running();
-    echo_through(proxy.port(), &dest, 10, 1000).await;
-}
+        assert_eq!(n.expect("read the EOF"), 0, "expected EOF at the server");
 
-#[tokio::test(flavor = "multi_thread")]
-async fn idle_pair_outlives_several_stall_timeouts() {
-    let dest = Dest::bind().await;
-    let proxy = Proxy::start(dest.port(), &["--stall-timeout", "0.5"]).await;
+        // Five stall timeouts with nothing buffered. The contract is about time, so sleep is the test.
+        tokio::time::sleep(Duration::from_millis(2500)).await;
 
-    let Pair { mut client, server } = Pair::open(proxy.port(), &dest).await;
-    tokio::spawn(echo(server));
-    round_trip(&mut client, 11, 4096).await;
-
-    // Idle after a half-close too: the server's direction stays open.
-    let Pair {
-        client: mut half,
-        server: mut late,
-    } = Pair::open(proxy.port(), &dest).await;
-    half.shutdown().await.expect("half-close");
-    let mut byte = [0; 1];
-    let n = with_deadline(
-        scaled(5.0),
-        "the client's EOF at the server",
-        late.read(&mut byte),
-    )
-    .await;
-    assert_eq!(n.expect("read the EOF"), 0, "expected EOF at the server");
-
-    // Five stall timeouts with nothing buffered. The contract is about time, so sleep is the test.
-    tokio::time::sleep(Duration::from_millis(2500)).await;
-
-    round_trip(&mut client, 12, 4096).await;
-    let reply = pattern(13, 0, 4096);
-    late.write_all(&reply)
-        .await
-        .expect("write after the idle spell");
-    late.shutdown().await.expect("shutdown");
-    let (got, end) = with_deadline(
-        scaled(5.0),
-        "the late reply",
-        read_paced(&mut half, UNPACED),
-    )
-    .await;
-    assert!(end.is_ok(), "the late reply: {end:?}");
-    assert_bytes("the late reply on a half-closed pair", &reply, &got);
+        round_trip(&mut client, 12, 4096).await;
+        let reply = pattern(13, 0, 4096);
+        late.write_all(&reply)
+            .await
+            .expect("write after the idle spell");
+        late.shutdown().await.expect("shutdown");
+        let (got, end) = with_deadline(
+            scaled(5.0),
+            "the late reply",
+            read_paced(&mut half, UNPACED),
+        )
+        .await;
+        assert!(end.is_ok(), "the late reply: {end:?}");
+        assert_bytes("the late reply on a half-closed pair", &reply, &got);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

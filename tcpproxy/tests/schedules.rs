@@ -12,7 +12,9 @@ use tokio::io::AsyncWriteExt as _;
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 
-use crate::support::{Dest, Pair, Proxy, check_bytes, pattern, read_paced, scaled, with_deadline};
+use crate::support::{
+    Dest, Mode, Pair, Proxy, check_bytes, pattern, read_paced, scaled, with_deadline,
+};
 
 /// Cases per run, unless `PROPTEST_CASES` says otherwise.
 const CASES: u32 = 16;
@@ -58,6 +60,8 @@ struct Schedule {
     /// The tight setup: a 1021-byte proxy buffer and small receive buffers on both ends, so the
     /// proxy's writes come back short; otherwise every default.
     tight: bool,
+    /// Splicing or copying: the schedule must come out the same.
+    mode: Mode,
     client: Side,
     server: Side,
     ending: Ending,
@@ -104,9 +108,11 @@ fn schedule() -> impl Strategy<Value = Schedule> {
             client_writes_before: k
         }),
     ];
-    (any::<bool>(), side(), side(), ending, any::<u64>()).prop_map(
-        |(tight, client, server, ending, seed)| Schedule {
+    let mode = prop_oneof![Just(Mode::Splice), Just(Mode::Copy)];
+    (any::<bool>(), mode, side(), side(), ending, any::<u64>()).prop_map(
+        |(tight, mode, client, server, ending, seed)| Schedule {
             tight,
+            mode,
             client,
             server,
             ending,
@@ -123,9 +129,9 @@ struct Setup {
 }
 
 impl Setup {
-    async fn plain() -> Setup {
+    async fn plain(mode: Mode) -> Setup {
         let dest = Dest::bind().await;
-        let proxy = Proxy::start(dest.port(), &[]).await;
+        let proxy = Proxy::start_in(mode, dest.port(), &[]).await;
         Setup {
             dest,
             proxy,
@@ -133,10 +139,10 @@ impl Setup {
         }
     }
 
-    async fn tight() -> Setup {
+    async fn tight(mode: Mode) -> Setup {
         const RCVBUF: u32 = 16 * 1024;
         let dest = Dest::bind_with_rcvbuf(RCVBUF).await;
-        let proxy = Proxy::start(dest.port(), &["--buffer-size", "1021"]).await;
+        let proxy = Proxy::start_in(mode, dest.port(), &["--buffer-size", "1021"]).await;
         Setup {
             dest,
             proxy,
@@ -231,7 +237,14 @@ fn random_schedules_deliver_every_byte_in_order_then_eof() {
         .enable_all()
         .build()
         .expect("a tokio runtime");
-    let setups = rt.block_on(async { tokio::join!(Setup::plain(), Setup::tight()) });
+    let (plain_splice, tight_splice, plain_copy, tight_copy) = rt.block_on(async {
+        tokio::join!(
+            Setup::plain(Mode::Splice),
+            Setup::tight(Mode::Splice),
+            Setup::plain(Mode::Copy),
+            Setup::tight(Mode::Copy),
+        )
+    });
     let cases = std::env::var("PROPTEST_CASES")
         .ok()
         .and_then(|n| n.parse().ok())
@@ -247,7 +260,12 @@ fn random_schedules_deliver_every_byte_in_order_then_eof() {
     };
     let mut runner = TestRunner::new(config);
     let result = runner.run(&schedule(), |s| {
-        let setup = if s.tight { &setups.1 } else { &setups.0 };
+        let setup = match (s.tight, s.mode) {
+            (false, Mode::Splice) => &plain_splice,
+            (true, Mode::Splice) => &tight_splice,
+            (false, Mode::Copy) => &plain_copy,
+            (true, Mode::Copy) => &tight_copy,
+        };
         rt.block_on(run_case(setup, &s))
             .map_err(TestCaseError::fail)
     });

@@ -98,6 +98,55 @@ pub fn free_port() -> u16 {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Forwarding modes
+
+/// How the proxy moves bytes. The contract is the same for both, so contract tests run in each
+/// (see [`both_modes!`](crate::both_modes)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// The default: `splice(2)` through a pipe per direction (copying on systems without it).
+    Splice,
+    /// `--no-splice`: copying through a user-space buffer.
+    Copy,
+}
+
+impl Mode {
+    /// The proxy arguments that select this mode.
+    pub fn args(self) -> &'static [&'static str] {
+        match self {
+            Mode::Splice => &[],
+            Mode::Copy => &["--no-splice"],
+        }
+    }
+}
+
+/// Defines `async fn NAME(mode: Mode) { ... }` as two tests, `NAME::splice` and `NAME::copy`, as
+/// ripgrep's `rgtest!` reruns a case under each regex engine. The body sees its parent module's
+/// items.
+#[macro_export]
+macro_rules! both_modes {
+    ($(#[doc = $doc:literal])* async fn $name:ident($mode:ident: Mode) $body:block) => {
+        $(#[doc = $doc])*
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            async fn run($mode: $crate::support::Mode) $body
+
+            #[tokio::test(flavor = "multi_thread")]
+            async fn splice() {
+                run($crate::support::Mode::Splice).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread")]
+            async fn copy() {
+                run($crate::support::Mode::Copy).await;
+            }
+        }
+    };
+}
+
+// ---------------------------------------------------------------------------------------------
 // The proxy
 
 /// The `tcpproxy` binary running as a child, listening on 127.0.0.1 and forwarding to a port on
@@ -120,6 +169,13 @@ impl Proxy {
     /// Readiness is a probe connection, which the proxy turns into a pair to the destination: the
     /// destinations here ([`Dest`], [`EchoServer`]) shrug such pairs off.
     pub async fn start(dest_port: u16, args: &[&str]) -> Proxy {
+        Proxy::start_in(Mode::Splice, dest_port, args).await
+    }
+
+    /// [`Proxy::start`] forwarding in `mode`.
+    pub async fn start_in(mode: Mode, dest_port: u16, args: &[&str]) -> Proxy {
+        let args: Vec<&str> = mode.args().iter().chain(args).copied().collect();
+        let args = args.as_slice();
         let mut taken = Vec::new();
         for _ in 0..START_ATTEMPTS {
             let mut proxy = Proxy::spawn(dest_port, free_port(), args);
