@@ -1,6 +1,8 @@
 //! The harness's one integration-test binary: it runs `tcpproxy-test` as a user would, against
 //! the reference proxy, against broken fixtures, and with bad invocations.
 
+mod formats;
+mod grade;
 mod invocation;
 mod matrix;
 mod reference;

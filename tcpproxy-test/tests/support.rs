@@ -207,3 +207,48 @@ impl Drop for HeavySlot {
         cvar.notify_one();
     }
 }
+
+/// Compares `got` with `expected` line by line, where `[..]` in an expected line matches any
+/// text (times, ports, seeds, paths). Panics showing both on a mismatch.
+#[track_caller]
+pub fn assert_matches(expected: &str, got: &str) {
+    let ok = expected.lines().count() == got.lines().count()
+        && expected
+            .lines()
+            .zip(got.lines())
+            .all(|(e, g)| line_matches(e, g));
+    assert!(
+        ok,
+        "output does not match the snapshot\n--- expected ---\n{expected}\n--- got ---\n{got}"
+    );
+}
+
+fn line_matches(pattern: &str, line: &str) -> bool {
+    let parts: Vec<&str> = pattern.split("[..]").collect();
+    if parts.len() == 1 {
+        return pattern == line;
+    }
+    let (first, last) = (parts[0], parts[parts.len() - 1]);
+    if !line.starts_with(first)
+        || !line[first.len()..].ends_with(last)
+        || line.len() < first.len() + last.len()
+    {
+        return false;
+    }
+    let mut rest = &line[first.len()..line.len() - last.len()];
+    for part in &parts[1..parts.len() - 1] {
+        match rest.find(part) {
+            Some(i) => rest = &rest[i + part.len()..],
+            None => return false,
+        }
+    }
+    true
+}
+
+#[test]
+fn wildcards_match_within_a_line_only() {
+    assert!(line_matches("took [..]s", "took 1.5s"));
+    assert!(line_matches("[..]:[..] ok", "127.0.0.1:4242 ok"));
+    assert!(!line_matches("took [..]s", "took 1.5"));
+    assert!(!line_matches("exact", "exactly"));
+}

@@ -392,11 +392,10 @@ pub async fn run(phase: &Phase, cmd: &ProxyCommand, rules: Rules) -> Result<Outc
             exit,
             stderr_tail,
         }) => {
-            return Ok(outcome(
-                Some(Failure::new(summary).details(details)),
-                exit,
-                stderr_tail,
-            ));
+            let f = Failure::new(summary)
+                .details(details)
+                .detail(format!("proxy: {cmd}"));
+            return Ok(outcome(Some(f), exit, stderr_tail));
         }
     };
     let proxy_port = proxy.listen_port;

@@ -1,0 +1,182 @@
+//! Every report format end to end, and the phase filters, on a short run of the reference.
+
+use std::time::Duration;
+
+use crate::support::{HeavySlot, assert_matches, run_harness};
+
+const LIMIT: Duration = Duration::from_secs(120);
+/// Two quick phases, so each format run takes a second or two.
+const QUICK: [&str; 4] = ["--only", "echo/single", "--only", "shutdown/one-way"];
+
+fn quick(extra: &[&str]) -> crate::support::Run {
+    let _slot = HeavySlot::acquire();
+    let mut args = vec!["--stall-timeout", "2"];
+    args.extend_from_slice(&QUICK);
+    args.extend_from_slice(extra);
+    run_harness(&args, LIMIT)
+}
+
+#[test]
+fn list_prints_every_phase_id_and_name() {
+    let run = run_harness(&["--list"], LIMIT);
+    assert_eq!(run.code, Some(0), "{}", run.dump());
+    assert_eq!(
+        run.stdout.lines().count(),
+        crate::support::ALL_PHASES.len(),
+        "{}",
+        run.dump()
+    );
+    assert!(
+        run.stdout
+            .starts_with("echo/single            Single echo connection\n"),
+        "{}",
+        run.dump()
+    );
+    assert!(
+        run.stdout
+            .contains("timeout/lazy-forward   Timeout of lazy forward client\n"),
+        "{}",
+        run.dump()
+    );
+}
+
+#[test]
+fn filters_select_phases_and_an_empty_selection_is_a_usage_error() {
+    let run = quick(&[]);
+    assert_matches(
+        "Single echo connection: passed\nOne-way shutdown: passed\n2 passed, 0 failed\n",
+        &run.stdout,
+    );
+    let run = run_harness(&["--only", "no/such-*"], LIMIT);
+    assert_eq!(run.code, Some(2), "{}", run.dump());
+    assert!(run.stderr.contains("no phase matches"), "{}", run.dump());
+}
+
+#[test]
+fn json_is_the_versioned_model() {
+    let run = quick(&["--format", "json"]);
+    assert_eq!(run.code, Some(0), "{}", run.dump());
+    assert_matches(
+        r#"{
+  "format": "tcpproxy-test-report",
+  "version": 1,
+  "proxy": "[..]tcpproxy-test __reference-proxy --stall-timeout 2",
+  "reference": true,
+  "seed": [..],
+  "stall_timeout_secs": 2.0,
+  "timeout_scale": 1.0,
+  "summary": {
+    "passed": 2,
+    "failed": 0,
+    "warning": 0,
+    "skipped": 0
+  },
+  "phases": [
+    {
+      "id": "echo/single",
+      "name": "Single echo connection",
+      "verdict": "passed",
+      "duration_secs": [..],
+      "message": "",
+      "details": [],
+      "proxy_exit": null,
+      "stderr_tail": null
+    },
+    {
+      "id": "shutdown/one-way",
+      "name": "One-way shutdown",
+      "verdict": "passed",
+      "duration_secs": [..],
+      "message": "",
+      "details": [],
+      "proxy_exit": null,
+      "stderr_tail": null
+    }
+  ]
+}"#,
+        &run.stdout,
+    );
+}
+
+#[test]
+fn junit_goes_to_the_output_file_and_human_lines_stay_on_stdout() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("junit.xml");
+    let run = quick(&["--format", "junit", "--output", path.to_str().unwrap()]);
+    assert_eq!(run.code, Some(0), "{}", run.dump());
+    assert_matches(
+        "Single echo connection: passed\nOne-way shutdown: passed\n2 passed, 0 failed\n",
+        &run.stdout,
+    );
+    let xml = std::fs::read_to_string(&path).unwrap();
+    assert_matches(
+        r#"<?xml version="1.0" encoding="UTF-8"?>
+<testsuites name="tcpproxy-test" tests="2" failures="0" errors="0">
+    <testsuite name="tcpproxy-test" tests="2" disabled="0" errors="0" failures="0" time="[..]">
+        <properties>
+            <property name="proxy" value="[..]tcpproxy-test __reference-proxy --stall-timeout 2"/>
+            <property name="seed" value="[..]"/>
+            <property name="stall_timeout_secs" value="2"/>
+        </properties>
+        <testcase name="Single echo connection" classname="echo/single" time="[..]">
+        </testcase>
+        <testcase name="One-way shutdown" classname="shutdown/one-way" time="[..]">
+        </testcase>
+    </testsuite>
+</testsuites>"#,
+        &xml,
+    );
+}
+
+#[test]
+fn tap_reports_failures_with_a_yaml_block() {
+    // A proxy that exits at once fails both phases, with its status in the block.
+    let _slot = HeavySlot::acquire();
+    let mut args = vec!["--format", "tap"];
+    args.extend_from_slice(&QUICK);
+    args.extend_from_slice(&["sh", "-c", "exit 3"]);
+    let run = run_harness(&args, LIMIT);
+    assert_eq!(run.code, Some(1), "{}", run.dump());
+    assert_matches(
+        r#"TAP version 13
+1..2
+not ok 1 - Single echo connection # echo/single
+  ---
+  message: "expected the proxy to listen on port [..], but it exited first (exit status 3)"
+  duration_ms: [..]
+  proxy_exit: "exit status 3"
+  details:
+    - "proxy: [..]"
+  ...
+not ok 2 - One-way shutdown # shutdown/one-way
+  ---
+  message: "expected the proxy to listen on port [..], but it exited first (exit status 3)"
+  duration_ms: [..]
+  proxy_exit: "exit status 3"
+  details:
+    - "proxy: [..]"
+  ...
+"#,
+        &run.stdout,
+    );
+}
+
+#[test]
+fn gradescope_results_score_a_point_per_phase() {
+    let run = quick(&["--format", "gradescope"]);
+    assert_eq!(run.code, Some(0), "{}", run.dump());
+    let v: serde_json::Value = serde_json::from_str(&run.stdout).expect("valid JSON");
+    assert_eq!(v["score"], 2.0, "{}", run.dump());
+    assert_eq!(v["max_score"], 2.0);
+    assert_eq!(
+        v["tests"][0]["name"],
+        "Single echo connection (echo/single)"
+    );
+    assert_eq!(v["tests"][1]["status"], "passed");
+    assert!(
+        v["output"]
+            .as_str()
+            .unwrap()
+            .starts_with("tcpproxy-test: 2 passed, 0 failed")
+    );
+}
