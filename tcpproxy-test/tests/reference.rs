@@ -51,3 +51,25 @@ fn reference_binary_passes_when_named_as_the_proxy() {
     assert_eq!(run.stdout, expected_output(), "{}", run.dump());
     assert_nothing_left(&run);
 }
+
+#[test]
+fn reference_passes_every_phase_without_splice() {
+    let _slot = HeavySlot::acquire();
+    // The copying path (--no-splice) answers to the same contract as the default splice path.
+    let bin = crate::support::harness_bin();
+    let run = run_harness(
+        &[
+            "--stall-timeout",
+            "1.5",
+            "--",
+            bin.to_str().unwrap(),
+            "__reference-proxy",
+            "--stall-timeout",
+            "1.5",
+            "--no-splice",
+        ],
+        Duration::from_secs(120),
+    );
+    assert_eq!(run.stdout, expected_output(), "{}", run.dump());
+    assert_nothing_left(&run);
+}
