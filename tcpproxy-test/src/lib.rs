@@ -11,11 +11,12 @@ pub mod harness;
 pub mod peer;
 pub mod phase;
 pub mod procfs;
+pub mod progress;
 pub mod report;
 pub mod suite;
 
 use std::ffi::OsString;
-use std::io::Write as _;
+use std::io::{IsTerminal as _, Write as _};
 use std::process::ExitCode;
 
 use crate::cli::{Config, Parsed};
@@ -107,19 +108,27 @@ async fn run(config: Config) -> u8 {
     let stream_human = config.format == Format::Human || config.output.is_some();
     let mut stdout = std::io::stdout();
     let proxy = config.proxy.to_string();
-    let result = suite::run(
-        config.filter.select(),
+    let phases = config.filter.select();
+    let progress = progress::Progress::start(phases.len(), stream_human && stdout.is_terminal());
+    let color = progress.is_shown() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    let result = suite::run_watched(
+        phases,
         config.proxy,
         rules,
         config.jobs,
+        progress.running(),
         |o| {
             if stream_human {
-                let _ = report::write_outcome(&mut stdout, o);
-                let _ = stdout.flush();
+                progress.above(|| {
+                    let _ = report::write_outcome_styled(&mut stdout, o, color);
+                    let _ = stdout.flush();
+                });
+                progress.landed();
             }
         },
     )
     .await;
+    progress.finish();
     let outcomes = match result {
         Ok(o) => o,
         Err(msg) => {

@@ -30,6 +30,9 @@ impl Filter {
     }
 }
 
+/// The ids of the phases running right now, for a progress display.
+pub type Running = Arc<std::sync::Mutex<Vec<&'static str>>>;
+
 /// Runs `phases` against `cmd`; `each` sees every outcome in order. Err when the harness itself
 /// could not run a phase (no loopback port, say).
 pub async fn run(
@@ -37,6 +40,18 @@ pub async fn run(
     cmd: ProxyCommand,
     rules: Rules,
     jobs: Option<usize>,
+    each: impl FnMut(&Outcome),
+) -> Result<Vec<Outcome>, String> {
+    run_watched(phases, cmd, rules, jobs, Running::default(), each).await
+}
+
+/// As [`run`], keeping `running` up to date.
+pub async fn run_watched(
+    phases: Vec<Phase>,
+    cmd: ProxyCommand,
+    rules: Rules,
+    jobs: Option<usize>,
+    running: Running,
     mut each: impl FnMut(&Outcome),
 ) -> Result<Vec<Outcome>, String> {
     let slots = Arc::new(Semaphore::new(jobs.unwrap_or(phases.len()).max(1)));
@@ -44,10 +59,16 @@ pub async fn run(
     let handles: Vec<_> = phases
         .into_iter()
         .map(|p| {
-            let (slots, cmd) = (slots.clone(), cmd.clone());
+            let (slots, cmd, running) = (slots.clone(), cmd.clone(), running.clone());
             tokio::spawn(async move {
                 let _slot = slots.acquire_owned().await.expect("never closed");
-                phase::run(&p, &cmd, rules).await
+                running.lock().unwrap_or_else(|e| e.into_inner()).push(p.id);
+                let outcome = phase::run(&p, &cmd, rules).await;
+                running
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .retain(|id| *id != p.id);
+                outcome
             })
         })
         .collect();

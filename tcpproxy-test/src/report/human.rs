@@ -7,10 +7,26 @@ use crate::phase::{Outcome, Verdict};
 
 /// `NAME: passed`, or `NAME: failed: summary` followed by the hint and the detail lines.
 pub fn write_outcome(out: &mut impl Write, o: &Outcome) -> std::io::Result<()> {
+    write_outcome_styled(out, o, false)
+}
+
+/// As [`write_outcome`], with the verdict word coloured when `color` (a terminal, no NO_COLOR).
+pub fn write_outcome_styled(out: &mut impl Write, o: &Outcome, color: bool) -> std::io::Result<()> {
+    let verdict = if color {
+        let code = match o.verdict {
+            Verdict::Passed => "32",
+            Verdict::Failed => "1;31",
+            Verdict::Warning => "33",
+            Verdict::Skipped => "2",
+        };
+        format!("\x1b[{code}m{}\x1b[0m", o.verdict)
+    } else {
+        o.verdict.to_string()
+    };
     match &o.failure {
-        None => writeln!(out, "{}: {}", o.name, o.verdict),
+        None => writeln!(out, "{}: {verdict}", o.name),
         Some(f) => {
-            writeln!(out, "{}: {}: {}", o.name, o.verdict, f.summary)?;
+            writeln!(out, "{}: {verdict}: {}", o.name, f.summary)?;
             if let Some(h) = &f.hint {
                 writeln!(out, "    hint: {h}")?;
             }
@@ -66,6 +82,17 @@ Descriptor leaks: skipped: needs Linux /proc
 1 passed, 1 failed, 1 warning, 1 skipped
 ";
         assert_eq!(got, want, "\n--- got ---\n{got}");
+    }
+
+    #[test]
+    fn colour_wraps_only_the_verdict_word() {
+        let outcomes = fixtures::outcomes();
+        let mut out = Vec::new();
+        super::write_outcome_styled(&mut out, &outcomes[0], true).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "Single echo connection: \x1b[32mpassed\x1b[0m\n"
+        );
     }
 
     #[test]
