@@ -130,3 +130,69 @@ fn a_proxy_whose_children_ignore_sigterm_leaves_nothing_behind() {
     assert_eq!(run.code, Some(1), "{}", run.dump());
     assert_nothing_left(&run);
 }
+
+#[test]
+fn ctrl_c_mid_run_kills_every_proxy_and_exits_130() {
+    use std::io::BufRead as _;
+    let _slot = HeavySlot::acquire();
+    let marker = format!("tcpproxy-test-ctrl-c-{}", std::process::id());
+    let mut harness = std::process::Command::new(crate::support::harness_bin())
+        .args(["--stall-timeout", "10"])
+        .env("TCPPROXY_TEST_MARKER", &marker)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The first verdict is in: every other phase's proxy is still running (the lazy phases
+    // take the whole 10 s stall timeout).
+    let mut first = String::new();
+    std::io::BufReader::new(harness.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert!(first.starts_with("Single echo connection:"), "{first}");
+    let running = crate::support::survivors(&marker);
+    assert!(!running.is_empty(), "expected proxies running mid-run");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(harness.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let status = harness.wait().unwrap();
+    assert_eq!(status.code(), Some(130));
+    let left = crate::support::survivors(&marker);
+    assert!(left.is_empty(), "left running after Ctrl-C: {left:#?}");
+}
+
+#[test]
+fn a_proxy_path_with_spaces_runs() {
+    let _slot = HeavySlot::acquire();
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("my proxy");
+    let harness = crate::support::harness_bin();
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\nexec '{}' __reference-proxy --stall-timeout 2 \"$@\"\n",
+            harness.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let run = run_harness(
+        &[
+            "--stall-timeout",
+            "2",
+            "--only",
+            "echo/single",
+            script.to_str().unwrap(),
+        ],
+        LIMIT,
+    );
+    assert_eq!(
+        run.stdout,
+        "Single echo connection: passed\n1 passed, 0 failed\n",
+        "{}",
+        run.dump()
+    );
+    assert_nothing_left(&run);
+}
