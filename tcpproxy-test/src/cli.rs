@@ -115,17 +115,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Parsed {
                 clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => {
                     Parsed::Info(e.render().to_string())
                 }
-                _ => {
-                    let text = e.render().to_string();
-                    let line = text
-                        .lines()
-                        .find(|l| !l.trim().is_empty())
-                        .unwrap_or("invalid arguments");
-                    Parsed::Usage(format!(
-                        "{} (see --help)",
-                        line.strip_prefix("error: ").unwrap_or(line)
-                    ))
-                }
+                _ => Parsed::Usage(tcpproxy::cli::one_line(&e)),
             };
         }
     };

@@ -95,21 +95,12 @@ pub fn main_with_args(args: Vec<OsString>) -> std::process::ExitCode {
     let a = match Args::try_parse_from(args.into_iter().skip(1)) {
         Ok(a) => a,
         Err(e) => {
-            let code = if e.use_stderr() { crate::EXIT_USAGE } else { 0 };
-            let text = e.render().to_string();
-            if code == 0 {
-                print!("{text}");
-            } else {
-                let line = text
-                    .lines()
-                    .find(|l| !l.trim().is_empty())
-                    .unwrap_or("invalid arguments");
-                eprintln!(
-                    "tcpproxy-test grade: {} (see --help)",
-                    line.strip_prefix("error: ").unwrap_or(line)
-                );
+            if !e.use_stderr() {
+                print!("{}", e.render());
+                return std::process::ExitCode::SUCCESS;
             }
-            return std::process::ExitCode::from(code);
+            eprintln!("tcpproxy-test grade: {}", tcpproxy::cli::one_line(&e));
+            return std::process::ExitCode::from(crate::EXIT_USAGE);
         }
     };
     let filter = match (crate::cli::globs(&a.only), crate::cli::globs(&a.exclude)) {

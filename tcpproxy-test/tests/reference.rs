@@ -31,45 +31,33 @@ fn reference_passes_every_phase_at_the_default_stall_timeout() {
     assert_nothing_left(&run);
 }
 
-#[test]
-fn reference_binary_passes_when_named_as_the_proxy() {
+/// The reference spawned as a user would name it, PROXY_ARGS before the three positionals,
+/// with `extra` proxy arguments.
+fn assert_named_reference_passes(extra: &[&str]) {
     let _slot = HeavySlot::acquire();
-    // The same proxy, spawned as a user would name it: PROXY_ARGS before the three positionals.
     let bin = crate::support::harness_bin();
-    let run = run_harness(
-        &[
-            "--stall-timeout",
-            "1.5",
-            "--",
-            bin.to_str().unwrap(),
-            "__reference-proxy",
-            "--stall-timeout",
-            "1.5",
-        ],
-        Duration::from_secs(120),
-    );
+    let mut args = vec![
+        "--stall-timeout",
+        "1.5",
+        "--",
+        bin.to_str().unwrap(),
+        "__reference-proxy",
+        "--stall-timeout",
+        "1.5",
+    ];
+    args.extend_from_slice(extra);
+    let run = run_harness(&args, Duration::from_secs(120));
     assert_eq!(run.stdout, expected_output(), "{}", run.dump());
     assert_nothing_left(&run);
 }
 
 #[test]
+fn reference_binary_passes_when_named_as_the_proxy() {
+    assert_named_reference_passes(&[]);
+}
+
+#[test]
 fn reference_passes_every_phase_without_splice() {
-    let _slot = HeavySlot::acquire();
     // The copying path (--no-splice) answers to the same contract as the default splice path.
-    let bin = crate::support::harness_bin();
-    let run = run_harness(
-        &[
-            "--stall-timeout",
-            "1.5",
-            "--",
-            bin.to_str().unwrap(),
-            "__reference-proxy",
-            "--stall-timeout",
-            "1.5",
-            "--no-splice",
-        ],
-        Duration::from_secs(120),
-    );
-    assert_eq!(run.stdout, expected_output(), "{}", run.dump());
-    assert_nothing_left(&run);
+    assert_named_reference_passes(&["--no-splice"]);
 }
