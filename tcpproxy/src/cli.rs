@@ -156,8 +156,9 @@ where
     }
 }
 
-/// clap's errors span several lines (usage, a tip); users asked for one.
-fn one_line(e: &clap::Error) -> String {
+/// A clap error as the one line users asked for (clap's own span several: usage, a tip).
+/// Shared with `tcpproxy-test`, whose flags fail the same way.
+pub fn one_line(e: &clap::Error) -> String {
     let text = e.render().to_string();
     let mut lines = text.lines().skip_while(|l| l.trim().is_empty());
     let first = lines.next().unwrap_or("invalid arguments");
