@@ -7,5 +7,7 @@ mod support;
 mod cli;
 /// The proxy contract: many pairs, blocked peers, half-close, stall and write-error aborts.
 mod contract;
+/// Faults survived: resets at accept and mid-transfer, descriptor exhaustion, SIGTERM in flight.
+mod faults;
 /// Random write, read and shutdown schedules under proptest.
 mod schedules;

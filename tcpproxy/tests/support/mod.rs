@@ -174,11 +174,31 @@ impl Proxy {
 
     /// [`Proxy::start`] forwarding in `mode`.
     pub async fn start_in(mode: Mode, dest_port: u16, args: &[&str]) -> Proxy {
+        Proxy::start_limited(mode, dest_port, None, args).await
+    }
+
+    /// [`Proxy::start_in`] with its descriptor limit (RLIMIT_NOFILE) set to `nofile`, by a shell
+    /// that runs `ulimit -n` and then execs the proxy, so the proxy keeps the shell's pid.
+    pub async fn start_with_nofile(
+        mode: Mode,
+        dest_port: u16,
+        nofile: u32,
+        args: &[&str],
+    ) -> Proxy {
+        Proxy::start_limited(mode, dest_port, Some(nofile), args).await
+    }
+
+    async fn start_limited(
+        mode: Mode,
+        dest_port: u16,
+        nofile: Option<u32>,
+        args: &[&str],
+    ) -> Proxy {
         let args: Vec<&str> = mode.args().iter().chain(args).copied().collect();
         let args = args.as_slice();
         let mut taken = Vec::new();
         for _ in 0..START_ATTEMPTS {
-            let mut proxy = Proxy::spawn(dest_port, free_port(), args);
+            let mut proxy = Proxy::spawn(dest_port, free_port(), nofile, args);
             match proxy.wait_ready().await {
                 Ok(()) => return proxy,
                 Err(why) if why.contains("in use") => taken.push(why),
@@ -191,7 +211,7 @@ impl Proxy {
         );
     }
 
-    fn spawn(dest_port: u16, port: u16, args: &[&str]) -> Proxy {
+    fn spawn(dest_port: u16, port: u16, nofile: Option<u32>, args: &[&str]) -> Proxy {
         let bin = assert_cmd::cargo::cargo_bin!("tcpproxy");
         let (dest_port, port) = (dest_port.to_string(), port.to_string());
         let mut all = vec![
@@ -203,8 +223,19 @@ impl Proxy {
             "-v",
         ];
         all.extend_from_slice(args);
-        let command = format!("tcpproxy {}", all.join(" "));
-        let mut child = Command::new(bin)
+        let mut command = format!("tcpproxy {}", all.join(" "));
+        let mut cmd = match nofile {
+            None => Command::new(bin),
+            Some(n) => {
+                command = format!("ulimit -n {n}; {command}");
+                let mut sh = Command::new("sh");
+                sh.arg("-c")
+                    .arg(format!("ulimit -n {n} && exec \"$0\" \"$@\""))
+                    .arg(bin);
+                sh
+            }
+        };
+        let mut child = cmd
             .args(&all)
             .env_remove("RUST_LOG")
             .stdin(Stdio::null())
@@ -263,6 +294,32 @@ impl Proxy {
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// What `/proc` says about the proxy now: descriptors, resident memory, CPU time.
+    #[track_caller]
+    pub fn usage(&self) -> Usage {
+        Usage::of(self.pid()).unwrap_or_else(|e| panic!("`{}`: {e}", self.command))
+    }
+
+    /// Waits until the proxy's stderr contains `needle` (the tail kept, so a line logged once
+    /// and then buried under [`STDERR_KEEP`] bytes of others is missed).
+    pub async fn wait_stderr(&mut self, needle: &str, limit: Duration) {
+        let what = format!("`{}` to log {needle:?}", self.command);
+        with_deadline(limit, what, async {
+            loop {
+                if self.stderr_tail().contains(needle) {
+                    return;
+                }
+                self.assert_running();
+                tokio::time::sleep(READY_POLL).await;
+            }
+        })
+        .await;
     }
 
     /// Sends a signal by name (`"TERM"`, `"INT"`) with kill(1), for lack of a signal API in std.
@@ -329,6 +386,65 @@ impl Drop for Proxy {
             );
         }
     }
+}
+
+/// A process's resources as `/proc` reports them.
+#[derive(Debug, Clone, Copy)]
+pub struct Usage {
+    /// Entries in `/proc/PID/fd`: every descriptor, whatever state its socket is in.
+    pub fds: usize,
+    /// `VmRSS` from `/proc/PID/status`.
+    pub rss_kib: u64,
+    /// User plus system CPU time (`utime + stime` from `/proc/PID/stat`).
+    pub cpu: Duration,
+}
+
+impl Usage {
+    pub fn of(pid: u32) -> Result<Usage, String> {
+        let dir = format!("/proc/{pid}");
+        let fds = std::fs::read_dir(format!("{dir}/fd"))
+            .map_err(|e| format!("cannot list {dir}/fd: {e}"))?
+            .count();
+        let status = std::fs::read_to_string(format!("{dir}/status"))
+            .map_err(|e| format!("cannot read {dir}/status: {e}"))?;
+        let rss_kib = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .ok_or_else(|| format!("no VmRSS in {dir}/status"))?;
+        let stat = std::fs::read_to_string(format!("{dir}/stat"))
+            .map_err(|e| format!("cannot read {dir}/stat: {e}"))?;
+        // The command name (field 2) may hold spaces and parentheses: fields count from the last ')'.
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .map(|(_, rest)| rest.split_whitespace().collect())
+            .unwrap_or_default();
+        // utime and stime are fields 14 and 15; `fields` starts at field 3.
+        let ticks = |i: usize| fields.get(i - 3).and_then(|f| f.parse::<u64>().ok());
+        let (Some(utime), Some(stime)) = (ticks(14), ticks(15)) else {
+            return Err(format!("cannot parse {dir}/stat: {stat:?}"));
+        };
+        Ok(Usage {
+            fds,
+            rss_kib,
+            cpu: Duration::from_secs_f64((utime + stime) as f64 / clock_ticks_per_sec()),
+        })
+    }
+}
+
+/// `sysconf(_SC_CLK_TCK)`, which is 100 on every Linux this runs on; `getconf` says for sure.
+fn clock_ticks_per_sec() -> f64 {
+    static TICKS: OnceLock<f64> = OnceLock::new();
+    *TICKS.get_or_init(|| {
+        Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8(o.stdout).ok())
+            .and_then(|s| s.trim().parse().ok())
+            .filter(|t: &f64| *t > 0.0)
+            .unwrap_or(100.0)
+    })
 }
 
 /// An exit status in words, naming the signal that killed the process.
@@ -450,7 +566,8 @@ fn route(table: &Mutex<HashMap<u64, Route>>, tag: u64, conn: TcpStream) {
     }
 }
 
-struct AbortOnDrop(JoinHandle<()>);
+/// A spawned task that ends when its owner is dropped.
+pub struct AbortOnDrop(pub JoinHandle<()>);
 
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
