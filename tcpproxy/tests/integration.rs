@@ -11,3 +11,5 @@ mod contract;
 mod faults;
 /// Random write, read and shutdown schedules under proptest.
 mod schedules;
+/// Long runs, ignored by default (`ci/stress`): 5,000 pairs, 100,000 connections, a loss check.
+mod stress;
