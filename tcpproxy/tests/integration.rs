@@ -5,6 +5,8 @@ mod support;
 
 /// The command line: usage and start-up errors, help, version, forwarding, signals.
 mod cli;
+/// Random argument vectors under proptest: an exit code and a message, never a panic or a hang.
+mod cli_fuzz;
 /// The proxy contract: many pairs, blocked peers, half-close, stall and write-error aborts.
 mod contract;
 /// Faults survived: resets at accept and mid-transfer, descriptor exhaustion, SIGTERM in flight.
