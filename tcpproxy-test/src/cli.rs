@@ -27,7 +27,9 @@ pub const REFERENCE_SUBCOMMAND: &str = "__reference-proxy";
         `PROXY [PROXY_ARGS...] 127.0.0.1 DEST_PORT LISTEN_PORT`, and prints one line per phase.\n\
         Without PROXY, tests the bundled reference proxy.\n\n\
         Exit status: 0 all passed, 1 a phase failed, 2 usage error, 3 the harness could not run.",
-    after_help = "Examples:\n  tcpproxy-test ./tcpproxy\n  tcpproxy-test python3 proxy.py\n  tcpproxy-test --stall-timeout 2 -- ./tcpproxy --stall-timeout 2"
+    after_help = "Examples:\n  tcpproxy-test ./tcpproxy\n  tcpproxy-test python3 proxy.py\n  tcpproxy-test --stall-timeout 2 -- ./tcpproxy --stall-timeout 2\n  tcpproxy-test --format junit --output junit.xml ./tcpproxy\n\n\
+        Also:\n  tcpproxy-test grade [OPTIONS] SUBMISSIONS...   grade a whole class (see grade --help)\n  \
+        tcpproxy-test fuzz [OPTIONS] [PROXY [ARGS...]]  random schedules beside the reference (see fuzz --help)"
 )]
 struct Args {
     /// The stall timeout the proxy under test was given; the lazy phases judge against it.
