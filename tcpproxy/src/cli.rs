@@ -16,7 +16,7 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 pub const MAX_CONNECTIONS: usize = 10_000;
 /// After SIGTERM/SIGINT, how long open pairs may take to finish before the proxy exits.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
-/// Forward with `splice(2)` unless `--no-splice`: only Linux has it.
+/// Splice streaming directions unless `--no-splice`: only Linux has splice(2).
 pub const SPLICE: bool = cfg!(target_os = "linux");
 
 /// The largest `--buffer-size` accepted: far beyond any sensible value, small enough that a typo
@@ -72,8 +72,9 @@ struct Args {
     #[arg(long, value_name = "SECS", default_value_t = DRAIN_TIMEOUT.as_secs_f64(), value_parser = parse_secs, allow_negative_numbers = true)]
     drain_timeout: f64,
 
-    /// Copy bytes through a user-space buffer instead of moving them with splice(2) through a
-    /// pipe. Only Linux splices; elsewhere this is always so.
+    /// Never splice: copy every byte through a user-space buffer. By default (Linux only) a
+    /// direction whose bytes arrive faster than one read takes them moves them with splice(2)
+    /// through a pipe; small exchanges are copied either way.
     #[arg(long)]
     no_splice: bool,
 
@@ -94,7 +95,7 @@ pub struct Config {
     pub connect_timeout: Duration,
     pub max_connections: usize,
     pub drain_timeout: Duration,
-    /// Forward with splice(2) through a pipe per direction (Linux); otherwise copy.
+    /// Forward streaming directions with splice(2) through a pipe (Linux); otherwise copy.
     pub splice: bool,
     pub verbose: u8,
 }

@@ -1,4 +1,4 @@
-//! Relay buffers (pipes when splicing, memory when copying), lent only while a direction has
+//! Relay buffers (memory, or pipes for a stream when splicing), lent only while a direction has
 //! data in flight.
 //!
 //! An idle pair holds no buffer and no pipe, so ten thousand idle pairs cost their sockets and
@@ -22,7 +22,7 @@ const KEEP_MAX: usize = 64;
 #[derive(Debug)]
 pub struct Pool {
     size: usize,
-    /// Lend pipes for `splice(2)` (Linux only); otherwise memory buffers.
+    /// Lend pipes for `splice(2)` to streaming directions (Linux only); otherwise memory only.
     splice: bool,
     free: Mutex<Free>,
 }
@@ -57,13 +57,19 @@ impl Pool {
         self.splice
     }
 
-    /// An empty buffer: a pipe when splicing, unless no pipe can be made (out of descriptors),
-    /// in which case memory, so the pair keeps moving; the next loan tries a pipe again.
-    pub fn take(&self) -> Buffer {
+    /// An empty buffer: a pipe for a `streaming` direction when splicing, memory otherwise.
+    ///
+    /// Splicing pays for bulk, where it saves copying every byte twice; for a small message it
+    /// costs as many system calls as copying, a little more kernel work per call, and a pipe to
+    /// find. So only a direction whose last loan filled its buffer (bytes arrive faster than one
+    /// read takes them) gets a pipe; see [`Relay`](crate::relay::Relay). When no pipe can be made
+    /// (out of descriptors) the loan is memory, so the pair keeps moving; the next loan tries a
+    /// pipe again.
+    pub fn take(&self, streaming: bool) -> Buffer {
         let mut free = self.lock();
         free.lent += 1;
         #[cfg(target_os = "linux")]
-        if self.splice {
+        if self.splice && streaming {
             if let Some(pipe) = free.pipes.pop() {
                 return Buffer::Pipe(pipe);
             }
@@ -130,6 +136,17 @@ impl Pool {
         drop(buf);
     }
 
+    /// Spare (memory, pipes) now held, for tests.
+    #[cfg(test)]
+    pub(crate) fn spares(&self) -> (usize, usize) {
+        let free = self.lock();
+        #[cfg(target_os = "linux")]
+        let pipes = free.pipes.len();
+        #[cfg(not(target_os = "linux"))]
+        let pipes = 0;
+        (free.memory.len(), pipes)
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Free> {
         // A panic elsewhere while holding the lock leaves the lists valid: carry on.
         self.free.lock().unwrap_or_else(|e| e.into_inner())
@@ -141,16 +158,12 @@ mod tests {
     use super::*;
 
     fn spares(pool: &Pool) -> usize {
-        let free = pool.lock();
-        #[cfg(target_os = "linux")]
-        let pipes = free.pipes.len();
-        #[cfg(not(target_os = "linux"))]
-        let pipes = 0;
-        free.memory.len() + pipes
+        let (memory, pipes) = pool.spares();
+        memory + pipes
     }
 
     fn burst(pool: &Pool, n: usize) {
-        let bufs: Vec<_> = (0..n).map(|_| pool.take()).collect();
+        let bufs: Vec<_> = (0..n).map(|_| pool.take(true)).collect();
         for b in bufs {
             pool.give(b);
         }
@@ -159,7 +172,7 @@ mod tests {
     #[test]
     fn copying_pool_lends_memory_of_its_size() {
         let pool = Pool::new(16, false);
-        match pool.take() {
+        match pool.take(true) {
             Buffer::Memory(m) => assert_eq!(m.size(), 16),
             #[cfg(target_os = "linux")]
             other => panic!("expected memory, got {other:?}"),
@@ -168,9 +181,10 @@ mod tests {
 
     #[cfg(target_os = "linux")]
     #[test]
-    fn splicing_pool_lends_pipes() {
+    fn splicing_pool_lends_pipes_to_streams_only() {
         let pool = Pool::new(4096, true);
-        assert!(matches!(pool.take(), Buffer::Pipe(_)));
+        assert!(matches!(pool.take(true), Buffer::Pipe(_)));
+        assert!(matches!(pool.take(false), Buffer::Memory(_)));
     }
 
     #[test]
@@ -186,7 +200,7 @@ mod tests {
     #[test]
     fn spares_track_the_loans_of_a_busy_moment() {
         let pool = Pool::new(16, false);
-        let held: Vec<_> = (0..20).map(|_| pool.take()).collect();
+        let held: Vec<_> = (0..20).map(|_| pool.take(true)).collect();
         // With 20 out, returning 10 keeps every one of them for the next reads.
         burst(&pool, 10);
         assert_eq!(spares(&pool), 10);

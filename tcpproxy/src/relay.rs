@@ -4,7 +4,8 @@
 //! The shape follows tokio's `CopyBuffer`, with two differences the proxy contract needs: the
 //! buffer is lent from a [`Pool`] only while bytes are in flight, and a stall timer runs only
 //! while bytes are buffered and none can be written. The buffer is memory or a pipe for
-//! `splice(2)` ([`Buffer`]); the rules here hold for both.
+//! `splice(2)` ([`Buffer`]); the rules here hold for both. A direction borrows a pipe only while
+//! it streams: when its last loan filled up, as bulk transfers do and small exchanges do not.
 
 use std::fmt;
 use std::future::Future;
@@ -41,6 +42,17 @@ impl fmt::Display for State {
     }
 }
 
+/// How much of its buffer a loan has used; ordered, so the most it reached is kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Loan {
+    /// Nothing read yet (a read that found nothing, or only the EOF).
+    Unused,
+    /// Bytes read, the buffer never full.
+    Partial,
+    /// A read left no room: the source had more than the buffer holds.
+    Filled,
+}
+
 /// Why a direction gave up; either one aborts the whole pair.
 #[derive(Debug)]
 pub enum Abort {
@@ -68,6 +80,12 @@ pub struct Relay {
     /// Lent from the pool while it holds bytes, or while a read is about to fill it; `None` when
     /// idle, so an idle direction holds neither memory nor a pipe.
     buf: Option<Buffer>,
+    /// What the current loan has carried so far.
+    loan: Loan,
+    /// The last loan was filled: bytes come faster than one read takes them, so the next loan is
+    /// a pipe when the pool splices. A loan that carried bytes without filling (the burst was
+    /// small) turns it off again; one that carried none leaves it as it was.
+    streaming: bool,
     /// Bytes written to the destination so far.
     written: u64,
     stall_timeout: Duration,
@@ -87,6 +105,8 @@ impl Relay {
         Relay {
             state: State::Open,
             buf: None,
+            loan: Loan::Unused,
+            streaming: false,
             written: 0,
             stall_timeout,
             stalled_since: None,
@@ -145,11 +165,20 @@ impl Relay {
                         progressed = true;
                     }
                     Poll::Ready(Ok(())) => {
-                        let buf = self.buf.get_or_insert_with(|| pool.take());
+                        let streaming = self.streaming;
+                        let buf = self.buf.get_or_insert_with(|| pool.take(streaming));
                         match buf.fill_from(src) {
                             Ok(Fill::Eof) => self.end_reading(None),
-                            // Full: reading waits (can_read is false) until the writes empty it.
-                            Ok(Fill::Data | Fill::Full) => {}
+                            Ok(Fill::Data) => {
+                                let now = if buf.room() == 0 {
+                                    Loan::Filled
+                                } else {
+                                    Loan::Partial
+                                };
+                                self.loan = self.loan.max(now);
+                            }
+                            // Reading waits (can_read is false) until the writes empty it.
+                            Ok(Fill::Full) => self.loan = Loan::Filled,
                             // The readiness was cleared; the next poll registers the waker.
                             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -217,6 +246,11 @@ impl Relay {
     fn release(&mut self, pool: &Pool) {
         if let Some(buf) = self.buf.take() {
             pool.give(buf);
+            match std::mem::replace(&mut self.loan, Loan::Unused) {
+                Loan::Unused => {}
+                Loan::Partial => self.streaming = false,
+                Loan::Filled => self.streaming = true,
+            }
         }
     }
 
@@ -254,5 +288,83 @@ impl Relay {
             })),
             Poll::Pending => Poll::Pending,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::future::poll_fn;
+
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    use tokio::net::TcpListener;
+
+    use super::*;
+
+    /// Two connected sockets on 127.0.0.1.
+    async fn socket_pair() -> (TcpStream, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("local_addr");
+        let (a, b) = tokio::join!(TcpStream::connect(addr), listener.accept());
+        (a.expect("connect"), b.expect("accept").0)
+    }
+
+    /// Runs `relay` until `reader` has `n` bytes, and returns them.
+    async fn pump(
+        relay: &mut Relay,
+        pool: &Pool,
+        (src, dst): (&TcpStream, &TcpStream),
+        reader: &mut TcpStream,
+        n: usize,
+    ) -> Vec<u8> {
+        let mut got = vec![0; n];
+        tokio::select! {
+            end = poll_fn(|cx| relay.poll_relay(cx, pool, src, dst)) => {
+                panic!("the relay ended early: {:?}", end.map_err(|e| e.to_string()))
+            }
+            read = reader.read_exact(&mut got) => {
+                read.expect("read what the relay wrote");
+            }
+        }
+        got
+    }
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn a_direction_borrows_a_pipe_only_while_it_streams() {
+        // A 4 KiB buffer: 64 KiB already waiting fills every read.
+        let pool = Pool::new(4096, true);
+        let (mut writer, src) = socket_pair().await;
+        let (dst, mut reader) = socket_pair().await;
+        let ends = (&src, &dst);
+        let mut relay = Relay::new("test", Duration::from_secs(10));
+
+        writer.write_all(b"x").await.expect("write");
+        assert_eq!(pump(&mut relay, &pool, ends, &mut reader, 1).await, b"x");
+        assert!(!relay.streaming, "one byte does not make a stream");
+        assert_eq!(pool.spares(), (1, 0), "the byte went through memory");
+
+        let bulk: Vec<u8> = (0..64 * 1024).map(|i| (i % 251) as u8).collect();
+        writer.write_all(&bulk).await.expect("write");
+        assert!(pump(&mut relay, &pool, ends, &mut reader, bulk.len()).await == bulk);
+        assert!(relay.streaming, "reads that fill the buffer make a stream");
+        assert_eq!(pool.spares().1, 1, "the stream went through a pipe");
+
+        writer.write_all(b"y").await.expect("write");
+        assert_eq!(pump(&mut relay, &pool, ends, &mut reader, 1).await, b"y");
+        assert!(!relay.streaming, "a small message after the stream ends it");
+        assert_eq!(relay.buffered(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_copying_pool_never_lends_a_pipe() {
+        let pool = Pool::new(4096, false);
+        let (mut writer, src) = socket_pair().await;
+        let (dst, mut reader) = socket_pair().await;
+        let mut relay = Relay::new("test", Duration::from_secs(10));
+        let bulk = vec![3; 64 * 1024];
+        writer.write_all(&bulk).await.expect("write");
+        let got = pump(&mut relay, &pool, (&src, &dst), &mut reader, bulk.len()).await;
+        assert!(got == bulk);
+        assert_eq!(pool.spares(), (1, 0));
     }
 }

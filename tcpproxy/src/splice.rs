@@ -1,5 +1,6 @@
 //! Zero-copy forwarding on Linux: `splice(2)` moves bytes from the source socket into a pipe and
-//! from the pipe into the destination socket, so they never pass through user space.
+//! from the pipe into the destination socket, so they never pass through user space. A direction
+//! borrows a pipe while it streams (see [`Pool::take`](crate::pool::Pool::take)).
 //!
 //! The pipe is the direction's buffer. The relay bounds it by counting the bytes in it, so the
 //! pipe itself never blocks: a read asks for at most the room the count leaves, and a write for at
