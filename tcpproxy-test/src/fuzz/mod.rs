@@ -1,10 +1,423 @@
-//! `tcpproxy-test fuzz`: random read/write schedules through the proxy under test and the
-//! reference proxy side by side. (Being written; see issue 5.)
+//! `tcpproxy-test fuzz`: random read/write/shutdown schedules through the proxy under test and
+//! the reference proxy side by side, judged by the contract, the first failure shrunk to a
+//! minimal schedule with a command that replays it.
+//!
+//! A case ([`schedule::Case`]) is up to three connections opened together, each with a schedule
+//! for both peers; several cases run at once through one long-lived instance of each proxy, so
+//! connections interfere. Cases come from a proptest strategy ([`strategy`]), case I of seed S
+//! being the same everywhere; the committed regression schedules run first.
+
+mod cli;
+mod oracle;
+mod output;
+mod peers;
+mod schedule;
+mod shrink;
+mod sockets;
+mod strategy;
+mod target;
 
 use std::ffi::OsString;
+use std::io::Write as _;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
 
-pub fn main_with_args(_args: Vec<OsString>) -> ExitCode {
-    eprintln!("tcpproxy-test fuzz: not available yet");
-    ExitCode::from(crate::EXIT_HARNESS)
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+use self::cli::{FuzzConfig, Mode, Parsed};
+use self::oracle::Violation;
+use self::peers::{Limits, Record};
+use self::schedule::Case;
+use self::target::{Target, TargetError};
+use crate::harness;
+use crate::{EXIT_FAILED, EXIT_HARNESS, EXIT_INTERRUPTED, EXIT_PASSED, EXIT_USAGE};
+
+/// Schedules that once exposed a bug, run before the random cases of every run. Each is already
+/// minimal; add a failure's saved schedule here to keep it.
+pub const REGRESSIONS: &str = include_str!("../../fuzz-regressions.txt");
+/// Where [`REGRESSIONS`] lives, for messages.
+pub const REGRESSIONS_PATH: &str = "tcpproxy-test/fuzz-regressions.txt";
+
+/// Unscaled deadlines. Each is long beside what loopback needs (milliseconds): they decide
+/// only that something never happens, never that it was slow.
+const CONNECT_WITHIN: Duration = Duration::from_secs(10);
+const QUIET_LIMIT: Duration = Duration::from_secs(5);
+const CLOSE_WITHIN: Duration = Duration::from_secs(5);
+const CASE_BACKSTOP: Duration = Duration::from_secs(60);
+const READY_WITHIN: Duration = Duration::from_secs(5);
+
+pub fn main_with_args(args: Vec<OsString>) -> ExitCode {
+    let config = match cli::parse(args) {
+        Parsed::Run(c) => *c,
+        Parsed::Info(text) => {
+            let _ = std::io::stdout().write_all(text.as_bytes());
+            return ExitCode::SUCCESS;
+        }
+        Parsed::Usage(msg) => {
+            eprintln!("tcpproxy-test fuzz: {msg}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("tcpproxy-test fuzz: cannot start the async runtime: {e}");
+            return ExitCode::from(EXIT_HARNESS);
+        }
+    };
+    let code = runtime.block_on(async {
+        tokio::select! {
+            code = run(config) => code,
+            _ = tokio::signal::ctrl_c() => {
+                harness::kill_all_groups();
+                eprintln!("tcpproxy-test fuzz: interrupted; every proxy started was killed");
+                EXIT_INTERRUPTED
+            }
+        }
+    });
+    runtime.shutdown_background();
+    ExitCode::from(code)
+}
+
+/// Where a case came from: says how to name it, replay it, and whether it can shrink.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// The k-th (from 1) committed regression schedule.
+    Regression(usize),
+    /// Case `index` of `seed`: generated, so it can shrink.
+    Random { seed: u64, index: u64 },
+    /// The k-th (from 1) schedule of the `--replay` file.
+    Replay(usize),
+}
+
+impl std::fmt::Display for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Origin::Regression(k) => write!(f, "regression {k}"),
+            Origin::Random { index, .. } => write!(f, "case {index}"),
+            Origin::Replay(k) => write!(f, "schedule {k}"),
+        }
+    }
+}
+
+#[derive(Clone)]
+struct Job {
+    origin: Origin,
+    case: Case,
+}
+
+/// One case run through both proxies and judged.
+pub struct Outcome {
+    origin: Origin,
+    case: Case,
+    proxy: Record,
+    reference: Record,
+    verdict: Result<(), Violation>,
+    reference_verdict: Result<(), Violation>,
+}
+
+/// Why a run stopped before every case passed.
+enum Stop {
+    Found(Box<Outcome>),
+    /// The reference proxy failed a case twice, or died: the fuzzer cannot judge.
+    Harness(String),
+}
+
+/// What the passing cases added up to.
+#[derive(Default)]
+pub struct Totals {
+    regressions: usize,
+    cases: usize,
+    connections: usize,
+    bytes: usize,
+    /// Cases not started because the time limit came first.
+    skipped: usize,
+    /// Differences the contract allows: (origin, what).
+    info: Vec<(Origin, String)>,
+}
+
+/// The run: both proxies, the deadlines, the clock.
+pub struct Fuzzer {
+    config: FuzzConfig,
+    proxy: Arc<Target>,
+    reference: Arc<Target>,
+    limits: Limits,
+    started: Instant,
+}
+
+async fn run(config: FuzzConfig) -> u8 {
+    harness::become_subreaper();
+    harness::raise_descriptor_limit();
+    let started = Instant::now();
+    let scale = |d: Duration| d.mul_f64(config.timeout_scale);
+    let limits = Limits {
+        connect: scale(CONNECT_WITHIN),
+        quiet: scale(QUIET_LIMIT),
+        close: scale(CLOSE_WITHIN),
+        backstop: scale(CASE_BACKSTOP),
+    };
+    let jobs = match jobs(&config) {
+        Ok(j) => j,
+        Err(msg) => {
+            eprintln!("tcpproxy-test fuzz: {msg}");
+            return EXIT_HARNESS;
+        }
+    };
+    let ready = scale(READY_WITHIN);
+    let (proxy, reference) = tokio::join!(
+        Target::start("PROXY", config.proxy.clone(), ready),
+        Target::start("the reference proxy", config.reference.clone(), ready)
+    );
+    let (proxy, reference) = match (proxy, reference) {
+        (Ok(p), Ok(r)) => (Arc::new(p), Arc::new(r)),
+        (p, r) => {
+            let code = match (&p, &r) {
+                (_, Err(TargetError::Harness(m) | TargetError::Proxy(m))) => {
+                    eprintln!("tcpproxy-test fuzz: cannot start the reference proxy: {m}");
+                    EXIT_HARNESS
+                }
+                (Err(TargetError::Harness(m)), _) => {
+                    eprintln!("tcpproxy-test fuzz: the harness could not run: {m}");
+                    EXIT_HARNESS
+                }
+                (Err(TargetError::Proxy(m)), _) => {
+                    println!("FAILED: PROXY did not start: {m}");
+                    EXIT_FAILED
+                }
+                (Ok(_), Ok(_)) => unreachable!("handled above"),
+            };
+            for t in [p, r].into_iter().flatten() {
+                t.stop().await;
+            }
+            return code;
+        }
+    };
+    let fuzzer = Fuzzer {
+        config,
+        proxy,
+        reference,
+        limits,
+        started,
+    };
+    output::header(&fuzzer.config, &jobs);
+    let code = match fuzzer.run_all(jobs).await {
+        Ok(totals) => {
+            output::passed(&fuzzer, &totals);
+            EXIT_PASSED
+        }
+        Err(Stop::Found(outcome)) => {
+            fuzzer.report(*outcome).await;
+            EXIT_FAILED
+        }
+        Err(Stop::Harness(msg)) => {
+            let _ = std::io::stdout().flush();
+            eprintln!("tcpproxy-test fuzz: {msg}");
+            EXIT_HARNESS
+        }
+    };
+    tokio::join!(fuzzer.proxy.stop(), fuzzer.reference.stop());
+    code
+}
+
+/// The cases of a run, in order: the committed regressions first (random runs only).
+fn jobs(config: &FuzzConfig) -> Result<Vec<Job>, String> {
+    let mut jobs = Vec::new();
+    match &config.mode {
+        Mode::Random { seed, cases } => {
+            if config.regressions {
+                let committed = schedule::parse_cases(REGRESSIONS)
+                    .map_err(|e| format!("{REGRESSIONS_PATH} does not parse: {e}"))?;
+                jobs.extend(committed.into_iter().enumerate().map(|(k, case)| Job {
+                    origin: Origin::Regression(k + 1),
+                    case,
+                }));
+            }
+            jobs.extend((0..u64::from(*cases)).map(|index| Job {
+                origin: Origin::Random { seed: *seed, index },
+                case: strategy::case_tree(*seed, index).current(),
+            }));
+        }
+        Mode::One { seed, index } => jobs.push(Job {
+            origin: Origin::Random {
+                seed: *seed,
+                index: *index,
+            },
+            case: strategy::case_tree(*seed, *index).current(),
+        }),
+        Mode::Replay { cases, .. } => {
+            jobs.extend(cases.iter().enumerate().map(|(k, case)| Job {
+                origin: Origin::Replay(k + 1),
+                case: case.clone(),
+            }));
+        }
+    }
+    // Copies of a case follow it, so they run at once.
+    Ok(jobs
+        .into_iter()
+        .flat_map(|j| std::iter::repeat_n(j, config.repeat as usize))
+        .collect())
+}
+
+impl Fuzzer {
+    /// Runs the jobs, `--jobs` at a time, until one fails, all pass, or time is up.
+    async fn run_all(&self, jobs: Vec<Job>) -> Result<Totals, Stop> {
+        let mut totals = Totals::default();
+        let mut queue = jobs.into_iter();
+        let mut running = JoinSet::new();
+        loop {
+            while running.len() < self.config.jobs {
+                if self.started.elapsed() >= self.config.time_limit {
+                    totals.skipped = queue.len();
+                    break;
+                }
+                let Some(job) = queue.next() else { break };
+                let (proxy, reference) = (self.proxy.clone(), self.reference.clone());
+                running.spawn(run_job(proxy, reference, job, self.limits));
+            }
+            let Some(joined) = running.join_next().await else {
+                break;
+            };
+            let mut outcome = match joined {
+                Ok(o) => o,
+                Err(e) => return Err(Stop::Harness(format!("a case crashed the fuzzer: {e}"))),
+            };
+            if let Err(v) = &outcome.reference_verdict {
+                // The reference keeps the contract; a failure is load or a harness bug. Once
+                // more alone, and only then believe it.
+                if let Err(TargetError::Harness(m) | TargetError::Proxy(m)) =
+                    self.reference.ensure_running().await
+                {
+                    return Err(Stop::Harness(format!(
+                        "the reference proxy died and cannot be restarted: {m}"
+                    )));
+                }
+                let again = self.run_alone(&self.reference, &outcome.case).await;
+                if let Err(v2) = oracle::judge(&outcome.case, &again) {
+                    running.abort_all();
+                    return Err(Stop::Harness(format!(
+                        "the reference proxy failed {} twice, so the fuzzer cannot judge it (a harness bug, or a host too loaded: try --timeout-scale 3): {}; then: {}\n{}",
+                        outcome.origin, v.summary, v2.summary, outcome.case
+                    )));
+                }
+                outcome.reference = again;
+                outcome.reference_verdict = Ok(());
+            }
+            if outcome.verdict.is_err() {
+                running.abort_all();
+                while running.join_next().await.is_some() {}
+                return Err(Stop::Found(Box::new(outcome)));
+            }
+            output::case_passed(&self.config, &outcome);
+            match outcome.origin {
+                Origin::Regression(_) => totals.regressions += 1,
+                _ => totals.cases += 1,
+            }
+            totals.connections += outcome.case.connections.len();
+            totals.bytes += outcome.case.total_bytes();
+            totals.info.extend(
+                oracle::differences(&outcome.case, &outcome.proxy, &outcome.reference)
+                    .into_iter()
+                    .map(|d| (outcome.origin, d)),
+            );
+        }
+        Ok(totals)
+    }
+
+    /// `case` through one proxy with nothing else running, judged as usual.
+    async fn run_alone(&self, target: &Target, case: &Case) -> Record {
+        let mut rec = peers::run(target, case, self.limits).await;
+        rec.proxy_died = target.died().await;
+        rec
+    }
+
+    /// `copies` runs of `case` at once through the proxy under test; the first failure, if any.
+    async fn run_copies(&self, case: &Case, copies: usize) -> Option<Violation> {
+        let mut set = JoinSet::new();
+        for _ in 0..copies {
+            let (proxy, case, limits) = (self.proxy.clone(), case.clone(), self.limits);
+            set.spawn(
+                async move { oracle::judge(&case, &peers::run(&proxy, &case, limits).await) },
+            );
+        }
+        let verdicts = set.join_all().await;
+        let died = self.proxy.died().await;
+        let mut rec = Record::default();
+        if died.is_some() {
+            rec.proxy_died = died;
+            return oracle::judge(case, &rec).err();
+        }
+        verdicts.into_iter().find_map(Result::err)
+    }
+
+    /// Shrinks a failure if it can, checks the minimal schedule against the reference, saves it
+    /// and prints the report.
+    async fn report(&self, found: Outcome) {
+        let violation = found
+            .verdict
+            .clone()
+            .expect_err("only failures are reported");
+        output::found(&found.origin, &violation);
+        let shrunk = match found.origin {
+            Origin::Random { seed, index } => {
+                shrink::shrink(self, seed, index, &found.case, violation).await
+            }
+            Origin::Regression(_) | Origin::Replay(_) => shrink::Shrunk::as_is(
+                found.case.clone(),
+                violation,
+                "a saved schedule: not shrunk further",
+            ),
+        };
+        let reference_note = if self.reference.ensure_running().await.is_err() {
+            "the reference proxy could not be restarted to check this schedule".to_string()
+        } else {
+            let r = self.run_alone(&self.reference, &shrunk.case).await;
+            match oracle::judge(&shrunk.case, &r) {
+                Ok(()) => "the reference proxy passes this schedule".to_string(),
+                Err(v) => format!(
+                    "the reference proxy fails this schedule too, so suspect the harness or the host: {}",
+                    v.summary
+                ),
+            }
+        };
+        let describe = self.proxy.describe().await;
+        output::failure(self, &found.origin, &shrunk, &reference_note, &describe);
+    }
+}
+
+async fn run_job(proxy: Arc<Target>, reference: Arc<Target>, job: Job, limits: Limits) -> Outcome {
+    let (mut p, mut r) = tokio::join!(
+        peers::run(&proxy, &job.case, limits),
+        peers::run(&reference, &job.case, limits)
+    );
+    p.proxy_died = proxy.died().await;
+    r.proxy_died = reference.died().await;
+    Outcome {
+        verdict: oracle::judge(&job.case, &p),
+        reference_verdict: oracle::judge(&job.case, &r),
+        origin: job.origin,
+        case: job.case,
+        proxy: p,
+        reference: r,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::schedule::Connection;
+    use super::*;
+
+    #[test]
+    fn the_committed_regressions_parse() {
+        let cases = schedule::parse_cases(REGRESSIONS).unwrap();
+        for c in &cases {
+            let mut n = c.clone();
+            n.connections.iter_mut().for_each(Connection::normalize);
+            assert_eq!(&n, c, "a committed schedule is already normal");
+        }
+    }
 }

@@ -1,0 +1,357 @@
+//! The fuzzer's command line: `tcpproxy-test fuzz [OPTIONS] [PROXY [PROXY_ARGS...]]`, its
+//! defaults and checks, turned into a validated [`FuzzConfig`] before anything runs.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::Parser;
+
+use super::schedule::{Case, parse_cases};
+use crate::cli::{REFERENCE_SUBCOMMAND, resolve};
+use crate::harness::ProxyCommand;
+
+/// Cases generated when `--cases` is not given.
+pub const CASES: u32 = 64;
+/// Cases run at once (each through both proxies, each of up to three connections).
+pub const JOBS: u32 = 4;
+/// The bound on a whole run, shrinking included.
+pub const TIME_LIMIT: Duration = Duration::from_secs(600);
+/// The bound on shrinking one failure.
+pub const SHRINK_TIME: Duration = Duration::from_secs(60);
+/// The reference proxy's stall timeout: long, so no schedule can make it abort a pair.
+pub const REFERENCE_STALL_TIMEOUT: &str = "60";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "tcpproxy-test fuzz",
+    version,
+    about = "Random read/write/shutdown schedules through PROXY and the reference proxy side by side",
+    long_about = "Random read/write/shutdown schedules through PROXY and the reference proxy side by side.\n\n\
+        Each case opens up to three connections at once through one long-lived instance of PROXY\n\
+        (spawned as `PROXY [PROXY_ARGS...] 127.0.0.1 DEST_PORT LISTEN_PORT`), and the same case\n\
+        through the bundled reference proxy. A case fails when PROXY breaks the contract: bytes\n\
+        differ, an EOF comes early, late or never, a pair is left open, or a connection is reset.\n\
+        The first failure is shrunk to a minimal schedule, printed with a command that replays it.\n\
+        Without PROXY, fuzzes the bundled reference proxy.\n\n\
+        Give PROXY a stall timeout of 5 s or more: readers stall for up to 1.5 s.\n\n\
+        Exit status: 0 no failure, 1 a failure found, 2 usage error, 3 the harness could not run.",
+    after_help = "Examples:\n  tcpproxy-test fuzz ./tcpproxy\n  tcpproxy-test fuzz --seed 7 --cases 200 -- python3 proxy.py\n  tcpproxy-test fuzz --seed 7 --case 12 ./tcpproxy\n  tcpproxy-test fuzz --replay /tmp/tcpproxy-test-fuzz-7-12.txt ./tcpproxy"
+)]
+struct Args {
+    /// Random cases to run (after the committed regression schedules).
+    #[arg(long, value_name = "N", default_value_t = CASES)]
+    cases: u32,
+
+    /// Seed for the cases (ChaCha20); printed with every failure [default: random].
+    #[arg(long, value_name = "S")]
+    seed: Option<u64>,
+
+    /// Run only case I of --seed (and shrink it if it fails).
+    #[arg(long, value_name = "I", requires = "seed")]
+    case: Option<u64>,
+
+    /// Run the schedules in FILE (as a failure saves them) instead of random cases.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["seed", "case", "cases"])]
+    replay: Option<PathBuf>,
+
+    /// Cases run at once, each through both proxies.
+    #[arg(long, value_name = "N", default_value_t = JOBS, value_parser = clap::value_parser!(u32).range(1..=64))]
+    jobs: u32,
+
+    /// Stop starting cases after this many seconds; shrinking ends by then too.
+    #[arg(long, value_name = "SECS", default_value_t = TIME_LIMIT.as_secs_f64(), value_parser = parse_positive)]
+    time_limit: f64,
+
+    /// Shrink a failure for at most this many seconds.
+    #[arg(long, value_name = "SECS", default_value_t = SHRINK_TIME.as_secs_f64(), value_parser = parse_non_negative)]
+    shrink_time: f64,
+
+    /// Stretch every deadline by this factor, for slow or loaded hosts.
+    #[arg(long, value_name = "F", default_value_t = 1.0, value_parser = parse_positive)]
+    timeout_scale: f64,
+
+    /// Run every case N times (copies run at once, up to --jobs): for failures that show only
+    /// now and then.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    repeat: u32,
+
+    /// Skip the committed regression schedules that otherwise run first.
+    #[arg(long)]
+    no_regressions: bool,
+
+    /// Where to save the minimal failing schedule [default: a file in the temp directory].
+    #[arg(long, value_name = "FILE")]
+    save: Option<PathBuf>,
+
+    /// A line per case.
+    #[arg(short, long)]
+    verbose: bool,
+
+    /// The proxy to test (a path, or a command on PATH) and arguments to put before its three
+    /// positional arguments.
+    #[arg(
+        value_name = "PROXY",
+        trailing_var_arg = true,
+        allow_hyphen_values = true
+    )]
+    proxy: Vec<OsString>,
+}
+
+/// What a run does.
+#[derive(Debug, Clone)]
+pub enum Mode {
+    /// Cases 0..`cases` of `seed`.
+    Random { seed: u64, cases: u32 },
+    /// Case `index` of `seed` alone.
+    One { seed: u64, index: u64 },
+    /// The schedules of a file.
+    Replay { path: PathBuf, cases: Vec<Case> },
+}
+
+/// A validated fuzz run.
+#[derive(Debug, Clone)]
+pub struct FuzzConfig {
+    pub proxy: ProxyCommand,
+    /// PROXY as the user wrote it (empty for the bundled reference), for the replay command.
+    pub proxy_words: Vec<OsString>,
+    pub reference: ProxyCommand,
+    /// This executable as invoked, for the replay command.
+    pub program: OsString,
+    pub mode: Mode,
+    pub jobs: usize,
+    /// Runs of every case.
+    pub repeat: u32,
+    pub time_limit: Duration,
+    pub shrink_time: Duration,
+    pub timeout_scale: f64,
+    pub regressions: bool,
+    pub save: Option<PathBuf>,
+    pub verbose: bool,
+}
+
+#[derive(Debug)]
+pub enum Parsed {
+    Run(Box<FuzzConfig>),
+    /// `--help`, `--version`: print and exit 0.
+    Info(String),
+    /// One line for stderr, exit 2.
+    Usage(String),
+}
+
+/// Parses `tcpproxy-test fuzz ...`: `args[0]` is the program, `args[1]` is `fuzz`.
+pub fn parse(args: Vec<OsString>) -> Parsed {
+    let program = args
+        .first()
+        .cloned()
+        .unwrap_or_else(|| "tcpproxy-test".into());
+    let a = match Args::try_parse_from(args.into_iter().skip(1)) {
+        Ok(a) => a,
+        Err(e) => {
+            return match e.kind() {
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => {
+                    Parsed::Info(e.render().to_string())
+                }
+                _ => {
+                    let text = e.render().to_string();
+                    let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
+                    let first = lines.next().unwrap_or("invalid arguments");
+                    let mut line = first.strip_prefix("error: ").unwrap_or(first).to_string();
+                    // `...were not provided:` names the arguments on the next line.
+                    if line.ends_with(':') {
+                        if let Some(next) = lines.next() {
+                            line = format!("{line} {next}");
+                        }
+                    }
+                    Parsed::Usage(format!("{line} (see --help)"))
+                }
+            };
+        }
+    };
+    let exe = match std::env::current_exe() {
+        Ok(exe) => exe,
+        Err(e) => {
+            return Parsed::Usage(format!(
+                "cannot find this executable to run the reference proxy: {e}"
+            ));
+        }
+    };
+    let reference = ProxyCommand {
+        program: exe,
+        args: vec![
+            REFERENCE_SUBCOMMAND.into(),
+            "--stall-timeout".into(),
+            REFERENCE_STALL_TIMEOUT.into(),
+        ],
+    };
+    let proxy = match a.proxy.split_first() {
+        None => reference.clone(),
+        Some((program, rest)) => match resolve(Path::new(program)) {
+            Ok(path) => ProxyCommand {
+                program: path,
+                args: rest.to_vec(),
+            },
+            Err(msg) => return Parsed::Usage(msg),
+        },
+    };
+    let mode = match (a.replay, a.seed, a.case) {
+        (Some(path), _, _) => match read_schedules(&path) {
+            Ok(cases) => Mode::Replay { path, cases },
+            Err(msg) => return Parsed::Usage(msg),
+        },
+        (None, Some(seed), Some(index)) => Mode::One { seed, index },
+        (None, seed, _) => Mode::Random {
+            seed: seed.unwrap_or_else(rand::random),
+            cases: a.cases,
+        },
+    };
+    Parsed::Run(Box::new(FuzzConfig {
+        proxy,
+        proxy_words: a.proxy,
+        reference,
+        program,
+        mode,
+        jobs: a.jobs as usize,
+        repeat: a.repeat,
+        time_limit: Duration::from_secs_f64(a.time_limit),
+        shrink_time: Duration::from_secs_f64(a.shrink_time),
+        timeout_scale: a.timeout_scale,
+        regressions: !a.no_regressions,
+        save: a.save,
+        verbose: a.verbose,
+    }))
+}
+
+/// The schedules of a replay file, or one line saying why there are none.
+pub fn read_schedules(path: &Path) -> Result<Vec<Case>, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read the schedule file {}: {e}", path.display()))?;
+    let cases =
+        parse_cases(&text).map_err(|e| format!("the schedule file {}: {e}", path.display()))?;
+    if cases.is_empty() {
+        return Err(format!(
+            "the schedule file {} holds no `case`",
+            path.display()
+        ));
+    }
+    Ok(cases)
+}
+
+fn parse_positive(s: &str) -> Result<f64, String> {
+    let v = parse_non_negative(s)?;
+    if v == 0.0 {
+        return Err(format!("expected a number greater than 0, got {s}"));
+    }
+    Ok(v)
+}
+
+fn parse_non_negative(s: &str) -> Result<f64, String> {
+    let v: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("expected a number, got '{s}'"))?;
+    if !v.is_finite() || !(0.0..=86_400.0).contains(&v) {
+        return Err(format!("expected a number from 0 to 86400, got {s}"));
+    }
+    Ok(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_strs(args: &[&str]) -> Parsed {
+        parse(
+            ["tcpproxy-test", "fuzz"]
+                .iter()
+                .chain(args)
+                .map(OsString::from)
+                .collect(),
+        )
+    }
+
+    fn run(args: &[&str]) -> FuzzConfig {
+        match parse_strs(args) {
+            Parsed::Run(c) => *c,
+            other => panic!("expected a run for {args:?}, got {other:?}"),
+        }
+    }
+
+    fn usage(args: &[&str]) -> String {
+        match parse_strs(args) {
+            Parsed::Usage(m) => m,
+            other => panic!("expected a usage error for {args:?}, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn defaults_fuzz_the_reference_with_random_seed_and_64_cases() {
+        let c = run(&[]);
+        assert!(c.proxy_words.is_empty());
+        assert_eq!(c.proxy.args[0], REFERENCE_SUBCOMMAND);
+        assert!(matches!(c.mode, Mode::Random { cases: 64, .. }));
+        assert_eq!((c.jobs, c.repeat, c.regressions), (4, 1, true));
+        assert_eq!(c.shrink_time, SHRINK_TIME);
+        assert_eq!(c.program, "tcpproxy-test");
+    }
+
+    #[test]
+    fn seed_and_case_select_one_case() {
+        let c = run(&["--seed", "7", "--case", "12"]);
+        assert!(matches!(c.mode, Mode::One { seed: 7, index: 12 }));
+        assert!(usage(&["--case", "12"]).contains("--seed"));
+    }
+
+    #[test]
+    fn proxy_args_come_after_the_proxy_with_or_without_dashes() {
+        let c = run(&["--jobs", "2", "sh", "-c", "exit 0"]);
+        assert_eq!(c.jobs, 2);
+        assert!(c.proxy.program.ends_with("sh"));
+        assert_eq!(c.proxy.args, ["-c", "exit 0"]);
+        let c = run(&["--", "sh", "--cases", "3"]);
+        assert_eq!(c.proxy.args, ["--cases", "3"]);
+        assert!(matches!(c.mode, Mode::Random { cases: 64, .. }));
+    }
+
+    #[test]
+    fn a_replay_file_is_read_before_anything_runs() {
+        let dir = std::env::temp_dir().join(format!("fuzz-cli-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let good = dir.join("good.txt");
+        std::fs::write(
+            &good,
+            "case\n connection\n  client->server: write 3; shutdown after-last-byte; reader eager\n  server->client: no-writes; shutdown at-start; reader eager\n",
+        )
+        .unwrap();
+        let c = run(&["--replay", good.to_str().unwrap()]);
+        assert!(matches!(&c.mode, Mode::Replay { cases, .. } if cases.len() == 1));
+        let bad = dir.join("bad.txt");
+        std::fs::write(&bad, "case\n nonsense\n").unwrap();
+        assert!(usage(&["--replay", bad.to_str().unwrap()]).contains("line 2"));
+        assert!(
+            usage(&["--replay", dir.join("missing").to_str().unwrap()]).contains("cannot read")
+        );
+        assert!(
+            usage(&["--replay", good.to_str().unwrap(), "--seed", "1"])
+                .contains("cannot be used with")
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn bad_numbers_and_proxies_are_usage_errors() {
+        for args in [
+            &["--cases", "x"][..],
+            &["--jobs", "0"],
+            &["--repeat", "0"],
+            &["--time-limit", "0"],
+            &["--shrink-time", "-1"],
+            &["--timeout-scale", "0"],
+            &["--seed", "-3"],
+            &["./no/such/proxy"],
+        ] {
+            usage(args);
+        }
+        assert!(matches!(run(&["--shrink-time", "0"]).shrink_time, d if d.is_zero()));
+    }
+}

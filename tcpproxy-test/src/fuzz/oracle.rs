@@ -1,0 +1,604 @@
+//! The oracle: the proxy contract, judged on what the peers saw, never on how long it took.
+//!
+//! Per direction, the bytes received equal the bytes sent (length and hash, with the first
+//! differing offset); the EOF comes exactly when the sender shut down, after its last byte, and
+//! never where the sender kept its write half open; the proxy closes a pair once both directions
+//! are done; and nothing is reset, since no schedule aborts. The only deadlines are generous
+//! ones for liveness: a case in which nothing moves for seconds while something is still owed.
+//!
+//! Differences between two proxies that both keep the contract are information, not failures.
+
+use std::time::Duration;
+
+use super::peers::{FlowRecord, Record};
+use super::schedule::{Case, Dir, Shutdown};
+use crate::check;
+
+/// A broken contract: one line, details, and a hint naming the likely bug.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Violation {
+    pub summary: String,
+    pub details: Vec<String>,
+    pub hint: Option<String>,
+}
+
+impl Violation {
+    fn new(summary: impl Into<String>) -> Violation {
+        Violation {
+            summary: summary.into(),
+            details: vec![],
+            hint: None,
+        }
+    }
+
+    fn hint(mut self, hint: impl Into<String>) -> Violation {
+        self.hint = Some(hint.into());
+        self
+    }
+
+    fn details(mut self, lines: impl IntoIterator<Item = String>) -> Violation {
+        self.details.extend(lines);
+        self
+    }
+}
+
+fn other(dir: Dir) -> Dir {
+    match dir {
+        Dir::Up => Dir::Down,
+        Dir::Down => Dir::Up,
+    }
+}
+
+fn name(conn: usize, dir: Dir) -> String {
+    format!("connection {}, {dir}", conn + 1)
+}
+
+/// Judges one run of `case`: the first broken rule, most specific first.
+pub fn judge(case: &Case, rec: &Record) -> Result<(), Violation> {
+    if let Some(msg) = &rec.setup_error {
+        return Err(Violation::new(msg.clone())
+            .hint("the proxy must accept every client and connect it to the destination at once"));
+    }
+    let flows = || {
+        rec.conns.iter().enumerate().flat_map(|(i, c)| {
+            Dir::BOTH
+                .into_iter()
+                .map(move |d| (i, d, &c.flows[d.index()]))
+        })
+    };
+    let mut found = None;
+    for (i, d, f) in flows() {
+        if let Some(v) = wrong_bytes(i, d, f) {
+            found = Some(v);
+            break;
+        }
+    }
+    if found.is_none() {
+        for (i, d, f) in flows() {
+            let never = case.connections[i].flow(d).shutdown == Shutdown::Never;
+            if let Some(v) = wrong_end(i, d, f, never) {
+                found = Some(v);
+                break;
+            }
+        }
+    }
+    if found.is_none() {
+        if let Some(quiet) = rec.quiet_for.or(rec.backstop) {
+            found = Some(stuck(case, rec, quiet));
+        }
+    }
+    if found.is_none() {
+        for (i, c) in rec.conns.iter().enumerate() {
+            if !c.lingering.is_empty() {
+                let states: Vec<String> = c
+                    .lingering
+                    .iter()
+                    .map(|(e, st)| format!("127.0.0.1:{} <-> :{} in {st}", e.local, e.remote))
+                    .collect();
+                found = Some(
+                    Violation::new(format!(
+                        "connection {}: both directions were done, but the proxy still held {} of the pair's sockets afterwards ({})",
+                        i + 1,
+                        c.lingering.len(),
+                        states.join(", ")
+                    ))
+                    .hint("the proxy does not close a pair once EOF has gone both ways: it leaks descriptors"),
+                );
+                break;
+            }
+            if let Some(e) = c.pending_errors.first() {
+                found = Some(
+                    Violation::new(format!(
+                        "connection {}: a socket of ours held a pending error after the case ({e}), though no side aborted",
+                        i + 1
+                    ))
+                    .hint("the proxy reset the connection (RST) instead of closing it with FIN"),
+                );
+                break;
+            }
+        }
+    }
+    match (found, &rec.proxy_died) {
+        (None, None) => Ok(()),
+        (found, Some((how, last_words))) => {
+            let mut v = Violation::new(format!("the proxy died during the case ({how})"));
+            if let Some(f) = found {
+                v.details.push(format!("before that: {}", f.summary));
+            }
+            Err(v.details(last_words.iter().cloned()))
+        }
+        (Some(v), None) => Err(v),
+    }
+}
+
+/// Bytes that differ from what was sent, or bytes beyond it.
+fn wrong_bytes(conn: usize, dir: Dir, f: &FlowRecord) -> Option<Violation> {
+    let m = check::compare(&f.sent, &f.got)?;
+    let common = f.sent.len().min(f.got.len());
+    let extra = f.received > f.sent.len();
+    if m.offset >= common && !extra {
+        // A prefix of what was sent: missing bytes, judged with the EOF.
+        return None;
+    }
+    let summary = if f.received > f.got.len() {
+        format!(
+            "{} ({} bytes): got at least {} bytes, of {} sent; {} at offset {}",
+            name(conn, dir),
+            f.sent.len(),
+            f.received,
+            f.sent.len(),
+            if m.offset < common {
+                "first difference"
+            } else {
+                "extra bytes start"
+            },
+            m.offset
+        )
+    } else {
+        format!(
+            "{} ({} bytes): {}",
+            name(conn, dir),
+            f.sent.len(),
+            m.summary()
+        )
+    };
+    let mut v = Violation::new(summary).details(m.details());
+    if let Some(h) = check::explain(&f.sent, &f.got, m.offset) {
+        v = v.hint(h);
+    } else if extra {
+        v = v.hint("the proxy delivered more bytes than were sent: it writes some bytes twice");
+    }
+    Some(v)
+}
+
+/// Resets, and EOFs that come too early, too short, or where none may come.
+fn wrong_end(conn: usize, dir: Dir, f: &FlowRecord, never_shut: bool) -> Option<Violation> {
+    let who = name(conn, dir);
+    let (sender, receiver) = (dir.sender(), dir.receiver());
+    if let Some(e) = &f.read_error {
+        let v = Violation::new(format!(
+            "{who}: the {receiver}'s read failed after {} of {} bytes: {e}; no side aborted",
+            f.received,
+            f.sent.len()
+        ));
+        return Some(if f.read_reset {
+            v.hint("the proxy reset the connection though both peers were well behaved")
+        } else {
+            v
+        });
+    }
+    if let Some(e) = &f.write_error {
+        return Some(
+            Violation::new(format!(
+                "{who}: the {sender}'s write failed after {} of {} bytes: {e}; no side aborted",
+                f.written,
+                f.sent.len()
+            ))
+            .hint("the proxy closed or reset the connection while the sender was still sending"),
+        );
+    }
+    if f.eof_before_shutdown {
+        let when = if never_shut {
+            "though it never shuts down"
+        } else {
+            "before it did"
+        };
+        return Some(
+            Violation::new(format!(
+                "{who}: EOF reached the {receiver} after {} of {} bytes, but the {sender} had not shut down its write half ({when})",
+                f.received,
+                f.sent.len()
+            ))
+            .hint("the proxy ends a pair early: it closes both directions when one ends, or on its own"),
+        );
+    }
+    if f.eof_at.is_some() && f.received < f.sent.len() {
+        let v = Violation::new(format!(
+            "{who}: EOF reached the {receiver} after only {} of {} bytes",
+            f.received,
+            f.sent.len()
+        ))
+        .details(
+            check::compare(&f.sent, &f.got)
+                .map(|m| m.details())
+                .unwrap_or_default(),
+        );
+        return Some(v.hint(format!(
+            "the last {} bytes never arrived, and EOF did: the proxy discards what it still holds when EOF arrives instead of writing it out first",
+            f.sent.len() - f.received
+        )));
+    }
+    None
+}
+
+/// Nothing moved for `quiet` while something was still owed: says what each unfinished
+/// direction was waiting for, and names the likely bug from the first.
+fn stuck(case: &Case, rec: &Record, quiet: Duration) -> Violation {
+    let mut lines = Vec::new();
+    let mut hint = None;
+    for (i, c) in rec.conns.iter().enumerate() {
+        for d in Dir::BOTH {
+            let f = &c.flows[d.index()];
+            let never = case.connections[i].flow(d).shutdown == Shutdown::Never;
+            let done = if never {
+                f.writes_done && f.received >= f.sent.len()
+            } else {
+                f.eof_at.is_some()
+            };
+            if done {
+                continue;
+            }
+            let (sender, receiver) = (d.sender(), d.receiver());
+            let mut line = if f.sent.is_empty() {
+                format!("{}: the {sender} sent nothing", name(i, d))
+            } else {
+                format!(
+                    "{}: the {sender} wrote {} of {} bytes",
+                    name(i, d),
+                    f.written,
+                    f.sent.len()
+                )
+            };
+            if let Some(at) = f.shut_at {
+                let ago = rec.elapsed.saturating_sub(at).as_secs_f64();
+                line.push_str(&format!(
+                    " and shut down its write half {ago:.1}s before the end"
+                ));
+            }
+            let waits = case.connections[i].flow(d).awaits_peer_eof()
+                && c.flows[other(d).index()].eof_at.is_none();
+            // The likeliest bug, most specific first: a missing EOF, bytes held back, a
+            // sender the proxy stopped reading from.
+            let (rank, why) = if f.received == f.sent.len() && f.shut_at.is_some() {
+                if f.sent.is_empty() {
+                    line.push_str(&format!(", but no EOF reached the {receiver}"));
+                } else {
+                    line.push_str(&format!(
+                        "; the {receiver} read all {}, but no EOF followed",
+                        f.received
+                    ));
+                }
+                (
+                    0,
+                    format!(
+                        "the proxy does not forward the {sender}'s EOF (no shutdown(SHUT_WR) towards the {receiver} after the {sender}'s EOF)"
+                    ),
+                )
+            } else if f.received < f.written {
+                line.push_str(&format!("; the {receiver} read {}", f.received));
+                (
+                    1,
+                    format!(
+                        "the proxy holds {} bytes from the {sender} that it does not deliver",
+                        f.written - f.received
+                    ),
+                )
+            } else if waits {
+                line.push_str(&format!(
+                    "; the {receiver} read {} (the {sender} waits for the {receiver}'s EOF before writing on)",
+                    f.received
+                ));
+                (3, String::new())
+            } else if !f.writes_done {
+                line.push_str(&format!("; the {receiver} read {}", f.received));
+                (
+                    2,
+                    format!("the {sender} is blocked writing: the proxy stopped reading from it"),
+                )
+            } else {
+                line.push_str(&format!("; the {receiver} read {}", f.received));
+                (3, String::new())
+            };
+            if rank < 3 && hint.as_ref().is_none_or(|(r, _)| rank < *r) {
+                hint = Some((rank, why));
+            }
+            lines.push(line);
+        }
+    }
+    let first = lines.first().cloned().unwrap_or_default();
+    let what = if rec.backstop.is_some() {
+        format!("the case was not done after {:.1}s", quiet.as_secs_f64())
+    } else {
+        format!(
+            "nothing moved for {:.1}s while the case was not done",
+            quiet.as_secs_f64()
+        )
+    };
+    let mut v = Violation::new(format!("{what}: {first}")).details(lines.into_iter().skip(1));
+    v.hint = hint.map(|(_, h)| h);
+    v
+}
+
+/// Ways the proxy under test and the reference differed on one case that the contract allows:
+/// time taken, how much was in flight at once, how long an EOF took to arrive.
+pub fn differences(case: &Case, proxy: &Record, reference: &Record) -> Vec<String> {
+    const SLOWER: f64 = 3.0;
+    const SLOWER_BY: Duration = Duration::from_secs(1);
+    const MORE_IN_FLIGHT: usize = 4;
+    const IN_FLIGHT_BY: usize = 4 << 20;
+    let mut out = Vec::new();
+    if proxy.elapsed > reference.elapsed.mul_f64(SLOWER)
+        && proxy.elapsed > reference.elapsed + SLOWER_BY
+    {
+        out.push(format!(
+            "took {:.1}s through PROXY, {:.1}s through the reference",
+            proxy.elapsed.as_secs_f64(),
+            reference.elapsed.as_secs_f64()
+        ));
+    }
+    for (i, (p, r)) in proxy.conns.iter().zip(&reference.conns).enumerate() {
+        for d in Dir::BOTH {
+            let (p, r) = (&p.flows[d.index()], &r.flows[d.index()]);
+            if p.max_in_flight > r.max_in_flight * MORE_IN_FLIGHT
+                && p.max_in_flight > r.max_in_flight + IN_FLIGHT_BY
+            {
+                out.push(format!(
+                    "{}: up to {} bytes were in flight through PROXY at once, {} through the reference (it buffers more)",
+                    name(i, d),
+                    p.max_in_flight,
+                    r.max_in_flight
+                ));
+            }
+            // From the moment the EOF was due (the sender had shut down and the last byte was
+            // read) to its arrival: a pause of the reader's own can add at most its stall.
+            let eof_delay = |f: &FlowRecord| {
+                let due = f.shut_at?.max(f.last_byte_at.unwrap_or_default());
+                Some(f.eof_at?.saturating_sub(due))
+            };
+            if let (Some(pd), Some(rd)) = (eof_delay(p), eof_delay(r)) {
+                if pd > rd + SLOWER_BY && case.connections[i].flow(d).shutdown != Shutdown::Never {
+                    out.push(format!(
+                        "{}: the EOF arrived {:.1}s after the {} had shut down and its last byte had arrived through PROXY, {:.1}s through the reference (it forwards EOF late)",
+                        name(i, d),
+                        pd.as_secs_f64(),
+                        d.sender(),
+                        rd.as_secs_f64()
+                    ));
+                }
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::super::peers::ConnRecord;
+    use super::super::schedule::parse_cases;
+    use super::*;
+
+    fn one_connection(up: &str, down: &str) -> Case {
+        parse_cases(&format!(
+            "case\n connection\n  client->server: {up}\n  server->client: {down}\n"
+        ))
+        .unwrap()
+        .remove(0)
+    }
+
+    /// A direction that went exactly right: everything sent, shut down, read, then EOF.
+    fn clean(len: usize) -> FlowRecord {
+        let sent: Vec<u8> = (0..len).map(|i| (i * 7 % 251) as u8).collect();
+        FlowRecord {
+            got: sent.clone(),
+            sent: Arc::new(sent),
+            written: len,
+            writes_done: true,
+            shut_at: Some(Duration::from_millis(10)),
+            received: len,
+            eof_at: Some(Duration::from_millis(11)),
+            ..FlowRecord::default()
+        }
+    }
+
+    fn record(up: FlowRecord, down: FlowRecord) -> Record {
+        Record {
+            conns: vec![ConnRecord {
+                flows: [up, down],
+                ..ConnRecord::default()
+            }],
+            ..Record::default()
+        }
+    }
+
+    fn case() -> Case {
+        one_connection(
+            "write 100; shutdown after-last-byte; reader eager",
+            "write 50; shutdown after-last-byte; reader eager",
+        )
+    }
+
+    #[test]
+    fn a_clean_run_keeps_the_contract() {
+        assert_eq!(judge(&case(), &record(clean(100), clean(50))), Ok(()));
+    }
+
+    // ---- bytes ----
+
+    #[test]
+    fn a_changed_byte_is_found_with_its_offset() {
+        let mut up = clean(100);
+        up.got[60] ^= 1;
+        let v = judge(&case(), &record(up, clean(50))).unwrap_err();
+        assert!(
+            v.summary.starts_with("connection 1, client->server (100 bytes): got 100 of 100 bytes (hash differs); first difference at offset 60"),
+            "{}",
+            v.summary
+        );
+        assert!(v.hint.unwrap().contains("one byte was changed"));
+    }
+
+    #[test]
+    fn extra_bytes_are_a_failure_even_before_eof() {
+        let mut up = clean(100);
+        up.eof_at = None;
+        let again = up.got[..40].to_vec();
+        up.got.extend_from_slice(&again);
+        up.received = 140;
+        let v = judge(&case(), &record(up, clean(50))).unwrap_err();
+        assert!(
+            v.summary.contains("extra bytes start at offset 100"),
+            "{}",
+            v.summary
+        );
+    }
+
+    #[test]
+    fn a_short_prefix_alone_is_not_judged_as_bytes() {
+        // Missing bytes without an EOF: that is for the liveness check, not a byte mismatch.
+        let mut up = clean(100);
+        up.got.truncate(30);
+        up.received = 30;
+        up.eof_at = None;
+        assert_eq!(wrong_bytes(0, Dir::Up, &up), None);
+    }
+
+    // ---- ends ----
+
+    #[test]
+    fn an_eof_before_the_sender_shut_down_is_a_failure() {
+        let mut down = clean(50);
+        down.eof_before_shutdown = true;
+        down.shut_at = None;
+        let v = judge(&case(), &record(clean(100), down)).unwrap_err();
+        assert!(
+            v.summary
+                .contains("server had not shut down its write half"),
+            "{}",
+            v.summary
+        );
+    }
+
+    #[test]
+    fn an_early_eof_names_the_lost_tail() {
+        let mut up = clean(100);
+        up.got.truncate(70);
+        up.received = 70;
+        let v = judge(&case(), &record(up, clean(50))).unwrap_err();
+        assert!(
+            v.summary
+                .contains("EOF reached the server after only 70 of 100 bytes"),
+            "{}",
+            v.summary
+        );
+        assert!(v.hint.unwrap().contains("the last 30 bytes never arrived"));
+    }
+
+    #[test]
+    fn a_reset_is_a_failure() {
+        let mut down = clean(50);
+        down.read_error = Some("Connection reset by peer (os error 104)".into());
+        down.read_reset = true;
+        down.eof_at = None;
+        let v = judge(&case(), &record(clean(100), down)).unwrap_err();
+        assert!(v.summary.contains("client's read failed"), "{}", v.summary);
+        assert!(v.hint.unwrap().contains("reset"));
+    }
+
+    #[test]
+    fn a_missing_eof_is_named_when_nothing_moves() {
+        let c = one_connection(
+            "write 100; shutdown after-last-byte; reader eager",
+            "await-peer-eof, write 50; shutdown after-last-byte; reader eager",
+        );
+        let mut up = clean(100);
+        up.eof_at = None;
+        let mut down = FlowRecord {
+            sent: Arc::new(vec![0; 50]),
+            ..FlowRecord::default()
+        };
+        down.shut_at = None;
+        let mut rec = record(up, down);
+        rec.quiet_for = Some(Duration::from_secs(5));
+        rec.elapsed = Duration::from_secs(5);
+        let v = judge(&c, &rec).unwrap_err();
+        assert!(
+            v.summary.starts_with("nothing moved for 5.0s"),
+            "{}",
+            v.summary
+        );
+        assert!(
+            v.summary
+                .contains("the server read all 100, but no EOF followed"),
+            "{}",
+            v.summary
+        );
+        assert_eq!(
+            v.details,
+            [
+                "connection 1, server->client: the server wrote 0 of 50 bytes; the client read 0 (the server waits for the client's EOF before writing on)"
+            ]
+        );
+        assert!(
+            v.hint
+                .unwrap()
+                .contains("does not forward the client's EOF")
+        );
+    }
+
+    #[test]
+    fn a_pair_left_open_is_a_failure() {
+        let mut rec = record(clean(100), clean(50));
+        rec.conns[0].lingering = vec![(
+            super::super::sockets::Ends {
+                local: 4000,
+                remote: 5000,
+            },
+            "LAST-ACK",
+        )];
+        let v = judge(&case(), &rec).unwrap_err();
+        assert!(
+            v.summary.contains("still held 1 of the pair's sockets"),
+            "{}",
+            v.summary
+        );
+    }
+
+    #[test]
+    fn a_death_comes_first_and_keeps_what_was_seen() {
+        let mut up = clean(100);
+        up.read_error = Some("Connection reset by peer".into());
+        let mut rec = record(up, clean(50));
+        rec.proxy_died = Some(("killed by signal SIGSEGV".into(), vec![]));
+        let v = judge(&case(), &rec).unwrap_err();
+        assert_eq!(
+            v.summary,
+            "the proxy died during the case (killed by signal SIGSEGV)"
+        );
+        assert!(v.details[0].starts_with("before that: "));
+    }
+
+    // ---- differences ----
+
+    #[test]
+    fn a_late_eof_is_information_not_a_failure() {
+        let mut slow = clean(100);
+        slow.eof_at = Some(Duration::from_secs(3));
+        let p = record(slow, clean(50));
+        assert_eq!(judge(&case(), &p), Ok(()));
+        let d = differences(&case(), &p, &record(clean(100), clean(50)));
+        assert_eq!(d.len(), 1, "{d:?}");
+        assert!(d[0].contains("forwards EOF late"));
+    }
+}

@@ -1,0 +1,311 @@
+//! What the fuzzer prints: results on stdout (a header, a line per case with `--verbose`, the
+//! failure report or the summary), progress of a long shrink on stderr.
+
+use std::ffi::OsStr;
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::cli::{FuzzConfig, Mode};
+use super::oracle::Violation;
+use super::schedule::Case;
+use super::shrink::{FLAKY_REPEAT, Shrunk};
+use super::{Fuzzer, Job, Origin, Outcome, REGRESSIONS_PATH, Totals};
+
+/// Information lines printed at most; the rest are counted.
+const MAX_INFO: usize = 8;
+
+fn print(text: impl AsRef<str>) {
+    let mut out = std::io::stdout();
+    // A closed stdout (`| head`) must not panic; the exit code still tells.
+    let _ = writeln!(out, "{}", text.as_ref());
+    let _ = out.flush();
+}
+
+fn megabytes(bytes: usize) -> String {
+    format!("{:.1} MB", bytes as f64 / 1e6)
+}
+
+fn proxy_name(config: &FuzzConfig) -> String {
+    if config.proxy_words.is_empty() {
+        "the bundled reference proxy".to_string()
+    } else {
+        shell_words(&config.proxy_words)
+    }
+}
+
+/// Words as a shell would need them typed: plain words bare, the rest in single quotes.
+pub fn shell_words<S: AsRef<OsStr>>(words: &[S]) -> String {
+    words
+        .iter()
+        .map(|w| {
+            let w = w.as_ref().to_string_lossy();
+            let plain = !w.is_empty()
+                && w.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c));
+            if plain {
+                w.into_owned()
+            } else {
+                format!("'{}'", w.replace('\'', r"'\''"))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+pub(super) fn header(config: &FuzzConfig, jobs: &[Job]) {
+    let regressions = jobs
+        .iter()
+        .filter(|j| matches!(j.origin, Origin::Regression(_)))
+        .count();
+    let what = match &config.mode {
+        Mode::Random { seed, cases } => {
+            let extra = if regressions > 0 {
+                format!(" after {regressions} committed regression schedules")
+            } else {
+                String::new()
+            };
+            format!("seed {seed}, {cases} cases{extra}")
+        }
+        Mode::One { seed, index } => format!("seed {seed}, case {index} only"),
+        Mode::Replay { path, cases } => {
+            format!("{} schedules from {}", cases.len(), path.display())
+        }
+    };
+    print(format!(
+        "fuzzing {} beside the reference proxy: {what}, {} at a time",
+        proxy_name(config),
+        config.jobs
+    ));
+}
+
+pub(super) fn case_passed(config: &FuzzConfig, o: &Outcome) {
+    if config.verbose {
+        print(format!(
+            "{}: passed ({} connections, {}, {:.1}s; reference {:.1}s)",
+            o.origin,
+            o.case.connections.len(),
+            megabytes(o.case.total_bytes()),
+            o.proxy.elapsed.as_secs_f64(),
+            o.reference.elapsed.as_secs_f64()
+        ));
+    }
+}
+
+pub(super) fn found(origin: &Origin, v: &Violation) {
+    print(format!("{origin} FAILED: {}", v.summary));
+}
+
+pub(super) fn shrinking(budget: Duration) {
+    print(format!(
+        "shrinking it (for at most {:.0}s)...",
+        budget.as_secs_f64()
+    ));
+}
+
+pub(super) fn shrink_step(config: &FuzzConfig, case: &Case, v: &Violation) {
+    if config.verbose {
+        eprintln!(
+            "tcpproxy-test fuzz: smaller failing schedule ({} connections, {}): {}",
+            case.connections.len(),
+            megabytes(case.total_bytes()),
+            v.summary
+        );
+    }
+}
+
+fn indent(text: &str, by: &str) -> String {
+    text.lines()
+        .map(|l| format!("{by}{l}\n"))
+        .collect::<String>()
+}
+
+/// Writes the schedule where it can be replayed from; the path, or why not.
+fn save(fuzzer: &Fuzzer, origin: &Origin, shrunk: &Shrunk) -> Result<PathBuf, String> {
+    let path = fuzzer.config.save.clone().unwrap_or_else(|| {
+        let name = match origin {
+            Origin::Random { seed, index } => format!("tcpproxy-test-fuzz-{seed}-{index}.txt"),
+            Origin::Regression(k) => format!("tcpproxy-test-fuzz-regression-{k}.txt"),
+            Origin::Replay(k) => format!("tcpproxy-test-fuzz-replay-{k}.txt"),
+        };
+        std::env::temp_dir().join(name)
+    });
+    let from = match origin {
+        Origin::Random { seed, index } => format!(
+            "case {index} of seed {seed}, shrunk in {} steps",
+            shrunk.steps
+        ),
+        other => other.to_string(),
+    };
+    let text = format!(
+        "# tcpproxy-test fuzz: a failing schedule ({from}).\n# PROXY: {}\n# failure: {}\n# To keep it as a regression, append it to {REGRESSIONS_PATH}.\n{}",
+        proxy_name(&fuzzer.config),
+        shrunk.violation.summary,
+        shrunk.case
+    );
+    std::fs::write(&path, text)
+        .map(|()| path.clone())
+        .map_err(|e| format!("cannot save it to {}: {e}", path.display()))
+}
+
+/// The command that replays `file` against the same proxy, `repeat` times.
+fn replay_command(config: &FuzzConfig, file: &str, repeat: u32) -> String {
+    let mut words = vec![
+        config.program.to_string_lossy().into_owned(),
+        "fuzz".into(),
+        "--replay".into(),
+        file.into(),
+    ];
+    if repeat > 1 {
+        words.extend(["--repeat".into(), repeat.to_string()]);
+    }
+    if config.timeout_scale != 1.0 {
+        words.extend(["--timeout-scale".into(), config.timeout_scale.to_string()]);
+    }
+    if !config.proxy_words.is_empty() {
+        words.push("--".into());
+        words.extend(
+            config
+                .proxy_words
+                .iter()
+                .map(|w| w.to_string_lossy().into_owned()),
+        );
+    }
+    shell_words(&words)
+}
+
+pub(super) fn failure(
+    fuzzer: &Fuzzer,
+    origin: &Origin,
+    shrunk: &Shrunk,
+    reference_note: &str,
+    proxy: &[String],
+) {
+    let config = &fuzzer.config;
+    let mut report = String::new();
+    if let Origin::Random { .. } = origin {
+        report.push_str(&format!(
+            "shrunk: {} smaller failing schedules in {} tries ({:.1}s)\n",
+            shrunk.steps,
+            shrunk.candidates,
+            shrunk.took.as_secs_f64()
+        ));
+    }
+    if let Some(note) = &shrunk.note {
+        report.push_str(&format!("note: {note}\n"));
+    }
+    let repeat = if shrunk.flaky {
+        report.push_str(&format!(
+            "note: it fails only now and then (it failed among copies of itself run at once, not alone); the replay runs it {FLAKY_REPEAT} times\n"
+        ));
+        FLAKY_REPEAT
+    } else {
+        config.repeat
+    };
+    report.push_str("\nminimal failing schedule:\n");
+    report.push_str(&indent(&shrunk.case.to_string(), "  "));
+    let v = &shrunk.violation;
+    report.push_str(&format!("\nfailure: {}\n", v.summary));
+    if let Some(h) = &v.hint {
+        report.push_str(&format!("    hint: {h}\n"));
+    }
+    for d in &v.details {
+        report.push_str(&format!("    {d}\n"));
+    }
+    report.push_str(&format!("    {reference_note}\n"));
+    for p in proxy {
+        report.push_str(&format!("    {p}\n"));
+    }
+    let replay = match save(fuzzer, origin, shrunk) {
+        Ok(path) => {
+            let file = path.to_string_lossy().into_owned();
+            match origin {
+                Origin::Random { seed, index } => report.push_str(&format!(
+                    "seed: {seed}, case {index}; schedule saved to {file}\n"
+                )),
+                _ => report.push_str(&format!("schedule saved to {file}\n")),
+            }
+            replay_command(config, &file, repeat)
+        }
+        Err(why) => {
+            report.push_str(&format!("note: {why}\n"));
+            let Origin::Random { seed, index } = origin else {
+                print(report.trim_end());
+                return;
+            };
+            // Regenerates the unshrunk case and shrinks it again.
+            let mut words = vec![
+                config.program.to_string_lossy().into_owned(),
+                "fuzz".into(),
+                "--seed".into(),
+                seed.to_string(),
+                "--case".into(),
+                index.to_string(),
+            ];
+            if !config.proxy_words.is_empty() {
+                words.push("--".into());
+                words.extend(
+                    config
+                        .proxy_words
+                        .iter()
+                        .map(|w| w.to_string_lossy().into_owned()),
+                );
+            }
+            shell_words(&words)
+        }
+    };
+    report.push_str(&format!("replay: {replay}"));
+    print(report);
+}
+
+pub(super) fn passed(fuzzer: &Fuzzer, totals: &Totals) {
+    let mut what = Vec::new();
+    if totals.regressions > 0 {
+        what.push(format!("{} regression schedules", totals.regressions));
+    }
+    what.push(format!("{} cases", totals.cases));
+    let mut text = format!(
+        "passed: {} kept the contract ({} connections, {} through each proxy) in {:.1}s",
+        what.join(" and "),
+        totals.connections,
+        megabytes(totals.bytes),
+        fuzzer.started.elapsed().as_secs_f64()
+    );
+    if totals.skipped > 0 {
+        text.push_str(&format!(
+            "\nnote: the time limit of {:.0}s came first; {} cases were not run",
+            fuzzer.config.time_limit.as_secs_f64(),
+            totals.skipped
+        ));
+    }
+    if !totals.info.is_empty() {
+        text.push_str("\ndifferences from the reference that the contract allows:");
+        for (origin, d) in totals.info.iter().take(MAX_INFO) {
+            text.push_str(&format!("\n  info: {origin}, {d}"));
+        }
+        if totals.info.len() > MAX_INFO {
+            text.push_str(&format!(
+                "\n  info: and {} more",
+                totals.info.len() - MAX_INFO
+            ));
+        }
+    }
+    print(text);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shell_words_quote_only_what_needs_it() {
+        assert_eq!(
+            shell_words(&["./fixtures", "flip-byte", "--stall-timeout", "60"]),
+            "./fixtures flip-byte --stall-timeout 60"
+        );
+        assert_eq!(
+            shell_words(&["python3", "my proxy.py", "it's", ""]),
+            r"python3 'my proxy.py' 'it'\''s' ''"
+        );
+    }
+}

@@ -1,0 +1,513 @@
+//! Running one case through one proxy: both peers of every connection do what the schedule
+//! says, all connections at once, and what each receiver sees is recorded for the oracle.
+//!
+//! Nothing here judges. The run ends when every direction is done (EOF seen where the sender
+//! shut down; every byte seen where it never does), as soon as something has plainly broken (a
+//! reset, an EOF too early, bytes beyond what was sent), or when nothing has moved for the quiet
+//! limit while something was still expected.
+
+use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rand::{RngCore as _, SeedableRng as _};
+use rand_chacha::ChaCha20Rng;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::{Notify, watch};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+use super::schedule::{
+    BANDWIDTH_CHUNK, Case, Dir, EAGER_CHUNK, Flow, KIB, MAX_WRITE, Pace, Reader, Shutdown, Step,
+};
+use super::sockets::{self, Ends};
+use super::target::Target;
+
+/// Bytes kept beyond what was sent, to show what the extra bytes were.
+const EXTRA_KEPT: usize = 64 * KIB;
+/// After everything arrived, how long the receivers of never-closed directions keep listening
+/// for an EOF or bytes that must not come. A bug is missed if slower, never invented.
+const GRACE: Duration = Duration::from_millis(50);
+/// How often the proxy's descriptor table is read while waiting for it to close a pair.
+const CLOSE_POLL: Duration = Duration::from_millis(10);
+
+/// The deadlines of one run, already scaled.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// A connection through the proxy, and the proxy's connection on to the destination.
+    pub connect: Duration,
+    /// Nothing moved on any connection of the case while something was still expected.
+    pub quiet: Duration,
+    /// The proxy keeps a finished pair's sockets open.
+    pub close: Duration,
+    /// The whole case, whatever moves.
+    pub backstop: Duration,
+}
+
+/// What the receiver of one direction saw, and how far the sender got.
+#[derive(Debug, Clone, Default)]
+pub struct FlowRecord {
+    /// The bytes the schedule sends this way.
+    pub sent: Arc<Vec<u8>>,
+    /// Bytes the sender has handed to its socket.
+    pub written: usize,
+    pub writes_done: bool,
+    /// Since the start of the case: when the sender began its shutdown(SHUT_WR).
+    pub shut_at: Option<Duration>,
+    /// The first `sent.len() + EXTRA_KEPT` bytes read.
+    pub got: Vec<u8>,
+    pub received: usize,
+    pub reads: u64,
+    pub last_byte_at: Option<Duration>,
+    pub eof_at: Option<Duration>,
+    /// The EOF came while the sender had not shut down.
+    pub eof_before_shutdown: bool,
+    pub read_error: Option<String>,
+    pub read_reset: bool,
+    pub write_error: Option<String>,
+    /// The most bytes written and not yet read at any moment.
+    pub max_in_flight: usize,
+}
+
+impl FlowRecord {
+    fn in_flight(&self) -> usize {
+        self.written.saturating_sub(self.received)
+    }
+
+    /// Plainly broken already: a reset, an early EOF, or more bytes than were sent.
+    fn broken(&self) -> bool {
+        self.read_error.is_some()
+            || self.write_error.is_some()
+            || self.eof_before_shutdown
+            || self.received > self.sent.len()
+            || (self.eof_at.is_some() && self.received < self.sent.len())
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ConnRecord {
+    /// Indexed by `Dir::index`.
+    pub flows: [FlowRecord; 2],
+    /// The proxy's sockets of this pair still open `Limits::close` after both directions were
+    /// done, with their TCP states.
+    pub lingering: Vec<(Ends, &'static str)>,
+    /// Errors found pending on our sockets at the end (a reset that no read or write saw).
+    pub pending_errors: Vec<String>,
+}
+
+/// Everything one run of a case through one proxy saw.
+#[derive(Debug, Clone, Default)]
+pub struct Record {
+    pub conns: Vec<ConnRecord>,
+    /// A connection could not be opened; nothing ran.
+    pub setup_error: Option<String>,
+    /// The run was cut short after nothing moved for this long.
+    pub quiet_for: Option<Duration>,
+    /// The backstop deadline ended the run.
+    pub backstop: Option<Duration>,
+    /// How the proxy died during the case, and its last words: filled in by the caller.
+    pub proxy_died: Option<(String, Vec<String>)>,
+    pub elapsed: Duration,
+}
+
+/// Runs `case` through `target`.
+pub async fn run(target: &Target, case: &Case, limits: Limits) -> Record {
+    let started = Instant::now();
+    let mut pairs = Vec::new();
+    for (i, c) in case.connections.iter().enumerate() {
+        match target.open(c.small_client_rcvbuf, limits.connect).await {
+            Ok(p) => pairs.push(p),
+            Err(msg) => {
+                return Record {
+                    setup_error: Some(format!("connection {}: {msg}", i + 1)),
+                    elapsed: started.elapsed(),
+                    ..Record::default()
+                };
+            }
+        }
+    }
+    let shared = Arc::new(Shared {
+        started,
+        state: Mutex::new(State {
+            conns: case
+                .connections
+                .iter()
+                .map(|c| ConnRecord {
+                    flows: Dir::BOTH.map(|d| FlowRecord {
+                        sent: Arc::new(payload(c.flow(d).total())),
+                        ..FlowRecord::default()
+                    }),
+                    ..ConnRecord::default()
+                })
+                .collect(),
+            last_event: Instant::now(),
+        }),
+        notify: Notify::new(),
+    });
+    let (end_tx, end_rx) = watch::channel(false);
+    let mut sides = JoinSet::new();
+    let mut ends = Vec::new();
+    let (proxy_port, pgid) = (target.listen_port().await, target.pgid().await);
+    for (i, (pair, c)) in pairs.into_iter().zip(&case.connections).enumerate() {
+        ends.push([
+            Ends {
+                local: proxy_port,
+                remote: pair.client_port,
+            },
+            Ends {
+                local: pair.proxy_out_port,
+                remote: target.dest_port,
+            },
+        ]);
+        for (stream, out, into) in [
+            (pair.client, Dir::Up, Dir::Down),
+            (pair.server, Dir::Down, Dir::Up),
+        ] {
+            let side = Side {
+                shared: shared.clone(),
+                conn: i,
+                out,
+                into,
+                sending: c.flow(out).clone(),
+                reader: c.flow(into).reader,
+                end: end_rx.clone(),
+            };
+            sides.spawn(async move { (i, side.run(stream).await) });
+        }
+    }
+
+    let mut record = Record::default();
+    let finished = loop {
+        match shared.progress(case) {
+            Progress::Done => break true,
+            Progress::Broken => break false,
+            Progress::Running => {}
+        }
+        let quiet = shared.lock().last_event.elapsed();
+        if quiet >= limits.quiet {
+            record.quiet_for = Some(quiet);
+            break false;
+        }
+        if started.elapsed() >= limits.backstop {
+            record.backstop = Some(started.elapsed());
+            break false;
+        }
+        let notified = shared.notify.notified();
+        let _ = tokio::time::timeout(Duration::from_millis(100), notified).await;
+    };
+
+    if finished {
+        // Directions that never close end only here: any EOF or byte in the grace is wrong.
+        tokio::time::sleep(GRACE).await;
+        let _ = end_tx.send(true);
+        let mut streams: Vec<Vec<TcpStream>> = case.connections.iter().map(|_| vec![]).collect();
+        let all = async {
+            while let Some(joined) = sides.join_next().await {
+                if let Ok((i, stream)) = joined {
+                    streams[i].push(stream);
+                }
+            }
+        };
+        let _ = tokio::time::timeout(limits.connect, all).await;
+        let mut closes = JoinSet::new();
+        for (i, (c, ends)) in case.connections.iter().zip(&ends).enumerate() {
+            if c.up.shutdown == Shutdown::Never || c.down.shutdown == Shutdown::Never {
+                continue;
+            }
+            let (shared, ends) = (shared.clone(), *ends);
+            closes.spawn(async move {
+                let lingering = await_closed(pgid, ends, limits.close).await;
+                shared.lock().conns[i].lingering = lingering;
+            });
+        }
+        closes.join_all().await;
+        let mut state = shared.lock();
+        for (i, ss) in streams.iter().enumerate() {
+            for s in ss {
+                if let Ok(Some(e)) = s.take_error() {
+                    state.conns[i].pending_errors.push(e.to_string());
+                }
+            }
+        }
+    } else {
+        sides.abort_all();
+        while sides.join_next().await.is_some() {}
+    }
+    record.conns = shared.lock().conns.clone();
+    record.elapsed = started.elapsed();
+    record
+}
+
+/// Waits for the proxy to release both sockets of a finished pair; what it still holds after
+/// `limit`.
+async fn await_closed(pgid: i32, ends: [Ends; 2], limit: Duration) -> Vec<(Ends, &'static str)> {
+    let end = Instant::now() + limit;
+    loop {
+        let held = tokio::task::spawn_blocking(move || sockets::still_held(pgid, &ends))
+            .await
+            .unwrap_or_default();
+        if held.is_empty() || Instant::now() >= end {
+            return held;
+        }
+        tokio::time::sleep(CLOSE_POLL).await;
+    }
+}
+
+/// Distinct bytes for every flow of every run, so a proxy that crosses two connections' streams
+/// is caught by the comparison.
+fn payload(len: usize) -> Vec<u8> {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    let mut rng = ChaCha20Rng::seed_from_u64(NEXT.fetch_add(1, Ordering::Relaxed));
+    let mut v = vec![0; len];
+    rng.fill_bytes(&mut v);
+    v
+}
+
+struct State {
+    conns: Vec<ConnRecord>,
+    /// The last time anything happened on any connection of the case: a read, a write, a
+    /// shutdown, the end of one of our own pauses.
+    last_event: Instant,
+}
+
+struct Shared {
+    started: Instant,
+    state: Mutex<State>,
+    /// Woken on every event, so the run notices the end at once.
+    notify: Notify,
+}
+
+enum Progress {
+    Running,
+    Done,
+    Broken,
+}
+
+impl Shared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Records an event on direction `dir` of connection `conn`.
+    fn event(&self, conn: usize, dir: Dir, f: impl FnOnce(&mut FlowRecord, Duration)) {
+        let at = self.started.elapsed();
+        {
+            let mut s = self.lock();
+            let flow = &mut s.conns[conn].flows[dir.index()];
+            f(flow, at);
+            flow.max_in_flight = flow.max_in_flight.max(flow.in_flight());
+            s.last_event = Instant::now();
+        }
+        self.notify.notify_one();
+    }
+
+    /// An event that concerns no direction's bytes: one of our pauses ended.
+    fn tick(&self) {
+        self.lock().last_event = Instant::now();
+    }
+
+    fn progress(&self, case: &Case) -> Progress {
+        let s = self.lock();
+        let mut done = true;
+        for (c, rec) in case.connections.iter().zip(&s.conns) {
+            for d in Dir::BOTH {
+                let f = &rec.flows[d.index()];
+                if f.broken() {
+                    return Progress::Broken;
+                }
+                done &= match c.flow(d).shutdown {
+                    Shutdown::Never => f.writes_done && f.received >= f.sent.len(),
+                    _ => f.eof_at.is_some(),
+                };
+            }
+        }
+        if done {
+            Progress::Done
+        } else {
+            Progress::Running
+        }
+    }
+}
+
+/// One end of a connection: it sends one direction and receives the other.
+struct Side {
+    shared: Arc<Shared>,
+    conn: usize,
+    /// The direction this end sends.
+    out: Dir,
+    /// The direction this end receives.
+    into: Dir,
+    sending: Flow,
+    reader: Reader,
+    /// True once the case is over.
+    end: watch::Receiver<bool>,
+}
+
+impl Side {
+    /// Sends and receives as scheduled, then holds the socket until the case is over: dropping
+    /// the write half would send a FIN the schedule did not ask for.
+    async fn run(self, stream: TcpStream) -> TcpStream {
+        let (rd, wr) = stream.into_split();
+        let (eof_tx, eof_rx) = watch::channel(false);
+        let (rd, wr) = tokio::join!(self.receive(rd, eof_tx), self.send(wr, eof_rx));
+        let mut end = self.end.clone();
+        let _ = end.wait_for(|e| *e).await;
+        rd.reunite(wr).expect("the two halves of one stream")
+    }
+
+    /// Sleeps, unless the case ends first; false if it did.
+    async fn pause(&self, d: Duration) -> bool {
+        let mut end = self.end.clone();
+        tokio::select! {
+            _ = end.wait_for(|e| *e) => false,
+            _ = tokio::time::sleep(d) => {
+                self.shared.tick();
+                true
+            }
+        }
+    }
+
+    async fn receive(&self, mut rd: OwnedReadHalf, eof_tx: watch::Sender<bool>) -> OwnedReadHalf {
+        let (conn, dir) = (self.conn, self.into);
+        let keep = self.shared.lock().conns[conn].flows[dir.index()].sent.len() + EXTRA_KEPT;
+        let mut buf = vec![0; EAGER_CHUNK];
+        let mut total = 0usize;
+        let mut stalled = false;
+        let mut first_byte: Option<Instant> = None;
+        let mut end = self.end.clone();
+        loop {
+            if let Some(stall) = self.reader.stall {
+                if !stalled && total >= stall.after {
+                    stalled = true;
+                    if !self.pause(Duration::from_millis(stall.ms.into())).await {
+                        break;
+                    }
+                }
+            }
+            let chunk = match self.reader.pace {
+                Pace::Eager => EAGER_CHUNK,
+                Pace::Chunks(n) => n,
+                Pace::Bandwidth(_) => BANDWIDTH_CHUNK,
+                Pace::Trickle { size, bytes } if total < bytes => size,
+                Pace::Trickle { .. } => EAGER_CHUNK,
+            };
+            let read = tokio::select! {
+                biased;
+                _ = end.wait_for(|e| *e) => break,
+                r = rd.read(&mut buf[..chunk]) => r,
+            };
+            match read {
+                Ok(0) => {
+                    self.shared.event(conn, dir, |f, at| {
+                        f.eof_at = Some(at);
+                        f.eof_before_shutdown = f.shut_at.is_none();
+                    });
+                    let _ = eof_tx.send(true);
+                    break;
+                }
+                Ok(n) => {
+                    total += n;
+                    self.shared.event(conn, dir, |f, at| {
+                        let room = keep.saturating_sub(f.got.len());
+                        f.got.extend_from_slice(&buf[..n.min(room)]);
+                        f.received += n;
+                        f.reads += 1;
+                        f.last_byte_at = Some(at);
+                    });
+                }
+                Err(e) => {
+                    self.shared.event(conn, dir, |f, _| {
+                        f.read_reset = crate::peer::is_reset(&e);
+                        f.read_error = Some(e.to_string());
+                    });
+                    break;
+                }
+            }
+            if let Pace::Bandwidth(kib) = self.reader.pace {
+                let first = *first_byte.get_or_insert_with(Instant::now);
+                let due = first + Duration::from_secs_f64(total as f64 / (kib as f64 * KIB as f64));
+                if due > Instant::now() && !self.pause(due - Instant::now()).await {
+                    break;
+                }
+            }
+        }
+        rd
+    }
+
+    async fn send(
+        &self,
+        mut wr: OwnedWriteHalf,
+        mut peer_eof: watch::Receiver<bool>,
+    ) -> OwnedWriteHalf {
+        let (conn, dir, flow) = (self.conn, self.out, &self.sending);
+        let data = self.shared.lock().conns[conn].flows[dir.index()]
+            .sent
+            .clone();
+        let mut at = 0;
+        for step in &flow.steps {
+            match *step {
+                Step::Pause(ms) => {
+                    if !self.pause(Duration::from_millis(ms.into())).await {
+                        return wr;
+                    }
+                }
+                Step::AwaitPeerEof => {
+                    let _ = peer_eof.wait_for(|e| *e).await;
+                }
+                Step::Write(n) | Step::Bulk(n) => {
+                    if flow.latency_ms > 0
+                        && !self
+                            .pause(Duration::from_millis(flow.latency_ms.into()))
+                            .await
+                    {
+                        return wr;
+                    }
+                    if let Err(e) = self.write(&mut wr, &data[at..at + n]).await {
+                        self.shared
+                            .event(conn, dir, |f, _| f.write_error = Some(e.to_string()));
+                        return wr;
+                    }
+                    at += n;
+                }
+            }
+        }
+        self.shared.event(conn, dir, |f, _| f.writes_done = true);
+        match flow.shutdown {
+            Shutdown::AfterLastByte | Shutdown::AtStart => {}
+            Shutdown::SlowClose(ms) => {
+                if !self.pause(Duration::from_millis(ms.into())).await {
+                    return wr;
+                }
+            }
+            Shutdown::Never => return wr,
+        }
+        // Recorded before the call: the EOF may reach the receiver before shutdown() returns.
+        self.shared.event(conn, dir, |f, at| f.shut_at = Some(at));
+        if let Err(e) = wr.shutdown().await {
+            self.shared.event(conn, dir, |f, _| {
+                f.write_error = Some(format!("shutdown(SHUT_WR) failed: {e}"))
+            });
+        }
+        wr
+    }
+
+    /// One write step: writes of at most `MAX_WRITE`, cut by the slicer if there is one.
+    async fn write(&self, wr: &mut OwnedWriteHalf, bytes: &[u8]) -> io::Result<()> {
+        let (piece, delay) = match self.sending.slicer {
+            Some(s) => (s.size, Duration::from_micros(s.delay_us.into())),
+            None => (MAX_WRITE, Duration::ZERO),
+        };
+        for part in bytes.chunks(piece.min(MAX_WRITE)) {
+            wr.write_all(part).await?;
+            self.shared
+                .event(self.conn, self.out, |f, _| f.written += part.len());
+            if !delay.is_zero() && !self.pause(delay).await {
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,167 @@
+//! A proxy the fuzzer drives: one long-lived instance (spawned by the harness) in front of a
+//! destination server the fuzzer owns, started again if it dies.
+
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Mutex;
+
+use crate::deadline::within;
+use crate::harness::{Proxy, ProxyCommand, StartFailure, describe_status};
+use crate::peer::{self, SMALL_RCVBUF};
+
+/// Why a target could not be brought up.
+#[derive(Debug)]
+pub enum TargetError {
+    /// The proxy exited or never listened.
+    Proxy(String),
+    /// The harness itself failed (no port, no listener).
+    Harness(String),
+}
+
+/// A proxy and its destination server.
+pub struct Target {
+    /// `PROXY` or `the reference proxy`: how reports name it.
+    pub name: &'static str,
+    cmd: ProxyCommand,
+    ready_within: Duration,
+    /// Held from a client's connect until the destination accepted the proxy's connection for
+    /// it, so the connection accepted is that client's: pairs are matched by opening them one
+    /// at a time. Every destination socket is a slow receiver (small SO_RCVBUF and MSS, set on
+    /// the listener before `listen`), so the proxy's writes towards it come back short.
+    dest: Mutex<TcpListener>,
+    pub dest_port: u16,
+    proxy: Mutex<Proxy>,
+}
+
+/// The two ends of one connection through the proxy, and the ports that name it there.
+pub struct Pair {
+    pub client: TcpStream,
+    pub server: TcpStream,
+    /// The client's own port: the remote port of the proxy's accepted socket.
+    pub client_port: u16,
+    /// The port the proxy connected from: the local port of its socket to the destination.
+    pub proxy_out_port: u16,
+}
+
+impl Target {
+    pub async fn start(
+        name: &'static str,
+        cmd: ProxyCommand,
+        ready_within: Duration,
+    ) -> Result<Target, TargetError> {
+        let dest = peer::listen(Some(SMALL_RCVBUF))
+            .map_err(|e| TargetError::Harness(format!("cannot listen on 127.0.0.1: {e}")))?;
+        let dest_port = dest
+            .local_addr()
+            .map_err(|e| TargetError::Harness(e.to_string()))?
+            .port();
+        let proxy = spawn(&cmd, dest_port, ready_within).await?;
+        Ok(Target {
+            name,
+            cmd,
+            ready_within,
+            dest: Mutex::new(dest),
+            dest_port,
+            proxy: Mutex::new(proxy),
+        })
+    }
+
+    /// Starts the proxy again if it has died; a no-op while it runs.
+    pub async fn ensure_running(&self) -> Result<(), TargetError> {
+        let mut proxy = self.proxy.lock().await;
+        if proxy.exit_status().is_some() {
+            proxy.stop().await;
+            *proxy = spawn(&self.cmd, self.dest_port, self.ready_within).await?;
+        }
+        Ok(())
+    }
+
+    /// How the proxy ended, if it has (checked without waiting), with its last words.
+    pub async fn died(&self) -> Option<(String, Vec<String>)> {
+        let mut proxy = self.proxy.lock().await;
+        let status = proxy.exit_status()?;
+        proxy.await_output().await;
+        Some((describe_status(status), proxy.stderr_details()))
+    }
+
+    pub async fn listen_port(&self) -> u16 {
+        self.proxy.lock().await.listen_port
+    }
+
+    pub async fn pgid(&self) -> i32 {
+        self.proxy.lock().await.pid()
+    }
+
+    /// `./proxy args (pid 42, listening on 127.0.0.1:4000, destination 127.0.0.1:4001)`, and
+    /// the tail of its stderr if it wrote any.
+    pub async fn describe(&self) -> Vec<String> {
+        let proxy = self.proxy.lock().await;
+        let mut lines = vec![format!(
+            "{}: {} (pid {}, listening on 127.0.0.1:{}, destination 127.0.0.1:{})",
+            self.name,
+            self.cmd,
+            proxy.pid(),
+            proxy.listen_port,
+            self.dest_port
+        )];
+        lines.extend(proxy.stderr_details());
+        lines
+    }
+
+    /// Opens one connection through the proxy: the client connects (a slow receiver when
+    /// `small_client_rcvbuf`), and the destination accepts the connection the proxy makes for it.
+    pub async fn open(&self, small_client_rcvbuf: bool, limit: Duration) -> Result<Pair, String> {
+        let dest = self.dest.lock().await;
+        let port = self.listen_port().await;
+        let rcvbuf = small_client_rcvbuf.then_some(SMALL_RCVBUF);
+        let what = format!("a connection to the proxy on 127.0.0.1:{port}");
+        let client = within(limit, what.clone(), peer::connect(port, rcvbuf))
+            .await
+            .map_err(|e| format!("expected {what}: {e}"))?
+            .map_err(|e| format!("expected {what}, but connect failed: {e}"))?;
+        let what = format!(
+            "the proxy to connect to the destination 127.0.0.1:{} for a client it accepted",
+            self.dest_port
+        );
+        let (server, from) = within(limit, what.clone(), dest.accept())
+            .await
+            .map_err(|e| format!("expected {what}, but it {e}"))?
+            .map_err(|e| format!("expected {what}, but accept failed: {e}"))?;
+        let client_port = client
+            .local_addr()
+            .map_err(|e| format!("the client's socket has no address: {e}"))?
+            .port();
+        Ok(Pair {
+            client,
+            server,
+            client_port,
+            proxy_out_port: from.port(),
+        })
+    }
+
+    pub async fn stop(&self) {
+        self.proxy.lock().await.stop().await;
+    }
+}
+
+async fn spawn(
+    cmd: &ProxyCommand,
+    dest_port: u16,
+    ready_within: Duration,
+) -> Result<Proxy, TargetError> {
+    match Proxy::start(cmd, dest_port, ready_within).await {
+        Ok(p) => Ok(p),
+        Err(StartFailure::Harness(msg)) => Err(TargetError::Harness(msg)),
+        Err(StartFailure::Proxy {
+            summary, details, ..
+        }) => {
+            let mut msg = summary;
+            for d in details {
+                msg.push_str("\n    ");
+                msg.push_str(&d);
+            }
+            Err(TargetError::Proxy(msg))
+        }
+    }
+}
