@@ -3,6 +3,7 @@
 
 mod cli_fuzz;
 mod formats;
+mod fuzz;
 mod grade;
 mod invocation;
 mod matrix;

@@ -335,8 +335,14 @@ impl Fuzzer {
         rec
     }
 
-    /// `copies` runs of `case` at once through the proxy under test; the first failure, if any.
-    async fn run_copies(&self, case: &Case, copies: usize) -> Option<Violation> {
+    /// `copies` runs of `case` at once through the proxy under test; the first failure of
+    /// `kind`, if any.
+    async fn run_copies(
+        &self,
+        case: &Case,
+        copies: usize,
+        kind: oracle::Kind,
+    ) -> Option<Violation> {
         let mut set = JoinSet::new();
         for _ in 0..copies {
             let (proxy, case, limits) = (self.proxy.clone(), case.clone(), self.limits);
@@ -349,9 +355,12 @@ impl Fuzzer {
         let mut rec = Record::default();
         if died.is_some() {
             rec.proxy_died = died;
-            return oracle::judge(case, &rec).err();
+            return oracle::judge(case, &rec).err().filter(|v| v.kind == kind);
         }
-        verdicts.into_iter().find_map(Result::err)
+        verdicts
+            .into_iter()
+            .filter_map(Result::err)
+            .find(|v| v.kind == kind)
     }
 
     /// Shrinks a failure if it can, checks the minimal schedule against the reference, saves it

@@ -14,17 +14,43 @@ use super::peers::{FlowRecord, Record};
 use super::schedule::{Case, Dir, Shutdown};
 use crate::check;
 
+/// Which rule broke. Shrinking keeps to the kind it started from, so a smaller schedule that
+/// fails some other way (another bug, or a host too loaded) is not taken for the same failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A connection could not be opened through the proxy.
+    Setup,
+    /// Bytes that differ from those sent, or more of them.
+    Bytes,
+    /// A read or write failed (a reset) though no side aborted.
+    Reset,
+    /// An EOF before the sender shut down, or where it never does.
+    EarlyEof,
+    /// An EOF before every byte arrived.
+    LostTail,
+    /// Nothing moved while something was still owed (an EOF, bytes).
+    Stuck,
+    /// The proxy kept a finished pair's sockets open.
+    Lingering,
+    /// An error pending on one of our sockets at the end.
+    PendingError,
+    /// The proxy died.
+    Died,
+}
+
 /// A broken contract: one line, details, and a hint naming the likely bug.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Violation {
+    pub kind: Kind,
     pub summary: String,
     pub details: Vec<String>,
     pub hint: Option<String>,
 }
 
 impl Violation {
-    fn new(summary: impl Into<String>) -> Violation {
+    fn new(kind: Kind, summary: impl Into<String>) -> Violation {
         Violation {
+            kind,
             summary: summary.into(),
             details: vec![],
             hint: None,
@@ -56,7 +82,7 @@ fn name(conn: usize, dir: Dir) -> String {
 /// Judges one run of `case`: the first broken rule, most specific first.
 pub fn judge(case: &Case, rec: &Record) -> Result<(), Violation> {
     if let Some(msg) = &rec.setup_error {
-        return Err(Violation::new(msg.clone())
+        return Err(Violation::new(Kind::Setup, msg.clone())
             .hint("the proxy must accept every client and connect it to the destination at once"));
     }
     let flows = || {
@@ -96,7 +122,7 @@ pub fn judge(case: &Case, rec: &Record) -> Result<(), Violation> {
                     .map(|(e, st)| format!("127.0.0.1:{} <-> :{} in {st}", e.local, e.remote))
                     .collect();
                 found = Some(
-                    Violation::new(format!(
+                    Violation::new(Kind::Lingering, format!(
                         "connection {}: both directions were done, but the proxy still held {} of the pair's sockets afterwards ({})",
                         i + 1,
                         c.lingering.len(),
@@ -108,7 +134,7 @@ pub fn judge(case: &Case, rec: &Record) -> Result<(), Violation> {
             }
             if let Some(e) = c.pending_errors.first() {
                 found = Some(
-                    Violation::new(format!(
+                    Violation::new(Kind::PendingError, format!(
                         "connection {}: a socket of ours held a pending error after the case ({e}), though no side aborted",
                         i + 1
                     ))
@@ -121,7 +147,10 @@ pub fn judge(case: &Case, rec: &Record) -> Result<(), Violation> {
     match (found, &rec.proxy_died) {
         (None, None) => Ok(()),
         (found, Some((how, last_words))) => {
-            let mut v = Violation::new(format!("the proxy died during the case ({how})"));
+            let mut v = Violation::new(
+                Kind::Died,
+                format!("the proxy died during the case ({how})"),
+            );
             if let Some(f) = found {
                 v.details.push(format!("before that: {}", f.summary));
             }
@@ -162,9 +191,16 @@ fn wrong_bytes(conn: usize, dir: Dir, f: &FlowRecord) -> Option<Violation> {
             m.summary()
         )
     };
-    let mut v = Violation::new(summary).details(m.details());
+    let mut v = Violation::new(Kind::Bytes, summary).details(m.details());
+    let changed = || f.sent.iter().zip(&f.got).filter(|(a, b)| a != b).count();
     if let Some(h) = check::explain(&f.sent, &f.got, m.offset) {
         v = v.hint(h);
+    } else if f.received == f.sent.len() && changed() == 1 {
+        // The last byte, say, where `explain` has nothing after it to compare.
+        v = v.hint(format!(
+            "one byte was changed at offset {} (0x{:02x} became 0x{:02x}) and every other byte is intact: the proxy corrupts data",
+            m.offset, f.sent[m.offset], f.got[m.offset]
+        ));
     } else if extra {
         v = v.hint("the proxy delivered more bytes than were sent: it writes some bytes twice");
     }
@@ -176,11 +212,14 @@ fn wrong_end(conn: usize, dir: Dir, f: &FlowRecord, never_shut: bool) -> Option<
     let who = name(conn, dir);
     let (sender, receiver) = (dir.sender(), dir.receiver());
     if let Some(e) = &f.read_error {
-        let v = Violation::new(format!(
-            "{who}: the {receiver}'s read failed after {} of {} bytes: {e}; no side aborted",
-            f.received,
-            f.sent.len()
-        ));
+        let v = Violation::new(
+            Kind::Reset,
+            format!(
+                "{who}: the {receiver}'s read failed after {} of {} bytes: {e}; no side aborted",
+                f.received,
+                f.sent.len()
+            ),
+        );
         return Some(if f.read_reset {
             v.hint("the proxy reset the connection though both peers were well behaved")
         } else {
@@ -189,11 +228,14 @@ fn wrong_end(conn: usize, dir: Dir, f: &FlowRecord, never_shut: bool) -> Option<
     }
     if let Some(e) = &f.write_error {
         return Some(
-            Violation::new(format!(
-                "{who}: the {sender}'s write failed after {} of {} bytes: {e}; no side aborted",
-                f.written,
-                f.sent.len()
-            ))
+            Violation::new(
+                Kind::Reset,
+                format!(
+                    "{who}: the {sender}'s write failed after {} of {} bytes: {e}; no side aborted",
+                    f.written,
+                    f.sent.len()
+                ),
+            )
             .hint("the proxy closed or reset the connection while the sender was still sending"),
         );
     }
@@ -204,7 +246,7 @@ fn wrong_end(conn: usize, dir: Dir, f: &FlowRecord, never_shut: bool) -> Option<
             "before it did"
         };
         return Some(
-            Violation::new(format!(
+            Violation::new(Kind::EarlyEof, format!(
                 "{who}: EOF reached the {receiver} after {} of {} bytes, but the {sender} had not shut down its write half ({when})",
                 f.received,
                 f.sent.len()
@@ -213,11 +255,14 @@ fn wrong_end(conn: usize, dir: Dir, f: &FlowRecord, never_shut: bool) -> Option<
         );
     }
     if f.eof_at.is_some() && f.received < f.sent.len() {
-        let v = Violation::new(format!(
-            "{who}: EOF reached the {receiver} after only {} of {} bytes",
-            f.received,
-            f.sent.len()
-        ))
+        let v = Violation::new(
+            Kind::LostTail,
+            format!(
+                "{who}: EOF reached the {receiver} after only {} of {} bytes",
+                f.received,
+                f.sent.len()
+            ),
+        )
         .details(
             check::compare(&f.sent, &f.got)
                 .map(|m| m.details())
@@ -234,8 +279,8 @@ fn wrong_end(conn: usize, dir: Dir, f: &FlowRecord, never_shut: bool) -> Option<
 /// Nothing moved for `quiet` while something was still owed: says what each unfinished
 /// direction was waiting for, and names the likely bug from the first.
 fn stuck(case: &Case, rec: &Record, quiet: Duration) -> Violation {
-    let mut lines = Vec::new();
-    let mut hint = None;
+    // (rank, line, hint) per unfinished direction; the most specific names the failure.
+    let mut lines: Vec<(u8, String, String)> = Vec::new();
     for (i, c) in rec.conns.iter().enumerate() {
         for d in Dir::BOTH {
             let f = &c.flows[d.index()];
@@ -309,13 +354,13 @@ fn stuck(case: &Case, rec: &Record, quiet: Duration) -> Violation {
                 line.push_str(&format!("; the {receiver} read {}", f.received));
                 (3, String::new())
             };
-            if rank < 3 && hint.as_ref().is_none_or(|(r, _)| rank < *r) {
-                hint = Some((rank, why));
-            }
-            lines.push(line);
+            lines.push((rank, line, why));
         }
     }
-    let first = lines.first().cloned().unwrap_or_default();
+    let lead = (0..lines.len())
+        .min_by_key(|&i| lines[i].0)
+        .map(|i| lines.remove(i))
+        .unwrap_or_default();
     let what = if rec.backstop.is_some() {
         format!("the case was not done after {:.1}s", quiet.as_secs_f64())
     } else {
@@ -324,8 +369,9 @@ fn stuck(case: &Case, rec: &Record, quiet: Duration) -> Violation {
             quiet.as_secs_f64()
         )
     };
-    let mut v = Violation::new(format!("{what}: {first}")).details(lines.into_iter().skip(1));
-    v.hint = hint.map(|(_, h)| h);
+    let mut v = Violation::new(Kind::Stuck, format!("{what}: {}", lead.1))
+        .details(lines.into_iter().map(|l| l.1));
+    v.hint = Some(lead.2).filter(|h| !h.is_empty());
     v
 }
 
@@ -450,6 +496,20 @@ mod tests {
     }
 
     #[test]
+    fn a_changed_last_byte_is_named_too() {
+        let mut up = clean(100);
+        up.got[99] ^= 1;
+        let v = judge(&case(), &record(up, clean(50))).unwrap_err();
+        assert!(
+            v.hint
+                .unwrap()
+                .starts_with("one byte was changed at offset 99"),
+            "{}",
+            v.summary
+        );
+    }
+
+    #[test]
     fn extra_bytes_are_a_failure_even_before_eof() {
         let mut up = clean(100);
         up.eof_at = None;
@@ -554,6 +614,38 @@ mod tests {
             v.hint
                 .unwrap()
                 .contains("does not forward the client's EOF")
+        );
+    }
+
+    #[test]
+    fn the_missing_eof_leads_whichever_direction_it_is() {
+        // The client waits for the server's EOF, which never comes: the report leads with the
+        // server->client direction, not the client's, which is only waiting.
+        let c = one_connection(
+            "await-peer-eof; shutdown after-last-byte; reader eager",
+            "no-writes; shutdown after-last-byte; reader eager",
+        );
+        let waiting = FlowRecord::default();
+        let mut down = clean(0);
+        down.eof_at = None;
+        let mut rec = record(waiting, down);
+        rec.quiet_for = Some(Duration::from_secs(5));
+        rec.elapsed = Duration::from_secs(5);
+        let v = judge(&c, &rec).unwrap_err();
+        assert_eq!(
+            v.summary,
+            "nothing moved for 5.0s while the case was not done: connection 1, server->client: the server sent nothing and shut down its write half 5.0s before the end, but no EOF reached the client"
+        );
+        assert_eq!(
+            v.details,
+            [
+                "connection 1, client->server: the client sent nothing; the server read 0 (the client waits for the server's EOF before writing on)"
+            ]
+        );
+        assert!(
+            v.hint
+                .unwrap()
+                .contains("does not forward the server's EOF")
         );
     }
 

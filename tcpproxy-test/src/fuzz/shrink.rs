@@ -2,6 +2,9 @@
 //! fails, `complicate` when it passes, each candidate run alone through the proxy under test,
 //! within a time and a candidate budget.
 //!
+//! A candidate counts as failing only if it breaks the same rule as the original ([`Kind`]), so
+//! shrinking cannot slip to another bug, or to a failure a loaded host made up.
+//!
 //! Every schedule kept as "failing" did fail, so the result is always a real failure; timing
 //! only decides how small it gets. A candidate that passes alone runs again as several copies at
 //! once (as the fuzz run interleaves cases) before it counts as passing, since some bugs (bytes
@@ -11,7 +14,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::oracle::{self, Violation};
+use super::oracle::{self, Kind, Violation};
 use super::schedule::Case;
 use super::{Fuzzer, strategy};
 
@@ -51,19 +54,22 @@ impl Shrunk {
     }
 }
 
-/// How the proxy under test does on `case`: run alone, then as copies at once. The violation
-/// and whether it came alone, if either run fails.
-async fn fails(fuzzer: &Fuzzer, case: &Case) -> Option<(Violation, bool)> {
+/// Whether the proxy under test fails `case` the way it failed first (`kind`): run alone, then
+/// as copies at once. The violation and whether it came alone, if either run fails so.
+async fn fails(fuzzer: &Fuzzer, case: &Case, kind: Kind) -> Option<(Violation, bool)> {
     // A proxy that died on the last candidate is started afresh; if it cannot be, this
     // candidate cannot be judged, and counts as passing.
     fuzzer.proxy.ensure_running().await.ok()?;
     let rec = fuzzer.run_alone(&fuzzer.proxy, case).await;
     if let Err(v) = oracle::judge(case, &rec) {
-        return Some((v, true));
+        if v.kind == kind {
+            return Some((v, true));
+        }
     }
     fuzzer.proxy.ensure_running().await.ok()?;
     let copies = fuzzer.config.jobs.max(2);
-    fuzzer.run_copies(case, copies).await.map(|v| (v, false))
+    let v = fuzzer.run_copies(case, copies, kind).await?;
+    Some((v, false))
 }
 
 /// Shrinks case `index` of `seed` (which is `case`, failing with `violation`).
@@ -87,7 +93,7 @@ pub async fn shrink(
     let deadline = started + budget;
     let mut reproduced = None;
     for _ in 0..REPRODUCE_ROUNDS {
-        reproduced = fails(fuzzer, case).await;
+        reproduced = fails(fuzzer, case, violation.kind).await;
         if reproduced.is_some() || Instant::now() >= deadline {
             break;
         }
@@ -143,7 +149,7 @@ pub async fn shrink(
                 v.clone()
             } else {
                 best.candidates += 1;
-                let v = fails(fuzzer, &candidate).await;
+                let v = fails(fuzzer, &candidate, best.violation.kind).await;
                 tried.push((candidate.clone(), v.clone()));
                 v
             };

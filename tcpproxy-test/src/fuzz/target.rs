@@ -1,6 +1,7 @@
 //! A proxy the fuzzer drives: one long-lived instance (spawned by the harness) in front of a
 //! destination server the fuzzer owns, started again if it dies.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
@@ -29,7 +30,7 @@ pub struct Target {
     /// it, so the connection accepted is that client's: pairs are matched by opening them one
     /// at a time. Every destination socket is a slow receiver (small SO_RCVBUF and MSS, set on
     /// the listener before `listen`), so the proxy's writes towards it come back short.
-    dest: Mutex<TcpListener>,
+    dest: Arc<Mutex<TcpListener>>,
     pub dest_port: u16,
     proxy: Mutex<Proxy>,
 }
@@ -61,7 +62,7 @@ impl Target {
             name,
             cmd,
             ready_within,
-            dest: Mutex::new(dest),
+            dest: Arc::new(Mutex::new(dest)),
             dest_port,
             proxy: Mutex::new(proxy),
         })
@@ -112,32 +113,41 @@ impl Target {
     /// Opens one connection through the proxy: the client connects (a slow receiver when
     /// `small_client_rcvbuf`), and the destination accepts the connection the proxy makes for it.
     pub async fn open(&self, small_client_rcvbuf: bool, limit: Duration) -> Result<Pair, String> {
-        let dest = self.dest.lock().await;
+        let (dest, dest_port) = (self.dest.clone(), self.dest_port);
         let port = self.listen_port().await;
-        let rcvbuf = small_client_rcvbuf.then_some(SMALL_RCVBUF);
-        let what = format!("a connection to the proxy on 127.0.0.1:{port}");
-        let client = within(limit, what.clone(), peer::connect(port, rcvbuf))
-            .await
-            .map_err(|e| format!("expected {what}: {e}"))?
-            .map_err(|e| format!("expected {what}, but connect failed: {e}"))?;
-        let what = format!(
-            "the proxy to connect to the destination 127.0.0.1:{} for a client it accepted",
-            self.dest_port
-        );
-        let (server, from) = within(limit, what.clone(), dest.accept())
-            .await
-            .map_err(|e| format!("expected {what}, but it {e}"))?
-            .map_err(|e| format!("expected {what}, but accept failed: {e}"))?;
-        let client_port = client
-            .local_addr()
-            .map_err(|e| format!("the client's socket has no address: {e}"))?
-            .port();
-        Ok(Pair {
-            client,
-            server,
-            client_port,
-            proxy_out_port: from.port(),
+        // In a task of its own: a caller cancelled between the connect and the accept (when a
+        // failure ends the cases still running) must not leave the proxy's connection queued,
+        // where the next client would be paired with it.
+        tokio::spawn(async move {
+            let dest = dest.lock().await;
+            // Connections queued by an earlier accept that gave up belong to no client.
+            while let Ok(Ok(_)) = tokio::time::timeout(Duration::ZERO, dest.accept()).await {}
+            let rcvbuf = small_client_rcvbuf.then_some(SMALL_RCVBUF);
+            let what = format!("a connection to the proxy on 127.0.0.1:{port}");
+            let client = within(limit, what.clone(), peer::connect(port, rcvbuf))
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| format!("expected {what}, but connect failed: {e}"))?;
+            let what = format!(
+                "the proxy to connect to the destination 127.0.0.1:{dest_port} for a client it accepted"
+            );
+            let (server, from) = within(limit, what.clone(), dest.accept())
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| format!("expected {what}, but accept failed: {e}"))?;
+            let client_port = client
+                .local_addr()
+                .map_err(|e| format!("the client's socket has no address: {e}"))?
+                .port();
+            Ok(Pair {
+                client,
+                server,
+                client_port,
+                proxy_out_port: from.port(),
+            })
         })
+        .await
+        .map_err(|e| format!("opening a connection crashed: {e}"))?
     }
 
     pub async fn stop(&self) {

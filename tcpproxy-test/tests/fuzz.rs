@@ -1,0 +1,325 @@
+//! Tests for `tcpproxy-test fuzz`: the reference keeps the contract on a fixed seed, the random
+//! search finds each classic bug within the default case count and shrinks it, the printed
+//! replay command reproduces it, and the committed regression schedules run every time.
+
+use std::time::Duration;
+
+use crate::support::{HeavySlot, Run, assert_nothing_left, fixtures_bin, run_harness};
+
+/// The seed of every random run here: fixed, so a failure is reproducible from the test alone.
+const SEED: &str = "1";
+/// Shrinking is capped well below the fuzzer's default so the file stays within its time budget;
+/// a missing EOF costs 5 s a failing candidate, so that bug gets only a few steps.
+const SHRINK_TIME: &str = "10";
+
+/// `tcpproxy-test fuzz ARGS -- fixtures BUG --stall-timeout 60`: a long stall timeout, since the
+/// fuzzer's readers stall on purpose.
+fn fuzz_fixture(bug: &str, args: &[&str], limit: Duration) -> Run {
+    let bin = fixtures_bin();
+    let mut all = vec!["fuzz"];
+    all.extend_from_slice(args);
+    all.extend(["--", bin.to_str().unwrap(), bug, "--stall-timeout", "60"]);
+    run_harness(&all, limit)
+}
+
+/// The index N of the line `case N FAILED: ...`.
+#[track_caller]
+fn failing_case(run: &Run) -> u64 {
+    run.stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("case ")?.split_once(" FAILED: "))
+        .and_then(|(n, _)| n.parse().ok())
+        .unwrap_or_else(|| panic!("expected a `case N FAILED` line\n{}", run.dump()))
+}
+
+/// The `failure: ...` line of the report, and the replay command.
+#[track_caller]
+fn report(run: &Run) -> (String, String) {
+    let line = |prefix: &str| {
+        run.stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(prefix))
+            .unwrap_or_else(|| panic!("expected a `{prefix}` line\n{}", run.dump()))
+            .to_string()
+    };
+    (line("failure: "), line("replay: "))
+}
+
+#[test]
+fn reference_passes_a_fixed_seed_run_after_the_committed_regressions() {
+    let _slot = HeavySlot::acquire();
+    let run = run_harness(
+        &["fuzz", "--seed", SEED, "--cases", "32"],
+        Duration::from_secs(120),
+    );
+    assert_eq!(run.code, Some(0), "{}", run.dump());
+    let mut lines = run.stdout.lines();
+    assert_eq!(
+        lines.next(),
+        Some(
+            "fuzzing the bundled reference proxy beside the reference proxy: seed 1, 32 cases after 4 committed regression schedules, 4 at a time"
+        ),
+        "{}",
+        run.dump()
+    );
+    let summary = lines.next().unwrap_or_default();
+    assert!(
+        summary.starts_with(
+            "passed: 4 regression schedules and 32 cases kept the contract (65 connections, "
+        ),
+        "{}",
+        run.dump()
+    );
+    assert_nothing_left(&run);
+}
+
+/// Runs the random search (no regressions) against one fixture at the default case count and
+/// checks it is found, shrunk, and reported with what names the bug.
+fn finds(bug: &str, failure_says: &str) -> Run {
+    let _slot = HeavySlot::acquire();
+    let run = fuzz_fixture(
+        bug,
+        &[
+            "--seed",
+            SEED,
+            "--no-regressions",
+            "--shrink-time",
+            SHRINK_TIME,
+        ],
+        Duration::from_secs(120),
+    );
+    assert_eq!(run.code, Some(1), "{bug}: {}", run.dump());
+    assert!(failing_case(&run) < 64, "{}", run.dump());
+    assert!(
+        run.stdout
+            .contains("\nminimal failing schedule:\n  case\n    connection"),
+        "{bug}: {}",
+        run.dump()
+    );
+    let shrunk = run
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("shrunk: ")?.split_once(' '))
+        .and_then(|(n, _)| n.parse::<u32>().ok());
+    assert!(
+        shrunk.is_some_and(|n| n >= 1),
+        "{bug}: expected at least one shrinking step\n{}",
+        run.dump()
+    );
+    let (failure, replay) = report(&run);
+    assert!(
+        failure.contains(failure_says),
+        "{bug}: expected the failure to say `{failure_says}`\n{}",
+        run.dump()
+    );
+    assert!(
+        run.stdout
+            .contains("    the reference proxy passes this schedule\n"),
+        "{}",
+        run.dump()
+    );
+    assert!(
+        replay.contains(" fuzz --replay ")
+            && replay.ends_with(&format!("{bug} --stall-timeout 60")),
+        "{}",
+        run.dump()
+    );
+    assert_nothing_left(&run);
+    run
+}
+
+#[test]
+fn finds_and_shrinks_short_write_resend() {
+    let run = finds("short-write-resend", "client->server");
+    assert!(
+        run.stdout
+            .contains("re-sends a whole chunk after a short write"),
+        "{}",
+        run.dump()
+    );
+}
+
+#[test]
+fn finds_and_shrinks_drop_buffered_on_eof() {
+    let run = finds("drop-buffered-on-eof", "EOF reached the");
+    assert!(
+        run.stdout
+            .contains("discards what it still holds when EOF arrives"),
+        "{}",
+        run.dump()
+    );
+}
+
+#[test]
+fn finds_and_shrinks_no_half_close() {
+    let run = finds("no-half-close", "but no EOF");
+    assert!(
+        run.stdout.contains("hint: the proxy does not forward the"),
+        "{}",
+        run.dump()
+    );
+}
+
+/// flip-byte is deterministic, so its report is checked exactly, and its replay command, run as
+/// printed, fails the same way.
+#[test]
+fn finds_flip_byte_shrinks_it_to_the_shortest_upload_and_replays_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let saved = dir.path().join("flip-byte.txt");
+    let _slot = HeavySlot::acquire();
+    let run = fuzz_fixture(
+        "flip-byte",
+        &[
+            "--seed",
+            SEED,
+            "--no-regressions",
+            "--save",
+            saved.to_str().unwrap(),
+        ],
+        Duration::from_secs(120),
+    );
+    assert_eq!(run.code, Some(1), "{}", run.dump());
+    assert!(
+        run.stdout.contains(
+            "\nminimal failing schedule:\n  case\n    connection\n      client->server: bulk 1000004; shutdown after-last-byte; reader eager\n      server->client: no-writes; shutdown after-last-byte; reader eager\n\nfailure: connection 1, client->server (1000004 bytes): got 1000004 of 1000004 bytes (hash differs); first difference at offset 1000003\n    hint: one byte was changed at offset 1000003"
+        ),
+        "{}",
+        run.dump()
+    );
+    let (failure, replay) = report(&run);
+    assert!(
+        run.stdout.contains(&format!(
+            "seed: 1, case {}; schedule saved to {}\n",
+            failing_case(&run),
+            saved.display()
+        )),
+        "{}",
+        run.dump()
+    );
+    assert_nothing_left(&run);
+
+    // The replay command as printed: this executable, then its arguments.
+    let words: Vec<&str> = replay.split_whitespace().collect();
+    assert!(words[0].ends_with("tcpproxy-test"), "{replay}");
+    let again = run_harness(&words[1..], Duration::from_secs(60));
+    assert_eq!(again.code, Some(1), "{}", again.dump());
+    assert!(
+        again.stdout.starts_with(&format!(
+            "fuzzing {} beside the reference proxy: 1 schedules from {}, 4 at a time\nschedule 1 FAILED: ",
+            &replay[replay.find(" -- ").unwrap() + 4..],
+            saved.display()
+        )),
+        "{}",
+        again.dump()
+    );
+    assert_eq!(report(&again).0, failure, "{}", again.dump());
+    assert_nothing_left(&again);
+}
+
+/// The committed regression schedules alone, with no random case, catch each bug. (Which one
+/// catches it first may vary: the long upload for flip-byte also makes short writes.)
+#[test]
+fn committed_regressions_replay_in_every_run_and_catch_their_bugs() {
+    let _slot = HeavySlot::acquire();
+    let runs: Vec<(&str, &str, Run)> = std::thread::scope(|s| {
+        let handles: Vec<_> = [
+            ("flip-byte", "one byte was changed at offset 1000003"),
+            (
+                "short-write-resend",
+                "re-sends a whole chunk after a short write",
+            ),
+            ("no-half-close", "does not forward the"),
+            (
+                "drop-buffered-on-eof",
+                "discards what it still holds when EOF arrives",
+            ),
+        ]
+        .into_iter()
+        .map(|(bug, hint)| {
+            s.spawn(move || {
+                let run = fuzz_fixture(bug, &["--cases", "0"], Duration::from_secs(60));
+                (bug, hint, run)
+            })
+        })
+        .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for (bug, hint, run) in runs {
+        assert_eq!(run.code, Some(1), "{bug}: {}", run.dump());
+        assert!(
+            run.stdout
+                .lines()
+                .nth(1)
+                .is_some_and(|l| l.starts_with("regression ") && l.contains(" FAILED: ")),
+            "{bug}: expected `regression N FAILED: ...` second\n{}",
+            run.dump()
+        );
+        assert!(
+            run.stdout.contains("    hint: ") && run.stdout.contains(hint),
+            "{bug}: expected the hint to say `{hint}`\n{}",
+            run.dump()
+        );
+        assert!(
+            run.stdout
+                .contains("note: a saved schedule: not shrunk further"),
+            "{}",
+            run.dump()
+        );
+        assert_nothing_left(&run);
+    }
+}
+
+#[test]
+fn a_proxy_that_does_not_start_is_a_failure() {
+    let run = fuzz_fixture("exit-at-once", &["--cases", "1"], Duration::from_secs(30));
+    assert_eq!(run.code, Some(1), "{}", run.dump());
+    assert!(
+        run.stdout.starts_with("FAILED: PROXY did not start: "),
+        "{}",
+        run.dump()
+    );
+    assert_nothing_left(&run);
+}
+
+#[test]
+fn bad_invocations_are_usage_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let garbled = dir.path().join("garbled.txt");
+    std::fs::write(
+        &garbled,
+        "case\n  connection\n    client->server: write lots\n",
+    )
+    .unwrap();
+    let missing = dir.path().join("missing.txt");
+    for (args, says) in [
+        (
+            vec!["--cases", "many"],
+            "invalid value 'many' for '--cases <N>'",
+        ),
+        (vec!["--case", "3"], "--seed <S>"),
+        (vec!["--jobs", "0"], "--jobs <N>"),
+        (
+            vec!["--replay", garbled.to_str().unwrap()],
+            "line 3: expected a byte count, got `lots`",
+        ),
+        (
+            vec!["--replay", missing.to_str().unwrap()],
+            "cannot read the schedule file",
+        ),
+        (
+            vec!["./no/such/proxy"],
+            "proxy './no/such/proxy' cannot be used",
+        ),
+    ] {
+        let mut all = vec!["fuzz"];
+        all.extend(&args);
+        let run = run_harness(&all, Duration::from_secs(10));
+        assert_eq!(run.code, Some(2), "{args:?}: {}", run.dump());
+        assert!(run.stdout.is_empty(), "{args:?}: {}", run.dump());
+        assert!(
+            run.stderr.starts_with("tcpproxy-test fuzz: ") && run.stderr.contains(says),
+            "{args:?}: expected `{says}`\n{}",
+            run.dump()
+        );
+    }
+}
