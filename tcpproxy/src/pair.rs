@@ -70,7 +70,11 @@ pub async fn serve(client: TcpStream, client_addr: SocketAddr, settings: Arc<Set
             return;
         }
     };
-    let dest_addr = server.peer_addr().ok();
+    // Only the closing log line uses it: without -v, spare every pair the getpeername(2). Taken
+    // now, while the connection stands, so that an aborted pair still names its destination.
+    let dest_addr = tracing::enabled!(tracing::Level::INFO)
+        .then(|| server.peer_addr().ok())
+        .flatten();
     // A proxy should not add Nagle's delay to small writes the client already sent promptly.
     let _ = client.set_nodelay(true);
     let _ = server.set_nodelay(true);
