@@ -11,7 +11,7 @@
 use std::time::Duration;
 
 use super::peers::{FlowRecord, Record};
-use super::schedule::{Case, Dir, Shutdown};
+use super::schedule::{Case, Dir, Pace, Shutdown};
 use crate::check;
 
 /// Which rule broke. Shrinking keeps to the kind it started from, so a smaller schedule that
@@ -81,10 +81,6 @@ fn name(conn: usize, dir: Dir) -> String {
 
 /// Judges one run of `case`: the first broken rule, most specific first.
 pub fn judge(case: &Case, rec: &Record) -> Result<(), Violation> {
-    if let Some(msg) = &rec.setup_error {
-        return Err(Violation::new(Kind::Setup, msg.clone())
-            .hint("the proxy must accept every client and connect it to the destination at once"));
-    }
     let flows = || {
         rec.conns.iter().enumerate().flat_map(|(i, c)| {
             Dir::BOTH
@@ -92,7 +88,11 @@ pub fn judge(case: &Case, rec: &Record) -> Result<(), Violation> {
                 .map(move |d| (i, d, &c.flows[d.index()]))
         })
     };
-    let mut found = None;
+    let mut found = rec.setup_error.as_ref().map(|msg| {
+        Violation::new(Kind::Setup, msg.clone())
+            .hint("the proxy must accept every client and connect it to the destination at once")
+    });
+    // A run that could not open its connections has no flows to judge.
     for (i, d, f) in flows() {
         if let Some(v) = wrong_bytes(i, d, f) {
             found = Some(v);
@@ -116,17 +116,17 @@ pub fn judge(case: &Case, rec: &Record) -> Result<(), Violation> {
     if found.is_none() {
         for (i, c) in rec.conns.iter().enumerate() {
             if !c.lingering.is_empty() {
-                let states: Vec<String> = c
+                let sockets: Vec<String> = c
                     .lingering
                     .iter()
-                    .map(|(e, st)| format!("127.0.0.1:{} <-> :{} in {st}", e.local, e.remote))
+                    .map(|e| format!("127.0.0.1:{} <-> 127.0.0.1:{}", e.local, e.remote))
                     .collect();
                 found = Some(
                     Violation::new(Kind::Lingering, format!(
-                        "connection {}: both directions were done, but the proxy still held {} of the pair's sockets afterwards ({})",
+                        "connection {}: both directions were done, but the proxy still held {} of the pair's sockets open afterwards ({})",
                         i + 1,
                         c.lingering.len(),
-                        states.join(", ")
+                        sockets.join(", ")
                     ))
                     .hint("the proxy does not close a pair once EOF has gone both ways: it leaks descriptors"),
                 );
@@ -411,7 +411,11 @@ pub fn differences(case: &Case, proxy: &Record, reference: &Record) -> Vec<Strin
                 let due = f.shut_at?.max(f.last_byte_at.unwrap_or_default());
                 Some(f.eof_at?.saturating_sub(due))
             };
-            if let (Some(pd), Some(rd)) = (eof_delay(p), eof_delay(r)) {
+            // Only where the reader waited in read() for it: its own pauses would count too.
+            let reader = case.connections[i].flow(d).reader;
+            let waits_in_read =
+                reader.stall.is_none() && !matches!(reader.pace, Pace::Bandwidth(_));
+            if let (true, Some(pd), Some(rd)) = (waits_in_read, eof_delay(p), eof_delay(r)) {
                 if pd > rd + SLOWER_BY && case.connections[i].flow(d).shutdown != Shutdown::Never {
                     out.push(format!(
                         "{}: the EOF arrived {:.1}s after the {} had shut down and its last byte had arrived through PROXY, {:.1}s through the reference (it forwards EOF late)",
@@ -652,18 +656,30 @@ mod tests {
     #[test]
     fn a_pair_left_open_is_a_failure() {
         let mut rec = record(clean(100), clean(50));
-        rec.conns[0].lingering = vec![(
-            super::super::sockets::Ends {
-                local: 4000,
-                remote: 5000,
-            },
-            "LAST-ACK",
-        )];
+        rec.conns[0].lingering = vec![super::super::sockets::Ends {
+            local: 4000,
+            remote: 5000,
+        }];
         let v = judge(&case(), &rec).unwrap_err();
         assert!(
             v.summary.contains("still held 1 of the pair's sockets"),
             "{}",
             v.summary
+        );
+    }
+
+    #[test]
+    fn a_death_at_accept_is_a_death() {
+        let rec = Record {
+            setup_error: Some("connection 1: expected ..., but the proxy exited first".into()),
+            proxy_died: Some(("killed by signal SIGSEGV".into(), vec![])),
+            ..Record::default()
+        };
+        let v = judge(&case(), &rec).unwrap_err();
+        assert_eq!(v.kind, Kind::Died);
+        assert_eq!(
+            v.details[0],
+            "before that: connection 1: expected ..., but the proxy exited first"
         );
     }
 

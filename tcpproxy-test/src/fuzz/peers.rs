@@ -92,8 +92,8 @@ pub struct ConnRecord {
     /// Indexed by `Dir::index`.
     pub flows: [FlowRecord; 2],
     /// The proxy's sockets of this pair still open `Limits::close` after both directions were
-    /// done, with their TCP states.
-    pub lingering: Vec<(Ends, &'static str)>,
+    /// done.
+    pub lingering: Vec<Ends>,
     /// Errors found pending on our sockets at the end (a reset that no read or write saw).
     pub pending_errors: Vec<String>,
 }
@@ -151,7 +151,7 @@ pub async fn run(target: &Target, case: &Case, limits: Limits) -> Record {
     let mut sides = JoinSet::new();
     let mut ends = Vec::new();
     let (proxy_port, pgid) = (target.listen_port().await, target.pgid().await);
-    for (i, (pair, c)) in pairs.into_iter().zip(&case.connections).enumerate() {
+    for pair in &pairs {
         ends.push([
             Ends {
                 local: proxy_port,
@@ -162,6 +162,14 @@ pub async fn run(target: &Target, case: &Case, limits: Limits) -> Record {
                 remote: target.dest_port,
             },
         ]);
+    }
+    // Noted while every pair is established, before anyone can shut down: a closed socket
+    // leaves /proc/net/tcp though a leaked descriptor keeps it.
+    let wanted: Vec<Ends> = ends.iter().flatten().copied().collect();
+    let inodes = tokio::task::spawn_blocking(move || sockets::inodes_of(&wanted))
+        .await
+        .unwrap_or_default();
+    for (i, (pair, c)) in pairs.into_iter().zip(&case.connections).enumerate() {
         for (stream, out, into) in [
             (pair.client, Dir::Up, Dir::Down),
             (pair.server, Dir::Down, Dir::Up),
@@ -217,9 +225,14 @@ pub async fn run(target: &Target, case: &Case, limits: Limits) -> Record {
             if c.up.shutdown == Shutdown::Never || c.down.shutdown == Shutdown::Never {
                 continue;
             }
-            let (shared, ends) = (shared.clone(), *ends);
+            let known: Vec<(Ends, u64)> = ends
+                .iter()
+                .zip(&inodes[2 * i..2 * i + 2])
+                .filter_map(|(e, inode)| Some((*e, (*inode)?)))
+                .collect();
+            let shared = shared.clone();
             closes.spawn(async move {
-                let lingering = await_closed(pgid, ends, limits.close).await;
+                let lingering = await_closed(pgid, known, limits.close).await;
                 shared.lock().conns[i].lingering = lingering;
             });
         }
@@ -241,16 +254,21 @@ pub async fn run(target: &Target, case: &Case, limits: Limits) -> Record {
     record
 }
 
-/// Waits for the proxy to release both sockets of a finished pair; what it still holds after
-/// `limit`.
-async fn await_closed(pgid: i32, ends: [Ends; 2], limit: Duration) -> Vec<(Ends, &'static str)> {
+/// Waits for the proxy to close the sockets (by inode) of a finished pair; those it still holds
+/// after `limit`.
+async fn await_closed(pgid: i32, sockets: Vec<(Ends, u64)>, limit: Duration) -> Vec<Ends> {
     let end = Instant::now() + limit;
     loop {
-        let held = tokio::task::spawn_blocking(move || sockets::still_held(pgid, &ends))
+        let held = tokio::task::spawn_blocking(move || sockets::held_by(pgid))
             .await
             .unwrap_or_default();
-        if held.is_empty() || Instant::now() >= end {
-            return held;
+        let open: Vec<Ends> = sockets
+            .iter()
+            .filter(|(_, inode)| held.contains(inode))
+            .map(|(e, _)| *e)
+            .collect();
+        if open.is_empty() || Instant::now() >= end {
+            return open;
         }
         tokio::time::sleep(CLOSE_POLL).await;
     }

@@ -1,6 +1,7 @@
-//! Which of one pair's sockets the proxy still holds open, read from Linux's /proc: a pair must
-//! be closed once both its directions are done, and a socket whose FIN exchange finished looks
-//! closed from outside, so only the proxy's own descriptor table can tell.
+//! Whether the proxy still holds a pair's sockets, from Linux's /proc: a pair must be closed once
+//! both its directions are done. A socket whose FIN exchange finished is CLOSED and gone from
+//! /proc/net/tcp even while a leaked descriptor keeps it, so the pair's socket inodes are noted
+//! while it is established, and looked for in the proxy's descriptor table at the end.
 
 use std::collections::HashSet;
 
@@ -13,26 +14,8 @@ pub struct Ends {
     pub remote: u16,
 }
 
-/// The TCP state names of /proc/net/tcp's `st` column.
-fn state_name(hex: &str) -> &'static str {
-    match hex {
-        "01" => "ESTABLISHED",
-        "02" => "SYN-SENT",
-        "03" => "SYN-RECEIVED",
-        "04" => "FIN-WAIT-1",
-        "05" => "FIN-WAIT-2",
-        "06" => "TIME-WAIT",
-        "07" => "CLOSED",
-        "08" => "CLOSE-WAIT",
-        "09" => "LAST-ACK",
-        "0A" => "LISTEN",
-        "0B" => "CLOSING",
-        _ => "unknown state",
-    }
-}
-
 /// Socket inodes the process group `pgid` holds open.
-fn socket_inodes(pgid: i32) -> HashSet<u64> {
+pub fn held_by(pgid: i32) -> HashSet<u64> {
     let mut inodes = HashSet::new();
     for pid in procfs::group_members(pgid) {
         let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
@@ -52,44 +35,43 @@ fn socket_inodes(pgid: i32) -> HashSet<u64> {
     inodes
 }
 
-/// The rows of a /proc/net/tcp{,6} table among `wanted` whose inode is in `held`, with their
-/// state: `sl local rem st tx:rx tr:when retrnsmt uid timeout inode ...`.
-fn held_in(table: &str, held: &HashSet<u64>, wanted: &[Ends]) -> Vec<(Ends, &'static str)> {
+/// The inode of each of `wanted` in a /proc/net/tcp{,6} table, where it is there with one:
+/// `sl local rem st tx:rx tr:when retrnsmt uid timeout inode ...`.
+fn inodes_in(table: &str, wanted: &[Ends], found: &mut [Option<u64>]) {
     let port = |addr: &str| {
         addr.rsplit(':')
             .next()
             .and_then(|h| u16::from_str_radix(h, 16).ok())
     };
-    table
-        .lines()
-        .skip(1)
-        .filter_map(|line| {
-            let f: Vec<&str> = line.split_whitespace().collect();
-            let ends = Ends {
-                local: port(f.get(1)?)?,
-                remote: port(f.get(2)?)?,
-            };
-            let inode: u64 = f.get(9)?.parse().ok()?;
-            (held.contains(&inode) && wanted.contains(&ends)).then(|| (ends, state_name(f[3])))
-        })
-        .collect()
+    for line in table.lines().skip(1) {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let (Some(local), Some(remote), Some(inode)) = (
+            f.get(1).and_then(|a| port(a)),
+            f.get(2).and_then(|a| port(a)),
+            f.get(9).and_then(|i| i.parse::<u64>().ok()),
+        ) else {
+            continue;
+        };
+        let ends = Ends { local, remote };
+        if let Some(i) = wanted.iter().position(|w| *w == ends) {
+            if inode != 0 {
+                found[i] = Some(inode);
+            }
+        }
+    }
 }
 
-/// Of `wanted`, the sockets the group `pgid` still holds, with their TCP states. Empty where
-/// /proc is missing (nothing can be said there).
-pub fn still_held(pgid: i32, wanted: &[Ends]) -> Vec<(Ends, &'static str)> {
-    if !procfs::available() {
-        return vec![];
+/// The socket inodes of `wanted` (None where a socket is not found, or /proc is missing).
+pub fn inodes_of(wanted: &[Ends]) -> Vec<Option<u64>> {
+    let mut found = vec![None; wanted.len()];
+    if procfs::available() {
+        for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+            if let Ok(text) = std::fs::read_to_string(table) {
+                inodes_in(&text, wanted, &mut found);
+            }
+        }
     }
-    let held = socket_inodes(pgid);
-    if held.is_empty() {
-        return vec![];
-    }
-    ["/proc/net/tcp", "/proc/net/tcp6"]
-        .iter()
-        .filter_map(|t| std::fs::read_to_string(t).ok())
-        .flat_map(|text| held_in(&text, &held, wanted))
-        .collect()
+    found
 }
 
 #[cfg(test)]
@@ -97,36 +79,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn held_rows_are_found_by_ports_and_inode() {
+    fn inodes_are_found_by_ports_in_either_table() {
         let table = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n   \
             0: 0100007F:1F90 0100007F:D431 01 00000000:00000000 00:00000000 00000000  1000        0 111 1 0\n   \
-            1: 0100007F:1F90 0100007F:D432 08 00000000:00000000 00:00000000 00000000  1000        0 222 1 0\n   \
-            2: 0000000000000000FFFF00000100007F:1F90 0000000000000000FFFF00000100007F:D433 09 00000000:00000000 00:00000000 00000000  1000        0 333 1 0\n";
-        let held: HashSet<u64> = [111, 333].into();
-        let wanted = [
-            Ends {
-                local: 0x1F90,
-                remote: 0xD431,
-            },
-            Ends {
-                local: 0x1F90,
-                remote: 0xD432,
-            },
-            Ends {
-                local: 0x1F90,
-                remote: 0xD433,
-            },
-        ];
-        let found = held_in(table, &held, &wanted);
-        assert_eq!(
-            found,
-            [(wanted[0], "ESTABLISHED"), (wanted[2], "LAST-ACK")],
-            "inode 222 is not the proxy's"
-        );
+            1: 0100007F:1F90 0100007F:D432 06 00000000:00000000 00:00000000 00000000     0        0 0 1 0\n   \
+            2: 0000000000000000FFFF00000100007F:1F90 0000000000000000FFFF00000100007F:D433 01 00000000:00000000 00:00000000 00000000  1000        0 333 1 0\n";
+        let wanted = [0xD431, 0xD432, 0xD433, 0xD434].map(|remote| Ends {
+            local: 0x1F90,
+            remote,
+        });
+        let mut found = vec![None; 4];
+        inodes_in(table, &wanted, &mut found);
+        // A TIME-WAIT row has no inode; a socket not listed is not found.
+        assert_eq!(found, [Some(111), None, Some(333), None]);
     }
 
     #[test]
-    fn this_process_holds_its_own_socket() {
+    fn this_process_holds_its_own_socket_until_it_closes_it() {
         if !procfs::available() {
             return;
         }
@@ -136,9 +105,10 @@ mod tests {
             local: c.local_addr().unwrap().port(),
             remote: l.local_addr().unwrap().port(),
         };
+        let inode = inodes_of(&[ends])[0].expect("an established socket is listed");
         let me = nix::unistd::getpgrp().as_raw();
-        assert_eq!(still_held(me, &[ends]), [(ends, "ESTABLISHED")]);
+        assert!(held_by(me).contains(&inode));
         drop(c);
-        assert!(still_held(me, &[ends]).is_empty());
+        assert!(!held_by(me).contains(&inode));
     }
 }

@@ -32,7 +32,7 @@ pub struct Target {
     /// the listener before `listen`), so the proxy's writes towards it come back short.
     dest: Arc<Mutex<TcpListener>>,
     pub dest_port: u16,
-    proxy: Mutex<Proxy>,
+    proxy: Arc<Mutex<Proxy>>,
 }
 
 /// The two ends of one connection through the proxy, and the ports that name it there.
@@ -64,7 +64,7 @@ impl Target {
             ready_within,
             dest: Arc::new(Mutex::new(dest)),
             dest_port,
-            proxy: Mutex::new(proxy),
+            proxy: Arc::new(Mutex::new(proxy)),
         })
     }
 
@@ -113,7 +113,7 @@ impl Target {
     /// Opens one connection through the proxy: the client connects (a slow receiver when
     /// `small_client_rcvbuf`), and the destination accepts the connection the proxy makes for it.
     pub async fn open(&self, small_client_rcvbuf: bool, limit: Duration) -> Result<Pair, String> {
-        let (dest, dest_port) = (self.dest.clone(), self.dest_port);
+        let (dest, dest_port, proxy) = (self.dest.clone(), self.dest_port, self.proxy.clone());
         let port = self.listen_port().await;
         // In a task of its own: a caller cancelled between the connect and the accept (when a
         // failure ends the cases still running) must not leave the proxy's connection queued,
@@ -131,10 +131,16 @@ impl Target {
             let what = format!(
                 "the proxy to connect to the destination 127.0.0.1:{dest_port} for a client it accepted"
             );
-            let (server, from) = within(limit, what.clone(), dest.accept())
-                .await
-                .map_err(|e| e.to_string())?
-                .map_err(|e| format!("expected {what}, but accept failed: {e}"))?;
+            // A proxy that dies at accept would otherwise cost the whole wait.
+            let (server, from) = tokio::select! {
+                accepted = within(limit, what.clone(), dest.accept()) => accepted
+                    .map_err(|e| e.to_string())?
+                    .map_err(|e| format!("expected {what}, but accept failed: {e}"))?,
+                status = exited(&proxy) => return Err(format!(
+                    "expected {what}, but the proxy exited first ({})",
+                    describe_status(status)
+                )),
+            };
             let client_port = client
                 .local_addr()
                 .map_err(|e| format!("the client's socket has no address: {e}"))?
@@ -152,6 +158,16 @@ impl Target {
 
     pub async fn stop(&self) {
         self.proxy.lock().await.stop().await;
+    }
+}
+
+/// Returns once the proxy has exited.
+async fn exited(proxy: &Mutex<Proxy>) -> std::process::ExitStatus {
+    loop {
+        if let Some(status) = proxy.lock().await.exit_status() {
+            return status;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
