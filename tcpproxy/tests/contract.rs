@@ -416,6 +416,86 @@ both_modes! {
     }
 }
 
+/// Reads exactly `n` bytes, 16 KiB a millisecond at most, so that the writer outruns it and the
+/// proxy's buffer fills.
+async fn read_slowly<R: tokio::io::AsyncRead + Unpin>(
+    r: &mut R,
+    n: usize,
+) -> (Vec<u8>, io::Result<()>) {
+    let mut got = vec![0; n];
+    let mut at = 0;
+    while at < n {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        let end = (at + 16 * 1024).min(n);
+        match r.read(&mut got[at..end]).await {
+            Ok(0) => return (got, Err(io::ErrorKind::UnexpectedEof.into())),
+            Ok(k) => at += k,
+            Err(e) => return (got, Err(e)),
+        }
+    }
+    (got, Ok(()))
+}
+
+both_modes! {
+    /// Issue 7: buffers and pipes are lent only while bytes are in flight. After bulk both ways,
+    /// into slow readers so that buffers fill and splicing directions take pipes, idle pairs
+    /// hold their two sockets and nothing more: at most the pool's one spare pipe.
+    async fn idle_pairs_hold_no_pipe_after_moving_bulk(mode: Mode) {
+        const PAIRS: usize = 20;
+        const BULK: usize = 1 << 20;
+        let dest = Dest::bind_with_rcvbuf(SMALL_RCVBUF).await;
+        let proxy = Proxy::start_in(mode, dest.port(), &[]).await;
+        let mut pairs = Vec::new();
+        for _ in 0..PAIRS {
+            pairs.push(Pair::open_with_client_rcvbuf(proxy.port(), &dest, SMALL_RCVBUF).await);
+        }
+        let with_pairs = proxy.usage().fds;
+
+        let mut tasks = JoinSet::new();
+        for (i, Pair { client, server }) in pairs.into_iter().enumerate() {
+            tasks.spawn(async move {
+                let (mut client, mut server) = (client, server);
+                let seed = i as u64;
+                let (up, down) = (pattern(seed, 0, BULK), pattern(!seed, 0, BULK));
+                let (mut cr, mut cw) = client.split();
+                let (mut sr, mut sw) = server.split();
+                let ok = |what: &'static str, r: io::Result<()>| {
+                    r.unwrap_or_else(|e| panic!("pair {i}: {what}: {e}"));
+                };
+                let (w1, w2, (at_server, r1), (at_client, r2)) = tokio::join!(
+                    cw.write_all(&up),
+                    sw.write_all(&down),
+                    read_slowly(&mut sr, BULK),
+                    read_slowly(&mut cr, BULK),
+                );
+                ok("client write", w1);
+                ok("server write", w2);
+                ok("server read", r1);
+                ok("client read", r2);
+                assert_bytes(&format!("pair {i} client->server"), &up, &at_server);
+                assert_bytes(&format!("pair {i} server->client"), &down, &at_client);
+                (client, server)
+            });
+        }
+        // Every byte delivered, no EOF sent: the pairs stay open, and idle, from here on.
+        let _idle = join_all(tasks, scaled(30.0), "1 MiB each way through 20 pairs").await;
+
+        // A direction gives its buffer back right after its last write; the reader may see the
+        // bytes a moment before that, so wait for the count, within a deadline.
+        let limit = with_pairs + 2;
+        let what = format!(
+            "the proxy's descriptors to fall back to at most {limit} ({with_pairs} with {PAIRS} \
+             idle pairs, plus one spare pipe)"
+        );
+        with_deadline(scaled(5.0), &what, async {
+            while proxy.usage().fds > limit {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn refused_destination_closes_the_client_and_the_proxy_keeps_serving() {
     for _ in 0..3 {
