@@ -246,10 +246,19 @@ impl Relay {
     fn release(&mut self, pool: &Pool) {
         if let Some(buf) = self.buf.take() {
             pool.give(buf);
-            match std::mem::replace(&mut self.loan, Loan::Unused) {
-                Loan::Unused => {}
-                Loan::Partial => self.streaming = false,
-                Loan::Filled => self.streaming = true,
+            let streaming = match std::mem::replace(&mut self.loan, Loan::Unused) {
+                Loan::Unused => self.streaming,
+                Loan::Partial => false,
+                Loan::Filled => true,
+            };
+            if streaming != self.streaming {
+                tracing::trace!(
+                    dir = self.label,
+                    "streaming {} => {}",
+                    self.streaming,
+                    streaming
+                );
+                self.streaming = streaming;
             }
         }
     }
