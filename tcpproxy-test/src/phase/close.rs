@@ -177,11 +177,12 @@ async fn flush_one_way(ctx: &Ctx, from_client: bool) -> PhaseResult {
             };
             let recv = async {
                 let mut got = Vec::with_capacity(len);
-                if let Err(e) = peer::read_exact_into(&mut r_rd, len, SLOW_READER, &mut got).await {
+                if let Err(e) = peer::read_exact_into(&mut r_rd, len, FLUSH_READER, &mut got).await
+                {
                     return (got, Err(e));
                 }
                 // Every byte is in: the EOF must follow promptly, not at the phase deadline.
-                let rest = peer::read_to_end(&mut r_rd, SLOW_READER, 1 << 20);
+                let rest = peer::read_to_end(&mut r_rd, FLUSH_READER, 1 << 20);
                 match tokio::time::timeout(eof_within, rest).await {
                     Ok((extra, end)) => {
                         got.extend_from_slice(&extra);

@@ -88,8 +88,12 @@ pub mod params {
     /// Flush before shutdown: this many connections at once, of `FLUSH_BASE + k * FLUSH_STEP`
     /// bytes, so their tails reach the proxy at different points of its drain cycle.
     pub const FLUSH_CONNECTIONS: usize = 8;
-    pub const FLUSH_BASE: usize = 1_000_000;
+    pub const FLUSH_BASE: usize = 5_000_000;
     pub const FLUSH_STEP: usize = 16_000;
+    /// The base size is above what a proxy's kernel send buffer can queue (tcp_wmem's 4 MiB
+    /// at most; 1.8 MiB seen even toward a 1000-byte-MSS receiver), so the proxy's own buffer
+    /// is full, and its writes short, when the EOF arrives.
+    pub const FLUSH_READER: Pacing = SLOW_READER;
 
     /// Destination refused: the client must be closed within this.
     pub const REFUSED_CLOSE_WITHIN: Duration = secs(5);
