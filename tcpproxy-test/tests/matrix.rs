@@ -60,7 +60,9 @@ const MATRIX: &[Row] = &[
     Row { fixture: "fd-leak", fails: &[LEAKS], may_fail: &[], warns: &[] },
     Row { fixture: "exit-on-refused", fails: &["Destination refused"], may_fail: &[], warns: &[] },
     Row { fixture: "fd-setsize", fails: &[MANY], may_fail: &[], warns: &[] },
-    Row { fixture: "busy-poll", fails: &[], may_fail: &[], warns: &["CPU while idle"] },
+    // It burns a core; on a 2-core machine that can starve the bulk chain's readers long enough
+    // for its (correct) stall timer to abort a hop.
+    Row { fixture: "busy-poll", fails: &[], may_fail: &[BULK, MIX], warns: &["CPU while idle"] },
     // Hostile programs: correct proxies underneath, or no proxy at all.
     Row { fixture: "fork-ignore-term", fails: &[], may_fail: &[], warns: &[] },
     Row { fixture: "stderr-flood", fails: &[], may_fail: &[], warns: &[] },
@@ -158,7 +160,8 @@ fn every_fixture_has_a_row() {
             .iter()
             .filter(|r| !r.fails.is_empty() && r.fails.len() < ALL_PHASES.len())
             .count()
-            >= 17
+            >= 16,
+        "every classic bug but busy-poll (a warning) and drop-buffered-on-eof (see its row) must fail something"
     );
 }
 
