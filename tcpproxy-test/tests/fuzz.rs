@@ -7,7 +7,7 @@ use std::time::Duration;
 use crate::support::{HeavySlot, Run, assert_nothing_left, fixtures_bin, run_harness};
 
 /// The seed of every random run here: fixed, so a failure is reproducible from the test alone.
-const SEED: &str = "1";
+const SEED: &str = "3";
 /// Shrinking is capped well below the fuzzer's default so the file stays within its time budget;
 /// a missing EOF costs 5 s a failing candidate, so that bug gets only a few steps.
 const SHRINK_TIME: &str = "10";
@@ -57,7 +57,7 @@ fn reference_passes_a_fixed_seed_run_after_the_committed_regressions() {
     assert_eq!(
         lines.next(),
         Some(
-            "fuzzing the bundled reference proxy beside the reference proxy: seed 1, 32 cases after 4 committed regression schedules, 4 at a time"
+            "fuzzing the bundled reference proxy beside the reference proxy: seed 3, 32 cases after 4 committed regression schedules, 4 at a time"
         ),
         "{}",
         run.dump()
@@ -65,7 +65,7 @@ fn reference_passes_a_fixed_seed_run_after_the_committed_regressions() {
     let summary = lines.next().unwrap_or_default();
     assert!(
         summary.starts_with(
-            "passed: 4 regression schedules and 32 cases kept the contract (65 connections, "
+            "passed: 4 regression schedules and 32 cases kept the contract (109 connections, "
         ),
         "{}",
         run.dump()
@@ -129,9 +129,8 @@ fn finds(bug: &str, failure_says: &str) -> Run {
 }
 
 #[test]
-#[ignore = "load-dependent: failed once while the rest of this binary ran beside it (passes alone in 15 s); short writes depend on kernel buffer sizing; run with --ignored"]
 fn finds_and_shrinks_short_write_resend() {
-    let run = finds("short-write-resend", "client->server");
+    let run = finds("short-write-resend", "(hash differs)");
     assert!(
         run.stdout
             .contains("re-sends a whole chunk after a short write"),
@@ -140,8 +139,11 @@ fn finds_and_shrinks_short_write_resend() {
     );
 }
 
+/// Whether a tail is still in the proxy when its EOF comes depends on where the tail falls in
+/// the proxy's drain cycle, so this is the one bug found by chance: with the staggered copies
+/// the strategy makes, seeds 1 to 10 found it in every run, seed 3 at cases 1, 8, 4, 1 in four
+/// runs (2026-11-25, idle 2-core loopback).
 #[test]
-#[ignore = "chance-dependent on loopback: the proxy usually reads its last bytes in a burst of writes, so nothing is left to drop (see matrix.rs, drop-buffered-on-eof); run with --ignored"]
 fn finds_and_shrinks_drop_buffered_on_eof() {
     let run = finds("drop-buffered-on-eof", "EOF reached the");
     assert!(
@@ -191,7 +193,7 @@ fn finds_flip_byte_shrinks_it_to_the_shortest_upload_and_replays_it() {
     let (failure, replay) = report(&run);
     assert!(
         run.stdout.contains(&format!(
-            "seed: 1, case {}; schedule saved to {}\n",
+            "seed: 3, case {}; schedule saved to {}\n",
             failing_case(&run),
             saved.display()
         )),
@@ -226,11 +228,17 @@ fn committed_regressions_replay_in_every_run_and_catch_their_bugs() {
     let runs: Vec<(&str, &str, Run)> = std::thread::scope(|s| {
         let handles: Vec<_> = [
             ("flip-byte", "one byte was changed at offset 1000003"),
+            (
+                "short-write-resend",
+                "re-sends a whole chunk after a short write",
+            ),
             ("no-half-close", "does not forward the"),
-            // The saved schedules for short-write-resend and drop-buffered-on-eof replay in
-            // every run too, but whether a write comes back short, or a tail is still in the
-            // proxy at its EOF, depends on the kernel's buffer sizing at that moment on
-            // loopback, so one saved schedule is not required to fail them.
+            // Its schedule holds three staggered uploads, since one connection loses its tail
+            // only where the tail falls in the proxy's drain cycle (see fuzz-regressions.txt).
+            (
+                "drop-buffered-on-eof",
+                "discards what it still holds when EOF arrives",
+            ),
         ]
         .into_iter()
         .map(|(bug, hint)| {

@@ -186,7 +186,7 @@ async fn run(config: FuzzConfig) -> u8 {
                     EXIT_HARNESS
                 }
                 (Err(TargetError::Proxy(m)), _) => {
-                    println!("FAILED: PROXY did not start: {m}");
+                    output::did_not_start(m);
                     EXIT_FAILED
                 }
                 (Ok(_), Ok(_)) => unreachable!("handled above"),

@@ -79,6 +79,10 @@ pub(super) fn header(config: &FuzzConfig, jobs: &[Job]) {
     ));
 }
 
+pub(super) fn did_not_start(why: &str) {
+    print(format!("FAILED: PROXY did not start: {why}"));
+}
+
 pub(super) fn case_passed(config: &FuzzConfig, o: &Outcome) {
     if config.verbose {
         print(format!(

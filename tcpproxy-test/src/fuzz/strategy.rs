@@ -21,18 +21,24 @@ use super::schedule::{
     Stall, Step,
 };
 
-/// Connections opened together in one case.
+/// Independent connections opened together in one case.
 pub const MAX_CONNECTIONS: usize = 3;
+/// How often a case adds staggered copies of its first connection, how many at most, and the
+/// most each adds to the one before: as the flush phase does, since whether a proxy still holds
+/// a stream's tail when the EOF comes depends on where the tail falls in its drain cycle.
+const STAGGER_CHANCE: f64 = 0.4;
+const MAX_STAGGERED: u64 = 5;
+const MAX_STAGGER_STEP: u64 = 32 * KIB as u64;
 /// Plain steps in one flow (a bulk step and an await come on top).
 const MAX_STEPS: usize = 4;
 /// A bulk step's size. Long enough to pass offset 1,000,003 about half the time, since bugs
 /// deep in a stream exist (`flip-byte`); short enough to stay well under a second on loopback.
 const BULK_MIN: u64 = 512 * KIB as u64;
-const BULK_MAX: u64 = 1536 * KIB as u64;
+const BULK_MAX: u64 = 2048 * KIB as u64;
 /// How often a flow writes anything, and how often one that does has a bulk step, by
 /// direction: mostly uploads, as in the lab's bulk phases.
 const WRITES_CHANCE: f64 = 0.85;
-const BULK_CHANCE_UP: f64 = 0.4;
+const BULK_CHANCE_UP: f64 = 0.55;
 const BULK_CHANCE_DOWN: f64 = 0.18;
 const MAX_PAUSE_MS: u64 = 300;
 
@@ -56,8 +62,48 @@ pub fn case_tree(seed: u64, index: u64) -> Box<dyn ValueTree<Value = Case>> {
 }
 
 pub fn case() -> impl Strategy<Value = Case> {
-    prop::collection::vec(connection(), 1..=MAX_CONNECTIONS)
-        .prop_map(|connections| Case { connections })
+    // The copies come first, so they are dropped before the connection they copy shrinks:
+    // the other way round, shrinking stops where only the copies still fail.
+    (
+        DropFirst::new(
+            STAGGER_CHANCE,
+            (
+                LowFirst::new(1, MAX_STAGGERED),
+                LowFirst::new(1, MAX_STAGGER_STEP),
+            ),
+        ),
+        prop::collection::vec(connection(), 1..=MAX_CONNECTIONS),
+    )
+        .prop_map(|(stagger, mut connections)| {
+            if let Some((copies, step)) = stagger {
+                let first = connections[0].clone();
+                for k in 1..=copies {
+                    connections.push(staggered(&first, (k * step) as usize));
+                }
+            }
+            Case { connections }
+        })
+}
+
+/// `c` with every stream `extra` bytes longer (its longest step grows), so copies of one
+/// schedule end at different points of the proxy's drain cycle.
+fn staggered(c: &Connection, extra: usize) -> Connection {
+    let mut c = c.clone();
+    for f in [&mut c.up, &mut c.down] {
+        let longest = f
+            .steps
+            .iter_mut()
+            .filter_map(|s| match s {
+                Step::Write(n) | Step::Bulk(n) => Some(n),
+                Step::Pause(_) | Step::AwaitPeerEof => None,
+            })
+            .max_by_key(|n| **n);
+        if let Some(n) = longest {
+            *n += extra;
+        }
+    }
+    c.normalize();
+    c
 }
 
 /// A connection's parts, ordered as they shrink: both flows' timing first (it costs run time
