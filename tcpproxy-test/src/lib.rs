@@ -8,6 +8,7 @@ pub mod deadline;
 pub mod fuzz;
 pub mod grade;
 pub mod harness;
+pub mod hold;
 pub mod peer;
 pub mod phase;
 pub mod procfs;

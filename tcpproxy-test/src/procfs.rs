@@ -103,6 +103,65 @@ fn count_state(table: &str, state: &str, inodes: &HashSet<u64>) -> usize {
         .count()
 }
 
+/// One TCP socket on loopback, by its local and remote ports (each pair's sockets are told
+/// apart by their ports alone: every address is 127.0.0.1, or its IPv4-mapped IPv6 form).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ends {
+    pub local: u16,
+    pub remote: u16,
+}
+
+/// A socket's queues as /proc/net/tcp shows them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Queues {
+    /// Bytes written and not yet acknowledged by the peer (sent or still waiting to be).
+    pub send: u64,
+    /// Bytes received in order and not yet read by the socket's owner.
+    pub recv: u64,
+}
+
+/// The queues of each of `wanted`, from both tables (None where a socket is not listed, or
+/// /proc is missing). Rows in TIME-WAIT are skipped: loopback reuses their ports.
+pub fn tcp_queues(wanted: &[Ends]) -> Vec<Option<Queues>> {
+    let mut found = vec![None; wanted.len()];
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        if let Ok(text) = std::fs::read_to_string(table) {
+            queues_in(&text, wanted, &mut found);
+        }
+    }
+    found
+}
+
+/// `sl local rem st tx_queue:rx_queue ...`, addresses and queues in hex.
+fn queues_in(table: &str, wanted: &[Ends], found: &mut [Option<Queues>]) {
+    let port = |addr: &str| {
+        addr.rsplit(':')
+            .next()
+            .and_then(|h| u16::from_str_radix(h, 16).ok())
+    };
+    for line in table.lines().skip(1) {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let (Some(local), Some(remote), Some(state), Some((tx, rx))) = (
+            f.get(1).and_then(|a| port(a)),
+            f.get(2).and_then(|a| port(a)),
+            f.get(3),
+            f.get(4).and_then(|q| q.split_once(':')),
+        ) else {
+            continue;
+        };
+        if *state == "06" {
+            continue;
+        }
+        let (Ok(send), Ok(recv)) = (u64::from_str_radix(tx, 16), u64::from_str_radix(rx, 16))
+        else {
+            continue;
+        };
+        if let Some(i) = wanted.iter().position(|w| *w == Ends { local, remote }) {
+            found[i] = Some(Queues { send, recv });
+        }
+    }
+}
+
 /// Resident memory of the group, in bytes.
 pub fn rss_bytes(pgid: i32) -> u64 {
     let page = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
@@ -151,6 +210,48 @@ mod tests {
             2: 0100007F:1F90 0100007F:D433 01 00000000:00000000 00:00000000 00000000     0        0 333 1\n";
         let mine: HashSet<u64> = [111, 333].into_iter().collect();
         assert_eq!(count_state(table, "08", &mine), 1);
+    }
+
+    #[test]
+    fn queues_are_read_by_ports_in_either_table_and_time_wait_is_skipped() {
+        let table = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n   \
+            0: 0100007F:1F90 0100007F:D431 01 00000010:00000200 00:00000000 00000000  1000        0 111 1 0\n   \
+            1: 0100007F:1F90 0100007F:D432 06 00000000:00000000 00:00000000 00000000     0        0 0 1 0\n   \
+            2: 0000000000000000FFFF00000100007F:1F90 0000000000000000FFFF00000100007F:D433 01 0000FFFF:00000000 00:00000000 00000000  1000        0 333 1 0\n";
+        let wanted = [0xD431, 0xD432, 0xD433].map(|remote| Ends {
+            local: 0x1F90,
+            remote,
+        });
+        let mut found = vec![None; 3];
+        queues_in(table, &wanted, &mut found);
+        let q = |send, recv| Some(Queues { send, recv });
+        assert_eq!(found, [q(0x10, 0x200), None, q(0xFFFF, 0)]);
+    }
+
+    #[test]
+    fn unread_bytes_show_in_the_receivers_queue() {
+        use std::io::Write as _;
+        if !available() {
+            return;
+        }
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut c = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (s, _) = l.accept().unwrap();
+        c.write_all(&[7; 1000]).unwrap();
+        let ends = Ends {
+            local: s.local_addr().unwrap().port(),
+            remote: s.peer_addr().unwrap().port(),
+        };
+        // Loopback delivers in softirq context, usually before write returns; not always.
+        let end = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let q = tcp_queues(&[ends])[0].expect("an established socket is listed");
+            if q.recv == 1000 || std::time::Instant::now() > end {
+                assert_eq!(q.recv, 1000);
+                break;
+            }
+            std::thread::yield_now();
+        }
     }
 
     #[test]

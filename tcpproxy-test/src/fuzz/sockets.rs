@@ -6,13 +6,7 @@
 use std::collections::HashSet;
 
 use crate::procfs;
-
-/// One socket of the proxy's, by its local and remote ports on loopback.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Ends {
-    pub local: u16,
-    pub remote: u16,
-}
+pub use crate::procfs::Ends;
 
 /// Socket inodes the process group `pgid` holds open.
 pub fn held_by(pgid: i32) -> HashSet<u64> {

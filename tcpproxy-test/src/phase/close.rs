@@ -9,9 +9,9 @@ use tokio::time::Instant;
 
 use super::params::*;
 use super::{Ctx, Failure, PhaseResult};
-use crate::check;
 use crate::deadline::within;
 use crate::peer::{self, Pacing, SMALL_RCVBUF};
+use crate::{check, hold, procfs};
 
 /// The client sends a request and half-closes; the server reads to EOF, waits, replies with one
 /// byte and closes. The client must get that byte, then EOF.
@@ -146,8 +146,110 @@ pub async fn early_close(ctx: Arc<Ctx>) -> PhaseResult {
 /// Several senders write their data and shut down at once, into receivers that read slowly:
 /// every byte must arrive before the EOF. Client to server first, then server to client.
 pub async fn flush_before_shutdown(ctx: Arc<Ctx>) -> PhaseResult {
-    flush_one_way(&ctx, true).await?;
-    flush_one_way(&ctx, false).await
+    for from_client in [true, false] {
+        held_tail(&ctx, from_client).await?;
+        flush_one_way(&ctx, from_client).await?;
+    }
+    Ok(())
+}
+
+/// The receiver holds off reading while the sender writes until the proxy holds bytes it cannot
+/// write on, and then shuts down (see `crate::hold`): the EOF reaches the proxy with those bytes
+/// held, and they must all arrive before it. Without /proc the moment cannot be seen; the
+/// transfers above still run.
+async fn held_tail(ctx: &Ctx, from_client: bool) -> PhaseResult {
+    if !procfs::available() {
+        return Ok(());
+    }
+    let (sender_name, receiver_name) = if from_client {
+        ("client", "server")
+    } else {
+        ("server", "client")
+    };
+    let mut settings = hold::Settings {
+        piece: HOLD_PIECE,
+        settle: ctx.scaled(HOLD_SETTLE).min(ctx.timing.stall / 4),
+        confirm: HOLD_CONFIRM,
+    };
+    let limit = ctx.scaled(BULK_DEADLINE);
+    for attempt in 0..HOLD_ATTEMPTS {
+        let (client, server) = ctx.pair((!from_client).then_some(SMALL_RCVBUF)).await?;
+        let (sender, receiver) = if from_client {
+            (client, server)
+        } else {
+            (server, client)
+        };
+        let path = hold::Path::between(&sender, &receiver)
+            .map_err(|e| Failure::new(format!("the harness could not name its sockets: {e}")))?;
+        let data = ctx.payload(
+            0x1_0000 | ((from_client as u64) << 8) | attempt as u64,
+            HOLD_MAX,
+        );
+        let (_s_rd, mut s_wr) = sender.into_split();
+        let (mut r_rd, _r_wr) = receiver.into_split();
+        let what = format!(
+            "the proxy to take the {sender_name}'s bytes while the {receiver_name} was not reading"
+        );
+        let fill = within(limit, what, hold::fill(&mut s_wr, &data, 0, 0, &path, &settings, |_| {}))
+            .await?
+            .map_err(|e| {
+                Failure::new(format!(
+                    "expected the {sender_name}'s writes to succeed while the {receiver_name} was not reading, but: {e}"
+                ))
+            })?;
+        if let Err(e) = s_wr.shutdown().await {
+            return Err(Failure::new(format!(
+                "expected the {sender_name} to shut down after {} bytes, but: {e}",
+                fill.written
+            )));
+        }
+        let sent = &data[..fill.written];
+        let what = format!(
+            "the {receiver_name} to read {} bytes and then EOF",
+            sent.len()
+        );
+        let (got, end) = within(
+            limit,
+            what,
+            peer::read_to_end(&mut r_rd, Pacing::EAGER, sent.len() + 1),
+        )
+        .await?;
+        let conn = format!(
+            "held tail, {sender_name} to {receiver_name} ({} bytes; the {receiver_name} read nothing until the {sender_name} shut down)",
+            sent.len()
+        );
+        if let Err(e) = end {
+            return Err(Failure::new(format!(
+                "{conn}: expected every byte then EOF at the {receiver_name}, but after {} bytes the read failed: {e}",
+                got.len()
+            )));
+        }
+        if let Some(m) = check::compare(sent, &got) {
+            let mut f =
+                Failure::new(format!("{conn}: {} before EOF", m.summary())).details(m.details());
+            if let hold::Held::Holding(n) = fill.held {
+                f = f.detail(format!(
+                    "when the EOF reached the proxy it held {n} bytes it could not yet write (read from /proc/net/tcp)"
+                ));
+            }
+            if got.len() < sent.len() && sent.starts_with(&got) {
+                f = f.hint(format!(
+                    "the last {} bytes never arrived, and EOF did: the proxy discards what it still holds when EOF arrives instead of writing it out first",
+                    sent.len() - got.len()
+                ));
+            } else if let Some(h) = check::explain(sent, &got, m.offset) {
+                f = f.hint(h);
+            }
+            return Err(f);
+        }
+        match fill.held {
+            // Holding nothing it could not write: it reads only when it can write.
+            hold::Held::Overshot(0) => break,
+            hold::Held::Overshot(n) => settings.piece = (n as usize / 2).max(HOLD_MIN_PIECE),
+            hold::Held::Holding(_) | hold::Held::NeverHeld | hold::Held::Unseen => break,
+        }
+    }
+    Ok(())
 }
 
 async fn flush_one_way(ctx: &Ctx, from_client: bool) -> PhaseResult {

@@ -95,6 +95,19 @@ pub mod params {
     /// is full, and its writes short, when the EOF arrives.
     pub const FLUSH_READER: Pacing = SLOW_READER;
 
+    /// Flush before shutdown, held tail: the sender writes pieces of this size until the proxy
+    /// holds bytes it cannot write on (`crate::hold`), at most `HOLD_MAX` bytes in all; a
+    /// proxy that stops reading within a piece gets another try with pieces half what it held.
+    pub const HOLD_PIECE: usize = 16 * KIB;
+    pub const HOLD_MIN_PIECE: usize = 64;
+    pub const HOLD_MAX: usize = 8 * MIB;
+    pub const HOLD_ATTEMPTS: usize = 3;
+    /// How long the proxy may take to read a piece (at most a quarter of its stall timeout, so
+    /// a correct proxy's stall timer never fires while the harness waits), and how long what
+    /// it holds must stay put.
+    pub const HOLD_SETTLE: Duration = secs(1);
+    pub const HOLD_CONFIRM: Duration = millis(20);
+
     /// Destination refused: the client must be closed within this.
     pub const REFUSED_CLOSE_WITHIN: Duration = secs(5);
 

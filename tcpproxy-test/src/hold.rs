@@ -1,0 +1,192 @@
+//! Driving a proxy into holding bytes it cannot pass on yet, so that an EOF reaches it while it
+//! does: the moment that tells a proxy which flushes before forwarding EOF from one which
+//! discards what it holds.
+//!
+//! Left to chance, that moment rarely comes on loopback. A proxy is woken to write only when a
+//! third of its (often megabyte-sized) send buffer is free, so each burst of writes empties its
+//! own buffer and it reads the EOF holding nothing; a 2026-11-25 CI run saw a drop-on-EOF proxy
+//! pass a sweep of 31 transfer sizes built to catch it.
+//!
+//! Linux shows every socket's queues in /proc/net/tcp, the proxy's as well as ours, so the bytes
+//! the proxy holds in its own memory (a buffer, or a pipe for splice) are what the sender wrote,
+//! less what the receiver read and what the four queues on the way hold. The receiver stops
+//! reading; the sender writes in small pieces and, after each, waits until the proxy has taken
+//! the piece (our send queue and the proxy's receive queue are empty). Once the proxy holds
+//! bytes and the count stays put, its side toward the receiver is full while it still reads:
+//! an EOF sent now reaches it with those bytes held.
+
+use std::io;
+use std::time::Duration;
+
+use tokio::io::{AsyncWrite, AsyncWriteExt as _};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+use crate::procfs::{self, Ends, Queues};
+
+/// How often the queues are read while waiting for the proxy. Another process's socket queues
+/// offer nothing to await, so this is a poll, bounded by `Settings::settle`.
+const POLL: Duration = Duration::from_millis(1);
+
+/// The four sockets between a sender and a receiver through the proxy.
+#[derive(Debug, Clone, Copy)]
+pub struct Path {
+    sender: Ends,
+    proxy_in: Ends,
+    proxy_out: Ends,
+    receiver: Ends,
+}
+
+impl Path {
+    /// From the sender's and the receiver's sockets (ours): the proxy's socket facing each has
+    /// their ports the other way round.
+    pub fn between(sender: &TcpStream, receiver: &TcpStream) -> io::Result<Path> {
+        let ends = |s: &TcpStream| -> io::Result<Ends> {
+            Ok(Ends {
+                local: s.local_addr()?.port(),
+                remote: s.peer_addr()?.port(),
+            })
+        };
+        Ok(Path::from_ends(ends(sender)?, ends(receiver)?))
+    }
+
+    /// From the (local, remote) ports of the sender's and the receiver's sockets.
+    pub fn from_ends(sender: Ends, receiver: Ends) -> Path {
+        let facing = |e: Ends| Ends {
+            local: e.remote,
+            remote: e.local,
+        };
+        Path {
+            sender,
+            proxy_in: facing(sender),
+            proxy_out: facing(receiver),
+            receiver,
+        }
+    }
+
+    /// All four queues, or None when a socket is not listed (no /proc, or it was closed).
+    fn read(&self) -> Option<[Queues; 4]> {
+        let q = procfs::tcp_queues(&[self.sender, self.proxy_in, self.proxy_out, self.receiver]);
+        Some([q[0]?, q[1]?, q[2]?, q[3]?])
+    }
+}
+
+/// How the fill proceeds.
+#[derive(Debug, Clone, Copy)]
+pub struct Settings {
+    /// Bytes per write. A proxy whose buffer is smaller stops reading within a piece; see
+    /// [`Held::Overshot`].
+    pub piece: usize,
+    /// How long the proxy may take to read a piece before it counts as not reading.
+    pub settle: Duration,
+    /// How long the held count must stay put: the proxy is not about to write it on.
+    pub confirm: Duration,
+}
+
+/// Where a fill ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Held {
+    /// The proxy took every byte written and holds this many it does not write on.
+    Holding(u64),
+    /// The proxy stopped reading in the middle of a piece, holding about this many bytes: its
+    /// buffer is smaller than a piece (or it reads only when it can write).
+    Overshot(u64),
+    /// Every byte went through without the proxy ever holding any.
+    NeverHeld,
+    /// A socket of the path is not in /proc.
+    Unseen,
+}
+
+/// What a fill wrote and where it ended.
+#[derive(Debug, Clone, Copy)]
+pub struct Fill {
+    /// Bytes of `data` written.
+    pub written: usize,
+    pub held: Held,
+}
+
+/// Writes `data` in pieces through the proxy until the proxy holds bytes it cannot pass on
+/// (see the module's comment), and stops there: the caller shuts down at once. `before` bytes
+/// were written on this socket earlier and `received` of everything read at the far end, and
+/// the receiver reads nothing while this runs. `wrote` hears of every write.
+pub async fn fill(
+    wr: &mut (impl AsyncWrite + Unpin),
+    data: &[u8],
+    before: usize,
+    received: usize,
+    path: &Path,
+    settings: &Settings,
+    mut wrote: impl FnMut(usize),
+) -> io::Result<Fill> {
+    let mut at = 0;
+    let done = |at, held| Ok(Fill { written: at, held });
+    let Some(mut queues) = path.read() else {
+        return done(at, Held::Unseen);
+    };
+    // Holding: the proxy's own share of what was written and not yet read.
+    let held = |at: usize, q: &[Queues; 4]| {
+        let beyond: u64 = q.iter().map(|q| q.send + q.recv).sum();
+        (before + at) as i64 - received as i64 - beyond as i64
+    };
+    let taken = |q: &[Queues; 4]| q[0].send == 0 && q[1].recv == 0;
+    loop {
+        if at >= data.len() {
+            return done(at, Held::NeverHeld);
+        }
+        let end = Instant::now() + settings.settle;
+        let piece = &data[at..(at + settings.piece).min(data.len())];
+        let mut off = 0;
+        while off < piece.len() {
+            // Cancelling a TCP write writes nothing, so the count stays exact.
+            match tokio::time::timeout_at(end, wr.write(&piece[off..])).await {
+                Ok(Ok(0)) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(Ok(n)) => {
+                    off += n;
+                    wrote(n);
+                }
+                Ok(Err(e)) => return Err(e),
+                Err(_) => {
+                    return done(
+                        at + off,
+                        Held::Overshot(held(at + off, &queues).max(0) as u64),
+                    );
+                }
+            }
+        }
+        at += off;
+        let mut steady: Option<([Queues; 4], Instant)> = None;
+        loop {
+            let Some(q) = path.read() else {
+                return done(at, Held::Unseen);
+            };
+            queues = q;
+            let h = held(at, &q);
+            if taken(&q) {
+                if h <= 0 {
+                    break;
+                }
+                match steady {
+                    Some((before, since)) if before == q => {
+                        if since.elapsed() >= settings.confirm {
+                            return done(at, Held::Holding(h as u64));
+                        }
+                    }
+                    _ => steady = Some((q, Instant::now())),
+                }
+            } else {
+                steady = None;
+            }
+            if Instant::now() >= end + settings.confirm {
+                // Still moving after all this time: what it holds now is as good a moment as
+                // any; still not taken: it stopped reading.
+                let held = if taken(&q) {
+                    Held::Holding(h as u64)
+                } else {
+                    Held::Overshot(h.max(0) as u64)
+                };
+                return done(at, held);
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+}
