@@ -7,7 +7,7 @@
 //! own buffer and it reads the EOF holding nothing; a 2026-11-25 CI run saw a drop-on-EOF proxy
 //! pass a sweep of 31 transfer sizes built to catch it.
 //!
-//! Linux shows every socket's queues in /proc/net/tcp, the proxy's as well as ours, so the bytes
+//! Linux shows every socket's queues (sock_diag, /proc/net/tcp), the proxy's as well as ours, so the bytes
 //! the proxy holds in its own memory (a buffer, or a pipe for splice) are what the sender wrote,
 //! less what the receiver read and what the four queues on the way hold. The receiver stops
 //! reading; the sender writes in small pieces and, after each, waits until the proxy has taken
@@ -23,6 +23,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use crate::procfs::{self, Ends, Queues};
+use crate::sockdiag::Diag;
 
 /// How often the queues are read while waiting for the proxy. Another process's socket queues
 /// offer nothing to await, so this is a poll, bounded by `Settings::settle`.
@@ -64,9 +65,24 @@ impl Path {
         }
     }
 
-    /// All four queues, or None when a socket is not listed (no /proc, or it was closed).
-    fn read(&self) -> Option<[Queues; 4]> {
-        let q = procfs::tcp_queues(&[self.sender, self.proxy_in, self.proxy_out, self.receiver]);
+    /// All four queues, or None when a socket is not found (it was closed, or neither
+    /// sock_diag nor /proc is there). By sock_diag when it answers, else from /proc.
+    fn read(&self, diag: &mut Option<Diag>) -> Option<[Queues; 4]> {
+        let all = [self.sender, self.proxy_in, self.proxy_out, self.receiver];
+        if let Some(d) = diag {
+            let mut q = [Queues::default(); 4];
+            for (q, ends) in q.iter_mut().zip(all) {
+                match d.queues(ends) {
+                    Ok(found) => *q = found?,
+                    Err(_) => {
+                        *diag = None;
+                        return self.read(diag);
+                    }
+                }
+            }
+            return Some(q);
+        }
+        let q = procfs::tcp_queues(&all);
         Some([q[0]?, q[1]?, q[2]?, q[3]?])
     }
 }
@@ -120,7 +136,8 @@ pub async fn fill(
 ) -> io::Result<Fill> {
     let mut at = 0;
     let done = |at, held| Ok(Fill { written: at, held });
-    let Some(mut queues) = path.read() else {
+    let mut diag = Diag::open().ok();
+    let Some(mut queues) = path.read(&mut diag) else {
         return done(at, Held::Unseen);
     };
     // Holding: the proxy's own share of what was written and not yet read.
@@ -156,7 +173,7 @@ pub async fn fill(
         at += off;
         let mut steady: Option<([Queues; 4], Instant)> = None;
         loop {
-            let Some(q) = path.read() else {
+            let Some(q) = path.read(&mut diag) else {
                 return done(at, Held::Unseen);
             };
             queues = q;

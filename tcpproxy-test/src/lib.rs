@@ -14,6 +14,7 @@ pub mod phase;
 pub mod procfs;
 pub mod progress;
 pub mod report;
+pub mod sockdiag;
 pub mod suite;
 
 use std::ffi::OsString;

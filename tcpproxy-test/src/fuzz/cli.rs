@@ -13,7 +13,7 @@ use crate::harness::ProxyCommand;
 
 /// Cases generated when `--cases` is not given.
 pub const CASES: u32 = 64;
-/// Cases run at once (each through both proxies, each of up to three connections).
+/// Cases run at once (each through both proxies, each of a few connections).
 pub const JOBS: u32 = 4;
 /// The bound on a whole run, shrinking included.
 pub const TIME_LIMIT: Duration = Duration::from_secs(600);
@@ -28,7 +28,7 @@ pub const REFERENCE_STALL_TIMEOUT: &str = "60";
     version,
     about = "Random read/write/shutdown schedules through PROXY and the reference proxy side by side",
     long_about = "Random read/write/shutdown schedules through PROXY and the reference proxy side by side.\n\n\
-        Each case opens up to three connections at once through one long-lived instance of PROXY\n\
+        Each case opens a few connections at once through one long-lived instance of PROXY\n\
         (spawned as `PROXY [PROXY_ARGS...] 127.0.0.1 DEST_PORT LISTEN_PORT`), and the same case\n\
         through the bundled reference proxy. A case fails when PROXY breaks the contract: bytes\n\
         differ, an EOF comes early, late or never, a pair is left open, or a connection is reset.\n\
@@ -145,7 +145,10 @@ pub fn parse(args: Vec<OsString>) -> Parsed {
         .first()
         .cloned()
         .unwrap_or_else(|| "tcpproxy-test".into());
-    let a = match Args::try_parse_from(args.into_iter().skip(1)) {
+    // Named as a user types it, for usage lines.
+    let words =
+        std::iter::once(OsString::from("tcpproxy-test fuzz")).chain(args.into_iter().skip(2));
+    let a = match Args::try_parse_from(words) {
         Ok(a) => a,
         Err(e) => {
             return match e.kind() {

@@ -2,8 +2,8 @@
 //! the reference proxy side by side, judged by the contract, the first failure shrunk to a
 //! minimal schedule with a command that replays it.
 //!
-//! A case ([`schedule::Case`]) is up to three connections opened together, each with a schedule
-//! for both peers; several cases run at once through one long-lived instance of each proxy, so
+//! A case ([`schedule::Case`]) is a few connections opened together, each with a schedule for
+//! both peers; several cases run at once through one long-lived instance of each proxy, so
 //! connections interfere. Cases come from a proptest strategy ([`strategy`]), case I of seed S
 //! being the same everywhere; the committed regression schedules run first.
 

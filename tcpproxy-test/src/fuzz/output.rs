@@ -22,6 +22,11 @@ fn print(text: impl AsRef<str>) {
     let _ = out.flush();
 }
 
+/// `1 case`, `2 cases`.
+fn count(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
 fn megabytes(bytes: usize) -> String {
     format!("{:.1} MB", bytes as f64 / 1e6)
 }
@@ -61,15 +66,29 @@ pub(super) fn header(config: &FuzzConfig, jobs: &[Job]) {
     let what = match &config.mode {
         Mode::Random { seed, cases } => {
             let extra = if regressions > 0 {
-                format!(" after {regressions} committed regression schedules")
+                format!(
+                    " after {}",
+                    count(
+                        regressions,
+                        "committed regression schedule",
+                        "committed regression schedules"
+                    )
+                )
             } else {
                 String::new()
             };
-            format!("seed {seed}, {cases} cases{extra}")
+            format!(
+                "seed {seed}, {}{extra}",
+                count(*cases as usize, "case", "cases")
+            )
         }
         Mode::One { seed, index } => format!("seed {seed}, case {index} only"),
         Mode::Replay { path, cases } => {
-            format!("{} schedules from {}", cases.len(), path.display())
+            format!(
+                "{} from {}",
+                count(cases.len(), "schedule", "schedules"),
+                path.display()
+            )
         }
     };
     print(format!(
@@ -86,9 +105,9 @@ pub(super) fn did_not_start(why: &str) {
 pub(super) fn case_passed(config: &FuzzConfig, o: &Outcome) {
     if config.verbose {
         print(format!(
-            "{}: passed ({} connections, {}, {:.1}s; reference {:.1}s)",
+            "{}: passed ({}, {}, {:.1}s; reference {:.1}s)",
             o.origin,
-            o.case.connections.len(),
+            count(o.case.connections.len(), "connection", "connections"),
             megabytes(o.case.total_bytes()),
             o.proxy.elapsed.as_secs_f64(),
             o.reference.elapsed.as_secs_f64()
@@ -110,8 +129,8 @@ pub(super) fn shrinking(budget: Duration) {
 pub(super) fn shrink_step(config: &FuzzConfig, case: &Case, v: &Violation) {
     if config.verbose {
         eprintln!(
-            "tcpproxy-test fuzz: smaller failing schedule ({} connections, {}): {}",
-            case.connections.len(),
+            "tcpproxy-test fuzz: smaller failing schedule ({}, {}): {}",
+            count(case.connections.len(), "connection", "connections"),
             megabytes(case.total_bytes()),
             v.summary
         );
@@ -189,9 +208,13 @@ pub(super) fn failure(
     let mut report = String::new();
     if let Origin::Random { .. } = origin {
         report.push_str(&format!(
-            "shrunk: {} smaller failing schedules in {} tries ({:.1}s)\n",
-            shrunk.steps,
-            shrunk.candidates,
+            "shrunk: {} in {} ({:.1}s)\n",
+            count(
+                shrunk.steps as usize,
+                "smaller failing schedule",
+                "smaller failing schedules"
+            ),
+            count(shrunk.candidates as usize, "try", "tries"),
             shrunk.took.as_secs_f64()
         ));
     }
@@ -265,21 +288,25 @@ pub(super) fn failure(
 pub(super) fn passed(fuzzer: &Fuzzer, totals: &Totals) {
     let mut what = Vec::new();
     if totals.regressions > 0 {
-        what.push(format!("{} regression schedules", totals.regressions));
+        what.push(count(
+            totals.regressions,
+            "regression schedule",
+            "regression schedules",
+        ));
     }
-    what.push(format!("{} cases", totals.cases));
+    what.push(count(totals.cases, "case", "cases"));
     let mut text = format!(
-        "passed: {} kept the contract ({} connections, {} through each proxy) in {:.1}s",
+        "passed: {} kept the contract ({}, {} through each proxy) in {:.1}s",
         what.join(" and "),
-        totals.connections,
+        count(totals.connections, "connection", "connections"),
         megabytes(totals.bytes),
         fuzzer.started.elapsed().as_secs_f64()
     );
     if totals.skipped > 0 {
         text.push_str(&format!(
-            "\nnote: the time limit of {:.0}s came first; {} cases were not run",
+            "\nnote: the time limit of {:.0}s came first; {} not run",
             fuzzer.config.time_limit.as_secs_f64(),
-            totals.skipped
+            count(totals.skipped, "case was", "cases were")
         ));
     }
     if !totals.info.is_empty() {

@@ -21,10 +21,12 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use super::schedule::{
-    BANDWIDTH_CHUNK, Case, Dir, EAGER_CHUNK, Flow, KIB, MAX_WRITE, Pace, Reader, Shutdown, Step,
+    BANDWIDTH_CHUNK, Case, Dir, EAGER_CHUNK, Flow, HOLD_PIECE, HOLD_TAIL, KIB, MAX_WRITE, Pace,
+    Reader, Shutdown, Step,
 };
 use super::sockets::{self, Ends};
 use super::target::Target;
+use crate::hold;
 
 /// Bytes kept beyond what was sent, to show what the extra bytes were.
 const EXTRA_KEPT: usize = 64 * KIB;
@@ -33,6 +35,10 @@ const EXTRA_KEPT: usize = 64 * KIB;
 const GRACE: Duration = Duration::from_millis(50);
 /// How often the proxy's descriptor table is read while waiting for it to close a pair.
 const CLOSE_POLL: Duration = Duration::from_millis(10);
+/// `shutdown while-held`: how long the proxy may take to read a piece, and how long what it
+/// holds must stay put (see `crate::hold`).
+const HOLD_SETTLE: Duration = Duration::from_secs(1);
+const HOLD_CONFIRM: Duration = Duration::from_millis(20);
 
 /// The deadlines of one run, already scaled.
 #[derive(Debug, Clone, Copy)]
@@ -137,7 +143,15 @@ pub async fn run(target: &Target, case: &Case, limits: Limits) -> Record {
                 .iter()
                 .map(|c| ConnRecord {
                     flows: Dir::BOTH.map(|d| FlowRecord {
-                        sent: Arc::new(payload(c.flow(d).total())),
+                        // A held flow's tail is cut to what was written when it shuts down.
+                        sent: Arc::new(payload(
+                            c.flow(d).total()
+                                + if c.flow(d).shutdown == Shutdown::WhileHeld {
+                                    HOLD_TAIL
+                                } else {
+                                    0
+                                },
+                        )),
                         ..FlowRecord::default()
                     }),
                     ..ConnRecord::default()
@@ -170,11 +184,36 @@ pub async fn run(target: &Target, case: &Case, limits: Limits) -> Record {
         .await
         .unwrap_or_default();
     for (i, (pair, c)) in pairs.into_iter().zip(&case.connections).enumerate() {
+        // Our two sockets, as /proc/net/tcp names them, for held flows.
+        let client = Ends {
+            local: pair.client_port,
+            remote: proxy_port,
+        };
+        let server = Ends {
+            local: target.dest_port,
+            remote: pair.proxy_out_port,
+        };
+        let gates = Dir::BOTH.map(|d| {
+            (c.flow(d).shutdown == Shutdown::WhileHeld).then(|| {
+                let path = match d {
+                    Dir::Up => hold::Path::from_ends(client, server),
+                    Dir::Down => hold::Path::from_ends(server, client),
+                };
+                Arc::new(Gate {
+                    holding: watch::channel(false).0,
+                    shut: watch::channel(false).0,
+                    steps_bytes: c.flow(d).total(),
+                    path,
+                })
+            })
+        });
         for (stream, out, into) in [
             (pair.client, Dir::Up, Dir::Down),
             (pair.server, Dir::Down, Dir::Up),
         ] {
             let side = Side {
+                hold_out: gates[out.index()].clone(),
+                hold_in: gates[into.index()].clone(),
                 shared: shared.clone(),
                 conn: i,
                 out,
@@ -350,8 +389,22 @@ impl Shared {
     }
 }
 
+/// A `shutdown while-held` flow's meeting point between its two ends.
+struct Gate {
+    /// Set by the receiver once it has read the steps' bytes and stopped reading.
+    holding: watch::Sender<bool>,
+    /// Set by the sender once it has shut down: the receiver reads on.
+    shut: watch::Sender<bool>,
+    steps_bytes: usize,
+    path: hold::Path,
+}
+
 /// One end of a connection: it sends one direction and receives the other.
 struct Side {
+    /// The gate of the direction this end sends, if that one is held.
+    hold_out: Option<Arc<Gate>>,
+    /// The gate of the direction this end receives, if that one is held.
+    hold_in: Option<Arc<Gate>>,
     shared: Arc<Shared>,
     conn: usize,
     /// The direction this end sends.
@@ -396,7 +449,21 @@ impl Side {
         let mut stalled = false;
         let mut first_byte: Option<Instant> = None;
         let mut end = self.end.clone();
+        let mut held = false;
         loop {
+            if let Some(gate) = self
+                .hold_in
+                .as_ref()
+                .filter(|g| !held && total >= g.steps_bytes)
+            {
+                held = true;
+                gate.holding.send_replace(true);
+                let mut shut = gate.shut.subscribe();
+                tokio::select! {
+                    _ = end.wait_for(|e| *e) => break,
+                    _ = shut.wait_for(|s| *s) => self.shared.tick(),
+                }
+            }
             if let Some(stall) = self.reader.stall {
                 if !stalled && total >= stall.after {
                     stalled = true;
@@ -492,9 +559,14 @@ impl Side {
                 }
             }
         }
+        if let Some(gate) = &self.hold_out {
+            if self.fill(&mut wr, gate, &data, at).await.is_none() {
+                return wr;
+            }
+        }
         self.shared.event(conn, dir, |f, _| f.writes_done = true);
         match flow.shutdown {
-            Shutdown::AfterLastByte | Shutdown::AtStart => {}
+            Shutdown::AfterLastByte | Shutdown::AtStart | Shutdown::WhileHeld => {}
             Shutdown::SlowClose(ms) => {
                 if !self.pause(Duration::from_millis(ms.into())).await {
                     return wr;
@@ -509,7 +581,50 @@ impl Side {
                 f.write_error = Some(format!("shutdown(SHUT_WR) failed: {e}"))
             });
         }
+        if let Some(gate) = &self.hold_out {
+            gate.shut.send_replace(true);
+        }
         wr
+    }
+
+    /// A held flow's tail: once the receiver holds off, writes from `data[at..]` until the
+    /// proxy holds bytes it cannot write on, and cuts what the flow sent to what was written.
+    /// The bytes written, or None when the case ended or a write failed (recorded).
+    async fn fill(
+        &self,
+        wr: &mut OwnedWriteHalf,
+        gate: &Gate,
+        data: &[u8],
+        at: usize,
+    ) -> Option<usize> {
+        let (conn, dir) = (self.conn, self.out);
+        let mut holding = gate.holding.subscribe();
+        let mut end = self.end.clone();
+        tokio::select! {
+            _ = end.wait_for(|e| *e) => return None,
+            _ = holding.wait_for(|h| *h) => {}
+        }
+        let received = self.shared.lock().conns[conn].flows[dir.index()].received;
+        let settings = hold::Settings {
+            piece: HOLD_PIECE,
+            settle: HOLD_SETTLE,
+            confirm: HOLD_CONFIRM,
+        };
+        let wrote = |n| self.shared.event(conn, dir, |f, _| f.written += n);
+        match hold::fill(wr, &data[at..], at, received, &gate.path, &settings, wrote).await {
+            Ok(fill) => {
+                let sent = at + fill.written;
+                self.shared.event(conn, dir, |f, _| {
+                    f.sent = Arc::new(f.sent[..sent].to_vec());
+                });
+                Some(fill.written)
+            }
+            Err(e) => {
+                self.shared
+                    .event(conn, dir, |f, _| f.write_error = Some(e.to_string()));
+                None
+            }
+        }
     }
 
     /// One write step: writes of at most `MAX_WRITE`, cut by the slicer if there is one.

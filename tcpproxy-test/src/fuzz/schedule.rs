@@ -10,7 +10,8 @@
 //!
 //! The vocabulary borrows toxiproxy's where it fits: `latency` (a pause before every write), a
 //! `slicer` (each write cut into small pieces with a delay between), a reader's `bandwidth`
-//! limit, and a slow close (`shutdown 200ms-after-last-byte`).
+//! limit, and a slow close (`shutdown 200ms-after-last-byte`). `shutdown while-held` sends the
+//! EOF at the moment the proxy holds bytes it cannot write on yet.
 
 use std::fmt;
 use std::str::FromStr;
@@ -34,6 +35,11 @@ pub const MAX_TRICKLE_BYTES: usize = 64 * KIB;
 pub const MAX_SLICES: usize = 2_000;
 pub const MAX_DELAYED_SLICES: usize = 500;
 pub const MAX_SLICER_DELAY_US: u32 = 1_000;
+/// The most bytes a `shutdown while-held` flow adds after its steps, and the pieces they go in.
+/// Above what a proxy's send buffer (Linux's tcp_wmem: 4 MiB at most) and an unshrunk
+/// receiver's receive buffer (tcp_rmem: 6 MiB) queue between them.
+pub const HOLD_TAIL: usize = 12 * 1024 * KIB;
+pub const HOLD_PIECE: usize = 16 * KIB;
 /// Reader stalls stay far below any sane stall timeout (the lab's is 10 s).
 pub const MAX_STALL_MS: u32 = 1_500;
 
@@ -136,6 +142,11 @@ pub enum Shutdown {
     AtStart,
     /// Never: the write half stays open until the case is over.
     Never,
+    /// After the last step, the moment the proxy holds bytes it cannot write on: the receiver
+    /// stops reading once it has read the steps' bytes, the sender adds up to `HOLD_TAIL` bytes
+    /// in pieces until the proxy holds some (seen in /proc/net/tcp, see `crate::hold`), shuts
+    /// down, and the receiver reads on. A short write just before EOF, made to happen.
+    WhileHeld,
 }
 
 /// How the receiver reads.
@@ -325,6 +336,7 @@ impl fmt::Display for Flow {
             Shutdown::SlowClose(ms) => write!(f, "; shutdown {ms}ms-after-last-byte")?,
             Shutdown::AtStart => f.write_str("; shutdown at-start")?,
             Shutdown::Never => f.write_str("; shutdown never")?,
+            Shutdown::WhileHeld => f.write_str("; shutdown while-held")?,
         }
         match self.reader.pace {
             Pace::Eager => f.write_str("; reader eager")?,
@@ -511,6 +523,7 @@ impl FromStr for Flow {
                         "after-last-byte" => Shutdown::AfterLastByte,
                         "at-start" => Shutdown::AtStart,
                         "never" => Shutdown::Never,
+                        "while-held" => Shutdown::WhileHeld,
                         slow => match slow.strip_suffix("-after-last-byte") {
                             Some(ms) => Shutdown::SlowClose(millis(ms)?),
                             None => return Err(format!("unknown shutdown `{slow}`")),

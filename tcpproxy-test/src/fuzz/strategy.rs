@@ -172,6 +172,7 @@ fn shutdown() -> impl Strategy<Value = Shutdown> {
         ),
         (1, Just(Shutdown::AtStart).boxed()),
         (2, Just(Shutdown::Never).boxed()),
+        (3, Just(Shutdown::WhileHeld).boxed()),
     ])
 }
 

@@ -1,0 +1,213 @@
+//! One TCP socket's queues, looked up by its ports through Linux's sock_diag netlink interface
+//! (what `ss` uses). /proc/net/tcp gives the same figures but lists every socket of the host:
+//! after a suite leaves thousands in TIME-WAIT, one read takes milliseconds, and a held tail
+//! (`crate::hold`) reads four sockets after every piece it writes. An exact lookup costs one
+//! request whatever the host holds.
+
+use std::io;
+use std::os::fd::{AsRawFd as _, OwnedFd};
+use std::time::Duration;
+
+use nix::sys::socket::{
+    AddressFamily, MsgFlags, NetlinkAddr, SockFlag, SockProtocol, SockType, recv, sendto,
+    setsockopt, socket, sockopt,
+};
+use nix::sys::time::TimeVal;
+
+use crate::procfs::{Ends, Queues};
+
+const SOCK_DIAG_BY_FAMILY: u16 = 20;
+const NLM_F_REQUEST: u16 = 1;
+const NLMSG_ERROR: u16 = 2;
+const NLMSG_HDRLEN: usize = 16;
+const TCP_LISTEN: u8 = 10;
+/// Both cookie words: match any socket with these ports.
+const NO_COOKIE: u32 = !0;
+/// `inet_diag_msg`: family, state, timer, retrans, the 48-byte socket id, expires, then the
+/// receive and send queues.
+const RQUEUE_AT: usize = NLMSG_HDRLEN + 4 + 48 + 4;
+const WQUEUE_AT: usize = RQUEUE_AT + 4;
+
+/// A netlink socket for lookups.
+pub struct Diag {
+    fd: OwnedFd,
+    seq: u32,
+}
+
+impl Diag {
+    pub fn open() -> io::Result<Diag> {
+        let fd = socket(
+            AddressFamily::Netlink,
+            SockType::Datagram,
+            SockFlag::SOCK_CLOEXEC,
+            SockProtocol::NetlinkSockDiag,
+        )?;
+        // The kernel answers within the send; this only bounds a kernel that does not.
+        setsockopt(
+            &fd,
+            sockopt::ReceiveTimeout,
+            &TimeVal::from(libc::timeval {
+                tv_sec: Duration::from_secs(1).as_secs() as libc::time_t,
+                tv_usec: 0,
+            }),
+        )?;
+        Ok(Diag { fd, seq: 0 })
+    }
+
+    /// The queues of the socket on 127.0.0.1 with these ports, whether it is an IPv4 socket
+    /// or an IPv6 one holding an IPv4-mapped address (a dual-stack listener's); None if there
+    /// is none.
+    pub fn queues(&mut self, ends: Ends) -> io::Result<Option<Queues>> {
+        for family in [libc::AF_INET, libc::AF_INET6] {
+            if let Some(q) = self.lookup(family as u8, ends)? {
+                return Ok(Some(q));
+            }
+        }
+        Ok(None)
+    }
+
+    fn lookup(&mut self, family: u8, ends: Ends) -> io::Result<Option<Queues>> {
+        self.seq = self.seq.wrapping_add(1);
+        let request = request(family, ends, self.seq);
+        sendto(
+            self.fd.as_raw_fd(),
+            &request,
+            &NetlinkAddr::new(0, 0),
+            MsgFlags::empty(),
+        )?;
+        let mut reply = [0u8; 512];
+        loop {
+            let n = recv(self.fd.as_raw_fd(), &mut reply, MsgFlags::empty())?;
+            match parse(&reply[..n], self.seq, ends) {
+                Reply::Stale => continue,
+                Reply::Found(q) => return Ok(Some(q)),
+                Reply::NotFound => return Ok(None),
+                Reply::Error(errno) => return Err(io::Error::from_raw_os_error(errno)),
+            }
+        }
+    }
+}
+
+/// `nlmsghdr` + `inet_diag_req_v2` asking for the one TCP socket with these ports.
+fn request(family: u8, ends: Ends, seq: u32) -> Vec<u8> {
+    let loopback = |v: &mut Vec<u8>| {
+        if family == libc::AF_INET as u8 {
+            v.extend_from_slice(&[127, 0, 0, 1]);
+            v.extend_from_slice(&[0; 12]);
+        } else {
+            v.extend_from_slice(&[0; 10]);
+            v.extend_from_slice(&[0xff, 0xff, 127, 0, 0, 1]);
+        }
+    };
+    let mut v = Vec::with_capacity(72);
+    v.extend_from_slice(&72u32.to_ne_bytes());
+    v.extend_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
+    v.extend_from_slice(&NLM_F_REQUEST.to_ne_bytes());
+    v.extend_from_slice(&seq.to_ne_bytes());
+    v.extend_from_slice(&0u32.to_ne_bytes());
+    v.extend_from_slice(&[family, libc::IPPROTO_TCP as u8, 0, 0]);
+    v.extend_from_slice(&u32::MAX.to_ne_bytes()); // every state
+    v.extend_from_slice(&ends.local.to_be_bytes());
+    v.extend_from_slice(&ends.remote.to_be_bytes());
+    loopback(&mut v);
+    loopback(&mut v);
+    v.extend_from_slice(&0u32.to_ne_bytes()); // any interface
+    v.extend_from_slice(&NO_COOKIE.to_ne_bytes());
+    v.extend_from_slice(&NO_COOKIE.to_ne_bytes());
+    debug_assert_eq!(v.len(), 72);
+    v
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Reply {
+    /// An answer to an earlier request (one that timed out).
+    Stale,
+    Found(Queues),
+    NotFound,
+    Error(i32),
+}
+
+fn parse(reply: &[u8], seq: u32, ends: Ends) -> Reply {
+    let u32_at = |at: usize| {
+        reply
+            .get(at..at + 4)
+            .map(|b| u32::from_ne_bytes(b.try_into().expect("four bytes")))
+    };
+    let kind = reply.get(4..6).map(|b| u16::from_ne_bytes([b[0], b[1]]));
+    if u32_at(8) != Some(seq) {
+        return Reply::Stale;
+    }
+    if kind == Some(NLMSG_ERROR) {
+        return match u32_at(NLMSG_HDRLEN).map(|e| -(e as i32)) {
+            Some(libc::ENOENT) => Reply::NotFound,
+            Some(errno) => Reply::Error(errno),
+            None => Reply::Error(libc::EPROTO),
+        };
+    }
+    // A lookup with no socket of these ports falls back to the listener on the local port.
+    let state = reply.get(NLMSG_HDRLEN + 1).copied();
+    let remote = reply
+        .get(NLMSG_HDRLEN + 6..NLMSG_HDRLEN + 8)
+        .map(|b| u16::from_be_bytes([b[0], b[1]]));
+    if state == Some(TCP_LISTEN) || remote != Some(ends.remote) {
+        return Reply::NotFound;
+    }
+    match (u32_at(RQUEUE_AT), u32_at(WQUEUE_AT)) {
+        (Some(recv), Some(send)) => Reply::Found(Queues {
+            send: send.into(),
+            recv: recv.into(),
+        }),
+        _ => Reply::Error(libc::EPROTO),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write as _;
+
+    #[test]
+    fn a_request_is_one_netlink_message_for_one_socket() {
+        let r = request(
+            libc::AF_INET as u8,
+            Ends {
+                local: 0x1F90,
+                remote: 0xD431,
+            },
+            7,
+        );
+        assert_eq!(r.len(), 72);
+        assert_eq!(&r[24..28], &[0x1F, 0x90, 0xD4, 0x31]);
+        assert_eq!(&r[28..32], &[127, 0, 0, 1]);
+    }
+
+    #[test]
+    fn unread_bytes_show_in_the_receivers_queue_and_a_closed_socket_is_not_found() {
+        let Ok(mut diag) = Diag::open() else {
+            return;
+        };
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut c = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (s, _) = l.accept().unwrap();
+        let ends = Ends {
+            local: s.local_addr().unwrap().port(),
+            remote: s.peer_addr().unwrap().port(),
+        };
+        c.write_all(&[7; 1000]).unwrap();
+        // Loopback delivers in softirq context, usually before write returns; not always.
+        let end = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let q = diag.queues(ends).unwrap().expect("an established socket");
+            if q.recv == 1000 || std::time::Instant::now() > end {
+                assert_eq!(q.recv, 1000);
+                break;
+            }
+            std::thread::yield_now();
+        }
+        let unused = Ends {
+            local: ends.local,
+            remote: 1,
+        };
+        assert_eq!(diag.queues(unused).unwrap(), None);
+    }
+}
