@@ -147,6 +147,19 @@ fn finds_and_shrinks_short_write_resend() {
     );
 }
 
+/// The other way to get short writes wrong: the unwritten rest is dropped (seed 3: case 2,
+/// shrunk to one 524,288-byte upload, 2026-11-30).
+#[test]
+fn finds_and_shrinks_short_write_drop() {
+    let run = finds("short-write-drop", "(hash differs)");
+    assert!(
+        run.stdout
+            .contains("drops the rest of a chunk after a short write"),
+        "{}",
+        run.dump()
+    );
+}
+
 /// Found through `shutdown while-held` flows, which send the EOF while the proxy holds bytes.
 #[test]
 fn finds_and_shrinks_drop_buffered_on_eof() {
