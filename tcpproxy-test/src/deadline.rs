@@ -1,5 +1,6 @@
 //! Every wait in the harness has a deadline, scaled by one knob, and says what it awaited.
 
+use std::cell::RefCell;
 use std::future::Future;
 use std::time::Duration;
 
@@ -38,14 +39,64 @@ impl std::fmt::Display for Expired {
     }
 }
 
+/// The wait of a phase that came closest to its deadline: how much room a slower machine has
+/// before that wait, and so the verdict, flips (what `ci/soak` reports).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Closest {
+    pub what: String,
+    pub waited: Duration,
+    pub limit: Duration,
+}
+
+impl Closest {
+    /// The share of the limit used.
+    pub fn used(&self) -> f64 {
+        self.waited.as_secs_f64() / self.limit.as_secs_f64().max(1e-9)
+    }
+}
+
+tokio::task_local! {
+    static CLOSEST: RefCell<Option<Closest>>;
+}
+
+/// Runs `fut` and returns with it the closest of the waits it made through [`within`] and
+/// [`until`] in its own task (tasks it spawns are not followed: their waits end in one of
+/// the phase's own).
+pub async fn tracking<F: Future>(fut: F) -> (F::Output, Option<Closest>) {
+    CLOSEST
+        .scope(RefCell::new(None), async {
+            let out = fut.await;
+            (out, CLOSEST.with(|c| c.borrow().clone()))
+        })
+        .await
+}
+
+fn note(what: &str, waited: Duration, limit: Duration) {
+    let _ = CLOSEST.try_with(|c| {
+        let mut c = c.borrow_mut();
+        let this = Closest {
+            what: what.to_string(),
+            waited: waited.min(limit),
+            limit,
+        };
+        if c.as_ref().is_none_or(|best| this.used() > best.used()) {
+            *c = Some(this);
+        }
+    });
+}
+
 /// Runs `fut` for at most `limit`.
 pub async fn within<F: Future>(
     limit: Duration,
     what: impl Into<String>,
     fut: F,
 ) -> Result<F::Output, Expired> {
-    tokio::time::timeout(limit, fut).await.map_err(|_| Expired {
-        what: what.into(),
+    let started = Instant::now();
+    let what = what.into();
+    let out = tokio::time::timeout(limit, fut).await;
+    note(&what, started.elapsed(), limit);
+    out.map_err(|_| Expired {
+        what,
         waited: limit,
     })
 }
@@ -57,10 +108,50 @@ pub async fn until<F: Future>(
     fut: F,
 ) -> Result<F::Output, Expired> {
     let started = Instant::now();
-    tokio::time::timeout_at(end, fut)
-        .await
-        .map_err(|_| Expired {
-            what: what.into(),
-            waited: started.elapsed(),
+    let what = what.into();
+    let out = tokio::time::timeout_at(end, fut).await;
+    note(
+        &what,
+        started.elapsed(),
+        end.saturating_duration_since(started),
+    );
+    out.map_err(|_| Expired {
+        what,
+        waited: started.elapsed(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn the_closest_wait_is_the_one_that_used_most_of_its_limit() {
+        let (_, closest) = tracking(async {
+            let _ = within(
+                Duration::from_secs(10),
+                "a",
+                tokio::time::sleep(Duration::from_secs(5)),
+            )
+            .await;
+            let _ = within(
+                Duration::from_secs(2),
+                "b",
+                tokio::time::sleep(Duration::from_secs(3)),
+            )
+            .await;
+            let _ = within(
+                Duration::from_secs(100),
+                "c",
+                tokio::time::sleep(Duration::from_secs(60)),
+            )
+            .await;
         })
+        .await;
+        let c = closest.unwrap();
+        assert_eq!(
+            (c.what.as_str(), c.waited, c.limit),
+            ("b", Duration::from_secs(2), Duration::from_secs(2))
+        );
+    }
 }

@@ -19,7 +19,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
-use crate::deadline::{Expired, Timing, within};
+use crate::deadline::{self, Closest, Expired, Timing, within};
 use crate::harness::{Proxy, ProxyCommand, StartFailure, describe_status};
 use crate::peer;
 
@@ -234,6 +234,8 @@ pub struct Outcome {
     pub proxy_exit: Option<String>,
     /// The tail of the proxy's stderr, kept when the phase did not pass.
     pub stderr_tail: Option<String>,
+    /// The phase's wait that came closest to its deadline.
+    pub closest: Option<Closest>,
 }
 
 pub type PhaseResult = Result<(), Failure>;
@@ -399,6 +401,7 @@ pub async fn run(phase: &Phase, cmd: &ProxyCommand, rules: Rules) -> Result<Outc
         failure,
         elapsed: started.elapsed(),
         proxy_exit,
+        closest: None,
     };
     let proxy = match Proxy::start(cmd, dest_port, timing.scaled(params::READY_WITHIN)).await {
         Ok(p) => p,
@@ -427,7 +430,9 @@ pub async fn run(phase: &Phase, cmd: &ProxyCommand, rules: Rules) -> Result<Outc
         proxy: Mutex::new(proxy),
     });
     // The scenario runs as its own task so a panic in it is a failed phase, not a dead harness.
-    let result = tokio::spawn((phase.run)(ctx.clone())).await;
+    let result = tokio::spawn(deadline::tracking((phase.run)(ctx.clone()))).await;
+    let closest = result.as_ref().ok().and_then(|(_, c)| c.clone());
+    let result = result.map(|(r, _)| r);
     let mut proxy = ctx.proxy.lock().await;
     let died = proxy.exit_status();
     if died.is_some() {
@@ -461,5 +466,8 @@ pub async fn run(phase: &Phase, cmd: &ProxyCommand, rules: Rules) -> Result<Outc
     }
     let stderr = proxy.stderr_tail();
     proxy.stop().await;
-    Ok(outcome(failure, died.map(describe_status), stderr))
+    Ok(Outcome {
+        closest,
+        ..outcome(failure, died.map(describe_status), stderr)
+    })
 }

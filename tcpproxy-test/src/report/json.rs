@@ -44,6 +44,19 @@ struct Phase<'a> {
     details: Vec<String>,
     proxy_exit: Option<&'a str>,
     stderr_tail: Option<&'a str>,
+    /// The phase's wait that used the largest share of its deadline.
+    closest_wait: Option<ClosestWait<'a>>,
+}
+
+#[derive(Serialize)]
+struct ClosestWait<'a> {
+    what: &'a str,
+    waited_secs: f64,
+    limit_secs: f64,
+}
+
+fn millis(d: std::time::Duration) -> f64 {
+    (d.as_secs_f64() * 1000.0).round() / 1000.0
 }
 
 pub fn render(run: &RunReport) -> String {
@@ -70,11 +83,16 @@ pub fn render(run: &RunReport) -> String {
                     id: o.id,
                     name: o.name,
                     verdict: o.verdict.to_string(),
-                    duration_secs: (o.elapsed.as_secs_f64() * 1000.0).round() / 1000.0,
+                    duration_secs: millis(o.elapsed),
                     message,
                     details,
                     proxy_exit: o.proxy_exit.as_deref(),
                     stderr_tail: o.stderr_tail.as_deref(),
+                    closest_wait: o.closest.as_ref().map(|c| ClosestWait {
+                        what: &c.what,
+                        waited_secs: millis(c.waited),
+                        limit_secs: millis(c.limit),
+                    }),
                 }
             })
             .collect(),
@@ -116,7 +134,12 @@ mod tests {
       "message": "",
       "details": [],
       "proxy_exit": null,
-      "stderr_tail": null
+      "stderr_tail": null,
+      "closest_wait": {
+        "what": "the echo",
+        "waited_secs": 0.004,
+        "limit_secs": 10.0
+      }
     },
     {
       "id": "shutdown/one-way",
@@ -129,7 +152,8 @@ mod tests {
         "seed: 7"
       ],
       "proxy_exit": "killed by signal SIGSEGV",
-      "stderr_tail": "segfault at <&\"'>\n"
+      "stderr_tail": "segfault at <&\"'>\n",
+      "closest_wait": null
     },
     {
       "id": "resources/idle-cpu",
@@ -139,7 +163,8 @@ mod tests {
       "message": "expected at most 10% of a core, but it used 99%",
       "details": [],
       "proxy_exit": null,
-      "stderr_tail": null
+      "stderr_tail": null,
+      "closest_wait": null
     },
     {
       "id": "resources/fd-leak",
@@ -149,7 +174,8 @@ mod tests {
       "message": "needs Linux /proc",
       "details": [],
       "proxy_exit": null,
-      "stderr_tail": null
+      "stderr_tail": null,
+      "closest_wait": null
     }
   ]
 }

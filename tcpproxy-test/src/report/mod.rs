@@ -101,6 +101,7 @@ pub(crate) mod fixtures {
             elapsed: Duration::from_millis(ms),
             proxy_exit: None,
             stderr_tail: None,
+            closest: None,
         };
         let mut died = mk(
             "shutdown/one-way",
@@ -115,14 +116,20 @@ pub(crate) mod fixtures {
         );
         died.proxy_exit = Some("killed by signal SIGSEGV".into());
         died.stderr_tail = Some("segfault at <&\"'>\n".into());
+        let mut single = mk(
+            "echo/single",
+            "Single echo connection",
+            Verdict::Passed,
+            None,
+            12,
+        );
+        single.closest = Some(crate::deadline::Closest {
+            what: "the echo".into(),
+            waited: Duration::from_millis(4),
+            limit: Duration::from_secs(10),
+        });
         vec![
-            mk(
-                "echo/single",
-                "Single echo connection",
-                Verdict::Passed,
-                None,
-                12,
-            ),
+            single,
             died,
             mk(
                 "resources/idle-cpu",
