@@ -80,7 +80,12 @@ fn json_is_the_versioned_model() {
       "message": "",
       "details": [],
       "proxy_exit": null,
-      "stderr_tail": null
+      "stderr_tail": null,
+      "closest_wait": {
+        "what": "[..]",
+        "waited_secs": [..],
+        "limit_secs": [..]
+      }
     },
     {
       "id": "shutdown/one-way",
@@ -90,7 +95,12 @@ fn json_is_the_versioned_model() {
       "message": "",
       "details": [],
       "proxy_exit": null,
-      "stderr_tail": null
+      "stderr_tail": null,
+      "closest_wait": {
+        "what": "[..]",
+        "waited_secs": [..],
+        "limit_secs": [..]
+      }
     }
   ]
 }"#,
