@@ -183,7 +183,7 @@ pub async fn fill(
                     break;
                 }
                 match steady {
-                    Some((before, since)) if before == q => {
+                    Some((prev, since)) if prev == q => {
                         if since.elapsed() >= settings.confirm {
                             return done(at, Held::Holding(h as u64));
                         }

@@ -57,7 +57,7 @@ pub fn open_fds(pgid: i32) -> usize {
 }
 
 /// Socket inodes the group holds open.
-fn socket_inodes(pgid: i32) -> HashSet<u64> {
+pub fn socket_inodes(pgid: i32) -> HashSet<u64> {
     let mut inodes = HashSet::new();
     for pid in group_members(pgid) {
         let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
@@ -81,26 +81,66 @@ fn socket_inodes(pgid: i32) -> HashSet<u64> {
 /// closed its end.
 pub fn close_wait_sockets(pgid: i32) -> usize {
     let mine = socket_inodes(pgid);
-    ["/proc/net/tcp", "/proc/net/tcp6"]
+    tcp_tables()
         .iter()
-        .filter_map(|t| std::fs::read_to_string(t).ok())
-        .map(|text| count_state(&text, "08", &mine))
+        .map(|text| count_state(text, CLOSE_WAIT, &mine))
         .sum()
 }
 
-/// Rows of a /proc/net/tcp table in `state` whose inode (field 9) is in `inodes`.
-fn count_state(table: &str, state: &str, inodes: &HashSet<u64>) -> usize {
-    table
-        .lines()
-        .skip(1)
-        .filter(|line| {
-            let f: Vec<&str> = line.split_whitespace().collect();
-            f.get(3) == Some(&state)
-                && f.get(9)
-                    .and_then(|i| i.parse().ok())
-                    .is_some_and(|i| inodes.contains(&i))
-        })
+/// Rows of a /proc/net/tcp table in `state` whose inode is in `inodes`.
+fn count_state(table: &str, state: u8, inodes: &HashSet<u64>) -> usize {
+    tcp_rows(table)
+        .filter(|r| r.state == state && inodes.contains(&r.inode))
         .count()
+}
+
+const CLOSE_WAIT: u8 = 0x08;
+const TIME_WAIT: u8 = 0x06;
+
+/// Both TCP tables' text (those that could be read).
+pub fn tcp_tables() -> Vec<String> {
+    ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .filter_map(|t| std::fs::read_to_string(t).ok())
+        .collect()
+}
+
+/// One row of /proc/net/tcp{,6}:
+/// `sl local rem st tx_queue:rx_queue tr:when retrnsmt uid timeout inode ...`, in hex but the
+/// inode. Addresses are left out: every socket here is on loopback, told apart by its ports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TcpRow {
+    pub ends: Ends,
+    pub state: u8,
+    pub queues: Queues,
+    /// 0 for a socket no descriptor holds (TIME-WAIT).
+    pub inode: u64,
+}
+
+/// The rows of a table's text; lines that do not parse are skipped.
+pub fn tcp_rows(table: &str) -> impl Iterator<Item = TcpRow> + '_ {
+    let port = |addr: &str| {
+        addr.rsplit(':')
+            .next()
+            .and_then(|h| u16::from_str_radix(h, 16).ok())
+    };
+    let hex = |h: &str| u64::from_str_radix(h, 16).ok();
+    table.lines().skip(1).filter_map(move |line| {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let (tx, rx) = f.get(4)?.split_once(':')?;
+        Some(TcpRow {
+            ends: Ends {
+                local: port(f.get(1)?)?,
+                remote: port(f.get(2)?)?,
+            },
+            state: u8::from_str_radix(f.get(3)?, 16).ok()?,
+            queues: Queues {
+                send: hex(tx)?,
+                recv: hex(rx)?,
+            },
+            inode: f.get(9)?.parse().ok()?,
+        })
+    })
 }
 
 /// One TCP socket on loopback, by its local and remote ports (each pair's sockets are told
@@ -124,40 +164,16 @@ pub struct Queues {
 /// /proc is missing). Rows in TIME-WAIT are skipped: loopback reuses their ports.
 pub fn tcp_queues(wanted: &[Ends]) -> Vec<Option<Queues>> {
     let mut found = vec![None; wanted.len()];
-    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
-        if let Ok(text) = std::fs::read_to_string(table) {
-            queues_in(&text, wanted, &mut found);
-        }
+    for text in tcp_tables() {
+        queues_in(&text, wanted, &mut found);
     }
     found
 }
 
-/// `sl local rem st tx_queue:rx_queue ...`, addresses and queues in hex.
 fn queues_in(table: &str, wanted: &[Ends], found: &mut [Option<Queues>]) {
-    let port = |addr: &str| {
-        addr.rsplit(':')
-            .next()
-            .and_then(|h| u16::from_str_radix(h, 16).ok())
-    };
-    for line in table.lines().skip(1) {
-        let f: Vec<&str> = line.split_whitespace().collect();
-        let (Some(local), Some(remote), Some(state), Some((tx, rx))) = (
-            f.get(1).and_then(|a| port(a)),
-            f.get(2).and_then(|a| port(a)),
-            f.get(3),
-            f.get(4).and_then(|q| q.split_once(':')),
-        ) else {
-            continue;
-        };
-        if *state == "06" {
-            continue;
-        }
-        let (Ok(send), Ok(recv)) = (u64::from_str_radix(tx, 16), u64::from_str_radix(rx, 16))
-        else {
-            continue;
-        };
-        if let Some(i) = wanted.iter().position(|w| *w == Ends { local, remote }) {
-            found[i] = Some(Queues { send, recv });
+    for row in tcp_rows(table).filter(|r| r.state != TIME_WAIT) {
+        if let Some(i) = wanted.iter().position(|w| *w == row.ends) {
+            found[i] = Some(row.queues);
         }
     }
 }
@@ -209,7 +225,7 @@ mod tests {
             1: 0100007F:1F90 0100007F:D432 08 00000000:00000000 00:00000000 00000000     0        0 222 1\n   \
             2: 0100007F:1F90 0100007F:D433 01 00000000:00000000 00:00000000 00000000     0        0 333 1\n";
         let mine: HashSet<u64> = [111, 333].into_iter().collect();
-        assert_eq!(count_state(table, "08", &mine), 1);
+        assert_eq!(count_state(table, CLOSE_WAIT, &mine), 1);
     }
 
     #[test]

@@ -10,47 +10,14 @@ pub use crate::procfs::Ends;
 
 /// Socket inodes the process group `pgid` holds open.
 pub fn held_by(pgid: i32) -> HashSet<u64> {
-    let mut inodes = HashSet::new();
-    for pid in procfs::group_members(pgid) {
-        let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
-            continue;
-        };
-        for e in dir.flatten() {
-            if let Ok(link) = std::fs::read_link(e.path()) {
-                let l = link.to_string_lossy();
-                if let Some(n) = l.strip_prefix("socket:[").and_then(|s| s.strip_suffix(']')) {
-                    if let Ok(i) = n.parse() {
-                        inodes.insert(i);
-                    }
-                }
-            }
-        }
-    }
-    inodes
+    procfs::socket_inodes(pgid)
 }
 
-/// The inode of each of `wanted` in a /proc/net/tcp{,6} table, where it is there with one:
-/// `sl local rem st tx:rx tr:when retrnsmt uid timeout inode ...`.
+/// The inode of each of `wanted` in a /proc/net/tcp{,6} table, where it is there with one.
 fn inodes_in(table: &str, wanted: &[Ends], found: &mut [Option<u64>]) {
-    let port = |addr: &str| {
-        addr.rsplit(':')
-            .next()
-            .and_then(|h| u16::from_str_radix(h, 16).ok())
-    };
-    for line in table.lines().skip(1) {
-        let f: Vec<&str> = line.split_whitespace().collect();
-        let (Some(local), Some(remote), Some(inode)) = (
-            f.get(1).and_then(|a| port(a)),
-            f.get(2).and_then(|a| port(a)),
-            f.get(9).and_then(|i| i.parse::<u64>().ok()),
-        ) else {
-            continue;
-        };
-        let ends = Ends { local, remote };
-        if let Some(i) = wanted.iter().position(|w| *w == ends) {
-            if inode != 0 {
-                found[i] = Some(inode);
-            }
+    for row in procfs::tcp_rows(table).filter(|r| r.inode != 0) {
+        if let Some(i) = wanted.iter().position(|w| *w == row.ends) {
+            found[i] = Some(row.inode);
         }
     }
 }
@@ -59,10 +26,8 @@ fn inodes_in(table: &str, wanted: &[Ends], found: &mut [Option<u64>]) {
 pub fn inodes_of(wanted: &[Ends]) -> Vec<Option<u64>> {
     let mut found = vec![None; wanted.len()];
     if procfs::available() {
-        for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
-            if let Ok(text) = std::fs::read_to_string(table) {
-                inodes_in(&text, wanted, &mut found);
-            }
+        for text in procfs::tcp_tables() {
+            inodes_in(&text, wanted, &mut found);
         }
     }
     found
