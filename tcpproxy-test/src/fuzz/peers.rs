@@ -298,7 +298,7 @@ pub async fn run(target: &Target, case: &Case, limits: Limits) -> Record {
 async fn await_closed(pgid: i32, sockets: Vec<(Ends, u64)>, limit: Duration) -> Vec<Ends> {
     let end = Instant::now() + limit;
     loop {
-        let held = tokio::task::spawn_blocking(move || sockets::held_by(pgid))
+        let held = tokio::task::spawn_blocking(move || crate::procfs::socket_inodes(pgid))
             .await
             .unwrap_or_default();
         let open: Vec<Ends> = sockets

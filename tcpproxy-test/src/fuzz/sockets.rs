@@ -3,15 +3,8 @@
 //! /proc/net/tcp even while a leaked descriptor keeps it, so the pair's socket inodes are noted
 //! while it is established, and looked for in the proxy's descriptor table at the end.
 
-use std::collections::HashSet;
-
 use crate::procfs;
 pub use crate::procfs::Ends;
-
-/// Socket inodes the process group `pgid` holds open.
-pub fn held_by(pgid: i32) -> HashSet<u64> {
-    procfs::socket_inodes(pgid)
-}
 
 /// The inode of each of `wanted` in a /proc/net/tcp{,6} table, where it is there with one.
 fn inodes_in(table: &str, wanted: &[Ends], found: &mut [Option<u64>]) {
@@ -66,8 +59,8 @@ mod tests {
         };
         let inode = inodes_of(&[ends])[0].expect("an established socket is listed");
         let me = nix::unistd::getpgrp().as_raw();
-        assert!(held_by(me).contains(&inode));
+        assert!(procfs::socket_inodes(me).contains(&inode));
         drop(c);
-        assert!(!held_by(me).contains(&inode));
+        assert!(!procfs::socket_inodes(me).contains(&inode));
     }
 }

@@ -146,9 +146,11 @@ pub async fn early_close(ctx: Arc<Ctx>) -> PhaseResult {
 /// Several senders write their data and shut down at once, into receivers that read slowly:
 /// every byte must arrive before the EOF. Client to server first, then server to client.
 pub async fn flush_before_shutdown(ctx: Arc<Ctx>) -> PhaseResult {
+    // The transfers first: they catch the short-write bugs with hints that name them, where
+    // the held tail, reading only what went missing at the end, would blame the EOF.
     for from_client in [true, false] {
-        held_tail(&ctx, from_client).await?;
         flush_one_way(&ctx, from_client).await?;
+        held_tail(&ctx, from_client).await?;
     }
     Ok(())
 }
@@ -156,7 +158,7 @@ pub async fn flush_before_shutdown(ctx: Arc<Ctx>) -> PhaseResult {
 /// The receiver holds off reading while the sender writes until the proxy holds bytes it cannot
 /// write on, and then shuts down (see `crate::hold`): the EOF reaches the proxy with those bytes
 /// held, and they must all arrive before it. Without /proc the moment cannot be seen; the
-/// transfers above still run.
+/// transfers before it still run.
 async fn held_tail(ctx: &Ctx, from_client: bool) -> PhaseResult {
     if !procfs::available() {
         return Ok(());
@@ -229,15 +231,10 @@ async fn held_tail(ctx: &Ctx, from_client: bool) -> PhaseResult {
                 Failure::new(format!("{conn}: {} before EOF", m.summary())).details(m.details());
             if let hold::Held::Holding(n) = fill.held {
                 f = f.detail(format!(
-                    "when the EOF reached the proxy it held {n} bytes it could not yet write (read from /proc/net/tcp)"
+                    "when the EOF reached the proxy it held at least {n} bytes it could not yet write (from the kernel's socket queues)"
                 ));
             }
-            if got.len() < sent.len() && sent.starts_with(&got) {
-                f = f.hint(format!(
-                    "the last {} bytes never arrived, and EOF did: the proxy discards what it still holds when EOF arrives instead of writing it out first",
-                    sent.len() - got.len()
-                ));
-            } else if let Some(h) = check::explain(sent, &got, m.offset) {
+            if let Some(h) = ended_early(sent, &got, m.offset) {
                 f = f.hint(h);
             }
             return Err(f);
@@ -339,18 +336,25 @@ async fn flush_one_way(ctx: &Ctx, from_client: bool) -> PhaseResult {
         if let Some(m) = check::compare(&data, &got) {
             let mut f =
                 Failure::new(format!("{conn}: {} before EOF", m.summary())).details(m.details());
-            if got.len() < data.len() && data.starts_with(&got) {
-                f = f.hint(format!(
-                    "the last {} bytes never arrived, and EOF did: the proxy discards what it still holds when EOF arrives instead of writing it out first",
-                    data.len() - got.len()
-                ));
-            } else if let Some(h) = check::explain(&data, &got, m.offset) {
+            if let Some(h) = ended_early(&data, &got, m.offset) {
                 f = f.hint(h);
             }
             return Err(f);
         }
     }
     Ok(())
+}
+
+/// The hint for bytes that differ from `sent` before an EOF: a clean prefix means the proxy
+/// dropped what it held at the EOF; anything else, what the comparison can tell.
+fn ended_early(sent: &[u8], got: &[u8], offset: usize) -> Option<String> {
+    if got.len() < sent.len() && sent.starts_with(got) {
+        return Some(format!(
+            "the last {} bytes never arrived, and EOF did: the proxy discards what it still holds when EOF arrives instead of writing it out first",
+            sent.len() - got.len()
+        ));
+    }
+    check::explain(sent, got, offset)
 }
 
 /// The destination stops listening: a client must be closed promptly and the proxy must keep
