@@ -14,6 +14,7 @@ pub mod relay;
 pub mod server;
 #[cfg(target_os = "linux")]
 pub mod splice;
+pub mod stall;
 
 use std::ffi::OsString;
 use std::io::{IsTerminal as _, Write as _};

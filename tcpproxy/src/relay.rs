@@ -8,18 +8,16 @@
 //! it streams: when its last loan filled up, as bulk transfers do and small exchanges do not.
 
 use std::fmt;
-use std::future::Future;
 use std::io;
 use std::net::Shutdown;
-use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::net::TcpStream;
-use tokio::time::{Instant, Sleep};
 
 use crate::buffer::{Buffer, Fill};
 use crate::pool::Pool;
+use crate::stall::{Progress, Stall};
 
 /// Where one direction is in its life. Every change goes through [`Relay::set_state`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,12 +86,8 @@ pub struct Relay {
     streaming: bool,
     /// Bytes written to the destination so far.
     written: u64,
-    stall_timeout: Duration,
-    /// When the bytes now buffered last saw progress: set when a write first finds no room,
-    /// cleared by any write of at least one byte. `None` whenever nothing is buffered.
-    stalled_since: Option<Instant>,
-    /// Made on the first stall and reused, so an idle or flowing pair never allocates one.
-    timer: Option<Pin<Box<Sleep>>>,
+    /// Runs only while bytes are buffered and none move; any write of a byte resets it.
+    stall: Stall,
     /// The error that ended reading, kept for the pair's log line.
     read_error: Option<io::Error>,
     label: &'static str,
@@ -108,9 +102,7 @@ impl Relay {
             loan: Loan::Unused,
             streaming: false,
             written: 0,
-            stall_timeout,
-            stalled_since: None,
-            timer: None,
+            stall: Stall::new(stall_timeout, Progress::Acknowledged),
             read_error: None,
             label,
         }
@@ -204,7 +196,7 @@ impl Relay {
                             Ok(n) => {
                                 self.written += n as u64;
                                 // Any progress restarts the stall timer.
-                                self.stalled_since = None;
+                                self.stall.reset();
                             }
                             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -232,7 +224,7 @@ impl Relay {
             }
 
             if !progressed {
-                return self.poll_stall(cx);
+                return self.poll_stall(cx, dst);
             }
         }
     }
@@ -277,26 +269,17 @@ impl Relay {
 
     /// Nothing moved this round. If bytes are waiting for a writer with no room, run the stall
     /// timer; an empty buffer never times out, however long the pair sits idle.
-    fn poll_stall(&mut self, cx: &mut Context<'_>) -> Poll<Result<u64, Abort>> {
+    fn poll_stall(&mut self, cx: &mut Context<'_>, dst: &TcpStream) -> Poll<Result<u64, Abort>> {
         if self.buffered() == 0 {
-            self.stalled_since = None;
+            self.stall.reset();
             return Poll::Pending;
         }
-        let since = *self.stalled_since.get_or_insert_with(Instant::now);
-        let deadline = since + self.stall_timeout;
-        let timer = self
-            .timer
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
-        if timer.deadline() != deadline {
-            timer.as_mut().reset(deadline);
-        }
-        match timer.as_mut().poll(cx) {
-            Poll::Ready(()) => Poll::Ready(Err(Abort::Stalled {
+        self.stall.poll_stalled(cx, dst).map(|waited| {
+            Err(Abort::Stalled {
                 buffered: self.buffered(),
-                waited: since.elapsed(),
-            })),
-            Poll::Pending => Poll::Pending,
-        }
+                waited,
+            })
+        })
     }
 }
 
