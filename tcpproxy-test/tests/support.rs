@@ -132,25 +132,8 @@ pub fn assert_nothing_left(run: &Run) {
 }
 
 /// Every phase, in order: the ten of the 2002 tester, then the ones added since.
-pub const ALL_PHASES: [&str; 17] = [
-    "Single echo connection",
-    "Two echo connections",
-    "20 echo connections",
-    "Bulk data, 20 connections",
-    "Mix of blocked and normal",
-    "One-way shutdown",
-    "Early close",
-    "Non-timeout of active client",
-    "Timeout of lazy forward client",
-    "Timeout of lazy reverse client",
-    "Non-timeout of idle client",
-    "Flush before shutdown",
-    "Destination refused",
-    "Descriptor leaks",
-    "Many connections",
-    "Bounded memory",
-    "CPU while idle",
-];
+pub static ALL_PHASES: std::sync::LazyLock<Vec<&'static str>> =
+    std::sync::LazyLock::new(|| tcpproxy_test::phase::all().iter().map(|p| p.name).collect());
 
 #[test]
 fn survivors_sees_a_process_carrying_the_marker() {

@@ -7,6 +7,7 @@ mod echo;
 mod lazy;
 mod load;
 mod resources;
+mod slow;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -81,6 +82,16 @@ pub mod params {
     /// A proxy that buffers without limit would take everything; stop feeding it after this.
     pub const LAZY_WRITE_LIMIT: usize = 256 * MIB;
     pub const LAZY_WRITE_PIECE: usize = 64 * KIB;
+
+    /// Slow reader: the reader takes at most `SLOW_READ_CHUNK` every `SLOW_READ_EVERY` for twice
+    /// the stall timeout plus `SLOW_EXTRA` while its peer writes as fast as the proxy takes bytes
+    /// (at most `SLOW_WRITE_LIMIT`), in blocks of `SLOW_BLOCK`. Not scaled: the phase is about
+    /// the proxy's timer, and a loaded host only makes the reader slower, never stop.
+    pub const SLOW_READ_CHUNK: usize = 32 * KIB;
+    pub const SLOW_READ_EVERY: Duration = millis(250);
+    pub const SLOW_EXTRA: Duration = secs(4);
+    pub const SLOW_WRITE_LIMIT: usize = 64 * MIB;
+    pub const SLOW_BLOCK: usize = 64 * KIB;
 
     /// Idle client: silent for the stall timeout plus this, then an echo.
     pub const IDLE_EXTRA: Duration = secs(2);
@@ -275,6 +286,7 @@ pub fn all() -> Vec<Phase> {
         p("load/many", "Many connections", None, |c| Box::pin(load::many_connections(c))),
         p("resources/memory", "Bounded memory", Some(SMALL), |c| Box::pin(resources::bounded_memory(c))),
         p("resources/idle-cpu", "CPU while idle", None, |c| Box::pin(resources::idle_cpu(c))),
+        p("timeout/slow-reader", "Non-timeout of slow reader", None, |c| Box::pin(slow::slow_reader(c))),
     ]
 }
 

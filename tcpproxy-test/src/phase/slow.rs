@@ -1,0 +1,316 @@
+//! A slow reader is not a stalled one: the destination (or the client) takes a little every
+//! 250 ms while its peer writes as fast as it can. Bytes move the whole time, so the proxy must
+//! keep the pair open past the stall timeout and deliver every byte.
+//!
+//! This is the case a stall timer restarted only when its buffer empties gets wrong, and also
+//! one restarted only by the proxy's own writes: Linux reports a socket writable only once a
+//! third of its (autotuned, megabytes) send buffer is free, which a reader this slow takes
+//! longer than 10 s to drain. The reader keeps default buffers so that autotuning happens.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::{RngCore as _, SeedableRng as _};
+use rand_chacha::ChaCha20Rng;
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+use super::params::*;
+use super::{Ctx, Failure, PhaseResult};
+use crate::check;
+
+/// The payload of one direction: a seeded stream consumed in whole blocks by the writer and the
+/// reader alike (ChaCha drops the rest of a word when asked for a length not a multiple of 4).
+struct Stream {
+    rng: ChaCha20Rng,
+    block: Vec<u8>,
+    /// Stream offset of `block[0]`.
+    start: u64,
+}
+
+impl Stream {
+    fn new(seed: u64, stream: u64) -> Stream {
+        let mut rng = ChaCha20Rng::seed_from_u64(seed);
+        rng.set_stream(stream);
+        Stream {
+            rng,
+            block: Vec::new(),
+            start: 0,
+        }
+    }
+
+    /// The next block of the stream.
+    fn next_block(&mut self) -> &[u8] {
+        self.start += self.block.len() as u64;
+        self.block.resize(SLOW_BLOCK, 0);
+        self.rng.fill_bytes(&mut self.block);
+        &self.block
+    }
+}
+
+/// Checks bytes as they arrive against the stream, so nothing but a block is kept.
+struct Verifier {
+    stream: Stream,
+    /// Bytes of the current block already matched.
+    pos: usize,
+    received: u64,
+    /// The first difference: its offset, with the expected and received windows.
+    mismatch: Option<(u64, Vec<String>)>,
+}
+
+impl Verifier {
+    fn new(stream: Stream) -> Verifier {
+        Verifier {
+            stream,
+            pos: SLOW_BLOCK,
+            received: 0,
+            mismatch: None,
+        }
+    }
+
+    fn feed(&mut self, mut got: &[u8]) {
+        self.received += got.len() as u64;
+        while !got.is_empty() && self.mismatch.is_none() {
+            if self.pos == SLOW_BLOCK {
+                self.stream.next_block();
+                self.pos = 0;
+            }
+            let want = &self.stream.block[self.pos..];
+            let n = want.len().min(got.len());
+            if let Some(m) = check::compare(&want[..n], &got[..n]) {
+                let at = self.stream.start + (self.pos + m.offset) as u64;
+                let mut lines = m.details();
+                for l in &mut lines {
+                    *l = l.replace(&format!("offset {}:", m.offset), &format!("offset {at}:"));
+                }
+                self.mismatch = Some((at, lines));
+            }
+            self.pos += n;
+            got = &got[n..];
+        }
+    }
+}
+
+/// What the writing end did.
+struct Written {
+    bytes: u64,
+    /// A write failed during the window: when, and how.
+    error: Option<(Duration, String)>,
+}
+
+/// Writes the stream as fast as the proxy takes it until `until` (or the byte limit), then
+/// half-closes.
+async fn write_until(
+    wr: &mut (impl AsyncWrite + Unpin),
+    mut stream: Stream,
+    started: Instant,
+    until: Instant,
+) -> Written {
+    let mut out = Written {
+        bytes: 0,
+        error: None,
+    };
+    while out.bytes < SLOW_WRITE_LIMIT as u64 && Instant::now() < until {
+        let mut block = stream.next_block();
+        while !block.is_empty() {
+            match tokio::time::timeout_at(until, wr.write(block)).await {
+                Ok(Ok(0)) => {
+                    out.error = Some((started.elapsed(), "write returned 0".into()));
+                    return out;
+                }
+                Ok(Ok(n)) => {
+                    out.bytes += n as u64;
+                    block = &block[n..];
+                }
+                Ok(Err(e)) => {
+                    out.error = Some((started.elapsed(), format!("write error: {e}")));
+                    return out;
+                }
+                // The window is over; a block cut short is fine, the reader checks what went.
+                Err(_) => return out,
+            }
+        }
+    }
+    out
+}
+
+/// What the reading end saw.
+struct Read {
+    verifier: Verifier,
+    /// The stream ended (EOF, reset) before the window was over: when, and how.
+    early_end: Option<(Duration, String)>,
+    /// The drain after the window did not reach EOF in time.
+    drain_timed_out: bool,
+    drain_error: Option<String>,
+}
+
+/// Reads a little every `SLOW_READ_EVERY` until `until`, then everything until EOF.
+async fn read_slowly(
+    rd: &mut (impl AsyncRead + Unpin),
+    verifier: Verifier,
+    started: Instant,
+    until: Instant,
+    drain_within: Duration,
+) -> Read {
+    let mut out = Read {
+        verifier,
+        early_end: None,
+        drain_timed_out: false,
+        drain_error: None,
+    };
+    let mut buf = vec![0; SLOW_READ_CHUNK];
+    let mut next = Instant::now();
+    while next < until {
+        tokio::time::sleep_until(next).await;
+        next += SLOW_READ_EVERY;
+        match rd.read(&mut buf).await {
+            Ok(0) => {
+                out.early_end = Some((started.elapsed(), "EOF".into()));
+                return out;
+            }
+            Ok(n) => out.verifier.feed(&buf[..n]),
+            Err(e) => {
+                out.early_end = Some((started.elapsed(), format!("read error: {e}")));
+                return out;
+            }
+        }
+    }
+    let mut big = vec![0; 64 * 1024];
+    let drain = async {
+        loop {
+            match rd.read(&mut big).await {
+                Ok(0) => return None,
+                Ok(n) => out.verifier.feed(&big[..n]),
+                Err(e) => return Some(e.to_string()),
+            }
+        }
+    };
+    match tokio::time::timeout(drain_within, drain).await {
+        Ok(e) => out.drain_error = e,
+        Err(_) => out.drain_timed_out = true,
+    }
+    out
+}
+
+const STALL_HINT: &str = "the proxy aborted a pair whose reader was taking bytes all along: its stall timer restarts only when the buffer empties, or only on its own writes (Linux reports a socket writable only once a third of its send buffer is free, which a slow reader can take longer than the stall timeout to drain); any byte the destination takes is progress";
+
+/// One direction: `writer` is the client (forward) or the destination server (reverse).
+async fn direction(
+    ctx: &Ctx,
+    (client, server): (TcpStream, TcpStream),
+    forward: bool,
+) -> PhaseResult {
+    let (writer_name, reader_name, stream_id) = if forward {
+        ("client", "destination server", 0)
+    } else {
+        ("destination server", "client", 1)
+    };
+    let (writer, reader) = if forward {
+        (client, server)
+    } else {
+        (server, client)
+    };
+    let (mut _wr_rd, mut wr) = writer.into_split();
+    let (mut rd, _rd_wr) = reader.into_split();
+    let started = Instant::now();
+    // Twice the stall timeout: a timer restarted only by writes fires once the send queue has
+    // filled (seconds in, as autotuning grows it) and then a whole timeout has passed; the
+    // reference's did so at 19.0-19.3 s with a 10 s timeout, past a window of T + 4 s.
+    let window = ctx.timing.stall * 2 + SLOW_EXTRA;
+    let until = started + window;
+    let verifier = Verifier::new(Stream::new(ctx.seed, 0x510_0000 + stream_id));
+    let drain_within = ctx.scaled(BULK_DEADLINE);
+    let writing = async {
+        let w = write_until(
+            &mut wr,
+            Stream::new(ctx.seed, 0x510_0000 + stream_id),
+            started,
+            until,
+        )
+        .await;
+        if w.error.is_none() {
+            let _ = wr.shutdown().await;
+        }
+        w
+    };
+    let (w, r) = tokio::join!(
+        writing,
+        read_slowly(&mut rd, verifier, started, until, drain_within)
+    );
+    let secs = |d: Duration| d.as_secs_f64();
+    let facts = format!(
+        "{dir}: the {reader_name} read {} bytes in pieces of at most {} every {} ms; the {writer_name} wrote {} bytes",
+        r.verifier.received,
+        SLOW_READ_CHUNK,
+        SLOW_READ_EVERY.as_millis(),
+        w.bytes,
+        dir = if forward {
+            "client to server"
+        } else {
+            "server to client"
+        },
+    );
+    if let Some((at, how)) = r.early_end.as_ref().or(w.error.as_ref()) {
+        let who = if r.early_end.is_some() {
+            reader_name
+        } else {
+            writer_name
+        };
+        let reset = how.contains("reset") || how.contains("Broken pipe");
+        return Err(Failure::new(format!(
+            "expected the pair to stay open for {:.1}s (twice the stall timeout of {:.1}s, + {:.1}s) while the {reader_name} kept reading, but the {who} saw {how} after {:.1}s",
+            secs(window),
+            secs(ctx.timing.stall),
+            secs(SLOW_EXTRA),
+            secs(*at)
+        ))
+        .detail(facts)
+        .hint(if reset || *at >= ctx.timing.stall.mul_f64(0.5) {
+            STALL_HINT
+        } else {
+            "the proxy closed the pair early although both peers were still active"
+        }));
+    }
+    if let Some((at, lines)) = &r.verifier.mismatch {
+        return Err(Failure::new(format!(
+            "expected the {reader_name} to receive exactly what the {writer_name} wrote, but the bytes differ at offset {at}"
+        ))
+        .detail(facts)
+        .details(lines.clone()));
+    }
+    if r.drain_timed_out {
+        return Err(Failure::new(format!(
+            "expected the {reader_name} to read the rest and EOF within {:.1}s of reading at full speed, but it got {} of {} bytes and no EOF",
+            secs(drain_within),
+            r.verifier.received,
+            w.bytes
+        ))
+        .detail(facts));
+    }
+    if r.verifier.received != w.bytes {
+        let how = r.drain_error.map_or("EOF".to_string(), |e| e);
+        return Err(Failure::new(format!(
+            "expected {} bytes before EOF, but the {reader_name} got {} and then {how}",
+            w.bytes, r.verifier.received
+        ))
+        .detail(facts));
+    }
+    if let Some(e) = r.drain_error {
+        // Every byte came, but the end was an abort, not the half-close rule 3 asks for.
+        return Err(Failure::new(format!(
+            "expected EOF after the last byte, but the {reader_name}'s read failed: {e}"
+        ))
+        .detail(facts));
+    }
+    Ok(())
+}
+
+/// Both directions at once, each on its own pair (made one after the other, so each client is
+/// paired with the destination connection made for it).
+pub async fn slow_reader(ctx: Arc<Ctx>) -> PhaseResult {
+    let up = ctx.pair(None).await?;
+    let down = ctx.pair(None).await?;
+    let (a, b) = tokio::join!(direction(&ctx, up, true), direction(&ctx, down, false));
+    a.and(b)
+}
