@@ -2,6 +2,7 @@
 //! 6.824's 2002 tester. Each phase runs against its own instance of the proxy under test, with
 //! the harness's own client and destination server on loopback.
 
+pub mod backlog;
 pub mod check;
 pub mod cli;
 pub mod deadline;

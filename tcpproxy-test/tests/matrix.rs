@@ -36,9 +36,8 @@ const EVERY: &[&str] = &["*"];
 
 #[rustfmt::skip]
 const MATRIX: &[Row] = &[
-    // Its short connections half-close too, so the descriptor phase sees lost echoes.
-    Row { fixture: "close-on-first-eof", fails: &[ONE_WAY, LEAKS], may_fail: &[], warns: &[] },
-    Row { fixture: "no-half-close", fails: &[ONE_WAY, FLUSH, LEAKS], may_fail: &[], warns: &[] },
+    Row { fixture: "close-on-first-eof", fails: &[ONE_WAY], may_fail: &[], warns: &[] },
+    Row { fixture: "no-half-close", fails: &[ONE_WAY, FLUSH], may_fail: &[], warns: &[] },
     Row { fixture: "unbounded-buffer", fails: &[LAZY_FWD, LAZY_REV, "Bounded memory"], may_fail: &[], warns: &[] },
     // Flush and descriptor phases pass: their pairs end one after another, so serial service
     // is merely slow there.
@@ -65,6 +64,9 @@ const MATRIX: &[Row] = &[
     Row { fixture: "fd-leak", fails: &[LEAKS], may_fail: &[], warns: &[] },
     Row { fixture: "exit-on-refused", fails: &["Destination refused"], may_fail: &[], warns: &[] },
     Row { fixture: "fd-setsize", fails: &[MANY], may_fail: &[], warns: &[] },
+    // The descriptor phase's burst of 200 overflows listen(5); it tries again what the kernel
+    // turned away (resets, stuck handshakes), since that loses no descriptor.
+    Row { fixture: "small-backlog", fails: &[], may_fail: &[], warns: &[] },
     // It burns a core per instance: its test runs one phase at a time (see `busy_poll`).
     Row { fixture: "busy-poll", fails: &[], may_fail: &[], warns: &["CPU while idle"] },
     // Hostile programs: correct proxies underneath, or no proxy at all.
@@ -214,6 +216,7 @@ matrix_tests! {
     fd_leak => "fd-leak",
     exit_on_refused => "exit-on-refused",
     fd_setsize => "fd-setsize",
+    small_backlog => "small-backlog",
     fork_ignore_term => "fork-ignore-term",
     listen_late => "listen-late",
     exit_at_once => "exit-at-once",

@@ -128,6 +128,9 @@ pub mod params {
     pub const LEAK_CONCURRENCY: usize = 200;
     pub const LEAK_ECHO: usize = 1024;
     pub const LEAK_FD_SLACK: usize = 5;
+    /// A connection refused or reset before any echo (the kernel turns a burst away from a
+    /// full listen queue before the proxy sees it) is tried at most this many times in all.
+    pub const LEAK_ATTEMPTS: usize = 3;
     /// How long the proxy has to close what it should after the last connection ends.
     pub const LEAK_SETTLE: Duration = secs(5);
 

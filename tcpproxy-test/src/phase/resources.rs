@@ -5,16 +5,17 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tokio::io::AsyncWriteExt as _;
+use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use super::params::*;
 use super::{Ctx, Failure, PhaseResult};
-use crate::check;
 use crate::deadline::within;
 use crate::peer::{self, Pacing};
 use crate::procfs;
+use crate::{backlog, check};
 
 fn need_proc() -> PhaseResult {
     if procfs::available() {
@@ -26,93 +27,195 @@ fn need_proc() -> PhaseResult {
     }
 }
 
-/// One short, graceful connection: 1 KiB out, shutdown(SHUT_WR), the echo back, then EOF.
-async fn short_connection(ctx: &Ctx, n: usize) -> PhaseResult {
-    let client = ctx.connect(None).await?;
+/// How a short connection went wrong.
+enum Lost {
+    /// Refused, reset or not connected in time before a byte of the echo came back: what a
+    /// connection the kernel turned away from a full listen queue looks like (the proxy never
+    /// saw it), and also what a proxy that resets its clients does.
+    Unserved(Failure),
+    /// The proxy served it and got it wrong.
+    Failed(Failure),
+}
+
+/// One short connection that needs no half-close: 1 KiB out, the echo read back by its length,
+/// then a full close. With a half-close here every proxy that cannot half-close failed this
+/// phase too, repeating One-way shutdown's verdict under a name that says "leak".
+async fn short_connection(ctx: &Ctx, n: usize) -> Result<(), Lost> {
+    let mut client = ctx.connect(None).await.map_err(Lost::Unserved)?;
     let data = ctx.payload(n as u64, LEAK_ECHO);
-    let (mut rd, mut wr) = client.into_split();
-    wr.write_all(&data).await.map_err(|e| {
-        Failure::new(format!(
-            "connection {n}: expected to send {LEAK_ECHO} bytes, but: {e}"
-        ))
-    })?;
-    wr.shutdown()
-        .await
-        .map_err(|e| Failure::new(format!("connection {n}: shutdown failed: {e}")))?;
-    let limit = ctx.scaled(ECHO_DEADLINE);
-    let (got, end) = within(
-        limit,
-        format!("connection {n}'s echo and EOF"),
-        peer::read_to_end(&mut rd, Pacing::EAGER, 2 * LEAK_ECHO),
-    )
-    .await?;
-    if let Err(e) = end {
-        return Err(Failure::new(format!(
-            "connection {n}: expected the echo then EOF, but the read failed: {e}"
-        )));
-    }
-    if let Some(m) = check::compare(&data, &got) {
+    if let Err(e) = client.write_all(&data).await {
         let f = Failure::new(format!(
-            "connection {n}: expected the {LEAK_ECHO}-byte echo before EOF, but {}",
-            m.summary()
-        ))
-        .details(m.details());
-        return Err(if got.is_empty() {
-            f.hint("the client's shutdown(SHUT_WR) ended the whole pair before the echo came back: the proxy closes both sides on the first EOF")
+            "connection {n}: expected to send {LEAK_ECHO} bytes, but: {e}"
+        ));
+        return Err(if peer::is_reset(&e) {
+            Lost::Unserved(f)
         } else {
-            f
+            Lost::Failed(f)
         });
     }
+    let mut got = Vec::with_capacity(LEAK_ECHO);
+    let limit = ctx.scaled(ECHO_DEADLINE);
+    let read = within(
+        limit,
+        format!("connection {n}'s {LEAK_ECHO}-byte echo"),
+        peer::read_exact_into(&mut client, LEAK_ECHO, Pacing::EAGER, &mut got),
+    )
+    .await;
+    let read = match read {
+        Ok(r) => r,
+        // A full accept queue drops the handshake's last ACK and the data behind it, and the
+        // retries can outlast the deadline: the proxy never had this request to serve.
+        Err(e) if got.is_empty() && turned_away(ctx.proxy_pgid(), &client) => {
+            return Err(Lost::Unserved(Failure::from(e).detail(
+                "the proxy had not accepted it, or its request was still unacknowledged by the proxy's kernel (the kernel's listen queue dropped it)",
+            )));
+        }
+        Err(e) => return Err(Lost::Failed(e.into())),
+    };
+    if let Err(e) = read {
+        let how = if e.kind() == std::io::ErrorKind::UnexpectedEof {
+            "the connection was closed (EOF)".to_string()
+        } else {
+            format!("the read failed: {e}")
+        };
+        let f = Failure::new(format!(
+            "connection {n}: expected the {LEAK_ECHO}-byte echo, but after {} bytes {how}",
+            got.len()
+        ));
+        return Err(if got.is_empty() && peer::is_reset(&e) {
+            Lost::Unserved(f)
+        } else {
+            Lost::Failed(f)
+        });
+    }
+    if let Some(m) = check::compare(&data, &got) {
+        return Err(Lost::Failed(
+            Failure::new(format!("connection {n}: echo differs: {}", m.summary()))
+                .details(m.details()),
+        ));
+    }
+    // Dropping the client closes it fully; the destination end has closed after its echo.
     Ok(())
 }
 
-/// `LEAK_CONNECTIONS` short connections, closed gracefully, at most `LEAK_CONCURRENCY` at a time;
-/// then the group's descriptors must be back near where they started, with no socket left in
-/// CLOSE_WAIT. Descriptors are counted, not just socket states: a leaked socket whose FIN
-/// exchange finished shows in no TCP state scan.
+/// Whether the proxy never had `client`'s request to serve: its group holds no accepted socket
+/// for it (a connection still in the listener's queue, or in SYN_RECV, has a row with no
+/// inode, or none at all), or the request is still unacknowledged in the client's send queue
+/// (the handshake's ACK and the data behind it were dropped at a full queue, and the client's
+/// retransmissions back off for seconds after the proxy finally accepts).
+fn turned_away(pgid: i32, client: &TcpStream) -> bool {
+    let (Ok(local), Ok(peer)) = (client.local_addr(), client.peer_addr()) else {
+        return false;
+    };
+    let near = procfs::Ends {
+        local: local.port(),
+        remote: peer.port(),
+    };
+    let far = procfs::Ends {
+        local: peer.port(),
+        remote: local.port(),
+    };
+    let unacknowledged = procfs::tcp_queues(&[near])[0].is_some_and(|q| q.send > 0);
+    let mine = procfs::socket_inodes(pgid);
+    let accepted = procfs::tcp_tables()
+        .iter()
+        .any(|t| procfs::tcp_rows(t).any(|r| r.ends == far && mine.contains(&r.inode)));
+    unacknowledged || !accepted
+}
+
+/// The destination end of a short connection: the request read by its length, echoed, then a
+/// full close, so no step waits for an EOF the proxy would have to forward.
+async fn short_echo(ctx: &Ctx, mut server: TcpStream) {
+    let mut got = Vec::with_capacity(LEAK_ECHO);
+    let echo = async {
+        peer::read_exact_into(&mut server, LEAK_ECHO, Pacing::EAGER, &mut got).await?;
+        server.write_all(&got).await
+    };
+    // A request that never comes is the client's failure to report, with its own deadline.
+    let _ = within(
+        ctx.scaled(ECHO_DEADLINE),
+        "a short connection's request",
+        echo,
+    )
+    .await;
+}
+
+/// `LEAK_CONNECTIONS` short connections, closed fully by both ends, at most `LEAK_CONCURRENCY`
+/// at a time; then the group's descriptors must be back near where they started, with no
+/// socket left in CLOSE_WAIT. Descriptors are counted, not just socket states: a leaked socket
+/// whose FIN exchange finished shows in no TCP state scan.
+///
+/// The burst of 200 connects overflows a small listen(2) backlog, and the kernel then drops,
+/// delays or resets connections the proxy never saw. That loses no descriptor, so such a
+/// connection (refused or reset before any echo, or never accepted by the deadline) is tried
+/// again, up to `LEAK_ATTEMPTS` times in all, and the leak check runs on all 2,000: the verdict
+/// is about leaks. Retried connections pass when the kernel's listen-queue counters rose
+/// meanwhile (its drops explain them; a warning would flip with the machine's load, since how
+/// many a burst loses does), and fail when they did not: then the proxy turned them away. A
+/// connection turned away on every try fails the phase, with the backlog hint when the counters
+/// rose.
 pub async fn descriptor_leaks(ctx: Arc<Ctx>) -> PhaseResult {
     need_proc()?;
     let pgid = ctx.proxy_pgid();
     let before = procfs::open_fds(pgid);
+    let watch = backlog::Watch::start();
 
-    let mut work = JoinSet::new();
+    // Destination ends until every client is done: a retried connection may have reached the
+    // destination once already, so their number is not known beforehand.
+    let mut servers = JoinSet::new();
     let server_ctx = ctx.clone();
-    work.spawn(async move {
+    servers.spawn(async move {
         let mut echoes = JoinSet::new();
-        for _ in 0..LEAK_CONNECTIONS {
-            let s = server_ctx.accept().await?;
-            echoes.spawn(async move {
-                let _ = peer::echo(s, Pacing::EAGER).await;
-            });
+        for _ in 0..LEAK_CONNECTIONS * LEAK_ATTEMPTS {
+            let Ok(s) = server_ctx.accept().await else {
+                break;
+            };
+            let ctx = server_ctx.clone();
+            echoes.spawn(async move { short_echo(&ctx, s).await });
             // Reap finished echoes as we go, so the harness does not pile up tasks.
             while echoes.try_join_next().is_some() {}
         }
         echoes.join_all().await;
-        Ok(())
     });
+
     let slots = Arc::new(Semaphore::new(LEAK_CONCURRENCY));
     let done = Arc::new(AtomicUsize::new(0));
+    let retried = Arc::new(AtomicUsize::new(0));
+    let mut work = JoinSet::new();
+    let finished = |f: Failure, done: &AtomicUsize| {
+        f.detail(format!(
+            "{} of {LEAK_CONNECTIONS} connections had finished",
+            done.load(Ordering::Relaxed)
+        ))
+    };
     for n in 1..=LEAK_CONNECTIONS {
         let permit = slots.clone().acquire_owned().await.expect("never closed");
-        let (ctx, done) = (ctx.clone(), done.clone());
+        let (ctx, finish, retried) = (ctx.clone(), done.clone(), retried.clone());
         work.spawn(async move {
-            let r = short_connection(&ctx, n).await;
-            done.fetch_add(1, Ordering::Relaxed);
+            let mut attempt = 1;
+            let r = loop {
+                match short_connection(&ctx, n).await {
+                    Err(Lost::Unserved(_)) if attempt < LEAK_ATTEMPTS => {
+                        attempt += 1;
+                        retried.fetch_add(1, Ordering::Relaxed);
+                    }
+                    r => break r,
+                }
+            };
+            finish.fetch_add(1, Ordering::Relaxed);
             drop(permit);
             r
         });
-        if let Some(Ok(Err(f))) = work.try_join_next() {
-            return Err(f);
+        if let Some(Ok(Err(lost))) = work.try_join_next() {
+            return Err(finished(unserved_hint(lost, &watch), &done));
         }
     }
     while let Some(r) = work.join_next().await {
-        if let Ok(Err(f)) = r {
-            return Err(f.detail(format!(
-                "{} of {LEAK_CONNECTIONS} connections had finished",
-                done.load(Ordering::Relaxed)
-            )));
+        if let Ok(Err(lost)) = r {
+            return Err(finished(unserved_hint(lost, &watch), &done));
         }
     }
+    servers.abort_all();
 
     // The proxy closes a pair once it has seen both EOFs; give it a moment to get there.
     let settle = Instant::now() + ctx.scaled(LEAK_SETTLE);
@@ -122,13 +225,17 @@ pub async fn descriptor_leaks(ctx: Arc<Ctx>) -> PhaseResult {
         after = procfs::open_fds(pgid);
     }
     let close_wait = procfs::close_wait_sockets(pgid);
+    let retried = retried.load(Ordering::Relaxed);
+    let retries =
+        format!("{retried} connections were refused or reset before any echo and tried again");
     if after > before + LEAK_FD_SLACK {
-        return Err(Failure::new(format!(
+        let f = Failure::new(format!(
             "expected the proxy's open descriptors back within {LEAK_FD_SLACK} of {before} after {LEAK_CONNECTIONS} finished connections, but it holds {after} (+{})",
             after - before
         ))
         .detail(format!("{close_wait} of its sockets are in CLOSE_WAIT"))
-        .hint("the proxy never closes the sockets of finished pairs (a descriptor leak)"));
+        .hint("the proxy never closes the sockets of finished pairs (a descriptor leak)");
+        return Err(if retried > 0 { f.detail(retries) } else { f });
     }
     if close_wait > 0 {
         return Err(Failure::new(format!(
@@ -136,7 +243,30 @@ pub async fn descriptor_leaks(ctx: Arc<Ctx>) -> PhaseResult {
         ))
         .hint("the proxy never closes sockets whose peers have finished"));
     }
+    if retried > 0 && watch.dropped() == Some(0) {
+        return Err(Failure::new(format!(
+            "expected {LEAK_CONNECTIONS} graceful connections, but {retried} were refused, reset or left unaccepted before any echo (then tried again) while the kernel's listen queues turned none away"
+        ))
+        .hint("the proxy resets or ignores some clients of a burst it has accepted"));
+    }
     Ok(())
+}
+
+/// A lost connection's failure, with the backlog hint when it was refused or reset before any
+/// echo on every try while the kernel's listen queues turned connections away.
+fn unserved_hint(lost: Lost, watch: &backlog::Watch) -> Failure {
+    match lost {
+        Lost::Failed(f) => f,
+        Lost::Unserved(f) => {
+            let f = f.detail(format!(
+                "it was refused or reset before any echo on each of {LEAK_ATTEMPTS} tries"
+            ));
+            match watch.dropped() {
+                Some(dropped) if dropped > 0 => f.hint(backlog::hint(dropped)),
+                _ => f,
+            }
+        }
+    }
 }
 
 /// A client pushes as fast as it can to a destination that never reads; the group's resident
