@@ -168,6 +168,9 @@ pub struct Failure {
     pub summary: String,
     pub details: Vec<String>,
     pub hint: Option<String>,
+    /// The harness itself could not go on (a port it held was lost): no verdict on the proxy.
+    /// [`run`] makes it the run's harness error.
+    pub harness: bool,
 }
 
 impl Failure {
@@ -177,6 +180,15 @@ impl Failure {
             summary: summary.into(),
             details: vec![],
             hint: None,
+            harness: false,
+        }
+    }
+
+    /// The harness's own fault: the run ends with a harness error, never a failed phase.
+    pub fn harness(summary: impl Into<String>) -> Failure {
+        Failure {
+            harness: true,
+            ..Failure::new(summary)
         }
     }
 
@@ -283,6 +295,8 @@ pub struct Ctx {
     pub timing: Timing,
     /// The destination server's listener, on `dest_port`; `None` while a scenario has closed it.
     dest: Mutex<Option<TcpListener>>,
+    /// The destination's port while it is closed: held, so it is there to listen on again.
+    reserved: Mutex<Option<peer::Reserved>>,
     dest_port: u16,
     server_rcvbuf: Option<u32>,
     proxy_port: u16,
@@ -331,15 +345,35 @@ impl Ctx {
         Ok(s)
     }
 
-    /// Stops the destination server listening, so the proxy's next connect is refused.
-    pub async fn close_destination(&self) {
-        self.dest.lock().await.take();
+    /// Stops the destination server listening, so the proxy's next connect is refused, while
+    /// keeping its port reserved for [`Ctx::reopen_destination`]. Failing that is the harness's
+    /// fault, not the proxy's.
+    pub async fn close_destination(&self) -> Result<(), Failure> {
+        let Some(listener) = self.dest.lock().await.take() else {
+            return Err(Failure::harness(
+                "the harness's scenario closed its destination twice",
+            ));
+        };
+        let reserved = peer::reserve(listener, self.server_rcvbuf).map_err(|e| {
+            Failure::harness(format!(
+                "the harness could not keep 127.0.0.1:{} reserved while its destination refused: {e}",
+                self.dest_port
+            ))
+        })?;
+        *self.reserved.lock().await = Some(reserved);
+        Ok(())
     }
 
-    /// Listens again on the destination's port (the proxy still points there).
+    /// Listens again on the destination's reserved port (the proxy still points there). Failing
+    /// is the harness's fault, not the proxy's.
     pub async fn reopen_destination(&self) -> Result<(), Failure> {
-        let l = peer::listen_on(self.dest_port, self.server_rcvbuf).map_err(|e| {
-            Failure::new(format!(
+        let Some(reserved) = self.reserved.lock().await.take() else {
+            return Err(Failure::harness(
+                "the harness's scenario reopened a destination it had not closed",
+            ));
+        };
+        let l = reserved.listen().map_err(|e| {
+            Failure::harness(format!(
                 "the harness could not listen again on 127.0.0.1:{}: {e}",
                 self.dest_port
             ))
@@ -422,6 +456,7 @@ pub async fn run(phase: &Phase, cmd: &ProxyCommand, rules: Rules) -> Result<Outc
     let ctx = Arc::new(Ctx {
         timing,
         dest: Mutex::new(Some(dest)),
+        reserved: Mutex::new(None),
         dest_port,
         server_rcvbuf: phase.server_rcvbuf,
         proxy_port,
@@ -443,6 +478,11 @@ pub async fn run(phase: &Phase, cmd: &ProxyCommand, rules: Rules) -> Result<Outc
         Ok(Err(f)) => Some(f),
         Err(e) => Some(Failure::new(format!("the harness's scenario crashed: {e}"))),
     };
+    if let Some(f) = failure.as_ref().filter(|f| f.harness) {
+        let msg = format!("{} ({}): {}", phase.name, phase.id, f.summary);
+        proxy.stop().await;
+        return Err(msg);
+    }
     if let Some(status) = died {
         // A proxy that dies mid-phase fails it, even if what the peers saw happened to check out.
         let mut f = failure.unwrap_or_else(|| {
