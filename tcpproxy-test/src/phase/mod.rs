@@ -511,3 +511,62 @@ pub async fn run(phase: &Phase, cmd: &ProxyCommand, rules: Rules) -> Result<Outc
         ..outcome(failure, died.map(describe_status), stderr)
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The fixtures binary, beside this test executable as the integration tests find it.
+    fn fixtures_correct() -> ProxyCommand {
+        let exe = std::env::current_exe().expect("the test executable has a path");
+        let bin = exe
+            .parent()
+            .and_then(|deps| deps.parent())
+            .expect("target/<profile>/deps")
+            .join("fixtures");
+        assert!(
+            bin.is_file(),
+            "expected the fixtures binary at {}; build it with `cargo build -p fixtures`",
+            bin.display()
+        );
+        ProxyCommand {
+            program: bin,
+            args: vec!["correct".into()],
+        }
+    }
+
+    fn phase(run: fn(Arc<Ctx>) -> PhaseFuture) -> Phase {
+        Phase {
+            id: "test/scenario",
+            name: "Test scenario",
+            server_rcvbuf: None,
+            run,
+        }
+    }
+
+    /// Issue 17: "Destination refused: failed: the harness could not listen again" counted a
+    /// port the harness lost against the proxy. A harness fault ends the run as a harness
+    /// error; the same words as an ordinary failure stay a failed phase.
+    #[tokio::test]
+    async fn a_harness_fault_is_the_runs_error_not_a_failed_phase() {
+        let rules = Rules {
+            timing: Timing {
+                stall: secs(10),
+                scale: 1.0,
+            },
+            seed: 1,
+            strict: false,
+        };
+        let cmd = fixtures_correct();
+        let lost =
+            phase(|_| Box::pin(async { Err(Failure::harness("the harness lost its port")) }));
+        let err = run(&lost, &cmd, rules).await.unwrap_err();
+        assert_eq!(
+            err,
+            "Test scenario (test/scenario): the harness lost its port"
+        );
+        let failed = phase(|_| Box::pin(async { Err(Failure::new("the proxy lost a byte")) }));
+        let outcome = run(&failed, &cmd, rules).await.unwrap();
+        assert_eq!(outcome.verdict, Verdict::Failed);
+    }
+}
