@@ -255,7 +255,6 @@ async fn grade_one(
         verdicts: vec![],
     };
     let dir = out_dir.join(&name);
-    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     let exe = if path.is_dir() {
         path.join(SUBMISSION_EXECUTABLE)
     } else {
@@ -271,7 +270,17 @@ async fn grade_one(
         Ok(p) => p,
         Err(msg) => {
             row.status = format!("error: {msg}");
-            let _ = std::fs::write(dir.join("report.txt"), format!("{}\n", row.status));
+            let run = RunReport {
+                proxy: exe.display().to_string(),
+                reference: false,
+                seed: rules.seed,
+                stall_timeout: stall,
+                timeout_scale: scale,
+                outcomes: &[],
+            };
+            let files =
+                REPORTS.map(|(file, format)| (file, report::render_error(&run, &msg, format)));
+            replace_artifacts(&dir, &files)?;
             return Ok(row);
         }
     };
@@ -298,14 +307,10 @@ async fn grade_one(
         timeout_scale: scale,
         outcomes: &outcomes,
     };
-    for (file, format) in [
-        ("report.txt", Format::Human),
-        ("report.json", Format::Json),
-        ("junit.xml", Format::Junit),
-    ] {
-        std::fs::write(dir.join(file), report::render(&run, format))
-            .map_err(|e| format!("cannot write {}: {e}", dir.join(file).display()))?;
-    }
+    let mut files: Vec<(&str, String)> = REPORTS
+        .iter()
+        .map(|&(file, format)| (file, report::render(&run, format)))
+        .collect();
     let stderr: String = outcomes
         .iter()
         .filter_map(|o| {
@@ -315,9 +320,49 @@ async fn grade_one(
         })
         .collect();
     if !stderr.is_empty() {
-        let _ = std::fs::write(dir.join("stderr.txt"), stderr);
+        files.push((STDERR, stderr));
     }
+    replace_artifacts(&dir, &files)?;
     Ok(row)
+}
+
+/// The reports in a submission's folder, every run, whether it was graded or could not run.
+const REPORTS: [(&str, Format); 3] = [
+    ("report.txt", Format::Human),
+    ("report.json", Format::Json),
+    ("junit.xml", Format::Junit),
+];
+/// The proxies' stderr tails, written only when a phase that did not pass left one.
+const STDERR: &str = "stderr.txt";
+
+/// Makes `files` the whole of what grade keeps in `dir`: each is written beside its place and
+/// renamed over it (a reader sees the old file or the new, never half of one), then any other
+/// file grade writes is removed, so nothing from an earlier run sits beside this one's (an old
+/// passing junit.xml beside a new error shows CI a pass). Files of other names are not grade's
+/// and stay: the folder may be somebody's directory.
+fn replace_artifacts(dir: &Path, files: &[(&str, String)]) -> Result<(), String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    for (file, text) in files {
+        let (path, partial) = (dir.join(file), dir.join(format!(".{file}.partial")));
+        std::fs::write(&partial, text)
+            .and_then(|()| std::fs::rename(&partial, &path))
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    }
+    let ours = REPORTS.iter().map(|(file, _)| *file).chain([STDERR]);
+    for file in ours.filter(|f| !files.iter().any(|(written, _)| written == f)) {
+        let path = dir.join(file);
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(format!(
+                    "cannot remove {} left by an earlier run: {e}",
+                    path.display()
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Row names from paths: the file name, or the directory's name; repeats get `-2`, `-3`.

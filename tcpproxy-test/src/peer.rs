@@ -66,6 +66,44 @@ pub fn listen_on(port: u16, rcvbuf: Option<u32>) -> io::Result<TcpListener> {
     socket.listen(4096)
 }
 
+/// A destination port held while it refuses: bound, not listening. Linux answers a SYN to it
+/// with RST, as for a closed port, yet the port stays bound, so no connect() elsewhere can take
+/// it as its ephemeral local port (it skips explicitly bound ports) and no plain bind() can have
+/// it. Merely closing the listener lost it that way about one run in five, and the reopen then
+/// failed on a port clash of the harness's own making.
+pub struct Reserved {
+    socket: TcpSocket,
+    port: u16,
+}
+
+/// Stops `listener` listening but keeps its port as a [`Reserved`], with `rcvbuf` set for the
+/// listener it becomes again. The reservation binds beside the listener before the listener is
+/// closed, so the port is never free for an instant: both carry SO_REUSEPORT (set on the live
+/// listener now; Linux checks it at each bind), and SO_REUSEADDR lets the reservation share the
+/// port with connections the listener accepted or that are in TIME_WAIT.
+pub fn reserve(listener: TcpListener, rcvbuf: Option<u32>) -> io::Result<Reserved> {
+    let port = listener.local_addr()?.port();
+    socket2::SockRef::from(&listener).set_reuse_port(true)?;
+    let socket = TcpSocket::new_v4()?;
+    socket.set_reuseaddr(true)?;
+    socket.set_reuseport(true)?;
+    shrink(&socket, rcvbuf)?;
+    socket.bind(SocketAddr::from((Ipv4Addr::LOCALHOST, port)))?;
+    drop(listener);
+    Ok(Reserved { socket, port })
+}
+
+impl Reserved {
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Listens on the reserved port again.
+    pub fn listen(self) -> io::Result<TcpListener> {
+        self.socket.listen(4096)
+    }
+}
+
 /// Connects to 127.0.0.1:`port`, with `rcvbuf` set before the handshake when given.
 pub async fn connect(port: u16, rcvbuf: Option<u32>) -> io::Result<TcpStream> {
     let socket = TcpSocket::new_v4()?;
@@ -160,4 +198,56 @@ pub fn is_reset(e: &io::Error) -> bool {
             | io::ErrorKind::ConnectionAborted
             | io::ErrorKind::NotConnected
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bind_plain(ip: Ipv4Addr, port: u16) -> io::Result<()> {
+        TcpSocket::new_v4()?.bind(SocketAddr::from((ip, port)))
+    }
+
+    #[tokio::test]
+    async fn a_reserved_port_refuses_connections_and_cannot_be_taken_until_it_listens_again() {
+        let listener = listen(Some(SMALL_RCVBUF)).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        // An accepted connection, closed: the port then has sockets besides the listener.
+        let client = connect(port, None).await.unwrap();
+        let (accepted, _) = listener.accept().await.unwrap();
+        drop((client, accepted));
+
+        let reserved = reserve(listener, Some(SMALL_RCVBUF)).unwrap();
+        assert_eq!(reserved.port(), port);
+        let refused = connect(port, None).await.unwrap_err();
+        assert_eq!(
+            refused.kind(),
+            io::ErrorKind::ConnectionRefused,
+            "{refused}"
+        );
+        for ip in [Ipv4Addr::LOCALHOST, Ipv4Addr::UNSPECIFIED] {
+            let taken = bind_plain(ip, port).unwrap_err();
+            assert_eq!(
+                taken.kind(),
+                io::ErrorKind::AddrInUse,
+                "bind {ip}:{port}: {taken}"
+            );
+        }
+
+        let again = reserved.listen().unwrap();
+        assert_eq!(again.local_addr().unwrap().port(), port);
+        let mut client = connect(port, None).await.unwrap();
+        let (mut accepted, _) = again.accept().await.unwrap();
+        client.write_all(b"x").await.unwrap();
+        let mut byte = [0u8; 1];
+        accepted.read_exact(&mut byte).await.unwrap();
+        assert_eq!(&byte, b"x");
+        let rcvbuf = socket2::SockRef::from(&accepted)
+            .recv_buffer_size()
+            .unwrap();
+        assert!(
+            rcvbuf < 64 * 1024,
+            "the listener again makes slow receivers: SO_RCVBUF {rcvbuf}"
+        );
+    }
 }

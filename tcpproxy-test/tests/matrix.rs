@@ -235,6 +235,70 @@ fn busy_poll() {
     check_with("busy-poll", &["--jobs", "1"]);
 }
 
+/// Issue 17: the harness told 2 s and the proxy left at 10 s, the lazy phases still fail (a
+/// failure against what the harness was told), but their hint names the mismatch, not a
+/// missing stall timer (the proxy aborts at 10 s, after the harness's window).
+#[test]
+fn lazy_hints_name_a_stall_timeout_the_harness_was_not_told() {
+    let bin = fixtures_bin();
+    let _slot = HeavySlot::acquire();
+    let args = [
+        "--stall-timeout",
+        "2",
+        "--only",
+        "timeout/lazy-*",
+        "--",
+        bin.to_str().unwrap(),
+        "correct",
+        "--stall-timeout",
+        "10",
+    ];
+    let run = run_harness(&args, Duration::from_secs(120));
+    assert_eq!(run.failed(), [LAZY_FWD, LAZY_REV], "{}", run.dump());
+    assert_eq!(run.code, Some(1), "{}", run.dump());
+    let hints: Vec<&str> = run
+        .stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("    hint: "))
+        .collect();
+    assert_eq!(hints.len(), 2, "{}", run.dump());
+    for hint in hints {
+        let after: f64 = hint
+            .strip_prefix("the proxy aborted ")
+            .and_then(|h| h.split_once("s after the "))
+            .and_then(|(n, _)| n.parse().ok())
+            .unwrap_or_else(|| panic!("hint does not say when the proxy aborted: {hint}"));
+        assert!((8.0..=12.0).contains(&after), "{hint}");
+        assert!(
+            hint.contains(
+                "not the 2s the harness was told; pass the same --stall-timeout to both (tcpproxy-test --stall-timeout 2 -- ./proxy --stall-timeout 2)"
+            ),
+            "{hint}"
+        );
+    }
+    assert!(!run.stdout.contains("never times out"), "{}", run.dump());
+    assert_nothing_left(&run);
+
+    // The other way round: told 30 s, the proxy's 10 s abort is too early, and fits its default.
+    let args = [
+        "--stall-timeout",
+        "30",
+        "--only",
+        "timeout/lazy-forward",
+        "--",
+        bin.to_str().unwrap(),
+        "correct",
+    ];
+    let run = run_harness(&args, Duration::from_secs(120));
+    assert_eq!(run.failed(), [LAZY_FWD], "{}", run.dump());
+    assert!(
+        run.stdout.contains("its stall timeout looks like about 10s, not the 30s the harness was told; pass the same --stall-timeout to both (tcpproxy-test --stall-timeout 30 -- ./proxy --stall-timeout 30)"),
+        "{}",
+        run.dump()
+    );
+    assert_nothing_left(&run);
+}
+
 #[test]
 fn crash_segv_names_the_signal() {
     let run = check("crash-segv");

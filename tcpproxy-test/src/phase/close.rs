@@ -360,7 +360,7 @@ fn ended_early(sent: &[u8], got: &[u8], offset: usize) -> Option<String> {
 /// The destination stops listening: a client must be closed promptly and the proxy must keep
 /// serving; once the destination listens again on the same port, a new client echoes.
 pub async fn destination_refused(ctx: Arc<Ctx>) -> PhaseResult {
-    ctx.close_destination().await;
+    ctx.close_destination().await?;
     let mut client = ctx.connect(None).await?;
     let limit = ctx.scaled(REFUSED_CLOSE_WITHIN);
     let mut buf = [0u8; 64];

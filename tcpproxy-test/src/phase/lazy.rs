@@ -19,13 +19,19 @@ struct Run {
     /// When a write last took at least one byte.
     last_progress: Instant,
     written: usize,
-    /// When and how the connection was seen closed, if it was.
+    /// When and how the connection was seen closed, if it was within the window.
     closed: Option<(Instant, String)>,
+    /// When the window (the stall timeout plus slack after the last progress) ran out.
+    gave_up: Instant,
+    /// After the window, only to explain the failure: how long the harness kept watching, and
+    /// when and how the proxy aborted the pair then, if it did.
+    diagnosis: Option<(Instant, Option<(Instant, String)>)>,
 }
 
 /// Writes as fast as `stream` takes data, watching for the proxy to close it (EOF or reset on
 /// read, an error on write), until closed or until the stall timeout plus slack has passed
-/// since the last write that made progress.
+/// since the last write that made progress. A proxy still holding the pair then has failed;
+/// the harness watches a while longer only to say why (see [`diagnosis_until`]).
 async fn push_until_closed(ctx: &Ctx, stream: TcpStream, connected: Instant) -> Run {
     let (mut rd, mut wr) = stream.into_split();
     let chunk = vec![0x5a; LAZY_WRITE_PIECE];
@@ -35,6 +41,8 @@ async fn push_until_closed(ctx: &Ctx, stream: TcpStream, connected: Instant) -> 
         last_progress: Instant::now(),
         written: 0,
         closed: None,
+        gave_up: Instant::now(),
+        diagnosis: None,
     };
     let mut sink = [0u8; 4096];
     loop {
@@ -52,19 +60,62 @@ async fn push_until_closed(ctx: &Ctx, stream: TcpStream, connected: Instant) -> 
                 Ok(_) => { run.closed = Some((Instant::now(), "write returned 0".into())); break; }
                 Err(e) => { run.closed = Some((Instant::now(), format!("write error: {e}"))); break; }
             },
-            _ = tokio::time::sleep_until(give_up) => break,
+            _ = tokio::time::sleep_until(give_up) => { run.gave_up = give_up; break; }
         }
     }
+    // A proxy that took everything buffers without limit; nothing more to learn by waiting.
+    if run.closed.is_none() && run.written < LAZY_WRITE_LIMIT {
+        let until = run.last_progress + diagnosis_until(ctx.timing.stall, slack);
+        // Reads only: the write half stays open (dropping it would send a FIN).
+        let watch = async {
+            // Bounded by the deadline around it; the far end never writes, so reads are rare.
+            loop {
+                match rd.read(&mut sink).await {
+                    Ok(0) => return "EOF".to_string(),
+                    Ok(_) => {}
+                    Err(e) => return format!("read error: {e}"),
+                }
+            }
+        };
+        let seen = tokio::time::timeout_at(until, watch).await.ok();
+        run.diagnosis = Some((until, seen.map(|how| (Instant::now(), how))));
+    }
+    drop(wr);
     run
+}
+
+/// How long after the last progress the harness keeps watching a pair it has already failed,
+/// to tell a proxy with no stall timer from one whose timer is set differently from what the
+/// harness was told: twice the stall timeout, and at least the usual default (a proxy left at
+/// its default of 10 s while the harness was told 2), plus slack.
+fn diagnosis_until(stall: Duration, slack: Duration) -> Duration {
+    (stall * 2).max(crate::cli::STALL_TIMEOUT) + slack
+}
+
+/// The hint for an abort at a time that fits another stall timeout than the one the harness
+/// was told: the two were most likely given different values.
+fn mismatch_hint(writer: &str, after_progress: Duration, told: Duration) -> String {
+    let told = told.as_secs_f64();
+    format!(
+        "the proxy aborted {:.1}s after the {writer}'s last progress: its stall timeout looks like about {:.0}s, not the {told}s the harness was told; pass the same --stall-timeout to both (tcpproxy-test --stall-timeout {told} -- ./proxy --stall-timeout {told}), unless the proxy ignores the one it is given",
+        after_progress.as_secs_f64(),
+        after_progress.as_secs_f64()
+    )
 }
 
 /// Judges a run against the window: no earlier than `LAZY_EARLIEST` of the stall timeout after
 /// connecting, no later than the stall timeout plus slack after the writer's last progress.
+/// What the harness saw after the window changes only the hint and details, never the verdict.
 fn judge(ctx: &Ctx, run: &Run, writer: &str) -> PhaseResult {
     let stall = ctx.timing.stall;
     let earliest = stall.mul_f64(LAZY_EARLIEST);
     let slack = ctx.scaled(LAZY_SLACK);
     let secs = |d: Duration| d.as_secs_f64();
+    // Would an abort at `at` pass against a stall timeout of `timeout`?
+    let fits = |at: Instant, timeout: Duration| {
+        at - run.connected >= timeout.mul_f64(LAZY_EARLIEST)
+            && at.saturating_duration_since(run.last_progress) <= timeout + slack
+    };
     let facts = format!(
         "the {writer} wrote {} bytes; its last write that made progress was {:.1}s after connecting",
         run.written,
@@ -77,16 +128,30 @@ fn judge(ctx: &Ctx, run: &Run, writer: &str) -> PhaseResult {
                 secs(stall + slack),
                 secs(stall),
                 secs(slack),
-                secs(run.last_progress.elapsed() + (run.last_progress - run.connected)),
+                secs(run.gave_up - run.connected),
             ))
             .detail(facts);
-            f = if run.written >= LAZY_WRITE_LIMIT {
-                f.hint(format!(
+            f = match &run.diagnosis {
+                _ if run.written >= LAZY_WRITE_LIMIT => f.hint(format!(
                     "the proxy took {} bytes that its peer never read: it buffers without limit",
                     run.written
-                ))
-            } else {
-                f.hint("the proxy holds data it cannot write but never times out (no stall timer in this direction, or blocking writes)")
+                )),
+                Some((_, Some((at, how)))) => {
+                    let after_progress = *at - run.last_progress;
+                    f.detail(format!(
+                        "watching on only to diagnose, the harness saw the proxy abort the pair ({how}) {:.1}s after the {writer}'s last progress, {:.1}s after connecting",
+                        secs(after_progress),
+                        secs(*at - run.connected)
+                    ))
+                    .hint(mismatch_hint(writer, after_progress, stall))
+                }
+                Some((until, None)) => f
+                    .detail(format!(
+                        "watching on only to diagnose, the harness saw the pair still open {:.1}s after the {writer}'s last progress",
+                        secs(*until - run.last_progress)
+                    ))
+                    .hint("the proxy holds data it cannot write but never times out (no stall timer in this direction, or blocking writes)"),
+                None => f.hint("the proxy holds data it cannot write but never times out (no stall timer in this direction, or blocking writes)"),
             };
             Err(f)
         }
@@ -94,6 +159,12 @@ fn judge(ctx: &Ctx, run: &Run, writer: &str) -> PhaseResult {
             let after_connect = *at - run.connected;
             let after_progress = at.saturating_duration_since(run.last_progress);
             if after_connect < earliest {
+                let default = crate::cli::STALL_TIMEOUT;
+                let hint = if stall != default && fits(*at, default) {
+                    mismatch_hint(writer, after_progress, stall)
+                } else {
+                    "the proxy's stall timeout is far shorter than the one it was given: it would abort slow peers".into()
+                };
                 return Err(Failure::new(format!(
                     "expected the pair to stay open at least {:.1}s ({:.0}% of the {:.1}s stall timeout), but the {writer} saw {how} {:.1}s after connecting",
                     secs(earliest),
@@ -102,7 +173,7 @@ fn judge(ctx: &Ctx, run: &Run, writer: &str) -> PhaseResult {
                     secs(after_connect)
                 ))
                 .detail(facts)
-                .hint("the proxy's stall timeout is far shorter than the one it was given: it would abort slow peers"));
+                .hint(hint));
             }
             if after_progress > stall + slack {
                 return Err(Failure::new(format!(
@@ -131,4 +202,23 @@ pub async fn reverse(ctx: Arc<Ctx>) -> PhaseResult {
     let connected = Instant::now();
     let run = push_until_closed(&ctx, server, connected).await;
     judge(&ctx, &run, "destination server")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_diagnosis_covers_the_default_timeout_and_twice_the_one_told() {
+        let slack = Duration::from_secs(5);
+        // Told 2 s: long enough to see a proxy left at its default 10 s abort.
+        assert_eq!(
+            diagnosis_until(Duration::from_secs(2), slack),
+            Duration::from_secs(15)
+        );
+        assert_eq!(
+            diagnosis_until(Duration::from_secs(30), slack),
+            Duration::from_secs(65)
+        );
+    }
 }

@@ -182,6 +182,9 @@ pub struct Failure {
     pub summary: String,
     pub details: Vec<String>,
     pub hint: Option<String>,
+    /// The harness itself could not go on (a port it held was lost): no verdict on the proxy.
+    /// [`run`] makes it the run's harness error.
+    pub harness: bool,
 }
 
 impl Failure {
@@ -191,6 +194,15 @@ impl Failure {
             summary: summary.into(),
             details: vec![],
             hint: None,
+            harness: false,
+        }
+    }
+
+    /// The harness's own fault: the run ends with a harness error, never a failed phase.
+    pub fn harness(summary: impl Into<String>) -> Failure {
+        Failure {
+            harness: true,
+            ..Failure::new(summary)
         }
     }
 
@@ -298,6 +310,8 @@ pub struct Ctx {
     pub timing: Timing,
     /// The destination server's listener, on `dest_port`; `None` while a scenario has closed it.
     dest: Mutex<Option<TcpListener>>,
+    /// The destination's port while it is closed: held, so it is there to listen on again.
+    reserved: Mutex<Option<peer::Reserved>>,
     dest_port: u16,
     server_rcvbuf: Option<u32>,
     proxy_port: u16,
@@ -346,15 +360,35 @@ impl Ctx {
         Ok(s)
     }
 
-    /// Stops the destination server listening, so the proxy's next connect is refused.
-    pub async fn close_destination(&self) {
-        self.dest.lock().await.take();
+    /// Stops the destination server listening, so the proxy's next connect is refused, while
+    /// keeping its port reserved for [`Ctx::reopen_destination`]. Failing that is the harness's
+    /// fault, not the proxy's.
+    pub async fn close_destination(&self) -> Result<(), Failure> {
+        let Some(listener) = self.dest.lock().await.take() else {
+            return Err(Failure::harness(
+                "the harness's scenario closed its destination twice",
+            ));
+        };
+        let reserved = peer::reserve(listener, self.server_rcvbuf).map_err(|e| {
+            Failure::harness(format!(
+                "the harness could not keep 127.0.0.1:{} reserved while its destination refused: {e}",
+                self.dest_port
+            ))
+        })?;
+        *self.reserved.lock().await = Some(reserved);
+        Ok(())
     }
 
-    /// Listens again on the destination's port (the proxy still points there).
+    /// Listens again on the destination's reserved port (the proxy still points there). Failing
+    /// is the harness's fault, not the proxy's.
     pub async fn reopen_destination(&self) -> Result<(), Failure> {
-        let l = peer::listen_on(self.dest_port, self.server_rcvbuf).map_err(|e| {
-            Failure::new(format!(
+        let Some(reserved) = self.reserved.lock().await.take() else {
+            return Err(Failure::harness(
+                "the harness's scenario reopened a destination it had not closed",
+            ));
+        };
+        let l = reserved.listen().map_err(|e| {
+            Failure::harness(format!(
                 "the harness could not listen again on 127.0.0.1:{}: {e}",
                 self.dest_port
             ))
@@ -437,6 +471,7 @@ pub async fn run(phase: &Phase, cmd: &ProxyCommand, rules: Rules) -> Result<Outc
     let ctx = Arc::new(Ctx {
         timing,
         dest: Mutex::new(Some(dest)),
+        reserved: Mutex::new(None),
         dest_port,
         server_rcvbuf: phase.server_rcvbuf,
         proxy_port,
@@ -458,6 +493,11 @@ pub async fn run(phase: &Phase, cmd: &ProxyCommand, rules: Rules) -> Result<Outc
         Ok(Err(f)) => Some(f),
         Err(e) => Some(Failure::new(format!("the harness's scenario crashed: {e}"))),
     };
+    if let Some(f) = failure.as_ref().filter(|f| f.harness) {
+        let msg = format!("{} ({}): {}", phase.name, phase.id, f.summary);
+        proxy.stop().await;
+        return Err(msg);
+    }
     if let Some(status) = died {
         // A proxy that dies mid-phase fails it, even if what the peers saw happened to check out.
         let mut f = failure.unwrap_or_else(|| {
@@ -485,4 +525,63 @@ pub async fn run(phase: &Phase, cmd: &ProxyCommand, rules: Rules) -> Result<Outc
         closest,
         ..outcome(failure, died.map(describe_status), stderr)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The fixtures binary, beside this test executable as the integration tests find it.
+    fn fixtures_correct() -> ProxyCommand {
+        let exe = std::env::current_exe().expect("the test executable has a path");
+        let bin = exe
+            .parent()
+            .and_then(|deps| deps.parent())
+            .expect("target/<profile>/deps")
+            .join("fixtures");
+        assert!(
+            bin.is_file(),
+            "expected the fixtures binary at {}; build it with `cargo build -p fixtures`",
+            bin.display()
+        );
+        ProxyCommand {
+            program: bin,
+            args: vec!["correct".into()],
+        }
+    }
+
+    fn phase(run: fn(Arc<Ctx>) -> PhaseFuture) -> Phase {
+        Phase {
+            id: "test/scenario",
+            name: "Test scenario",
+            server_rcvbuf: None,
+            run,
+        }
+    }
+
+    /// Issue 17: "Destination refused: failed: the harness could not listen again" counted a
+    /// port the harness lost against the proxy. A harness fault ends the run as a harness
+    /// error; the same words as an ordinary failure stay a failed phase.
+    #[tokio::test]
+    async fn a_harness_fault_is_the_runs_error_not_a_failed_phase() {
+        let rules = Rules {
+            timing: Timing {
+                stall: secs(10),
+                scale: 1.0,
+            },
+            seed: 1,
+            strict: false,
+        };
+        let cmd = fixtures_correct();
+        let lost =
+            phase(|_| Box::pin(async { Err(Failure::harness("the harness lost its port")) }));
+        let err = run(&lost, &cmd, rules).await.unwrap_err();
+        assert_eq!(
+            err,
+            "Test scenario (test/scenario): the harness lost its port"
+        );
+        let failed = phase(|_| Box::pin(async { Err(Failure::new("the proxy lost a byte")) }));
+        let outcome = run(&failed, &cmd, rules).await.unwrap();
+        assert_eq!(outcome.verdict, Verdict::Failed);
+    }
 }

@@ -74,6 +74,30 @@ pub fn render(run: &RunReport) -> String {
     s
 }
 
+/// A run that never started: one failed test saying why, so the score is 0 of 1, not 0 of 0.
+pub fn render_error(run: &RunReport, error: &str) -> String {
+    let results = Results {
+        score: 0.0,
+        max_score: 1.0,
+        output: format!(
+            "tcpproxy-test: error: {error} (stall timeout {}s, seed {})",
+            run.stall_timeout.as_secs_f64(),
+            run.seed
+        ),
+        tests: vec![Test {
+            name: "Submission".into(),
+            number: "1".into(),
+            score: 0.0,
+            max_score: 1.0,
+            status: "failed",
+            output: format!("error: {error}"),
+        }],
+    };
+    let mut s = serde_json::to_string_pretty(&results).expect("plain data serialises");
+    s.push('\n');
+    s
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::fixtures;

@@ -22,6 +22,9 @@ struct Document<'a> {
     timeout_scale: f64,
     summary: Summary,
     phases: Vec<Phase<'a>>,
+    /// Why the run never started (only then present; `phases` is then empty).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<&'a str>,
 }
 
 #[derive(Serialize)]
@@ -60,6 +63,14 @@ fn millis(d: std::time::Duration) -> f64 {
 }
 
 pub fn render(run: &RunReport) -> String {
+    render_document(run, None)
+}
+
+pub fn render_error(run: &RunReport, error: &str) -> String {
+    render_document(run, Some(error))
+}
+
+fn render_document(run: &RunReport, error: Option<&str>) -> String {
     let doc = Document {
         format: JSON_FORMAT,
         version: JSON_VERSION,
@@ -96,6 +107,7 @@ pub fn render(run: &RunReport) -> String {
                 }
             })
             .collect(),
+        error,
     };
     let mut s = serde_json::to_string_pretty(&doc).expect("plain data serialises");
     s.push('\n');

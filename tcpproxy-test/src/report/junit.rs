@@ -8,7 +8,7 @@ use super::{RunReport, message_and_details};
 use crate::phase::Verdict;
 
 pub fn render(run: &RunReport) -> String {
-    let mut suite = TestSuite::new("tcpproxy-test");
+    let mut suite = suite_for(run);
     suite.set_time(
         run.outcomes
             .iter()
@@ -16,12 +16,6 @@ pub fn render(run: &RunReport) -> String {
             .max()
             .unwrap_or_default(),
     );
-    suite.add_property(("proxy", run.proxy.as_str()));
-    suite.add_property(("seed", run.seed.to_string().as_str()));
-    suite.add_property((
-        "stall_timeout_secs",
-        run.stall_timeout.as_secs_f64().to_string().as_str(),
-    ));
     for o in run.outcomes {
         let (message, details) = message_and_details(o);
         let status = match o.verdict {
@@ -50,6 +44,33 @@ pub fn render(run: &RunReport) -> String {
         }
         suite.add_test_case(case);
     }
+    finish(suite)
+}
+
+/// A run that never started: one case in error, so CI shows red rather than an empty pass.
+pub fn render_error(run: &RunReport, error: &str) -> String {
+    let mut suite = suite_for(run);
+    let mut status = TestCaseStatus::non_success(NonSuccessKind::Error);
+    status.set_message(error);
+    status.set_type("submission");
+    let mut case = TestCase::new("Submission", status);
+    case.set_classname("submission");
+    suite.add_test_case(case);
+    finish(suite)
+}
+
+fn suite_for(run: &RunReport) -> TestSuite {
+    let mut suite = TestSuite::new("tcpproxy-test");
+    suite.add_property(("proxy", run.proxy.as_str()));
+    suite.add_property(("seed", run.seed.to_string().as_str()));
+    suite.add_property((
+        "stall_timeout_secs",
+        run.stall_timeout.as_secs_f64().to_string().as_str(),
+    ));
+    suite
+}
+
+fn finish(suite: TestSuite) -> String {
     let mut report = Report::new("tcpproxy-test");
     report.add_test_suite(suite);
     report.to_string().expect("an in-memory report serialises")

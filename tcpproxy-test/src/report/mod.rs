@@ -71,6 +71,19 @@ pub fn render(run: &RunReport, format: Format) -> String {
     }
 }
 
+/// The report of a run that never started (a submission missing or not executable), in
+/// `format`: every format says it as an error, not as an empty run a reader could take for a
+/// pass (JUnit an `<error>` case, TAP `Bail out!`, Gradescope a failed test, JSON `error`).
+pub fn render_error(run: &RunReport, error: &str, format: Format) -> String {
+    match format {
+        Format::Human => format!("error: {error}\n"),
+        Format::Json => json::render_error(run, error),
+        Format::Junit => junit::render_error(run, error),
+        Format::Tap => format!("TAP version 13\n1..0\nBail out! {error}\n"),
+        Format::Gradescope => gradescope::render_error(run, error),
+    }
+}
+
 /// The one-line message and the indented details of an outcome, as plain text.
 fn message_and_details(o: &Outcome) -> (String, Vec<String>) {
     match &o.failure {
