@@ -1,6 +1,6 @@
 //! The proxy under test as a process: spawned in its own process group, its output drained into
 //! bounded tails, its listen port found and awaited, and the whole group killed and reaped on
-//! every path (pass, fail, panic, Ctrl-C).
+//! every path (pass, fail, panic, Ctrl-C), with whatever it forked that left the group.
 
 use std::collections::{HashSet, VecDeque};
 use std::ffi::OsString;
@@ -12,12 +12,14 @@ use std::process::{ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use nix::sys::signal::{Signal, killpg};
+use nix::sys::signal::{Signal, kill, killpg};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 use tokio::io::{AsyncRead, AsyncReadExt as _};
 use tokio::process::{Child, Command};
 use tokio::time::Instant;
+
+use crate::procfs::{self, Proc};
 
 /// The most of the proxy's stdout and of its stderr kept: the tail is what explains a failure.
 pub const TAIL_BYTES: usize = 8 * 1024;
@@ -45,32 +47,128 @@ impl fmt::Display for ProxyCommand {
     }
 }
 
-/// Process groups alive right now, so a Ctrl-C of the harness can kill every one of them.
+/// Process groups alive right now, so a Ctrl-C of the harness can kill every one of them. Held
+/// while a proxy is spawned and registered, and while strays are picked out, so a proxy just
+/// forked is never taken for a stray.
 static LIVE_GROUPS: Mutex<Option<HashSet<i32>>> = Mutex::new(None);
 
-fn register(pgid: i32) {
-    LIVE_GROUPS
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .get_or_insert_with(HashSet::new)
-        .insert(pgid);
+fn live_groups() -> std::sync::MutexGuard<'static, Option<HashSet<i32>>> {
+    LIVE_GROUPS.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn unregister(pgid: i32) {
-    if let Some(set) = LIVE_GROUPS
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .as_mut()
-    {
+    if let Some(set) = live_groups().as_mut() {
         set.remove(&pgid);
     }
 }
 
 /// Makes orphans of the proxy (children it forked, then left) our children, so they can be
-/// reaped rather than left as zombies under an init that may not reap. Linux only.
+/// reaped rather than left as zombies under an init that may not reap, and killed: a child that
+/// left the proxy's group (setsid) is out of reach of the group's signal. Linux only.
 pub fn become_subreaper() {
     #[cfg(target_os = "linux")]
     let _ = nix::sys::prctl::set_child_subreaper(true);
+}
+
+/// Whether orphans come to us. Only then is a child of ours that no live proxy accounts for a
+/// proxy's leftover; otherwise (a test binary, say) it may be anyone's.
+fn is_subreaper() -> bool {
+    #[cfg(target_os = "linux")]
+    return nix::sys::prctl::get_child_subreaper().unwrap_or(false);
+    #[cfg(not(target_os = "linux"))]
+    return false;
+}
+
+/// What descends from the proxy `leader` (or from a member of its group) outside its group,
+/// read while the parent links still hold: a child in a session of its own escapes the group's
+/// signal, and once its parent dies nothing but this list ties it to the proxy.
+fn escaped_from(leader: i32) -> Vec<Proc> {
+    let table = procfs::processes();
+    let mut roots: Vec<i32> = table
+        .iter()
+        .filter(|p| p.pgrp == leader)
+        .map(|p| p.pid)
+        .collect();
+    roots.push(leader);
+    let mut found = procfs::descendants(&table, &roots);
+    found.retain(|p| p.pgrp != leader);
+    found
+}
+
+/// Children of ours that no live proxy accounts for (orphans reparented to us whose group is no
+/// live proxy's), and everything under them.
+fn strays(table: &[Proc], live: &HashSet<i32>) -> Vec<Proc> {
+    let me = std::process::id() as i32;
+    let spared = |p: &Proc| live.contains(&p.pid) || live.contains(&p.pgrp);
+    let mut found: Vec<Proc> = table
+        .iter()
+        .filter(|p| p.ppid == me && !spared(p))
+        .copied()
+        .collect();
+    let roots: Vec<i32> = found.iter().map(|p| p.pid).collect();
+    found.extend(
+        procfs::descendants(table, &roots)
+            .into_iter()
+            .filter(|p| !spared(p)),
+    );
+    found
+}
+
+/// Sends `signal` to each of `procs` that is still the process seen (same start time), so a
+/// pid reused since is left alone.
+fn signal_each(procs: &[Proc], signal: Signal) {
+    for p in procs {
+        if procfs::process(p.pid).is_some_and(|now| now.started == p.started) {
+            let _ = kill(Pid::from_raw(p.pid), signal);
+        }
+    }
+}
+
+/// Waits until each of `procs` is gone, reaping those that are our children (or become ours as
+/// their parents die), for at most `limit`.
+fn reap_each_blocking(procs: &[Proc], limit: Duration) {
+    let me = std::process::id() as i32;
+    let end = std::time::Instant::now() + limit;
+    let mut left = procs.to_vec();
+    while !left.is_empty() && std::time::Instant::now() < end {
+        left.retain(|p| match procfs::process(p.pid) {
+            Some(now) if now.started == p.started && now.ppid == me => matches!(
+                waitpid(Pid::from_raw(p.pid), Some(WaitPidFlag::WNOHANG)),
+                Ok(WaitStatus::StillAlive)
+            ),
+            // Still under a parent that is dying too: it comes to us next.
+            Some(now) if now.started == p.started => true,
+            _ => false,
+        });
+        if !left.is_empty() {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+/// Kills and reaps the strays: what a stopped proxy left that the group's signal and the
+/// escaped list missed (a daemon whose parents exited before anyone looked).
+fn kill_strays_blocking() {
+    if !is_subreaper() {
+        return;
+    }
+    let victims = {
+        let live = live_groups();
+        let empty = HashSet::new();
+        let victims = strays(&procfs::processes(), live.as_ref().unwrap_or(&empty));
+        signal_each(&victims, Signal::SIGKILL);
+        victims
+    };
+    reap_each_blocking(&victims, Duration::from_secs(2));
+}
+
+/// Kills and reaps every process that descends from this one: the end of a run, and Ctrl-C,
+/// when no proxy may be left whatever group or session it moved to.
+pub fn kill_all_descendants() {
+    let me = std::process::id() as i32;
+    let all = procfs::descendants(&procfs::processes(), &[me]);
+    signal_each(&all, Signal::SIGKILL);
+    reap_each_blocking(&all, Duration::from_secs(2));
 }
 
 /// Raises this process's soft descriptor limit to its hard limit: the many-connections phase
@@ -84,20 +182,23 @@ pub fn raise_descriptor_limit() {
     }
 }
 
-/// Kills every live proxy group at once and reaps what it can: the Ctrl-C path.
+/// Kills every live proxy group at once, and everything that left them, and reaps what it can:
+/// the Ctrl-C path.
 pub fn kill_all_groups() {
-    let groups: Vec<i32> = LIVE_GROUPS
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
+    let groups: Vec<i32> = live_groups()
         .as_mut()
         .map(|s| s.drain().collect())
         .unwrap_or_default();
+    let escaped: Vec<Proc> = groups.iter().flat_map(|g| escaped_from(*g)).collect();
     for pgid in &groups {
         let _ = killpg(Pid::from_raw(*pgid), Signal::SIGKILL);
     }
+    signal_each(&escaped, Signal::SIGKILL);
     for pgid in groups {
         reap_group_blocking(pgid, Duration::from_secs(2));
     }
+    reap_each_blocking(&escaped, Duration::from_secs(2));
+    kill_all_descendants();
 }
 
 /// Reaps every child of ours in the group `pgid` (the leader and, as subreaper, its orphans)
@@ -253,6 +354,7 @@ impl Proxy {
             // Its own group: the whole group, grandchildren included, can be signalled at once.
             .process_group(0)
             .kill_on_drop(true);
+        let mut live = live_groups();
         let mut child = command.spawn().map_err(|e| StartFailure::Proxy {
             summary: format!("expected to start the proxy, but spawning `{cmd}` failed: {e}"),
             details: vec![],
@@ -260,7 +362,8 @@ impl Proxy {
             stderr_tail: String::new(),
         })?;
         let pid = child.id().expect("a just-spawned child has a pid") as i32;
-        register(pid);
+        live.get_or_insert_with(HashSet::new).insert(pid);
+        drop(live);
         let stdout = Arc::new(Mutex::new(Tail::default()));
         let stderr = Arc::new(Mutex::new(Tail::default()));
         let mut drains = Vec::new();
@@ -386,25 +489,38 @@ impl Proxy {
             return self.exited;
         }
         let group = Pid::from_raw(self.pgid);
+        let mut escaped = escaped_from(self.pgid);
         let _ = killpg(group, Signal::SIGTERM);
+        signal_each(&escaped, Signal::SIGTERM);
         if self.exited.is_none() {
             if let Ok(Ok(s)) = tokio::time::timeout(TERM_GRACE, self.child.wait()).await {
                 self.exited = Some(s);
             }
         }
+        // Whatever it forked during the grace period counts too.
+        for p in escaped_from(self.pgid) {
+            if !escaped.contains(&p) {
+                escaped.push(p);
+            }
+        }
         let _ = killpg(group, Signal::SIGKILL);
+        signal_each(&escaped, Signal::SIGKILL);
         if self.exited.is_none() {
             if let Ok(Ok(s)) = tokio::time::timeout(Duration::from_secs(5), self.child.wait()).await
             {
                 self.exited = Some(s);
             }
         }
-        // The leader is reaped (tokio did it); what is left in the group are our orphans.
+        // The leader is reaped (tokio did it); what is left in the group are our orphans, and
+        // the escaped come to us as their parents die.
         let pgid = self.pgid;
-        let _ =
-            tokio::task::spawn_blocking(move || reap_group_blocking(pgid, Duration::from_secs(2)))
-                .await;
+        let _ = tokio::task::spawn_blocking(move || {
+            reap_group_blocking(pgid, Duration::from_secs(2));
+            reap_each_blocking(&escaped, Duration::from_secs(2));
+        })
+        .await;
         unregister(self.pgid);
+        let _ = tokio::task::spawn_blocking(kill_strays_blocking).await;
         self.stopped = true;
         self.exited
     }
@@ -415,7 +531,9 @@ impl Drop for Proxy {
     /// leader (`kill_on_drop`), and the next `stop` or exit takes care of orphans.
     fn drop(&mut self) {
         if !self.stopped {
+            let escaped = escaped_from(self.pgid);
             let _ = killpg(Pid::from_raw(self.pgid), Signal::SIGKILL);
+            signal_each(&escaped, Signal::SIGKILL);
             unregister(self.pgid);
         }
     }

@@ -88,6 +88,9 @@ pub fn main_with_args(args: Vec<OsString>) -> ExitCode {
     });
     // Phases still running after an interrupt hold nothing worth waiting for.
     runtime.shutdown_background();
+    // Every proxy was stopped, but one that left its group and session may have left a process
+    // that nothing else ties to it; as the subreaper, everything under us is ours to end.
+    harness::kill_all_descendants();
     ExitCode::from(code)
 }
 

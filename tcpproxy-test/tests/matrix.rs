@@ -70,6 +70,11 @@ const MATRIX: &[Row] = &[
     Row { fixture: "wrong-port", fails: &ALL_PHASES, may_fail: &[], warns: &[] },
     Row { fixture: "never-listen", fails: &ALL_PHASES, may_fail: &[], warns: &[] },
     Row { fixture: "accept-and-hold", fails: &ALL_PHASES, may_fail: &[], warns: &[] },
+    // Its child left the group and session: the harness must still kill it (nothing left).
+    Row { fixture: "escape-setsid", fails: &[], may_fail: &[], warns: &[] },
+    // The process it started exits 0 before serving: the harness grades that process, and
+    // kills the daemon it left.
+    Row { fixture: "daemonize", fails: &ALL_PHASES, may_fail: &[], warns: &[] },
     Row { fixture: "correct", fails: &[], may_fail: &[], warns: &[] },
 ];
 
@@ -204,6 +209,8 @@ matrix_tests! {
     wrong_port => "wrong-port",
     never_listen => "never-listen",
     accept_and_hold => "accept-and-hold",
+    escape_setsid => "escape-setsid",
+    daemonize => "daemonize",
     correct => "correct",
 }
 
