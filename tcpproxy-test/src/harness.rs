@@ -17,6 +17,7 @@ use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 use tokio::io::{AsyncRead, AsyncReadExt as _};
 use tokio::process::{Child, Command};
+use tokio::sync::{Semaphore, SemaphorePermit};
 use tokio::time::Instant;
 
 use crate::procfs::{self, Proc};
@@ -29,6 +30,8 @@ const TERM_GRACE: Duration = Duration::from_secs(1);
 const PROBE_EVERY: Duration = Duration::from_millis(20);
 /// Times a new port is tried when the proxy says the last one is in use.
 pub const PORT_TRIES: usize = 3;
+/// How long after a proxy exits 0 before listening the harness looks for a daemon it left.
+const DAEMON_LOOK: Duration = Duration::from_secs(1);
 
 /// How to start the proxy under test: `program [args] 127.0.0.1 DEST_PORT LISTEN_PORT`.
 #[derive(Debug, Clone)]
@@ -295,6 +298,208 @@ pub enum StartFailure {
     },
 }
 
+/// Why one proxy instance never listened, in a form that tells repeats of one cause apart from a
+/// new one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StartCause {
+    /// Spawning it failed.
+    Spawn(String),
+    /// It exited before listening (`exit status 3`).
+    Exited(String),
+    /// It exited before listening, and a process it left behind (pid) listens on its port.
+    Daemonized { status: String, pid: i32 },
+    /// It did not listen within the limit; it listens on these other ports, if any.
+    NeverListened {
+        within: Duration,
+        elsewhere: Vec<u16>,
+    },
+}
+
+impl StartCause {
+    /// A short clause for a repeat: `it exited first (exit status 3)`.
+    pub fn short(&self) -> String {
+        match self {
+            StartCause::Spawn(e) => format!("spawning it failed: {e}"),
+            StartCause::Exited(status) => format!("it exited first ({status})"),
+            StartCause::Daemonized { status, .. } => {
+                format!("it exited first ({status}), leaving a daemon on its port")
+            }
+            StartCause::NeverListened { within, elsewhere } if elsewhere.is_empty() => {
+                format!("it did not listen within {:.1}s", within.as_secs_f64())
+            }
+            StartCause::NeverListened { elsewhere, .. } => {
+                format!("it listens on {} instead of its port", ports(elsewhere))
+            }
+        }
+    }
+
+    /// Whether `other` is the same failure (ports and pids aside), so one explanation covers
+    /// both.
+    pub fn is_like(&self, other: &StartCause) -> bool {
+        match (self, other) {
+            (StartCause::Spawn(a), StartCause::Spawn(b)) => a == b,
+            (StartCause::Exited(a), StartCause::Exited(b)) => a == b,
+            (StartCause::Daemonized { .. }, StartCause::Daemonized { .. }) => true,
+            (
+                StartCause::NeverListened { elsewhere: a, .. },
+                StartCause::NeverListened { elsewhere: b, .. },
+            ) => a.is_empty() == b.is_empty(),
+            _ => false,
+        }
+    }
+}
+
+fn ports(list: &[u16]) -> String {
+    let shown: Vec<String> = list.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    shown.join(", ")
+}
+
+/// A first start that took longer than this share of the start deadline, burning CPU most of
+/// that time, is slow enough that many at once would crowd each other out.
+const SLOW_START_SHARE: f64 = 0.1;
+const CPU_BOUND_SHARE: f64 = 0.5;
+/// Permits for "as many at once as there are phases".
+const OPEN_GATE: usize = 4096;
+
+/// One run's proxy starts: a gate they pass, and what became of them. The first start runs
+/// alone; if it was slow and busy on the CPU (a JVM: 1 s alone, 7-9 s as one of 17 at once),
+/// the rest start as many at a time as there are cores, else all at once. Time spent waiting
+/// at the gate does not count against a start's deadline.
+#[derive(Debug)]
+pub struct Starts {
+    gate: Semaphore,
+    state: Mutex<StartsState>,
+}
+
+#[derive(Debug, Default)]
+struct StartsState {
+    probe_taken: bool,
+    /// The first start's time and CPU share, once it finished (successfully or not).
+    first: Option<(Duration, f64)>,
+    throttled_to: Option<usize>,
+    in_flight: usize,
+    started: usize,
+    never_started: usize,
+    slowest: Duration,
+}
+
+impl Default for Starts {
+    fn default() -> Starts {
+        Starts {
+            gate: Semaphore::new(1),
+            state: Mutex::default(),
+        }
+    }
+}
+
+/// A start's pass through the gate; its permit is held until the start ends.
+struct Entry<'a> {
+    _permit: SemaphorePermit<'a>,
+    probe: bool,
+    /// Proxies starting at once when this one entered, itself included.
+    beside: usize,
+}
+
+impl Starts {
+    fn state(&self) -> std::sync::MutexGuard<'_, StartsState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    async fn enter(&self) -> Entry<'_> {
+        let permit = self.gate.acquire().await.expect("never closed");
+        let mut st = self.state();
+        let probe = !std::mem::replace(&mut st.probe_taken, true);
+        st.in_flight += 1;
+        Entry {
+            _permit: permit,
+            probe,
+            beside: st.in_flight,
+        }
+    }
+
+    fn leave(&self, entry: Entry<'_>, took: Duration, cpu: f64, ok: bool, deadline: Duration) {
+        let mut st = self.state();
+        st.in_flight -= 1;
+        if ok {
+            st.started += 1;
+            st.slowest = st.slowest.max(took);
+        } else {
+            st.never_started += 1;
+        }
+        if entry.probe {
+            let share = cpu / took.as_secs_f64().max(1e-3);
+            st.first = Some((took, share));
+            let slow = took.as_secs_f64() > deadline.as_secs_f64() * SLOW_START_SHARE
+                && share >= CPU_BOUND_SHARE;
+            // A first start that failed says nothing about crowding: let the rest try at once.
+            if ok && slow {
+                let cores = std::thread::available_parallelism().map_or(2, |n| n.get().max(2));
+                st.throttled_to = Some(cores);
+                self.gate.add_permits(cores - 1);
+            } else {
+                self.gate.add_permits(OPEN_GATE);
+            }
+        }
+    }
+
+    /// True when proxies were started and not one of them listened.
+    pub fn none_started(&self) -> bool {
+        let st = self.state();
+        st.started == 0 && st.never_started > 0
+    }
+
+    /// How many instances listened, and how many never did.
+    pub fn counts(&self) -> (usize, usize) {
+        let st = self.state();
+        (st.started, st.never_started)
+    }
+
+    /// The longest a start that succeeded took, and how many starts ran at once after the
+    /// first, if that was limited.
+    pub fn slowest(&self) -> (Duration, Option<usize>) {
+        let st = self.state();
+        (st.slowest, st.throttled_to)
+    }
+
+    /// A detail line for a start that ran out of time: how crowded it was, and what to try.
+    fn advice(&self, beside: usize) -> String {
+        let st = self.state();
+        let first = match st.first {
+            Some((took, _)) => format!("; the first start, alone, took {:.1}s", took.as_secs_f64()),
+            None => String::new(),
+        };
+        format!(
+            "it was one of {beside} proxies starting at once{first}; if it is only slow to start, run fewer phases at once (--jobs 2) or stretch every deadline (--timeout-scale 2)"
+        )
+    }
+}
+
+/// What became of one phase's proxy start, for the suite to report.
+pub type StartRecord = Arc<Mutex<Option<Result<Duration, StartCause>>>>;
+
+#[derive(Clone)]
+struct PhaseStart {
+    starts: Arc<Starts>,
+    record: StartRecord,
+}
+
+tokio::task_local! {
+    /// The run a phase belongs to. A phase starts its proxy deep in its own code; the suite sets
+    /// this around each phase so that code need not pass the run along.
+    static PHASE_START: PhaseStart;
+}
+
+/// Runs `phase` with its proxy starts passing `starts`' gate and recorded in `record`.
+pub async fn with_starts<F: std::future::Future>(
+    starts: Arc<Starts>,
+    record: StartRecord,
+    phase: F,
+) -> F::Output {
+    PHASE_START
+        .scope(PhaseStart { starts, record }, phase)
+        .await
+}
+
 /// A running proxy under test.
 pub struct Proxy {
     child: Child,
@@ -317,12 +522,64 @@ impl Proxy {
         dest_port: u16,
         ready_within: Duration,
     ) -> Result<Proxy, StartFailure> {
+        let Ok(phase) = PHASE_START.try_with(PhaseStart::clone) else {
+            return Proxy::start_now(cmd, dest_port, ready_within)
+                .await
+                .map_err(|(f, _)| f);
+        };
+        let entry = phase.starts.enter().await;
+        let began = Instant::now();
+        let result = Proxy::start_now(cmd, dest_port, ready_within).await;
+        let took = began.elapsed();
+        let cpu = match &result {
+            Ok(p) => procfs::cpu_seconds(p.pgid),
+            Err(_) => 0.0,
+        };
+        let beside = entry.beside;
+        phase
+            .starts
+            .leave(entry, took, cpu, result.is_ok(), ready_within);
+        let mut record = phase.record.lock().unwrap_or_else(|e| e.into_inner());
+        match result {
+            Ok(p) => {
+                *record = Some(Ok(took));
+                Ok(p)
+            }
+            Err((mut f, cause)) => {
+                if let (
+                    StartCause::NeverListened { elsewhere, .. },
+                    StartFailure::Proxy { details, .. },
+                ) = (&cause, &mut f)
+                {
+                    if elsewhere.is_empty() {
+                        details.push(phase.starts.advice(beside));
+                    }
+                }
+                *record = Some(Err(cause));
+                Err(f)
+            }
+        }
+    }
+
+    /// As [`Proxy::start`], at once, with the cause of a failure.
+    async fn start_now(
+        cmd: &ProxyCommand,
+        dest_port: u16,
+        ready_within: Duration,
+    ) -> Result<Proxy, (StartFailure, StartCause)> {
         let mut last = None;
         for _ in 0..PORT_TRIES {
             let port = free_port().map_err(|e| {
-                StartFailure::Harness(format!("cannot find a free loopback port: {e}"))
+                let msg = format!("cannot find a free loopback port: {e}");
+                (StartFailure::Harness(msg.clone()), StartCause::Spawn(msg))
             })?;
-            let mut proxy = Proxy::spawn(cmd, dest_port, port)?;
+            let mut proxy = Proxy::spawn(cmd, dest_port, port).map_err(|f| {
+                let cause = match &f {
+                    StartFailure::Harness(m) => m.clone(),
+                    StartFailure::Proxy { summary, .. } => summary.clone(),
+                };
+                (f, StartCause::Spawn(cause))
+            })?;
             match proxy.await_listening(ready_within).await {
                 Ok(()) => return Ok(proxy),
                 Err(f) => {
@@ -387,37 +644,76 @@ impl Proxy {
 
     /// Waits for the listen port to accept, without connecting to it where the OS lets us look
     /// (a probe connection would reach the phase's destination server as a stray client).
-    async fn await_listening(&mut self, limit: Duration) -> Result<(), StartFailure> {
+    async fn await_listening(&mut self, limit: Duration) -> Result<(), (StartFailure, StartCause)> {
         let started = Instant::now();
         let end = started + limit;
         loop {
             if let Some(status) = self.exit_status() {
+                let described = describe_status(status);
+                // A daemon's parent exits 0 as its grandchild comes up: give that a moment, so
+                // the failure can say what happened rather than only that the proxy exited.
+                let daemon = if status.success() {
+                    self.daemon_on_port(DAEMON_LOOK).await
+                } else {
+                    None
+                };
                 self.await_output().await;
-                return Err(StartFailure::Proxy {
-                    summary: format!(
-                        "expected the proxy to listen on port {}, but it exited first ({})",
-                        self.listen_port,
-                        describe_status(status)
+                let port = self.listen_port;
+                let (summary, cause) = match daemon {
+                    Some(pid) => (
+                        format!(
+                            "expected the proxy to keep running and listen on port {port}, but it exited first ({described}) and left pid {pid} listening there: it daemonized itself, and tcpproxy-test grades the process it starts (run the proxy in the foreground)"
+                        ),
+                        StartCause::Daemonized {
+                            status: described.clone(),
+                            pid,
+                        },
                     ),
+                    None => (
+                        format!(
+                            "expected the proxy to listen on port {port}, but it exited first ({described})"
+                        ),
+                        StartCause::Exited(described.clone()),
+                    ),
+                };
+                let f = StartFailure::Proxy {
+                    summary,
                     details: self.stderr_details(),
-                    exit: Some(describe_status(status)),
+                    exit: Some(described),
                     stderr_tail: self.stderr_tail(),
-                });
+                };
+                return Err((f, cause));
             }
-            if is_listening(self.listen_port).await {
+            if is_listening(self.listen_port).await && self.owns_listener() {
                 return Ok(());
             }
             if Instant::now() >= end {
-                return Err(StartFailure::Proxy {
+                let elsewhere = self.listening_elsewhere();
+                let instead = if elsewhere.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        "; it listens on {} instead (LISTEN_PORT is the last of its three arguments)",
+                        ports(&elsewhere)
+                    )
+                };
+                let f = StartFailure::Proxy {
                     summary: format!(
-                        "expected the proxy to listen on 127.0.0.1:{} within {:.1}s, but it never did",
+                        "expected the proxy to listen on 127.0.0.1:{} within {:.1}s, but it never did{instead}",
                         self.listen_port,
                         limit.as_secs_f64()
                     ),
                     details: self.stderr_details(),
                     exit: None,
                     stderr_tail: self.stderr_tail(),
-                });
+                };
+                return Err((
+                    f,
+                    StartCause::NeverListened {
+                        within: limit,
+                        elsewhere,
+                    },
+                ));
             }
             // Either the child exits or the next probe runs, whichever comes first.
             tokio::select! {
@@ -426,6 +722,63 @@ impl Proxy {
                 }
                 _ = tokio::time::sleep(PROBE_EVERY) => {}
             }
+        }
+    }
+
+    /// Whether the listener on this proxy's port may be taken for the proxy's: not when another
+    /// process under this harness holds it (another phase's proxy that bound a port it was not
+    /// given, say), since the phase would then grade the wrong instance. A holder outside our
+    /// tree (a container's port forwarder) is given the benefit of the doubt, as before.
+    fn owns_listener(&self) -> bool {
+        if !procfs::available() {
+            return true;
+        }
+        let me = std::process::id() as i32;
+        let table = procfs::processes();
+        let mine: HashSet<i32> = escaped_from(self.pgid)
+            .iter()
+            .map(|p| p.pid)
+            .chain(table.iter().filter(|p| p.pgrp == self.pgid).map(|p| p.pid))
+            .collect();
+        let others = procfs::descendants(&table, &[me])
+            .into_iter()
+            .filter(|p| !mine.contains(&p.pid))
+            .map(|p| p.pid);
+        !procfs::listening_ports(&procfs::socket_inodes_of(others)).contains(&self.listen_port)
+    }
+
+    /// The ports the proxy (its group, and what escaped it) listens on other than its own.
+    fn listening_elsewhere(&self) -> Vec<u16> {
+        let mut pids = procfs::group_members(self.pgid);
+        pids.extend(escaped_from(self.pgid).iter().map(|p| p.pid));
+        let mut found = procfs::listening_ports(&procfs::socket_inodes_of(pids));
+        found.retain(|p| *p != self.listen_port);
+        found
+    }
+
+    /// A process under us, in no live proxy's group, that listens on this proxy's port within
+    /// `limit`: what a daemonizing proxy leaves behind.
+    async fn daemon_on_port(&self, limit: Duration) -> Option<i32> {
+        let end = Instant::now() + limit;
+        loop {
+            if is_listening(self.listen_port).await {
+                let me = std::process::id() as i32;
+                let live = live_groups().clone().unwrap_or_default();
+                let holder = procfs::descendants(&procfs::processes(), &[me])
+                    .into_iter()
+                    .filter(|p| !live.contains(&p.pgrp) || p.pgrp == self.pgid)
+                    .find(|p| {
+                        let inodes = procfs::socket_inodes_of([p.pid]);
+                        procfs::listening_ports(&inodes).contains(&self.listen_port)
+                    });
+                if let Some(p) = holder {
+                    return Some(p.pid);
+                }
+            }
+            if Instant::now() >= end {
+                return None;
+            }
+            tokio::time::sleep(PROBE_EVERY).await;
         }
     }
 
