@@ -969,6 +969,30 @@ mod tests {
         assert!(!listening_in(table, 80));
     }
 
+    #[tokio::test]
+    async fn a_slow_cpu_bound_first_start_limits_the_rest_to_a_core_each() {
+        let deadline = Duration::from_secs(30);
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get().max(2));
+        // 4 s alone, 3.6 CPU-seconds: a JVM.
+        let starts = Starts::default();
+        let first = starts.enter().await;
+        assert!(first.probe && starts.gate.available_permits() == 0);
+        starts.leave(first, Duration::from_secs(4), 3.6, true, deadline);
+        assert_eq!(starts.gate.available_permits(), cores);
+        assert_eq!(starts.slowest(), (Duration::from_secs(4), Some(cores)));
+        // As slow, but asleep (the slow-start fixture): crowding costs it nothing.
+        let starts = Starts::default();
+        let first = starts.enter().await;
+        starts.leave(first, Duration::from_secs(7), 0.05, true, deadline);
+        assert!(starts.gate.available_permits() > 100);
+        // Fast, or failed: all at once.
+        let starts = Starts::default();
+        let first = starts.enter().await;
+        starts.leave(first, Duration::from_secs(30), 30.0, false, deadline);
+        assert!(starts.gate.available_permits() > 100);
+        assert!(starts.none_started());
+    }
+
     #[test]
     fn statuses_are_named() {
         assert_eq!(
