@@ -26,7 +26,8 @@ pub const REFERENCE_SUBCOMMAND: &str = "__reference-proxy";
         Runs each phase against its own instance of PROXY, spawned as\n\
         `PROXY [PROXY_ARGS...] 127.0.0.1 DEST_PORT LISTEN_PORT`, and prints one line per phase.\n\
         Without PROXY, tests the bundled reference proxy.\n\n\
-        Exit status: 0 all passed, 1 a phase failed, 2 usage error, 3 the harness could not run.",
+        Exit status: 0 all passed, 1 a phase failed, 2 usage error, 3 the harness could not run,\n\
+        4 the proxy never started (it listened in no phase), 130 interrupted.",
     after_help = "Examples:\n  tcpproxy-test ./tcpproxy\n  tcpproxy-test python3 proxy.py\n  tcpproxy-test --stall-timeout 2 -- ./tcpproxy --stall-timeout 2\n  tcpproxy-test --format junit --output junit.xml ./tcpproxy\n\n\
         Also:\n  tcpproxy-test grade [OPTIONS] SUBMISSIONS...   grade a whole class (see grade --help)\n  \
         tcpproxy-test fuzz [OPTIONS] [PROXY [ARGS...]]  random schedules beside the reference (see fuzz --help)"
@@ -151,7 +152,9 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Parsed {
                 ));
             }
         },
-        Some((program, rest)) => match resolve(Path::new(program)) {
+        Some((program, rest)) => match resolve(Path::new(program))
+            .and_then(|path| check_script(&path, rest).map(|()| path))
+        {
             Ok(path) => (
                 ProxyCommand {
                     program: path,
@@ -202,14 +205,7 @@ pub fn resolve(program: &Path) -> Result<PathBuf, String> {
     let path = if program.components().count() > 1 || program.to_string_lossy().contains('/') {
         program.to_path_buf()
     } else {
-        let found = std::env::var_os("PATH")
-            .map(|p| {
-                std::env::split_paths(&p)
-                    .map(|d| d.join(program))
-                    .find(|c| is_executable_file(c))
-            })
-            .unwrap_or_default();
-        match found {
+        match on_path(program) {
             Some(p) => p,
             None => {
                 return Err(format!(
@@ -228,28 +224,82 @@ pub fn resolve(program: &Path) -> Result<PathBuf, String> {
             "proxy '{shown}' is not executable (try chmod +x, or name its interpreter: python3 {shown})"
         ));
     }
-    if let Some(interp) = shebang(&path) {
-        if !is_executable_file(Path::new(&interp)) {
+    if let Some(line) = shebang(&path) {
+        let mut words = line.split_whitespace();
+        let interp = words.next().unwrap_or_default();
+        if !is_executable_file(Path::new(interp)) {
             return Err(format!(
                 "proxy '{shown}' names the interpreter '{interp}' on its #! line, which does not exist or is not executable"
             ));
         }
+        // `#!/usr/bin/env NAME` finds NAME on PATH only when run: look now, as env would.
+        if Path::new(interp).file_name().is_some_and(|n| n == "env") {
+            let name = words.find(|w| !w.starts_with('-') && !w.contains('='));
+            if let Some(name) = name {
+                if on_path(Path::new(name)).is_none() {
+                    return Err(format!(
+                        "proxy '{shown}' runs '{name}' through {interp} on its #! line, and '{name}' was not found on PATH"
+                    ));
+                }
+            }
+        }
     }
     Ok(path)
+}
+
+/// Interpreters whose first argument, when it is not an option, is the script to run.
+const SCRIPT_INTERPRETERS: &[&str] = &[
+    "python", "python2", "python3", "pypy", "pypy3", "perl", "ruby", "node", "nodejs", "php",
+    "lua", "sh", "bash", "dash", "zsh", "ksh", "tclsh",
+];
+
+/// `python3 ./proxy.py` where the script is not there: the interpreter would start, fail, and
+/// fail every phase; say so now. Only the argument right after a known interpreter is checked,
+/// and only when it is not an option (`sh -c '...'`, `python3 -m module` are left alone).
+fn check_script(program: &Path, args: &[OsString]) -> Result<(), String> {
+    let Some(name) = program.file_name().and_then(|n| n.to_str()) else {
+        return Ok(());
+    };
+    // python3.11 and the like: the version suffix aside.
+    let base = name.trim_end_matches(|c: char| c.is_ascii_digit() || c == '.');
+    let known = SCRIPT_INTERPRETERS.contains(&name) || SCRIPT_INTERPRETERS.contains(&base);
+    let Some(script) = args.first() else {
+        return Ok(());
+    };
+    if !known || script.to_string_lossy().starts_with('-') {
+        return Ok(());
+    }
+    let script = Path::new(script);
+    if script.exists() {
+        return Ok(());
+    }
+    Err(format!(
+        "proxy script '{}' for {name} does not exist",
+        script.display()
+    ))
+}
+
+/// The first executable file named `program` in PATH's directories.
+fn on_path(program: &Path) -> Option<PathBuf> {
+    if program.to_string_lossy().contains('/') {
+        return is_executable_file(program).then(|| program.to_path_buf());
+    }
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|d| d.join(program))
+        .find(|c| is_executable_file(c))
 }
 
 fn is_executable_file(p: &Path) -> bool {
     std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
-/// The interpreter named on a script's `#!` line, if it has one.
+/// A script's `#!` line, after the `#!`, if it has one.
 fn shebang(path: &Path) -> Option<String> {
     let mut head = [0u8; 256];
     let n = std::fs::File::open(path).ok()?.read(&mut head).ok()?;
     let line = head[..n].strip_prefix(b"#!")?;
     let line = line.split(|&b| b == b'\n').next()?;
-    let text = String::from_utf8_lossy(line);
-    text.split_whitespace().next().map(str::to_string)
+    Some(String::from_utf8_lossy(line).into_owned())
 }
 
 #[cfg(test)]
@@ -303,6 +353,7 @@ mod tests {
             (vec!["./no/such/proxy"], "cannot be used"),
             (vec!["no-such-command-anywhere"], "not found on PATH"),
             (vec![dir.to_str().unwrap()], "is a directory"),
+            (vec!["sh", "./no/such/script.sh"], "does not exist"),
         ] {
             match parse_strs(&args) {
                 Parsed::Usage(m) => assert!(m.contains(want), "{m}"),

@@ -1,6 +1,6 @@
 //! The proxy under test as a process: spawned in its own process group, its output drained into
 //! bounded tails, its listen port found and awaited, and the whole group killed and reaped on
-//! every path (pass, fail, panic, Ctrl-C).
+//! every path (pass, fail, panic, Ctrl-C), with whatever it forked that left the group.
 
 use std::collections::{HashSet, VecDeque};
 use std::ffi::OsString;
@@ -12,12 +12,15 @@ use std::process::{ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use nix::sys::signal::{Signal, killpg};
+use nix::sys::signal::{Signal, kill, killpg};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 use tokio::io::{AsyncRead, AsyncReadExt as _};
 use tokio::process::{Child, Command};
+use tokio::sync::{Semaphore, SemaphorePermit};
 use tokio::time::Instant;
+
+use crate::procfs::{self, Proc};
 
 /// The most of the proxy's stdout and of its stderr kept: the tail is what explains a failure.
 pub const TAIL_BYTES: usize = 8 * 1024;
@@ -27,6 +30,8 @@ const TERM_GRACE: Duration = Duration::from_secs(1);
 const PROBE_EVERY: Duration = Duration::from_millis(20);
 /// Times a new port is tried when the proxy says the last one is in use.
 pub const PORT_TRIES: usize = 3;
+/// How long after a proxy exits 0 before listening the harness looks for a daemon it left.
+const DAEMON_LOOK: Duration = Duration::from_secs(1);
 
 /// How to start the proxy under test: `program [args] 127.0.0.1 DEST_PORT LISTEN_PORT`.
 #[derive(Debug, Clone)]
@@ -45,32 +50,128 @@ impl fmt::Display for ProxyCommand {
     }
 }
 
-/// Process groups alive right now, so a Ctrl-C of the harness can kill every one of them.
+/// Process groups alive right now, so a Ctrl-C of the harness can kill every one of them. Held
+/// while a proxy is spawned and registered, and while strays are picked out, so a proxy just
+/// forked is never taken for a stray.
 static LIVE_GROUPS: Mutex<Option<HashSet<i32>>> = Mutex::new(None);
 
-fn register(pgid: i32) {
-    LIVE_GROUPS
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .get_or_insert_with(HashSet::new)
-        .insert(pgid);
+fn live_groups() -> std::sync::MutexGuard<'static, Option<HashSet<i32>>> {
+    LIVE_GROUPS.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn unregister(pgid: i32) {
-    if let Some(set) = LIVE_GROUPS
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .as_mut()
-    {
+    if let Some(set) = live_groups().as_mut() {
         set.remove(&pgid);
     }
 }
 
 /// Makes orphans of the proxy (children it forked, then left) our children, so they can be
-/// reaped rather than left as zombies under an init that may not reap. Linux only.
+/// reaped rather than left as zombies under an init that may not reap, and killed: a child that
+/// left the proxy's group (setsid) is out of reach of the group's signal. Linux only.
 pub fn become_subreaper() {
     #[cfg(target_os = "linux")]
     let _ = nix::sys::prctl::set_child_subreaper(true);
+}
+
+/// Whether orphans come to us. Only then is a child of ours that no live proxy accounts for a
+/// proxy's leftover; otherwise (a test binary, say) it may be anyone's.
+fn is_subreaper() -> bool {
+    #[cfg(target_os = "linux")]
+    return nix::sys::prctl::get_child_subreaper().unwrap_or(false);
+    #[cfg(not(target_os = "linux"))]
+    return false;
+}
+
+/// What descends from the proxy `leader` (or from a member of its group) outside its group,
+/// read while the parent links still hold: a child in a session of its own escapes the group's
+/// signal, and once its parent dies nothing but this list ties it to the proxy.
+fn escaped_from(leader: i32) -> Vec<Proc> {
+    let table = procfs::processes();
+    let mut roots: Vec<i32> = table
+        .iter()
+        .filter(|p| p.pgrp == leader)
+        .map(|p| p.pid)
+        .collect();
+    roots.push(leader);
+    let mut found = procfs::descendants(&table, &roots);
+    found.retain(|p| p.pgrp != leader);
+    found
+}
+
+/// Children of ours that no live proxy accounts for (orphans reparented to us whose group is no
+/// live proxy's), and everything under them.
+fn strays(table: &[Proc], live: &HashSet<i32>) -> Vec<Proc> {
+    let me = std::process::id() as i32;
+    let spared = |p: &Proc| live.contains(&p.pid) || live.contains(&p.pgrp);
+    let mut found: Vec<Proc> = table
+        .iter()
+        .filter(|p| p.ppid == me && !spared(p))
+        .copied()
+        .collect();
+    let roots: Vec<i32> = found.iter().map(|p| p.pid).collect();
+    found.extend(
+        procfs::descendants(table, &roots)
+            .into_iter()
+            .filter(|p| !spared(p)),
+    );
+    found
+}
+
+/// Sends `signal` to each of `procs` that is still the process seen (same start time), so a
+/// pid reused since is left alone.
+fn signal_each(procs: &[Proc], signal: Signal) {
+    for p in procs {
+        if procfs::process(p.pid).is_some_and(|now| now.started == p.started) {
+            let _ = kill(Pid::from_raw(p.pid), signal);
+        }
+    }
+}
+
+/// Waits until each of `procs` is gone, reaping those that are our children (or become ours as
+/// their parents die), for at most `limit`.
+fn reap_each_blocking(procs: &[Proc], limit: Duration) {
+    let me = std::process::id() as i32;
+    let end = std::time::Instant::now() + limit;
+    let mut left = procs.to_vec();
+    while !left.is_empty() && std::time::Instant::now() < end {
+        left.retain(|p| match procfs::process(p.pid) {
+            Some(now) if now.started == p.started && now.ppid == me => matches!(
+                waitpid(Pid::from_raw(p.pid), Some(WaitPidFlag::WNOHANG)),
+                Ok(WaitStatus::StillAlive)
+            ),
+            // Still under a parent that is dying too: it comes to us next.
+            Some(now) if now.started == p.started => true,
+            _ => false,
+        });
+        if !left.is_empty() {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+/// Kills and reaps the strays: what a stopped proxy left that the group's signal and the
+/// escaped list missed (a daemon whose parents exited before anyone looked).
+fn kill_strays_blocking() {
+    if !is_subreaper() {
+        return;
+    }
+    let victims = {
+        let live = live_groups();
+        let empty = HashSet::new();
+        let victims = strays(&procfs::processes(), live.as_ref().unwrap_or(&empty));
+        signal_each(&victims, Signal::SIGKILL);
+        victims
+    };
+    reap_each_blocking(&victims, Duration::from_secs(2));
+}
+
+/// Kills and reaps every process that descends from this one: the end of a run, and Ctrl-C,
+/// when no proxy may be left whatever group or session it moved to.
+pub fn kill_all_descendants() {
+    let me = std::process::id() as i32;
+    let all = procfs::descendants(&procfs::processes(), &[me]);
+    signal_each(&all, Signal::SIGKILL);
+    reap_each_blocking(&all, Duration::from_secs(2));
 }
 
 /// Raises this process's soft descriptor limit to its hard limit: the many-connections phase
@@ -84,20 +185,23 @@ pub fn raise_descriptor_limit() {
     }
 }
 
-/// Kills every live proxy group at once and reaps what it can: the Ctrl-C path.
+/// Kills every live proxy group at once, and everything that left them, and reaps what it can:
+/// the Ctrl-C path.
 pub fn kill_all_groups() {
-    let groups: Vec<i32> = LIVE_GROUPS
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
+    let groups: Vec<i32> = live_groups()
         .as_mut()
         .map(|s| s.drain().collect())
         .unwrap_or_default();
+    let escaped: Vec<Proc> = groups.iter().flat_map(|g| escaped_from(*g)).collect();
     for pgid in &groups {
         let _ = killpg(Pid::from_raw(*pgid), Signal::SIGKILL);
     }
+    signal_each(&escaped, Signal::SIGKILL);
     for pgid in groups {
         reap_group_blocking(pgid, Duration::from_secs(2));
     }
+    reap_each_blocking(&escaped, Duration::from_secs(2));
+    kill_all_descendants();
 }
 
 /// Reaps every child of ours in the group `pgid` (the leader and, as subreaper, its orphans)
@@ -194,6 +298,208 @@ pub enum StartFailure {
     },
 }
 
+/// Why one proxy instance never listened, in a form that tells repeats of one cause apart from a
+/// new one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StartCause {
+    /// Spawning it failed.
+    Spawn(String),
+    /// It exited before listening (`exit status 3`).
+    Exited(String),
+    /// It exited before listening, and a process it left behind (pid) listens on its port.
+    Daemonized { status: String, pid: i32 },
+    /// It did not listen within the limit; it listens on these other ports, if any.
+    NeverListened {
+        within: Duration,
+        elsewhere: Vec<u16>,
+    },
+}
+
+impl StartCause {
+    /// A short clause for a repeat: `it exited first (exit status 3)`.
+    pub fn short(&self) -> String {
+        match self {
+            StartCause::Spawn(e) => format!("spawning it failed: {e}"),
+            StartCause::Exited(status) => format!("it exited first ({status})"),
+            StartCause::Daemonized { status, .. } => {
+                format!("it exited first ({status}), leaving a daemon on its port")
+            }
+            StartCause::NeverListened { within, elsewhere } if elsewhere.is_empty() => {
+                format!("it did not listen within {:.1}s", within.as_secs_f64())
+            }
+            StartCause::NeverListened { elsewhere, .. } => {
+                format!("it listens on {} instead of its port", ports(elsewhere))
+            }
+        }
+    }
+
+    /// Whether `other` is the same failure (ports and pids aside), so one explanation covers
+    /// both.
+    pub fn is_like(&self, other: &StartCause) -> bool {
+        match (self, other) {
+            (StartCause::Spawn(a), StartCause::Spawn(b)) => a == b,
+            (StartCause::Exited(a), StartCause::Exited(b)) => a == b,
+            (StartCause::Daemonized { .. }, StartCause::Daemonized { .. }) => true,
+            (
+                StartCause::NeverListened { elsewhere: a, .. },
+                StartCause::NeverListened { elsewhere: b, .. },
+            ) => a.is_empty() == b.is_empty(),
+            _ => false,
+        }
+    }
+}
+
+fn ports(list: &[u16]) -> String {
+    let shown: Vec<String> = list.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    shown.join(", ")
+}
+
+/// A first start that took longer than this share of the start deadline, burning CPU most of
+/// that time, is slow enough that many at once would crowd each other out.
+const SLOW_START_SHARE: f64 = 0.1;
+const CPU_BOUND_SHARE: f64 = 0.5;
+/// Permits for "as many at once as there are phases".
+const OPEN_GATE: usize = 4096;
+
+/// One run's proxy starts: a gate they pass, and what became of them. The first start runs
+/// alone; if it was slow and busy on the CPU (a JVM: 1 s alone, 7-9 s as one of 17 at once),
+/// the rest start as many at a time as there are cores, else all at once. Time spent waiting
+/// at the gate does not count against a start's deadline.
+#[derive(Debug)]
+pub struct Starts {
+    gate: Semaphore,
+    state: Mutex<StartsState>,
+}
+
+#[derive(Debug, Default)]
+struct StartsState {
+    probe_taken: bool,
+    /// The first start's time and CPU share, once it finished (successfully or not).
+    first: Option<(Duration, f64)>,
+    throttled_to: Option<usize>,
+    in_flight: usize,
+    started: usize,
+    never_started: usize,
+    slowest: Duration,
+}
+
+impl Default for Starts {
+    fn default() -> Starts {
+        Starts {
+            gate: Semaphore::new(1),
+            state: Mutex::default(),
+        }
+    }
+}
+
+/// A start's pass through the gate; its permit is held until the start ends.
+struct Entry<'a> {
+    _permit: SemaphorePermit<'a>,
+    probe: bool,
+    /// Proxies starting at once when this one entered, itself included.
+    beside: usize,
+}
+
+impl Starts {
+    fn state(&self) -> std::sync::MutexGuard<'_, StartsState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    async fn enter(&self) -> Entry<'_> {
+        let permit = self.gate.acquire().await.expect("never closed");
+        let mut st = self.state();
+        let probe = !std::mem::replace(&mut st.probe_taken, true);
+        st.in_flight += 1;
+        Entry {
+            _permit: permit,
+            probe,
+            beside: st.in_flight,
+        }
+    }
+
+    fn leave(&self, entry: Entry<'_>, took: Duration, cpu: f64, ok: bool, deadline: Duration) {
+        let mut st = self.state();
+        st.in_flight -= 1;
+        if ok {
+            st.started += 1;
+            st.slowest = st.slowest.max(took);
+        } else {
+            st.never_started += 1;
+        }
+        if entry.probe {
+            let share = cpu / took.as_secs_f64().max(1e-3);
+            st.first = Some((took, share));
+            let slow = took.as_secs_f64() > deadline.as_secs_f64() * SLOW_START_SHARE
+                && share >= CPU_BOUND_SHARE;
+            // A first start that failed says nothing about crowding: let the rest try at once.
+            if ok && slow {
+                let cores = std::thread::available_parallelism().map_or(2, |n| n.get().max(2));
+                st.throttled_to = Some(cores);
+                self.gate.add_permits(cores - 1);
+            } else {
+                self.gate.add_permits(OPEN_GATE);
+            }
+        }
+    }
+
+    /// True when proxies were started and not one of them listened.
+    pub fn none_started(&self) -> bool {
+        let st = self.state();
+        st.started == 0 && st.never_started > 0
+    }
+
+    /// How many instances listened, and how many never did.
+    pub fn counts(&self) -> (usize, usize) {
+        let st = self.state();
+        (st.started, st.never_started)
+    }
+
+    /// The longest a start that succeeded took, and how many starts ran at once after the
+    /// first, if that was limited.
+    pub fn slowest(&self) -> (Duration, Option<usize>) {
+        let st = self.state();
+        (st.slowest, st.throttled_to)
+    }
+
+    /// A detail line for a start that ran out of time: how crowded it was, and what to try.
+    fn advice(&self, beside: usize) -> String {
+        let st = self.state();
+        let first = match st.first {
+            Some((took, _)) => format!("; the first start, alone, took {:.1}s", took.as_secs_f64()),
+            None => String::new(),
+        };
+        format!(
+            "it was one of {beside} proxies starting at once{first}; if it is only slow to start, run fewer phases at once (--jobs 2) or stretch every deadline (--timeout-scale 2)"
+        )
+    }
+}
+
+/// What became of one phase's proxy start, for the suite to report.
+pub type StartRecord = Arc<Mutex<Option<Result<Duration, StartCause>>>>;
+
+#[derive(Clone)]
+struct PhaseStart {
+    starts: Arc<Starts>,
+    record: StartRecord,
+}
+
+tokio::task_local! {
+    /// The run a phase belongs to. A phase starts its proxy deep in its own code; the suite sets
+    /// this around each phase so that code need not pass the run along.
+    static PHASE_START: PhaseStart;
+}
+
+/// Runs `phase` with its proxy starts passing `starts`' gate and recorded in `record`.
+pub async fn with_starts<F: std::future::Future>(
+    starts: Arc<Starts>,
+    record: StartRecord,
+    phase: F,
+) -> F::Output {
+    PHASE_START
+        .scope(PhaseStart { starts, record }, phase)
+        .await
+}
+
 /// A running proxy under test.
 pub struct Proxy {
     child: Child,
@@ -216,12 +522,64 @@ impl Proxy {
         dest_port: u16,
         ready_within: Duration,
     ) -> Result<Proxy, StartFailure> {
+        let Ok(phase) = PHASE_START.try_with(PhaseStart::clone) else {
+            return Proxy::start_now(cmd, dest_port, ready_within)
+                .await
+                .map_err(|(f, _)| f);
+        };
+        let entry = phase.starts.enter().await;
+        let began = Instant::now();
+        let result = Proxy::start_now(cmd, dest_port, ready_within).await;
+        let took = began.elapsed();
+        let cpu = match &result {
+            Ok(p) => procfs::cpu_seconds(p.pgid),
+            Err(_) => 0.0,
+        };
+        let beside = entry.beside;
+        phase
+            .starts
+            .leave(entry, took, cpu, result.is_ok(), ready_within);
+        let mut record = phase.record.lock().unwrap_or_else(|e| e.into_inner());
+        match result {
+            Ok(p) => {
+                *record = Some(Ok(took));
+                Ok(p)
+            }
+            Err((mut f, cause)) => {
+                if let (
+                    StartCause::NeverListened { elsewhere, .. },
+                    StartFailure::Proxy { details, .. },
+                ) = (&cause, &mut f)
+                {
+                    if elsewhere.is_empty() {
+                        details.push(phase.starts.advice(beside));
+                    }
+                }
+                *record = Some(Err(cause));
+                Err(f)
+            }
+        }
+    }
+
+    /// As [`Proxy::start`], at once, with the cause of a failure.
+    async fn start_now(
+        cmd: &ProxyCommand,
+        dest_port: u16,
+        ready_within: Duration,
+    ) -> Result<Proxy, (StartFailure, StartCause)> {
         let mut last = None;
         for _ in 0..PORT_TRIES {
             let port = free_port().map_err(|e| {
-                StartFailure::Harness(format!("cannot find a free loopback port: {e}"))
+                let msg = format!("cannot find a free loopback port: {e}");
+                (StartFailure::Harness(msg.clone()), StartCause::Spawn(msg))
             })?;
-            let mut proxy = Proxy::spawn(cmd, dest_port, port)?;
+            let mut proxy = Proxy::spawn(cmd, dest_port, port).map_err(|f| {
+                let cause = match &f {
+                    StartFailure::Harness(m) => m.clone(),
+                    StartFailure::Proxy { summary, .. } => summary.clone(),
+                };
+                (f, StartCause::Spawn(cause))
+            })?;
             match proxy.await_listening(ready_within).await {
                 Ok(()) => return Ok(proxy),
                 Err(f) => {
@@ -253,6 +611,7 @@ impl Proxy {
             // Its own group: the whole group, grandchildren included, can be signalled at once.
             .process_group(0)
             .kill_on_drop(true);
+        let mut live = live_groups();
         let mut child = command.spawn().map_err(|e| StartFailure::Proxy {
             summary: format!("expected to start the proxy, but spawning `{cmd}` failed: {e}"),
             details: vec![],
@@ -260,7 +619,8 @@ impl Proxy {
             stderr_tail: String::new(),
         })?;
         let pid = child.id().expect("a just-spawned child has a pid") as i32;
-        register(pid);
+        live.get_or_insert_with(HashSet::new).insert(pid);
+        drop(live);
         let stdout = Arc::new(Mutex::new(Tail::default()));
         let stderr = Arc::new(Mutex::new(Tail::default()));
         let mut drains = Vec::new();
@@ -284,37 +644,76 @@ impl Proxy {
 
     /// Waits for the listen port to accept, without connecting to it where the OS lets us look
     /// (a probe connection would reach the phase's destination server as a stray client).
-    async fn await_listening(&mut self, limit: Duration) -> Result<(), StartFailure> {
+    async fn await_listening(&mut self, limit: Duration) -> Result<(), (StartFailure, StartCause)> {
         let started = Instant::now();
         let end = started + limit;
         loop {
             if let Some(status) = self.exit_status() {
+                let described = describe_status(status);
+                // A daemon's parent exits 0 as its grandchild comes up: give that a moment, so
+                // the failure can say what happened rather than only that the proxy exited.
+                let daemon = if status.success() {
+                    self.daemon_on_port(DAEMON_LOOK).await
+                } else {
+                    None
+                };
                 self.await_output().await;
-                return Err(StartFailure::Proxy {
-                    summary: format!(
-                        "expected the proxy to listen on port {}, but it exited first ({})",
-                        self.listen_port,
-                        describe_status(status)
+                let port = self.listen_port;
+                let (summary, cause) = match daemon {
+                    Some(pid) => (
+                        format!(
+                            "expected the proxy to keep running and listen on port {port}, but it exited first ({described}) and left pid {pid} listening there: it daemonized itself, and tcpproxy-test grades the process it starts (run the proxy in the foreground)"
+                        ),
+                        StartCause::Daemonized {
+                            status: described.clone(),
+                            pid,
+                        },
                     ),
+                    None => (
+                        format!(
+                            "expected the proxy to listen on port {port}, but it exited first ({described})"
+                        ),
+                        StartCause::Exited(described.clone()),
+                    ),
+                };
+                let f = StartFailure::Proxy {
+                    summary,
                     details: self.stderr_details(),
-                    exit: Some(describe_status(status)),
+                    exit: Some(described),
                     stderr_tail: self.stderr_tail(),
-                });
+                };
+                return Err((f, cause));
             }
-            if is_listening(self.listen_port).await {
+            if is_listening(self.listen_port).await && self.owns_listener() {
                 return Ok(());
             }
             if Instant::now() >= end {
-                return Err(StartFailure::Proxy {
+                let elsewhere = self.listening_elsewhere();
+                let instead = if elsewhere.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        "; it listens on {} instead (LISTEN_PORT is the last of its three arguments)",
+                        ports(&elsewhere)
+                    )
+                };
+                let f = StartFailure::Proxy {
                     summary: format!(
-                        "expected the proxy to listen on 127.0.0.1:{} within {:.1}s, but it never did",
+                        "expected the proxy to listen on 127.0.0.1:{} within {:.1}s, but it never did{instead}",
                         self.listen_port,
                         limit.as_secs_f64()
                     ),
                     details: self.stderr_details(),
                     exit: None,
                     stderr_tail: self.stderr_tail(),
-                });
+                };
+                return Err((
+                    f,
+                    StartCause::NeverListened {
+                        within: limit,
+                        elsewhere,
+                    },
+                ));
             }
             // Either the child exits or the next probe runs, whichever comes first.
             tokio::select! {
@@ -323,6 +722,63 @@ impl Proxy {
                 }
                 _ = tokio::time::sleep(PROBE_EVERY) => {}
             }
+        }
+    }
+
+    /// Whether the listener on this proxy's port may be taken for the proxy's: not when another
+    /// process under this harness holds it (another phase's proxy that bound a port it was not
+    /// given, say), since the phase would then grade the wrong instance. A holder outside our
+    /// tree (a container's port forwarder) is given the benefit of the doubt, as before.
+    fn owns_listener(&self) -> bool {
+        if !procfs::available() {
+            return true;
+        }
+        let me = std::process::id() as i32;
+        let table = procfs::processes();
+        let mine: HashSet<i32> = escaped_from(self.pgid)
+            .iter()
+            .map(|p| p.pid)
+            .chain(table.iter().filter(|p| p.pgrp == self.pgid).map(|p| p.pid))
+            .collect();
+        let others = procfs::descendants(&table, &[me])
+            .into_iter()
+            .filter(|p| !mine.contains(&p.pid))
+            .map(|p| p.pid);
+        !procfs::listening_ports(&procfs::socket_inodes_of(others)).contains(&self.listen_port)
+    }
+
+    /// The ports the proxy (its group, and what escaped it) listens on other than its own.
+    fn listening_elsewhere(&self) -> Vec<u16> {
+        let mut pids = procfs::group_members(self.pgid);
+        pids.extend(escaped_from(self.pgid).iter().map(|p| p.pid));
+        let mut found = procfs::listening_ports(&procfs::socket_inodes_of(pids));
+        found.retain(|p| *p != self.listen_port);
+        found
+    }
+
+    /// A process under us, in no live proxy's group, that listens on this proxy's port within
+    /// `limit`: what a daemonizing proxy leaves behind.
+    async fn daemon_on_port(&self, limit: Duration) -> Option<i32> {
+        let end = Instant::now() + limit;
+        loop {
+            if is_listening(self.listen_port).await {
+                let me = std::process::id() as i32;
+                let live = live_groups().clone().unwrap_or_default();
+                let holder = procfs::descendants(&procfs::processes(), &[me])
+                    .into_iter()
+                    .filter(|p| !live.contains(&p.pgrp) || p.pgrp == self.pgid)
+                    .find(|p| {
+                        let inodes = procfs::socket_inodes_of([p.pid]);
+                        procfs::listening_ports(&inodes).contains(&self.listen_port)
+                    });
+                if let Some(p) = holder {
+                    return Some(p.pid);
+                }
+            }
+            if Instant::now() >= end {
+                return None;
+            }
+            tokio::time::sleep(PROBE_EVERY).await;
         }
     }
 
@@ -386,25 +842,38 @@ impl Proxy {
             return self.exited;
         }
         let group = Pid::from_raw(self.pgid);
+        let mut escaped = escaped_from(self.pgid);
         let _ = killpg(group, Signal::SIGTERM);
+        signal_each(&escaped, Signal::SIGTERM);
         if self.exited.is_none() {
             if let Ok(Ok(s)) = tokio::time::timeout(TERM_GRACE, self.child.wait()).await {
                 self.exited = Some(s);
             }
         }
+        // Whatever it forked during the grace period counts too.
+        for p in escaped_from(self.pgid) {
+            if !escaped.contains(&p) {
+                escaped.push(p);
+            }
+        }
         let _ = killpg(group, Signal::SIGKILL);
+        signal_each(&escaped, Signal::SIGKILL);
         if self.exited.is_none() {
             if let Ok(Ok(s)) = tokio::time::timeout(Duration::from_secs(5), self.child.wait()).await
             {
                 self.exited = Some(s);
             }
         }
-        // The leader is reaped (tokio did it); what is left in the group are our orphans.
+        // The leader is reaped (tokio did it); what is left in the group are our orphans, and
+        // the escaped come to us as their parents die.
         let pgid = self.pgid;
-        let _ =
-            tokio::task::spawn_blocking(move || reap_group_blocking(pgid, Duration::from_secs(2)))
-                .await;
+        let _ = tokio::task::spawn_blocking(move || {
+            reap_group_blocking(pgid, Duration::from_secs(2));
+            reap_each_blocking(&escaped, Duration::from_secs(2));
+        })
+        .await;
         unregister(self.pgid);
+        let _ = tokio::task::spawn_blocking(kill_strays_blocking).await;
         self.stopped = true;
         self.exited
     }
@@ -415,7 +884,9 @@ impl Drop for Proxy {
     /// leader (`kill_on_drop`), and the next `stop` or exit takes care of orphans.
     fn drop(&mut self) {
         if !self.stopped {
+            let escaped = escaped_from(self.pgid);
             let _ = killpg(Pid::from_raw(self.pgid), Signal::SIGKILL);
+            signal_each(&escaped, Signal::SIGKILL);
             unregister(self.pgid);
         }
     }
@@ -496,6 +967,30 @@ mod tests {
         assert!(listening_in(table, 0x1F90));
         assert!(!listening_in(table, 0x1F91), "ESTABLISHED is not LISTEN");
         assert!(!listening_in(table, 80));
+    }
+
+    #[tokio::test]
+    async fn a_slow_cpu_bound_first_start_limits_the_rest_to_a_core_each() {
+        let deadline = Duration::from_secs(30);
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get().max(2));
+        // 4 s alone, 3.6 CPU-seconds: a JVM.
+        let starts = Starts::default();
+        let first = starts.enter().await;
+        assert!(first.probe && starts.gate.available_permits() == 0);
+        starts.leave(first, Duration::from_secs(4), 3.6, true, deadline);
+        assert_eq!(starts.gate.available_permits(), cores);
+        assert_eq!(starts.slowest(), (Duration::from_secs(4), Some(cores)));
+        // As slow, but asleep (the slow-start fixture): crowding costs it nothing.
+        let starts = Starts::default();
+        let first = starts.enter().await;
+        starts.leave(first, Duration::from_secs(7), 0.05, true, deadline);
+        assert!(starts.gate.available_permits() > 100);
+        // Fast, or failed: all at once.
+        let starts = Starts::default();
+        let first = starts.enter().await;
+        starts.leave(first, Duration::from_secs(30), 30.0, false, deadline);
+        assert!(starts.gate.available_permits() > 100);
+        assert!(starts.none_started());
     }
 
     #[test]

@@ -31,8 +31,13 @@ pub const EXIT_PASSED: u8 = 0;
 pub const EXIT_FAILED: u8 = 1;
 pub const EXIT_USAGE: u8 = 2;
 pub const EXIT_HARNESS: u8 = 3;
+/// Not one phase's proxy listened on its port: one cause, printed once, not a grade per phase.
+pub const EXIT_NEVER_STARTED: u8 = 4;
 /// As a shell reports a process ended by SIGINT.
 pub const EXIT_INTERRUPTED: u8 = 130;
+
+/// Starts slower than this get a note on stderr.
+const SLOW_START_NOTE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The whole program behind `main`.
 pub fn main_with_args(args: Vec<OsString>) -> ExitCode {
@@ -89,6 +94,9 @@ pub fn main_with_args(args: Vec<OsString>) -> ExitCode {
     });
     // Phases still running after an interrupt hold nothing worth waiting for.
     runtime.shutdown_background();
+    // Every proxy was stopped, but one that left its group and session may have left a process
+    // that nothing else ties to it; as the subreaper, everything under us is ours to end.
+    harness::kill_all_descendants();
     ExitCode::from(code)
 }
 
@@ -114,12 +122,14 @@ async fn run(config: Config) -> u8 {
     let phases = config.filter.select();
     let progress = progress::Progress::start(phases.len(), stream_human && stdout.is_terminal());
     let color = progress.is_shown() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    let starts = std::sync::Arc::new(harness::Starts::default());
     let result = suite::run_watched(
         phases,
         config.proxy,
         rules,
         config.jobs,
         progress.running(),
+        starts.clone(),
         |o| {
             if stream_human {
                 progress.above(|| {
@@ -167,7 +177,24 @@ async fn run(config: Config) -> u8 {
         }
         None => {}
     }
-    if outcomes.iter().any(|o| o.verdict == Verdict::Failed) {
+    let (slowest, throttled) = starts.slowest();
+    if slowest > SLOW_START_NOTE {
+        let how = match throttled {
+            Some(n) => format!("; after the first, the proxies were started {n} at a time"),
+            None => String::new(),
+        };
+        eprintln!(
+            "tcpproxy-test: note: the proxy took up to {:.1}s to start listening{how} (start-up is not graded; each phase's deadlines start once it listens)",
+            slowest.as_secs_f64()
+        );
+    }
+    if starts.none_started() {
+        let (_, never) = starts.counts();
+        eprintln!(
+            "tcpproxy-test: the proxy never started: in none of the {never} phases did it listen on the port it was given (the first failure above says why)"
+        );
+        EXIT_NEVER_STARTED
+    } else if outcomes.iter().any(|o| o.verdict == Verdict::Failed) {
         EXIT_FAILED
     } else {
         EXIT_PASSED

@@ -23,7 +23,11 @@ pub fn group_members(pgid: i32) -> Vec<i32> {
 /// The fields of /proc/PID/stat used here.
 #[derive(Debug, Clone, Copy)]
 struct StatFields {
+    ppid: i32,
     pgrp: i32,
+    /// When the process started, in clock ticks since boot: with the pid, it names one process
+    /// even after the pid is reused.
+    started: u64,
     /// utime + stime, in clock ticks.
     cpu_ticks: u64,
     rss_pages: u64,
@@ -39,27 +43,74 @@ fn stat_fields(pid: i32) -> Option<StatFields> {
 fn parse_stat(text: &str) -> Option<StatFields> {
     let rest = &text[text.rfind(')')? + 1..];
     let f: Vec<&str> = rest.split_whitespace().collect();
-    // After comm: state(0) ppid(1) pgrp(2) ... utime(11) stime(12) ... rss(21).
+    // After comm: state(0) ppid(1) pgrp(2) ... utime(11) stime(12) ... starttime(19) ...
+    // rss(21).
     Some(StatFields {
+        ppid: f.get(1)?.parse().ok()?,
         pgrp: f.get(2)?.parse().ok()?,
+        started: f.get(19)?.parse().ok()?,
         cpu_ticks: f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?,
         rss_pages: f.get(21)?.parse().ok()?,
     })
 }
 
-/// Open descriptors across the group.
-pub fn open_fds(pgid: i32) -> usize {
-    group_members(pgid)
-        .into_iter()
-        .filter_map(|pid| std::fs::read_dir(format!("/proc/{pid}/fd")).ok())
-        .map(|d| d.count())
-        .sum()
+/// One process as /proc/PID/stat shows it: where it sits in the process tree, and when it
+/// started (so a pid that was reused is not mistaken for the process seen before).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Proc {
+    pub pid: i32,
+    pub ppid: i32,
+    pub pgrp: i32,
+    pub started: u64,
 }
 
-/// Socket inodes the group holds open.
-pub fn socket_inodes(pgid: i32) -> HashSet<u64> {
+/// One process, if it exists.
+pub fn process(pid: i32) -> Option<Proc> {
+    let f = stat_fields(pid)?;
+    Some(Proc {
+        pid,
+        ppid: f.ppid,
+        pgrp: f.pgrp,
+        started: f.started,
+    })
+}
+
+/// Every process visible in /proc.
+pub fn processes() -> Vec<Proc> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return vec![];
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter_map(process)
+        .collect()
+}
+
+/// The processes of `table` whose parent chain leads to one of `roots` (the roots excluded,
+/// unless one descends from another).
+pub fn descendants(table: &[Proc], roots: &[i32]) -> Vec<Proc> {
+    let mut found: Vec<Proc> = Vec::new();
+    let mut frontier: Vec<i32> = roots.to_vec();
+    // Each round adds a generation; a table of N processes has at most N of them, which also
+    // bounds the loop should /proc ever show a cycle mid-update.
+    for _ in 0..=table.len() {
+        let next: Vec<Proc> = table
+            .iter()
+            .filter(|p| frontier.contains(&p.ppid) && !found.iter().any(|f| f.pid == p.pid))
+            .copied()
+            .collect();
+        if next.is_empty() {
+            break;
+        }
+        frontier = next.iter().map(|p| p.pid).collect();
+        found.extend(next);
+    }
+    found
+}
+
+/// Socket inodes open in any of `pids`.
+pub fn socket_inodes_of(pids: impl IntoIterator<Item = i32>) -> HashSet<u64> {
     let mut inodes = HashSet::new();
-    for pid in group_members(pgid) {
+    for pid in pids {
         let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
             continue;
         };
@@ -75,6 +126,37 @@ pub fn socket_inodes(pgid: i32) -> HashSet<u64> {
         }
     }
     inodes
+}
+
+/// The ports of TCP sockets in LISTEN whose inode is in `inodes`, in both tables.
+pub fn listening_ports(inodes: &HashSet<u64>) -> Vec<u16> {
+    let mut ports: Vec<u16> = tcp_tables()
+        .iter()
+        .flat_map(|t| listen_ports_in(t, inodes).collect::<Vec<_>>())
+        .collect();
+    ports.sort_unstable();
+    ports.dedup();
+    ports
+}
+
+fn listen_ports_in<'a>(table: &'a str, inodes: &'a HashSet<u64>) -> impl Iterator<Item = u16> + 'a {
+    tcp_rows(table)
+        .filter(move |r| r.state == LISTEN && inodes.contains(&r.inode))
+        .map(|r| r.ends.local)
+}
+
+/// Open descriptors across the group.
+pub fn open_fds(pgid: i32) -> usize {
+    group_members(pgid)
+        .into_iter()
+        .filter_map(|pid| std::fs::read_dir(format!("/proc/{pid}/fd")).ok())
+        .map(|d| d.count())
+        .sum()
+}
+
+/// Socket inodes the group holds open.
+pub fn socket_inodes(pgid: i32) -> HashSet<u64> {
+    socket_inodes_of(group_members(pgid))
 }
 
 /// How many of the group's TCP sockets sit in CLOSE_WAIT: the peer finished, the proxy never
@@ -94,6 +176,7 @@ fn count_state(table: &str, state: u8, inodes: &HashSet<u64>) -> usize {
         .count()
 }
 
+const LISTEN: u8 = 0x0A;
 const CLOSE_WAIT: u8 = 0x08;
 const TIME_WAIT: u8 = 0x06;
 
@@ -213,9 +296,36 @@ mod tests {
     fn stat_lines_with_odd_command_names_parse() {
         let line = "4242 (my (odd) proxy) S 1 4242 4242 0 -1 4194560 100 0 0 0 7 5 0 0 20 0 3 0 100 12345678 321 18446744073709551615";
         let f = parse_stat(line).unwrap();
-        assert_eq!(f.pgrp, 4242);
+        assert_eq!((f.ppid, f.pgrp), (1, 4242));
+        assert_eq!(f.started, 100);
         assert_eq!(f.cpu_ticks, 12);
         assert_eq!(f.rss_pages, 321);
+    }
+
+    #[test]
+    fn descendants_follow_parent_links_through_every_generation() {
+        let p = |pid, ppid| Proc {
+            pid,
+            ppid,
+            pgrp: pid,
+            started: 0,
+        };
+        // 10 -> 11 -> 12 -> 13, and 20 beside them under 1.
+        let table = [p(1, 0), p(10, 1), p(11, 10), p(12, 11), p(13, 12), p(20, 1)];
+        let mut pids: Vec<i32> = descendants(&table, &[10]).iter().map(|p| p.pid).collect();
+        pids.sort_unstable();
+        assert_eq!(pids, [11, 12, 13]);
+        assert!(descendants(&table, &[13]).is_empty());
+    }
+
+    #[test]
+    fn listen_rows_are_found_by_inode() {
+        let table = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n   \
+            0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 111 1\n   \
+            1: 0100007F:1F91 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 222 1\n   \
+            2: 0100007F:1F92 0100007F:D433 01 00000000:00000000 00:00000000 00000000     0        0 333 1\n";
+        let mine: HashSet<u64> = [111, 333].into_iter().collect();
+        assert_eq!(listen_ports_in(table, &mine).collect::<Vec<_>>(), [0x1F90]);
     }
 
     #[test]

@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use tokio::sync::Semaphore;
 
-use crate::harness::ProxyCommand;
-use crate::phase::{self, Outcome, Phase, Rules};
+use crate::harness::{self, ProxyCommand, StartCause, StartRecord, Starts};
+use crate::phase::{self, Failure, Outcome, Phase, Rules};
 
 /// Which phases run: `--only` and `--exclude` globs over ids (and names).
 #[derive(Debug, Clone, Default)]
@@ -42,16 +42,20 @@ pub async fn run(
     jobs: Option<usize>,
     each: impl FnMut(&Outcome),
 ) -> Result<Vec<Outcome>, String> {
-    run_watched(phases, cmd, rules, jobs, Running::default(), each).await
+    let starts = Arc::new(Starts::default());
+    run_watched(phases, cmd, rules, jobs, Running::default(), starts, each).await
 }
 
-/// As [`run`], keeping `running` up to date.
+/// As [`run`], keeping `running` up to date and every proxy start recorded in `starts`. `each`
+/// sees a start failure in full the first time its cause comes up, and in one line after that;
+/// the outcomes returned are all in full.
 pub async fn run_watched(
     phases: Vec<Phase>,
     cmd: ProxyCommand,
     rules: Rules,
     jobs: Option<usize>,
     running: Running,
+    starts: Arc<Starts>,
     mut each: impl FnMut(&Outcome),
 ) -> Result<Vec<Outcome>, String> {
     let slots = Arc::new(Semaphore::new(jobs.unwrap_or(phases.len()).max(1)));
@@ -60,7 +64,8 @@ pub async fn run_watched(
         .into_iter()
         .map(|p| {
             let (slots, cmd, running) = (slots.clone(), cmd.clone(), running.clone());
-            tokio::spawn(async move {
+            let record = StartRecord::default();
+            let task = harness::with_starts(starts.clone(), record.clone(), async move {
                 let _slot = slots.acquire_owned().await.expect("never closed");
                 running.lock().unwrap_or_else(|e| e.into_inner()).push(p.id);
                 let outcome = phase::run(&p, &cmd, rules).await;
@@ -69,16 +74,44 @@ pub async fn run_watched(
                     .unwrap_or_else(|e| e.into_inner())
                     .retain(|id| *id != p.id);
                 outcome
-            })
+            });
+            (tokio::spawn(task), record)
         })
         .collect();
     let mut outcomes = Vec::with_capacity(handles.len());
-    for h in handles {
+    let mut explained: Vec<StartCause> = Vec::new();
+    for (h, record) in handles {
         let o = h.await.map_err(|e| format!("the harness crashed: {e}"))??;
-        each(&o);
+        let cause = match &*record.lock().unwrap_or_else(|e| e.into_inner()) {
+            Some(Err(cause)) => Some(cause.clone()),
+            _ => None,
+        };
+        match cause {
+            Some(c) if explained.iter().any(|e| e.is_like(&c)) => each(&repeat(&o, &c)),
+            Some(c) => {
+                explained.push(c);
+                each(&o);
+            }
+            None => each(&o),
+        }
         outcomes.push(o);
     }
     Ok(outcomes)
+}
+
+/// A phase whose proxy failed to start for a reason already explained in full, in one line.
+fn repeat(o: &Outcome, cause: &StartCause) -> Outcome {
+    let mut f = Failure::new(format!(
+        "the proxy never started (see above): {}",
+        cause.short()
+    ));
+    if let Some(full) = &o.failure {
+        f.verdict = full.verdict;
+    }
+    Outcome {
+        failure: Some(f),
+        ..o.clone()
+    }
 }
 
 #[cfg(test)]

@@ -47,6 +47,24 @@ fn a_directory_or_non_executable_proxy_is_a_usage_error() {
     assert_usage_error(&[orphan.to_str().unwrap()], "/no/such/python3");
 }
 
+/// Issue 17: these exited 1, every phase failing, where README promises 2.
+#[test]
+fn a_missing_script_or_env_interpreter_is_a_usage_error() {
+    assert_usage_error(
+        &["python3", "./does-not-exist.py"],
+        "'./does-not-exist.py' for python3 does not exist",
+    );
+    assert_usage_error(&["sh", "no-such-script.sh"], "does not exist");
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("proxy.py");
+    std::fs::write(&script, "#!/usr/bin/env no-such-python2\n").unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    assert_usage_error(
+        &[script.to_str().unwrap()],
+        "'no-such-python2' was not found on PATH",
+    );
+}
+
 #[test]
 fn bad_flags_are_usage_errors() {
     assert_usage_error(&["--frobnicate"], "--frobnicate");
@@ -61,21 +79,33 @@ fn help_exits_zero() {
     assert!(run.stdout.contains("--stall-timeout"), "{}", run.dump());
 }
 
+/// Issue 17: 17 copies of one failure (86-148 lines) and exit 1 became the failure once, a short
+/// line per phase, and exit 4.
 #[test]
-fn a_proxy_that_exits_at_once_fails_every_phase_with_its_status_and_stderr() {
+fn a_proxy_that_exits_at_once_is_explained_once_and_exits_4() {
     let run = run_harness(
         &["sh", "-c", "echo 'cannot bind: bad luck' >&2; exit 3"],
         LIMIT,
     );
-    assert_eq!(run.code, Some(1), "{}", run.dump());
+    assert_eq!(run.code, Some(4), "{}", run.dump());
     assert_eq!(run.failed().len(), ALL_PHASES.len(), "{}", run.dump());
-    assert!(
-        run.stdout.contains("exited first (exit status 3)"),
+    let count = |s: &str| run.stdout.matches(s).count();
+    // The stderr tail is quoted once (the command line quoting it is not that).
+    assert_eq!(
+        count("\n      cannot bind: bad luck\n"),
+        1,
         "{}",
         run.dump()
     );
+    assert_eq!(
+        count("failed: the proxy never started (see above): it exited first (exit status 3)"),
+        ALL_PHASES.len() - 1,
+        "{}",
+        run.dump()
+    );
+    // A line per phase, two for the one explained in full, then the count.
     assert!(
-        run.stdout.contains("cannot bind: bad luck"),
+        run.stdout.lines().count() <= 2 * ALL_PHASES.len() + 5,
         "{}",
         run.dump()
     );
@@ -85,17 +115,48 @@ fn a_proxy_that_exits_at_once_fails_every_phase_with_its_status_and_stderr() {
         "{}",
         run.dump()
     );
+    assert!(
+        run.stderr.contains("the proxy never started"),
+        "{}",
+        run.dump()
+    );
     assert_nothing_left(&run);
 }
 
 #[test]
 fn a_proxy_that_never_listens_fails_within_the_readiness_deadline() {
     // `exec` so the shell itself is the long-lived process; a stray child would count too.
-    let run = run_harness(&["sh", "-c", "exec sleep 300"], LIMIT);
-    assert_eq!(run.code, Some(1), "{}", run.dump());
+    // Scaled to 6 s of the 30 s start deadline: the first start alone, then the rest at once.
+    let run = run_harness(
+        &["--timeout-scale", "0.2", "sh", "-c", "exec sleep 300"],
+        LIMIT,
+    );
+    assert_eq!(run.code, Some(4), "{}", run.dump());
     assert_eq!(run.failed().len(), ALL_PHASES.len(), "{}", run.dump());
-    assert!(run.stdout.contains("but it never did"), "{}", run.dump());
-    assert!(run.elapsed < Duration::from_secs(30), "{}", run.dump());
+    assert!(
+        run.stdout.contains("within 6.0s, but it never did"),
+        "{}",
+        run.dump()
+    );
+    assert!(run.stdout.contains("--jobs"), "{}", run.dump());
+    assert!(run.elapsed < Duration::from_secs(40), "{}", run.dump());
+    assert_nothing_left(&run);
+}
+
+/// Issue 17: a `setsid sleep 612 &` child was left behind once per phase.
+#[test]
+fn a_proxy_whose_child_leaves_its_session_leaves_nothing_behind() {
+    let run = run_harness(
+        &[
+            "--timeout-scale",
+            "0.2",
+            "sh",
+            "-c",
+            "setsid sleep 612 & exec sleep 300",
+        ],
+        LIMIT,
+    );
+    assert_eq!(run.code, Some(4), "{}", run.dump());
     assert_nothing_left(&run);
 }
 
@@ -103,10 +164,16 @@ fn a_proxy_that_never_listens_fails_within_the_readiness_deadline() {
 fn a_proxy_that_floods_stderr_is_judged_and_its_output_bounded() {
     let _slot = HeavySlot::acquire();
     let run = run_harness(
-        &["sh", "-c", "while :; do echo flood flood flood; done >&2"],
+        &[
+            "--timeout-scale",
+            "0.2",
+            "sh",
+            "-c",
+            "while :; do echo flood flood flood; done >&2",
+        ],
         LIMIT,
     );
-    assert_eq!(run.code, Some(1), "{}", run.dump());
+    assert_eq!(run.code, Some(4), "{}", run.dump());
     assert!(run.stdout.contains("flood"), "{}", run.dump());
     // Only a tail is kept: the report stays small however much the proxy wrote.
     assert!(
@@ -122,13 +189,15 @@ fn a_proxy_whose_children_ignore_sigterm_leaves_nothing_behind() {
     // The child ignores SIGTERM and outlives its parent; only the group SIGKILL ends it.
     let run = run_harness(
         &[
+            "--timeout-scale",
+            "0.2",
             "sh",
             "-c",
             "trap '' TERM; (trap '' TERM; sleep 300) & sleep 300",
         ],
         LIMIT,
     );
-    assert_eq!(run.code, Some(1), "{}", run.dump());
+    assert_eq!(run.code, Some(4), "{}", run.dump());
     assert_nothing_left(&run);
 }
 
