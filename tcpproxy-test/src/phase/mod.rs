@@ -6,6 +6,7 @@ mod close;
 mod echo;
 mod lazy;
 mod load;
+mod pairing;
 mod resources;
 mod slow;
 
@@ -16,6 +17,7 @@ use std::time::Duration;
 
 use rand::{RngCore as _, SeedableRng as _};
 use rand_chacha::ChaCha20Rng;
+use tokio::io::AsyncWriteExt as _;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Mutex;
 use tokio::time::Instant;
@@ -311,6 +313,8 @@ pub struct Ctx {
     pub timing: Timing,
     /// The destination server's listener, on `dest_port`; `None` while a scenario has closed it.
     dest: Mutex<Option<TcpListener>>,
+    /// Sorts the destination's connections to their clients by the tag each client sends first.
+    router: pairing::Router,
     /// The destination's port while it is closed: held, so it is there to listen on again.
     reserved: Mutex<Option<peer::Reserved>>,
     dest_port: u16,
@@ -333,32 +337,52 @@ impl Ctx {
         self.proxy_pgid
     }
 
-    /// A client connection through the proxy.
+    /// A client connection through the proxy, which has sent its tag (see [`pairing`]).
     pub async fn connect(&self, rcvbuf: Option<u32>) -> Result<TcpStream, Failure> {
-        let limit = self.scaled(params::ECHO_DEADLINE);
-        let what = format!("a connection to the proxy on 127.0.0.1:{}", self.proxy_port);
-        within(limit, what.clone(), peer::connect(self.proxy_port, rcvbuf))
-            .await?
-            .map_err(|e| Failure::new(format!("expected {what}, but connect failed: {e}")))
+        Ok(self.connect_tagged(rcvbuf).await?.0)
     }
 
-    /// The next connection the proxy makes to the destination server.
+    /// As [`Ctx::connect`], with the tag its destination connection will carry.
+    async fn connect_tagged(
+        &self,
+        rcvbuf: Option<u32>,
+    ) -> Result<(TcpStream, pairing::Tag), Failure> {
+        let limit = self.scaled(params::ECHO_DEADLINE);
+        let what = format!("a connection to the proxy on 127.0.0.1:{}", self.proxy_port);
+        let mut s = within(limit, what.clone(), peer::connect(self.proxy_port, rcvbuf))
+            .await?
+            .map_err(|e| Failure::new(format!("expected {what}, but connect failed: {e}")))?;
+        let tag = self.router.next_tag();
+        // Twelve bytes go into an empty send buffer at once; a write that fails means the proxy
+        // already closed the client, which the scenario's own reads and writes will report.
+        let _ = s.write_all(&tag.bytes()).await;
+        Ok((s, tag))
+    }
+
+    /// A destination connection the proxy made for a client of this phase, whichever client: for
+    /// servers that treat every connection alike.
     pub async fn accept(&self) -> Result<TcpStream, Failure> {
         let limit = self.scaled(params::ECHO_DEADLINE);
-        let dest = self.dest.lock().await;
-        let Some(listener) = dest.as_ref() else {
-            return Err(Failure::new(
-                "the harness's scenario accepted while its destination was closed",
-            ));
-        };
-        let (s, _) = within(
+        self.awaited(limit, self.router.accept_any(&self.dest))
+            .await
+    }
+
+    async fn awaited(
+        &self,
+        limit: Duration,
+        accepting: impl Future<Output = Result<TcpStream, String>>,
+    ) -> Result<TcpStream, Failure> {
+        match within(
             limit,
             "the proxy to connect to the destination server",
-            listener.accept(),
+            accepting,
         )
-        .await?
-        .map_err(|e| Failure::new(format!("accept on the destination server failed: {e}")))?;
-        Ok(s)
+        .await
+        {
+            Ok(Ok(s)) => Ok(s),
+            Ok(Err(e)) => Err(Failure::new(e)),
+            Err(expired) => Err(Failure::from(expired).details(self.router.strays())),
+        }
     }
 
     /// Stops the destination server listening, so the proxy's next connect is refused, while
@@ -403,8 +427,11 @@ impl Ctx {
         &self,
         client_rcvbuf: Option<u32>,
     ) -> Result<(TcpStream, TcpStream), Failure> {
-        let client = self.connect(client_rcvbuf).await?;
-        let server = self.accept().await?;
+        let (client, tag) = self.connect_tagged(client_rcvbuf).await?;
+        let limit = self.scaled(params::ECHO_DEADLINE);
+        let server = self
+            .awaited(limit, self.router.accept_for(&self.dest, tag))
+            .await?;
         Ok((client, server))
     }
 
@@ -472,6 +499,7 @@ pub async fn run(phase: &Phase, cmd: &ProxyCommand, rules: Rules) -> Result<Outc
     let ctx = Arc::new(Ctx {
         timing,
         dest: Mutex::new(Some(dest)),
+        router: pairing::Router::new(),
         reserved: Mutex::new(None),
         dest_port,
         server_rcvbuf: phase.server_rcvbuf,
