@@ -291,6 +291,21 @@ fn committed_regressions_replay_in_every_run_and_catch_their_bugs() {
     }
 }
 
+/// Quirks of real proxies keep the contract: the fuzzer must pass them (issue 17, A and B).
+#[test]
+fn proxies_that_probe_or_connect_late_are_passed() {
+    let _slot = HeavySlot::acquire();
+    for quirk in ["health-probe", "lazy-connect"] {
+        let run = fuzz_fixture(
+            quirk,
+            &["--seed", SEED, "--cases", "8"],
+            Duration::from_secs(120),
+        );
+        assert_eq!(run.code, Some(0), "{quirk}: {}", run.dump());
+        assert_nothing_left(&run);
+    }
+}
+
 #[test]
 fn a_proxy_that_does_not_start_is_a_failure() {
     let run = fuzz_fixture("exit-at-once", &["--cases", "1"], Duration::from_secs(30));

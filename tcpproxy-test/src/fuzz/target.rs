@@ -4,12 +4,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Mutex;
 
 use crate::deadline::within;
 use crate::harness::{Proxy, ProxyCommand, StartFailure, describe_status};
 use crate::peer::{self, SMALL_RCVBUF};
+use crate::phase::pairing::{TAG_LEN, Tag};
 
 /// Why a target could not be brought up.
 #[derive(Debug)]
@@ -124,16 +126,29 @@ impl Target {
             while let Ok(Ok(_)) = tokio::time::timeout(Duration::ZERO, dest.accept()).await {}
             let rcvbuf = small_client_rcvbuf.then_some(SMALL_RCVBUF);
             let what = format!("a connection to the proxy on 127.0.0.1:{port}");
-            let client = within(limit, what.clone(), peer::connect(port, rcvbuf))
+            let mut client = within(limit, what.clone(), peer::connect(port, rcvbuf))
                 .await
                 .map_err(|e| e.to_string())?
                 .map_err(|e| format!("expected {what}, but connect failed: {e}"))?;
+            // The client speaks first with a tag, so a proxy that connects only once the client
+            // sends is served, and a stray connection (a start-up probe) is told apart.
+            let tag = Tag::first();
+            let _ = client.write_all(&tag.bytes()).await;
             let what = format!(
                 "the proxy to connect to the destination 127.0.0.1:{dest_port} for a client it accepted"
             );
+            let tagged = async {
+                loop {
+                    let (mut s, from) = dest.accept().await?;
+                    let mut b = [0; TAG_LEN];
+                    if s.read_exact(&mut b).await.is_ok() && b == tag.bytes() {
+                        return Ok::<_, std::io::Error>((s, from));
+                    }
+                }
+            };
             // A proxy that dies at accept would otherwise cost the whole wait.
             let (server, from) = tokio::select! {
-                accepted = within(limit, what.clone(), dest.accept()) => accepted
+                accepted = within(limit, what.clone(), tagged) => accepted
                     .map_err(|e| e.to_string())?
                     .map_err(|e| format!("expected {what}, but accept failed: {e}"))?,
                 status = exited(&proxy) => return Err(format!(

@@ -6,7 +6,7 @@ mod close;
 mod echo;
 mod lazy;
 mod load;
-mod pairing;
+pub(crate) mod pairing;
 mod resources;
 mod slow;
 

@@ -28,6 +28,11 @@ const MARKER: [u8; 4] = *b"\xf0TAG";
 pub struct Tag(u32);
 
 impl Tag {
+    /// The tag of a client opened alone, when pairs are opened one at a time.
+    pub fn first() -> Tag {
+        Tag(1)
+    }
+
     pub fn bytes(self) -> [u8; TAG_LEN] {
         let mut b = [0; TAG_LEN];
         b[..4].copy_from_slice(&MARKER);
