@@ -40,6 +40,9 @@ pub struct Stall {
     since: Option<Instant>,
     /// The destination's send queue at the last sample, while stalled.
     queued: Option<u64>,
+    /// When the send queue is next read, while stalled: a wake-up of the pair for the other
+    /// direction's sake does not cost this one a system call.
+    next_sample: Option<Instant>,
     /// Made on the first stall and reused, so an idle or flowing pair never allocates one.
     timer: Option<Pin<Box<Sleep>>>,
 }
@@ -51,6 +54,7 @@ impl Stall {
             progress,
             since: None,
             queued: None,
+            next_sample: None,
             timer: None,
         }
     }
@@ -59,36 +63,32 @@ impl Stall {
     pub fn reset(&mut self) {
         self.since = None;
         self.queued = None;
+        self.next_sample = None;
     }
 
     /// Bytes are held and nothing moved this round. Ready with how long nothing moved once that
     /// reaches the timeout; otherwise the timer is armed to wake `cx`.
     pub fn poll_stalled(&mut self, cx: &mut Context<'_>, dst: &impl AsFd) -> Poll<Duration> {
         let now = Instant::now();
-        let since = *self.since.get_or_insert(now);
-        if self.progress == Progress::Acknowledged {
+        let mut since = *self.since.get_or_insert(now);
+        if self.progress == Progress::Acknowledged && self.next_sample.is_none_or(|t| now >= t) {
             let queued = send_queue(dst);
-            match (self.queued, queued) {
-                (Some(before), Some(q)) if q < before => {
+            if let (Some(before), Some(q)) = (self.queued, queued) {
+                if q < before {
+                    since = now;
                     self.since = Some(now);
-                    self.queued = Some(q);
-                    return self.arm(cx, now);
                 }
-                _ => self.queued = queued.or(self.queued),
             }
+            self.queued = queued.or(self.queued);
+            // Without a reading (not Linux, or the call failed) only writes count.
+            self.next_sample = self.queued.map(|_| now + sample_every(self.timeout));
         }
         if now >= since + self.timeout {
             return Poll::Ready(now - since);
         }
-        self.arm(cx, since)
-    }
-
-    /// Wakes at the timeout after `since`, or at the next sample if that comes first.
-    fn arm(&mut self, cx: &mut Context<'_>, since: Instant) -> Poll<Duration> {
-        let mut deadline = since + self.timeout;
-        if self.progress == Progress::Acknowledged && self.queued.is_some() {
-            deadline = deadline.min(Instant::now() + sample_every(self.timeout));
-        }
+        let deadline = self
+            .next_sample
+            .map_or(since + self.timeout, |t| t.min(since + self.timeout));
         let timer = self
             .timer
             .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
@@ -96,7 +96,7 @@ impl Stall {
             timer.as_mut().reset(deadline);
         }
         match timer.as_mut().poll(cx) {
-            // Woken early (a sample is due, or the deadline passed): look again.
+            // A sample is due (or the deadline passed): look again.
             Poll::Ready(()) => {
                 cx.waker().wake_by_ref();
                 Poll::Pending
