@@ -144,7 +144,12 @@ mod tests {
         };
         assert_eq!(
             ids(&f),
-            ["timeout/active", "timeout/lazy-forward", "timeout/idle"]
+            [
+                "timeout/active",
+                "timeout/lazy-forward",
+                "timeout/idle",
+                "timeout/slow-reader"
+            ]
         );
         let f = Filter {
             only: pats(&["One-way shutdown"]),
