@@ -217,6 +217,16 @@ async fn grade(a: Args, filter: Filter) -> u8 {
         rows.len(),
         a.out_dir.display()
     );
+    let inconclusive = rows
+        .iter()
+        .filter(|r| r.status.starts_with("inconclusive"))
+        .count();
+    if inconclusive > 0 {
+        eprintln!(
+            "tcpproxy-test grade: {inconclusive} submission(s) inconclusive: the harness could not run them; regrade those"
+        );
+        return crate::EXIT_HARNESS;
+    }
     crate::EXIT_PASSED
 }
 
@@ -234,7 +244,10 @@ impl Row {
     }
 }
 
-/// Grades one submission, writing its artifacts; Err only when the harness itself fails.
+/// Runs of the suite tried on one submission before a harness fault makes its row inconclusive.
+const HARNESS_ATTEMPTS: usize = 3;
+
+/// Grades one submission, writing its artifacts; Err only when its artifacts cannot be written.
 async fn grade_one(
     path: &Path,
     name: String,
@@ -289,7 +302,38 @@ async fn grade_one(
         args: vec![],
     };
     let proxy = cmd.to_string();
-    let outcomes: Vec<Outcome> = suite::run(filter.select(), cmd, rules, None, |_| {}).await?;
+    // A harness fault (its own port taken, say) is no verdict on the student: try again, and if
+    // it persists the row says inconclusive rather than failed.
+    let mut attempt = 1;
+    let outcomes: Vec<Outcome> = loop {
+        match suite::run(filter.select(), cmd.clone(), rules, None, |_| {}).await {
+            Ok(o) => break o,
+            Err(msg) if attempt < HARNESS_ATTEMPTS => {
+                eprintln!(
+                    "tcpproxy-test grade: {name}: the harness could not run ({msg}); trying again"
+                );
+                attempt += 1;
+            }
+            Err(msg) => {
+                let msg = format!(
+                    "the harness could not run, {HARNESS_ATTEMPTS} times: {msg}; this is no verdict on the submission"
+                );
+                row.status = format!("inconclusive: {msg}");
+                let run = RunReport {
+                    proxy: proxy.clone(),
+                    reference: false,
+                    seed: rules.seed,
+                    stall_timeout: stall,
+                    timeout_scale: scale,
+                    outcomes: &[],
+                };
+                let files =
+                    REPORTS.map(|(file, format)| (file, report::render_error(&run, &msg, format)));
+                replace_artifacts(&dir, &files)?;
+                return Ok(row);
+            }
+        }
+    };
     let count = |v| outcomes.iter().filter(|o| o.verdict == v).count();
     row.passed = count(Verdict::Passed);
     row.failed = count(Verdict::Failed);
