@@ -85,6 +85,12 @@ fn note(what: &str, waited: Duration, limit: Duration) {
     });
 }
 
+/// Counts a wait the caller timed itself, such as how long a scenario kept the proxy stalled
+/// against the proxy's stall timeout, as one of the phase's waits.
+pub fn observe(what: &str, waited: Duration, limit: Duration) {
+    note(what, waited, limit);
+}
+
 /// Runs `fut` for at most `limit`.
 pub async fn within<F: Future>(
     limit: Duration,

@@ -14,6 +14,12 @@
 //! the piece (our send queue and the proxy's receive queue are empty). Once the proxy holds
 //! bytes and the count stays put, its side toward the receiver is full while it still reads:
 //! an EOF sent now reaches it with those bytes held.
+//!
+//! While it holds them the proxy is stalled, and a correct proxy's stall timer runs: a fill
+//! given a [`Settings::budget`] gives up once the proxy may have been stalled that long, counted
+//! from the last moment it was seen holding nothing, not from when the harness got round to
+//! looking (on a loaded host that can be seconds later). A 2026-12 `cargo test --workspace`
+//! under load had the reference reset a held tail at stall timeouts of 2 s and 1.5 s.
 
 use std::io;
 use std::time::Duration;
@@ -97,6 +103,17 @@ pub struct Settings {
     pub settle: Duration,
     /// How long the held count must stay put: the proxy is not about to write it on.
     pub confirm: Duration,
+    /// How long the proxy may be left holding bytes it cannot write, from the last moment it
+    /// was seen holding none; past it the fill ends [`Held::OutOfTime`]. None: no limit (the
+    /// proxy's stall timeout is far longer than any fill).
+    pub budget: Option<Duration>,
+}
+
+/// The instant a fill must give up: `budget` after `clear`, when the proxy was last seen
+/// holding nothing. Its stall cannot have begun earlier, so a stall the fill causes lasts at
+/// most the budget plus however late the caller is to let the receiver read.
+pub fn give_up_at(clear: Instant, budget: Option<Duration>) -> Option<Instant> {
+    budget.map(|b| clear + b)
 }
 
 /// Where a fill ended.
@@ -111,6 +128,9 @@ pub enum Held {
     NeverHeld,
     /// A socket of the path is not in /proc.
     Unseen,
+    /// The budget ran out before the proxy was seen to hold bytes steadily: the harness was too
+    /// slow to confirm it (or the proxy kept moving them) in time; nothing is known either way.
+    OutOfTime,
 }
 
 /// What a fill wrote and where it ended.
@@ -119,6 +139,9 @@ pub struct Fill {
     /// Bytes of `data` written.
     pub written: usize,
     pub held: Held,
+    /// When the proxy was last seen holding nothing (at first, when the fill began): no stall
+    /// of the proxy's that the fill caused can have begun before this.
+    pub clear: Instant,
 }
 
 /// Writes `data` in pieces through the proxy until the proxy holds bytes it cannot pass on
@@ -135,10 +158,17 @@ pub async fn fill(
     mut wrote: impl FnMut(usize),
 ) -> io::Result<Fill> {
     let mut at = 0;
-    let done = |at, held| Ok(Fill { written: at, held });
+    let mut clear = Instant::now();
+    let done = |at, held, clear| {
+        Ok(Fill {
+            written: at,
+            held,
+            clear,
+        })
+    };
     let mut diag = Diag::open().ok();
     let Some(mut queues) = path.read(&mut diag) else {
-        return done(at, Held::Unseen);
+        return done(at, Held::Unseen, clear);
     };
     // Holding: the proxy's own share of what was written and not yet read.
     let held = |at: usize, q: &[Queues; 4]| {
@@ -148,24 +178,31 @@ pub async fn fill(
     let taken = |q: &[Queues; 4]| q[0].send == 0 && q[1].recv == 0;
     loop {
         if at >= data.len() {
-            return done(at, Held::NeverHeld);
+            return done(at, Held::NeverHeld, clear);
+        }
+        let give_up = give_up_at(clear, settings.budget);
+        if give_up.is_some_and(|g| Instant::now() >= g) {
+            return done(at, Held::OutOfTime, clear);
         }
         let end = Instant::now() + settings.settle;
+        let write_until = give_up.map_or(end, |g| g.min(end));
         let piece = &data[at..(at + settings.piece).min(data.len())];
         let mut off = 0;
         while off < piece.len() {
             // Cancelling a TCP write writes nothing, so the count stays exact.
-            match tokio::time::timeout_at(end, wr.write(&piece[off..])).await {
+            match tokio::time::timeout_at(write_until, wr.write(&piece[off..])).await {
                 Ok(Ok(0)) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(Ok(n)) => {
                     off += n;
                     wrote(n);
                 }
                 Ok(Err(e)) => return Err(e),
+                Err(_) if Instant::now() < end => return done(at + off, Held::OutOfTime, clear),
                 Err(_) => {
                     return done(
                         at + off,
                         Held::Overshot(held(at + off, &queues).max(0) as u64),
+                        clear,
                     );
                 }
             }
@@ -173,19 +210,26 @@ pub async fn fill(
         at += off;
         let mut steady: Option<([Queues; 4], Instant)> = None;
         loop {
+            let looked = Instant::now();
+            if give_up_at(clear, settings.budget).is_some_and(|g| looked >= g) {
+                return done(at, Held::OutOfTime, clear);
+            }
             let Some(q) = path.read(&mut diag) else {
-                return done(at, Held::Unseen);
+                return done(at, Held::Unseen, clear);
             };
             queues = q;
             let h = held(at, &q);
             if taken(&q) {
                 if h <= 0 {
+                    // Holding nothing when the read began, so any stall starts after it. Only
+                    // once taken: bytes moving between our first two reads count twice.
+                    clear = looked;
                     break;
                 }
                 match steady {
                     Some((prev, since)) if prev == q => {
                         if since.elapsed() >= settings.confirm {
-                            return done(at, Held::Holding(h as u64));
+                            return done(at, Held::Holding(h as u64), clear);
                         }
                     }
                     _ => steady = Some((q, Instant::now())),
@@ -201,9 +245,22 @@ pub async fn fill(
                 } else {
                     Held::Overshot(h.max(0) as u64)
                 };
-                return done(at, held);
+                return done(at, held, clear);
             }
             tokio::time::sleep(POLL).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fill_gives_up_a_budget_after_the_proxy_last_held_nothing_or_never() {
+        let clear = Instant::now();
+        let b = Duration::from_millis(600);
+        assert_eq!(give_up_at(clear, Some(b)), Some(clear + b));
+        assert_eq!(give_up_at(clear, None), None);
     }
 }

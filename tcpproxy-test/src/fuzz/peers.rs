@@ -609,6 +609,7 @@ impl Side {
             piece: HOLD_PIECE,
             settle: HOLD_SETTLE,
             confirm: HOLD_CONFIRM,
+            budget: None,
         };
         let wrote = |n| self.shared.event(conn, dir, |f, _| f.written += n);
         match hold::fill(wr, &data[at..], at, received, &gate.path, &settings, wrote).await {

@@ -2,6 +2,7 @@
 //! working, and a write to a peer that is gone must end the pair.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::task::JoinSet;
@@ -9,7 +10,8 @@ use tokio::time::Instant;
 
 use super::params::*;
 use super::{Ctx, Failure, PhaseResult};
-use crate::deadline::within;
+
+use crate::deadline::{self, within};
 use crate::peer::{self, Pacing, SMALL_RCVBUF};
 use crate::{check, hold, procfs};
 
@@ -150,30 +152,65 @@ pub async fn flush_before_shutdown(ctx: Arc<Ctx>) -> PhaseResult {
     // the held tail, reading only what went missing at the end, would blame the EOF.
     for from_client in [true, false] {
         flush_one_way(&ctx, from_client).await?;
-        held_tail(&ctx, from_client).await?;
+        if let Tail::Unconfirmed(why) = held_tail(&ctx, from_client).await? {
+            tracing::warn!(phase = "shutdown/flush", "held tail skipped: {why}");
+        }
     }
     Ok(())
+}
+
+/// How a held tail ended when it did not fail.
+#[derive(Debug, PartialEq, Eq)]
+enum Tail {
+    /// An EOF reached the proxy while it held bytes, or the proxy was seen never to hold any.
+    Tested,
+    /// No attempt could be judged: the harness was too late every time. Not the proxy's fault.
+    Unconfirmed(String),
+}
+
+/// Whose fault a reset in a held tail is, from how long the proxy may have been stalled (from
+/// the last moment it held nothing) when the receiver began reading. A correct proxy aborts a
+/// stalled pair only at its stall timeout, so a reset well before it is the proxy's; one after
+/// the harness left it stalled for most of it is the harness's lateness.
+fn reset_is_harness_late(stalled_for: Duration, stall: Duration) -> bool {
+    stalled_for.as_secs_f64() >= stall.as_secs_f64() * HOLD_LATE
+}
+
+/// How long the held tail may keep the proxy stalled: a share of its stall timeout, so a
+/// correct proxy's timer has the rest as margin for a harness that is late to read.
+fn hold_budget(stall: Duration) -> Duration {
+    stall.mul_f64(HOLD_BUDGET)
 }
 
 /// The receiver holds off reading while the sender writes until the proxy holds bytes it cannot
 /// write on, and then shuts down (see `crate::hold`): the EOF reaches the proxy with those bytes
 /// held, and they must all arrive before it. Without /proc the moment cannot be seen; the
 /// transfers before it still run.
-async fn held_tail(ctx: &Ctx, from_client: bool) -> PhaseResult {
+///
+/// The proxy is stalled from when it first holds bytes until the receiver reads, and its stall
+/// timer runs meanwhile: the fill gives up [`hold_budget`] after the proxy was last seen holding
+/// nothing, and the receiver then reads at once whatever happened. An attempt the harness was
+/// too late to judge (no hold confirmed in the budget, or a reset after the harness had left the
+/// proxy stalled for most of its stall timeout) is retried on a fresh connection.
+async fn held_tail(ctx: &Ctx, from_client: bool) -> Result<Tail, Failure> {
     if !procfs::available() {
-        return Ok(());
+        return Ok(Tail::Tested);
     }
     let (sender_name, receiver_name) = if from_client {
         ("client", "server")
     } else {
         ("server", "client")
     };
+    let stall = ctx.timing.stall;
     let mut settings = hold::Settings {
         piece: HOLD_PIECE,
-        settle: ctx.scaled(HOLD_SETTLE).min(ctx.timing.stall / 4),
+        settle: ctx.scaled(HOLD_SETTLE).min(stall / 4),
         confirm: HOLD_CONFIRM,
+        budget: Some(hold_budget(stall)),
     };
     let limit = ctx.scaled(BULK_DEADLINE);
+    let mut late = Vec::new();
+    let mut overshot = false;
     for attempt in 0..HOLD_ATTEMPTS {
         let (client, server) = ctx.pair((!from_client).then_some(SMALL_RCVBUF)).await?;
         let (sender, receiver) = if from_client {
@@ -192,14 +229,39 @@ async fn held_tail(ctx: &Ctx, from_client: bool) -> PhaseResult {
         let what = format!(
             "the proxy to take the {sender_name}'s bytes while the {receiver_name} was not reading"
         );
-        let fill = within(limit, what, hold::fill(&mut s_wr, &data, 0, 0, &path, &settings, |_| {}))
-            .await?
-            .map_err(|e| {
-                Failure::new(format!(
+        let filling = Instant::now();
+        // A write that fails after the harness kept the proxy waiting this long may be the
+        // proxy's stall timer, which the harness set off: no stall can predate the fill.
+        let sender_late = |e: &std::io::Error| {
+            peer::is_reset(e) && reset_is_harness_late(filling.elapsed(), stall)
+        };
+        let fill = match within(
+            limit,
+            what,
+            hold::fill(&mut s_wr, &data, 0, 0, &path, &settings, |_| {}),
+        )
+        .await?
+        {
+            Ok(fill) => fill,
+            Err(e) if sender_late(&e) => {
+                late.push(format!("attempt {}: the {sender_name}'s write was reset {:.2}s into the fill (stall timeout {:.2}s): {e}", attempt + 1, filling.elapsed().as_secs_f64(), stall.as_secs_f64()));
+                continue;
+            }
+            Err(e) => {
+                return Err(Failure::new(format!(
                     "expected the {sender_name}'s writes to succeed while the {receiver_name} was not reading, but: {e}"
-                ))
-            })?;
+                )));
+            }
+        };
         if let Err(e) = s_wr.shutdown().await {
+            if sender_late(&e) {
+                late.push(format!(
+                    "attempt {}: the {sender_name}'s shutdown was reset {:.2}s into the fill: {e}",
+                    attempt + 1,
+                    filling.elapsed().as_secs_f64()
+                ));
+                continue;
+            }
             return Err(Failure::new(format!(
                 "expected the {sender_name} to shut down after {} bytes, but: {e}",
                 fill.written
@@ -209,6 +271,13 @@ async fn held_tail(ctx: &Ctx, from_client: bool) -> PhaseResult {
         let what = format!(
             "the {receiver_name} to read {} bytes and then EOF",
             sent.len()
+        );
+        let reading = Instant::now();
+        let stalled_for = reading.saturating_duration_since(fill.clear);
+        deadline::observe(
+            "the proxy to be read from again, holding the held tail's bytes (its stall timeout)",
+            stalled_for,
+            stall,
         );
         let (got, end) = within(
             limit,
@@ -221,9 +290,26 @@ async fn held_tail(ctx: &Ctx, from_client: bool) -> PhaseResult {
             sent.len()
         );
         if let Err(e) = end {
+            let clean_prefix = sent.starts_with(&got);
+            if peer::is_reset(&e) && clean_prefix && reset_is_harness_late(stalled_for, stall) {
+                late.push(format!(
+                    "attempt {}: the {receiver_name} began reading {:.2}s after the proxy was last seen holding nothing (stall timeout {:.2}s), and after {} bytes the read failed: {e}",
+                    attempt + 1,
+                    stalled_for.as_secs_f64(),
+                    stall.as_secs_f64(),
+                    got.len()
+                ));
+                continue;
+            }
             return Err(Failure::new(format!(
                 "{conn}: expected every byte then EOF at the {receiver_name}, but after {} bytes the read failed: {e}",
                 got.len()
+            ))
+            .detail(format!(
+                "the {receiver_name} began reading {:.2}s after the proxy was last seen holding nothing, {:.0}% of its stall timeout of {:.2}s",
+                stalled_for.as_secs_f64(),
+                100.0 * stalled_for.as_secs_f64() / stall.as_secs_f64().max(1e-9),
+                stall.as_secs_f64()
             )));
         }
         if let Some(m) = check::compare(sent, &got) {
@@ -241,12 +327,26 @@ async fn held_tail(ctx: &Ctx, from_client: bool) -> PhaseResult {
         }
         match fill.held {
             // Holding nothing it could not write: it reads only when it can write.
-            hold::Held::Overshot(0) => break,
-            hold::Held::Overshot(n) => settings.piece = (n as usize / 2).max(HOLD_MIN_PIECE),
-            hold::Held::Holding(_) | hold::Held::NeverHeld | hold::Held::Unseen => break,
+            hold::Held::Overshot(0) => return Ok(Tail::Tested),
+            hold::Held::Overshot(n) => {
+                overshot = true;
+                settings.piece = (n as usize / 2).max(HOLD_MIN_PIECE);
+            }
+            hold::Held::Holding(_) | hold::Held::NeverHeld | hold::Held::Unseen => {
+                return Ok(Tail::Tested);
+            }
+            hold::Held::OutOfTime => late.push(format!(
+                "attempt {}: no hold confirmed within {:.2}s of the proxy last holding nothing",
+                attempt + 1,
+                hold_budget(stall).as_secs_f64()
+            )),
         }
     }
-    Ok(())
+    if overshot || late.is_empty() {
+        // An attempt overshot: its EOF still reached the proxy holding bytes.
+        return Ok(Tail::Tested);
+    }
+    Ok(Tail::Unconfirmed(late.join("; ")))
 }
 
 async fn flush_one_way(ctx: &Ctx, from_client: bool) -> PhaseResult {
@@ -396,4 +496,34 @@ pub async fn destination_refused(ctx: Arc<Ctx>) -> PhaseResult {
         "a message once the destination listens again",
     )
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T: Duration = Duration::from_millis(1500);
+
+    #[test]
+    fn the_held_tail_keeps_a_proxy_stalled_for_well_under_its_stall_timeout() {
+        assert_eq!(hold_budget(T), Duration::from_millis(600));
+        // The settle wait fits inside the budget, so a proxy that stops reading is seen to
+        // before the fill gives up.
+        assert!(T / 4 < hold_budget(T));
+        // And the budget leaves the harness's own lateness room before a reset is blamed on it.
+        assert!(!reset_is_harness_late(hold_budget(T), T));
+    }
+
+    #[test]
+    fn a_reset_long_after_the_budget_is_the_harness_and_one_within_it_the_proxy() {
+        assert!(!reset_is_harness_late(Duration::ZERO, T));
+        assert!(!reset_is_harness_late(Duration::from_millis(1000), T));
+        assert!(reset_is_harness_late(Duration::from_millis(1125), T));
+        assert!(reset_is_harness_late(Duration::from_secs(2), T));
+        // Scales with the stall timeout it is judged against.
+        assert!(!reset_is_harness_late(
+            Duration::from_secs(2),
+            Duration::from_secs(10)
+        ));
+    }
 }

@@ -120,6 +120,11 @@ pub mod params {
     /// it holds must stay put.
     pub const HOLD_SETTLE: Duration = secs(1);
     pub const HOLD_CONFIRM: Duration = millis(20);
+    /// The share of the stall timeout the held tail may keep the proxy stalled, from the last
+    /// moment it held nothing; a reset once the receiver was held off `HOLD_LATE` of it is the
+    /// harness's lateness, not the proxy's fault.
+    pub const HOLD_BUDGET: f64 = 0.4;
+    pub const HOLD_LATE: f64 = 0.75;
 
     /// Destination refused: the client must be closed within this.
     pub const REFUSED_CLOSE_WITHIN: Duration = secs(5);
