@@ -140,13 +140,14 @@ fn junit_goes_to_the_output_file_and_human_lines_stay_on_stdout() {
 
 #[test]
 fn tap_reports_failures_with_a_yaml_block() {
-    // A proxy that exits at once fails both phases, with its status in the block.
+    // A proxy that exits at once fails both phases, with its status in the block; it never
+    // started, so the run exits 4.
     let _slot = HeavySlot::acquire();
     let mut args = vec!["--format", "tap"];
     args.extend_from_slice(&QUICK);
     args.extend_from_slice(&["sh", "-c", "exit 3"]);
     let run = run_harness(&args, LIMIT);
-    assert_eq!(run.code, Some(1), "{}", run.dump());
+    assert_eq!(run.code, Some(4), "{}", run.dump());
     assert_matches(
         r#"TAP version 13
 1..2

@@ -8,6 +8,11 @@ use crate::support::{HeavySlot, Run, assert_nothing_left, fixtures_bin, run_harn
 
 /// The seed of every random run here: fixed, so a failure is reproducible from the test alone.
 const SEED: &str = "3";
+/// Where flip-byte's change shows in a schedule's stream: it changes the byte at offset
+/// 1,000,003 of what the proxy reads, and the client's pairing tag comes first.
+const FLIPPED: usize = 1_000_003 - tcpproxy_test::phase::pairing::TAG_LEN;
+static FLIPPED_HINT: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| format!("one byte was changed at offset {FLIPPED}"));
 /// Shrinking is capped well below the fuzzer's default so the file stays within its time budget;
 /// a missing EOF costs 5 s a failing candidate, so that bug gets only a few steps.
 const SHRINK_TIME: &str = "10";
@@ -202,9 +207,10 @@ fn finds_flip_byte_shrinks_it_to_the_shortest_upload_and_replays_it() {
     );
     assert_eq!(run.code, Some(1), "{}", run.dump());
     assert!(
-        run.stdout.contains(
-            "\nminimal failing schedule:\n  case\n    connection\n      client->server: bulk 1000004; shutdown after-last-byte; reader eager\n      server->client: no-writes; shutdown after-last-byte; reader eager\n\nfailure: connection 1, client->server (1000004 bytes): got 1000004 of 1000004 bytes (hash differs); first difference at offset 1000003\n    hint: one byte was changed at offset 1000003"
-        ),
+        run.stdout.contains(&format!(
+            "\nminimal failing schedule:\n  case\n    connection\n      client->server: bulk {len}; shutdown after-last-byte; reader eager\n      server->client: no-writes; shutdown after-last-byte; reader eager\n\nfailure: connection 1, client->server ({len} bytes): got {len} of {len} bytes (hash differs); first difference at offset {FLIPPED}\n    hint: one byte was changed at offset {FLIPPED}",
+            len = FLIPPED + 1
+        )),
         "{}",
         run.dump()
     );
@@ -245,7 +251,7 @@ fn committed_regressions_replay_in_every_run_and_catch_their_bugs() {
     let _slot = HeavySlot::acquire();
     let runs: Vec<(&str, &str, Run)> = std::thread::scope(|s| {
         let handles: Vec<_> = [
-            ("flip-byte", "one byte was changed at offset 1000003"),
+            ("flip-byte", FLIPPED_HINT.as_str()),
             (
                 "short-write-resend",
                 "re-sends a whole chunk after a short write",

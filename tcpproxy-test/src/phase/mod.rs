@@ -6,7 +6,7 @@ mod close;
 mod echo;
 mod lazy;
 mod load;
-pub(crate) mod pairing;
+pub mod pairing;
 mod resources;
 mod slow;
 
