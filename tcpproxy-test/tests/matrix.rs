@@ -48,7 +48,7 @@ const MATRIX: &[Row] = &[
     // Opening 1500 pairs one by one takes about a stall timeout; the first may sit idle that long.
     // With a slow reader the proxy can neither read nor write for seconds, which its idle timer
     // takes for silence; blocking-writes' and short-stall's timers are fooled the same way.
-    Row { fixture: "idle-timeout", fails: &["Non-timeout of idle client"], may_fail: &[MANY, SLOW], warns: &[] },
+    Row { fixture: "idle-timeout", fails: &["Non-timeout of idle client"], may_fail: &[MANY, SLOW, MIX], warns: &[] },
     Row { fixture: "stall-one-direction", fails: &[LAZY_REV], may_fail: &[], warns: &[] },
     // At a fifth of the stall timeout, a loaded machine's slow chain readers can trip it too.
     Row { fixture: "short-stall", fails: &[LAZY_FWD, LAZY_REV], may_fail: &[BULK, MIX, FLUSH, SLOW], warns: &[] },
@@ -317,11 +317,15 @@ fn lazy_hints_name_a_stall_timeout_the_harness_was_not_told() {
     ];
     let run = run_harness(&args, Duration::from_secs(120));
     assert_eq!(run.failed(), [LAZY_FWD], "{}", run.dump());
-    assert!(
-        run.stdout.contains("its stall timeout looks like about 10s, not the 30s the harness was told; pass the same --stall-timeout to both (tcpproxy-test --stall-timeout 30 -- ./proxy --stall-timeout 30)"),
-        "{}",
-        run.dump()
-    );
+    // About 10 s: the proxy's timer samples its send queue a tenth of the timeout apart, so the
+    // abort may come up to a second late.
+    let about: f64 = run
+        .stdout
+        .split_once("its stall timeout looks like about ")
+        .and_then(|(_, rest)| rest.split_once("s, not the 30s the harness was told; pass the same --stall-timeout to both (tcpproxy-test --stall-timeout 30 -- ./proxy --stall-timeout 30)"))
+        .and_then(|(n, _)| n.parse().ok())
+        .unwrap_or_else(|| panic!("no mismatch hint\n{}", run.dump()));
+    assert!((9.0..=12.0).contains(&about), "{}", run.dump());
     assert_nothing_left(&run);
 }
 
