@@ -82,6 +82,12 @@ pub struct Router {
     readers: SyncMutex<JoinSet<()>>,
 }
 
+impl Default for Router {
+    fn default() -> Router {
+        Router::new()
+    }
+}
+
 impl Router {
     pub fn new() -> Router {
         Router {
