@@ -15,7 +15,7 @@ use super::{Ctx, Failure, PhaseResult};
 use crate::deadline::within;
 use crate::peer::{self, Pacing};
 use crate::procfs;
-use crate::{backlog, check};
+use crate::{backlog, check, sockdiag};
 
 fn need_proc() -> PhaseResult {
     if procfs::available() {
@@ -40,6 +40,14 @@ enum Lost {
 /// One short connection that needs no half-close: 1 KiB out, the echo read back by its length,
 /// then a full close. With a half-close here every proxy that cannot half-close failed this
 /// phase too, repeating One-way shutdown's verdict under a name that says "leak".
+///
+/// The echo deadline counts from when the proxy had the request, not from the write: behind a
+/// full listen queue a SYN cookie makes the client think it is connected while the kernel drops
+/// its request, and TCP's retransmissions back off for seconds before one gets in. So a
+/// deadline that finds the request unacknowledged gives the connection up as unserved, and one
+/// that finds it newly taken (acknowledged, or then accepted by the proxy) grants another
+/// window, up to `LEAK_ECHO_WINDOWS`; only a whole window with the request accepted and no
+/// echo is the proxy's failure.
 async fn short_connection(ctx: &Ctx, n: usize) -> Result<(), Lost> {
     let mut client = ctx.connect(None).await.map_err(Lost::Unserved)?;
     let data = ctx.payload(n as u64, LEAK_ECHO);
@@ -55,22 +63,48 @@ async fn short_connection(ctx: &Ctx, n: usize) -> Result<(), Lost> {
     }
     let mut got = Vec::with_capacity(LEAK_ECHO);
     let limit = ctx.scaled(ECHO_DEADLINE);
-    let read = within(
-        limit,
-        format!("connection {n}'s {LEAK_ECHO}-byte echo"),
-        peer::read_exact_into(&mut client, LEAK_ECHO, Pacing::EAGER, &mut got),
-    )
-    .await;
-    let read = match read {
-        Ok(r) => r,
-        // A full accept queue drops the handshake's last ACK and the data behind it, and the
-        // retries can outlast the deadline: the proxy never had this request to serve.
-        Err(e) if got.is_empty() && turned_away(ctx.proxy_pgid(), &client) => {
-            return Err(Lost::Unserved(Failure::from(e).detail(
-                "the proxy had not accepted it, or its request was still unacknowledged by the proxy's kernel (the kernel's listen queue dropped it)",
-            )));
+    let mut was = Request::Unknown;
+    let mut window = 1;
+    let read = loop {
+        let read = within(
+            limit,
+            format!("connection {n}'s {LEAK_ECHO}-byte echo"),
+            peer::read_exact_into(&mut client, LEAK_ECHO, Pacing::EAGER, &mut got),
+        )
+        .await;
+        let e = match read {
+            Ok(r) => break r,
+            Err(e) => e,
+        };
+        if !got.is_empty() {
+            return Err(Lost::Failed(e.into()));
         }
-        Err(e) => return Err(Lost::Failed(e.into())),
+        let now = Request::of(&client).await;
+        match now {
+            Request::Unacknowledged => {
+                return Err(Lost::Unserved(Failure::from(e).detail(
+                    "its request was still unacknowledged by the proxy's kernel (the kernel's listen queue dropped it)",
+                )));
+            }
+            Request::Accepted if was == Request::Accepted => {
+                return Err(Lost::Failed(Failure::from(e).detail(format!(
+                    "the proxy had accepted it and its kernel had acknowledged the request {:.1}s before",
+                    limit.as_secs_f64()
+                ))));
+            }
+            Request::Unknown => return Err(Lost::Failed(e.into())),
+            // Acknowledged by now, or newly accepted: taken since the window began.
+            Request::Queued | Request::Accepted if window < LEAK_ECHO_WINDOWS => {
+                was = now;
+                window += 1;
+            }
+            Request::Queued | Request::Accepted => {
+                return Err(Lost::Unserved(Failure::from(e).detail(format!(
+                    "its kernel had acknowledged the request, but the proxy had not accepted it within {:.1}s",
+                    limit.as_secs_f64() * (LEAK_ECHO_WINDOWS - 1) as f64
+                ))));
+            }
+        }
     };
     if let Err(e) = read {
         let how = if e.kind() == std::io::ErrorKind::UnexpectedEof {
@@ -98,29 +132,72 @@ async fn short_connection(ctx: &Ctx, n: usize) -> Result<(), Lost> {
     Ok(())
 }
 
-/// Whether the proxy never had `client`'s request to serve: its group holds no accepted socket
-/// for it (a connection still in the listener's queue, or in SYN_RECV, has a row with no
-/// inode, or none at all), or the request is still unacknowledged in the client's send queue
-/// (the handshake's ACK and the data behind it were dropped at a full queue, and the client's
-/// retransmissions back off for seconds after the proxy finally accepts).
-fn turned_away(pgid: i32, client: &TcpStream) -> bool {
-    let (Ok(local), Ok(peer)) = (client.local_addr(), client.peer_addr()) else {
-        return false;
-    };
-    let near = procfs::Ends {
-        local: local.port(),
-        remote: peer.port(),
-    };
-    let far = procfs::Ends {
-        local: peer.port(),
-        remote: local.port(),
-    };
-    let unacknowledged = procfs::tcp_queues(&[near])[0].is_some_and(|q| q.send > 0);
-    let mine = procfs::socket_inodes(pgid);
-    let accepted = procfs::tcp_tables()
-        .iter()
-        .any(|t| procfs::tcp_rows(t).any(|r| r.ends == far && mine.contains(&r.inode)));
-    unacknowledged || !accepted
+/// Where a short connection's request is, seen from its two sockets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Request {
+    /// Still in the client's send queue: the kernel's listen queue dropped the handshake's
+    /// last ACK and the data behind it, and the client is retransmitting.
+    Unacknowledged,
+    /// Acknowledged, in a connection still waiting in the listener's accept queue (no
+    /// descriptor holds the proxy's end yet).
+    Queued,
+    /// Acknowledged, and the proxy has accepted the connection.
+    Accepted,
+    /// The sockets could not be read.
+    Unknown,
+}
+
+impl Request {
+    /// Looked up through sock_diag (one request per socket), or /proc/net/tcp where that is
+    /// not to be had. Many connections reach their deadline together: a scan of the host's
+    /// whole table for each, on the runtime's threads, held up every other connection's reads
+    /// and timers for seconds, so the scan runs on a blocking thread.
+    async fn of(client: &TcpStream) -> Request {
+        let (Ok(local), Ok(peer)) = (client.local_addr(), client.peer_addr()) else {
+            return Request::Unknown;
+        };
+        let near = procfs::Ends {
+            local: local.port(),
+            remote: peer.port(),
+        };
+        let far = procfs::Ends {
+            local: peer.port(),
+            remote: local.port(),
+        };
+        let by_diag = || -> std::io::Result<Request> {
+            let mut diag = sockdiag::Diag::open()?;
+            Ok(Request::from_sockets(
+                diag.queues(near)?,
+                diag.socket(far)?.map(|(_, inode)| inode),
+            ))
+        };
+        if let Ok(r) = by_diag() {
+            return r;
+        }
+        tokio::task::spawn_blocking(move || {
+            let unacknowledged = procfs::tcp_queues(&[near])[0];
+            let tables = procfs::tcp_tables();
+            let inode = tables.iter().find_map(|t| {
+                procfs::tcp_rows(t)
+                    .find(|r| r.ends == far && r.state != procfs::TIME_WAIT)
+                    .map(|r| r.inode)
+            });
+            Request::from_sockets(unacknowledged, inode)
+        })
+        .await
+        .unwrap_or(Request::Unknown)
+    }
+
+    /// From the client socket's queues and the inode of the proxy's end (None: no such socket,
+    /// as while the connection is only a SYN cookie or a request socket).
+    fn from_sockets(client: Option<procfs::Queues>, proxy_inode: Option<u64>) -> Request {
+        match (client, proxy_inode) {
+            (None, _) => Request::Unknown,
+            (Some(q), _) if q.send > 0 => Request::Unacknowledged,
+            (Some(_), Some(inode)) if inode != 0 => Request::Accepted,
+            (Some(_), _) => Request::Queued,
+        }
+    }
 }
 
 /// The destination end of a short connection: the request read by its length, echoed, then a
@@ -166,9 +243,13 @@ pub async fn descriptor_leaks(ctx: Arc<Ctx>) -> PhaseResult {
     let server_ctx = ctx.clone();
     servers.spawn(async move {
         let mut echoes = JoinSet::new();
-        for _ in 0..LEAK_CONNECTIONS * LEAK_ATTEMPTS {
+        // A quiet spell is no reason to stop: while stragglers wait out TCP's backoff behind a
+        // full listen queue, no connection may come for longer than one accept's deadline, and
+        // ending here would leave every later one unechoed. The loop ends when it is aborted,
+        // once every client is done, or after this many accepts or timed-out waits.
+        for _ in 0..LEAK_CONNECTIONS * LEAK_ATTEMPTS * 2 {
             let Ok(s) = server_ctx.accept().await else {
-                break;
+                continue;
             };
             let ctx = server_ctx.clone();
             echoes.spawn(async move { short_echo(&ctx, s).await });
