@@ -224,13 +224,15 @@ async fn short_echo(ctx: &Ctx, mut server: TcpStream) {
 ///
 /// The burst of 200 connects overflows a small listen(2) backlog, and the kernel then drops,
 /// delays or resets connections the proxy never saw. That loses no descriptor, so such a
-/// connection (refused or reset before any echo, or never accepted by the deadline) is tried
+/// connection (refused or reset before any echo, or its request never taken in) is tried
 /// again, up to `LEAK_ATTEMPTS` times in all, and the leak check runs on all 2,000: the verdict
 /// is about leaks. Retried connections pass when the kernel's listen-queue counters rose
 /// meanwhile (its drops explain them; a warning would flip with the machine's load, since how
-/// many a burst loses does), and fail when they did not: then the proxy turned them away. A
-/// connection turned away on every try fails the phase, with the backlog hint when the counters
-/// rose.
+/// many a burst loses does), and fail when they did not: then the proxy turned them away. So do
+/// connections turned away on every try: a few (at most `LEAK_UNSERVED_LIMIT`) while the
+/// counters rose are the backlog's doing, and a threaded server accepting slowly behind
+/// listen(5) loses that many on a loaded machine; more leave too few served to judge leaks by,
+/// and fail with the backlog hint.
 pub async fn descriptor_leaks(ctx: Arc<Ctx>) -> PhaseResult {
     need_proc()?;
     let pgid = ctx.proxy_pgid();
@@ -269,6 +271,17 @@ pub async fn descriptor_leaks(ctx: Arc<Ctx>) -> PhaseResult {
             done.load(Ordering::Relaxed)
         ))
     };
+    // Connections turned away on every try, and the first one's failure.
+    let mut unserved: (usize, Option<Failure>) = (0, None);
+    let mut note = |r: Result<Result<(), Lost>, tokio::task::JoinError>| match r {
+        Ok(Err(Lost::Failed(f))) => Err(backlog_detail(f, &watch)),
+        Ok(Err(Lost::Unserved(f))) => {
+            unserved.0 += 1;
+            unserved.1.get_or_insert(f);
+            Ok(())
+        }
+        _ => Ok(()),
+    };
     for n in 1..=LEAK_CONNECTIONS {
         let permit = slots.clone().acquire_owned().await.expect("never closed");
         let (ctx, finish, retried) = (ctx.clone(), done.clone(), retried.clone());
@@ -287,16 +300,15 @@ pub async fn descriptor_leaks(ctx: Arc<Ctx>) -> PhaseResult {
             drop(permit);
             r
         });
-        if let Some(Ok(Err(lost))) = work.try_join_next() {
-            return Err(finished(unserved_hint(lost, &watch), &done));
+        while let Some(r) = work.try_join_next() {
+            note(r).map_err(|f| finished(f, &done))?;
         }
     }
     while let Some(r) = work.join_next().await {
-        if let Ok(Err(lost)) = r {
-            return Err(finished(unserved_hint(lost, &watch), &done));
-        }
+        note(r).map_err(|f| finished(f, &done))?;
     }
     servers.abort_all();
+    let (unserved, first_unserved) = unserved;
 
     // The proxy closes a pair once it has seen both EOFs; give it a moment to get there.
     let settle = Instant::now() + ctx.scaled(LEAK_SETTLE);
@@ -307,8 +319,9 @@ pub async fn descriptor_leaks(ctx: Arc<Ctx>) -> PhaseResult {
     }
     let close_wait = procfs::close_wait_sockets(pgid);
     let retried = retried.load(Ordering::Relaxed);
-    let retries =
-        format!("{retried} connections were refused or reset before any echo and tried again");
+    let retries = format!(
+        "{retried} connections were refused, reset or not taken in before any echo and tried again; {unserved} of them on every one of {LEAK_ATTEMPTS} tries"
+    );
     if after > before + LEAK_FD_SLACK {
         let f = Failure::new(format!(
             "expected the proxy's open descriptors back within {LEAK_FD_SLACK} of {before} after {LEAK_CONNECTIONS} finished connections, but it holds {after} (+{})",
@@ -316,15 +329,33 @@ pub async fn descriptor_leaks(ctx: Arc<Ctx>) -> PhaseResult {
         ))
         .detail(format!("{close_wait} of its sockets are in CLOSE_WAIT"))
         .hint("the proxy never closes the sockets of finished pairs (a descriptor leak)");
-        return Err(if retried > 0 { f.detail(retries) } else { f });
+        let f = if retried > 0 { f.detail(retries) } else { f };
+        return Err(backlog_detail(f, &watch));
     }
     if close_wait > 0 {
-        return Err(Failure::new(format!(
-            "expected no socket of the proxy left in CLOSE_WAIT after {LEAK_CONNECTIONS} finished connections, but {close_wait} are"
-        ))
-        .hint("the proxy never closes sockets whose peers have finished"));
+        return Err(backlog_detail(
+            Failure::new(format!(
+                "expected no socket of the proxy left in CLOSE_WAIT after {LEAK_CONNECTIONS} finished connections, but {close_wait} are"
+            ))
+            .hint("the proxy never closes sockets whose peers have finished"),
+            &watch,
+        ));
     }
-    if retried > 0 && watch.dropped() == Some(0) {
+    let dropped = watch.dropped();
+    if let Some(f) = first_unserved {
+        let overflowed = dropped.is_some_and(|d| d > 0);
+        if !overflowed || unserved > LEAK_UNSERVED_LIMIT {
+            let f = f.detail(format!(
+                "it was refused, reset or not taken in before any echo on each of {LEAK_ATTEMPTS} tries, and so were {} more connections (at most {LEAK_UNSERVED_LIMIT} pass, and only while the kernel's listen queues overflow)",
+                unserved - 1
+            ));
+            return Err(match dropped {
+                Some(d) if d > 0 => f.hint(backlog::hint(d)),
+                _ => f,
+            });
+        }
+    }
+    if retried > 0 && dropped == Some(0) {
         return Err(Failure::new(format!(
             "expected {LEAK_CONNECTIONS} graceful connections, but {retried} were refused, reset or left unaccepted before any echo (then tried again) while the kernel's listen queues turned none away"
         ))
@@ -333,20 +364,15 @@ pub async fn descriptor_leaks(ctx: Arc<Ctx>) -> PhaseResult {
     Ok(())
 }
 
-/// A lost connection's failure, with the backlog hint when it was refused or reset before any
-/// echo on every try while the kernel's listen queues turned connections away.
-fn unserved_hint(lost: Lost, watch: &backlog::Watch) -> Failure {
-    match lost {
-        Lost::Failed(f) => f,
-        Lost::Unserved(f) => {
-            let f = f.detail(format!(
-                "it was refused or reset before any echo on each of {LEAK_ATTEMPTS} tries"
-            ));
-            match watch.dropped() {
-                Some(dropped) if dropped > 0 => f.hint(backlog::hint(dropped)),
-                _ => f,
-            }
-        }
+/// `f` with a detail naming the listen backlog when the kernel's listen queues turned
+/// connections away during the phase: beside a failure that is not the backlog's doing, it
+/// tells the reader the run was also crowded at the door.
+fn backlog_detail(f: Failure, watch: &backlog::Watch) -> Failure {
+    match watch.dropped() {
+        Some(d) if d > 0 => f.detail(format!(
+            "meanwhile the proxy's listen backlog overflowed: the kernel dropped or reset {d} connections"
+        )),
+        _ => f,
     }
 }
 
