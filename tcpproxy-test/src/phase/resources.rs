@@ -80,29 +80,31 @@ async fn short_connection(ctx: &Ctx, n: usize) -> Result<(), Lost> {
             return Err(Lost::Failed(e.into()));
         }
         let now = Request::of(&client).await;
-        match now {
-            Request::Unacknowledged => {
-                return Err(Lost::Unserved(Failure::from(e).detail(
-                    "its request was still unacknowledged by the proxy's kernel (the kernel's listen queue dropped it)",
-                )));
-            }
-            Request::Accepted if was == Request::Accepted => {
-                return Err(Lost::Failed(Failure::from(e).detail(format!(
-                    "the proxy had accepted it and its kernel had acknowledged the request {:.1}s before",
-                    limit.as_secs_f64()
-                ))));
-            }
-            Request::Unknown => return Err(Lost::Failed(e.into())),
-            // Acknowledged by now, or newly accepted: taken since the window began.
-            Request::Queued | Request::Accepted if window < LEAK_ECHO_WINDOWS => {
+        match after_window(was, now, window) {
+            Next::Again => {
                 was = now;
                 window += 1;
             }
-            Request::Queued | Request::Accepted => {
-                return Err(Lost::Unserved(Failure::from(e).detail(format!(
-                    "its kernel had acknowledged the request, but the proxy had not accepted it within {:.1}s",
-                    limit.as_secs_f64() * (LEAK_ECHO_WINDOWS - 1) as f64
-                ))));
+            Next::Failed => {
+                let f = Failure::from(e);
+                return Err(Lost::Failed(if now == Request::Accepted {
+                    f.detail(format!(
+                        "the proxy had accepted it and its kernel had acknowledged the request {:.1}s before",
+                        limit.as_secs_f64()
+                    ))
+                } else {
+                    f
+                }));
+            }
+            Next::Unserved => {
+                let why = match now {
+                    Request::Unacknowledged => "its request was still unacknowledged by the proxy's kernel (the kernel's listen queue dropped it)".to_string(),
+                    _ => format!(
+                        "its kernel had acknowledged the request, but the proxy accepted it only after {:.1}s, if at all",
+                        limit.as_secs_f64() * (LEAK_ECHO_WINDOWS - 1) as f64
+                    ),
+                };
+                return Err(Lost::Unserved(Failure::from(e).detail(why)));
             }
         }
     };
@@ -130,6 +132,30 @@ async fn short_connection(ctx: &Ctx, n: usize) -> Result<(), Lost> {
     }
     // Dropping the client closes it fully; the destination end has closed after its echo.
     Ok(())
+}
+
+/// What an echo deadline that passed with nothing read means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Next {
+    /// The request was taken in during the window: the proxy gets another.
+    Again,
+    /// The kernel or the proxy's accept queue never let the request through: try anew.
+    Unserved,
+    /// The proxy had the request for a whole window and did not echo it.
+    Failed,
+}
+
+/// The decision after window number `window` (from 1), given where the request was when the
+/// window began (`was`: `Unknown` for the first, which began at the write) and is now.
+fn after_window(was: Request, now: Request, window: usize) -> Next {
+    match now {
+        Request::Unacknowledged => Next::Unserved,
+        Request::Accepted if was == Request::Accepted => Next::Failed,
+        // Without the sockets nothing says the kernel is to blame: judged as before windows.
+        Request::Unknown => Next::Failed,
+        Request::Queued | Request::Accepted if window < LEAK_ECHO_WINDOWS => Next::Again,
+        Request::Queued | Request::Accepted => Next::Unserved,
+    }
 }
 
 /// Where a short connection's request is, seen from its two sockets.
@@ -465,4 +491,93 @@ pub async fn idle_cpu(ctx: Arc<Ctx>) -> PhaseResult {
         .hint("the proxy busy-polls its sockets instead of waiting for readiness"));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ACKED: procfs::Queues = procfs::Queues { send: 0, recv: 0 };
+    const UNACKED: procfs::Queues = procfs::Queues {
+        send: 1024,
+        recv: 0,
+    };
+
+    #[test]
+    fn the_request_is_placed_by_the_client_queue_and_the_proxy_ends_inode() {
+        use Request::*;
+        assert_eq!(Request::from_sockets(Some(UNACKED), None), Unacknowledged);
+        // A SYN-cookie client whose request got through to a connection still queued.
+        assert_eq!(Request::from_sockets(Some(ACKED), Some(0)), Queued);
+        assert_eq!(Request::from_sockets(Some(ACKED), None), Queued);
+        assert_eq!(Request::from_sockets(Some(ACKED), Some(4711)), Accepted);
+        // The bytes still unacknowledged outweigh an accepted socket (a retransmission).
+        assert_eq!(
+            Request::from_sockets(Some(UNACKED), Some(4711)),
+            Unacknowledged
+        );
+        assert_eq!(Request::from_sockets(None, Some(4711)), Unknown);
+    }
+
+    #[test]
+    fn a_request_still_unacknowledged_is_unserved_at_any_window() {
+        for window in 1..=LEAK_ECHO_WINDOWS {
+            for was in [Request::Unknown, Request::Queued, Request::Accepted] {
+                assert_eq!(
+                    after_window(was, Request::Unacknowledged, window),
+                    Next::Unserved
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn only_a_whole_window_with_the_request_accepted_fails() {
+        // Accepted by the first deadline: when is unknown, so one more window.
+        assert_eq!(
+            after_window(Request::Unknown, Request::Accepted, 1),
+            Next::Again
+        );
+        assert_eq!(
+            after_window(Request::Accepted, Request::Accepted, 2),
+            Next::Failed
+        );
+        // Taken in late (the request acknowledged, then the connection accepted).
+        assert_eq!(
+            after_window(Request::Unknown, Request::Queued, 1),
+            Next::Again
+        );
+        assert_eq!(
+            after_window(Request::Queued, Request::Accepted, 2),
+            Next::Again
+        );
+        assert_eq!(
+            after_window(Request::Accepted, Request::Accepted, 3),
+            Next::Failed
+        );
+    }
+
+    #[test]
+    fn a_connection_the_proxy_never_accepts_is_unserved_after_the_last_window() {
+        assert_eq!(
+            after_window(Request::Queued, Request::Queued, 2),
+            Next::Again
+        );
+        assert_eq!(
+            after_window(Request::Queued, Request::Queued, LEAK_ECHO_WINDOWS),
+            Next::Unserved
+        );
+        assert_eq!(
+            after_window(Request::Queued, Request::Accepted, LEAK_ECHO_WINDOWS),
+            Next::Unserved
+        );
+    }
+
+    #[test]
+    fn without_the_sockets_a_missing_echo_is_the_proxys() {
+        assert_eq!(
+            after_window(Request::Unknown, Request::Unknown, 1),
+            Next::Failed
+        );
+    }
 }
