@@ -178,7 +178,7 @@ fn count_state(table: &str, state: u8, inodes: &HashSet<u64>) -> usize {
 
 const LISTEN: u8 = 0x0A;
 const CLOSE_WAIT: u8 = 0x08;
-const TIME_WAIT: u8 = 0x06;
+pub const TIME_WAIT: u8 = 0x06;
 
 /// Both TCP tables' text (those that could be read).
 pub fn tcp_tables() -> Vec<String> {

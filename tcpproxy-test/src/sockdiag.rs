@@ -27,6 +27,9 @@ const NO_COOKIE: u32 = !0;
 /// receive and send queues.
 const RQUEUE_AT: usize = NLMSG_HDRLEN + 4 + 48 + 4;
 const WQUEUE_AT: usize = RQUEUE_AT + 4;
+/// After the send queue, the owner's uid, then the inode (0 for a socket no descriptor holds
+/// yet: one in a listener's accept queue).
+const INODE_AT: usize = WQUEUE_AT + 8;
 
 /// A netlink socket for lookups.
 pub struct Diag {
@@ -58,15 +61,21 @@ impl Diag {
     /// or an IPv6 one holding an IPv4-mapped address (a dual-stack listener's); None if there
     /// is none.
     pub fn queues(&mut self, ends: Ends) -> io::Result<Option<Queues>> {
+        Ok(self.socket(ends)?.map(|(q, _)| q))
+    }
+
+    /// [`Diag::queues`] and the socket's inode, 0 while no descriptor holds it (accepted by
+    /// the kernel, not yet by its listener's owner).
+    pub fn socket(&mut self, ends: Ends) -> io::Result<Option<(Queues, u64)>> {
         for family in [libc::AF_INET, libc::AF_INET6] {
-            if let Some(q) = self.lookup(family as u8, ends)? {
-                return Ok(Some(q));
+            if let Some(found) = self.lookup(family as u8, ends)? {
+                return Ok(Some(found));
             }
         }
         Ok(None)
     }
 
-    fn lookup(&mut self, family: u8, ends: Ends) -> io::Result<Option<Queues>> {
+    fn lookup(&mut self, family: u8, ends: Ends) -> io::Result<Option<(Queues, u64)>> {
         self.seq = self.seq.wrapping_add(1);
         let request = request(family, ends, self.seq);
         sendto(
@@ -80,7 +89,7 @@ impl Diag {
             let n = recv(self.fd.as_raw_fd(), &mut reply, MsgFlags::empty())?;
             match parse(&reply[..n], self.seq, ends) {
                 Reply::Stale => continue,
-                Reply::Found(q) => return Ok(Some(q)),
+                Reply::Found(q, inode) => return Ok(Some((q, inode))),
                 Reply::NotFound => return Ok(None),
                 Reply::Error(errno) => return Err(io::Error::from_raw_os_error(errno)),
             }
@@ -122,7 +131,7 @@ fn request(family: u8, ends: Ends, seq: u32) -> Vec<u8> {
 enum Reply {
     /// An answer to an earlier request (one that timed out).
     Stale,
-    Found(Queues),
+    Found(Queues, u64),
     NotFound,
     Error(i32),
 }
@@ -152,11 +161,14 @@ fn parse(reply: &[u8], seq: u32, ends: Ends) -> Reply {
     if state == Some(TCP_LISTEN) || remote != Some(ends.remote) {
         return Reply::NotFound;
     }
-    match (u32_at(RQUEUE_AT), u32_at(WQUEUE_AT)) {
-        (Some(recv), Some(send)) => Reply::Found(Queues {
-            send: send.into(),
-            recv: recv.into(),
-        }),
+    match (u32_at(RQUEUE_AT), u32_at(WQUEUE_AT), u32_at(INODE_AT)) {
+        (Some(recv), Some(send), Some(inode)) => Reply::Found(
+            Queues {
+                send: send.into(),
+                recv: recv.into(),
+            },
+            inode.into(),
+        ),
         _ => Reply::Error(libc::EPROTO),
     }
 }
@@ -209,5 +221,32 @@ mod tests {
             remote: 1,
         };
         assert_eq!(diag.queues(unused).unwrap(), None);
+    }
+
+    #[test]
+    fn a_connection_in_the_accept_queue_has_no_inode_until_accepted() {
+        let Ok(mut diag) = Diag::open() else {
+            return;
+        };
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let c = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let ends = Ends {
+            local: l.local_addr().unwrap().port(),
+            remote: c.local_addr().unwrap().port(),
+        };
+        // connect returns once the SYN-ACK is in; the listener's child follows the last ACK,
+        // which loopback delivers within the connect call or just after it.
+        let end = std::time::Instant::now() + Duration::from_secs(10);
+        let queued = loop {
+            match diag.socket(ends).unwrap() {
+                Some(found) => break found,
+                None if std::time::Instant::now() < end => std::thread::yield_now(),
+                None => panic!("no socket for the queued connection"),
+            }
+        };
+        assert_eq!(queued.1, 0);
+        let (_s, _) = l.accept().unwrap();
+        let (_, inode) = diag.socket(ends).unwrap().expect("the accepted socket");
+        assert_ne!(inode, 0);
     }
 }

@@ -69,6 +69,9 @@ const MATRIX: &[Row] = &[
     // The descriptor phase's burst of 200 overflows listen(5); it tries again what the kernel
     // turned away (resets, stuck handshakes), since that loses no descriptor.
     Row { fixture: "small-backlog", fails: &[], may_fail: &[], warns: &[] },
+    // The same behind a slow accept loop (a threaded Python server's): requests sit unacknowledged
+    // behind SYN cookies for seconds; the echo deadline counts from when the proxy had them.
+    Row { fixture: "slow-accept-backlog", fails: &[], may_fail: &[], warns: &[] },
     // It burns a core per instance: its test runs one phase at a time (see `busy_poll`).
     Row { fixture: "busy-poll", fails: &[], may_fail: &[], warns: &["CPU while idle"] },
     // Hostile programs: correct proxies underneath, or no proxy at all.
@@ -244,6 +247,7 @@ matrix_tests! {
     exit_on_refused => "exit-on-refused",
     fd_setsize => "fd-setsize",
     small_backlog => "small-backlog",
+    slow_accept_backlog => "slow-accept-backlog",
     fork_ignore_term => "fork-ignore-term",
     listen_late => "listen-late",
     exit_at_once => "exit-at-once",

@@ -138,6 +138,11 @@ pub mod params {
     /// A connection refused or reset before any echo (the kernel turns a burst away from a
     /// full listen queue before the proxy sees it) is tried at most this many times in all.
     pub const LEAK_ATTEMPTS: usize = 3;
+    /// Echo deadlines one try may take, each granted only while the request is newly taken in.
+    pub const LEAK_ECHO_WINDOWS: usize = 3;
+    /// Connections turned away on every try that still leave the phase judged on leaks alone,
+    /// while the kernel's listen queues overflow: 5% of them.
+    pub const LEAK_UNSERVED_LIMIT: usize = LEAK_CONNECTIONS / 20;
     /// How long the proxy has to close what it should after the last connection ends.
     pub const LEAK_SETTLE: Duration = secs(5);
 
