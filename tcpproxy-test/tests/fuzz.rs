@@ -111,8 +111,12 @@ fn finds(bug: &str, failure_says: &str) -> Run {
         .lines()
         .find_map(|l| l.strip_prefix("shrunk: ")?.split_once(' '))
         .and_then(|(n, _)| n.parse::<u32>().ok());
+    // A case found among others at once that then fails neither alone nor beside copies of
+    // itself cannot be shrunk, and the fuzzer says so: seen once for drop-buffered-on-eof in a
+    // CI run (case 0, the whole suite beside it). It is still found, with the right hint.
+    let unshrinkable = run.stdout.contains("so it is shown unshrunk");
     assert!(
-        shrunk.is_some_and(|n| n >= 1),
+        shrunk.is_some_and(|n| n >= 1) || unshrinkable,
         "{bug}: expected at least one shrinking step\n{}",
         run.dump()
     );

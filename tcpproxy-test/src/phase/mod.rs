@@ -141,8 +141,9 @@ pub mod params {
     /// Echo deadlines one try may take, each granted only while the request is newly taken in.
     pub const LEAK_ECHO_WINDOWS: usize = 3;
     /// Connections turned away on every try that still leave the phase judged on leaks alone,
-    /// while the kernel's listen queues overflow: 5% of them.
-    pub const LEAK_UNSERVED_LIMIT: usize = LEAK_CONNECTIONS / 20;
+    /// while the kernel's listen queues overflow: half of them. A listen(5) server accepting
+    /// slowly lost 217 in a CI run (2 cores, the whole suite beside it), past a 5% limit.
+    pub const LEAK_UNSERVED_LIMIT: usize = LEAK_CONNECTIONS / 2;
     /// How long the proxy has to close what it should after the last connection ends.
     pub const LEAK_SETTLE: Duration = secs(5);
 

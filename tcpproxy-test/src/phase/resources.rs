@@ -255,10 +255,10 @@ async fn short_echo(ctx: &Ctx, mut server: TcpStream) {
 /// is about leaks. Retried connections pass when the kernel's listen-queue counters rose
 /// meanwhile (its drops explain them; a warning would flip with the machine's load, since how
 /// many a burst loses does), and fail when they did not: then the proxy turned them away. So do
-/// connections turned away on every try: a few (at most `LEAK_UNSERVED_LIMIT`) while the
-/// counters rose are the backlog's doing, and a threaded server accepting slowly behind
-/// listen(5) loses that many on a loaded machine; more leave too few served to judge leaks by,
-/// and fail with the backlog hint.
+/// connections turned away on every try: up to `LEAK_UNSERVED_LIMIT` while the counters rose
+/// are the backlog's doing (a threaded server accepting slowly behind listen(5) loses hundreds
+/// on a loaded machine); more leave too few served to judge leaks by, and fail with the backlog
+/// hint.
 pub async fn descriptor_leaks(ctx: Arc<Ctx>) -> PhaseResult {
     need_proc()?;
     let pgid = ctx.proxy_pgid();
