@@ -725,26 +725,21 @@ impl Proxy {
         }
     }
 
-    /// Whether the listener on this proxy's port may be taken for the proxy's: not when another
-    /// process under this harness holds it (another phase's proxy that bound a port it was not
-    /// given, say), since the phase would then grade the wrong instance. A holder outside our
-    /// tree (a container's port forwarder) is given the benefit of the doubt, as before.
+    /// Whether the listener on this proxy's port is the proxy's own: held by its group or what
+    /// escaped it. Another process that took the port (another harness's proxy on a shared
+    /// host: handing a port number to a child is racy) would otherwise be graded in its place;
+    /// seen in a CI run, where a proxy that never listened was judged on a stranger's listener.
     fn owns_listener(&self) -> bool {
         if !procfs::available() {
             return true;
         }
-        let me = std::process::id() as i32;
         let table = procfs::processes();
         let mine: HashSet<i32> = escaped_from(self.pgid)
             .iter()
             .map(|p| p.pid)
             .chain(table.iter().filter(|p| p.pgrp == self.pgid).map(|p| p.pid))
             .collect();
-        let others = procfs::descendants(&table, &[me])
-            .into_iter()
-            .filter(|p| !mine.contains(&p.pid))
-            .map(|p| p.pid);
-        !procfs::listening_ports(&procfs::socket_inodes_of(others)).contains(&self.listen_port)
+        procfs::listening_ports(&procfs::socket_inodes_of(mine)).contains(&self.listen_port)
     }
 
     /// The ports the proxy (its group, and what escaped it) listens on other than its own.
