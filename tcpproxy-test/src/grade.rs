@@ -244,6 +244,27 @@ impl Row {
     }
 }
 
+/// Writes a submission's reports for a run that graded nothing, each saying `msg`.
+fn write_error_reports(
+    dir: &Path,
+    proxy: &str,
+    rules: Rules,
+    stall: Duration,
+    scale: f64,
+    msg: &str,
+) -> Result<(), String> {
+    let run = RunReport {
+        proxy: proxy.to_string(),
+        reference: false,
+        seed: rules.seed,
+        stall_timeout: stall,
+        timeout_scale: scale,
+        outcomes: &[],
+    };
+    let files = REPORTS.map(|(file, format)| (file, report::render_error(&run, msg, format)));
+    replace_artifacts(dir, &files)
+}
+
 /// Runs of the suite tried on one submission before a harness fault makes its row inconclusive.
 const HARNESS_ATTEMPTS: usize = 3;
 
@@ -283,17 +304,7 @@ async fn grade_one(
         Ok(p) => p,
         Err(msg) => {
             row.status = format!("error: {msg}");
-            let run = RunReport {
-                proxy: exe.display().to_string(),
-                reference: false,
-                seed: rules.seed,
-                stall_timeout: stall,
-                timeout_scale: scale,
-                outcomes: &[],
-            };
-            let files =
-                REPORTS.map(|(file, format)| (file, report::render_error(&run, &msg, format)));
-            replace_artifacts(&dir, &files)?;
+            write_error_reports(&dir, &exe.display().to_string(), rules, stall, scale, &msg)?;
             return Ok(row);
         }
     };
@@ -319,17 +330,7 @@ async fn grade_one(
                     "the harness could not run, {HARNESS_ATTEMPTS} times: {msg}; this is no verdict on the submission"
                 );
                 row.status = format!("inconclusive: {msg}");
-                let run = RunReport {
-                    proxy: proxy.clone(),
-                    reference: false,
-                    seed: rules.seed,
-                    stall_timeout: stall,
-                    timeout_scale: scale,
-                    outcomes: &[],
-                };
-                let files =
-                    REPORTS.map(|(file, format)| (file, report::render_error(&run, &msg, format)));
-                replace_artifacts(&dir, &files)?;
+                write_error_reports(&dir, &proxy, rules, stall, scale, &msg)?;
                 return Ok(row);
             }
         }
