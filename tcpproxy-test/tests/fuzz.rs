@@ -145,9 +145,12 @@ fn finds(bug: &str, failure_says: &str) -> Run {
 /// Found in every run measured (seeds 1 to 10 at cases 0 to 5, idle and under a CPU hog,
 /// 2026-11-25). It may be found in either direction, so only the kind of damage is asserted: an
 /// earlier version required client->server and failed when the search found it the other way.
+/// The damage reads `got N of M bytes (hash differs); first difference at ...` while the stream is
+/// cut short, or `got at least N bytes, of M sent; first difference at ...` once the re-sent
+/// bytes outnumber it (a shrunk upload under two CPU hogs, 2026-12-06): both name the offset.
 #[test]
 fn finds_and_shrinks_short_write_resend() {
-    let run = finds("short-write-resend", "(hash differs)");
+    let run = finds("short-write-resend", "; first difference at offset ");
     assert!(
         run.stdout
             .contains("re-sends a whole chunk after a short write"),
@@ -314,6 +317,113 @@ fn proxies_that_probe_or_connect_late_are_passed() {
         assert_eq!(run.code, Some(0), "{quirk}: {}", run.dump());
         assert_nothing_left(&run);
     }
+}
+
+/// The stall timeout the slow-reader tests give the fuzzer and the proxy, as the matrix does.
+const STALL: &str = "3";
+
+/// Two connections whose readers take 32 KiB every 250 ms for the stall timeout + 4 s while
+/// their writers push as fast as they can, one each way: what the fuzzer adds, given
+/// `--stall-timeout 3`, to one case in eight.
+fn outlasting_schedules(dir: &std::path::Path) -> std::path::PathBuf {
+    let len = 128 * 1024 * (3 + 4);
+    let path = dir.join("outlasting.txt");
+    std::fs::write(
+        &path,
+        format!(
+            "case\n  connection client-rcvbuf=small\n    client->server: no-writes; shutdown after-last-byte; reader eager\n    server->client: bulk {len}; shutdown after-last-byte; reader slow 32768B every 250ms\n  connection\n    client->server: bulk {len}; shutdown after-last-byte; reader slow 32768B every 250ms\n    server->client: no-writes; shutdown after-last-byte; reader eager\n"
+        ),
+    )
+    .unwrap();
+    path
+}
+
+/// Issue 17, G: a reader that keeps taking a little is progress however long it lasts. The
+/// reference keeps such pairs open past its stall timeout both ways; a stall timer restarted
+/// only when the buffer empties aborts them, and the fuzzer says why.
+#[test]
+fn readers_slower_than_the_stall_timeout_keep_their_pairs_on_the_reference_only() {
+    let _slot = HeavySlot::acquire();
+    let tmp = tempfile::tempdir().unwrap();
+    let schedules = outlasting_schedules(tmp.path());
+    let harness = crate::support::harness_bin();
+    let run = run_harness(
+        &[
+            "fuzz",
+            "--replay",
+            schedules.to_str().unwrap(),
+            "--",
+            harness.to_str().unwrap(),
+            "__reference-proxy",
+            "--stall-timeout",
+            STALL,
+        ],
+        Duration::from_secs(120),
+    );
+    assert_eq!(run.code, Some(0), "{}", run.dump());
+    assert_nothing_left(&run);
+
+    let bin = fixtures_bin();
+    let run = run_harness(
+        &[
+            "fuzz",
+            "--replay",
+            schedules.to_str().unwrap(),
+            "--",
+            bin.to_str().unwrap(),
+            "stall-on-empty-only",
+            "--stall-timeout",
+            STALL,
+        ],
+        Duration::from_secs(120),
+    );
+    assert_eq!(run.code, Some(1), "{}", run.dump());
+    assert!(
+        run.stdout
+            .contains("its stall timer must restart whenever a write makes progress"),
+        "{}",
+        run.dump()
+    );
+    assert_nothing_left(&run);
+}
+
+/// Given the stall timeout, the random search generates such readers itself and finds
+/// stall-on-empty-only, whose abort no other schedule provokes; the minimal schedule keeps the
+/// slow reader.
+#[test]
+fn told_the_stall_timeout_the_search_finds_a_timer_that_ignores_progress() {
+    let _slot = HeavySlot::acquire();
+    let bin = fixtures_bin();
+    let run = run_harness(
+        &[
+            "fuzz",
+            "--seed",
+            SEED,
+            "--no-regressions",
+            "--stall-timeout",
+            STALL,
+            "--shrink-time",
+            SHRINK_TIME,
+            "--",
+            bin.to_str().unwrap(),
+            "stall-on-empty-only",
+            "--stall-timeout",
+            STALL,
+        ],
+        Duration::from_secs(240),
+    );
+    assert_eq!(run.code, Some(1), "{}", run.dump());
+    let (_, replay) = report(&run);
+    assert!(
+        run.stdout.contains("reader slow 32768B every 250ms")
+            && run
+                .stdout
+                .contains("its stall timer must restart whenever a write makes progress")
+            && replay.ends_with("stall-on-empty-only --stall-timeout 3"),
+        "{}",
+        run.dump()
+    );
+    assert_nothing_left(&run);
 }
 
 #[test]

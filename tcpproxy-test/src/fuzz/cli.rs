@@ -19,8 +19,11 @@ pub const JOBS: u32 = 4;
 pub const TIME_LIMIT: Duration = Duration::from_secs(600);
 /// The bound on shrinking one failure.
 pub const SHRINK_TIME: Duration = Duration::from_secs(60);
-/// The reference proxy's stall timeout: long, so no schedule can make it abort a pair.
-pub const REFERENCE_STALL_TIMEOUT: &str = "60";
+/// The reference proxy's stall timeout: longer than any schedule's reader can outlast (at
+/// most `MAX_STALL_TIMEOUT` + 4 s), so no schedule can make it abort a pair.
+pub const REFERENCE_STALL_TIMEOUT: &str = "120";
+/// The longest `--stall-timeout` a case is made to outlast.
+const MAX_STALL_TIMEOUT: f64 = 60.0;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -34,7 +37,8 @@ pub const REFERENCE_STALL_TIMEOUT: &str = "60";
         differ, an EOF comes early, late or never, a pair is left open, or a connection is reset.\n\
         The first failure is shrunk to a minimal schedule, printed with a command that replays it.\n\
         Without PROXY, fuzzes the bundled reference proxy.\n\n\
-        Give PROXY a stall timeout of 5 s or more: readers stall for up to 1.5 s.\n\n\
+        Give PROXY a stall timeout of 5 s or more: readers stall for up to 1.5 s. Tell the fuzzer\n\
+        that timeout (--stall-timeout) and some cases read slowly for longer than it.\n\n\
         Exit status: 0 no failure, 1 a failure found, 2 usage error, 3 the harness could not run.",
     after_help = "Examples:\n  tcpproxy-test fuzz ./tcpproxy\n  tcpproxy-test fuzz --seed 7 --cases 200 -- python3 proxy.py\n  tcpproxy-test fuzz --seed 7 --case 12 ./tcpproxy\n  tcpproxy-test fuzz --replay /tmp/tcpproxy-test-fuzz-7-12.txt ./tcpproxy"
 )]
@@ -75,6 +79,12 @@ struct Args {
     /// now and then.
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1000))]
     repeat: u32,
+
+    /// The stall timeout PROXY was given. With it, one case in eight adds a connection whose
+    /// reader takes 32 KiB every 250 ms for this long plus 4 s while its writer pushes as fast
+    /// as it can: always progressing, so PROXY must not abort it [default: no such case].
+    #[arg(long, value_name = "SECS", value_parser = parse_stall_timeout)]
+    stall_timeout: Option<f64>,
 
     /// Skip the committed regression schedules that otherwise run first.
     #[arg(long)]
@@ -125,6 +135,8 @@ pub struct FuzzConfig {
     pub time_limit: Duration,
     pub shrink_time: Duration,
     pub timeout_scale: f64,
+    /// PROXY's stall timeout, when the user gave it: cases may then outlast it.
+    pub stall_timeout: Option<Duration>,
     pub regressions: bool,
     pub save: Option<PathBuf>,
     pub verbose: bool,
@@ -219,6 +231,7 @@ pub fn parse(args: Vec<OsString>) -> Parsed {
         time_limit: Duration::from_secs_f64(a.time_limit),
         shrink_time: Duration::from_secs_f64(a.shrink_time),
         timeout_scale: a.timeout_scale,
+        stall_timeout: a.stall_timeout.map(Duration::from_secs_f64),
         regressions: !a.no_regressions,
         save: a.save,
         verbose: a.verbose,
@@ -244,6 +257,17 @@ fn parse_positive(s: &str) -> Result<f64, String> {
     let v = parse_non_negative(s)?;
     if v == 0.0 {
         return Err(format!("expected a number greater than 0, got {s}"));
+    }
+    Ok(v)
+}
+
+/// A stall timeout a case can outlast within its bounds (`schedule::SLOW_SPAN`).
+fn parse_stall_timeout(s: &str) -> Result<f64, String> {
+    let v = parse_positive(s)?;
+    if v > MAX_STALL_TIMEOUT {
+        return Err(format!(
+            "expected a stall timeout from 0 to {MAX_STALL_TIMEOUT} seconds, got {s}"
+        ));
     }
     Ok(v)
 }
@@ -351,10 +375,20 @@ mod tests {
             &["--shrink-time", "-1"],
             &["--timeout-scale", "0"],
             &["--seed", "-3"],
+            &["--stall-timeout", "0"],
+            &["--stall-timeout", "inf"],
+            &["--stall-timeout", "NaN"],
+            &["--stall-timeout", "1e30"],
+            &["--stall-timeout", "61"],
             &["./no/such/proxy"],
         ] {
             usage(args);
         }
+        assert_eq!(
+            run(&["--stall-timeout", "2.5"]).stall_timeout,
+            Some(Duration::from_millis(2500))
+        );
+        assert_eq!(run(&[]).stall_timeout, None);
         assert!(matches!(run(&["--shrink-time", "0"]).shrink_time, d if d.is_zero()));
     }
 }

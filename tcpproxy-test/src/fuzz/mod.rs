@@ -159,7 +159,8 @@ async fn run(config: FuzzConfig) -> u8 {
         connect: scale(CONNECT_WITHIN),
         quiet: scale(QUIET_LIMIT),
         close: scale(CLOSE_WITHIN),
-        backstop: scale(CASE_BACKSTOP),
+        // A reader that outlasts the stall timeout makes its case that much longer.
+        backstop: scale(CASE_BACKSTOP) + config.stall_timeout.unwrap_or_default(),
     };
     let jobs = match jobs(&config) {
         Ok(j) => j,
@@ -239,7 +240,7 @@ fn jobs(config: &FuzzConfig) -> Result<Vec<Job>, String> {
             }
             jobs.extend((0..u64::from(*cases)).map(|index| Job {
                 origin: Origin::Random { seed: *seed, index },
-                case: strategy::case_tree(*seed, index).current(),
+                case: strategy::case_tree(*seed, index, config.stall_timeout).current(),
             }));
         }
         Mode::One { seed, index } => jobs.push(Job {
@@ -247,7 +248,7 @@ fn jobs(config: &FuzzConfig) -> Result<Vec<Job>, String> {
                 seed: *seed,
                 index: *index,
             },
-            case: strategy::case_tree(*seed, *index).current(),
+            case: strategy::case_tree(*seed, *index, config.stall_timeout).current(),
         }),
         Mode::Replay { cases, .. } => {
             jobs.extend(cases.iter().enumerate().map(|(k, case)| Job {

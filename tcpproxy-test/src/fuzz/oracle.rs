@@ -102,7 +102,19 @@ pub fn judge(case: &Case, rec: &Record) -> Result<(), Violation> {
     if found.is_none() {
         for (i, d, f) in flows() {
             let never = case.connections[i].flow(d).shutdown == Shutdown::Never;
-            if let Some(v) = wrong_end(i, d, f, never) {
+            if let Some(mut v) = wrong_end(i, d, f, never) {
+                let slow = [Dir::Up, Dir::Down].into_iter().find_map(|x| {
+                    match case.connections[i].flow(x).reader.pace {
+                        Pace::Slow { bytes, every_ms } => Some((x, bytes, every_ms)),
+                        _ => None,
+                    }
+                });
+                if let (Kind::Reset, Some((x, bytes, every_ms))) = (v.kind, slow) {
+                    v = v.hint(format!(
+                        "the {} took up to {bytes} bytes every {every_ms}ms, so the proxy always had a write that moved bytes, yet it aborted the pair: its stall timer must restart whenever a write makes progress, not only when its buffer empties",
+                        x.receiver()
+                    ));
+                }
                 found = Some(v);
                 break;
             }

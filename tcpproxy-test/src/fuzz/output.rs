@@ -269,6 +269,9 @@ pub(super) fn failure(
                 "--case".into(),
                 index.to_string(),
             ];
+            if let Some(stall) = config.stall_timeout {
+                words.extend(["--stall-timeout".into(), stall.as_secs_f64().to_string()]);
+            }
             if !config.proxy_words.is_empty() {
                 words.push("--".into());
                 words.extend(

@@ -21,8 +21,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use super::schedule::{
-    BANDWIDTH_CHUNK, Case, Dir, EAGER_CHUNK, Flow, HOLD_PIECE, HOLD_TAIL, KIB, MAX_WRITE, Pace,
-    Reader, Shutdown, Step,
+    Case, Dir, EAGER_CHUNK, Flow, HOLD_PIECE, HOLD_TAIL, KIB, MAX_WRITE, Reader, Shutdown, Step,
 };
 use super::sockets::{self, Ends};
 use super::target::Target;
@@ -472,13 +471,7 @@ impl Side {
                     }
                 }
             }
-            let chunk = match self.reader.pace {
-                Pace::Eager => EAGER_CHUNK,
-                Pace::Chunks(n) => n,
-                Pace::Bandwidth(_) => BANDWIDTH_CHUNK,
-                Pace::Trickle { size, bytes } if total < bytes => size,
-                Pace::Trickle { .. } => EAGER_CHUNK,
-            };
+            let chunk = self.reader.pace.chunk(total);
             let read = tokio::select! {
                 biased;
                 _ = end.wait_for(|e| *e) => break,
@@ -511,9 +504,9 @@ impl Side {
                     break;
                 }
             }
-            if let Pace::Bandwidth(kib) = self.reader.pace {
+            if let Some(rate) = self.reader.pace.rate() {
                 let first = *first_byte.get_or_insert_with(Instant::now);
-                let due = first + Duration::from_secs_f64(total as f64 / (kib as f64 * KIB as f64));
+                let due = first + Duration::from_secs_f64(total as f64 / rate);
                 if due > Instant::now() && !self.pause(due - Instant::now()).await {
                     break;
                 }

@@ -42,6 +42,12 @@ pub const HOLD_TAIL: usize = 12 * 1024 * KIB;
 pub const HOLD_PIECE: usize = 16 * KIB;
 /// Reader stalls stay far below any sane stall timeout (the lab's is 10 s).
 pub const MAX_STALL_MS: u32 = 1_500;
+/// A `slow` reader's ticks: no shorter than the timer's granularity allows to keep, no longer
+/// than a second (a longer gap is a stall, not a slow reader).
+pub const SLOW_TICK_MS: std::ops::RangeInclusive<u32> = 10..=1_000;
+/// A `slow` reader finishes its flow within this long; slower rates are raised. It is what
+/// bounds a case that outlasts a long stall timeout.
+pub const SLOW_SPAN: Duration = Duration::from_secs(90);
 
 /// One case: connections opened together through the proxy, each running its own schedule.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -168,6 +174,33 @@ pub enum Pace {
     /// Reads of `size` bytes for the first `bytes` bytes, then eager: a reader that wakes up a
     /// byte at a time.
     Trickle { size: usize, bytes: usize },
+    /// At most `bytes` every `every_ms`, for as long as the flow lasts: a reader that is always
+    /// making progress, however long it takes. Not raised to finish within `BANDWIDTH_SPAN`, so
+    /// a flow can outlast the proxy's stall timeout (a proxy must not abort it).
+    Slow { bytes: usize, every_ms: u32 },
+}
+
+impl Pace {
+    /// The most bytes one read asks for.
+    pub fn chunk(self, read_so_far: usize) -> usize {
+        match self {
+            Pace::Eager => EAGER_CHUNK,
+            Pace::Chunks(n) => n,
+            Pace::Bandwidth(_) => BANDWIDTH_CHUNK,
+            Pace::Trickle { size, bytes } if read_so_far < bytes => size,
+            Pace::Trickle { .. } => EAGER_CHUNK,
+            Pace::Slow { bytes, .. } => bytes,
+        }
+    }
+
+    /// The rate a reader keeps under, in bytes per second, if it has one.
+    pub fn rate(self) -> Option<f64> {
+        match self {
+            Pace::Bandwidth(kib) => Some(kib as f64 * KIB as f64),
+            Pace::Slow { bytes, every_ms } => Some(bytes as f64 * 1000.0 / every_ms as f64),
+            Pace::Eager | Pace::Chunks(_) | Pace::Trickle { .. } => None,
+        }
+    }
 }
 
 /// The reader stops reading for `ms` once it has read `after` bytes.
@@ -233,6 +266,11 @@ impl Flow {
             Pace::Trickle { size, bytes } => {
                 *size = (*size).clamp(1, 64);
                 *bytes = (*bytes).min(MAX_TRICKLE_BYTES);
+            }
+            Pace::Slow { bytes, every_ms } => {
+                *every_ms = (*every_ms).clamp(*SLOW_TICK_MS.start(), *SLOW_TICK_MS.end());
+                let ticks = (SLOW_SPAN.as_millis() as usize / *every_ms as usize).max(1);
+                *bytes = (*bytes).max(total.div_ceil(ticks)).clamp(1, EAGER_CHUNK);
             }
         }
         if let Some(s) = &mut self.slicer {
@@ -343,6 +381,9 @@ impl fmt::Display for Flow {
             Pace::Chunks(n) => write!(f, "; reader chunks {n}B")?,
             Pace::Bandwidth(kib) => write!(f, "; reader bandwidth {kib}KiB/s")?,
             Pace::Trickle { size, bytes } => write!(f, "; reader trickle {size}B for {bytes}B")?,
+            Pace::Slow { bytes, every_ms } => {
+                write!(f, "; reader slow {bytes}B every {every_ms}ms")?
+            }
         }
         if let Some(s) = self.reader.stall {
             write!(f, ", stall {}ms after {}B", s.ms, s.after)?;
@@ -558,6 +599,10 @@ fn parse_reader(s: &str) -> Result<Reader, String> {
         ["trickle", size, "for", n] => Pace::Trickle {
             size: bytes(size)?,
             bytes: bytes(n)?,
+        },
+        ["slow", n, "every", ms] => Pace::Slow {
+            bytes: bytes(n)?,
+            every_ms: millis(ms)?,
         },
         _ => return Err(format!("unknown reader `{s}`")),
     };

@@ -109,7 +109,7 @@ pub async fn shrink(
         shrunk.flaky = true;
         return shrunk;
     };
-    let mut tree = strategy::case_tree(seed, index);
+    let mut tree = strategy::case_tree(seed, index, fuzzer.config.stall_timeout);
     debug_assert_eq!(
         &tree.current(),
         case,

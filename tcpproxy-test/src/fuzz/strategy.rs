@@ -13,6 +13,8 @@
 use proptest::prelude::*;
 use proptest::strategy::{NewTree, ValueTree};
 use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
+use std::time::Duration;
+
 use rand::SeedableRng as _;
 use rand_chacha::ChaCha20Rng;
 
@@ -42,9 +44,124 @@ const BULK_CHANCE_UP: f64 = 0.55;
 const BULK_CHANCE_DOWN: f64 = 0.18;
 const MAX_PAUSE_MS: u64 = 300;
 
+/// How often a case gets a connection whose reader outlasts the proxy's stall timeout, when
+/// the fuzzer knows it (`--stall-timeout`).
+const OUTLAST_CHANCE: f64 = 0.125;
+/// How much longer than the stall timeout such a reader keeps reading: as the slow-reader
+/// phase does, long enough that a proxy counting from the first stuck byte aborts it.
+const OUTLAST_BY: Duration = Duration::from_secs(4);
+/// Such a reader's pace: 32 KiB every 250 ms, as the slow-reader phase's.
+const OUTLAST_PACE: Pace = Pace::Slow {
+    bytes: 32 * KIB,
+    every_ms: 250,
+};
+/// Keys the draw of the outlasting connection apart from the case's own stream, so a case's
+/// other connections are the same with and without `--stall-timeout`.
+const OUTLAST_KEY: u64 = 0x6f75_746c_6173_7421;
+
 /// The case at `index` of the run seeded `seed`, as a proptest value tree: its `current()` is
-/// the case, and `simplify`/`complicate` shrink it.
-pub fn case_tree(seed: u64, index: u64) -> Box<dyn ValueTree<Value = Case>> {
+/// the case, and `simplify`/`complicate` shrink it. Given the proxy's stall timeout, one case in
+/// eight ends with a connection whose reader keeps taking a little for longer than that.
+pub fn case_tree(
+    seed: u64,
+    index: u64,
+    stall_timeout: Option<Duration>,
+) -> Box<dyn ValueTree<Value = Case>> {
+    let case = plain_case_tree(seed, index);
+    let Some(stall) = stall_timeout else {
+        return case;
+    };
+    let mut rng = ChaCha20Rng::seed_from_u64(seed ^ OUTLAST_KEY);
+    rng.set_stream(index);
+    let tail = rng.random_bool(OUTLAST_CHANCE).then(|| {
+        let dir = if rng.random_bool(0.5) {
+            Dir::Up
+        } else {
+            Dir::Down
+        };
+        outlasting(dir, stall)
+    });
+    Box::new(WithTail {
+        case,
+        tail: DropFirstTree {
+            inner: tail.map(Just),
+            state: Dropping::Whole,
+            inner_moved: false,
+        },
+        tail_moved: false,
+    })
+}
+
+/// A connection whose writer in `dir` pushes as fast as it can while its reader takes a little
+/// every 250 ms for `stall` + 4 s: always progressing, so the proxy must not abort it.
+pub fn outlasting(dir: Dir, stall: Duration) -> Connection {
+    let rate = OUTLAST_PACE.rate().expect("a slow pace has a rate");
+    let len = (rate * (stall + OUTLAST_BY).as_secs_f64()) as usize;
+    let quiet = Flow {
+        steps: Vec::new(),
+        latency_ms: 0,
+        slicer: None,
+        shutdown: Shutdown::AfterLastByte,
+        reader: Reader {
+            pace: Pace::Eager,
+            stall: None,
+        },
+    };
+    let busy = Flow {
+        steps: vec![Step::Bulk(len)],
+        reader: Reader {
+            pace: OUTLAST_PACE,
+            stall: None,
+        },
+        ..quiet.clone()
+    };
+    let (up, down) = match dir {
+        Dir::Up => (busy, quiet),
+        Dir::Down => (quiet, busy),
+    };
+    // The destination's sockets are always slow receivers; the client's is made one when it
+    // is the slow reader, so the proxy's buffer, not the kernel's, holds what waits.
+    let mut c = Connection {
+        small_client_rcvbuf: dir == Dir::Down,
+        up,
+        down,
+    };
+    c.normalize();
+    c
+}
+
+/// A case and, perhaps, one more connection, which shrinking drops first.
+struct WithTail {
+    case: Box<dyn ValueTree<Value = Case>>,
+    tail: DropFirstTree<Just<Connection>>,
+    /// The last simplification was the tail's, so a complication is too.
+    tail_moved: bool,
+}
+
+impl ValueTree for WithTail {
+    type Value = Case;
+
+    fn current(&self) -> Case {
+        let mut case = self.case.current();
+        case.connections.extend(self.tail.current());
+        case
+    }
+
+    fn simplify(&mut self) -> bool {
+        self.tail_moved = self.tail.simplify();
+        self.tail_moved || self.case.simplify()
+    }
+
+    fn complicate(&mut self) -> bool {
+        if self.tail_moved {
+            self.tail.complicate()
+        } else {
+            self.case.complicate()
+        }
+    }
+}
+
+fn plain_case_tree(seed: u64, index: u64) -> Box<dyn ValueTree<Value = Case>> {
     let mut key = [0u8; 32];
     let mut rng = ChaCha20Rng::seed_from_u64(seed);
     rng.set_stream(index);
@@ -549,7 +666,7 @@ mod tests {
     use super::*;
 
     fn cases(seed: u64, n: u64) -> Vec<Case> {
-        (0..n).map(|i| case_tree(seed, i).current()).collect()
+        (0..n).map(|i| case_tree(seed, i, None).current()).collect()
     }
 
     /// Shrinks `tree` under `fails` as the fuzzer does; the minimum and the candidates tried.
@@ -663,7 +780,44 @@ mod tests {
         assert_eq!(cases(7, 20), cases(7, 20));
         assert_ne!(cases(7, 20), cases(8, 20));
         // Case 5 does not depend on the cases before it.
-        assert_eq!(case_tree(7, 5).current(), cases(7, 6)[5]);
+        assert_eq!(case_tree(7, 5, None).current(), cases(7, 6)[5]);
+    }
+
+    /// Told the stall timeout, a case keeps its own connections and may gain one that outlasts
+    /// it; shrinking tries that one's removal first.
+    #[test]
+    fn a_stall_timeout_adds_an_outlasting_connection_to_some_cases_only() {
+        let stall = Duration::from_secs(10);
+        let mut with_tail = 0;
+        for i in 0..200 {
+            let plain = case_tree(5, i, None).current();
+            let mut tree = case_tree(5, i, Some(stall));
+            let case = tree.current();
+            assert_eq!(
+                case.connections[..plain.connections.len()],
+                plain.connections[..]
+            );
+            let Some(tail) = case.connections.get(plain.connections.len()) else {
+                continue;
+            };
+            with_tail += 1;
+            assert_eq!(case.connections.len(), plain.connections.len() + 1);
+            let (slow, quiet) = if tail.small_client_rcvbuf {
+                (&tail.down, &tail.up)
+            } else {
+                (&tail.up, &tail.down)
+            };
+            assert_eq!(slow.reader.pace, OUTLAST_PACE);
+            assert!(quiet.steps.is_empty());
+            let rate = OUTLAST_PACE.rate().unwrap();
+            assert!(slow.total() as f64 / rate >= (stall + OUTLAST_BY).as_secs_f64() - 0.01);
+            assert!(tree.simplify());
+            assert_eq!(tree.current(), plain);
+            let text = case.to_string();
+            assert_eq!(parse_cases(&text).unwrap(), [case], "{text}");
+        }
+        // One in eight of 200: 25 expected; the bounds are far out in either tail.
+        assert!((8..=50).contains(&with_tail), "{with_tail}");
     }
 
     #[test]
@@ -720,7 +874,7 @@ mod tests {
         // Shrink a case with a long upload under "some upload is longer than 1,000,003 bytes":
         // one connection, a bulk step of 1,000,004 bytes, nothing else.
         let mut tree = (0..)
-            .map(|i| case_tree(3, i))
+            .map(|i| case_tree(3, i, None))
             .find(|t| {
                 t.current()
                     .connections
@@ -741,7 +895,7 @@ mod tests {
         // "A side waits for the other's EOF" needs no bytes and no timing: every group of
         // features comes off in one step, so few candidates fail on the way.
         for i in 0..40 {
-            let mut tree = case_tree(11, i);
+            let mut tree = case_tree(11, i, None);
             let fails = |c: &Case| {
                 c.connections
                     .iter()
