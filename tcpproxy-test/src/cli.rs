@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::Parser;
+use tcpproxy::flag_value;
 
 use crate::harness::ProxyCommand;
 use crate::report::Format;
@@ -34,11 +35,11 @@ pub const REFERENCE_SUBCOMMAND: &str = "__reference-proxy";
 )]
 struct Args {
     /// The stall timeout the proxy under test was given; the lazy phases judge against it.
-    #[arg(long, value_name = "SECS", default_value_t = STALL_TIMEOUT.as_secs_f64(), value_parser = parse_positive)]
+    #[arg(long, value_name = "SECS", default_value_t = STALL_TIMEOUT.as_secs_f64(), value_parser = |s: &str| flag_value::seconds(s, flag_value::DAY_SECS))]
     stall_timeout: f64,
 
     /// Stretch every other deadline by this factor, for slow or loaded hosts.
-    #[arg(long, value_name = "F", default_value_t = 1.0, value_parser = parse_positive)]
+    #[arg(long, value_name = "F", default_value_t = 1.0, value_parser = flag_value::factor)]
     timeout_scale: f64,
 
     /// Seed for the payloads (ChaCha20); printed on failure to reproduce a run.
@@ -183,19 +184,6 @@ pub fn globs(list: &[String]) -> Result<Vec<glob::Pattern>, String> {
     list.iter()
         .map(|g| glob::Pattern::new(g).map_err(|e| format!("invalid glob '{g}': {e}")))
         .collect()
-}
-
-fn parse_positive(s: &str) -> Result<f64, String> {
-    let v: f64 = s
-        .trim()
-        .parse()
-        .map_err(|_| format!("expected a number, got '{s}'"))?;
-    if !v.is_finite() || v <= 0.0 || v > 86_400.0 {
-        return Err(format!(
-            "expected a number greater than 0 and at most 86400, got {s}"
-        ));
-    }
-    Ok(v)
 }
 
 /// Finds PROXY as the shell would (a path if it has a slash, else on PATH) and checks it can run,

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use serde::Serialize;
+use tcpproxy::flag_value;
 use tokio::sync::Semaphore;
 
 use crate::cli::resolve;
@@ -43,10 +44,10 @@ struct Args {
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
     jobs: u32,
     /// The stall timeout every submission was written for.
-    #[arg(long, value_name = "SECS", default_value_t = crate::cli::STALL_TIMEOUT.as_secs_f64())]
+    #[arg(long, value_name = "SECS", default_value_t = crate::cli::STALL_TIMEOUT.as_secs_f64(), value_parser = |s: &str| flag_value::seconds(s, flag_value::DAY_SECS))]
     stall_timeout: f64,
     /// Stretch every other deadline by this factor.
-    #[arg(long, value_name = "F", default_value_t = 1.0)]
+    #[arg(long, value_name = "F", default_value_t = 1.0, value_parser = flag_value::factor)]
     timeout_scale: f64,
     /// Payload seed, the same for every submission [default: random].
     #[arg(long, value_name = "N")]
@@ -91,8 +92,10 @@ struct Class<'a> {
 }
 
 pub fn main_with_args(args: Vec<OsString>) -> std::process::ExitCode {
-    // `tcpproxy-test grade ...`: clap sees `grade` as the program name.
-    let a = match Args::try_parse_from(args.into_iter().skip(1)) {
+    // Named as a user types it, for usage lines (`args[1]` is `grade`).
+    let words =
+        std::iter::once(OsString::from("tcpproxy-test grade")).chain(args.into_iter().skip(2));
+    let a = match Args::try_parse_from(words) {
         Ok(a) => a,
         Err(e) => {
             if !e.use_stderr() {
@@ -110,12 +113,6 @@ pub fn main_with_args(args: Vec<OsString>) -> std::process::ExitCode {
             return std::process::ExitCode::from(crate::EXIT_USAGE);
         }
     };
-    if !(a.stall_timeout > 0.0 && a.timeout_scale > 0.0) {
-        eprintln!(
-            "tcpproxy-test grade: --stall-timeout and --timeout-scale must be greater than 0"
-        );
-        return std::process::ExitCode::from(crate::EXIT_USAGE);
-    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

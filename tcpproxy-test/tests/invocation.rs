@@ -77,6 +77,57 @@ fn help_exits_zero() {
     let run = run_harness(&["--help"], LIMIT);
     assert_eq!(run.code, Some(0), "{}", run.dump());
     assert!(run.stdout.contains("--stall-timeout"), "{}", run.dump());
+    // Usage lines name the command as typed (`grade --help` said `Usage: grade`).
+    for sub in ["fuzz", "grade"] {
+        let run = run_harness(&[sub, "--help"], LIMIT);
+        assert_eq!(run.code, Some(0), "{}", run.dump());
+        assert!(
+            run.stdout.contains(&format!("Usage: tcpproxy-test {sub} ")),
+            "{}",
+            run.dump()
+        );
+    }
+}
+
+/// Issue 11: `grade --stall-timeout inf` panicked (exit 101, from `Duration::from_secs_f64`)
+/// where the suite gave exit 2. Every numeric flag of every subcommand now goes through one set
+/// of value parsers: the same bad numbers, the same one line, exit 2, before anything runs.
+#[test]
+fn every_subcommand_refuses_bad_numbers_the_same_way() {
+    let flags: [(&[&str], &str, &[&str]); 8] = [
+        (&[], "--stall-timeout", &[]),
+        (&[], "--timeout-scale", &[]),
+        (&["fuzz"], "--time-limit", &[]),
+        (&["fuzz"], "--shrink-time", &[]),
+        (&["fuzz"], "--timeout-scale", &[]),
+        (&["fuzz"], "--stall-timeout", &[]),
+        (&["grade"], "--stall-timeout", &["no-such-submission"]),
+        (&["grade"], "--timeout-scale", &["no-such-submission"]),
+    ];
+    for (sub, flag, rest) in flags {
+        for bad in ["inf", "NaN", "1e30", "-1", "garbage"] {
+            let given = format!("{flag}={bad}");
+            let mut args: Vec<&str> = sub.to_vec();
+            args.push(&given);
+            args.extend_from_slice(rest);
+            let run = run_harness(&args, LIMIT);
+            let prefix = match sub {
+                [] => "tcpproxy-test: ".to_string(),
+                [s, ..] => format!("tcpproxy-test {s}: "),
+            };
+            let lines: Vec<&str> = run.stderr.lines().collect();
+            assert!(
+                run.code == Some(2)
+                    && run.stdout.is_empty()
+                    && lines.len() == 1
+                    && lines[0].starts_with(&prefix)
+                    && lines[0].contains(&format!("'{bad}'"))
+                    && lines[0].contains(": expected a "),
+                "{args:?}\n{}",
+                run.dump()
+            );
+        }
+    }
 }
 
 /// Issue 17: 17 copies of one failure (86-148 lines) and exit 1 became the failure once, a short

@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use clap::Parser;
 
+use crate::flag_value;
+
 /// Abort a pair once one direction has held data it could not write for this long (the lab's 10 s).
 pub const STALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// The most bytes held per direction.
@@ -22,6 +24,8 @@ pub const SPLICE: bool = cfg!(target_os = "linux");
 /// The largest `--buffer-size` accepted: far beyond any sensible value, small enough that a typo
 /// cannot make ten thousand pairs ask for terabytes.
 const MAX_BUFFER_SIZE: usize = 64 * 1024 * 1024;
+/// tokio's semaphore holds at most usize::MAX >> 3 permits.
+const MAX_CONNECTIONS_LIMIT: usize = 1 << 30;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -40,20 +44,20 @@ struct Args {
     dest_host: String,
 
     /// Port to forward to (1-65535).
-    #[arg(value_name = "DEST_PORT", value_parser = parse_port, allow_negative_numbers = true)]
+    #[arg(value_name = "DEST_PORT", value_parser = flag_value::port, allow_negative_numbers = true)]
     dest_port: u16,
 
     /// Port to accept clients on (1-65535).
-    #[arg(value_name = "LISTEN_PORT", value_parser = parse_port, allow_negative_numbers = true)]
+    #[arg(value_name = "LISTEN_PORT", value_parser = flag_value::port, allow_negative_numbers = true)]
     listen_port: u16,
 
     /// Seconds a direction may hold data without writing any of it before the pair is aborted
     /// (fractions allowed).
-    #[arg(long, value_name = "SECS", default_value_t = STALL_TIMEOUT.as_secs_f64(), value_parser = parse_secs, allow_negative_numbers = true)]
+    #[arg(long, value_name = "SECS", default_value_t = STALL_TIMEOUT.as_secs_f64(), value_parser = |s: &str| flag_value::seconds(s, flag_value::YEAR_SECS), allow_negative_numbers = true)]
     stall_timeout: f64,
 
     /// Most bytes held per direction.
-    #[arg(long, value_name = "BYTES", default_value_t = BUFFER_SIZE, value_parser = parse_buffer_size, allow_negative_numbers = true)]
+    #[arg(long, value_name = "BYTES", default_value_t = BUFFER_SIZE, value_parser = |s: &str| flag_value::count(s, "bytes", MAX_BUFFER_SIZE), allow_negative_numbers = true)]
     buffer_size: usize,
 
     /// Address to listen on [default: all interfaces, IPv4 and IPv6 where the host has IPv6].
@@ -61,15 +65,15 @@ struct Args {
     bind: Option<IpAddr>,
 
     /// Seconds allowed to resolve and connect to the destination for each client.
-    #[arg(long, value_name = "SECS", default_value_t = CONNECT_TIMEOUT.as_secs_f64(), value_parser = parse_secs, allow_negative_numbers = true)]
+    #[arg(long, value_name = "SECS", default_value_t = CONNECT_TIMEOUT.as_secs_f64(), value_parser = |s: &str| flag_value::seconds(s, flag_value::YEAR_SECS), allow_negative_numbers = true)]
     connect_timeout: f64,
 
     /// Pairs open at once; beyond it the proxy stops accepting until one closes.
-    #[arg(long, value_name = "N", default_value_t = MAX_CONNECTIONS, value_parser = parse_max_connections, allow_negative_numbers = true)]
+    #[arg(long, value_name = "N", default_value_t = MAX_CONNECTIONS, value_parser = |s: &str| flag_value::count(s, "connections", MAX_CONNECTIONS_LIMIT), allow_negative_numbers = true)]
     max_connections: usize,
 
     /// Seconds open pairs may take to finish after SIGTERM/SIGINT; a second signal exits at once.
-    #[arg(long, value_name = "SECS", default_value_t = DRAIN_TIMEOUT.as_secs_f64(), value_parser = parse_secs, allow_negative_numbers = true)]
+    #[arg(long, value_name = "SECS", default_value_t = DRAIN_TIMEOUT.as_secs_f64(), value_parser = |s: &str| flag_value::seconds(s, flag_value::YEAR_SECS), allow_negative_numbers = true)]
     drain_timeout: f64,
 
     /// Never splice: copy every byte through a user-space buffer. By default (Linux only) a
@@ -174,54 +178,6 @@ pub fn one_line(e: &clap::Error) -> String {
         return format!("{first} {} (see --help)", names.join(" "));
     }
     format!("{first} (see --help)")
-}
-
-fn parse_port(s: &str) -> Result<u16, String> {
-    let n: u64 = s
-        .trim()
-        .parse()
-        .map_err(|_| format!("expected a port number 1-65535, got '{s}'"))?;
-    match u16::try_from(n) {
-        Ok(p) if p != 0 => Ok(p),
-        _ => Err(format!("expected a port number 1-65535, got {n}")),
-    }
-}
-
-fn parse_secs(s: &str) -> Result<f64, String> {
-    let v: f64 = s
-        .trim()
-        .parse()
-        .map_err(|_| format!("expected a number of seconds, got '{s}'"))?;
-    // Duration::from_secs_f64 panics on values it cannot hold; a year is more than anyone needs.
-    if !v.is_finite() || v <= 0.0 || v > 365.0 * 86_400.0 {
-        return Err(format!(
-            "expected seconds greater than 0 and at most a year, got {s}"
-        ));
-    }
-    Ok(v)
-}
-
-fn parse_buffer_size(s: &str) -> Result<usize, String> {
-    let n: usize = s
-        .trim()
-        .parse()
-        .map_err(|_| format!("expected a number of bytes, got '{s}'"))?;
-    if n == 0 || n > MAX_BUFFER_SIZE {
-        return Err(format!("expected 1 to {MAX_BUFFER_SIZE} bytes, got {n}"));
-    }
-    Ok(n)
-}
-
-fn parse_max_connections(s: &str) -> Result<usize, String> {
-    let n: usize = s
-        .trim()
-        .parse()
-        .map_err(|_| format!("expected a number of connections, got '{s}'"))?;
-    // tokio's semaphore holds at most usize::MAX >> 3 permits.
-    if n == 0 || n > 1 << 30 {
-        return Err(format!("expected 1 to {} connections, got {n}", 1 << 30));
-    }
-    Ok(n)
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::Parser;
+use tcpproxy::flag_value;
 
 use super::schedule::{Case, parse_cases};
 use crate::cli::{REFERENCE_SUBCOMMAND, resolve};
@@ -64,15 +65,15 @@ struct Args {
     jobs: u32,
 
     /// Stop starting cases after this many seconds; shrinking ends by then too.
-    #[arg(long, value_name = "SECS", default_value_t = TIME_LIMIT.as_secs_f64(), value_parser = parse_positive)]
+    #[arg(long, value_name = "SECS", default_value_t = TIME_LIMIT.as_secs_f64(), value_parser = |s: &str| flag_value::seconds(s, flag_value::DAY_SECS))]
     time_limit: f64,
 
     /// Shrink a failure for at most this many seconds.
-    #[arg(long, value_name = "SECS", default_value_t = SHRINK_TIME.as_secs_f64(), value_parser = parse_non_negative)]
+    #[arg(long, value_name = "SECS", default_value_t = SHRINK_TIME.as_secs_f64(), value_parser = |s: &str| flag_value::seconds_or_zero(s, flag_value::DAY_SECS))]
     shrink_time: f64,
 
     /// Stretch every deadline by this factor, for slow or loaded hosts.
-    #[arg(long, value_name = "F", default_value_t = 1.0, value_parser = parse_positive)]
+    #[arg(long, value_name = "F", default_value_t = 1.0, value_parser = flag_value::factor)]
     timeout_scale: f64,
 
     /// Run every case N times (copies run at once, up to --jobs): for failures that show only
@@ -83,7 +84,7 @@ struct Args {
     /// The stall timeout PROXY was given. With it, one case in eight adds a connection whose
     /// reader takes 32 KiB every 250 ms for this long plus 4 s while its writer pushes as fast
     /// as it can: always progressing, so PROXY must not abort it [default: no such case].
-    #[arg(long, value_name = "SECS", value_parser = parse_stall_timeout)]
+    #[arg(long, value_name = "SECS", value_parser = |s: &str| flag_value::seconds(s, MAX_STALL_TIMEOUT))]
     stall_timeout: Option<f64>,
 
     /// Skip the committed regression schedules that otherwise run first.
@@ -251,36 +252,6 @@ pub fn read_schedules(path: &Path) -> Result<Vec<Case>, String> {
         ));
     }
     Ok(cases)
-}
-
-fn parse_positive(s: &str) -> Result<f64, String> {
-    let v = parse_non_negative(s)?;
-    if v == 0.0 {
-        return Err(format!("expected a number greater than 0, got {s}"));
-    }
-    Ok(v)
-}
-
-/// A stall timeout a case can outlast within its bounds (`schedule::SLOW_SPAN`).
-fn parse_stall_timeout(s: &str) -> Result<f64, String> {
-    let v = parse_positive(s)?;
-    if v > MAX_STALL_TIMEOUT {
-        return Err(format!(
-            "expected a stall timeout from 0 to {MAX_STALL_TIMEOUT} seconds, got {s}"
-        ));
-    }
-    Ok(v)
-}
-
-fn parse_non_negative(s: &str) -> Result<f64, String> {
-    let v: f64 = s
-        .trim()
-        .parse()
-        .map_err(|_| format!("expected a number, got '{s}'"))?;
-    if !v.is_finite() || !(0.0..=86_400.0).contains(&v) {
-        return Err(format!("expected a number from 0 to 86400, got {s}"));
-    }
-    Ok(v)
 }
 
 #[cfg(test)]
