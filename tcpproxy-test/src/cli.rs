@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::Parser;
+use tcpproxy::cli::NotRun;
 use tcpproxy::flag_value;
 
 use crate::harness::ProxyCommand;
@@ -112,16 +113,10 @@ pub enum Parsed {
 }
 
 pub fn parse(args: impl IntoIterator<Item = OsString>) -> Parsed {
-    let a = match Args::try_parse_from(args) {
+    let a = match tcpproxy::cli::try_parse::<Args, _, _>(args) {
         Ok(a) => a,
-        Err(e) => {
-            return match e.kind() {
-                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => {
-                    Parsed::Info(e.render().to_string())
-                }
-                _ => Parsed::Usage(tcpproxy::cli::one_line(&e)),
-            };
-        }
+        Err(NotRun::Info(t)) => return Parsed::Info(t),
+        Err(NotRun::Usage(m)) => return Parsed::Usage(m),
     };
     let filter = match (globs(&a.only), globs(&a.exclude)) {
         (Ok(only), Ok(exclude)) => Filter { only, exclude },

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use serde::Serialize;
+use tcpproxy::cli::NotRun;
 use tcpproxy::flag_value;
 use tokio::sync::Semaphore;
 
@@ -95,14 +96,14 @@ pub fn main_with_args(args: Vec<OsString>) -> std::process::ExitCode {
     // Named as a user types it, for usage lines (`args[1]` is `grade`).
     let words =
         std::iter::once(OsString::from("tcpproxy-test grade")).chain(args.into_iter().skip(2));
-    let a = match Args::try_parse_from(words) {
+    let a = match tcpproxy::cli::try_parse::<Args, _, _>(words) {
         Ok(a) => a,
-        Err(e) => {
-            if !e.use_stderr() {
-                print!("{}", e.render());
-                return std::process::ExitCode::SUCCESS;
-            }
-            eprintln!("tcpproxy-test grade: {}", tcpproxy::cli::one_line(&e));
+        Err(NotRun::Info(text)) => {
+            print!("{text}");
+            return std::process::ExitCode::SUCCESS;
+        }
+        Err(NotRun::Usage(line)) => {
+            eprintln!("tcpproxy-test grade: {line}");
             return std::process::ExitCode::from(crate::EXIT_USAGE);
         }
     };
@@ -113,28 +114,7 @@ pub fn main_with_args(args: Vec<OsString>) -> std::process::ExitCode {
             return std::process::ExitCode::from(crate::EXIT_USAGE);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("tcpproxy-test grade: cannot start the async runtime: {e}");
-            return std::process::ExitCode::from(crate::EXIT_HARNESS);
-        }
-    };
-    let code = runtime.block_on(async {
-        tokio::select! {
-            code = grade(a, filter) => code,
-            _ = tokio::signal::ctrl_c() => {
-                crate::harness::kill_all_groups();
-                eprintln!("tcpproxy-test grade: interrupted; every proxy started was killed");
-                crate::EXIT_INTERRUPTED
-            }
-        }
-    });
-    runtime.shutdown_background();
-    std::process::ExitCode::from(code)
+    crate::runtime::run("tcpproxy-test grade", grade(a, filter))
 }
 
 async fn grade(a: Args, filter: Filter) -> u8 {

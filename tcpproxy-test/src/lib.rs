@@ -15,6 +15,7 @@ pub mod phase;
 pub mod procfs;
 pub mod progress;
 pub mod report;
+mod runtime;
 pub mod sockdiag;
 pub mod suite;
 
@@ -72,32 +73,7 @@ pub fn main_with_args(args: Vec<OsString>) -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("tcpproxy-test: cannot start the async runtime: {e}");
-            return ExitCode::from(EXIT_HARNESS);
-        }
-    };
-    let code = runtime.block_on(async {
-        tokio::select! {
-            code = run(config) => code,
-            _ = tokio::signal::ctrl_c() => {
-                harness::kill_all_groups();
-                eprintln!("tcpproxy-test: interrupted; every proxy started was killed");
-                EXIT_INTERRUPTED
-            }
-        }
-    });
-    // Phases still running after an interrupt hold nothing worth waiting for.
-    runtime.shutdown_background();
-    // Every proxy was stopped, but one that left its group and session may have left a process
-    // that nothing else ties to it; as the subreaper, everything under us is ours to end.
-    harness::kill_all_descendants();
-    ExitCode::from(code)
+    runtime::run("tcpproxy-test", run(config))
 }
 
 /// Runs the suite, printing each phase's line in order as soon as it and all before it are done,

@@ -11,17 +11,7 @@ use tokio::net::TcpStream;
 #[cfg(target_os = "linux")]
 use crate::splice::Pipe;
 
-/// What one attempt to read from the source gave.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Fill {
-    /// Bytes were read (how many does not matter to the relay: `buffered` says what is held).
-    Data,
-    /// The source sent EOF.
-    Eof,
-    /// The buffer took nothing although the count says it has room: a pipe's slots can fill
-    /// before its bytes do. Reading waits until the buffer has been written out.
-    Full,
-}
+pub use crate::fill::Fill;
 
 /// A buffer lent by the [`Pool`](crate::pool::Pool) to a direction with bytes in flight.
 #[derive(Debug)]

@@ -138,7 +138,7 @@ where
     I: IntoIterator<Item = T>,
     T: Into<OsString> + Clone,
 {
-    match Args::try_parse_from(args) {
+    match try_parse::<Args, _, _>(args) {
         Ok(a) => Parsed::Run(Config {
             dest_host: a.dest_host,
             dest_port: a.dest_port,
@@ -152,13 +152,40 @@ where
             splice: SPLICE && !a.no_splice,
             verbose: a.verbose,
         }),
-        Err(e) => match e.kind() {
-            clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => {
-                Parsed::Info(e.render().to_string())
-            }
-            _ => Parsed::Usage(one_line(&e)),
-        },
+        Err(n) => n.into(),
     }
+}
+
+/// Why a command line did not give a run: text for stdout and exit 0 (`--help`, `--version`),
+/// or one line for stderr and exit 2. Every binary's parser starts with [`try_parse`].
+#[derive(Debug)]
+pub enum NotRun {
+    Info(String),
+    Usage(String),
+}
+
+impl From<NotRun> for Parsed {
+    fn from(n: NotRun) -> Parsed {
+        match n {
+            NotRun::Info(t) => Parsed::Info(t),
+            NotRun::Usage(m) => Parsed::Usage(m),
+        }
+    }
+}
+
+/// Parses `words` (the first names the command, as usage lines show it) into `A`.
+pub fn try_parse<A, I, T>(words: I) -> Result<A, NotRun>
+where
+    A: Parser,
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    A::try_parse_from(words).map_err(|e| match e.kind() {
+        clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => {
+            NotRun::Info(e.render().to_string())
+        }
+        _ => NotRun::Usage(one_line(&e)),
+    })
 }
 
 /// A clap error as the one line users asked for (clap's own span several: usage, a tip).

@@ -8,6 +8,7 @@
 
 pub mod buffer;
 pub mod cli;
+pub mod fill;
 pub mod flag_value;
 pub mod pair;
 pub mod pool;

@@ -19,7 +19,7 @@ use nix::fcntl::{FcntlArg, OFlag, SpliceFFlags, fcntl, splice};
 use tokio::io::Interest;
 use tokio::net::TcpStream;
 
-use crate::buffer::Fill;
+use crate::fill::Fill;
 
 /// `SPLICE_F_NONBLOCK` keeps the pipe end of every call from blocking (the sockets are
 /// non-blocking already); `SPLICE_F_MOVE` asks the kernel to move pages rather than copy them.

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::Parser;
+use tcpproxy::cli::NotRun;
 use tcpproxy::flag_value;
 
 use super::schedule::{Case, parse_cases};
@@ -161,28 +162,10 @@ pub fn parse(args: Vec<OsString>) -> Parsed {
     // Named as a user types it, for usage lines.
     let words =
         std::iter::once(OsString::from("tcpproxy-test fuzz")).chain(args.into_iter().skip(2));
-    let a = match Args::try_parse_from(words) {
+    let a = match tcpproxy::cli::try_parse::<Args, _, _>(words) {
         Ok(a) => a,
-        Err(e) => {
-            return match e.kind() {
-                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => {
-                    Parsed::Info(e.render().to_string())
-                }
-                _ => {
-                    let text = e.render().to_string();
-                    let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
-                    let first = lines.next().unwrap_or("invalid arguments");
-                    let mut line = first.strip_prefix("error: ").unwrap_or(first).to_string();
-                    // `...were not provided:` names the arguments on the next line.
-                    if line.ends_with(':') {
-                        if let Some(next) = lines.next() {
-                            line = format!("{line} {next}");
-                        }
-                    }
-                    Parsed::Usage(format!("{line} (see --help)"))
-                }
-            };
-        }
+        Err(NotRun::Info(t)) => return Parsed::Info(t),
+        Err(NotRun::Usage(m)) => return Parsed::Usage(m),
     };
     let exe = match std::env::current_exe() {
         Ok(exe) => exe,

@@ -32,7 +32,7 @@ use self::peers::{Limits, Record};
 use self::schedule::Case;
 use self::target::{Target, TargetError};
 use crate::harness;
-use crate::{EXIT_FAILED, EXIT_HARNESS, EXIT_INTERRUPTED, EXIT_PASSED, EXIT_USAGE};
+use crate::{EXIT_FAILED, EXIT_HARNESS, EXIT_PASSED, EXIT_USAGE};
 
 /// Schedules that once exposed a bug, run before the random cases of every run. Each is already
 /// minimal; add a failure's saved schedule here to keep it.
@@ -60,28 +60,7 @@ pub fn main_with_args(args: Vec<OsString>) -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("tcpproxy-test fuzz: cannot start the async runtime: {e}");
-            return ExitCode::from(EXIT_HARNESS);
-        }
-    };
-    let code = runtime.block_on(async {
-        tokio::select! {
-            code = run(config) => code,
-            _ = tokio::signal::ctrl_c() => {
-                harness::kill_all_groups();
-                eprintln!("tcpproxy-test fuzz: interrupted; every proxy started was killed");
-                EXIT_INTERRUPTED
-            }
-        }
-    });
-    runtime.shutdown_background();
-    ExitCode::from(code)
+    crate::runtime::run("tcpproxy-test fuzz", run(config))
 }
 
 /// Where a case came from: says how to name it, replay it, and whether it can shrink.
@@ -374,7 +353,10 @@ impl Fuzzer {
         output::found(&found.origin, &violation);
         let shrunk = match found.origin {
             Origin::Random { seed, index } => {
-                shrink::shrink(self, seed, index, &found.case, violation).await
+                shrink::shrink(self, seed, index, &found.case, violation, |p| {
+                    output::shrink_progress(&self.config, p)
+                })
+                .await
             }
             Origin::Regression(_) | Origin::Replay(_) => shrink::Shrunk::as_is(
                 found.case.clone(),

@@ -4,12 +4,10 @@
 use std::ffi::OsStr;
 use std::io::Write as _;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use super::cli::{FuzzConfig, Mode};
 use super::oracle::Violation;
-use super::schedule::Case;
-use super::shrink::{FLAKY_REPEAT, Shrunk};
+use super::shrink::{FLAKY_REPEAT, Progress, Shrunk};
 use super::{Fuzzer, Job, Origin, Outcome, REGRESSIONS_PATH, Totals};
 
 /// Information lines printed at most; the rest are counted.
@@ -119,21 +117,19 @@ pub(super) fn found(origin: &Origin, v: &Violation) {
     print(format!("{origin} FAILED: {}", v.summary));
 }
 
-pub(super) fn shrinking(budget: Duration) {
-    print(format!(
-        "shrinking it (for at most {:.0}s)...",
-        budget.as_secs_f64()
-    ));
-}
-
-pub(super) fn shrink_step(config: &FuzzConfig, case: &Case, v: &Violation) {
-    if config.verbose {
-        eprintln!(
+pub(super) fn shrink_progress(config: &FuzzConfig, progress: Progress<'_>) {
+    match progress {
+        Progress::Started(budget) => print(format!(
+            "shrinking it (for at most {:.0}s)...",
+            budget.as_secs_f64()
+        )),
+        Progress::Step(case, v) if config.verbose => eprintln!(
             "tcpproxy-test fuzz: smaller failing schedule ({}, {}): {}",
             count(case.connections.len(), "connection", "connections"),
             megabytes(case.total_bytes()),
             v.summary
-        );
+        ),
+        Progress::Step(..) => {}
     }
 }
 

@@ -72,6 +72,14 @@ async fn fails(fuzzer: &Fuzzer, case: &Case, kind: Kind) -> Option<(Violation, b
     Some((v, false))
 }
 
+/// What shrinking tells whoever shows its progress (it prints nothing itself).
+pub enum Progress<'a> {
+    /// Shrinking begins, for at most this long.
+    Started(Duration),
+    /// A smaller schedule that still fails.
+    Step(&'a Case, &'a Violation),
+}
+
 /// Shrinks case `index` of `seed` (which is `case`, failing with `violation`).
 pub async fn shrink(
     fuzzer: &Fuzzer,
@@ -79,6 +87,7 @@ pub async fn shrink(
     index: u64,
     case: &Case,
     violation: Violation,
+    progress: impl Fn(Progress<'_>),
 ) -> Shrunk {
     let started = Instant::now();
     let left = fuzzer
@@ -89,7 +98,7 @@ pub async fn shrink(
     if budget.is_zero() {
         return Shrunk::as_is(case.clone(), violation, "no time left to shrink it");
     }
-    super::output::shrinking(budget);
+    progress(Progress::Started(budget));
     let deadline = started + budget;
     let mut reproduced = None;
     for _ in 0..REPRODUCE_ROUNDS {
@@ -156,7 +165,7 @@ pub async fn shrink(
             match verdict {
                 Some((v, alone)) => {
                     if candidate != best.case {
-                        super::output::shrink_step(&fuzzer.config, &candidate, &v);
+                        progress(Progress::Step(&candidate, &v));
                         best.case = candidate;
                         best.violation = v;
                         best.flaky = !alone;

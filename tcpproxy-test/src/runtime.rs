@@ -1,0 +1,39 @@
+//! The one runtime every subcommand (the suite, `fuzz`, `grade`) runs in, and what every exit
+//! path does: Ctrl-C kills every proxy started, and on the way out every descendant left is
+//! ended, so nothing a proxy forked outlives the harness, whichever subcommand ran it.
+
+use std::future::Future;
+use std::process::ExitCode;
+
+use crate::{EXIT_HARNESS, EXIT_INTERRUPTED, harness};
+
+/// Runs `work` to completion or until Ctrl-C, then ends every descendant. `name` starts every
+/// line this prints (`tcpproxy-test`, `tcpproxy-test fuzz`, ...).
+pub fn run(name: &str, work: impl Future<Output = u8>) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("{name}: cannot start the async runtime: {e}");
+            return ExitCode::from(EXIT_HARNESS);
+        }
+    };
+    let code = runtime.block_on(async {
+        tokio::select! {
+            code = work => code,
+            _ = tokio::signal::ctrl_c() => {
+                harness::kill_all_groups();
+                eprintln!("{name}: interrupted; every proxy started was killed");
+                EXIT_INTERRUPTED
+            }
+        }
+    });
+    // Tasks still running after an interrupt hold nothing worth waiting for.
+    runtime.shutdown_background();
+    // Every proxy was stopped, but one that left its group and session may have left a process
+    // that nothing else ties to it; as the subreaper, everything under us is ours to end.
+    harness::kill_all_descendants();
+    ExitCode::from(code)
+}
