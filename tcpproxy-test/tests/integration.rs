@@ -2,6 +2,7 @@
 //! the reference proxy, against broken fixtures, and with bad invocations.
 
 mod cli_fuzz;
+mod docs;
 mod formats;
 mod fuzz;
 mod grade;
