@@ -161,6 +161,11 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Parsed {
             Err(msg) => return Parsed::Usage(msg),
         },
     };
+    if let Some(path) = &a.output {
+        if let Err(msg) = writable(path) {
+            return Parsed::Usage(msg);
+        }
+    }
     Parsed::Run(Config {
         proxy,
         reference,
@@ -179,6 +184,27 @@ pub fn globs(list: &[String]) -> Result<Vec<glob::Pattern>, String> {
     list.iter()
         .map(|g| glob::Pattern::new(g).map_err(|e| format!("invalid glob '{g}': {e}")))
         .collect()
+}
+
+/// Checks, before anything runs, that a report can be written to `path`: a missing folder was
+/// found only after the whole run (issue 18). A file is created beside it and removed again, so
+/// the check neither leaves nor truncates anything.
+pub fn writable(path: &Path) -> Result<(), String> {
+    let shown = path.display();
+    if path.is_dir() {
+        return Err(format!(
+            "cannot write the report to {shown}: it is a directory"
+        ));
+    }
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    tempfile::Builder::new()
+        .prefix(".tcpproxy-test-check-")
+        .tempfile_in(dir)
+        .map(drop)
+        .map_err(|e| format!("cannot write the report to {shown}: {e}"))
 }
 
 /// Finds PROXY as the shell would (a path if it has a slash, else on PATH) and checks it can run,

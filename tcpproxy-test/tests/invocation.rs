@@ -70,6 +70,17 @@ fn bad_flags_are_usage_errors() {
     assert_usage_error(&["--frobnicate"], "--frobnicate");
     assert_usage_error(&["--stall-timeout", "soon"], "soon");
     assert_usage_error(&["--jobs", "0", "sh"], "0");
+    // Issue 18: found only after the whole run; now before anything runs (a run exits 0 here).
+    assert_usage_error(
+        &["--output", "/nonexistent/dir/r.json"],
+        "cannot write the report to /nonexistent/dir/r.json: ",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    assert_usage_error(
+        &["--output", dir.path().to_str().unwrap()],
+        "it is a directory",
+    );
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
 }
 
 #[test]

@@ -141,14 +141,6 @@ fn indent(text: &str, by: &str) -> String {
 
 /// Writes the schedule where it can be replayed from; the path, or why not.
 fn save(fuzzer: &Fuzzer, origin: &Origin, shrunk: &Shrunk) -> Result<PathBuf, String> {
-    let path = fuzzer.config.save.clone().unwrap_or_else(|| {
-        let name = match origin {
-            Origin::Random { seed, index } => format!("tcpproxy-test-fuzz-{seed}-{index}.txt"),
-            Origin::Regression(k) => format!("tcpproxy-test-fuzz-regression-{k}.txt"),
-            Origin::Replay(k) => format!("tcpproxy-test-fuzz-replay-{k}.txt"),
-        };
-        std::env::temp_dir().join(name)
-    });
     let from = match origin {
         Origin::Random { seed, index } => format!(
             "case {index} of seed {seed}, shrunk in {} steps",
@@ -162,9 +154,32 @@ fn save(fuzzer: &Fuzzer, origin: &Origin, shrunk: &Shrunk) -> Result<PathBuf, St
         shrunk.violation.summary,
         shrunk.case
     );
-    std::fs::write(&path, text)
-        .map(|()| path.clone())
-        .map_err(|e| format!("cannot save it to {}: {e}", path.display()))
+    if let Some(path) = &fuzzer.config.save {
+        return std::fs::write(path, text)
+            .map(|()| path.clone())
+            .map_err(|e| format!("cannot save it to {}: {e}", path.display()));
+    }
+    let prefix = match origin {
+        Origin::Random { seed, index } => format!("tcpproxy-test-fuzz-{seed}-{index}-"),
+        Origin::Regression(k) => format!("tcpproxy-test-fuzz-regression-{k}-"),
+        Origin::Replay(k) => format!("tcpproxy-test-fuzz-replay-{k}-"),
+    };
+    save_private(&std::env::temp_dir(), &prefix, &text)
+}
+
+/// Writes `text` to a new file in `dir` named `prefix`, random letters and `.txt`. A fixed name
+/// in the shared temp directory let anyone plant a link there for this run to write through
+/// (issue 18): the file is created exclusively (never through a link, never over a file) and
+/// readable by its owner only, and the random part keeps a planted name from blocking it.
+fn save_private(dir: &std::path::Path, prefix: &str, text: &str) -> Result<PathBuf, String> {
+    let why = |e: std::io::Error| format!("cannot save it in {}: {e}", dir.display());
+    let mut file = tempfile::Builder::new()
+        .prefix(prefix)
+        .suffix(".txt")
+        .tempfile_in(dir)
+        .map_err(why)?;
+    file.write_all(text.as_bytes()).map_err(why)?;
+    file.keep().map(|(_, path)| path).map_err(|e| why(e.error))
 }
 
 /// The command that replays `file` against the same proxy, `repeat` times.
@@ -326,6 +341,28 @@ pub(super) fn passed(fuzzer: &Fuzzer, totals: &Totals) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_saved_schedule_is_a_new_private_file_never_a_planted_one() {
+        use std::os::unix::fs::{MetadataExt as _, symlink};
+        let dir = tempfile::tempdir().unwrap();
+        // What another user could plant at the old fixed name.
+        let target = dir.path().join("victim");
+        std::fs::write(&target, "keep me").unwrap();
+        symlink(&target, dir.path().join("tcpproxy-test-fuzz-3-9.txt")).unwrap();
+        let a = save_private(dir.path(), "tcpproxy-test-fuzz-3-9-", "case\n").unwrap();
+        let b = save_private(dir.path(), "tcpproxy-test-fuzz-3-9-", "case\n").unwrap();
+        assert_ne!(a, b);
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "keep me");
+        for p in [&a, &b] {
+            let name = p.file_name().unwrap().to_string_lossy().into_owned();
+            assert!(name.starts_with("tcpproxy-test-fuzz-3-9-") && name.ends_with(".txt"));
+            let meta = std::fs::symlink_metadata(p).unwrap();
+            assert!(meta.file_type().is_file());
+            assert_eq!(meta.mode() & 0o077, 0, "{name}: readable by others");
+            assert_eq!(std::fs::read_to_string(p).unwrap(), "case\n");
+        }
+    }
 
     #[test]
     fn shell_words_quote_only_what_needs_it() {
