@@ -98,6 +98,8 @@ pub struct Config {
     pub strict: bool,
     pub format: Format,
     pub output: Option<PathBuf>,
+    /// One line each for stderr before the run: what was given but may not mean what it says.
+    pub warnings: Vec<String>,
     pub filter: Filter,
 }
 
@@ -112,12 +114,56 @@ pub enum Parsed {
     Usage(String),
 }
 
+/// The suite's own long flags, for telling a user who wrote one after PROXY that it went to the
+/// proxy (`tcpproxy-test ./proxy --only echo/single` failed every phase with the proxy's usage).
+const SUITE_FLAGS: &[&str] = &[
+    "--stall-timeout",
+    "--timeout-scale",
+    "--seed",
+    "--jobs",
+    "--strict",
+    "--format",
+    "--output",
+    "--list",
+    "--only",
+    "--exclude",
+];
+
 pub fn parse(args: impl IntoIterator<Item = OsString>) -> Parsed {
+    let args: Vec<OsString> = args.into_iter().collect();
+    let dashes = args.iter().skip(1).any(|a| a == "--");
     let a = match tcpproxy::cli::try_parse::<Args, _, _>(args) {
         Ok(a) => a,
         Err(NotRun::Info(t)) => return Parsed::Info(t),
         Err(NotRun::Usage(m)) => return Parsed::Usage(m),
     };
+    let mut warnings = Vec::new();
+    if !dashes {
+        // Without `--`, a word starting with a dash where PROXY goes is a flag we do not know,
+        // not a program (it was reported as "proxy '--bogus' is not a file").
+        if let Some(first) = a.proxy.first().map(|w| w.to_string_lossy())
+            && first.starts_with('-')
+            && first != "-"
+        {
+            return Parsed::Usage(format!(
+                "unexpected argument '{first}' (see --help; a proxy's own options go after PROXY)"
+            ));
+        }
+        let after: Vec<String> = a
+            .proxy
+            .iter()
+            .skip(1)
+            .map(|w| w.to_string_lossy().into_owned())
+            .filter(|w| SUITE_FLAGS.contains(&w.split('=').next().unwrap_or("")))
+            .collect();
+        if !after.is_empty() {
+            warnings.push(format!(
+                "warning: {} after PROXY go{} to the proxy, not to tcpproxy-test; put tcpproxy-test's options before PROXY (write `--` before PROXY to silence this)",
+                after.join(", "),
+                if after.len() == 1 { "es" } else { "" }
+            ));
+        }
+    }
     let filter = match (globs(&a.only), globs(&a.exclude)) {
         (Ok(only), Ok(exclude)) => Filter { only, exclude },
         (Err(e), _) | (_, Err(e)) => return Parsed::Usage(e),
@@ -177,6 +223,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Parsed {
         format: a.format,
         output: a.output,
         filter,
+        warnings,
     })
 }
 
@@ -332,6 +379,31 @@ mod tests {
         assert_eq!(c.proxy.args[0], REFERENCE_SUBCOMMAND);
         assert_eq!(c.proxy.args[2], "2");
         assert_eq!(c.stall_timeout, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn a_dash_word_for_proxy_is_an_unknown_flag_and_suite_flags_after_proxy_warn() {
+        assert!(matches!(
+            parse_strs(&["--bogus"]),
+            Parsed::Usage(m) if m.starts_with("unexpected argument '--bogus'")
+        ));
+        let Parsed::Run(c) = parse_strs(&["sh", "--only", "echo/single", "--jobs=2", "-x"]) else {
+            panic!("expected a run")
+        };
+        assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
+        assert!(
+            c.warnings[0].starts_with("warning: --only, --jobs=2 after PROXY go to the proxy"),
+            "{:?}",
+            c.warnings
+        );
+        let Parsed::Run(c) = parse_strs(&["--", "sh", "--stall-timeout", "2"]) else {
+            panic!("expected a run")
+        };
+        assert!(c.warnings.is_empty());
+        let Parsed::Run(c) = parse_strs(&["sh", "-c", "exit 0"]) else {
+            panic!("expected a run")
+        };
+        assert!(c.warnings.is_empty());
     }
 
     #[test]

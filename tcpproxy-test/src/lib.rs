@@ -56,7 +56,12 @@ pub fn main_with_args(args: Vec<OsString>) -> ExitCode {
         return grade::main_with_args(args);
     }
     let config = match cli::parse(args) {
-        Parsed::Run(c) => c,
+        Parsed::Run(c) => {
+            for w in &c.warnings {
+                eprintln!("tcpproxy-test: {w}");
+            }
+            c
+        }
         Parsed::Info(text) => {
             let _ = std::io::stdout().write_all(text.as_bytes());
             return ExitCode::SUCCESS;
