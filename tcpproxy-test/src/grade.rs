@@ -34,8 +34,9 @@ pub const CLASS_JSON_VERSION: u32 = 1;
     about = "Grade many proxies: a class table (CSV, JSON) and artifacts per submission",
     long_about = "Grade many proxies. Each SUBMISSION is an executable, or a directory holding an \
         executable named `tcpproxy`. Writes OUT_DIR/class.csv, OUT_DIR/class.json and, per \
-        submission, OUT_DIR/NAME/{report.txt,report.json,junit.xml}. Exit status 0 once every \
-        submission has a row, whatever its grade."
+        submission, OUT_DIR/NAME/{report.txt,report.json,junit.xml}. Exit status: 0 once every \
+        submission has a row, whatever its grade; 2 usage error; 3 the harness could not run; \
+        130 interrupted."
 )]
 struct Args {
     /// Where the class table and per-submission artifacts go.

@@ -41,7 +41,8 @@ const MAX_STALL_TIMEOUT: f64 = 60.0;
         Without PROXY, fuzzes the bundled reference proxy.\n\n\
         Give PROXY a stall timeout of 5 s or more: readers stall for up to 1.5 s. Tell the fuzzer\n\
         that timeout (--stall-timeout) and some cases read slowly for longer than it.\n\n\
-        Exit status: 0 no failure, 1 a failure found, 2 usage error, 3 the harness could not run.",
+        Exit status: 0 no failure, 1 a failure found, 2 usage error, 3 the harness could not run,\n\
+        130 interrupted.",
     after_help = "Examples:\n  tcpproxy-test fuzz ./tcpproxy\n  tcpproxy-test fuzz --seed 7 --cases 200 -- python3 proxy.py\n  tcpproxy-test fuzz --seed 7 --case 12 ./tcpproxy\n  tcpproxy-test fuzz --replay /tmp/tcpproxy-test-fuzz-7-12-Qx3kZt.txt ./tcpproxy"
 )]
 struct Args {
