@@ -88,6 +88,8 @@ struct Class<'a> {
     format: &'static str,
     version: u32,
     seed: u64,
+    /// As in the run report: the seed as a string, which no JSON reader rounds.
+    seed_text: String,
     stall_timeout_secs: f64,
     phases: Vec<&'static str>,
     submissions: &'a [Row],
@@ -176,6 +178,7 @@ async fn grade(a: Args, filter: Filter) -> u8 {
         format: "tcpproxy-test-class",
         version: CLASS_JSON_VERSION,
         seed,
+        seed_text: seed.to_string(),
         stall_timeout_secs: a.stall_timeout,
         phases: phase_ids.clone(),
         submissions: &rows,

@@ -63,6 +63,7 @@ fn json_is_the_versioned_model() {
   "proxy": "[..]tcpproxy-test __reference-proxy --stall-timeout 2",
   "reference": true,
   "seed": [..],
+  "seed_text": "[..]",
   "stall_timeout_secs": 2.0,
   "timeout_scale": 1.0,
   "summary": {
@@ -105,6 +106,17 @@ fn json_is_the_versioned_model() {
   ]
 }"#,
         &run.stdout,
+    );
+    // Issue 18: jq 1.6 and JavaScript read 7080451246934867592 as 7080451246934868000, and a
+    // replay with that seed sends other bytes; the string beside it survives any reader.
+    let run = quick(&["--format", "json", "--seed", "7080451246934867592"]);
+    assert_eq!(run.code, Some(0), "{}", run.dump());
+    assert!(
+        run.stdout.contains(
+            "  \"seed\": 7080451246934867592,\n  \"seed_text\": \"7080451246934867592\",\n"
+        ),
+        "{}",
+        run.dump()
     );
 }
 

@@ -18,6 +18,9 @@ struct Document<'a> {
     proxy: &'a str,
     reference: bool,
     seed: u64,
+    /// The seed again as a string: readers that hold numbers as doubles (jq 1.6, JavaScript)
+    /// round a 64-bit seed, and a replay with the rounded one sends other bytes.
+    seed_text: String,
     stall_timeout_secs: f64,
     timeout_scale: f64,
     summary: Summary,
@@ -77,6 +80,7 @@ fn render_document(run: &RunReport, error: Option<&str>) -> String {
         proxy: &run.proxy,
         reference: run.reference,
         seed: run.seed,
+        seed_text: run.seed.to_string(),
         stall_timeout_secs: run.stall_timeout.as_secs_f64(),
         timeout_scale: run.timeout_scale,
         summary: Summary {
@@ -129,6 +133,7 @@ mod tests {
   "proxy": "./tcpproxy",
   "reference": false,
   "seed": 7,
+  "seed_text": "7",
   "stall_timeout_secs": 10.0,
   "timeout_scale": 1.0,
   "summary": {
