@@ -211,6 +211,21 @@ pub struct Stall {
 }
 
 impl Flow {
+    /// `steps` with no timing, shut down after the last byte, read eagerly: what the text form
+    /// means where it names nothing else.
+    pub fn plain(steps: Vec<Step>) -> Flow {
+        Flow {
+            steps,
+            latency_ms: 0,
+            slicer: None,
+            shutdown: Shutdown::AfterLastByte,
+            reader: Reader {
+                pace: Pace::Eager,
+                stall: None,
+            },
+        }
+    }
+
     /// Bytes the sender writes in all.
     pub fn total(&self) -> usize {
         self.steps
@@ -531,16 +546,7 @@ impl FromStr for Flow {
                 });
             }
         }
-        let mut flow = Flow {
-            steps,
-            latency_ms: 0,
-            slicer: None,
-            shutdown: Shutdown::AfterLastByte,
-            reader: Reader {
-                pace: Pace::Eager,
-                stall: None,
-            },
-        };
+        let mut flow = Flow::plain(steps);
         let (mut saw_shutdown, mut saw_reader) = (false, false);
         for item in items {
             let words: Vec<&str> = item.split_whitespace().collect();

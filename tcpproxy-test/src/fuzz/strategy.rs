@@ -97,23 +97,13 @@ pub fn case_tree(
 pub fn outlasting(dir: Dir, stall: Duration) -> Connection {
     let rate = OUTLAST_PACE.rate().expect("a slow pace has a rate");
     let len = (rate * (stall + OUTLAST_BY).as_secs_f64()) as usize;
-    let quiet = Flow {
-        steps: Vec::new(),
-        latency_ms: 0,
-        slicer: None,
-        shutdown: Shutdown::AfterLastByte,
-        reader: Reader {
-            pace: Pace::Eager,
-            stall: None,
-        },
-    };
+    let quiet = Flow::plain(Vec::new());
     let busy = Flow {
-        steps: vec![Step::Bulk(len)],
         reader: Reader {
             pace: OUTLAST_PACE,
             stall: None,
         },
-        ..quiet.clone()
+        ..Flow::plain(vec![Step::Bulk(len)])
     };
     let (up, down) = match dir {
         Dir::Up => (busy, quiet),
