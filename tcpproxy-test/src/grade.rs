@@ -2,26 +2,27 @@
 //! the results become a class table (CSV and JSON) and a folder of artifacts per submission. A
 //! submission that is missing or cannot run gets its own row, never an aborted batch.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::ffi::OsString;
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use clap::Parser;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tcpproxy::cli::NotRun;
 use tcpproxy::flag_value;
 use tokio::sync::Semaphore;
 
 use crate::cli::resolve;
 use crate::deadline::Timing;
-use crate::harness::ProxyCommand;
+use crate::harness::{ProxyCommand, Starts};
 use crate::phase::{Outcome, Rules, Verdict};
 use crate::report::{self, Format, RunReport};
-use crate::suite::{self, Filter};
+use crate::suite::{self, Filter, Running};
 
 /// The executable looked for inside a submission that is a directory.
 pub const SUBMISSION_EXECUTABLE: &str = "tcpproxy";
@@ -34,9 +35,11 @@ pub const CLASS_JSON_VERSION: u32 = 1;
     about = "Grade many proxies: a class table (CSV, JSON) and artifacts per submission",
     long_about = "Grade many proxies. Each SUBMISSION is an executable, or a directory holding an \
         executable named `tcpproxy`. Writes OUT_DIR/class.csv, OUT_DIR/class.json and, per \
-        submission, OUT_DIR/NAME/{report.txt,report.json,junit.xml}. Exit status: 0 once every \
-        submission has a row, whatever its grade; 2 usage error; 3 the harness could not run; \
-        130 interrupted."
+        submission, OUT_DIR/NAME/{report.txt,report.json,junit.xml}. The table is rewritten as \
+        each submission finishes, so an interrupted batch keeps every row it finished; \
+        `--resume` then grades only the others. Exit status: 0 once every submission has a \
+        row, whatever its grade; 2 usage error; 3 the harness could not run (or a row is \
+        inconclusive); 130 interrupted."
 )]
 struct Args {
     /// Where the class table and per-submission artifacts go.
@@ -57,6 +60,10 @@ struct Args {
     /// Count warnings as failures.
     #[arg(long)]
     strict: bool,
+    /// Keep the rows OUT_DIR/class.json already has for these submissions (same paths, same
+    /// settings) and grade only the rest; the seed is taken from it.
+    #[arg(long)]
+    resume: bool,
     /// Run only phases matching GLOB (repeatable).
     #[arg(long, value_name = "GLOB")]
     only: Vec<String>,
@@ -69,11 +76,12 @@ struct Args {
 }
 
 /// One row of the class table.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct Row {
     name: String,
     path: String,
-    /// `graded`, or why it could not be (`error: ...`).
+    /// `graded`; `error: ...` when it could not run or never listened; `inconclusive: ...`
+    /// when the harness could not run it.
     status: String,
     passed: usize,
     failed: usize,
@@ -83,16 +91,25 @@ struct Row {
     verdicts: Vec<(String, String)>,
 }
 
-#[derive(Serialize)]
-struct Class<'a> {
-    format: &'static str,
+/// class.json: the settings every row was graded with, and the rows.
+#[derive(Serialize, Deserialize)]
+struct Class {
+    format: String,
     version: u32,
     seed: u64,
     /// As in the run report: the seed as a string, which no JSON reader rounds.
     seed_text: String,
     stall_timeout_secs: f64,
-    phases: Vec<&'static str>,
-    submissions: &'a [Row],
+    /// Absent in files written before `--resume` existed.
+    #[serde(default)]
+    timeout_scale: Option<f64>,
+    #[serde(default)]
+    strict: Option<bool>,
+    phases: Vec<String>,
+    /// False while the batch runs (and after an interrupt): rows are missing.
+    #[serde(default)]
+    complete: bool,
+    submissions: Vec<Row>,
 }
 
 pub fn main_with_args(args: Vec<OsString>) -> std::process::ExitCode {
@@ -117,10 +134,23 @@ pub fn main_with_args(args: Vec<OsString>) -> std::process::ExitCode {
             return std::process::ExitCode::from(crate::EXIT_USAGE);
         }
     };
-    crate::runtime::run("tcpproxy-test grade", grade(a, filter))
+    let finished = Arc::new(AtomicUsize::new(0));
+    let note = {
+        let (finished, out_dir) = (finished.clone(), a.out_dir.clone());
+        move || {
+            let n = finished.load(Ordering::Relaxed);
+            (n > 0).then(|| {
+                format!(
+                    "{} holds the {n} finished; the same command with --resume grades the rest",
+                    out_dir.join(CLASS_CSV).display()
+                )
+            })
+        }
+    };
+    crate::runtime::run_noting("tcpproxy-test grade", grade(a, filter, finished), note)
 }
 
-async fn grade(a: Args, filter: Filter) -> u8 {
+async fn grade(a: Args, filter: Filter, finished: Arc<AtomicUsize>) -> u8 {
     crate::harness::become_subreaper();
     crate::harness::raise_descriptor_limit();
     if let Err(e) = std::fs::create_dir_all(&a.out_dir) {
@@ -130,7 +160,42 @@ async fn grade(a: Args, filter: Filter) -> u8 {
         );
         return crate::EXIT_HARNESS;
     }
-    let seed = a.seed.unwrap_or_else(rand::random);
+    let phase_ids: Vec<String> = filter.select().iter().map(|p| p.id.to_string()).collect();
+    let names = unique_names(&a.submissions);
+    let paths: Vec<String> = a
+        .submissions
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect();
+    let earlier = if a.resume {
+        match resumable(&a, &phase_ids) {
+            Ok(c) => c,
+            Err(msg) => {
+                eprintln!("tcpproxy-test grade: --resume: {msg}");
+                return crate::EXIT_USAGE;
+            }
+        }
+    } else {
+        None
+    };
+    let seed = match &earlier {
+        Some(c) => c.seed,
+        None => a.seed.unwrap_or_else(rand::random),
+    };
+    let mut rows: Vec<Option<Row>> = vec![None; names.len()];
+    if let Some(c) = &earlier {
+        let kept = kept_rows(c, &names, &paths, &a.out_dir);
+        for (slot, row) in rows.iter_mut().zip(kept) {
+            *slot = row;
+        }
+        let n = rows.iter().flatten().count();
+        eprintln!(
+            "tcpproxy-test grade: resuming: {n} of {} submissions already have a row in {}; grading the other {}",
+            rows.len(),
+            a.out_dir.join(CLASS_JSON).display(),
+            rows.len() - n
+        );
+    }
     let stall = Duration::from_secs_f64(a.stall_timeout);
     let rules = Rules {
         timing: Timing {
@@ -140,31 +205,40 @@ async fn grade(a: Args, filter: Filter) -> u8 {
         seed,
         strict: a.strict,
     };
-    let phase_ids: Vec<&'static str> = filter.select().iter().map(|p| p.id).collect();
-    let names = unique_names(&a.submissions);
+    let mut class = Class {
+        format: CLASS_JSON_FORMAT.into(),
+        version: CLASS_JSON_VERSION,
+        seed,
+        seed_text: seed.to_string(),
+        stall_timeout_secs: a.stall_timeout,
+        timeout_scale: Some(a.timeout_scale),
+        strict: Some(a.strict),
+        phases: phase_ids.clone(),
+        complete: false,
+        submissions: vec![],
+    };
     let slots = Arc::new(Semaphore::new(a.jobs as usize));
     let out_dir = Arc::new(a.out_dir.clone());
-    let handles: Vec<_> = a
-        .submissions
-        .iter()
-        .cloned()
-        .zip(names)
-        .map(|(path, name)| {
-            let (slots, filter, out_dir) = (slots.clone(), filter.clone(), out_dir.clone());
-            tokio::spawn(async move {
-                let _slot = slots.acquire_owned().await.expect("never closed");
-                grade_one(&path, name, filter, rules, stall, a.timeout_scale, &out_dir).await
-            })
-        })
-        .collect();
-    let mut rows = Vec::new();
-    for h in handles {
-        match h.await {
-            Ok(Ok(row)) => {
-                eprintln!("graded {}: {}", row.name, row.status_line());
-                rows.push(row);
-            }
-            Ok(Err(msg)) => {
+    let mut tasks = tokio::task::JoinSet::new();
+    for (i, (path, name)) in a.submissions.iter().cloned().zip(&names).enumerate() {
+        if rows[i].is_some() {
+            continue;
+        }
+        let (slots, filter, out_dir, name) =
+            (slots.clone(), filter.clone(), out_dir.clone(), name.clone());
+        tasks.spawn(async move {
+            let _slot = slots.acquire_owned().await.expect("never closed");
+            let row = grade_one(&path, name, filter, rules, stall, a.timeout_scale, &out_dir).await;
+            (i, row)
+        });
+    }
+    let (total, to_grade) = (rows.len(), tasks.len());
+    let started = Instant::now();
+    let mut done = 0;
+    while let Some(joined) = tasks.join_next().await {
+        let (i, row) = match joined {
+            Ok((i, Ok(row))) => (i, row),
+            Ok((_, Err(msg))) => {
                 eprintln!("tcpproxy-test grade: the harness could not run: {msg}");
                 return crate::EXIT_HARNESS;
             }
@@ -172,43 +246,167 @@ async fn grade(a: Args, filter: Filter) -> u8 {
                 eprintln!("tcpproxy-test grade: the harness crashed: {e}");
                 return crate::EXIT_HARNESS;
             }
+        };
+        done += 1;
+        eprintln!(
+            "[{done}/{to_grade}] {}: {} ({})",
+            row.name,
+            row.status_line(),
+            eta(started.elapsed(), done, to_grade)
+        );
+        rows[i] = Some(row);
+        class.submissions = rows.iter().flatten().cloned().collect();
+        class.complete = class.submissions.len() == total;
+        if let Err(msg) = write_class(&a.out_dir, &class) {
+            eprintln!("tcpproxy-test grade: {msg}");
+            return crate::EXIT_HARNESS;
         }
+        finished.store(class.submissions.len(), Ordering::Relaxed);
     }
-    let class = Class {
-        format: "tcpproxy-test-class",
-        version: CLASS_JSON_VERSION,
-        seed,
-        seed_text: seed.to_string(),
-        stall_timeout_secs: a.stall_timeout,
-        phases: phase_ids.clone(),
-        submissions: &rows,
-    };
-    let json = serde_json::to_string_pretty(&class).expect("plain data serialises") + "\n";
-    let csv = class_csv(&phase_ids, &rows);
-    for (file, text) in [("class.json", json), ("class.csv", csv)] {
-        let path = a.out_dir.join(file);
-        if let Err(e) = std::fs::write(&path, text) {
-            eprintln!("tcpproxy-test grade: cannot write {}: {e}", path.display());
+    if to_grade == 0 {
+        // Everything came from the earlier run; the table is written again as complete.
+        class.submissions = rows.iter().flatten().cloned().collect();
+        class.complete = true;
+        if let Err(msg) = write_class(&a.out_dir, &class) {
+            eprintln!("tcpproxy-test grade: {msg}");
             return crate::EXIT_HARNESS;
         }
     }
     let _ = writeln!(
         std::io::stdout(),
-        "graded {} submissions into {}",
-        rows.len(),
+        "graded {total} submissions into {}",
         a.out_dir.display()
     );
-    let inconclusive = rows
+    let inconclusive = class
+        .submissions
         .iter()
         .filter(|r| r.status.starts_with("inconclusive"))
         .count();
     if inconclusive > 0 {
         eprintln!(
-            "tcpproxy-test grade: {inconclusive} submission(s) inconclusive: the harness could not run them; regrade those"
+            "tcpproxy-test grade: {inconclusive} submission(s) inconclusive: the harness could not run them; regrade those (--resume grades only them)"
         );
         return crate::EXIT_HARNESS;
     }
     crate::EXIT_PASSED
+}
+
+const CLASS_JSON: &str = "class.json";
+const CLASS_CSV: &str = "class.csv";
+const CLASS_JSON_FORMAT: &str = "tcpproxy-test-class";
+
+/// Writes class.json and class.csv, each replaced whole (an interrupt never leaves half a table).
+fn write_class(out_dir: &Path, class: &Class) -> Result<(), String> {
+    let json = serde_json::to_string_pretty(class).expect("plain data serialises") + "\n";
+    let csv = class_csv(&class.phases, &class.submissions);
+    for (file, text) in [(CLASS_JSON, json), (CLASS_CSV, csv)] {
+        let (path, partial) = (out_dir.join(file), out_dir.join(format!(".{file}.partial")));
+        std::fs::write(&partial, text)
+            .and_then(|()| std::fs::rename(&partial, &path))
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// The earlier class.json, if there is one and it was graded as this run would grade: the same
+/// phases, stall timeout, scale and strictness, and the seed given (if any). Rows graded under
+/// other settings would not be comparable, so a mismatch is refused rather than mixed in.
+fn resumable(a: &Args, phase_ids: &[String]) -> Result<Option<Class>, String> {
+    let path = a.out_dir.join(CLASS_JSON);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            eprintln!(
+                "tcpproxy-test grade: --resume: no {} yet; grading every submission",
+                path.display()
+            );
+            return Ok(None);
+        }
+        Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+    };
+    let mut c: Class = serde_json::from_str(&text)
+        .map_err(|e| format!("{} is not a class table: {e}", path.display()))?;
+    if c.format != CLASS_JSON_FORMAT || c.version != CLASS_JSON_VERSION {
+        return Err(format!(
+            "{} is {} version {}; this grade writes {CLASS_JSON_FORMAT} version {CLASS_JSON_VERSION}",
+            path.display(),
+            c.format,
+            c.version
+        ));
+    }
+    // The string is exact where an edited file's number may have been rounded.
+    if let Ok(seed) = c.seed_text.parse() {
+        c.seed = seed;
+    }
+    let differs = |what: &str, then: String, now: String| {
+        Err(format!(
+            "{} was graded with {what} {then}, this run has {now}; give the same flags, or a new --out-dir",
+            path.display()
+        ))
+    };
+    if let Some(seed) = a.seed.filter(|s| *s != c.seed) {
+        return differs("--seed", c.seed.to_string(), seed.to_string());
+    }
+    if c.stall_timeout_secs != a.stall_timeout {
+        return differs(
+            "--stall-timeout",
+            c.stall_timeout_secs.to_string(),
+            a.stall_timeout.to_string(),
+        );
+    }
+    if c.timeout_scale.unwrap_or(1.0) != a.timeout_scale {
+        return differs(
+            "--timeout-scale",
+            c.timeout_scale.unwrap_or(1.0).to_string(),
+            a.timeout_scale.to_string(),
+        );
+    }
+    if c.strict.unwrap_or(false) != a.strict {
+        let word = |s: bool| if s { "--strict" } else { "no --strict" }.to_string();
+        return differs("", word(c.strict.unwrap_or(false)), word(a.strict));
+    }
+    if c.phases != phase_ids {
+        return differs("the phases", c.phases.join(" "), phase_ids.join(" "));
+    }
+    Ok(Some(c))
+}
+
+/// The earlier rows worth keeping, by position in this run's submissions: same name and path,
+/// graded, and its report still on disk. Error and inconclusive rows are tried again: the fix
+/// (a file handed in late, a freed port) is usually why one resumes.
+fn kept_rows(c: &Class, names: &[String], paths: &[String], out_dir: &Path) -> Vec<Option<Row>> {
+    let by_name: HashMap<&str, &Row> = c.submissions.iter().map(|r| (r.name.as_str(), r)).collect();
+    names
+        .iter()
+        .zip(paths)
+        .map(|(name, path)| {
+            let row = by_name.get(name.as_str())?;
+            let keep = row.path == *path
+                && row.status == "graded"
+                && out_dir.join(name).join("report.json").is_file();
+            keep.then(|| (*row).clone())
+        })
+        .collect()
+}
+
+/// `2m10s elapsed, about 4m left`: the rate so far, over every job, carried to the rest.
+fn eta(elapsed: Duration, done: usize, total: usize) -> String {
+    let spent = format!("{} elapsed", short(elapsed));
+    if done >= total {
+        return spent;
+    }
+    let left = elapsed.mul_f64((total - done) as f64 / done.max(1) as f64);
+    format!("{spent}, about {} left", short(left))
+}
+
+/// `45s`, `3m10s`, `1h02m`.
+fn short(d: Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m{:02}s", s / 60, s % 60),
+        _ => format!("{}h{:02}m", s / 3600, s % 3600 / 60),
+    }
 }
 
 impl Row {
@@ -297,9 +495,19 @@ async fn grade_one(
     // A harness fault (its own port taken, say) is no verdict on the student: try again, and if
     // it persists the row says inconclusive rather than failed.
     let mut attempt = 1;
-    let outcomes: Vec<Outcome> = loop {
-        match suite::run(filter.select(), cmd.clone(), rules, None, |_| {}).await {
-            Ok(o) => break o,
+    let (outcomes, starts): (Vec<Outcome>, Arc<Starts>) = loop {
+        let starts = Arc::new(Starts::default());
+        let run = suite::run_watched(
+            filter.select(),
+            cmd.clone(),
+            rules,
+            None,
+            Running::default(),
+            starts.clone(),
+            |_| {},
+        );
+        match run.await {
+            Ok(o) => break (o, starts),
             Err(msg) if attempt < HARNESS_ATTEMPTS => {
                 eprintln!(
                     "tcpproxy-test grade: {name}: the harness could not run ({msg}); trying again"
@@ -325,6 +533,11 @@ async fn grade_one(
         .iter()
         .map(|o| (o.id.to_string(), o.verdict.to_string()))
         .collect();
+    if starts.none_started() {
+        // A script with a syntax error, a binary for another machine: not one phase was a test
+        // of forwarding, so the row says why in its status rather than as 17 failures.
+        row.status = format!("error: {}", never_started(&outcomes));
+    }
     let run = RunReport {
         proxy,
         reference: false,
@@ -351,6 +564,30 @@ async fn grade_one(
     replace_artifacts(&dir, &files)?;
     Ok(row)
 }
+
+/// `the proxy never started: expected ... but it exited first (exit status 2); its stderr
+/// begins: ./tcpproxy: 3: Syntax error: "then" unexpected`.
+fn never_started(outcomes: &[Outcome]) -> String {
+    let first = outcomes
+        .iter()
+        .find_map(|o| o.failure.as_ref().map(|f| (o, f)));
+    let Some((o, f)) = first else {
+        return "the proxy never started".into();
+    };
+    let mut s = format!("the proxy never started in any phase: {}", f.summary);
+    let line = o
+        .stderr_tail
+        .as_deref()
+        .and_then(|t| t.lines().map(str::trim).find(|l| !l.is_empty()));
+    if let Some(line) = line {
+        let line: String = line.chars().take(STDERR_LINE_CHARS).collect();
+        let _ = write!(s, "; its stderr begins: {line}");
+    }
+    s
+}
+
+/// Enough of a stderr line for a table cell: the interpreter's complaint, not a whole trace.
+const STDERR_LINE_CHARS: usize = 200;
 
 /// The reports in a submission's folder, every run, whether it was graded or could not run.
 const REPORTS: [(&str, Format); 3] = [
@@ -423,9 +660,10 @@ fn unique_names(paths: &[PathBuf]) -> Vec<String> {
         .collect()
 }
 
-/// `submission,status,passed,failed,warning,skipped,<phase ids...>`, one row per submission.
-fn class_csv(phase_ids: &[&str], rows: &[Row]) -> String {
-    let mut s = String::from("submission,status,passed,failed,warning,skipped");
+/// `submission,path,status,passed,failed,warning,skipped,<phase ids...>`, one row per
+/// submission.
+fn class_csv(phase_ids: &[String], rows: &[Row]) -> String {
+    let mut s = String::from("submission,path,status,passed,failed,warning,skipped");
     for id in phase_ids {
         let _ = write!(s, ",{}", csv_field(id));
     }
@@ -433,8 +671,9 @@ fn class_csv(phase_ids: &[&str], rows: &[Row]) -> String {
     for r in rows {
         let _ = write!(
             s,
-            "{},{},{},{},{},{}",
+            "{},{},{},{},{},{},{}",
             csv_field(&r.name),
+            csv_field(&r.path),
             csv_field(&r.status),
             r.passed,
             r.failed,
@@ -466,6 +705,16 @@ fn csv_field(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_estimate_carries_the_rate_so_far_to_the_rest() {
+        assert_eq!(
+            eta(Duration::from_secs(130), 2, 6),
+            "2m10s elapsed, about 4m20s left"
+        );
+        assert_eq!(eta(Duration::from_secs(45), 3, 3), "45s elapsed");
+        assert_eq!(short(Duration::from_secs(3725)), "1h02m");
+    }
 
     #[test]
     fn names_are_unique_and_safe() {
@@ -506,12 +755,13 @@ mod tests {
                 verdicts: vec![],
             },
         ];
-        let csv = class_csv(&["echo/single", "shutdown/one-way"], &rows);
+        let ids = ["echo/single".to_string(), "shutdown/one-way".to_string()];
+        let csv = class_csv(&ids, &rows);
         assert_eq!(
             csv,
-            "submission,status,passed,failed,warning,skipped,echo/single,shutdown/one-way\n\
-             alice,graded,1,1,0,0,passed,failed\n\
-             bob,\"error: proxy 'b' is not executable, \"\"x\"\"\",0,0,0,0,not run,not run\n"
+            "submission,path,status,passed,failed,warning,skipped,echo/single,shutdown/one-way\n\
+             alice,a,graded,1,1,0,0,passed,failed\n\
+             bob,b,\"error: proxy 'b' is not executable, \"\"x\"\"\",0,0,0,0,not run,not run\n"
         );
     }
 }

@@ -10,6 +10,15 @@ use crate::{EXIT_HARNESS, EXIT_INTERRUPTED, harness};
 /// Runs `work` to completion or until Ctrl-C, then ends every descendant. `name` starts every
 /// line this prints (`tcpproxy-test`, `tcpproxy-test fuzz`, ...).
 pub fn run(name: &str, work: impl Future<Output = u8>) -> ExitCode {
+    run_noting(name, work, || None)
+}
+
+/// As [`run`]; after an interrupt, `note` may add a line saying what was kept.
+pub fn run_noting(
+    name: &str,
+    work: impl Future<Output = u8>,
+    note: impl FnOnce() -> Option<String>,
+) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -26,6 +35,9 @@ pub fn run(name: &str, work: impl Future<Output = u8>) -> ExitCode {
             _ = tokio::signal::ctrl_c() => {
                 harness::kill_all_groups();
                 eprintln!("{name}: interrupted; every proxy started was killed");
+                if let Some(line) = note() {
+                    eprintln!("{name}: {line}");
+                }
                 EXIT_INTERRUPTED
             }
         }

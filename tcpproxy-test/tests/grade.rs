@@ -19,6 +19,15 @@ fn submission(dir: &Path, name: &str, target: &Path, args: &str) {
     std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
 }
 
+/// A submission directory holding an executable shell script `tcpproxy` with `body`.
+fn script(dir: &Path, name: &str, body: &str) {
+    let d = dir.join(name);
+    std::fs::create_dir_all(&d).unwrap();
+    let exe = d.join("tcpproxy");
+    std::fs::write(&exe, format!("#!/bin/sh\n{body}")).unwrap();
+    std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
 #[test]
 fn a_class_gets_a_row_per_submission_whatever_state_it_is_in() {
     let class = tempfile::tempdir().unwrap();
@@ -37,6 +46,7 @@ fn a_class_gets_a_row_per_submission_whatever_state_it_is_in() {
     );
     submission(c, "carol", &fixtures_bin(), "crash-segv");
     std::fs::create_dir_all(c.join("dave")).unwrap(); // handed in nothing
+    script(c, "frank", "if then\n"); // a syntax error: it never listens
     let out = c.join("out");
     let arg = |p: &Path| p.to_str().unwrap().to_string();
     let args: Vec<String> = [
@@ -53,7 +63,7 @@ fn a_class_gets_a_row_per_submission_whatever_state_it_is_in() {
     .iter()
     .map(|s| s.to_string())
     .chain(
-        ["alice", "bob", "carol", "dave", "erin"]
+        ["alice", "bob", "carol", "dave", "erin", "frank"]
             .iter()
             .map(|n| arg(&c.join(n))),
     )
@@ -64,19 +74,37 @@ fn a_class_gets_a_row_per_submission_whatever_state_it_is_in() {
     assert_eq!(run.code, Some(0), "{}", run.dump());
     let csv = std::fs::read_to_string(out.join("class.csv")).unwrap();
     assert_matches(
-        "submission,status,passed,failed,warning,skipped,echo/single,shutdown/one-way
-alice,graded,2,0,0,0,passed,passed
-bob,graded,1,1,0,0,passed,failed
-carol,graded,0,2,0,0,failed,failed
-dave,error: proxy '[..]/dave/tcpproxy' cannot be used: No such file or directory (os error 2),0,0,0,0,not run,not run
-erin,error: proxy '[..]/erin' cannot be used: No such file or directory (os error 2),0,0,0,0,not run,not run
+        "submission,path,status,passed,failed,warning,skipped,echo/single,shutdown/one-way
+alice,[..]/alice,graded,2,0,0,0,passed,passed
+bob,[..]/bob,graded,1,1,0,0,passed,failed
+carol,[..]/carol,graded,0,2,0,0,failed,failed
+dave,[..]/dave,error: proxy '[..]/dave/tcpproxy' cannot be used: No such file or directory (os error 2),0,0,0,0,not run,not run
+erin,[..]/erin,error: proxy '[..]/erin' cannot be used: No such file or directory (os error 2),0,0,0,0,not run,not run
+frank,[..]/frank,\"error: the proxy never started in any phase: expected the proxy to listen on port [..], but it exited first (exit status 2); its stderr begins: [..]Syntax error[..]\",0,2,0,0,failed,failed
 ",
         &csv,
     );
     let class_json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("class.json")).unwrap()).unwrap();
     assert_eq!(class_json["format"], "tcpproxy-test-class");
-    assert_eq!(class_json["submissions"].as_array().unwrap().len(), 5);
+    assert_eq!(class_json["submissions"].as_array().unwrap().len(), 6);
+    assert_eq!(class_json["complete"], true);
+    // Each junit.xml names its own suite, so a CI view merging the class keeps them apart.
+    let suite = |name: &str| {
+        let xml = std::fs::read_to_string(out.join(name).join("junit.xml")).unwrap();
+        let at = xml.find("<testsuite name=\"").expect("a suite") + "<testsuite name=\"".len();
+        xml[at..at + xml[at..].find('"').unwrap()].to_string()
+    };
+    assert_matches("tcpproxy-test: [..]/alice/tcpproxy", &suite("alice"));
+    assert_matches("tcpproxy-test: [..]/bob/tcpproxy", &suite("bob"));
+    let progress: Vec<&str> = run.stderr.lines().filter(|l| l.starts_with('[')).collect();
+    assert_eq!(
+        progress.len(),
+        6,
+        "a progress line per submission: {}",
+        run.dump()
+    );
+    assert_matches("[6/6] [..] elapsed)", progress[5]);
     let carol = std::fs::read_to_string(out.join("carol/report.txt")).unwrap();
     assert!(carol.contains("killed by signal SIGSEGV"), "{carol}");
     for file in ["report.txt", "report.json", "junit.xml"] {
@@ -167,4 +195,142 @@ fn a_regrade_leaves_only_its_own_files_in_the_submissions_folder() {
     assert!(junit.contains("is not executable"), "{junit}");
     let csv = std::fs::read_to_string(out.join("class.csv")).unwrap();
     assert!(csv.contains("alice,\"error: proxy"), "{csv}");
+}
+
+/// Issue 18: Ctrl-C wrote no class table and there was no way to go on. Now the table is
+/// rewritten as each submission finishes, and `--resume` grades only what has no row.
+#[test]
+fn an_interrupted_class_keeps_its_rows_and_resume_grades_the_rest() {
+    use std::io::BufRead as _;
+    let class = tempfile::tempdir().unwrap();
+    let c = class.path();
+    let out = c.join("out");
+    submission(
+        c,
+        "alice",
+        &harness_bin(),
+        "__reference-proxy --stall-timeout 2",
+    );
+    // Two that never listen: each holds its slot for the whole start deadline, so after the
+    // first row is in, at least one of them is still being graded when Ctrl-C comes.
+    script(c, "bob", "exec sleep 300\n");
+    script(c, "carol", "exec sleep 300\n");
+    let args = |resume: bool| -> Vec<String> {
+        let mut v: Vec<String> = [
+            "grade",
+            "--jobs",
+            "1",
+            "--seed",
+            "7",
+            "--stall-timeout",
+            "2",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        if resume {
+            v.push("--resume".into());
+        }
+        v.extend(["--only", "echo/single", "--out-dir"].map(String::from));
+        v.push(out.to_str().unwrap().into());
+        v.extend(["alice", "bob", "carol"].map(|n| c.join(n).to_str().unwrap().to_string()));
+        v
+    };
+    let _slot = HeavySlot::acquire();
+    let marker = format!("tcpproxy-test-grade-resume-{}", std::process::id());
+    let mut grade = std::process::Command::new(harness_bin())
+        .args(args(false))
+        .env("TCPPROXY_TEST_MARKER", &marker)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = std::io::BufReader::new(grade.stderr.take().unwrap());
+    let mut line = String::new();
+    while !line.starts_with("[1/3]") {
+        line.clear();
+        assert_ne!(stderr.read_line(&mut line).unwrap(), 0, "grade ended early");
+    }
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(grade.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stderr, &mut rest).unwrap();
+    let status = grade.wait().unwrap();
+    assert_eq!(status.code(), Some(130), "{rest}");
+    assert!(rest.contains("class.csv holds the "), "{rest}");
+    assert!(rest.contains("with --resume grades the rest"), "{rest}");
+    let left = crate::support::survivors(&marker);
+    assert!(left.is_empty(), "left running after Ctrl-C: {left:#?}");
+    let table = |file: &str| std::fs::read_to_string(out.join(file)).unwrap();
+    let json: serde_json::Value = serde_json::from_str(&table("class.json")).unwrap();
+    assert_eq!(json["complete"], false, "{json}");
+    let kept = json["submissions"].as_array().unwrap().len();
+    assert!((1..3).contains(&kept), "{json}");
+    assert_eq!(table("class.csv").lines().count(), 1 + kept);
+
+    // The two are fixed; a resume under other settings is refused, the same settings grade
+    // only the rows not yet graded.
+    submission(
+        c,
+        "bob",
+        &harness_bin(),
+        "__reference-proxy --stall-timeout 2",
+    );
+    submission(
+        c,
+        "carol",
+        &harness_bin(),
+        "__reference-proxy --stall-timeout 2",
+    );
+    let alice_report = out.join("alice/report.json");
+    let alice_before = std::fs::metadata(&alice_report).map(|m| m.modified().unwrap());
+    let mut other = args(true);
+    other[6] = "3".into();
+    let other: Vec<&str> = other.iter().map(String::as_str).collect();
+    let refused = run_harness(&other, Duration::from_secs(60));
+    assert_eq!(refused.code, Some(2), "{}", refused.dump());
+    assert_matches(
+        "tcpproxy-test grade: --resume: [..]class.json was graded with --stall-timeout 2, this run has 3; give the same flags, or a new --out-dir\n",
+        &refused.stderr,
+    );
+    let resume = args(true);
+    let resume: Vec<&str> = resume.iter().map(String::as_str).collect();
+    let run = run_harness(&resume, Duration::from_secs(120));
+    assert_eq!(run.code, Some(0), "{}", run.dump());
+    let graded_now = run.stderr.lines().filter(|l| l.starts_with('[')).count();
+    let kept_graded = json["submissions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["status"] == "graded")
+        .count();
+    assert_eq!(graded_now, 3 - kept_graded, "{}", run.dump());
+    assert!(
+        run.stderr
+            .contains(&format!("resuming: {kept_graded} of 3 submissions")),
+        "{}",
+        run.dump()
+    );
+    let json: serde_json::Value = serde_json::from_str(&table("class.json")).unwrap();
+    assert_eq!(json["complete"], true, "{json}");
+    assert_eq!(json["seed_text"], "7");
+    let statuses: Vec<&str> = json["submissions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(statuses, ["graded"; 3], "{json}");
+    if kept_graded == 1 {
+        let alice_after = std::fs::metadata(&alice_report).map(|m| m.modified().unwrap());
+        assert_eq!(
+            alice_before.ok(),
+            alice_after.ok(),
+            "alice was graded again"
+        );
+    }
+    crate::support::assert_nothing_left(&run);
 }

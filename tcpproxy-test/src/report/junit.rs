@@ -1,6 +1,7 @@
 //! JUnit XML, as CI systems and nextest-style viewers read it: one suite, a test case per phase
 //! (classname = the phase id), failures with their message and details, skips as skipped.
-//! Warnings pass, with the warning in the case's system-out.
+//! Warnings pass, with the warning in the case's system-out. The suite is named after the proxy,
+//! so the files of a class merged into one CI view stay apart.
 
 use quick_junit::{NonSuccessKind, Report, TestCase, TestCaseStatus, TestSuite};
 
@@ -44,7 +45,7 @@ pub fn render(run: &RunReport) -> String {
         }
         suite.add_test_case(case);
     }
-    finish(suite)
+    finish(suite, run)
 }
 
 /// A run that never started: one case in error, so CI shows red rather than an empty pass.
@@ -56,11 +57,16 @@ pub fn render_error(run: &RunReport, error: &str) -> String {
     let mut case = TestCase::new("Submission", status);
     case.set_classname("submission");
     suite.add_test_case(case);
-    finish(suite)
+    finish(suite, run)
+}
+
+/// `tcpproxy-test: ./submissions/alice/tcpproxy`.
+fn suite_name(run: &RunReport) -> String {
+    format!("tcpproxy-test: {}", run.proxy)
 }
 
 fn suite_for(run: &RunReport) -> TestSuite {
-    let mut suite = TestSuite::new("tcpproxy-test");
+    let mut suite = TestSuite::new(suite_name(run));
     suite.add_property(("proxy", run.proxy.as_str()));
     suite.add_property(("seed", run.seed.to_string().as_str()));
     suite.add_property((
@@ -70,8 +76,8 @@ fn suite_for(run: &RunReport) -> TestSuite {
     suite
 }
 
-fn finish(suite: TestSuite) -> String {
-    let mut report = Report::new("tcpproxy-test");
+fn finish(suite: TestSuite, run: &RunReport) -> String {
+    let mut report = Report::new(suite_name(run));
     report.add_test_suite(suite);
     report.to_string().expect("an in-memory report serialises")
 }
@@ -86,8 +92,8 @@ mod tests {
         let outcomes = fixtures::outcomes();
         let got = render(&fixtures::run(&outcomes));
         let want = r#"<?xml version="1.0" encoding="UTF-8"?>
-<testsuites name="tcpproxy-test" tests="4" failures="1" errors="0">
-    <testsuite name="tcpproxy-test" tests="4" disabled="1" errors="0" failures="1" time="3.100">
+<testsuites name="tcpproxy-test: ./tcpproxy" tests="4" failures="1" errors="0">
+    <testsuite name="tcpproxy-test: ./tcpproxy" tests="4" disabled="1" errors="0" failures="1" time="3.100">
         <properties>
             <property name="proxy" value="./tcpproxy"/>
             <property name="seed" value="7"/>
