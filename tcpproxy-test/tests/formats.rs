@@ -133,8 +133,8 @@ fn junit_goes_to_the_output_file_and_human_lines_stay_on_stdout() {
     let xml = std::fs::read_to_string(&path).unwrap();
     assert_matches(
         r#"<?xml version="1.0" encoding="UTF-8"?>
-<testsuites name="tcpproxy-test" tests="2" failures="0" errors="0">
-    <testsuite name="tcpproxy-test" tests="2" disabled="0" errors="0" failures="0" time="[..]">
+<testsuites name="tcpproxy-test: [..]tcpproxy-test __reference-proxy --stall-timeout 2" tests="2" failures="0" errors="0">
+    <testsuite name="tcpproxy-test: [..]tcpproxy-test __reference-proxy --stall-timeout 2" tests="2" disabled="0" errors="0" failures="0" time="[..]">
         <properties>
             <property name="proxy" value="[..]tcpproxy-test __reference-proxy --stall-timeout 2"/>
             <property name="seed" value="[..]"/>
