@@ -89,6 +89,7 @@ frank,[..]/frank,\"error: the proxy never started in any phase: expected the pro
     assert_eq!(class_json["format"], "tcpproxy-test-class");
     assert_eq!(class_json["submissions"].as_array().unwrap().len(), 6);
     assert_eq!(class_json["complete"], true);
+    assert_class_json_documented(&class_json);
     // Each junit.xml names its own suite, so a CI view merging the class keeps them apart.
     let suite = |name: &str| {
         let xml = std::fs::read_to_string(out.join(name).join("junit.xml")).unwrap();
@@ -333,4 +334,39 @@ fn an_interrupted_class_keeps_its_rows_and_resume_grades_the_rest() {
         );
     }
     crate::support::assert_nothing_left(&run);
+}
+
+/// docs/grading.md's class.json table names every field a real class.json has, and no other.
+fn assert_class_json_documented(class_json: &serde_json::Value) {
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/grading.md"))
+        .unwrap();
+    let section = doc
+        .split("### class.json")
+        .nth(1)
+        .expect("docs/grading.md has a class.json section");
+    let section = section.split("\n#").next().unwrap();
+    let documented: std::collections::BTreeSet<String> = section
+        .lines()
+        .filter_map(|l| l.strip_prefix("| `"))
+        .filter_map(|l| l.split('`').next())
+        .map(String::from)
+        .collect();
+    let mut real = std::collections::BTreeSet::new();
+    real.extend(class_json.as_object().unwrap().keys().cloned());
+    real.extend(
+        class_json["submissions"][0]
+            .as_object()
+            .unwrap()
+            .keys()
+            .cloned(),
+    );
+    // One line documents the four counts.
+    let documented: std::collections::BTreeSet<String> = documented
+        .into_iter()
+        .chain(["failed", "warning", "skipped"].map(String::from))
+        .collect();
+    assert_eq!(
+        documented, real,
+        "docs/grading.md's class.json table is out of date"
+    );
 }
