@@ -4,8 +4,8 @@
 //!
 //! Left to chance, that moment rarely comes on loopback. A proxy is woken to write only when a
 //! third of its (often megabyte-sized) send buffer is free, so each burst of writes empties its
-//! own buffer and it reads the EOF holding nothing; a 2026-11-25 CI run saw a drop-on-EOF proxy
-//! pass a sweep of 31 transfer sizes built to catch it.
+//! own buffer and it reads the EOF holding nothing: a drop-on-EOF proxy once passed a sweep of 31
+//! transfer sizes built to catch it (docs/reliability.md, "The held tail").
 //!
 //! Linux shows every socket's queues (sock_diag, /proc/net/tcp), the proxy's as well as ours, so the bytes
 //! the proxy holds in its own memory (a buffer, or a pipe for splice) are what the sender wrote,

@@ -158,12 +158,10 @@ fn finds(bug: &str, failure_says: &str) -> Run {
     run
 }
 
-/// Found in every run measured (seeds 1 to 10 at cases 0 to 5, idle and under a CPU hog,
-/// 2026-11-25). It may be found in either direction, so only the kind of damage is asserted: an
-/// earlier version required client->server and failed when the search found it the other way.
-/// The damage reads `got N of M bytes (hash differs); first difference at ...` while the stream is
-/// cut short, or `got at least N bytes, of M sent; first difference at ...` once the re-sent
-/// bytes outnumber it (a shrunk upload under two CPU hogs, 2026-12-06): both name the offset.
+/// It may be found in either direction, so only the kind of damage is asserted. The damage reads
+/// `got N of M bytes (hash differs); first difference at ...` while the stream is cut short, or
+/// `got at least N bytes, of M sent; first difference at ...` once the re-sent bytes outnumber
+/// it: both name the offset (docs/reliability.md, "The fuzzer's searches").
 #[test]
 fn finds_and_shrinks_short_write_resend() {
     let run = finds("short-write-resend", "; first difference at offset ");
@@ -175,8 +173,7 @@ fn finds_and_shrinks_short_write_resend() {
     );
 }
 
-/// The other way to get short writes wrong: the unwritten rest is dropped (seed 3: case 2,
-/// shrunk to one 524,288-byte upload, 2026-11-30).
+/// The other way to get short writes wrong: the unwritten rest is dropped.
 #[test]
 fn finds_and_shrinks_short_write_drop() {
     let run = finds("short-write-drop", "(hash differs)");

@@ -339,7 +339,7 @@ pub async fn descriptor_leaks(ctx: Arc<Ctx>) -> PhaseResult {
     // The proxy closes a pair once it has seen both EOFs; give it a moment to get there. Both
     // readings settle: the last pairs' sockets sit in CLOSE_WAIT until the proxy gets round to
     // them, which on a loaded host can come after its descriptor count is back within the slack
-    // (see docs/reliability.md, 2026-12-06).
+    // (docs/reliability.md, "Descriptor leaks under load").
     let settle = Instant::now() + ctx.scaled(LEAK_SETTLE);
     let mut after = procfs::open_fds(pgid);
     let mut close_wait = procfs::close_wait_sockets(pgid);
