@@ -5,14 +5,6 @@ use std::fmt::Write as _;
 
 use sha2::{Digest, Sha256};
 
-/// A short, printable fingerprint of a byte stream.
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    let d = Sha256::digest(bytes);
-    d.iter().take(8).fold(String::new(), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
-}
 
 /// How `got` differs from `expected`, or `None` when they are equal.
 #[derive(Debug, PartialEq, Eq)]

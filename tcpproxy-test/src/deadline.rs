@@ -107,26 +107,6 @@ pub async fn within<F: Future>(
     })
 }
 
-/// Runs `fut` until the instant `end`.
-pub async fn until<F: Future>(
-    end: Instant,
-    what: impl Into<String>,
-    fut: F,
-) -> Result<F::Output, Expired> {
-    let started = Instant::now();
-    let what = what.into();
-    let out = tokio::time::timeout_at(end, fut).await;
-    note(
-        &what,
-        started.elapsed(),
-        end.saturating_duration_since(started),
-    );
-    out.map_err(|_| Expired {
-        what,
-        waited: started.elapsed(),
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -251,10 +251,6 @@ impl Tail {
             s
         }
     }
-
-    pub fn total(&self) -> u64 {
-        self.total
-    }
 }
 
 async fn drain(mut from: impl AsyncRead + Unpin, into: Arc<Mutex<Tail>>) {
@@ -505,7 +501,6 @@ pub struct Proxy {
     child: Child,
     pgid: i32,
     pub listen_port: u16,
-    stdout: Arc<Mutex<Tail>>,
     stderr: Arc<Mutex<Tail>>,
     /// The tasks draining stdout and stderr; they end at EOF, once the whole group is gone.
     drains: Vec<tokio::task::JoinHandle<()>>,
@@ -621,6 +616,7 @@ impl Proxy {
         let pid = child.id().expect("a just-spawned child has a pid") as i32;
         live.get_or_insert_with(HashSet::new).insert(pid);
         drop(live);
+        // Stdout is read only so a chatty proxy never blocks on a full pipe; no report shows it.
         let stdout = Arc::new(Mutex::new(Tail::default()));
         let stderr = Arc::new(Mutex::new(Tail::default()));
         let mut drains = Vec::new();
@@ -634,7 +630,6 @@ impl Proxy {
             child,
             pgid: pid,
             listen_port,
-            stdout,
             stderr,
             drains,
             exited: None,
@@ -803,16 +798,6 @@ impl Proxy {
         self.stderr.lock().unwrap_or_else(|e| e.into_inner()).text()
     }
 
-    pub fn stdout_tail(&self) -> String {
-        self.stdout.lock().unwrap_or_else(|e| e.into_inner()).text()
-    }
-
-    pub fn stderr_total(&self) -> u64 {
-        self.stderr
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .total()
-    }
 
     /// Detail lines quoting the proxy's stderr tail (last few lines), if it wrote any.
     pub fn stderr_details(&self) -> Vec<String> {
@@ -942,7 +927,7 @@ mod tests {
         let mut t = Tail::default();
         t.push(&vec![b'a'; TAIL_BYTES]);
         t.push(b"end");
-        assert_eq!(t.total(), TAIL_BYTES as u64 + 3);
+        assert_eq!(t.total, TAIL_BYTES as u64 + 3);
         let text = t.text();
         assert!(
             text.starts_with("[3 earlier bytes dropped]"),

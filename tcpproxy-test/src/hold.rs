@@ -125,7 +125,7 @@ pub enum Held {
     /// buffer is smaller than a piece (or it reads only when it can write).
     Overshot(u64),
     /// Every byte went through without the proxy ever holding any.
-    NeverHeld,
+    PassedThrough,
     /// A socket of the path is not in /proc.
     Unseen,
     /// The budget ran out before the proxy was seen to hold bytes steadily: the harness was too
@@ -178,7 +178,7 @@ pub async fn fill(
     let taken = |q: &[Queues; 4]| q[0].send == 0 && q[1].recv == 0;
     loop {
         if at >= data.len() {
-            return done(at, Held::NeverHeld, clear);
+            return done(at, Held::PassedThrough, clear);
         }
         let give_up = give_up_at(clear, settings.budget);
         if give_up.is_some_and(|g| Instant::now() >= g) {

@@ -2,22 +2,25 @@
 //! 6.824's 2002 tester. Each phase runs against its own instance of the proxy under test, with
 //! the harness's own client and destination server on loopback.
 
-pub mod backlog;
-pub mod check;
+// Every syscall the harness needs has a safe wrapper in nix, socket2 or tokio.
+#![forbid(unsafe_code)]
+
+mod backlog;
+mod check;
 pub mod cli;
-pub mod deadline;
+mod deadline;
 pub mod fuzz;
-pub mod grade;
-pub mod harness;
-pub mod hold;
-pub mod peer;
+mod grade;
+mod harness;
+mod hold;
+mod peer;
 pub mod phase;
-pub mod procfs;
-pub mod progress;
-pub mod report;
+mod procfs;
+mod progress;
+mod report;
 mod runtime;
-pub mod sockdiag;
-pub mod suite;
+mod sockdiag;
+mod suite;
 
 use std::ffi::OsString;
 use std::io::{IsTerminal as _, Write as _};

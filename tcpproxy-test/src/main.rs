@@ -1,3 +1,6 @@
+// No unsafe here: the library does the work, and it forbids unsafe code itself.
+#![forbid(unsafe_code)]
+
 use std::process::ExitCode;
 
 fn main() -> ExitCode {

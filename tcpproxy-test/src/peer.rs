@@ -73,7 +73,6 @@ pub fn listen_on(port: u16, rcvbuf: Option<u32>) -> io::Result<TcpListener> {
 /// failed on a port clash of the harness's own making.
 pub struct Reserved {
     socket: TcpSocket,
-    port: u16,
 }
 
 /// Stops `listener` listening but keeps its port as a [`Reserved`], with `rcvbuf` set for the
@@ -90,13 +89,10 @@ pub fn reserve(listener: TcpListener, rcvbuf: Option<u32>) -> io::Result<Reserve
     shrink(&socket, rcvbuf)?;
     socket.bind(SocketAddr::from((Ipv4Addr::LOCALHOST, port)))?;
     drop(listener);
-    Ok(Reserved { socket, port })
+    Ok(Reserved { socket })
 }
 
 impl Reserved {
-    pub fn port(&self) -> u16 {
-        self.port
-    }
 
     /// Listens on the reserved port again.
     pub fn listen(self) -> io::Result<TcpListener> {
@@ -218,7 +214,7 @@ mod tests {
         drop((client, accepted));
 
         let reserved = reserve(listener, Some(SMALL_RCVBUF)).unwrap();
-        assert_eq!(reserved.port(), port);
+        assert_eq!(reserved.socket.local_addr().unwrap().port(), port);
         let refused = connect(port, None).await.unwrap_err();
         assert_eq!(
             refused.kind(),

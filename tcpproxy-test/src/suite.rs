@@ -33,22 +33,10 @@ impl Filter {
 /// The ids of the phases running right now, for a progress display.
 pub type Running = Arc<std::sync::Mutex<Vec<&'static str>>>;
 
-/// Runs `phases` against `cmd`; `each` sees every outcome in order. Err when the harness itself
-/// could not run a phase (no loopback port, say).
-pub async fn run(
-    phases: Vec<Phase>,
-    cmd: ProxyCommand,
-    rules: Rules,
-    jobs: Option<usize>,
-    each: impl FnMut(&Outcome),
-) -> Result<Vec<Outcome>, String> {
-    let starts = Arc::new(Starts::default());
-    run_watched(phases, cmd, rules, jobs, Running::default(), starts, each).await
-}
-
-/// As [`run`], keeping `running` up to date and every proxy start recorded in `starts`. `each`
-/// sees a start failure in full the first time its cause comes up, and in one line after that;
-/// the outcomes returned are all in full.
+/// Runs `phases` against `cmd`, keeping `running` up to date and every proxy start recorded in
+/// `starts`; `each` sees every outcome in order: a start failure in full the first time its
+/// cause comes up, and in one line after that; the outcomes returned are all in full. Err when
+/// the harness itself could not run a phase (no loopback port, say).
 pub async fn run_watched(
     phases: Vec<Phase>,
     cmd: ProxyCommand,

@@ -332,7 +332,7 @@ async fn held_tail(ctx: &Ctx, from_client: bool) -> Result<Tail, Failure> {
                 overshot = true;
                 settings.piece = (n as usize / 2).max(HOLD_MIN_PIECE);
             }
-            hold::Held::Holding(_) | hold::Held::NeverHeld | hold::Held::Unseen => {
+            hold::Held::Holding(_) | hold::Held::PassedThrough | hold::Held::Unseen => {
                 return Ok(Tail::Tested);
             }
             hold::Held::OutOfTime => late.push(format!(

@@ -10,7 +10,6 @@ mod tap;
 use std::time::Duration;
 
 pub use human::{summary, write_outcome, write_outcome_styled};
-pub use json::{JSON_FORMAT, JSON_VERSION};
 
 use crate::phase::{Outcome, Verdict};
 
