@@ -5,7 +5,6 @@ use std::fmt::Write as _;
 
 use sha2::{Digest, Sha256};
 
-
 /// How `got` differs from `expected`, or `None` when they are equal.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Mismatch {
