@@ -1,7 +1,7 @@
 //! The command line: flags, their defaults and checks, and finding the proxy to test.
 
 use std::ffi::OsString;
-use std::io::Read as _;
+use std::io::{Read as _, Seek as _, SeekFrom};
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -29,8 +29,11 @@ pub const REFERENCE_SUBCOMMAND: &str = "__reference-proxy";
         `PROXY [PROXY_ARGS...] 127.0.0.1 DEST_PORT LISTEN_PORT`, and prints one line per phase.\n\
         Without PROXY, tests the bundled reference proxy.\n\n\
         Exit status: 0 all passed, 1 a phase failed, 2 usage error, 3 the harness could not run,\n\
-        4 the proxy never started (it listened in no phase), 130 interrupted.",
-    after_help = "Examples:\n  tcpproxy-test ./tcpproxy\n  tcpproxy-test python3 proxy.py\n  tcpproxy-test --stall-timeout 2 -- ./tcpproxy --stall-timeout 2\n  tcpproxy-test --format junit --output junit.xml ./tcpproxy\n\n\
+        4 the proxy never started (it listened in no phase), 130 interrupted.\n\n\
+        With --build-failed LOG, runs nothing: every phase fails as not run, the report's error\n\
+        is the end of LOG, PROXY may be omitted, and the exit status is 1.",
+    after_help = "Examples:\n  tcpproxy-test ./tcpproxy\n  tcpproxy-test python3 proxy.py\n  tcpproxy-test --stall-timeout 2 -- ./tcpproxy --stall-timeout 2\n  tcpproxy-test --format junit --output junit.xml ./tcpproxy\n  \
+        make tcpproxy > build.log 2>&1 || tcpproxy-test --build-failed build.log --format gradescope --output results.json\n\n\
         Also:\n  tcpproxy-test grade [OPTIONS] SUBMISSIONS...   grade a whole class (see grade --help)\n  \
         tcpproxy-test fuzz [OPTIONS] [PROXY [ARGS...]]  random schedules beside the reference (see fuzz --help)"
 )]
@@ -75,6 +78,11 @@ struct Args {
     #[arg(long, value_name = "GLOB")]
     exclude: Vec<String>,
 
+    /// The submission did not build: start nothing, fail every phase as not run, and report the
+    /// last 8 KiB of LOG (its build output) as the error. PROXY may be omitted. Exits 1.
+    #[arg(long, value_name = "LOG")]
+    build_failed: Option<PathBuf>,
+
     /// The proxy to test (a path, or a command on PATH) and arguments to put before its three
     /// positional arguments.
     #[arg(
@@ -101,7 +109,18 @@ pub struct Config {
     /// One line each for stderr before the run: what was given but may not mean what it says.
     pub warnings: Vec<String>,
     pub filter: Filter,
+    /// `--build-failed LOG`: the submission did not build, so nothing runs and every phase is
+    /// reported failed with this error (that, and the end of LOG). `proxy` is then only a name,
+    /// never looked for.
+    pub build_failed: Option<String>,
 }
+
+/// What a report names as the proxy when `--build-failed` was given no PROXY.
+pub const NOT_BUILT_PROXY: &str = "(did not build)";
+
+/// The most of a build log a report carries: compiler errors come last, and Gradescope shows the
+/// whole `output` on one page.
+pub const BUILD_LOG_TAIL: usize = 8 * 1024;
 
 #[derive(Debug)]
 pub enum Parsed {
@@ -127,6 +146,7 @@ const SUITE_FLAGS: &[&str] = &[
     "--list",
     "--only",
     "--exclude",
+    "--build-failed",
 ];
 
 pub fn parse(args: impl IntoIterator<Item = OsString>) -> Parsed {
@@ -175,7 +195,22 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Parsed {
         return Parsed::Usage("no phase matches --only/--exclude (see --list)".into());
     }
     let stall_timeout = Duration::from_secs_f64(a.stall_timeout);
+    let build_failed = match &a.build_failed {
+        Some(log) => match build_log_message(log) {
+            Ok(m) => Some(m),
+            Err(m) => return Parsed::Usage(m),
+        },
+        None => None,
+    };
     let (proxy, reference) = match a.proxy.split_first() {
+        // PROXY was never built, so it is not looked for: only named in the report.
+        _ if build_failed.is_some() => {
+            let (program, args) = match a.proxy.split_first() {
+                Some((program, rest)) => (PathBuf::from(program), rest.to_vec()),
+                None => (PathBuf::from(NOT_BUILT_PROXY), vec![]),
+            };
+            (ProxyCommand { program, args }, false)
+        }
         None => match std::env::current_exe() {
             Ok(exe) => (
                 ProxyCommand {
@@ -224,6 +259,75 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Parsed {
         output: a.output,
         filter,
         warnings,
+        build_failed,
+    })
+}
+
+/// The error a report gives for a submission that did not build: that, and the end of its build
+/// log `path`, from a line start where the cut allows, decoded lossily (a compiler may print
+/// anything).
+pub fn build_log_message(path: &Path) -> Result<String, String> {
+    let shown = path.display();
+    let cannot = |e: std::io::Error| format!("cannot read the build log {shown}: {e}");
+    let mut file = std::fs::File::open(path).map_err(cannot)?;
+    let meta = file.metadata().map_err(cannot)?;
+    if meta.is_dir() {
+        return Err(format!(
+            "cannot read the build log {shown}: it is a directory"
+        ));
+    }
+    let (tail, total) = if meta.is_file() {
+        // Seek rather than read it all: a runaway build can log gigabytes.
+        let total = meta.len();
+        let start = total.saturating_sub(BUILD_LOG_TAIL as u64);
+        file.seek(SeekFrom::Start(start)).map_err(cannot)?;
+        let mut tail = Vec::with_capacity(BUILD_LOG_TAIL);
+        file.take(BUILD_LOG_TAIL as u64)
+            .read_to_end(&mut tail)
+            .map_err(cannot)?;
+        (tail, total)
+    } else {
+        // A pipe or a device: no length to seek by, so stream it and keep the end.
+        let mut tail = Vec::new();
+        let mut total = 0u64;
+        let mut chunk = vec![0u8; 64 * 1024];
+        loop {
+            let n = match file.read(&mut chunk) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(cannot(e)),
+            };
+            total += n as u64;
+            tail.extend_from_slice(&chunk[..n]);
+            if tail.len() > 2 * BUILD_LOG_TAIL {
+                tail.drain(..tail.len() - BUILD_LOG_TAIL);
+            }
+        }
+        if tail.len() > BUILD_LOG_TAIL {
+            tail.drain(..tail.len() - BUILD_LOG_TAIL);
+        }
+        (tail, total)
+    };
+    let cut = (tail.len() as u64) < total;
+    let mut shown_bytes: &[u8] = &tail;
+    if cut {
+        // A partial first line (or a UTF-8 character cut in two) only confuses the reader.
+        if let Some(nl) = shown_bytes.iter().position(|&b| b == b'\n') {
+            shown_bytes = &shown_bytes[nl + 1..];
+        }
+    }
+    let text = String::from_utf8_lossy(shown_bytes);
+    let text = text.trim_end();
+    Ok(if text.is_empty() && !cut {
+        format!("the submission did not build (its build log {shown} is empty)")
+    } else if cut {
+        format!(
+            "the submission did not build; the end of its build log ({shown}, the last {} of {total} bytes):\n{text}",
+            shown_bytes.len()
+        )
+    } else {
+        format!("the submission did not build; its build log ({shown}):\n{text}")
     })
 }
 
@@ -479,6 +583,67 @@ mod tests {
             matches!(parse_strs(&["--only", "[unclosed"]), Parsed::Usage(m) if m.contains("invalid glob"))
         );
         assert!(matches!(parse_strs(&["--format", "xml"]), Parsed::Usage(_)));
+    }
+
+    #[test]
+    fn build_failed_needs_no_proxy_and_a_readable_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("build.log");
+        std::fs::write(
+            &log,
+            "cc -o tcpproxy tcpproxy.c\ntcpproxy.c:3: error: expected ';'\n",
+        )
+        .unwrap();
+        let log_arg = log.to_str().unwrap();
+        let Parsed::Run(c) = parse_strs(&["--build-failed", log_arg, "--format", "json"]) else {
+            panic!("expected a report of a failed build")
+        };
+        assert_eq!(c.proxy.to_string(), NOT_BUILT_PROXY);
+        assert_eq!(c.format, Format::Json);
+        let message = c.build_failed.unwrap();
+        assert!(
+            message.starts_with("the submission did not build;"),
+            "{message}"
+        );
+        assert!(message.ends_with("error: expected ';'"), "{message}");
+        // PROXY is not looked for: it was never built.
+        let Parsed::Run(c) = parse_strs(&["--build-failed", log_arg, "./no/such/tcpproxy"]) else {
+            panic!("expected a report of a failed build")
+        };
+        assert_eq!(c.proxy.to_string(), "./no/such/tcpproxy");
+        assert!(c.build_failed.is_some());
+        for (log, want) in [
+            (
+                "./no/such/build.log",
+                "cannot read the build log ./no/such/build.log: ",
+            ),
+            (dir.path().to_str().unwrap(), "it is a directory"),
+        ] {
+            match parse_strs(&["--build-failed", log]) {
+                Parsed::Usage(m) => assert!(m.contains(want) && !m.contains('\n'), "{m}"),
+                other => panic!("expected a usage error for {log}, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_long_build_log_keeps_its_last_lines_whole_and_bad_bytes_decode() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("build.log");
+        let mut text: Vec<u8> = Vec::new();
+        for i in 0..2000 {
+            text.extend_from_slice(format!("warning {i}: \u{e9}t\u{e9}\n").as_bytes());
+        }
+        text.extend_from_slice(b"error: \xff last\n");
+        std::fs::write(&log, &text).unwrap();
+        let m = build_log_message(&log).unwrap();
+        let (head, tail) = m.split_once('\n').unwrap();
+        assert!(head.contains(&format!("of {} bytes", text.len())), "{head}");
+        assert!(tail.len() <= BUILD_LOG_TAIL, "{}", tail.len());
+        assert!(tail.starts_with("warning "), "{tail:.40}");
+        assert!(tail.ends_with("warning 1999: \u{e9}t\u{e9}\nerror: \u{fffd} last"));
+        std::fs::write(&log, "").unwrap();
+        assert!(build_log_message(&log).unwrap().ends_with("is empty)"));
     }
 
     #[test]

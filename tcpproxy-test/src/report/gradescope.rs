@@ -74,24 +74,46 @@ pub fn render(run: &RunReport) -> String {
     s
 }
 
-/// A run that never started: one failed test saying why, so the score is 0 of 1, not 0 of 0.
+/// A run that never started. The phases it would have run (a submission that did not build)
+/// each become a failed test worth a point, so students see 0 of the full score; with none (a
+/// submission missing), one failed test, so the score is 0 of 1, not 0 of 0. The error (a build
+/// log, say) is the top-level `output`, which Gradescope shows above the tests.
 pub fn render_error(run: &RunReport, error: &str) -> String {
-    let results = Results {
-        score: 0.0,
-        max_score: 1.0,
-        output: format!(
-            "tcpproxy-test: error: {error} (stall timeout {}s, seed {})",
-            run.stall_timeout.as_secs_f64(),
-            run.seed
-        ),
-        tests: vec![Test {
+    let mut tests: Vec<Test> = run
+        .outcomes
+        .iter()
+        .enumerate()
+        .map(|(i, o)| Test {
+            name: format!("{} ({})", o.name, o.id),
+            number: (i + 1).to_string(),
+            score: 0.0,
+            max_score: 1.0,
+            status: "failed",
+            output: match message_and_details(o).0 {
+                m if m.is_empty() => "not run".into(),
+                m => format!("failed: {m}"),
+            },
+        })
+        .collect();
+    if tests.is_empty() {
+        tests.push(Test {
             name: "Submission".into(),
             number: "1".into(),
             score: 0.0,
             max_score: 1.0,
             status: "failed",
             output: format!("error: {error}"),
-        }],
+        });
+    }
+    let results = Results {
+        score: 0.0,
+        max_score: tests.iter().map(|t| t.max_score).sum(),
+        output: format!(
+            "tcpproxy-test: error: {error}\n(stall timeout {}s, seed {})",
+            run.stall_timeout.as_secs_f64(),
+            run.seed
+        ),
+        tests,
     };
     let mut s = serde_json::to_string_pretty(&results).expect("plain data serialises");
     s.push('\n');
@@ -127,5 +149,32 @@ mod tests {
         assert_eq!(t[2]["score"], 1.0);
         assert_eq!(t[3]["max_score"], 0.0);
         assert_eq!(t.as_array().unwrap().len(), 4);
+    }
+
+    #[test]
+    fn an_error_scores_zero_of_every_phase_it_names_or_of_one() {
+        let outcomes = fixtures::outcomes();
+        let v: serde_json::Value =
+            serde_json::from_str(&render_error(&fixtures::run(&outcomes), "did not\nbuild"))
+                .unwrap();
+        assert_eq!(v["score"], 0.0);
+        assert_eq!(v["max_score"], outcomes.len() as f64);
+        assert!(
+            v["output"]
+                .as_str()
+                .unwrap()
+                .starts_with("tcpproxy-test: error: did not\nbuild\n"),
+            "{v}"
+        );
+        let t = v["tests"].as_array().unwrap();
+        assert_eq!(t.len(), outcomes.len());
+        assert!(
+            t.iter()
+                .all(|t| t["status"] == "failed" && t["score"] == 0.0)
+        );
+        let v: serde_json::Value =
+            serde_json::from_str(&render_error(&fixtures::run(&[]), "missing")).unwrap();
+        assert_eq!(v["max_score"], 1.0);
+        assert_eq!(v["tests"][0]["output"], "error: missing");
     }
 }
