@@ -82,7 +82,8 @@ struct Args {
     #[arg(long)]
     no_splice: bool,
 
-    /// Log one line per closed pair (-v), or more (-vv). RUST_LOG overrides.
+    /// Log a line once listening and one per closed pair (-v), or more (-vv). RUST_LOG
+    /// overrides.
     #[arg(short, long, action = clap::ArgAction::Count)]
     verbose: u8,
 }

@@ -88,7 +88,8 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Logs go to stderr (stdout is for results); quiet by default, `-v` adds a line per pair.
+/// Logs go to stderr (stdout is for results); quiet by default, `-v` adds the listening line at
+/// start and a line per closed pair.
 fn init_logging(verbose: u8) {
     let default = match verbose {
         0 => "error",

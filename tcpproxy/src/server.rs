@@ -74,6 +74,13 @@ pub async fn serve(
         connect_timeout: config.connect_timeout,
         pool: Pool::new(config.buffer_size, config.splice),
     });
+    tracing::info!(
+        "listening on {}, forwarding to {}:{}, stall timeout {}s",
+        Listening(&listener),
+        config.dest_host,
+        config.dest_port,
+        config.stall_timeout.as_secs_f64()
+    );
     tracing::debug!(
         splice = settings.pool.splices(),
         buffer_size = config.buffer_size,
@@ -133,6 +140,28 @@ pub async fn serve(
         _ = signals.recv() => tracing::warn!("second signal: exiting at once"),
     }
     Ok(())
+}
+
+/// The listener's address, and which families it takes.
+struct Listening<'a>(&'a TcpListener);
+
+impl std::fmt::Display for Listening<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let Ok(addr) = self.0.local_addr() else {
+            return f.write_str("an unknown address");
+        };
+        let families = match addr.ip() {
+            IpAddr::V4(_) => "IPv4",
+            IpAddr::V6(ip) if ip.is_unspecified() => {
+                match socket2::SockRef::from(self.0).only_v6() {
+                    Ok(false) => "IPv4 and IPv6",
+                    _ => "IPv6 only",
+                }
+            }
+            IpAddr::V6(_) => "IPv6",
+        };
+        write!(f, "{addr} ({families})")
+    }
 }
 
 fn is_out_of_descriptors(e: &io::Error) -> bool {

@@ -161,6 +161,12 @@ fn listen_port_in_use_exits_1_with_one_line() {
         1,
         &[&port, "in use"],
     );
+    // The listening line comes only once the port is bound: a failed bind prints none.
+    assert_one_line_error(
+        &["127.0.0.1", "9", &port, "--bind", "127.0.0.1", "-v"],
+        1,
+        &[&port, "in use"],
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -16,17 +16,9 @@ use tokio::time::Instant;
 use crate::both_modes;
 use crate::support::{
     AbortOnDrop, Dest, EchoServer, Flood, LOCALHOST, Pair, Proxy, SMALL_RCVBUF, UNPACED,
-    assert_bytes, check_bytes, connect, describe, echo, join_all, pattern, read_paced, round_trip,
-    scaled, with_deadline,
+    assert_bytes, check_bytes, connect, describe, echo, join_all, pattern, read_paced, reset,
+    round_trip, scaled, with_deadline,
 };
-
-/// Closes `conn` with RST instead of FIN: SO_LINGER with a zero timeout, then close.
-fn reset(conn: TcpStream) {
-    socket2::SockRef::from(&conn)
-        .set_linger(Some(Duration::ZERO))
-        .expect("SO_LINGER 0");
-    drop(conn);
-}
 
 /// A write that failed because the far end is gone (RST, or EPIPE after one).
 #[track_caller]

@@ -11,6 +11,8 @@ mod cli_fuzz;
 mod contract;
 /// Faults survived: resets at accept and mid-transfer, descriptor exhaustion, SIGTERM in flight.
 mod faults;
+/// The operator's log: the listening line and each pair's close line.
+mod log;
 /// Random write, read and shutdown schedules under proptest.
 mod schedules;
 /// Long runs, ignored by default (`ci/stress`): 5,000 pairs, 100,000 connections, a loss check.

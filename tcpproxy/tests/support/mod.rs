@@ -35,10 +35,10 @@ pub const SMALL_RCVBUF: u32 = 64 * 1024;
 /// Read as fast as the data comes, 64 KiB at a time.
 pub const UNPACED: &[(usize, Duration)] = &[(64 * 1024, Duration::ZERO)];
 
-/// How long the proxy may take to accept its first connection.
+/// How long the proxy may take to say it is listening.
 const READY_SECS: f64 = 5.0;
-/// How often readiness is probed.
-const READY_POLL: Duration = Duration::from_millis(20);
+/// How often the proxy is checked for having exited.
+const EXIT_POLL: Duration = Duration::from_millis(20);
 /// Start attempts, each on a new port, when the chosen port turns out to be taken.
 const START_ATTEMPTS: usize = 5;
 /// The tail of the proxy's stderr kept for failure messages.
@@ -158,16 +158,17 @@ pub struct Proxy {
     command: String,
     /// The last [`STDERR_KEEP`] bytes the proxy wrote to stderr.
     stderr: Arc<Mutex<VecDeque<u8>>>,
+    /// Changes whenever stderr grows, and closes when the proxy's stderr does: what a wait for a
+    /// log line awaits instead of polling.
+    stderr_grew: watch::Receiver<u64>,
     /// Drains the stderr pipe, so a chatty proxy never blocks on it; ends when the proxy exits.
     stderr_reader: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Proxy {
     /// Starts the proxy forwarding to 127.0.0.1:`dest_port`, with `-v` and `args`, and returns
-    /// once its port accepts connections.
-    ///
-    /// Readiness is a probe connection, which the proxy turns into a pair to the destination: the
-    /// destinations here ([`Dest`], [`EchoServer`]) shrug such pairs off.
+    /// once it has logged that it listens, which it does once its port accepts connections. No
+    /// probe connection is made, so every pair the proxy logs is one a test opened.
     pub async fn start(dest_port: u16, args: &[&str]) -> Proxy {
         Proxy::start_in(Mode::Splice, dest_port, args).await
     }
@@ -246,13 +247,17 @@ impl Proxy {
         let mut pipe = child.stderr.take().expect("stderr is piped");
         let stderr = Arc::new(Mutex::new(VecDeque::new()));
         let ring = stderr.clone();
+        let (grew, stderr_grew) = watch::channel(0);
         let stderr_reader = std::thread::spawn(move || {
             let mut chunk = [0; 4096];
             while let Ok(n @ 1..) = pipe.read(&mut chunk) {
-                let mut ring = ring.lock().unwrap_or_else(|e| e.into_inner());
-                ring.extend(&chunk[..n]);
-                let excess = ring.len().saturating_sub(STDERR_KEEP);
-                ring.drain(..excess);
+                {
+                    let mut ring = ring.lock().unwrap_or_else(|e| e.into_inner());
+                    ring.extend(&chunk[..n]);
+                    let excess = ring.len().saturating_sub(STDERR_KEEP);
+                    ring.drain(..excess);
+                }
+                grew.send_modify(|total| *total += n as u64);
             }
         });
         Proxy {
@@ -260,35 +265,41 @@ impl Proxy {
             port: port.parse().expect("a port number"),
             command,
             stderr,
+            stderr_grew,
             stderr_reader: Some(stderr_reader),
         }
     }
 
-    /// Polls with a connection every [`READY_POLL`]; `Err` (status and stderr) if the proxy
+    /// Waits for the line the proxy logs once it listens; `Err` (status and stderr) if the proxy
     /// exits first.
     async fn wait_ready(&mut self) -> Result<(), String> {
-        let deadline = Instant::now() + scaled(READY_SECS);
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait on the proxy") {
-                return Err(format!(
-                    "{}; stderr: {}",
-                    describe(status),
-                    self.stderr_tail().trim()
-                ));
-            }
-            let probe =
-                tokio::time::timeout(scaled(1.0), TcpStream::connect((LOCALHOST, self.port)));
-            if let Ok(Ok(_probe)) = probe.await {
+        let needle = format!("listening on 127.0.0.1:{} (IPv4)", self.port);
+        let what = format!("`{}` to log {needle:?}", self.command);
+        with_deadline(scaled(READY_SECS), what, async {
+            if self.next_stderr_with(&needle).await {
                 return Ok(());
             }
-            assert!(
-                Instant::now() < deadline,
-                "`{}` did not accept on 127.0.0.1:{} within {:.1}s",
-                self.command,
-                self.port,
-                scaled(READY_SECS).as_secs_f64()
-            );
-            tokio::time::sleep(READY_POLL).await;
+            let status = self.child.wait().expect("wait for the proxy");
+            Err(format!(
+                "{}; stderr: {}",
+                describe(status),
+                self.stderr_tail().trim()
+            ))
+        })
+        .await
+    }
+
+    /// Waits until stderr holds `needle` (true) or closes without it (false: the proxy exited).
+    async fn next_stderr_with(&mut self, needle: &str) -> bool {
+        loop {
+            // Marked seen before the look, so output that lands after it wakes the wait.
+            self.stderr_grew.borrow_and_update();
+            if self.stderr_tail().contains(needle) {
+                return true;
+            }
+            if self.stderr_grew.changed().await.is_err() {
+                return self.stderr_tail().contains(needle);
+            }
         }
     }
 
@@ -307,19 +318,26 @@ impl Proxy {
     }
 
     /// Waits until the proxy's stderr contains `needle` (the tail kept, so a line logged once
-    /// and then buried under [`STDERR_KEEP`] bytes of others is missed).
+    /// and then buried under [`STDERR_KEEP`] bytes of others is missed); panics if the proxy
+    /// exits without logging it.
     pub async fn wait_stderr(&mut self, needle: &str, limit: Duration) {
         let what = format!("`{}` to log {needle:?}", self.command);
-        with_deadline(limit, what, async {
-            loop {
-                if self.stderr_tail().contains(needle) {
-                    return;
-                }
-                self.assert_running();
-                tokio::time::sleep(READY_POLL).await;
-            }
-        })
-        .await;
+        if !with_deadline(limit, what, self.next_stderr_with(needle)).await {
+            self.assert_running();
+            panic!(
+                "`{}` closed its stderr without logging {needle:?}",
+                self.command
+            );
+        }
+    }
+
+    /// The lines of the proxy's stderr (the tail kept) that contain `needle`.
+    pub fn stderr_lines_with(&mut self, needle: &str) -> Vec<String> {
+        self.stderr_tail()
+            .lines()
+            .filter(|l| l.contains(needle))
+            .map(str::to_owned)
+            .collect()
     }
 
     /// Sends a signal by name (`"TERM"`, `"INT"`) with kill(1), for lack of a signal API in std.
@@ -340,7 +358,7 @@ impl Proxy {
                 if let Some(status) = self.child.try_wait().expect("try_wait on the proxy") {
                     return status;
                 }
-                tokio::time::sleep(READY_POLL).await;
+                tokio::time::sleep(EXIT_POLL).await;
             }
         })
         .await
@@ -645,6 +663,14 @@ async fn connect_inner(port: u16, rcvbuf: Option<u32>) -> TcpStream {
     )
     .await
     .unwrap_or_else(|e| panic!("{what}: {e}"))
+}
+
+/// Closes `conn` with RST instead of FIN: SO_LINGER with a zero timeout, then close.
+pub fn reset(conn: TcpStream) {
+    socket2::SockRef::from(&conn)
+        .set_linger(Some(Duration::ZERO))
+        .expect("SO_LINGER 0");
+    drop(conn);
 }
 
 /// Both ends of one proxied connection: the client's, and the destination's for it.
