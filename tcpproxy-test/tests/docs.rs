@@ -1,6 +1,9 @@
 //! The docs keep up with the suite: every phase has its section in docs/phases.md (headed by its
 //! id) and its row in README's table of phases (by its printed name), so a new phase cannot land
-//! undocumented. The lists are read from the suite itself, never typed here.
+//! undocumented; every flag the docs pass to tcpproxy-test is one its --help lists; the grading
+//! recipes (the Gradescope build failure, the Autolab scores, the CI workflow) run or are
+//! complete as written; and docs/grading.md names the glibc the built harness needs. The lists
+//! are read from the suite, the docs and the binary, never typed here.
 
 use std::path::Path;
 
@@ -35,4 +38,381 @@ fn every_phase_has_its_section_in_docs_and_its_row_in_readme() {
         }
     }
     assert!(missing.is_empty(), "{}", missing.join("\n"));
+}
+
+/// The text under the heading `## title` (or deeper), up to the next heading of that level.
+fn section<'a>(md: &'a str, title: &str) -> &'a str {
+    let heading = md
+        .lines()
+        .find(|l| l.trim_start_matches('#').trim() == title && l.starts_with('#'))
+        .unwrap_or_else(|| panic!("no heading {title:?}"));
+    let level = heading.len() - heading.trim_start_matches('#').len();
+    let start = md.find(heading).unwrap() + heading.len();
+    let rest = &md[start..];
+    let end = rest
+        .lines()
+        .filter(|l| {
+            let hashes = l.len() - l.trim_start_matches('#').len();
+            hashes > 0 && hashes <= level && l[hashes..].starts_with(' ')
+        })
+        .find_map(|l| rest.find(&format!("\n{l}\n")))
+        .unwrap_or(rest.len());
+    &rest[..end]
+}
+
+/// The fenced code blocks of `md`: the info string and the lines inside.
+fn code_blocks(md: &str) -> Vec<(String, Vec<String>)> {
+    let mut blocks = Vec::new();
+    let mut open: Option<(String, Vec<String>)> = None;
+    for line in md.lines() {
+        match (&mut open, line.strip_prefix("```")) {
+            (None, Some(info)) => open = Some((info.trim().to_string(), Vec::new())),
+            (Some(_), Some(_)) => blocks.extend(open.take()),
+            (Some((_, lines)), None) => lines.push(line.to_string()),
+            (None, None) => {}
+        }
+    }
+    blocks
+}
+
+/// Shell lines with their `\` continuations joined.
+fn joined(lines: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let mut carry = String::new();
+    for l in lines {
+        match l.trim_end().strip_suffix('\\') {
+            Some(head) => carry.push_str(head),
+            None => {
+                carry.push_str(l);
+                out.push(std::mem::take(&mut carry));
+            }
+        }
+    }
+    out
+}
+
+fn help(words: &[&str]) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tcpproxy-test"))
+        .args(words)
+        .arg("--help")
+        .output()
+        .expect("the harness runs");
+    assert!(out.status.success(), "{words:?} --help: {out:?}");
+    String::from_utf8(out.stdout).expect("help is UTF-8")
+}
+
+/// `--flag` as help prints it: followed by a space, `=` or the line's end, never by more name.
+fn help_names(help: &str, flag: &str) -> bool {
+    help.match_indices(flag).any(|(i, _)| {
+        !help[i + flag.len()..]
+            .starts_with(|c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    })
+}
+
+#[test]
+fn every_tcpproxy_test_flag_in_the_docs_is_one_its_help_lists() {
+    let mut unknown = Vec::new();
+    for file in ["README.md", "docs/grading.md", "docs/phases.md"] {
+        let md = read(file);
+        for (info, lines) in code_blocks(&md) {
+            if !matches!(info.as_str(), "" | "sh" | "yaml") {
+                continue;
+            }
+            for line in joined(&lines) {
+                let words: Vec<&str> = line.split_whitespace().collect();
+                // The harness run as a program, not named as a package (`-p tcpproxy-test`).
+                let Some(at) = words.iter().enumerate().position(|(i, w)| {
+                    w.rsplit('/').next() == Some("tcpproxy-test")
+                        && (i == 0 || !matches!(words[i - 1], "-p" | "--package" | "install"))
+                }) else {
+                    continue;
+                };
+                let mut rest = &words[at + 1..];
+                let sub: Vec<&str> = match rest.first() {
+                    Some(&s @ ("grade" | "fuzz")) => {
+                        rest = &rest[1..];
+                        vec![s]
+                    }
+                    _ => vec![],
+                };
+                let text = help(&sub);
+                for w in rest
+                    .iter()
+                    .take_while(|w| !matches!(**w, "--" | "#" | "|" | "||" | "&&" | ";"))
+                    .filter(|w| w.starts_with("--"))
+                {
+                    let flag = w.split('=').next().unwrap_or(w);
+                    if !help_names(&text, flag) {
+                        unknown.push(format!("{file}: {flag} in `{}`", line.trim()));
+                    }
+                }
+            }
+        }
+    }
+    assert!(unknown.is_empty(), "{}", unknown.join("\n"));
+}
+
+#[test]
+fn gradescope_recipe_for_a_failed_build_reports_zero_and_the_build_log() {
+    let md = read("docs/grading.md");
+    let recipe: Vec<String> = code_blocks(section(&md, "Gradescope"))
+        .into_iter()
+        .find(|(info, _)| info == "sh")
+        .map(|(_, lines)| joined(&lines))
+        .expect("a run_autograder block");
+    // The recipe's own make line names the log that --build-failed reads.
+    let make = recipe
+        .iter()
+        .find(|l| l.contains("make ") && l.contains('>'))
+        .expect("the recipe builds with make");
+    let log_path = make
+        .split('>')
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .expect("make's output goes to a file");
+    let command = recipe
+        .iter()
+        .find(|l| l.contains("--build-failed"))
+        .expect("the recipe reports a failed build with --build-failed");
+    assert!(
+        !command.contains(['\'', '"', '$']),
+        "the words below are split on spaces: {command}"
+    );
+    let words: Vec<&str> = command.split_whitespace().collect();
+    assert_eq!(
+        words
+            .iter()
+            .position(|w| *w == "--build-failed")
+            .map(|i| words[i + 1]),
+        Some(log_path),
+        "--build-failed reads another file than make writes: {command}"
+    );
+
+    // The same words, with the image's folders moved into a temp folder.
+    let dir = tempfile::tempdir().unwrap();
+    let results = dir.path().join("results");
+    std::fs::create_dir(&results).unwrap();
+    let local = |w: &str| -> String {
+        if w.ends_with("/tcpproxy-test") {
+            env!("CARGO_BIN_EXE_tcpproxy-test").to_string()
+        } else {
+            w.replace("/autograder/results", results.to_str().unwrap())
+        }
+    };
+    let log = local(log_path);
+    let build_output = "tcpproxy.c:12:5: error: expected ';' before 'return'\nmake: *** [Makefile:2: tcpproxy] Error 1\n";
+    std::fs::write(&log, build_output).unwrap();
+    let words: Vec<String> = words.iter().map(|w| local(w)).collect();
+    let out = std::process::Command::new(&words[0])
+        .args(&words[1..])
+        .output()
+        .expect("the harness runs");
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let json_path = words
+        .iter()
+        .position(|w| w == "--output")
+        .map(|i| &words[i + 1])
+        .expect("the recipe writes results.json");
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(json_path).unwrap()).unwrap();
+    assert_eq!(v["score"], 0.0, "{v:#}");
+    let phases = tcpproxy_test::phase::all().len();
+    assert_eq!(v["max_score"], phases as f64, "{v:#}");
+    let tests = v["tests"].as_array().unwrap();
+    assert_eq!(tests.len(), phases);
+    assert!(
+        tests
+            .iter()
+            .all(|t| t["score"] == 0.0 && t["max_score"] == 1.0 && t["status"] == "failed"),
+        "{v:#}"
+    );
+    let output = v["output"].as_str().unwrap();
+    assert!(output.contains("did not build"), "{output}");
+    assert!(output.contains(build_output.trim_end()), "{output}");
+}
+
+#[test]
+fn autolab_snippet_scores_passed_and_warning_only() {
+    let md = read("docs/grading.md");
+    let block: String = code_blocks(section(&md, "Autolab"))
+        .into_iter()
+        .find(|(info, _)| info == "sh")
+        .map(|(_, lines)| lines.join("\n"))
+        .expect("an Autolab block");
+    let script = block
+        .split_once("python3 -c '")
+        .and_then(|(_, rest)| rest.rsplit_once('\''))
+        .map(|(script, _)| script)
+        .expect("the block runs python3 -c '...'");
+
+    // The documented model's own example, its phase repeated once per verdict.
+    let (_, model) = code_blocks(section(&md, "The JSON model (version 1)"))
+        .into_iter()
+        .find(|(info, _)| info == "json")
+        .expect("the JSON model's example");
+    let mut report: serde_json::Value = serde_json::from_str(&model.join("\n")).unwrap();
+    let template = report["phases"][0].clone();
+    let verdicts = ["passed", "failed", "warning", "skipped"];
+    report["phases"] = verdicts
+        .iter()
+        .map(|v| {
+            let mut p = template.clone();
+            p["id"] = format!("phase/{v}").into();
+            p["verdict"] = (*v).into();
+            p
+        })
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("report.json"), report.to_string()).unwrap();
+    let out = match std::process::Command::new("python3")
+        .args(["-c", script])
+        .current_dir(dir.path())
+        .output()
+    {
+        Ok(out) => out,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            eprintln!("note: no python3 here, so the Autolab snippet was not run");
+            return;
+        }
+        Err(e) => panic!("python3: {e}"),
+    };
+    assert!(out.status.success(), "{out:?}");
+    let autolab: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    // The rule docs/grading.md's Scoring states for Gradescope and Autolab alike.
+    for v in verdicts {
+        let earned = matches!(v, "passed" | "warning");
+        assert_eq!(
+            autolab["scores"][format!("phase/{v}")],
+            u8::from(earned),
+            "{v}: {autolab}"
+        );
+    }
+}
+
+#[test]
+fn ci_matrix_is_a_complete_github_actions_workflow() {
+    let md = read("docs/grading.md");
+    let (_, lines) = code_blocks(section(&md, "A CI matrix"))
+        .into_iter()
+        .find(|(info, _)| info == "yaml")
+        .expect("a yaml block");
+    let yaml = lines.join("\n");
+    // No YAML parser among the dependencies: the structure is checked by indentation here, and
+    // by Python's yaml module below when there is one.
+    let job_lines: Vec<&str> = yaml
+        .lines()
+        .skip_while(|l| *l != "jobs:")
+        .skip(1)
+        .filter(|l| l.starts_with("  ") && !l.starts_with("   ") && l.ends_with(':'))
+        .collect();
+    assert!(!job_lines.is_empty(), "no jobs:\n{yaml}");
+    assert_eq!(
+        yaml.matches("\n    runs-on: ").count(),
+        job_lines.len(),
+        "every job needs runs-on:\n{yaml}"
+    );
+    assert!(
+        !yaml.contains('\t'),
+        "YAML does not allow tabs for indentation"
+    );
+    for needed in [
+        "uses: actions/checkout@v",
+        "fail-fast: false",
+        "matrix:",
+        "uses: actions/upload-artifact@v",
+        "--build-failed",
+        "--format junit",
+    ] {
+        assert!(
+            yaml.contains(needed),
+            "the workflow lacks {needed:?}:\n{yaml}"
+        );
+    }
+
+    // Parsed for real where Python's yaml module is at hand.
+    let parsed = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import json, sys, yaml; print(json.dumps(yaml.safe_load(sys.stdin)))",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            use std::io::Write as _;
+            child.stdin.take().unwrap().write_all(yaml.as_bytes())?;
+            child.wait_with_output()
+        });
+    let out = match parsed {
+        Ok(out) if String::from_utf8_lossy(&out.stderr).contains("No module named 'yaml'") => {
+            eprintln!("note: no yaml module for python3 here, so the workflow was not parsed");
+            return;
+        }
+        Ok(out) => out,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            eprintln!("note: no python3 here, so the workflow was not parsed");
+            return;
+        }
+        Err(e) => panic!("python3: {e}"),
+    };
+    assert!(out.status.success(), "the workflow is not YAML: {out:?}");
+    let workflow: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let jobs = workflow["jobs"].as_object().expect("jobs is a map");
+    assert_eq!(jobs.len(), job_lines.len(), "{workflow:#}");
+    for (name, job) in jobs {
+        assert!(job["runs-on"].is_string(), "job {name}: {job:#}");
+        let steps = job["steps"].as_array().expect("steps is a list");
+        assert!(
+            steps[0]["uses"]
+                .as_str()
+                .is_some_and(|u| u.starts_with("actions/checkout@")),
+            "job {name} checks nothing out first: {job:#}"
+        );
+    }
+    let grade = jobs
+        .values()
+        .find(|j| j["strategy"]["matrix"].is_object())
+        .expect("a matrix job");
+    assert_eq!(grade["strategy"]["fail-fast"], false, "{grade:#}");
+}
+
+/// The newest `GLIBC_x.y` symbol version `bin` needs, read with objdump.
+fn newest_glibc(bin: &str) -> Option<String> {
+    let out = match std::process::Command::new("objdump")
+        .args(["-T", bin])
+        .output()
+    {
+        Ok(out) => out,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+        Err(e) => panic!("objdump: {e}"),
+    };
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '.'))
+        .filter_map(|w| w.strip_prefix("GLIBC_"))
+        .filter_map(|v| {
+            let parts: Option<Vec<u32>> = v.split('.').map(|n| n.parse().ok()).collect();
+            parts.map(|p| (p, v.to_string()))
+        })
+        .max()
+        .map(|(_, v)| v)
+}
+
+#[test]
+fn grading_md_names_the_glibc_the_harness_needs() {
+    let Some(version) = newest_glibc(env!("CARGO_BIN_EXE_tcpproxy-test")) else {
+        eprintln!("note: no objdump here, so the glibc the harness needs was not checked");
+        return;
+    };
+    let md = read("docs/grading.md");
+    for needed in [
+        format!("glibc {version} or later"),
+        format!("GLIBC_{version}"),
+    ] {
+        assert!(
+            md.contains(&needed),
+            "the harness built here needs GLIBC_{version}: docs/grading.md should say {needed:?}"
+        );
+    }
 }
