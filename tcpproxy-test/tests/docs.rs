@@ -1,6 +1,7 @@
 //! The docs keep up with the suite: every phase has its section in docs/phases.md (headed by its
 //! id) and its row in README's table of phases (by its printed name), so a new phase cannot land
-//! undocumented; every flag the docs pass to tcpproxy-test is one its --help lists; the grading
+//! undocumented; every flag the docs pass to tcpproxy-test is one its --help lists, and every
+//! flag is in README's table; README's example output is what the harness prints; the grading
 //! recipes (the Gradescope build failure, the Autolab scores, the CI workflow) run or are
 //! complete as written; and docs/grading.md names the glibc the built harness needs. The lists
 //! are read from the suite, the docs and the binary, never typed here.
@@ -150,6 +151,40 @@ fn every_tcpproxy_test_flag_in_the_docs_is_one_its_help_lists() {
         }
     }
     assert!(unknown.is_empty(), "{}", unknown.join("\n"));
+}
+
+#[test]
+fn readme_options_table_has_a_row_for_every_flag_of_help() {
+    let text = help(&[]);
+    let readme = read("README.md");
+    let table = section(&readme, "Grading a proxy");
+    let flags: Vec<&str> = text
+        .lines()
+        .map(str::trim_start)
+        .filter(|l| l.starts_with('-'))
+        .filter_map(|l| {
+            // `-h, --help`, `--only <GLOB>`: the long name.
+            let long = l.split_whitespace().find(|w| w.starts_with("--"))?;
+            Some(long.trim_end_matches(','))
+        })
+        .filter(|long| !matches!(*long, "--help" | "--version"))
+        .collect();
+    assert!(
+        flags.contains(&"--stall-timeout"),
+        "flags read from --help: {flags:?}"
+    );
+    let missing: Vec<&str> = flags
+        .into_iter()
+        .filter(|flag| {
+            !table.lines().any(|row| {
+                row.starts_with("| `") && help_names(row.split('|').nth(1).unwrap_or(""), flag)
+            })
+        })
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "README's option table lacks {missing:?}"
+    );
 }
 
 #[test]
@@ -415,4 +450,78 @@ fn grading_md_names_the_glibc_the_harness_needs() {
             "the harness built here needs GLIBC_{version}: docs/grading.md should say {needed:?}"
         );
     }
+}
+
+#[test]
+fn readme_example_output_is_what_the_harness_prints() {
+    use tcpproxy_test::phase::{Failure, Outcome, Verdict};
+    use tcpproxy_test::{summary, write_outcome};
+    let phases = tcpproxy_test::phase::all();
+    let outcome = |name: &str, verdict: Verdict, secs: f64| -> Outcome {
+        let p = phases
+            .iter()
+            .find(|p| p.name == name)
+            .unwrap_or_else(|| panic!("README shows a phase {name:?} the suite does not have"));
+        Outcome {
+            id: p.id,
+            name: p.name,
+            verdict,
+            failure: (verdict != Verdict::Passed).then(|| Failure::new("...")),
+            elapsed: std::time::Duration::from_secs_f64(secs),
+            proxy_exit: None,
+            stderr_tail: None,
+            closest: None,
+        }
+    };
+    let printed = |o: &Outcome| {
+        let mut out = Vec::new();
+        write_outcome(&mut out, o).unwrap();
+        String::from_utf8(out).unwrap()
+    };
+    let readme = read("README.md");
+    let blocks = code_blocks(&readme);
+
+    // A passing run: phase lines (`...` for those left out), then the count of all of them.
+    let (_, passing) = blocks
+        .iter()
+        .find(|(info, lines)| info.is_empty() && lines[0].ends_with(": passed"))
+        .expect("README shows a passing run");
+    let (count, shown) = passing.split_last().unwrap();
+    for line in shown.iter().filter(|l| *l != "...") {
+        let name = line.strip_suffix(": passed").unwrap_or(line);
+        assert_eq!(
+            printed(&outcome(name, Verdict::Passed, 0.0)),
+            format!("{line}\n")
+        );
+    }
+    let all_passed: Vec<Outcome> = phases
+        .iter()
+        .map(|p| outcome(p.name, Verdict::Passed, 0.0))
+        .collect();
+    assert_eq!(count, &summary(&all_passed), "README's passing run's count");
+
+    // A failing run: the verdict line, indented details, the phase's `took` line, the count.
+    let (_, failing) = blocks
+        .iter()
+        .find(|(_, lines)| lines[0].starts_with("$ tcpproxy-test --only"))
+        .expect("README shows a failing run");
+    let (name, _) = failing[1]
+        .split_once(": failed: ")
+        .expect("a failed phase's line");
+    let (count, rest) = failing.split_last().unwrap();
+    let took = rest.last().unwrap();
+    let secs: f64 = took
+        .rsplit(' ')
+        .next()
+        .and_then(|w| w.strip_suffix('s'))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no `took N.Ns` at the end of {took:?}"));
+    let failed = outcome(name, Verdict::Failed, secs);
+    assert_eq!(
+        printed(&failed).lines().last(),
+        Some(took.as_str()),
+        "README's failure ends with another took line than the harness prints"
+    );
+    assert!(rest[2..].iter().all(|l| l.starts_with("    ")));
+    assert_eq!(count, &summary(&[failed]));
 }
