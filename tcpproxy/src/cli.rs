@@ -1,12 +1,14 @@
 //! The command line: every flag, its default and its check, turned into a validated [`Config`].
 
 use std::ffi::OsString;
+use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::time::Duration;
 
 use clap::Parser;
 
 use crate::flag_value;
+use crate::pair::Reason;
 
 /// Abort a pair once one direction has held data it could not write for this long (the lab's 10 s).
 pub const STALL_TIMEOUT: Duration = Duration::from_secs(10);
@@ -36,7 +38,9 @@ const MAX_CONNECTIONS_LIMIT: usize = 1 << 30;
         Each direction holds at most --buffer-size bytes. A pair is aborted (with RST) when one \
         direction has buffered data and none of it could be written for --stall-timeout seconds, \
         or when a write fails. An EOF is forwarded as a half-close once buffered data is written; \
-        a pair closes when both directions have ended. Idle pairs are never closed."
+        a pair closes when both directions have ended. Idle pairs are never closed.",
+    after_help = after_help(),
+    after_long_help = after_long_help()
 )]
 struct Args {
     /// Host name or address to forward to; resolved at start and again for every new client.
@@ -82,10 +86,57 @@ struct Args {
     #[arg(long)]
     no_splice: bool,
 
-    /// Log a line once listening and one per closed pair (-v), or more (-vv). RUST_LOG
-    /// overrides.
+    /// Log a line once listening and one per closed pair (-v; see below), or more (-vv).
+    /// RUST_LOG overrides.
     #[arg(short, long, action = clap::ArgAction::Count)]
     verbose: u8,
+}
+
+/// The exit statuses, for `-h` and `--help`.
+fn exit_statuses() -> String {
+    format!(
+        "Exit status:\n  \
+         0  stopped by SIGTERM/SIGINT\n  \
+         {start}  cannot start (DEST_HOST does not resolve, LISTEN_PORT in use)\n  \
+         {usage}  usage error",
+        start = crate::EXIT_START,
+        usage = crate::EXIT_USAGE,
+    )
+}
+
+fn after_help() -> String {
+    format!("{}\n\nSee --help for the log lines.", exit_statuses())
+}
+
+/// The log lines and exit statuses, for `--help`; the reasons come from [`Reason::ALL`], so the
+/// list cannot drift from what the proxy logs.
+fn after_long_help() -> String {
+    let mut reasons = String::new();
+    for r in Reason::ALL {
+        let _ = writeln!(reasons, "  {:<14}{}", r.as_str(), r.meaning());
+    }
+    format!(
+        "Log (stderr; -v, or RUST_LOG=info):\n\
+         Once the port accepts, one line such as\n  \
+         listening on [::]:3000 (IPv4 and IPv6), forwarding to www.example.org:80, stall timeout 10s\n\
+         Then one line per closed pair, after HAProxy's tcplog, key=value in this order:\n  \
+         pair closed frontend=ADDR:PORT client=ADDR:PORT dest=ADDR:PORT reason=REASON\n    \
+         connect_ms=MS total_ms=MS up=BYTES down=BYTES active=N\n    \
+         [dir=up|down] [error=\"...\"] [read_error=\"...\"]\n\
+         frontend   the proxy's address the client reached\n\
+         dest       the destination's address; DEST_HOST:DEST_PORT when no connection was made\n\
+         connect_ms from accept to the destination's connection (-1: never connected)\n\
+         total_ms   from accept to close\n\
+         up, down   bytes written to the destination, and to the client\n\
+         active     pairs open as this one closed, itself included\n\
+         dir        the direction that aborted (up: client->server), with stall and write-error\n\
+         error      what failed, with stall, write-error and connect-fail\n\
+         read_error only when a read failed: the side (client or server) and the error\n\
+         REASON is one of:\n\
+         {reasons}\n\
+         {}",
+        exit_statuses()
+    )
 }
 
 /// Everything the proxy needs, checked.

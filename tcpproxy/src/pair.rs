@@ -6,6 +6,7 @@ use std::future::poll_fn;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::Poll;
 use std::time::Duration;
 
@@ -25,51 +26,249 @@ pub struct Settings {
     pub pool: Pool,
 }
 
-/// How a pair ended, as its log line says it.
+/// How a pair ended.
 #[derive(Debug)]
 pub enum End {
-    /// Both directions read EOF and flushed everything.
+    /// Both directions read EOF (or failed to read, which the contract treats as EOF) and
+    /// flushed everything.
     BothEof,
     /// Resolving or connecting to the destination failed or timed out.
-    DestinationRefused(io::Error),
+    ConnectFailed(io::Error),
     /// One direction aborted; `upstream` is true for client->server.
     Aborted { upstream: bool, why: Abort },
 }
 
-impl fmt::Display for End {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+impl End {
+    /// Ends that reset both connections: a peer must see a truncation, never mistake an abort for
+    /// a clean end.
+    fn resets(&self) -> bool {
+        matches!(self, End::Aborted { .. })
+    }
+}
+
+/// The termination reason a close line gives: one word per way a pair can end, the set the
+/// proxy's `--help` lists (from [`Reason::ALL`]) and its log uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    Eof,
+    ReadError,
+    Stall,
+    WriteError,
+    ConnectFail,
+}
+
+impl Reason {
+    pub const ALL: [Reason; 5] = [
+        Reason::Eof,
+        Reason::ReadError,
+        Reason::Stall,
+        Reason::WriteError,
+        Reason::ConnectFail,
+    ];
+
+    pub fn as_str(self) -> &'static str {
         match self {
-            End::BothEof => f.write_str("both EOF"),
-            End::DestinationRefused(e) => write!(f, "destination refused: {e}"),
-            End::Aborted { upstream, why } => {
-                let dir = if *upstream {
-                    "client->server"
-                } else {
-                    "server->client"
-                };
-                write!(f, "{why} ({dir})")
+            Reason::Eof => "eof",
+            Reason::ReadError => "read-error",
+            Reason::Stall => "stall",
+            Reason::WriteError => "write-error",
+            Reason::ConnectFail => "connect-fail",
+        }
+    }
+
+    /// What the word means, for `--help`.
+    pub fn meaning(self) -> &'static str {
+        match self {
+            Reason::Eof => "both directions ended with EOF and everything was written",
+            Reason::ReadError => {
+                "both directions ended, one by a failed read (taken as EOF); see read_error"
+            }
+            Reason::Stall => {
+                "direction `dir` held data and could write none of it for --stall-timeout (RST)"
+            }
+            Reason::WriteError => "writing in direction `dir` failed (RST); see error",
+            Reason::ConnectFail => {
+                "resolving or connecting to the destination failed (logged even without -v)"
             }
         }
     }
 }
 
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A pair's close line, after HAProxy's tcplog: `key=value` fields in a fixed order, those that
+/// apply to every pair first, then `dir`, `error` and `read_error` only when they apply.
+/// Values that may hold spaces (the errors) are quoted, so the line splits on spaces.
+#[derive(Debug)]
+pub struct CloseLine<'a> {
+    /// The proxy's address the client connected to.
+    pub frontend: Option<SocketAddr>,
+    pub client: SocketAddr,
+    /// The destination's address, or DEST_HOST:DEST_PORT when no connection was made.
+    pub dest: String,
+    pub end: &'a End,
+    /// From accept to the destination's connection (HAProxy's Tc); `None` when never connected.
+    pub connect: Option<Duration>,
+    /// From accept to close (HAProxy's Tt).
+    pub total: Duration,
+    /// Bytes written to the destination and to the client.
+    pub up: u64,
+    pub down: u64,
+    /// Pairs open as this one closed, itself included (HAProxy's actconn).
+    pub active: usize,
+    /// Why reading from the client and from the destination ended early, if they did.
+    pub client_read_error: Option<&'a io::Error>,
+    pub server_read_error: Option<&'a io::Error>,
+}
+
+impl CloseLine<'_> {
+    pub fn reason(&self) -> Reason {
+        match self.end {
+            End::BothEof if self.read_error().is_some() => Reason::ReadError,
+            End::BothEof => Reason::Eof,
+            End::ConnectFailed(_) => Reason::ConnectFail,
+            End::Aborted {
+                why: Abort::Stalled { .. },
+                ..
+            } => Reason::Stall,
+            End::Aborted {
+                why: Abort::WriteError(_),
+                ..
+            } => Reason::WriteError,
+        }
+    }
+
+    fn read_error(&self) -> Option<String> {
+        match (self.client_read_error, self.server_read_error) {
+            (None, None) => None,
+            (Some(c), None) => Some(format!("client: {c}")),
+            (None, Some(s)) => Some(format!("server: {s}")),
+            (Some(c), Some(s)) => Some(format!("client: {c}; server: {s}")),
+        }
+    }
+}
+
+impl fmt::Display for CloseLine<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        match self.frontend {
+            Some(a) => write!(f, "frontend={a}")?,
+            None => f.write_str("frontend=?")?,
+        }
+        write!(
+            f,
+            " client={} dest={} reason={}",
+            self.client,
+            self.dest,
+            self.reason()
+        )?;
+        match self.connect {
+            Some(d) => write!(f, " connect_ms={:.1}", ms(d))?,
+            // HAProxy's way of saying the connection was never made.
+            None => f.write_str(" connect_ms=-1")?,
+        }
+        write!(
+            f,
+            " total_ms={:.1} up={} down={} active={}",
+            ms(self.total),
+            self.up,
+            self.down,
+            self.active
+        )?;
+        match self.end {
+            End::Aborted { upstream, why } => {
+                let dir = if *upstream { "up" } else { "down" };
+                let error = match why {
+                    Abort::Stalled { buffered, waited } => format!(
+                        "{buffered} bytes buffered, none written for {:.1}s",
+                        waited.as_secs_f64()
+                    ),
+                    Abort::WriteError(e) => e.to_string(),
+                };
+                write!(f, " dir={dir} error={error:?}")?;
+            }
+            End::ConnectFailed(e) => write!(f, " error={:?}", e.to_string())?,
+            End::BothEof => {}
+        }
+        if let Some(e) = self.read_error() {
+            write!(f, " read_error={e:?}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Every pair from accept to close, counted.
+#[derive(Debug)]
+pub struct Census {
+    open: AtomicUsize,
+}
+
+impl Census {
+    pub fn new() -> Arc<Census> {
+        Arc::new(Census {
+            open: AtomicUsize::new(0),
+        })
+    }
+
+    /// Counts a pair in from its accept; it is counted out when the returned [`Counted`] drops.
+    pub fn admit(self: &Arc<Census>) -> Counted {
+        self.open.fetch_add(1, Ordering::Relaxed);
+        Counted {
+            census: self.clone(),
+        }
+    }
+
+    pub fn open(&self) -> usize {
+        self.open.load(Ordering::Relaxed)
+    }
+}
+
+/// One pair's place in the [`Census`].
+#[derive(Debug)]
+pub struct Counted {
+    census: Arc<Census>,
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.census.open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// Connects to the destination for one client and relays until the pair ends.
-pub async fn serve(client: TcpStream, client_addr: SocketAddr, settings: Arc<Settings>) {
+pub async fn serve(
+    client: TcpStream,
+    client_addr: SocketAddr,
+    settings: Arc<Settings>,
+    counted: Counted,
+) {
     let started = Instant::now();
     let server = match connect(&settings).await {
         Ok(s) => s,
         Err(e) => {
-            tracing::error!(
-                client = %client_addr,
-                dest = %format_args!("{}:{}", settings.dest_host, settings.dest_port),
-                secs = format_args!("{:.3}", started.elapsed().as_secs_f64()),
-                "pair closed: {}",
-                End::DestinationRefused(e)
-            );
+            let end = End::ConnectFailed(e);
             // Dropping the client closes it at once: it learns now, not at its next write.
+            log_close(&end, || CloseLine {
+                frontend: frontend(&client),
+                client: client_addr,
+                dest: format!("{}:{}", settings.dest_host, settings.dest_port),
+                end: &end,
+                connect: None,
+                total: started.elapsed(),
+                up: 0,
+                down: 0,
+                active: counted.census.open(),
+                client_read_error: None,
+                server_read_error: None,
+            });
             return;
         }
     };
+    let connect_time = started.elapsed();
     // Only the closing log line uses it: without -v, spare every pair the getpeername(2). Taken
     // now, while the connection stands, so that an aborted pair still names its destination.
     let dest_addr = tracing::enabled!(tracing::Level::INFO)
@@ -108,21 +307,39 @@ pub async fn serve(client: TcpStream, client_addr: SocketAddr, settings: Arc<Set
     up.close(pool);
     down.close(pool);
 
-    if matches!(end, End::Aborted { .. }) {
-        // RST, not FIN: a peer must see a truncation, never mistake an abort for a clean end.
+    if end.resets() {
         for s in [&client, &server] {
             let _ = socket2::SockRef::from(s).set_linger(Some(Duration::ZERO));
         }
     }
-    tracing::info!(
-        client = %client_addr,
-        dest = %dest_addr.map_or_else(|| "?".to_string(), |a| a.to_string()),
-        up = up.written(),
-        down = down.written(),
-        secs = format_args!("{:.3}", started.elapsed().as_secs_f64()),
-        read_error = ?up.read_error().or(down.read_error()).map(|e| e.to_string()),
-        "pair closed: {end}"
-    );
+    log_close(&end, || CloseLine {
+        frontend: frontend(&client),
+        client: client_addr,
+        dest: dest_addr.map_or_else(|| "?".to_string(), |a| a.to_string()),
+        end: &end,
+        connect: Some(connect_time),
+        total: started.elapsed(),
+        up: up.written(),
+        down: down.written(),
+        active: counted.census.open(),
+        client_read_error: up.read_error(),
+        server_read_error: down.read_error(),
+    });
+}
+
+/// The proxy's address the client reached; a dual-stack listener reports IPv4 as ::ffff:a.b.c.d.
+fn frontend(client: &TcpStream) -> Option<SocketAddr> {
+    let a = client.local_addr().ok()?;
+    Some(SocketAddr::new(a.ip().to_canonical(), a.port()))
+}
+
+/// Logs the close line, built only if its level is on. A failed connect is an error an operator
+/// should see without -v; every other end is routine at -v.
+fn log_close<'a>(end: &End, line: impl FnOnce() -> CloseLine<'a>) {
+    match end {
+        End::ConnectFailed(_) => tracing::error!("pair closed {}", line()),
+        _ => tracing::info!("pair closed {}", line()),
+    }
 }
 
 /// Resolves the destination again (its addresses may have changed since start) and tries each
@@ -151,5 +368,102 @@ async fn connect(settings: &Settings) -> io::Result<TcpStream> {
                 settings.connect_timeout.as_secs_f64()
             ),
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line<'a>(end: &'a End, server_read_error: Option<&'a io::Error>) -> CloseLine<'a> {
+        CloseLine {
+            frontend: Some("127.0.0.1:3000".parse().unwrap()),
+            client: "127.0.0.1:5000".parse().unwrap(),
+            dest: "[::1]:80".to_string(),
+            end,
+            connect: Some(Duration::from_micros(250)),
+            total: Duration::from_millis(1500),
+            up: 10,
+            down: 20,
+            active: 2,
+            client_read_error: None,
+            server_read_error,
+        }
+    }
+
+    #[test]
+    fn reason_words_are_distinct_single_words_with_a_meaning() {
+        let words: Vec<&str> = Reason::ALL.iter().map(|r| r.as_str()).collect();
+        for (i, w) in words.iter().enumerate() {
+            assert!(
+                w.chars().all(|c| c.is_ascii_lowercase() || c == '-'),
+                "{w:?}"
+            );
+            assert!(!words[..i].contains(w), "{w} twice");
+            assert_eq!(Reason::ALL[i].to_string(), *w);
+            assert!(!Reason::ALL[i].meaning().is_empty());
+        }
+        assert_eq!(
+            words,
+            ["eof", "read-error", "stall", "write-error", "connect-fail"]
+        );
+    }
+
+    #[test]
+    fn a_clean_end_has_the_fixed_fields_only() {
+        assert_eq!(
+            line(&End::BothEof, None).to_string(),
+            "frontend=127.0.0.1:3000 client=127.0.0.1:5000 dest=[::1]:80 reason=eof \
+             connect_ms=0.2 total_ms=1500.0 up=10 down=20 active=2"
+        );
+    }
+
+    #[test]
+    fn a_read_error_makes_the_reason_and_is_quoted_with_its_side() {
+        let e = io::Error::new(io::ErrorKind::ConnectionReset, "reset \"by\" peer");
+        let text = line(&End::BothEof, Some(&e)).to_string();
+        assert!(text.contains(" reason=read-error "), "{text}");
+        assert!(
+            text.ends_with(r#" active=2 read_error="server: reset \"by\" peer""#),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn an_abort_names_its_direction_and_what_failed() {
+        let stalled = End::Aborted {
+            upstream: false,
+            why: Abort::Stalled {
+                buffered: 65536,
+                waited: Duration::from_secs(10),
+            },
+        };
+        let text = line(&stalled, None).to_string();
+        assert!(
+            text.ends_with(
+                r#" reason=stall connect_ms=0.2 total_ms=1500.0 up=10 down=20 active=2 dir=down error="65536 bytes buffered, none written for 10.0s""#
+            ),
+            "{text}"
+        );
+        let write = End::Aborted {
+            upstream: true,
+            why: Abort::WriteError(io::ErrorKind::BrokenPipe.into()),
+        };
+        let text = line(&write, None).to_string();
+        assert!(text.contains(" reason=write-error "), "{text}");
+        assert!(text.ends_with(r#" dir=up error="broken pipe""#), "{text}");
+    }
+
+    #[test]
+    fn a_failed_connect_has_no_connect_time_and_says_why() {
+        let end = End::ConnectFailed(io::ErrorKind::ConnectionRefused.into());
+        let mut l = line(&end, None);
+        l.connect = None;
+        let text = l.to_string();
+        assert!(
+            text.contains(" reason=connect-fail connect_ms=-1 "),
+            "{text}"
+        );
+        assert!(text.ends_with(r#" error="connection refused""#), "{text}");
     }
 }

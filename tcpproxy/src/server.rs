@@ -13,7 +13,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::Semaphore;
 
 use crate::cli::Config;
-use crate::pair::{self, Settings};
+use crate::pair::{self, Census, Settings};
 use crate::pool::Pool;
 
 /// How long to pause accepting when the process or system is out of descriptors: long enough
@@ -88,6 +88,7 @@ pub async fn serve(
     );
     let limit = config.max_connections;
     let slots = Arc::new(Semaphore::new(limit));
+    let census = Census::new();
     let mut out_of_fds = false;
 
     loop {
@@ -106,8 +107,9 @@ pub async fn serve(
                 let addr = SocketAddr::new(addr.ip().to_canonical(), addr.port());
                 out_of_fds = false;
                 let settings = settings.clone();
+                let counted = census.admit();
                 tokio::spawn(async move {
-                    pair::serve(client, addr, settings).await;
+                    pair::serve(client, addr, settings, counted).await;
                     drop(permit);
                 });
             }

@@ -133,6 +133,51 @@ fn help_exits_0_and_names_every_argument() {
 }
 
 #[test]
+fn help_gives_every_exit_status_and_the_log_lines() {
+    let statuses = [
+        (0, "stopped by SIGTERM/SIGINT"),
+        (tcpproxy::EXIT_START, "cannot start"),
+        (tcpproxy::EXIT_USAGE, "usage error"),
+    ];
+    for flag in ["--help", "-h"] {
+        let out = tcpproxy().arg(flag).output().expect("run tcpproxy");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        for (code, meaning) in statuses {
+            let line = format!("\n  {code}  ");
+            let at = stdout
+                .find(&line)
+                .unwrap_or_else(|| panic!("`tcpproxy {flag}` lacks exit status {code}:\n{stdout}"));
+            assert!(
+                stdout[at..]
+                    .lines()
+                    .nth(1)
+                    .is_some_and(|l| l.contains(meaning)),
+                "`tcpproxy {flag}`: exit status {code} is not {meaning:?}:\n{stdout}"
+            );
+        }
+    }
+    let out = tcpproxy().arg("--help").output().expect("run tcpproxy");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    for needle in [
+        "listening on",
+        "pair closed frontend=",
+        "active=",
+        "read_error=",
+    ] {
+        assert!(
+            stdout.contains(needle),
+            "--help lacks {needle:?}:\n{stdout}"
+        );
+    }
+    for reason in tcpproxy::pair::Reason::ALL {
+        assert!(
+            stdout.contains(&format!("\n  {reason} ")),
+            "--help lacks the reason {reason}:\n{stdout}"
+        );
+    }
+}
+
+#[test]
 fn version_prints_name_and_version() {
     tcpproxy()
         .arg("--version")
