@@ -38,7 +38,9 @@ const MAX_CONNECTIONS_LIMIT: usize = 1 << 30;
         Each direction holds at most --buffer-size bytes. A pair is aborted (with RST) when one \
         direction has buffered data and none of it could be written for --stall-timeout seconds, \
         or when a write fails. An EOF is forwarded as a half-close once buffered data is written; \
-        a pair closes when both directions have ended. Idle pairs are never closed.",
+        a pair closes when both directions have ended. Idle pairs are never closed.\n\n\
+        On SIGTERM/SIGINT the proxy stops accepting and lets open pairs finish for up to \
+        --drain-timeout seconds; pairs still open then, or at a second signal, are reset.",
     after_help = after_help(),
     after_long_help = after_long_help()
 )]
@@ -76,7 +78,8 @@ struct Args {
     #[arg(long, value_name = "N", default_value_t = MAX_CONNECTIONS, value_parser = |s: &str| flag_value::count(s, "connections", MAX_CONNECTIONS_LIMIT), allow_negative_numbers = true)]
     max_connections: usize,
 
-    /// Seconds open pairs may take to finish after SIGTERM/SIGINT; a second signal exits at once.
+    /// Seconds open pairs may take to finish after SIGTERM/SIGINT; those still open then are
+    /// reset, as they are at once by a second signal.
     #[arg(long, value_name = "SECS", default_value_t = DRAIN_TIMEOUT.as_secs_f64(), value_parser = |s: &str| flag_value::seconds(s, flag_value::YEAR_SECS), allow_negative_numbers = true)]
     drain_timeout: f64,
 
@@ -96,11 +99,14 @@ struct Args {
 fn exit_statuses() -> String {
     format!(
         "Exit status:\n  \
-         0  stopped by SIGTERM/SIGINT\n  \
+         0  stopped by SIGTERM/SIGINT once every open pair had closed\n  \
          {start}  cannot start (DEST_HOST does not resolve, LISTEN_PORT in use)\n  \
-         {usage}  usage error",
+         {usage}  usage error\n  \
+         {cut}  stopped by SIGTERM/SIGINT, but the drain was cut short: the pairs still open at\n     \
+         --drain-timeout or at a second signal were reset (stderr says how many)",
         start = crate::EXIT_START,
         usage = crate::EXIT_USAGE,
+        cut = crate::EXIT_DRAIN_CUT,
     )
 }
 

@@ -25,11 +25,16 @@ use std::process::ExitCode;
 use tracing_subscriber::EnvFilter;
 
 use crate::cli::{Config, Parsed};
+use crate::server::Stopped;
 
 /// Exit code for a usage error (bad argument, unknown flag).
 pub const EXIT_USAGE: u8 = 2;
 /// Exit code when the proxy cannot start (unresolvable host, port in use).
 pub const EXIT_START: u8 = 1;
+/// Exit code after SIGTERM/SIGINT when the drain was cut short (by the drain timeout or a second
+/// signal) and pairs still open were reset: a service manager or script sees that connections
+/// were lost, where a drain that finished in time exits 0.
+pub const EXIT_DRAIN_CUT: u8 = 3;
 
 /// Runs the proxy as its command line asks: the whole program behind `main`, shared with
 /// `tcpproxy-test`, which runs the reference proxy from its own executable.
@@ -51,7 +56,12 @@ where
     };
     init_logging(config.verbose);
     match run(config) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(Stopped::Drained) => ExitCode::SUCCESS,
+        Ok(Stopped::Cut(cut)) => {
+            // Said whatever the log level, as every other failing exit is.
+            eprintln!("tcpproxy: {cut}");
+            ExitCode::from(EXIT_DRAIN_CUT)
+        }
         Err(e) => {
             eprintln!("tcpproxy: {e:#}");
             ExitCode::from(EXIT_START)
@@ -61,11 +71,11 @@ where
 
 /// Resolves the destination once (a typo should fail now, not at the first client), binds, and
 /// serves until a signal.
-pub fn run(config: Config) -> anyhow::Result<()> {
+pub fn run(config: Config) -> anyhow::Result<Stopped> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(async {
+    let stopped = runtime.block_on(async {
         let signals = server::Signals::new()?;
         let dest = (config.dest_host.as_str(), config.dest_port);
         let resolved = tokio::net::lookup_host(dest).await.map(|a| a.count());
@@ -83,9 +93,9 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         let listener = server::bind(&config)?;
         server::serve(config, listener, signals).await
     })?;
-    // Pairs cut by the drain timeout are dropped with the runtime.
+    // Only a pair that did not finish its cut in time is left to drop with the runtime.
     runtime.shutdown_background();
-    Ok(())
+    Ok(stopped)
 }
 
 /// Logs go to stderr (stdout is for results); quiet by default, `-v` adds the listening line at

@@ -11,6 +11,7 @@ use std::task::Poll;
 use std::time::Duration;
 
 use tokio::net::TcpStream;
+use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::pool::Pool;
@@ -36,13 +37,15 @@ pub enum End {
     ConnectFailed(io::Error),
     /// One direction aborted; `upstream` is true for client->server.
     Aborted { upstream: bool, why: Abort },
+    /// Still open when the drain after SIGTERM/SIGINT ran out (or a second signal came).
+    DrainCut,
 }
 
 impl End {
     /// Ends that reset both connections: a peer must see a truncation, never mistake an abort for
     /// a clean end.
     fn resets(&self) -> bool {
-        matches!(self, End::Aborted { .. })
+        matches!(self, End::Aborted { .. } | End::DrainCut)
     }
 }
 
@@ -55,15 +58,17 @@ pub enum Reason {
     Stall,
     WriteError,
     ConnectFail,
+    DrainCut,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 5] = [
+    pub const ALL: [Reason; 6] = [
         Reason::Eof,
         Reason::ReadError,
         Reason::Stall,
         Reason::WriteError,
         Reason::ConnectFail,
+        Reason::DrainCut,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -73,6 +78,7 @@ impl Reason {
             Reason::Stall => "stall",
             Reason::WriteError => "write-error",
             Reason::ConnectFail => "connect-fail",
+            Reason::DrainCut => "drain-cut",
         }
     }
 
@@ -89,6 +95,9 @@ impl Reason {
             Reason::WriteError => "writing in direction `dir` failed (RST); see error",
             Reason::ConnectFail => {
                 "resolving or connecting to the destination failed (logged even without -v)"
+            }
+            Reason::DrainCut => {
+                "still open when the drain ran out after SIGTERM/SIGINT, or a second signal came (RST)"
             }
         }
     }
@@ -139,6 +148,7 @@ impl CloseLine<'_> {
                 why: Abort::WriteError(_),
                 ..
             } => Reason::WriteError,
+            End::DrainCut => Reason::DrainCut,
         }
     }
 
@@ -192,7 +202,7 @@ impl fmt::Display for CloseLine<'_> {
                 write!(f, " dir={dir} error={error:?}")?;
             }
             End::ConnectFailed(e) => write!(f, " error={:?}", e.to_string())?,
-            End::BothEof => {}
+            End::BothEof | End::DrainCut => {}
         }
         if let Some(e) = self.read_error() {
             write!(f, " read_error={e:?}")?;
@@ -201,16 +211,21 @@ impl fmt::Display for CloseLine<'_> {
     }
 }
 
-/// Every pair from accept to close, counted.
+/// Every pair from accept to close, counted, and the word that resets those still open when a
+/// drain runs out.
 #[derive(Debug)]
 pub struct Census {
     open: AtomicUsize,
+    reset: AtomicUsize,
+    cut: watch::Sender<bool>,
 }
 
 impl Census {
     pub fn new() -> Arc<Census> {
         Arc::new(Census {
             open: AtomicUsize::new(0),
+            reset: AtomicUsize::new(0),
+            cut: watch::Sender::new(false),
         })
     }
 
@@ -219,11 +234,22 @@ impl Census {
         self.open.fetch_add(1, Ordering::Relaxed);
         Counted {
             census: self.clone(),
+            cut: self.cut.subscribe(),
         }
     }
 
     pub fn open(&self) -> usize {
         self.open.load(Ordering::Relaxed)
+    }
+
+    /// Resets every pair still open, and any admitted after.
+    pub fn cut_all(&self) {
+        self.cut.send_replace(true);
+    }
+
+    /// How many pairs [`Census::cut_all`] has reset so far.
+    pub fn reset(&self) -> usize {
+        self.reset.load(Ordering::Relaxed)
     }
 }
 
@@ -231,6 +257,15 @@ impl Census {
 #[derive(Debug)]
 pub struct Counted {
     census: Arc<Census>,
+    cut: watch::Receiver<bool>,
+}
+
+impl Counted {
+    /// Resolves once the census cuts every pair.
+    async fn cut(&mut self) {
+        // The sender lives in the census, which this pair holds: the wait cannot fail.
+        let _ = self.cut.wait_for(|cut| *cut).await;
+    }
 }
 
 impl Drop for Counted {
@@ -239,19 +274,24 @@ impl Drop for Counted {
     }
 }
 
-/// Connects to the destination for one client and relays until the pair ends.
+/// Connects to the destination for one client and relays until the pair ends or the census
+/// cuts it.
 pub async fn serve(
     client: TcpStream,
     client_addr: SocketAddr,
     settings: Arc<Settings>,
-    counted: Counted,
+    mut counted: Counted,
 ) {
     let started = Instant::now();
-    let server = match connect(&settings).await {
+    let connected = tokio::select! {
+        c = connect(&settings) => c.map_err(End::ConnectFailed),
+        () = counted.cut() => Err(End::DrainCut),
+    };
+    let server = match connected {
         Ok(s) => s,
-        Err(e) => {
-            let end = End::ConnectFailed(e);
+        Err(end) => {
             // Dropping the client closes it at once: it learns now, not at its next write.
+            finish(&end, &client, None, &counted);
             log_close(&end, || CloseLine {
                 frontend: frontend(&client),
                 client: client_addr,
@@ -281,7 +321,7 @@ pub async fn serve(
     let mut up = Relay::new("client->server", settings.stall_timeout);
     let mut down = Relay::new("server->client", settings.stall_timeout);
     let pool = &settings.pool;
-    let end = poll_fn(|cx| {
+    let relayed = poll_fn(|cx| {
         // Poll both every time: each registers its own wake-ups, and a finished relay stays ready.
         let a = up.poll_relay(cx, pool, &client, &server);
         if let Poll::Ready(Err(why)) = a {
@@ -302,16 +342,15 @@ pub async fn serve(
         } else {
             Poll::Pending
         }
-    })
-    .await;
+    });
+    let end = tokio::select! {
+        end = relayed => end,
+        () = counted.cut() => End::DrainCut,
+    };
     up.close(pool);
     down.close(pool);
 
-    if end.resets() {
-        for s in [&client, &server] {
-            let _ = socket2::SockRef::from(s).set_linger(Some(Duration::ZERO));
-        }
-    }
+    finish(&end, &client, Some(&server), &counted);
     log_close(&end, || CloseLine {
         frontend: frontend(&client),
         client: client_addr,
@@ -325,6 +364,19 @@ pub async fn serve(
         client_read_error: up.read_error(),
         server_read_error: down.read_error(),
     });
+}
+
+/// Arms the RST of an end that resets (the sockets close when the caller drops them) and counts
+/// a pair the census cut.
+fn finish(end: &End, client: &TcpStream, server: Option<&TcpStream>, counted: &Counted) {
+    if end.resets() {
+        for s in std::iter::once(client).chain(server) {
+            let _ = socket2::SockRef::from(s).set_linger(Some(Duration::ZERO));
+        }
+    }
+    if matches!(end, End::DrainCut) {
+        counted.census.reset.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 /// The proxy's address the client reached; a dual-stack listener reports IPv4 as ::ffff:a.b.c.d.
@@ -405,7 +457,14 @@ mod tests {
         }
         assert_eq!(
             words,
-            ["eof", "read-error", "stall", "write-error", "connect-fail"]
+            [
+                "eof",
+                "read-error",
+                "stall",
+                "write-error",
+                "connect-fail",
+                "drain-cut"
+            ]
         );
     }
 
@@ -465,5 +524,12 @@ mod tests {
             "{text}"
         );
         assert!(text.ends_with(r#" error="connection refused""#), "{text}");
+    }
+
+    #[test]
+    fn a_cut_pair_says_so_and_nothing_more() {
+        let text = line(&End::DrainCut, None).to_string();
+        assert!(text.contains(" reason=drain-cut "), "{text}");
+        assert!(text.ends_with(" active=2"), "{text}");
     }
 }

@@ -58,7 +58,46 @@ fn listen_on(addr: SocketAddr, dual_stack: bool) -> io::Result<TcpListener> {
     TcpListener::from_std(socket.into())
 }
 
-/// Serves until SIGTERM/SIGINT, then lets open pairs finish for up to the drain timeout.
+/// How serving ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Stopped {
+    /// Every pair open at the signal closed by itself within the drain timeout.
+    Drained,
+    /// The drain was cut short and pairs still open were reset.
+    Cut(CutShort),
+}
+
+/// A drain cut short: by what, and how many pairs it reset.
+#[derive(Debug, PartialEq, Eq)]
+pub struct CutShort {
+    pub by: Cut,
+    pub reset: usize,
+}
+
+/// What cut a drain short.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cut {
+    Timeout(Duration),
+    SecondSignal,
+}
+
+impl std::fmt::Display for CutShort {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.by {
+            Cut::Timeout(after) => write!(f, "drain timeout ({:.1}s)", after.as_secs_f64())?,
+            Cut::SecondSignal => f.write_str("second signal")?,
+        }
+        let s = if self.reset == 1 { "" } else { "s" };
+        write!(f, ": reset {} pair{s} still open", self.reset)
+    }
+}
+
+/// How long cut pairs get to reset and log: each only has to notice the cut, so this is a
+/// bound for a runtime starved of CPU, not a wait anyone should see.
+const CUT_GRACE: Duration = Duration::from_secs(5);
+
+/// Serves until SIGTERM/SIGINT, then lets open pairs finish for up to the drain timeout and
+/// resets those still open after it.
 ///
 /// `signals` is installed by the caller before it binds, so a SIGTERM that arrives as soon as
 /// the port accepts is already a graceful stop rather than the default action.
@@ -66,7 +105,7 @@ pub async fn serve(
     config: Config,
     listener: TcpListener,
     mut signals: Signals,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Stopped> {
     let settings = Arc::new(Settings {
         dest_host: config.dest_host.clone(),
         dest_port: config.dest_port,
@@ -126,22 +165,37 @@ pub async fn serve(
     }
 
     drop(listener);
-    let open = limit - slots.available_permits();
     tracing::info!(
-        open,
+        open = census.open(),
         "stopping: no new clients; waiting up to {:.1}s for open pairs",
         config.drain_timeout.as_secs_f64()
     );
-    let all_closed = slots.acquire_many(u32::try_from(limit).unwrap_or(u32::MAX));
-    tokio::select! {
-        _ = all_closed => tracing::info!("all pairs closed"),
-        _ = tokio::time::sleep(config.drain_timeout) => {
-            let open = limit - slots.available_permits();
-            tracing::warn!(open, "drain timeout: cutting the remaining pairs");
+    // Every permit back means every pair task has logged its close line and ended.
+    let all = u32::try_from(limit).unwrap_or(u32::MAX);
+    let by = tokio::select! {
+        _ = slots.acquire_many(all) => {
+            tracing::info!("all pairs closed");
+            return Ok(Stopped::Drained);
         }
-        _ = signals.recv() => tracing::warn!("second signal: exiting at once"),
+        _ = tokio::time::sleep(config.drain_timeout) => Cut::Timeout(config.drain_timeout),
+        _ = signals.recv() => Cut::SecondSignal,
+    };
+    census.cut_all();
+    if tokio::time::timeout(CUT_GRACE, slots.acquire_many(all))
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            open = census.open(),
+            "pairs still closing {:.1}s after the cut; exiting without them",
+            CUT_GRACE.as_secs_f64()
+        );
     }
-    Ok(())
+    // A pair that ended by itself between the deadline and the cut was not cut.
+    Ok(match census.reset() {
+        0 => Stopped::Drained,
+        reset => Stopped::Cut(CutShort { by, reset }),
+    })
 }
 
 /// The listener's address, and which families it takes.

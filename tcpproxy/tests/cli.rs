@@ -3,12 +3,14 @@
 use std::time::Duration;
 
 use assert_cmd::Command;
+use tcpproxy::EXIT_DRAIN_CUT;
 use tokio::io::AsyncWriteExt as _;
+use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use crate::support::{
-    EchoServer, LOCALHOST, Proxy, UNPACED, assert_eof, connect, describe, free_port, read_paced,
-    round_trip, scaled, with_deadline,
+    Dest, EchoServer, LOCALHOST, Pair, Proxy, UNPACED, assert_eof, connect, describe, free_port,
+    read_paced, round_trip, scaled, with_deadline,
 };
 
 fn tcpproxy() -> Command {
@@ -135,9 +137,10 @@ fn help_exits_0_and_names_every_argument() {
 #[test]
 fn help_gives_every_exit_status_and_the_log_lines() {
     let statuses = [
-        (0, "stopped by SIGTERM/SIGINT"),
+        (0, "once every open pair had closed"),
         (tcpproxy::EXIT_START, "cannot start"),
         (tcpproxy::EXIT_USAGE, "usage error"),
+        (EXIT_DRAIN_CUT, "drain was cut short"),
     ];
     for flag in ["--help", "-h"] {
         let out = tcpproxy().arg(flag).output().expect("run tcpproxy");
@@ -233,8 +236,7 @@ async fn sigterm_and_sigint_with_nothing_open_exit_0_promptly() {
         async move {
             // The default drain timeout is 30 s: exiting well within it means nothing was waited on.
             let mut proxy = Proxy::start(port, &[]).await;
-            // A pair served and closed first: the proxy installs its signal handlers only after
-            // it starts listening, so a signal sent the moment it accepts could find none.
+            // A pair served and closed first: one that has ended is not open, nor cut.
             let mut client = connect(proxy.port()).await;
             round_trip(&mut client, 6, 100).await;
             client.shutdown().await.expect("shutdown");
@@ -242,42 +244,93 @@ async fn sigterm_and_sigint_with_nothing_open_exit_0_promptly() {
             proxy.signal(signal);
             let status = proxy.wait_exit(scaled(3.0)).await;
             assert!(status.success(), "after SIG{signal}: {}", describe(status));
+            assert_eq!(proxy.stderr_lines_with("all pairs closed").len(), 1);
+            assert!(proxy.stderr_lines_with("drain-cut").is_empty());
+            assert!(proxy.stderr_lines_with("tcpproxy: ").is_empty());
         }
     };
     tokio::join!(exit("TERM"), exit("INT"));
 }
 
+/// Reads to the end and asserts the connection was reset, not closed cleanly.
+async fn assert_reset(conn: &mut TcpStream, what: &str) {
+    let (_, end) = with_deadline(scaled(5.0), what, read_paced(conn, UNPACED)).await;
+    match end {
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+        other => panic!("{what}: expected a reset, got {other:?}"),
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
-async fn sigterm_cuts_an_idle_pair_at_the_drain_timeout_and_exits_0() {
+async fn sigterm_resets_the_pairs_still_open_at_the_drain_timeout_logs_them_and_exits_3() {
     const DRAIN: Duration = Duration::from_secs(1);
-    let echo = EchoServer::start().await;
-    let mut proxy = Proxy::start(echo.port(), &["--drain-timeout", "1"]).await;
-    let mut client = connect(proxy.port()).await;
-    round_trip(&mut client, 3, 1000).await;
+    const PAIRS: usize = 2;
+    let dest = Dest::bind().await;
+    let mut proxy = Proxy::start(dest.port(), &["--drain-timeout", "1"]).await;
+    let mut pairs = Vec::new();
+    for _ in 0..PAIRS {
+        pairs.push(Pair::open(proxy.port(), &dest).await);
+    }
 
     let signalled = Instant::now();
     proxy.signal("TERM");
-    let status = proxy.wait_exit(DRAIN + scaled(5.0)).await;
+    let status = proxy.wait_exit(DRAIN + scaled(10.0)).await;
     let took = signalled.elapsed();
-    assert!(status.success(), "after SIGTERM: {}", describe(status));
-    // The pair is idle and never ends by itself: only the drain timeout lets the proxy go.
+    assert_eq!(
+        status.code(),
+        Some(i32::from(EXIT_DRAIN_CUT)),
+        "after SIGTERM with pairs open past the drain timeout: {}",
+        describe(status)
+    );
+    // The pairs are idle and never end by themselves: only the drain timeout lets the proxy go.
     assert!(
         took >= DRAIN - Duration::from_millis(100),
-        "exited {took:?} after SIGTERM, before the {DRAIN:?} drain timeout, with a pair open"
+        "exited {took:?} after SIGTERM, before the {DRAIN:?} drain timeout, with pairs open"
     );
-    let (_, end) = with_deadline(
-        scaled(5.0),
-        "the cut pair to end",
-        read_paced(&mut client, UNPACED),
-    )
-    .await;
-    if let Err(e) = end {
-        assert_eq!(
-            e.kind(),
-            std::io::ErrorKind::ConnectionReset,
-            "the cut pair: {e}"
-        );
+    for (i, Pair { client, server }) in pairs.iter_mut().enumerate() {
+        assert_reset(client, &format!("pair {i}'s client after the cut")).await;
+        assert_reset(server, &format!("pair {i}'s server after the cut")).await;
     }
+    let cut = proxy.stderr_lines_with("reason=drain-cut");
+    assert_eq!(cut.len(), PAIRS, "a close line per cut pair: {cut:#?}");
+    let summary = proxy.stderr_lines_with("tcpproxy: ");
+    assert_eq!(
+        summary,
+        [format!(
+            "tcpproxy: drain timeout (1.0s): reset {PAIRS} pairs still open"
+        )]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_signal_resets_the_open_pairs_at_once_and_exits_3() {
+    let dest = Dest::bind().await;
+    let mut proxy = Proxy::start(dest.port(), &["--drain-timeout", "600"]).await;
+    let Pair {
+        mut client,
+        mut server,
+    } = Pair::open(proxy.port(), &dest).await;
+
+    proxy.signal("TERM");
+    // The event: the first signal was taken and the drain began.
+    proxy
+        .wait_stderr("stopping: no new clients", scaled(5.0))
+        .await;
+    proxy.signal("INT");
+    let status = proxy.wait_exit(scaled(10.0)).await;
+    assert_eq!(
+        status.code(),
+        Some(i32::from(EXIT_DRAIN_CUT)),
+        "after a second signal with a pair open: {}",
+        describe(status)
+    );
+    assert_reset(&mut client, "the client after the second signal").await;
+    assert_reset(&mut server, "the server after the second signal").await;
+    assert_eq!(proxy.stderr_lines_with("reason=drain-cut").len(), 1);
+    assert_eq!(
+        proxy.stderr_lines_with("tcpproxy: "),
+        ["tcpproxy: second signal: reset 1 pair still open"]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -288,21 +341,22 @@ async fn sigterm_keeps_open_pairs_working_and_exits_when_the_last_closes() {
     round_trip(&mut client, 4, 1000).await;
 
     proxy.signal("TERM");
-    // Connections are refused once the signal has closed the listener.
-    let port = proxy.port();
-    with_deadline(scaled(5.0), "the listener to close after SIGTERM", async {
-        while tokio::net::TcpStream::connect((LOCALHOST, port))
-            .await
-            .is_ok()
-        {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
+    // The proxy logs that it stops once it has closed its listener: connections are refused.
+    proxy
+        .wait_stderr("stopping: no new clients", scaled(5.0))
+        .await;
+    let refused = with_deadline(
+        scaled(5.0),
+        "a connection after SIGTERM",
+        TcpStream::connect((LOCALHOST, proxy.port())),
+    )
     .await;
+    assert!(refused.is_err(), "the listener accepted after SIGTERM");
     proxy.assert_running();
     round_trip(&mut client, 5, 64 * 1024).await;
 
     client.shutdown().await.expect("shutdown");
     let status = proxy.wait_exit(scaled(5.0)).await;
     assert!(status.success(), "after SIGTERM: {}", describe(status));
+    assert!(proxy.stderr_lines_with("drain-cut").is_empty());
 }
