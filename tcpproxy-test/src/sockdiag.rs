@@ -6,7 +6,6 @@
 
 use std::io;
 use std::os::fd::{AsRawFd as _, OwnedFd};
-use std::time::Duration;
 
 use nix::sys::socket::{
     AddressFamily, MsgFlags, NetlinkAddr, SockFlag, SockProtocol, SockType, recv, sendto,
@@ -49,10 +48,8 @@ impl Diag {
         setsockopt(
             &fd,
             sockopt::ReceiveTimeout,
-            &TimeVal::from(libc::timeval {
-                tv_sec: Duration::from_secs(1).as_secs() as libc::time_t,
-                tv_usec: 0,
-            }),
+            // Through nix's constructor: libc's time_t is deprecated on musl targets.
+            &TimeVal::new(1, 0),
         )?;
         Ok(Diag { fd, seq: 0 })
     }
@@ -207,7 +204,7 @@ mod tests {
         };
         c.write_all(&[7; 1000]).unwrap();
         // Loopback delivers in softirq context, usually before write returns; not always.
-        let end = std::time::Instant::now() + Duration::from_secs(10);
+        let end = std::time::Instant::now() + std::time::Duration::from_secs(10);
         loop {
             let q = diag.queues(ends).unwrap().expect("an established socket");
             if q.recv == 1000 || std::time::Instant::now() > end {
@@ -236,7 +233,7 @@ mod tests {
         };
         // connect returns once the SYN-ACK is in; the listener's child follows the last ACK,
         // which loopback delivers within the connect call or just after it.
-        let end = std::time::Instant::now() + Duration::from_secs(10);
+        let end = std::time::Instant::now() + std::time::Duration::from_secs(10);
         let queued = loop {
             match diag.socket(ends).unwrap() {
                 Some(found) => break found,

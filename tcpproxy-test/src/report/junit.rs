@@ -52,7 +52,10 @@ pub fn render(run: &RunReport) -> String {
 pub fn render_error(run: &RunReport, error: &str) -> String {
     let mut suite = suite_for(run);
     let mut status = TestCaseStatus::non_success(NonSuccessKind::Error);
-    status.set_message(error);
+    // An attribute loses its newlines to XML normalisation: the first line is the message, the
+    // whole text (a build log) goes in the element, where viewers keep its lines.
+    status.set_message(error.lines().next().unwrap_or_default());
+    status.set_description(error);
     status.set_type("submission");
     let mut case = TestCase::new("Submission", status);
     case.set_classname("submission");
