@@ -798,7 +798,6 @@ impl Proxy {
         self.stderr.lock().unwrap_or_else(|e| e.into_inner()).text()
     }
 
-
     /// Detail lines quoting the proxy's stderr tail (last few lines), if it wrote any.
     pub fn stderr_details(&self) -> Vec<String> {
         let tail = self.stderr_tail();

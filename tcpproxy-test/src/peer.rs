@@ -93,7 +93,6 @@ pub fn reserve(listener: TcpListener, rcvbuf: Option<u32>) -> io::Result<Reserve
 }
 
 impl Reserved {
-
     /// Listens on the reserved port again.
     pub fn listen(self) -> io::Result<TcpListener> {
         self.socket.listen(4096)
