@@ -196,3 +196,23 @@ async fn a_refused_destination_is_logged_without_a_connect_time() {
     assert!(f.get("error").contains("refused"), "{line}");
     assert_eq!((f.get("up"), f.get("down")), ("0", "0"));
 }
+
+/// README's example close line has the fields a real one has, in order, and README names every
+/// reason word the log uses.
+#[test]
+fn readme_shows_the_close_line_and_reasons_the_proxy_logs() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))
+        .expect("README.md");
+    let example = readme
+        .lines()
+        .find(|l| l.starts_with("pair closed "))
+        .expect("README shows a close line");
+    assert_eq!(Fields::parse(example).keys(), FIELDS, "{example}");
+    for reason in tcpproxy::pair::Reason::ALL {
+        assert!(
+            readme.contains(&format!("`{}`", reason.as_str())),
+            "README does not name the reason {:?}",
+            reason.as_str()
+        );
+    }
+}
