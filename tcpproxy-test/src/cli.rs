@@ -1,4 +1,6 @@
-//! The command line: flags, their defaults and checks, and finding the proxy to test.
+//! The command line, one clap tree for the whole program: the suite's flags, or the `fuzz` and
+//! `grade` subcommands (their flags live beside their code), with their defaults and checks and
+//! finding the proxy to test. Every usage error is one line naming the command as typed.
 
 use std::ffi::OsString;
 use std::io::{Read as _, Seek as _, SeekFrom};
@@ -6,8 +8,7 @@ use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use clap::Parser;
-use tcpproxy::cli::NotRun;
+use clap::{Parser, Subcommand};
 use tcpproxy::flag_value;
 
 use crate::harness::ProxyCommand;
@@ -19,10 +20,15 @@ pub const STALL_TIMEOUT: Duration = tcpproxy::cli::STALL_TIMEOUT;
 /// The hidden first argument that makes this executable run the bundled reference proxy.
 pub const REFERENCE_SUBCOMMAND: &str = "__reference-proxy";
 
+/// The whole command line: the suite's flags and PROXY, or a subcommand.
 #[derive(Debug, Parser)]
 #[command(
     name = "tcpproxy-test",
     version,
+    propagate_version = true,
+    args_conflicts_with_subcommands = true,
+    disable_help_subcommand = true,
+    subcommand_value_name = "COMMAND",
     about = "Conformance tests for TCP proxies (a port of MIT 6.824's tcpproxy-test)",
     long_about = "Conformance tests for TCP proxies (a port of MIT 6.824's tcpproxy-test).\n\n\
         Runs each phase against its own instance of PROXY, spawned as\n\
@@ -33,10 +39,24 @@ pub const REFERENCE_SUBCOMMAND: &str = "__reference-proxy";
         With --build-failed LOG, runs nothing: every phase fails as not run, the report's error\n\
         is the end of LOG, PROXY may be omitted, and the exit status is 1.",
     after_help = "Examples:\n  tcpproxy-test ./tcpproxy\n  tcpproxy-test python3 proxy.py\n  tcpproxy-test --stall-timeout 2 -- ./tcpproxy --stall-timeout 2\n  tcpproxy-test --format junit --output junit.xml ./tcpproxy\n  \
-        make tcpproxy > build.log 2>&1 || tcpproxy-test --build-failed build.log --format gradescope --output results.json\n\n\
-        Also:\n  tcpproxy-test grade [OPTIONS] SUBMISSIONS...   grade a whole class (see grade --help)\n  \
-        tcpproxy-test fuzz [OPTIONS] [PROXY [ARGS...]]  random schedules beside the reference (see fuzz --help)"
+        make tcpproxy > build.log 2>&1 || tcpproxy-test --build-failed build.log --format gradescope --output results.json"
 )]
+struct Cli {
+    #[command(flatten)]
+    suite: Args,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    // No doc comments here: they would replace the subcommands' own about texts.
+    Fuzz(crate::fuzz::cli::Args),
+    Grade(crate::grade::Args),
+}
+
+/// The suite's flags and PROXY.
+#[derive(Debug, clap::Args)]
 struct Args {
     /// The stall timeout the proxy under test was given; the lazy phases judge against it.
     #[arg(long, value_name = "SECS", default_value_t = STALL_TIMEOUT.as_secs_f64(), value_parser = |s: &str| flag_value::seconds(s, flag_value::DAY_SECS))]
@@ -127,11 +147,17 @@ pub enum Parsed {
     Run(Config),
     /// `--list`: print the phases and exit 0.
     List(Filter),
+    /// `fuzz`, validated.
+    Fuzz(Box<crate::fuzz::cli::FuzzConfig>),
+    /// `grade`, validated.
+    Grade(Box<crate::grade::Grade>),
     /// `--help`, `--version`: print and exit 0.
     Info(String),
-    /// One line for stderr, exit 2.
+    /// The line for stderr, naming the command (`tcpproxy-test fuzz: ...`); exit 2.
     Usage(String),
 }
+
+const NAME: &str = "tcpproxy-test";
 
 /// The suite's own long flags, for telling a user who wrote one after PROXY that it went to the
 /// proxy (`tcpproxy-test ./proxy --only echo/single` failed every phase with the proxy's usage).
@@ -151,12 +177,51 @@ const SUITE_FLAGS: &[&str] = &[
 
 pub fn parse(args: impl IntoIterator<Item = OsString>) -> Parsed {
     let args: Vec<OsString> = args.into_iter().collect();
+    let program = args.first().cloned().unwrap_or_else(|| NAME.into());
     let dashes = args.iter().skip(1).any(|a| a == "--");
-    let a = match tcpproxy::cli::try_parse::<Args, _, _>(args) {
-        Ok(a) => a,
-        Err(NotRun::Info(t)) => return Parsed::Info(t),
-        Err(NotRun::Usage(m)) => return Parsed::Usage(m),
+    let cli = match Cli::try_parse_from(&args) {
+        Ok(c) => c,
+        Err(e) => return from_clap(&e, &args),
     };
+    match cli.command {
+        Some(Command::Fuzz(a)) => match crate::fuzz::cli::config(a, program) {
+            Ok(c) => Parsed::Fuzz(Box::new(c)),
+            Err(m) => Parsed::Usage(format!("{NAME} fuzz: {m}")),
+        },
+        Some(Command::Grade(a)) => match crate::grade::config(a) {
+            Ok(g) => Parsed::Grade(Box::new(g)),
+            Err(m) => Parsed::Usage(format!("{NAME} grade: {m}")),
+        },
+        None => match suite(cli.suite, dashes) {
+            Err(m) => Parsed::Usage(format!("{NAME}: {m}")),
+            Ok(parsed) => parsed,
+        },
+    }
+}
+
+/// Help and version text, or a usage error as one line named after the (sub)command that was
+/// being parsed.
+fn from_clap(e: &clap::Error, args: &[OsString]) -> Parsed {
+    use clap::CommandFactory as _;
+    use clap::error::ErrorKind;
+    if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+        return Parsed::Info(e.render().to_string());
+    }
+    // The error does not say which subcommand it came from; a parse that ignores errors does.
+    let sub = Cli::command()
+        .ignore_errors(true)
+        .try_get_matches_from(args)
+        .ok()
+        .and_then(|m| m.subcommand_name().map(str::to_string));
+    let who = match sub {
+        Some(sub) => format!("{NAME} {sub}"),
+        None => NAME.to_string(),
+    };
+    Parsed::Usage(format!("{who}: {}", tcpproxy::cli::one_line(e)))
+}
+
+/// The suite's run from its flags, or a usage message.
+fn suite(a: Args, dashes: bool) -> Result<Parsed, String> {
     let mut warnings = Vec::new();
     if !dashes {
         // Without `--`, a word starting with a dash where PROXY goes is a flag we do not know,
@@ -165,7 +230,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Parsed {
             && first.starts_with('-')
             && first != "-"
         {
-            return Parsed::Usage(format!(
+            return Err(format!(
                 "unexpected argument '{first}' (see --help; a proxy's own options go after PROXY)"
             ));
         }
@@ -186,22 +251,20 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Parsed {
     }
     let filter = match (globs(&a.only), globs(&a.exclude)) {
         (Ok(only), Ok(exclude)) => Filter { only, exclude },
-        (Err(e), _) | (_, Err(e)) => return Parsed::Usage(e),
+        (Err(e), _) | (_, Err(e)) => return Err(e),
     };
     if a.list {
-        return Parsed::List(filter);
+        return Ok(Parsed::List(filter));
     }
     if filter.select().is_empty() {
-        return Parsed::Usage("no phase matches --only/--exclude (see --list)".into());
+        return Err("no phase matches --only/--exclude (see --list)".into());
     }
     let stall_timeout = Duration::from_secs_f64(a.stall_timeout);
-    let build_failed = match &a.build_failed {
-        Some(log) => match build_log_message(log) {
-            Ok(m) => Some(m),
-            Err(m) => return Parsed::Usage(m),
-        },
-        None => None,
-    };
+    let build_failed = a
+        .build_failed
+        .as_deref()
+        .map(build_log_message)
+        .transpose()?;
     let (proxy, reference) = match a.proxy.split_first() {
         // PROXY was never built, so it is not looked for: only named in the report.
         _ if build_failed.is_some() => {
@@ -224,30 +287,27 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Parsed {
                 true,
             ),
             Err(e) => {
-                return Parsed::Usage(format!(
+                return Err(format!(
                     "cannot find this executable to run the reference proxy: {e}"
                 ));
             }
         },
-        Some((program, rest)) => match resolve(Path::new(program))
-            .and_then(|path| check_script(&path, rest).map(|()| path))
-        {
-            Ok(path) => (
+        Some((program, rest)) => {
+            let path = resolve(Path::new(program))?;
+            check_script(&path, rest)?;
+            (
                 ProxyCommand {
                     program: path,
                     args: rest.to_vec(),
                 },
                 false,
-            ),
-            Err(msg) => return Parsed::Usage(msg),
-        },
+            )
+        }
     };
     if let Some(path) = &a.output {
-        if let Err(msg) = writable(path) {
-            return Parsed::Usage(msg);
-        }
+        writable(path)?;
     }
-    Parsed::Run(Config {
+    Ok(Parsed::Run(Config {
         proxy,
         reference,
         stall_timeout,
@@ -260,7 +320,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Parsed {
         filter,
         warnings,
         build_failed,
-    })
+    }))
 }
 
 /// The error a report gives for a submission that did not build: that, and the end of its build
@@ -489,7 +549,7 @@ mod tests {
     fn a_dash_word_for_proxy_is_an_unknown_flag_and_suite_flags_after_proxy_warn() {
         assert!(matches!(
             parse_strs(&["--bogus"]),
-            Parsed::Usage(m) if m.starts_with("unexpected argument '--bogus'")
+            Parsed::Usage(m) if m.starts_with("tcpproxy-test: unexpected argument '--bogus'")
         ));
         let Parsed::Run(c) = parse_strs(&["sh", "--only", "echo/single", "--jobs=2", "-x"]) else {
             panic!("expected a run")

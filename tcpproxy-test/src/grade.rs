@@ -3,7 +3,6 @@
 //! submission that is missing or cannot run gets its own row, never an aborted batch.
 
 use std::collections::{HashMap, HashSet};
-use std::ffi::OsString;
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -11,9 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use clap::Parser;
 use serde::{Deserialize, Serialize};
-use tcpproxy::cli::NotRun;
 use tcpproxy::flag_value;
 use tokio::sync::Semaphore;
 
@@ -29,9 +26,9 @@ pub const SUBMISSION_EXECUTABLE: &str = "tcpproxy";
 /// Bumped when class.json changes in a way a reader would notice.
 pub const CLASS_JSON_VERSION: u32 = 1;
 
-#[derive(Debug, Parser)]
+/// `grade`'s flags, a subcommand of the one command line (`crate::cli`).
+#[derive(Debug, clap::Args)]
 #[command(
-    name = "tcpproxy-test grade",
     about = "Grade many proxies: a class table (CSV, JSON) and artifacts per submission",
     long_about = "Grade many proxies. Each SUBMISSION is an executable, or a directory holding an \
         executable named `tcpproxy`. Writes OUT_DIR/class.csv, OUT_DIR/class.json and, per \
@@ -41,7 +38,7 @@ pub const CLASS_JSON_VERSION: u32 = 1;
         row, whatever its grade; 2 usage error; 3 the harness could not run (or a row is \
         inconclusive); 130 interrupted."
 )]
-struct Args {
+pub struct Args {
     /// Where the class table and per-submission artifacts go.
     #[arg(long, value_name = "DIR", default_value = "grades")]
     out_dir: PathBuf,
@@ -112,28 +109,26 @@ struct Class {
     submissions: Vec<Row>,
 }
 
-pub fn main_with_args(args: Vec<OsString>) -> std::process::ExitCode {
-    // Named as a user types it, for usage lines (`args[1]` is `grade`).
-    let words =
-        std::iter::once(OsString::from("tcpproxy-test grade")).chain(args.into_iter().skip(2));
-    let a = match tcpproxy::cli::try_parse::<Args, _, _>(words) {
-        Ok(a) => a,
-        Err(NotRun::Info(text)) => {
-            print!("{text}");
-            return std::process::ExitCode::SUCCESS;
-        }
-        Err(NotRun::Usage(line)) => {
-            eprintln!("tcpproxy-test grade: {line}");
-            return std::process::ExitCode::from(crate::EXIT_USAGE);
-        }
-    };
-    let filter = match (crate::cli::globs(&a.only), crate::cli::globs(&a.exclude)) {
-        (Ok(only), Ok(exclude)) => Filter { only, exclude },
-        (Err(e), _) | (_, Err(e)) => {
-            eprintln!("tcpproxy-test grade: {e}");
-            return std::process::ExitCode::from(crate::EXIT_USAGE);
-        }
-    };
+/// A validated `grade`: its flags and the phases they select.
+#[derive(Debug)]
+pub struct Grade {
+    args: Args,
+    filter: Filter,
+}
+
+/// Checks what clap cannot: the phase globs.
+pub fn config(args: Args) -> Result<Grade, String> {
+    let only = crate::cli::globs(&args.only)?;
+    let exclude = crate::cli::globs(&args.exclude)?;
+    Ok(Grade {
+        args,
+        filter: Filter { only, exclude },
+    })
+}
+
+/// `tcpproxy-test grade`, its flags parsed and checked.
+pub fn main(g: Grade) -> std::process::ExitCode {
+    let Grade { args: a, filter } = g;
     let finished = Arc::new(AtomicUsize::new(0));
     let note = {
         let (finished, out_dir) = (finished.clone(), a.out_dir.clone());

@@ -54,12 +54,6 @@ pub fn main_with_args(args: Vec<OsString>) -> ExitCode {
             std::iter::once(OsString::from("tcpproxy")).chain(args.into_iter().skip(2));
         return tcpproxy::main_with_args(proxy_args);
     }
-    if args.get(1).is_some_and(|a| a == "fuzz") {
-        return fuzz::main_with_args(args);
-    }
-    if args.get(1).is_some_and(|a| a == "grade") {
-        return grade::main_with_args(args);
-    }
     let config = match cli::parse(args) {
         Parsed::Run(c) => {
             for w in &c.warnings {
@@ -78,8 +72,10 @@ pub fn main_with_args(args: Vec<OsString>) -> ExitCode {
             }
             return ExitCode::SUCCESS;
         }
-        Parsed::Usage(msg) => {
-            eprintln!("tcpproxy-test: {msg}");
+        Parsed::Fuzz(config) => return fuzz::main(*config),
+        Parsed::Grade(grade) => return grade::main(*grade),
+        Parsed::Usage(line) => {
+            eprintln!("{line}");
             return ExitCode::from(EXIT_USAGE);
         }
     };

@@ -5,8 +5,6 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use clap::Parser;
-use tcpproxy::cli::NotRun;
 use tcpproxy::flag_value;
 
 use super::schedule::{Case, parse_cases};
@@ -27,10 +25,9 @@ pub const REFERENCE_STALL_TIMEOUT: &str = "120";
 /// The longest `--stall-timeout` a case is made to outlast.
 const MAX_STALL_TIMEOUT: f64 = 60.0;
 
-#[derive(Debug, Parser)]
+/// `fuzz`'s flags, a subcommand of the one command line (`crate::cli`).
+#[derive(Debug, clap::Args)]
 #[command(
-    name = "tcpproxy-test fuzz",
-    version,
     about = "Random read/write/shutdown schedules through PROXY and the reference proxy side by side",
     long_about = "Random read/write/shutdown schedules through PROXY and the reference proxy side by side.\n\n\
         Each case opens a few connections at once through one long-lived instance of PROXY\n\
@@ -45,7 +42,7 @@ const MAX_STALL_TIMEOUT: f64 = 60.0;
         130 interrupted.",
     after_help = "Examples:\n  tcpproxy-test fuzz ./tcpproxy\n  tcpproxy-test fuzz --seed 7 --cases 200 -- python3 proxy.py\n  tcpproxy-test fuzz --seed 7 --case 12 ./tcpproxy\n  tcpproxy-test fuzz --replay /tmp/tcpproxy-test-fuzz-7-12-Qx3kZt.txt ./tcpproxy"
 )]
-struct Args {
+pub struct Args {
     /// Random cases to run (after the committed regression schedules).
     #[arg(long, value_name = "N", default_value_t = CASES)]
     cases: u32,
@@ -145,37 +142,11 @@ pub struct FuzzConfig {
     pub verbose: bool,
 }
 
-#[derive(Debug)]
-pub enum Parsed {
-    Run(Box<FuzzConfig>),
-    /// `--help`, `--version`: print and exit 0.
-    Info(String),
-    /// One line for stderr, exit 2.
-    Usage(String),
-}
-
-/// Parses `tcpproxy-test fuzz ...`: `args[0]` is the program, `args[1]` is `fuzz`.
-pub fn parse(args: Vec<OsString>) -> Parsed {
-    let program = args
-        .first()
-        .cloned()
-        .unwrap_or_else(|| "tcpproxy-test".into());
-    // Named as a user types it, for usage lines.
-    let words =
-        std::iter::once(OsString::from("tcpproxy-test fuzz")).chain(args.into_iter().skip(2));
-    let a = match tcpproxy::cli::try_parse::<Args, _, _>(words) {
-        Ok(a) => a,
-        Err(NotRun::Info(t)) => return Parsed::Info(t),
-        Err(NotRun::Usage(m)) => return Parsed::Usage(m),
-    };
-    let exe = match std::env::current_exe() {
-        Ok(exe) => exe,
-        Err(e) => {
-            return Parsed::Usage(format!(
-                "cannot find this executable to run the reference proxy: {e}"
-            ));
-        }
-    };
+/// A validated run from `fuzz`'s flags (`program`: this executable as invoked), or one line
+/// saying what is wrong.
+pub fn config(a: Args, program: OsString) -> Result<FuzzConfig, String> {
+    let exe = std::env::current_exe()
+        .map_err(|e| format!("cannot find this executable to run the reference proxy: {e}"))?;
     let reference = ProxyCommand {
         program: exe,
         args: vec![
@@ -186,18 +157,15 @@ pub fn parse(args: Vec<OsString>) -> Parsed {
     };
     let proxy = match a.proxy.split_first() {
         None => reference.clone(),
-        Some((program, rest)) => match resolve(Path::new(program)) {
-            Ok(path) => ProxyCommand {
-                program: path,
-                args: rest.to_vec(),
-            },
-            Err(msg) => return Parsed::Usage(msg),
+        Some((program, rest)) => ProxyCommand {
+            program: resolve(Path::new(program))?,
+            args: rest.to_vec(),
         },
     };
     let mode = match (a.replay, a.seed, a.case) {
-        (Some(path), _, _) => match read_schedules(&path) {
-            Ok(cases) => Mode::Replay { path, cases },
-            Err(msg) => return Parsed::Usage(msg),
+        (Some(path), _, _) => Mode::Replay {
+            cases: read_schedules(&path)?,
+            path,
         },
         (None, Some(seed), Some(index)) => Mode::One { seed, index },
         (None, seed, _) => Mode::Random {
@@ -205,7 +173,7 @@ pub fn parse(args: Vec<OsString>) -> Parsed {
             cases: a.cases,
         },
     };
-    Parsed::Run(Box::new(FuzzConfig {
+    Ok(FuzzConfig {
         proxy,
         proxy_words: a.proxy,
         reference,
@@ -220,7 +188,7 @@ pub fn parse(args: Vec<OsString>) -> Parsed {
         regressions: !a.no_regressions,
         save: a.save,
         verbose: a.verbose,
-    }))
+    })
 }
 
 /// The schedules of a replay file, or one line saying why there are none.
@@ -242,26 +210,27 @@ pub fn read_schedules(path: &Path) -> Result<Vec<Case>, String> {
 mod tests {
     use super::*;
 
+    use crate::cli::Parsed;
+
     fn parse_strs(args: &[&str]) -> Parsed {
-        parse(
+        crate::cli::parse(
             ["tcpproxy-test", "fuzz"]
                 .iter()
                 .chain(args)
-                .map(OsString::from)
-                .collect(),
+                .map(OsString::from),
         )
     }
 
     fn run(args: &[&str]) -> FuzzConfig {
         match parse_strs(args) {
-            Parsed::Run(c) => *c,
+            Parsed::Fuzz(c) => *c,
             other => panic!("expected a run for {args:?}, got {other:?}"),
         }
     }
 
     fn usage(args: &[&str]) -> String {
         match parse_strs(args) {
-            Parsed::Usage(m) => m,
+            Parsed::Usage(m) if m.starts_with("tcpproxy-test fuzz: ") => m,
             other => panic!("expected a usage error for {args:?}, got {other:?}"),
         }
     }

@@ -7,7 +7,7 @@
 //! connections interfere. Cases come from a proptest strategy ([`strategy`]), case I of seed S
 //! being the same everywhere; the committed regression schedules run first.
 
-mod cli;
+pub mod cli;
 mod oracle;
 mod output;
 mod peers;
@@ -17,7 +17,6 @@ mod sockets;
 mod strategy;
 mod target;
 
-use std::ffi::OsString;
 use std::io::Write as _;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -26,13 +25,13 @@ use std::time::Duration;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use self::cli::{FuzzConfig, Mode, Parsed};
+use self::cli::{FuzzConfig, Mode};
 use self::oracle::Violation;
 use self::peers::{Limits, Record};
 use self::schedule::Case;
 use self::target::{Target, TargetError};
 use crate::harness;
-use crate::{EXIT_FAILED, EXIT_HARNESS, EXIT_PASSED, EXIT_USAGE};
+use crate::{EXIT_FAILED, EXIT_HARNESS, EXIT_PASSED};
 
 /// Schedules that once exposed a bug, run before the random cases of every run. Each is already
 /// minimal; add a failure's saved schedule here to keep it.
@@ -48,18 +47,8 @@ const CLOSE_WITHIN: Duration = Duration::from_secs(5);
 const CASE_BACKSTOP: Duration = Duration::from_secs(60);
 const READY_WITHIN: Duration = Duration::from_secs(5);
 
-pub fn main_with_args(args: Vec<OsString>) -> ExitCode {
-    let config = match cli::parse(args) {
-        Parsed::Run(c) => *c,
-        Parsed::Info(text) => {
-            let _ = std::io::stdout().write_all(text.as_bytes());
-            return ExitCode::SUCCESS;
-        }
-        Parsed::Usage(msg) => {
-            eprintln!("tcpproxy-test fuzz: {msg}");
-            return ExitCode::from(EXIT_USAGE);
-        }
-    };
+/// `tcpproxy-test fuzz`, its flags parsed and checked.
+pub fn main(config: FuzzConfig) -> ExitCode {
     crate::runtime::run("tcpproxy-test fuzz", run(config))
 }
 
