@@ -6,7 +6,7 @@
 #![forbid(unsafe_code)]
 
 mod backlog;
-mod check;
+use testkit::check;
 pub mod cli;
 mod deadline;
 pub mod fuzz;

@@ -12,10 +12,11 @@ use tokio::task::JoinSet;
 
 use crate::both_modes;
 use crate::support::{
-    Dest, EchoServer, Flood, Mode, Pair, Proxy, SMALL_RCVBUF, UNPACED, assert_bytes, assert_eof,
-    check_bytes, connect, echo, free_port, join_all, pattern, read_paced, round_trip, scaled,
-    with_deadline,
+    Dest, EchoServer, Flood, Mode, Pair, Proxy, SMALL_RCVBUF, UNPACED, assert_eof, connect, echo,
+    free_port, join_all, read_paced, round_trip, scaled, with_deadline,
 };
+use testkit::check::{assert_bytes, check_bytes};
+use testkit::pattern::pattern;
 
 /// Which end of a pair stops reading, or writes first; every directional test runs both ways.
 #[derive(Debug, Clone, Copy)]

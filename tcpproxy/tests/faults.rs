@@ -15,10 +15,11 @@ use tokio::time::Instant;
 
 use crate::both_modes;
 use crate::support::{
-    AbortOnDrop, Dest, EchoServer, Flood, LOCALHOST, Pair, Proxy, SMALL_RCVBUF, UNPACED,
-    assert_bytes, check_bytes, connect, describe, echo, join_all, pattern, read_paced, reset,
-    round_trip, scaled, with_deadline,
+    AbortOnDrop, Dest, EchoServer, Flood, LOCALHOST, Pair, Proxy, SMALL_RCVBUF, UNPACED, connect,
+    describe, echo, join_all, read_paced, reset, round_trip, scaled, with_deadline,
 };
+use testkit::check::{assert_bytes, check_bytes};
+use testkit::pattern::pattern;
 
 /// A write that failed because the far end is gone (RST, or EPIPE after one).
 #[track_caller]

@@ -12,9 +12,9 @@ use tokio::io::AsyncWriteExt as _;
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 
-use crate::support::{
-    Dest, Mode, Pair, Proxy, check_bytes, pattern, read_paced, scaled, with_deadline,
-};
+use crate::support::{Dest, Mode, Pair, Proxy, read_paced, scaled, with_deadline};
+use testkit::check::check_bytes;
+use testkit::pattern::pattern;
 
 /// Cases per run, unless `PROPTEST_CASES` says otherwise.
 const CASES: u32 = 16;

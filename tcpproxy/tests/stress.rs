@@ -24,9 +24,10 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::support::{
-    Dest, EchoServer, Mode, Pair, Proxy, Usage, assert_eof, connect, join_all, pattern, round_trip,
-    scaled, with_deadline,
+    Dest, EchoServer, Mode, Pair, Proxy, Usage, assert_eof, connect, join_all, round_trip, scaled,
+    with_deadline,
 };
+use testkit::pattern::pattern;
 
 const MIB: f64 = 1024.0 * 1024.0;
 

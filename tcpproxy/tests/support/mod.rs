@@ -6,7 +6,7 @@
 //! `TCPPROXY_TEST_TIME_SCALE=3 cargo test -p tcpproxy`.
 
 use std::collections::{HashMap, VecDeque};
-use std::fmt::{Display, Write as _};
+use std::fmt::Display;
 use std::future::Future;
 use std::io::{self, Read as _};
 use std::net::{Ipv4Addr, SocketAddr};
@@ -16,7 +16,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use sha2::{Digest as _, Sha256};
+use testkit::check::assert_bytes;
+use testkit::pattern::pattern;
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{oneshot, watch};
@@ -703,78 +704,6 @@ impl Pair {
 
 // ---------------------------------------------------------------------------------------------
 // Data
-
-/// `len` bytes of a stream identified by `seed`, starting at `offset`: any slice of it can be
-/// rebuilt from its offset, and neither a shift nor a swap of chunks goes unnoticed.
-pub fn pattern(seed: u64, offset: u64, len: usize) -> Vec<u8> {
-    let mut out = Vec::with_capacity(len);
-    let mut at = offset;
-    while out.len() < len {
-        let word = splitmix64(seed ^ (at / 8).wrapping_mul(0x9E37_79B9_7F4A_7C15)).to_le_bytes();
-        let from = (at % 8) as usize;
-        let take = (8 - from).min(len - out.len());
-        out.extend_from_slice(&word[from..from + take]);
-        at += take as u64;
-    }
-    out
-}
-
-fn splitmix64(x: u64) -> u64 {
-    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
-/// `Ok` if `got` is `expected`; otherwise one line: lengths, sha256 of each, the first differing
-/// offset and a hex window around it.
-pub fn check_bytes(what: &str, expected: &[u8], got: &[u8]) -> Result<(), String> {
-    if expected == got {
-        return Ok(());
-    }
-    let at = expected
-        .iter()
-        .zip(got)
-        .position(|(e, g)| e != g)
-        .unwrap_or(expected.len().min(got.len()));
-    let window = |bytes: &[u8]| {
-        let start = at.saturating_sub(8).min(bytes.len());
-        let end = (at + 8).min(bytes.len());
-        let mut hex = String::new();
-        for (i, b) in bytes[start..end].iter().enumerate() {
-            let mark = if start + i == at { ">" } else { "" };
-            let _ = write!(hex, " {mark}{b:02x}");
-        }
-        format!("[{}{} ]", if start > 0 { " .." } else { "" }, hex)
-    };
-    Err(format!(
-        "{what}: got {} of {} bytes (sha256 {}, expected {}); first difference at offset {at}: \
-         expected {}, got {}",
-        got.len(),
-        expected.len(),
-        short_sha256(got),
-        short_sha256(expected),
-        window(expected),
-        window(got),
-    ))
-}
-
-/// [`check_bytes`], panicking with its message.
-#[track_caller]
-pub fn assert_bytes(what: &str, expected: &[u8], got: &[u8]) {
-    if let Err(msg) = check_bytes(what, expected, got) {
-        panic!("{msg}");
-    }
-}
-
-fn short_sha256(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)[..8]
-        .iter()
-        .fold(String::new(), |mut s, b| {
-            let _ = write!(s, "{b:02x}");
-            s
-        })
-}
 
 /// Reads until EOF or an error, cycling through `pacing` as (most bytes per read, pause before
 /// the read). Returns what arrived and how reading ended: `Ok` for EOF.

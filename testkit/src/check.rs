@@ -1,7 +1,8 @@
 //! Comparing what arrived with what was sent: by length and hash, and where they differ, the
-//! first differing offset with a small hex window around it.
+//! first differing offset with a small hex window around it. The harness's reports and the
+//! proxy's test failures print the same words.
 
-use std::fmt::Write as _;
+use std::fmt::{self, Write as _};
 
 use sha2::{Digest, Sha256};
 
@@ -43,6 +44,35 @@ impl Mismatch {
                 self.offset, self.got_window
             ),
         ]
+    }
+}
+
+/// The summary and both windows on one line, for a test's panic message.
+impl fmt::Display for Mismatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}: expected {}, got {}",
+            self.summary(),
+            self.expected_window,
+            self.got_window
+        )
+    }
+}
+
+/// `Ok` if `got` is `expected`; otherwise `what` and the [`Mismatch`] on one line.
+pub fn check_bytes(what: &str, expected: &[u8], got: &[u8]) -> Result<(), String> {
+    match compare(expected, got) {
+        None => Ok(()),
+        Some(m) => Err(format!("{what}: {m}")),
+    }
+}
+
+/// [`check_bytes`], panicking with its message.
+#[track_caller]
+pub fn assert_bytes(what: &str, expected: &[u8], got: &[u8]) {
+    if let Err(msg) = check_bytes(what, expected, got) {
+        panic!("{msg}");
     }
 }
 
@@ -195,6 +225,17 @@ mod tests {
         let m = compare(&expected, &dropped).unwrap();
         let hint = explain(&expected, &dropped, m.offset).unwrap();
         assert!(hint.contains("500 bytes skipped"), "{hint}");
+    }
+
+    #[test]
+    fn a_test_failure_reads_as_one_line_with_both_windows() {
+        let msg = check_bytes("echo", b"abcdef", b"abXdef").unwrap_err();
+        assert_eq!(
+            msg,
+            "echo: got 6 of 6 bytes (hash differs); first difference at offset 2: \
+             expected 61 62 [63] 64 65 66, got 61 62 [58] 64 65 66"
+        );
+        assert!(check_bytes("echo", b"abc", b"abc").is_ok());
     }
 
     #[test]
