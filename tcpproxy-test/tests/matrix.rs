@@ -1,8 +1,11 @@
-//! The verdict matrix: every fixture fails exactly the phases listed for it and passes the rest,
-//! the hostile ones get the right verdict with nothing left running, and the control passes all.
+//! The verdict matrix: every fixture fails exactly the phases it declares (`Fixture::expect`,
+//! beside its code in `fixtures/src/bugs/`) and passes the rest, the hostile ones get the right
+//! verdict with nothing left running, and the control passes all.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
+
+use fixtures::bugs::{ALL, Fails, Fixture};
 
 use crate::support::{ALL_PHASES, HeavySlot, Run, assert_nothing_left, fixtures_bin, run_harness};
 
@@ -10,129 +13,38 @@ use crate::support::{ALL_PHASES, HeavySlot, Run, assert_nothing_left, fixtures_b
 /// quick, but long enough that a loaded machine does not stall a correct proxy's live pair.
 const STALL: &str = "3";
 
-/// What one fixture must get.
-struct Row {
-    fixture: &'static str,
-    /// Phases that must fail.
-    fails: &'static [&'static str],
-    /// Phases whose verdict depends on how loaded the machine is; either verdict is accepted.
-    /// Each entry says why below.
-    may_fail: &'static [&'static str],
-    /// Phases that must end with `warning`.
-    warns: &'static [&'static str],
-}
-
-const ONE_WAY: &str = "One-way shutdown";
-const FLUSH: &str = "Flush before shutdown";
-const LEAKS: &str = "Descriptor leaks";
-const LAZY_FWD: &str = "Timeout of lazy forward client";
-const LAZY_REV: &str = "Timeout of lazy reverse client";
-const BULK: &str = "Bulk data, 20 connections";
-const MIX: &str = "Mix of blocked and normal";
-const MANY: &str = "Many connections";
-const SLOW: &str = "Non-timeout of slow reader";
-/// Every phase of the suite, whatever it holds.
-const EVERY: &[&str] = &["*"];
-
-#[rustfmt::skip]
-const MATRIX: &[Row] = &[
-    Row { fixture: "close-on-first-eof", fails: &[ONE_WAY], may_fail: &[], warns: &[] },
-    Row { fixture: "no-half-close", fails: &[ONE_WAY, FLUSH, SLOW], may_fail: &[], warns: &[] },
-    Row { fixture: "unbounded-buffer", fails: &[LAZY_FWD, LAZY_REV, "Bounded memory"], may_fail: &[], warns: &[] },
-    // Flush and descriptor phases pass: their pairs end one after another, so serial service
-    // is merely slow there.
-    Row { fixture: "one-at-a-time", fails: &["Two echo connections", "20 echo connections", BULK, MIX, MANY, "CPU while idle", SLOW], may_fail: &[], warns: &[] },
-    // With slow readers everywhere, one write blocking the only thread usually deadlocks the
-    // chain until its stall timer resets it; how often depends on scheduling.
-    Row { fixture: "blocking-writes", fails: &[MIX], may_fail: &[BULK, SLOW], warns: &[] },
-    // Opening 1500 pairs one by one takes about a stall timeout; the first may sit idle that long.
-    // With a slow reader the proxy can neither read nor write for seconds, which its idle timer
-    // takes for silence; blocking-writes' and short-stall's timers are fooled the same way.
-    Row { fixture: "idle-timeout", fails: &["Non-timeout of idle client"], may_fail: &[MANY, SLOW, MIX], warns: &[] },
-    Row { fixture: "stall-one-direction", fails: &[LAZY_REV], may_fail: &[], warns: &[] },
-    // At a fifth of the stall timeout, a loaded machine's slow chain readers can trip it too.
-    Row { fixture: "short-stall", fails: &[LAZY_FWD, LAZY_REV], may_fail: &[BULK, MIX, FLUSH, SLOW], warns: &[] },
-    // Every phase with a slow reader and a sender that keeps its buffer topped up can see the
-    // bug: Flush's 5 MB transfers did in 2 of 2 runs, the chains' shorter ones did not.
-    Row { fixture: "stall-on-empty-only", fails: &[SLOW], may_fail: &[FLUSH, BULK, MIX], warns: &[] },
-    // Caught by the held tail: the harness reads the proxy's queues in /proc/net/tcp and sends
-    // the EOF while the proxy holds bytes it cannot write on (src/hold.rs).
-    Row { fixture: "drop-buffered-on-eof", fails: &[FLUSH], may_fail: &[], warns: &[] },
-    Row { fixture: "flip-byte", fails: &[BULK, MIX, FLUSH, SLOW], may_fail: &[], warns: &[] },
-    Row { fixture: "short-write-resend", fails: &[BULK, MIX, FLUSH, SLOW], may_fail: &[], warns: &[] },
-    Row { fixture: "short-write-drop", fails: &[BULK, MIX, FLUSH, SLOW], may_fail: &[], warns: &[] },
-    Row { fixture: "max-ten", fails: &["20 echo connections", BULK, MIX, MANY], may_fail: &[], warns: &[] },
-    Row { fixture: "ignore-write-errors", fails: &["Early close"], may_fail: &[], warns: &[] },
-    Row { fixture: "fd-leak", fails: &[LEAKS], may_fail: &[], warns: &[] },
-    Row { fixture: "exit-on-refused", fails: &["Destination refused"], may_fail: &[], warns: &[] },
-    Row { fixture: "fd-setsize", fails: &[MANY], may_fail: &[], warns: &[] },
-    // The descriptor phase's burst of 200 overflows listen(5); it tries again what the kernel
-    // turned away (resets, stuck handshakes), since that loses no descriptor.
-    Row { fixture: "small-backlog", fails: &[], may_fail: &[], warns: &[] },
-    // The same behind a slow accept loop (a threaded Python server's): requests sit unacknowledged
-    // behind SYN cookies for seconds; the echo deadline counts from when the proxy had them.
-    Row { fixture: "slow-accept-backlog", fails: &[], may_fail: &[], warns: &[] },
-    // It burns a core per instance: its test runs one phase at a time (see `busy_poll`).
-    Row { fixture: "busy-poll", fails: &[], may_fail: &[], warns: &["CPU while idle"] },
-    // Hostile programs: correct proxies underneath, or no proxy at all.
-    Row { fixture: "fork-ignore-term", fails: &[], may_fail: &[], warns: &[] },
-    Row { fixture: "stderr-flood", fails: &[], may_fail: &[], warns: &[] },
-    Row { fixture: "listen-late", fails: &[], may_fail: &[], warns: &[] },
-    Row { fixture: "crash-segv", fails: EVERY, may_fail: &[], warns: &[] },
-    Row { fixture: "exit-at-once", fails: EVERY, may_fail: &[], warns: &[] },
-    Row { fixture: "wrong-port", fails: EVERY, may_fail: &[], warns: &[] },
-    Row { fixture: "never-listen", fails: EVERY, may_fail: &[], warns: &[] },
-    Row { fixture: "accept-and-hold", fails: EVERY, may_fail: &[], warns: &[] },
-    // Listens after 7 s: slow to start is not wrong.
-    Row { fixture: "slow-start", fails: &[], may_fail: &[], warns: &[] },
-    // Its child left the group and session: the harness must still kill it (nothing left).
-    Row { fixture: "escape-setsid", fails: &[], may_fail: &[], warns: &[] },
-    // The process it started exits 0 before serving: the harness grades that process, and
-    // kills the daemon it left.
-    Row { fixture: "daemonize", fails: EVERY, may_fail: &[], warns: &[] },
-    // Quirks of real proxies: correct, so they pass everything (issue 17, A and B).
-    Row { fixture: "health-probe", fails: &[], may_fail: &[], warns: &[] },
-    Row { fixture: "lazy-connect", fails: &[], may_fail: &[], warns: &[] },
-    Row { fixture: "correct", fails: &[], may_fail: &[], warns: &[] },
-];
-
-/// Fixtures that never listen on the port they are given in any phase: the run says so once and
-/// exits 4 instead of grading each phase.
-const NEVER_STARTS: &[&str] = &["exit-at-once", "wrong-port", "never-listen", "daemonize"];
-
-fn names(list: &[&str]) -> BTreeSet<String> {
-    if list == EVERY {
-        return ALL_PHASES.iter().map(|s| s.to_string()).collect();
-    }
-    list.iter().map(|s| s.to_string()).collect()
-}
-
-/// Runs the harness on `fixture` and checks its verdicts against the matrix, both ways.
-fn check(fixture: &str) -> Run {
-    check_with(fixture, &[])
-}
-
-/// As [`check`], with more harness options.
-fn check_with(fixture: &str, options: &[&str]) -> Run {
-    let row = MATRIX
+/// The display name of the phase with this id, as the harness prints it.
+fn name(id: &str) -> &'static str {
+    tcpproxy_test::phase::all()
         .iter()
-        .find(|r| r.fixture == fixture)
-        .expect("in the matrix");
+        .find(|p| p.id == id)
+        .map(|p| p.name)
+        .unwrap_or_else(|| panic!("no phase has the id {id:?} (`tcpproxy-test --list`)"))
+}
+
+fn names<'a>(ids: impl IntoIterator<Item = &'a &'static str>) -> BTreeSet<String> {
+    ids.into_iter().map(|id| name(id).to_string()).collect()
+}
+
+fn fixture(fixture: &str) -> &'static Fixture {
+    fixtures::bugs::find(fixture).unwrap_or_else(|| panic!("no fixture is named {fixture:?}"))
+}
+
+/// Runs the harness on `fixture` and checks its verdicts against its expectation, both ways.
+fn check(fixture_name: &str) -> Run {
+    let expect = fixture(fixture_name).expect;
     let bin = fixtures_bin();
     // One suite at a time, whatever the fixture: running never-serving fixtures beside a full
     // suite made listen-late lose its port to another run (CI rehearsal, 2026-12-01).
     let _slot = HeavySlot::acquire();
     let mut args = vec!["--stall-timeout", STALL];
-    if NEVER_STARTS.contains(&fixture) {
-        // Nothing but the start is judged, and its 30 s deadline would cost a minute a row
-        // (the first phase starts alone, then the rest); a fifth of it is still 6 s.
-        args.extend(["--timeout-scale", "0.2"]);
+    if let Some(h) = expect.harness_args {
+        args.extend_from_slice(h.args);
     }
-    args.extend_from_slice(options);
     args.extend([
         "--",
         bin.to_str().unwrap(),
-        fixture,
+        fixture_name,
         "--stall-timeout",
         STALL,
     ]);
@@ -141,7 +53,7 @@ fn check_with(fixture: &str, options: &[&str]) -> Run {
     assert_eq!(
         verdicts.len(),
         ALL_PHASES.len(),
-        "fixture {fixture}: expected a line per phase\n{}",
+        "fixture {fixture_name}: expected a line per phase\n{}",
         run.dump()
     );
     let with = |v: &str| -> BTreeSet<String> {
@@ -152,7 +64,11 @@ fn check_with(fixture: &str, options: &[&str]) -> Run {
             .collect()
     };
     let (failed, warned) = (with("failed"), with("warning"));
-    let (must, may) = (names(row.fails), names(row.may_fail));
+    let must = match expect.fails {
+        Fails::Every => ALL_PHASES.iter().map(|s| s.to_string()).collect(),
+        Fails::Phases(ids) => names(ids),
+    };
+    let may = names(expect.may_fail.iter().flat_map(|m| m.phases));
     let missed: Vec<_> = must.difference(&failed).collect();
     let collateral: Vec<_> = failed
         .difference(&must)
@@ -160,16 +76,16 @@ fn check_with(fixture: &str, options: &[&str]) -> Run {
         .collect();
     assert!(
         missed.is_empty() && collateral.is_empty(),
-        "fixture {fixture}: phases that should have failed but did not: {missed:?}; phases that failed but should not have: {collateral:?}\n{}",
+        "fixture {fixture_name}: phases that should have failed but did not: {missed:?}; phases that failed but should not have: {collateral:?}\n{}",
         run.dump()
     );
     assert_eq!(
         warned,
-        names(row.warns),
-        "fixture {fixture}: warnings\n{}",
+        names(expect.warns),
+        "fixture {fixture_name}: warnings\n{}",
         run.dump()
     );
-    let want_code = if NEVER_STARTS.contains(&fixture) {
+    let want_code = if expect.never_starts {
         4
     } else if failed.is_empty() {
         0
@@ -179,14 +95,29 @@ fn check_with(fixture: &str, options: &[&str]) -> Run {
     assert_eq!(
         run.code,
         Some(want_code),
-        "fixture {fixture}: exit code\n{}",
+        "fixture {fixture_name}: exit code\n{}",
         run.dump()
     );
     assert_nothing_left(&run);
     run
 }
 
-/// Every fixture the `fixtures` binary offers has a row here, and every row a fixture.
+/// A typo in a fixture's expectation would otherwise surface only when its (slow) row runs.
+#[test]
+fn every_phase_id_in_the_expectations_exists() {
+    for f in ALL {
+        for id in f.expect.phase_ids() {
+            assert!(
+                tcpproxy_test::phase::all().iter().any(|p| p.id == id),
+                "fixture {}: no phase has the id {id:?} (`tcpproxy-test --list`)",
+                f.name
+            );
+        }
+    }
+}
+
+/// Every fixture the `fixtures` binary offers is one the library declares, and has exactly one
+/// test below (so a new fixture cannot go unchecked, nor a removed one linger).
 #[test]
 fn every_fixture_has_a_row() {
     let out = std::process::Command::new(fixtures_bin())
@@ -194,34 +125,85 @@ fn every_fixture_has_a_row() {
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let listed: BTreeSet<String> = text
+    let listed: Vec<&str> = text
         .lines()
-        .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+        .filter_map(|l| l.split_whitespace().next())
         .collect();
-    let rows: BTreeSet<String> = MATRIX.iter().map(|r| r.fixture.to_string()).collect();
-    assert_eq!(listed, rows);
-    // A bug is whatever `--list` does not describe as hostile or the control.
-    let bugs = text.lines().filter(|l| {
-        let about = l.split_whitespace().nth(1).unwrap_or("");
-        !matches!(about, "hostile:" | "control:" | "quirk:")
-    });
-    for line in bugs {
-        let name = line.split_whitespace().next().unwrap_or("");
-        let row = MATRIX.iter().find(|r| r.fixture == name).expect("listed");
-        assert!(
-            !row.fails.is_empty() && row.fails != EVERY || !row.warns.is_empty(),
-            "bug fixture {name} must fail (or warn on) some phases but not all"
-        );
+    let declared: Vec<&str> = ALL.iter().map(|f| f.name).collect();
+    assert_eq!(
+        listed, declared,
+        "the fixtures binary is stale: `cargo build -p fixtures`"
+    );
+    let mut tested = TESTED.to_vec();
+    tested.sort_unstable();
+    let mut want = declared.clone();
+    want.sort_unstable();
+    assert_eq!(
+        tested, want,
+        "matrix_tests! in tcpproxy-test/tests/matrix.rs must name every fixture once"
+    );
+}
+
+/// What `ci/soak` reads is what this matrix checks.
+#[test]
+fn expectations_on_the_command_line_are_the_library_s() {
+    let out = std::process::Command::new(fixtures_bin())
+        .arg("--expectations")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert_eq!(lines.len(), ALL.len(), "{text}");
+    let strings = |v: &serde_json::Value| -> Vec<String> {
+        v.as_array()
+            .unwrap_or_else(|| panic!("not an array: {v}"))
+            .iter()
+            .map(|s| s.as_str().unwrap().to_string())
+            .collect()
+    };
+    let owned = |ids: &[&str]| -> Vec<String> { ids.iter().map(|s| s.to_string()).collect() };
+    for (line, f) in lines.iter().zip(ALL) {
+        let e = &f.expect;
+        assert_eq!(line["name"], f.name);
+        assert_eq!(line["summary"], f.about);
+        let (fails, every) = match e.fails {
+            Fails::Phases(ids) => (ids, false),
+            Fails::Every => (&[][..], true),
+        };
+        assert_eq!(strings(&line["fails"]), owned(fails), "{}", f.name);
+        assert_eq!(line["fails_every_phase"], every, "{}", f.name);
+        assert_eq!(strings(&line["warns"]), owned(e.warns), "{}", f.name);
+        assert_eq!(line["never_starts"], e.never_starts, "{}", f.name);
+        let may = line["may_fail"].as_array().unwrap();
+        assert_eq!(may.len(), e.may_fail.len(), "{}", f.name);
+        for (got, want) in may.iter().zip(e.may_fail) {
+            assert_eq!(strings(&got["phases"]), owned(want.phases), "{}", f.name);
+            assert_eq!(got["why"], want.why, "{}", f.name);
+        }
+        let args = e.harness_args.map_or(&[][..], |h| h.args);
+        assert_eq!(strings(&line["harness_args"]), owned(args), "{}", f.name);
     }
 }
 
-/// One test per fixture, named for it, so `cargo test matrix::flip_byte` reruns just that one.
+/// One test per fixture, named for it, so `cargo test matrix::flip_byte` reruns just that one;
+/// a test that checks more of a fixture's run than its verdicts takes the run as `|run| {...}`.
+/// [`TESTED`] lists the fixtures, for [`every_fixture_has_a_row`].
 macro_rules! matrix_tests {
-    ($($name:ident => $fixture:literal),* $(,)?) => {
+    ($($(#[$meta:meta])* $test:ident => $fixture:literal $(|$run:ident| $more:block)?),* $(,)?) => {
+        const TESTED: &[&str] = &[$($fixture),*];
         $(
+            $(#[$meta])*
             #[test]
-            fn $name() {
-                check($fixture);
+            fn $test() {
+                let _run = check($fixture);
+                $(
+                    let $run = _run;
+                    $more
+                )?
             }
         )*
     };
@@ -246,11 +228,47 @@ matrix_tests! {
     fd_leak => "fd-leak",
     exit_on_refused => "exit-on-refused",
     fd_setsize => "fd-setsize",
+    busy_poll => "busy-poll",
     small_backlog => "small-backlog",
     slow_accept_backlog => "slow-accept-backlog",
     fork_ignore_term => "fork-ignore-term",
-    listen_late => "listen-late",
+    stderr_flood_is_judged_with_bounded_output => "stderr-flood" |run| {
+        assert!(
+            run.stdout.len() < 64 * 1024,
+            "{} bytes of report",
+            run.stdout.len()
+        );
+    },
+    crash_segv_names_the_signal => "crash-segv" |run| {
+        assert!(
+            run.stdout.contains("killed by signal SIGSEGV"),
+            "{}",
+            run.dump()
+        );
+    },
     exit_at_once => "exit-at-once",
+    listen_late => "listen-late",
+    /// Issue 17: it was told "exited first ... Address already in use" in most phases, and a
+    /// phase whose port another instance had taken by mistake graded that instance.
+    wrong_port_is_told_the_port_it_listens_on => "wrong-port" |run| {
+        assert!(
+            run.stdout
+                .contains("instead (LISTEN_PORT is the last of its three arguments)"),
+            "{}",
+            run.dump()
+        );
+        let said: Vec<&str> = run
+            .stdout
+            .lines()
+            .filter(|l| !l.starts_with(' '))
+            .filter(|l| {
+                l.contains("it listens on 127.0.0.1:")
+                    || l.contains("exited first")
+                    || l.contains("but it never did; it listens on 127.0.0.1:")
+            })
+            .collect();
+        assert_eq!(said.len(), ALL_PHASES.len(), "{}", run.dump());
+    },
     never_listen => "never-listen",
     accept_and_hold => "accept-and-hold",
     slow_start => "slow-start",
@@ -259,15 +277,6 @@ matrix_tests! {
     health_probe => "health-probe",
     lazy_connect => "lazy-connect",
     correct => "correct",
-}
-
-/// A fixture that burns a core per instance, one instance per phase: with every phase at once
-/// on 2 cores they starved the transfers (a correct stall timer aborted one) and each other's
-/// CPU share, so its phases run one at a time. Exact that way in 2 of 2 runs idle and 2 of 2
-/// under two CPU hogs, 41-47 s (2026-11-30).
-#[test]
-fn busy_poll() {
-    check_with("busy-poll", &["--jobs", "1"]);
 }
 
 /// Issue 17: the harness told 2 s and the proxy left at 10 s, the lazy phases still fail (a
@@ -289,7 +298,12 @@ fn lazy_hints_name_a_stall_timeout_the_harness_was_not_told() {
         "10",
     ];
     let run = run_harness(&args, Duration::from_secs(120));
-    assert_eq!(run.failed(), [LAZY_FWD, LAZY_REV], "{}", run.dump());
+    assert_eq!(
+        run.failed(),
+        [name("timeout/lazy-forward"), name("timeout/lazy-reverse")],
+        "{}",
+        run.dump()
+    );
     assert_eq!(run.code, Some(1), "{}", run.dump());
     let hints: Vec<&str> = run
         .stdout
@@ -325,7 +339,12 @@ fn lazy_hints_name_a_stall_timeout_the_harness_was_not_told() {
         "correct",
     ];
     let run = run_harness(&args, Duration::from_secs(120));
-    assert_eq!(run.failed(), [LAZY_FWD], "{}", run.dump());
+    assert_eq!(
+        run.failed(),
+        [name("timeout/lazy-forward")],
+        "{}",
+        run.dump()
+    );
     // About 10 s: the proxy's timer samples its send queue a tenth of the timeout apart, so the
     // abort may come up to a second late.
     let about: f64 = run
@@ -336,48 +355,4 @@ fn lazy_hints_name_a_stall_timeout_the_harness_was_not_told() {
         .unwrap_or_else(|| panic!("no mismatch hint\n{}", run.dump()));
     assert!((9.0..=12.0).contains(&about), "{}", run.dump());
     assert_nothing_left(&run);
-}
-
-#[test]
-fn crash_segv_names_the_signal() {
-    let run = check("crash-segv");
-    assert!(
-        run.stdout.contains("killed by signal SIGSEGV"),
-        "{}",
-        run.dump()
-    );
-}
-
-/// Issue 17: it was told "exited first ... Address already in use" in most phases, and a phase
-/// whose port another instance had taken by mistake graded that instance.
-#[test]
-fn wrong_port_is_told_the_port_it_listens_on() {
-    let run = check("wrong-port");
-    assert!(
-        run.stdout
-            .contains("instead (LISTEN_PORT is the last of its three arguments)"),
-        "{}",
-        run.dump()
-    );
-    let said: Vec<&str> = run
-        .stdout
-        .lines()
-        .filter(|l| !l.starts_with(' '))
-        .filter(|l| {
-            l.contains("it listens on 127.0.0.1:")
-                || l.contains("exited first")
-                || l.contains("but it never did; it listens on 127.0.0.1:")
-        })
-        .collect();
-    assert_eq!(said.len(), ALL_PHASES.len(), "{}", run.dump());
-}
-
-#[test]
-fn stderr_flood_is_judged_with_bounded_output() {
-    let run = check("stderr-flood");
-    assert!(
-        run.stdout.len() < 64 * 1024,
-        "{} bytes of report",
-        run.stdout.len()
-    );
 }
