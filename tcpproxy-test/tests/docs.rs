@@ -525,3 +525,76 @@ fn readme_example_output_is_what_the_harness_prints() {
     assert!(rest[2..].iter().all(|l| l.starts_with("    ")));
     assert_eq!(count, &summary(&[failed]));
 }
+
+/// The fixtures named in `text` (in backticks) against what the expectations say of `ids`: every
+/// fixture that must fail (or warn on) one of them is named, and every name is one that must or
+/// may. Fixtures that fail every phase are the hostile programs, said in prose.
+fn check_named_fixtures(place: &str, ids: &[&str], text: &str, problems: &mut Vec<String>) {
+    use fixtures::bugs::{ALL, Fails};
+    let named: std::collections::BTreeSet<&str> = text
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .filter(|w| ALL.iter().any(|f| f.name == *w))
+        .collect();
+    let hits = |list: &[&str]| ids.iter().any(|id| list.contains(id));
+    for f in ALL {
+        let e = &f.expect;
+        let must = match e.fails {
+            Fails::Phases(p) => hits(p),
+            Fails::Every => continue,
+        } || hits(e.warns);
+        let may = e.may_fail.iter().any(|m| hits(m.phases));
+        if must && !named.contains(f.name) {
+            problems.push(format!(
+                "{place}: does not name `{}`, which fails it",
+                f.name
+            ));
+        }
+        if named.contains(f.name) && !must && !may {
+            problems.push(format!("{place}: names `{}`, which passes it", f.name));
+        }
+    }
+}
+
+/// README's table of phases and docs/phases.md's "Fails:" lines name the fixtures the verdict
+/// matrix holds each phase to (the fixtures' own declarations), so neither can drift from it.
+#[test]
+fn the_docs_name_the_fixtures_each_phase_catches() {
+    let mut problems = Vec::new();
+    let readme = read("README.md");
+    for p in tcpproxy_test::phase::all() {
+        let row = readme
+            .lines()
+            .find(|l| l.starts_with(&format!("| {} |", p.name)))
+            .unwrap_or_default();
+        let bugs = row.rsplit('|').nth(1).unwrap_or_default();
+        check_named_fixtures(
+            &format!("README row `{}`", p.name),
+            &[p.id],
+            bugs,
+            &mut problems,
+        );
+    }
+    let phases_md = read("docs/phases.md");
+    for section in phases_md.split("\n## ").skip(1) {
+        let Some((ids, _)) = section.lines().next().unwrap_or_default().split_once(" — ") else {
+            continue;
+        };
+        let ids: Vec<&str> = ids.split(',').map(str::trim).collect();
+        // The "Fails:" and "Warns:" lines, each up to the paragraph's end.
+        let fails: String = section
+            .split("\nFails:")
+            .skip(1)
+            .chain(section.split("\nWarns:").skip(1))
+            .map(|rest| rest.split("\n\n").next().unwrap_or_default())
+            .collect();
+        check_named_fixtures(
+            &format!("docs/phases.md `{}` Fails:", ids.join(", ")),
+            &ids,
+            &fails,
+            &mut problems,
+        );
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
