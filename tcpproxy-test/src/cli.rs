@@ -184,7 +184,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Parsed {
         Err(e) => return from_clap(&e, &args),
     };
     match cli.command {
-        Some(Command::Fuzz(a)) => match crate::fuzz::cli::config(a, program) {
+        Some(Command::Fuzz(a)) => match crate::fuzz::cli::config(a, program, dashes) {
             Ok(c) => Parsed::Fuzz(Box::new(c)),
             Err(m) => Parsed::Usage(format!("{NAME} fuzz: {m}")),
         },
@@ -220,20 +220,22 @@ fn from_clap(e: &clap::Error, args: &[OsString]) -> Parsed {
     Parsed::Usage(format!("{who}: {}", tcpproxy::cli::one_line(e)))
 }
 
+/// Without `--`, a word starting with a dash where PROXY goes is a flag we do not know, not a
+/// program (it was reported as "proxy '--bogus' is not a file").
+pub fn unknown_flag(proxy: &[OsString]) -> Result<(), String> {
+    match proxy.first().map(|w| w.to_string_lossy()) {
+        Some(first) if first.starts_with('-') && first != "-" => Err(format!(
+            "unexpected argument '{first}' (see --help; a proxy's own options go after PROXY)"
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// The suite's run from its flags, or a usage message.
 fn suite(a: Args, dashes: bool) -> Result<Parsed, String> {
     let mut warnings = Vec::new();
     if !dashes {
-        // Without `--`, a word starting with a dash where PROXY goes is a flag we do not know,
-        // not a program (it was reported as "proxy '--bogus' is not a file").
-        if let Some(first) = a.proxy.first().map(|w| w.to_string_lossy())
-            && first.starts_with('-')
-            && first != "-"
-        {
-            return Err(format!(
-                "unexpected argument '{first}' (see --help; a proxy's own options go after PROXY)"
-            ));
-        }
+        unknown_flag(&a.proxy)?;
         let after: Vec<String> = a
             .proxy
             .iter()

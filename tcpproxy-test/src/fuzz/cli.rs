@@ -142,9 +142,12 @@ pub struct FuzzConfig {
     pub verbose: bool,
 }
 
-/// A validated run from `fuzz`'s flags (`program`: this executable as invoked), or one line
-/// saying what is wrong.
-pub fn config(a: Args, program: OsString) -> Result<FuzzConfig, String> {
+/// A validated run from `fuzz`'s flags (`program`: this executable as invoked; `dashes`: a `--`
+/// was given), or one line saying what is wrong.
+pub fn config(a: Args, program: OsString, dashes: bool) -> Result<FuzzConfig, String> {
+    if !dashes {
+        crate::cli::unknown_flag(&a.proxy)?;
+    }
     let exe = std::env::current_exe()
         .map_err(|e| format!("cannot find this executable to run the reference proxy: {e}"))?;
     let reference = ProxyCommand {
@@ -251,6 +254,7 @@ mod tests {
         let c = run(&["--seed", "7", "--case", "12"]);
         assert!(matches!(c.mode, Mode::One { seed: 7, index: 12 }));
         assert!(usage(&["--case", "12"]).contains("--seed"));
+        assert!(usage(&["--bogus"]).contains("unexpected argument '--bogus'"));
     }
 
     #[test]
