@@ -126,22 +126,31 @@ fn report_not_built(n: &Config, error: &str) -> u8 {
         _ => error.to_string(),
     };
     let text = report::render_error(&run, &message, n.format);
-    match &n.output {
-        Some(path) => {
-            if let Err(e) = std::fs::write(path, text) {
-                eprintln!(
-                    "tcpproxy-test: cannot write the report to {}: {e}",
-                    path.display()
-                );
-                return EXIT_HARNESS;
-            }
-        }
-        None if !human_too => {
-            let _ = stdout.write_all(text.as_bytes());
-        }
-        None => {}
+    match deliver(&text, n.output.as_deref(), !human_too) {
+        Ok(()) => EXIT_FAILED,
+        Err(code) => code,
     }
-    EXIT_FAILED
+}
+
+/// Writes a report to `output`, or to stdout when `to_stdout` (stdout then carries it instead of
+/// the human lines); Err with the exit status when the file cannot be written.
+fn deliver(text: &str, output: Option<&std::path::Path>, to_stdout: bool) -> Result<(), u8> {
+    match output {
+        Some(path) => std::fs::write(path, text).map_err(|e| {
+            eprintln!(
+                "tcpproxy-test: cannot write the report to {}: {e}",
+                path.display()
+            );
+            EXIT_HARNESS
+        }),
+        None => {
+            if to_stdout {
+                // A closed stdout (`| head`) must not turn into a panic; the exit code still tells.
+                let _ = std::io::stdout().write_all(text.as_bytes());
+            }
+            Ok(())
+        }
+    }
 }
 
 /// Each phase's message in a `--build-failed` report.
@@ -209,20 +218,8 @@ async fn run(config: Config) -> u8 {
         outcomes: &outcomes,
     };
     let text = report::render(&run, config.format);
-    match &config.output {
-        Some(path) => {
-            if let Err(e) = std::fs::write(path, text) {
-                eprintln!(
-                    "tcpproxy-test: cannot write the report to {}: {e}",
-                    path.display()
-                );
-                return EXIT_HARNESS;
-            }
-        }
-        None if !stream_human => {
-            let _ = stdout.write_all(text.as_bytes());
-        }
-        None => {}
+    if let Err(code) = deliver(&text, config.output.as_deref(), !stream_human) {
+        return code;
     }
     let (slowest, throttled) = starts.slowest();
     if slowest > SLOW_START_NOTE {
