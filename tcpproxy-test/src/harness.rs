@@ -881,15 +881,8 @@ pub fn free_port() -> std::io::Result<u16> {
 /// Whether something listens on `port`: read from /proc on Linux, so no connection is made.
 #[cfg(target_os = "linux")]
 async fn is_listening(port: u16) -> bool {
-    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
-        // A small pseudo-file read from memory: not worth a blocking-pool hop.
-        if let Ok(text) = std::fs::read_to_string(table) {
-            if listening_in(&text, port) {
-                return true;
-            }
-        }
-    }
-    false
+    // A small pseudo-file read from memory: not worth a blocking-pool hop.
+    procfs::listening_on(port)
 }
 
 /// Elsewhere, connect and drop; the phase's server may then see one stray connection.
@@ -898,23 +891,6 @@ async fn is_listening(port: u16) -> bool {
     tokio::net::TcpStream::connect((Ipv4Addr::LOCALHOST, port))
         .await
         .is_ok()
-}
-
-/// Parses a /proc/net/tcp{,6} table: `sl local_address rem_address st ...`, addresses as
-/// `HEXADDR:HEXPORT`, state `0A` for LISTEN.
-fn listening_in(table: &str, port: u16) -> bool {
-    table.lines().skip(1).any(|line| {
-        let mut f = line.split_whitespace();
-        let (Some(_), Some(local), Some(_), Some(state)) = (f.next(), f.next(), f.next(), f.next())
-        else {
-            return false;
-        };
-        let p = local
-            .rsplit(':')
-            .next()
-            .and_then(|h| u16::from_str_radix(h, 16).ok());
-        state == "0A" && p == Some(port)
-    })
 }
 
 #[cfg(test)]
@@ -936,16 +912,6 @@ mod tests {
         assert!(text.ends_with("aend"));
         t.push(&vec![b'z'; 3 * TAIL_BYTES]);
         assert_eq!(t.bytes.len(), TAIL_BYTES);
-    }
-
-    #[test]
-    fn proc_net_tcp_listen_rows_are_found() {
-        let table = "  sl  local_address rem_address   st tx_queue rx_queue\n   \
-            0: 0100007F:1F90 00000000:0000 0A 00000000:00000000\n   \
-            1: 0100007F:1F91 0100007F:D431 01 00000000:00000000\n";
-        assert!(listening_in(table, 0x1F90));
-        assert!(!listening_in(table, 0x1F91), "ESTABLISHED is not LISTEN");
-        assert!(!listening_in(table, 80));
     }
 
     #[tokio::test]

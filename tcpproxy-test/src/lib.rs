@@ -15,7 +15,7 @@ mod harness;
 mod hold;
 mod peer;
 pub mod phase;
-mod procfs;
+use testkit::procfs;
 mod progress;
 mod report;
 // README's examples are held to what the harness prints (tests/docs.rs).

@@ -6,3 +6,4 @@
 
 pub mod check;
 pub mod pattern;
+pub mod procfs;

@@ -10,7 +10,7 @@ use std::fmt::Display;
 use std::future::Future;
 use std::io::{self, Read as _};
 use std::net::{Ipv4Addr, SocketAddr};
-use std::os::unix::process::ExitStatusExt as _;
+use std::os::unix::process::{CommandExt as _, ExitStatusExt as _};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use testkit::check::assert_bytes;
 use testkit::pattern::pattern;
+use testkit::procfs::{self, Usage};
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{oneshot, watch};
@@ -239,6 +240,8 @@ impl Proxy {
         };
         let mut child = cmd
             .args(&all)
+            // Its own group, so /proc readings of the group are the proxy's alone.
+            .process_group(0)
             .env_remove("RUST_LOG")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -315,7 +318,8 @@ impl Proxy {
     /// What `/proc` says about the proxy now: descriptors, resident memory, CPU time.
     #[track_caller]
     pub fn usage(&self) -> Usage {
-        Usage::of(self.pid()).unwrap_or_else(|e| panic!("`{}`: {e}", self.command))
+        procfs::usage(self.pid() as i32)
+            .unwrap_or_else(|| panic!("`{}`: no process left in its group", self.command))
     }
 
     /// Waits until the proxy's stderr contains `needle` (the tail kept, so a line logged once
@@ -405,65 +409,6 @@ impl Drop for Proxy {
             );
         }
     }
-}
-
-/// A process's resources as `/proc` reports them.
-#[derive(Debug, Clone, Copy)]
-pub struct Usage {
-    /// Entries in `/proc/PID/fd`: every descriptor, whatever state its socket is in.
-    pub fds: usize,
-    /// `VmRSS` from `/proc/PID/status`.
-    pub rss_kib: u64,
-    /// User plus system CPU time (`utime + stime` from `/proc/PID/stat`).
-    pub cpu: Duration,
-}
-
-impl Usage {
-    pub fn of(pid: u32) -> Result<Usage, String> {
-        let dir = format!("/proc/{pid}");
-        let fds = std::fs::read_dir(format!("{dir}/fd"))
-            .map_err(|e| format!("cannot list {dir}/fd: {e}"))?
-            .count();
-        let status = std::fs::read_to_string(format!("{dir}/status"))
-            .map_err(|e| format!("cannot read {dir}/status: {e}"))?;
-        let rss_kib = status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .ok_or_else(|| format!("no VmRSS in {dir}/status"))?;
-        let stat = std::fs::read_to_string(format!("{dir}/stat"))
-            .map_err(|e| format!("cannot read {dir}/stat: {e}"))?;
-        // The command name (field 2) may hold spaces and parentheses: fields count from the last ')'.
-        let fields: Vec<&str> = stat
-            .rsplit_once(')')
-            .map(|(_, rest)| rest.split_whitespace().collect())
-            .unwrap_or_default();
-        // utime and stime are fields 14 and 15; `fields` starts at field 3.
-        let ticks = |i: usize| fields.get(i - 3).and_then(|f| f.parse::<u64>().ok());
-        let (Some(utime), Some(stime)) = (ticks(14), ticks(15)) else {
-            return Err(format!("cannot parse {dir}/stat: {stat:?}"));
-        };
-        Ok(Usage {
-            fds,
-            rss_kib,
-            cpu: Duration::from_secs_f64((utime + stime) as f64 / clock_ticks_per_sec()),
-        })
-    }
-}
-
-/// `sysconf(_SC_CLK_TCK)`, which is 100 on every Linux this runs on; `getconf` says for sure.
-fn clock_ticks_per_sec() -> f64 {
-    static TICKS: OnceLock<f64> = OnceLock::new();
-    *TICKS.get_or_init(|| {
-        Command::new("getconf")
-            .arg("CLK_TCK")
-            .output()
-            .ok()
-            .and_then(|o| String::from_utf8(o.stdout).ok())
-            .and_then(|s| s.trim().parse().ok())
-            .filter(|t: &f64| *t > 0.0)
-            .unwrap_or(100.0)
-    })
 }
 
 /// An exit status in words, naming the signal that killed the process.

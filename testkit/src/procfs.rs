@@ -1,9 +1,10 @@
-//! What Linux's /proc says about the proxy's process group: its members, their open
-//! descriptors, their sockets' TCP states, resident memory and CPU time. The resource phases
-//! judge the whole group, since a proxy may fork.
+//! What Linux's /proc says about a proxy's process group: its members, their open
+//! descriptors, their sockets' TCP states, resident memory and CPU time. The whole group is
+//! judged, since a proxy may fork.
 
 use std::collections::HashSet;
 use std::path::Path;
+use std::time::Duration;
 
 /// Whether this host has the /proc these readings need.
 pub fn available() -> bool {
@@ -261,6 +262,37 @@ fn queues_in(table: &str, wanted: &[Ends], found: &mut [Option<Queues>]) {
     }
 }
 
+/// What a process group holds and has used, read at one moment.
+#[derive(Debug, Clone, Copy)]
+pub struct Usage {
+    /// Open descriptors, whatever state their sockets are in.
+    pub fds: usize,
+    pub rss_bytes: u64,
+    /// User plus system CPU time.
+    pub cpu: Duration,
+}
+
+/// The group's usage now, or `None` once no member is left.
+pub fn usage(pgid: i32) -> Option<Usage> {
+    if group_members(pgid).is_empty() {
+        return None;
+    }
+    Some(Usage {
+        fds: open_fds(pgid),
+        rss_bytes: rss_bytes(pgid),
+        cpu: Duration::from_secs_f64(cpu_seconds(pgid)),
+    })
+}
+
+/// Whether any TCP socket listens on `port`, read from both tables, so no connection is made.
+pub fn listening_on(port: u16) -> bool {
+    tcp_tables().iter().any(|t| listening_in(t, port))
+}
+
+fn listening_in(table: &str, port: u16) -> bool {
+    tcp_rows(table).any(|r| r.state == LISTEN && r.ends.local == port)
+}
+
 /// Resident memory of the group, in bytes.
 pub fn rss_bytes(pgid: i32) -> u64 {
     let page = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
@@ -329,6 +361,16 @@ mod tests {
     }
 
     #[test]
+    fn a_port_listens_only_in_a_listen_row() {
+        let table = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n   \
+            0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 111 1\n   \
+            1: 0100007F:1F91 0100007F:D431 01 00000000:00000000 00:00000000 00000000     0        0 222 1\n";
+        assert!(listening_in(table, 0x1F90));
+        assert!(!listening_in(table, 0x1F91), "ESTABLISHED is not LISTEN");
+        assert!(!listening_in(table, 80));
+    }
+
+    #[test]
     fn close_wait_rows_are_counted_by_inode() {
         let table = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n   \
             0: 0100007F:1F90 0100007F:D431 08 00000000:00000000 00:00000000 00000000     0        0 111 1\n   \
@@ -389,5 +431,7 @@ mod tests {
         assert!(group_members(me).contains(&(std::process::id() as i32)));
         assert!(open_fds(me) >= 3);
         assert!(rss_bytes(me) > 0);
+        let u = usage(me).expect("this group has a member");
+        assert!(u.fds >= 3 && u.rss_bytes > 0);
     }
 }
