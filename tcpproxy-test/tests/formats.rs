@@ -107,6 +107,7 @@ fn json_is_the_versioned_model() {
 }"#,
         &run.stdout,
     );
+    assert_the_documented_model_has_the_same_fields(&run.stdout);
     // Issue 18: jq 1.6 and JavaScript read 7080451246934867592 as 7080451246934868000, and a
     // replay with that seed sends other bytes; the string beside it survives any reader.
     let run = quick(&["--format", "json", "--seed", "7080451246934867592"]);
@@ -202,4 +203,36 @@ fn gradescope_results_score_a_point_per_phase() {
             .unwrap()
             .starts_with("tcpproxy-test: 2 passed, 0 failed")
     );
+}
+
+/// docs/grading.md's example of the JSON model has the fields a real report has, at the top, in
+/// a phase and in its closest wait: a field added to the report is added to the docs.
+fn assert_the_documented_model_has_the_same_fields(real: &str) {
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/grading.md"))
+        .unwrap();
+    let example = doc
+        .split("### The JSON model")
+        .nth(1)
+        .and_then(|s| s.split("```json\n").nth(1))
+        .and_then(|s| s.split("\n```").next())
+        .expect("docs/grading.md shows the JSON model");
+    let doc: serde_json::Value = serde_json::from_str(example).expect("the example is JSON");
+    let real: serde_json::Value = serde_json::from_str(real).unwrap();
+    let keys = |v: &serde_json::Value| -> Vec<String> {
+        let mut k: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
+        k.sort();
+        k
+    };
+    for (at, d, r) in [
+        ("the report", &doc, &real),
+        ("a phase", &doc["phases"][0], &real["phases"][0]),
+        (
+            "closest_wait",
+            &doc["phases"][0]["closest_wait"],
+            &real["phases"][0]["closest_wait"],
+        ),
+        ("summary", &doc["summary"], &real["summary"]),
+    ] {
+        assert_eq!(keys(d), keys(r), "docs/grading.md's JSON model, {at}");
+    }
 }
