@@ -10,10 +10,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
 use tcpproxy::flag_value;
 use tokio::sync::Semaphore;
 
+use crate::class_table::{
+    CLASS_CSV, CLASS_JSON, CLASS_JSON_FORMAT, CLASS_JSON_VERSION, Class, Row, write_class,
+};
 use crate::cli::resolve;
 use crate::deadline::Timing;
 use crate::harness::{ProxyCommand, Starts};
@@ -23,9 +25,6 @@ use crate::suite::{self, Filter, Running};
 
 /// The executable looked for inside a submission that is a directory.
 pub const SUBMISSION_EXECUTABLE: &str = "tcpproxy";
-/// Bumped when class.json changes in a way a reader would notice.
-pub const CLASS_JSON_VERSION: u32 = 1;
-
 /// `grade`'s flags, a subcommand of the one command line (`crate::cli`).
 #[derive(Debug, clap::Args)]
 #[command(
@@ -70,43 +69,6 @@ pub struct Args {
     /// Executables, or directories holding an executable named `tcpproxy`.
     #[arg(value_name = "SUBMISSION", required = true)]
     submissions: Vec<PathBuf>,
-}
-
-/// One row of the class table.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct Row {
-    name: String,
-    path: String,
-    /// `graded`; `error: ...` when it could not run or never listened; `inconclusive: ...`
-    /// when the harness could not run it.
-    status: String,
-    passed: usize,
-    failed: usize,
-    warning: usize,
-    skipped: usize,
-    /// Verdict per phase id, in suite order; empty when the submission could not run.
-    verdicts: Vec<(String, String)>,
-}
-
-/// class.json: the settings every row was graded with, and the rows.
-#[derive(Serialize, Deserialize)]
-struct Class {
-    format: String,
-    version: u32,
-    seed: u64,
-    /// As in the run report: the seed as a string, which no JSON reader rounds.
-    seed_text: String,
-    stall_timeout_secs: f64,
-    /// Absent in files written before `--resume` existed.
-    #[serde(default)]
-    timeout_scale: Option<f64>,
-    #[serde(default)]
-    strict: Option<bool>,
-    phases: Vec<String>,
-    /// False while the batch runs (and after an interrupt): rows are missing.
-    #[serde(default)]
-    complete: bool,
-    submissions: Vec<Row>,
 }
 
 /// A validated `grade`: its flags and the phases they select.
@@ -286,23 +248,6 @@ async fn grade(a: Args, filter: Filter, finished: Arc<AtomicUsize>) -> u8 {
     crate::EXIT_PASSED
 }
 
-const CLASS_JSON: &str = "class.json";
-const CLASS_CSV: &str = "class.csv";
-const CLASS_JSON_FORMAT: &str = "tcpproxy-test-class";
-
-/// Writes class.json and class.csv, each replaced whole (an interrupt never leaves half a table).
-fn write_class(out_dir: &Path, class: &Class) -> Result<(), String> {
-    let json = serde_json::to_string_pretty(class).expect("plain data serialises") + "\n";
-    let csv = class_csv(&class.phases, &class.submissions);
-    for (file, text) in [(CLASS_JSON, json), (CLASS_CSV, csv)] {
-        let (path, partial) = (out_dir.join(file), out_dir.join(format!(".{file}.partial")));
-        std::fs::write(&partial, text)
-            .and_then(|()| std::fs::rename(&partial, &path))
-            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-    }
-    Ok(())
-}
-
 /// The earlier class.json, if there is one and it was graded as this run would grade: the same
 /// phases, stall timeout, scale and strictness, and the seed given (if any). Rows graded under
 /// other settings would not be comparable, so a mismatch is refused rather than mixed in.
@@ -401,20 +346,6 @@ fn short(d: Duration) -> String {
         0..60 => format!("{s}s"),
         60..3600 => format!("{}m{:02}s", s / 60, s % 60),
         _ => format!("{}h{:02}m", s / 3600, s % 3600 / 60),
-    }
-}
-
-impl Row {
-    fn status_line(&self) -> String {
-        if self.status == "graded" {
-            let mut s = format!("{} passed, {} failed", self.passed, self.failed);
-            if self.warning > 0 {
-                let _ = write!(s, ", {} warning", self.warning);
-            }
-            s
-        } else {
-            self.status.clone()
-        }
     }
 }
 
@@ -655,48 +586,6 @@ fn unique_names(paths: &[PathBuf]) -> Vec<String> {
         .collect()
 }
 
-/// `submission,path,status,passed,failed,warning,skipped,<phase ids...>`, one row per
-/// submission.
-fn class_csv(phase_ids: &[String], rows: &[Row]) -> String {
-    let mut s = String::from("submission,path,status,passed,failed,warning,skipped");
-    for id in phase_ids {
-        let _ = write!(s, ",{}", csv_field(id));
-    }
-    s.push('\n');
-    for r in rows {
-        let _ = write!(
-            s,
-            "{},{},{},{},{},{},{}",
-            csv_field(&r.name),
-            csv_field(&r.path),
-            csv_field(&r.status),
-            r.passed,
-            r.failed,
-            r.warning,
-            r.skipped
-        );
-        for id in phase_ids {
-            let v = r
-                .verdicts
-                .iter()
-                .find(|(p, _)| p == id)
-                .map_or("not run", |(_, v)| v.as_str());
-            let _ = write!(s, ",{v}");
-        }
-        s.push('\n');
-    }
-    s
-}
-
-/// RFC 4180: quote fields with commas, quotes or newlines.
-fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s.to_string()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -720,43 +609,6 @@ mod tests {
         assert_eq!(
             unique_names(&paths),
             ["alice", "alice-2", "bob_smith", "tcpproxy"]
-        );
-    }
-
-    #[test]
-    fn the_class_csv_has_a_row_per_submission_and_a_column_per_phase() {
-        let rows = vec![
-            Row {
-                name: "alice".into(),
-                path: "a".into(),
-                status: "graded".into(),
-                passed: 1,
-                failed: 1,
-                warning: 0,
-                skipped: 0,
-                verdicts: vec![
-                    ("echo/single".into(), "passed".into()),
-                    ("shutdown/one-way".into(), "failed".into()),
-                ],
-            },
-            Row {
-                name: "bob".into(),
-                path: "b".into(),
-                status: "error: proxy 'b' is not executable, \"x\"".into(),
-                passed: 0,
-                failed: 0,
-                warning: 0,
-                skipped: 0,
-                verdicts: vec![],
-            },
-        ];
-        let ids = ["echo/single".to_string(), "shutdown/one-way".to_string()];
-        let csv = class_csv(&ids, &rows);
-        assert_eq!(
-            csv,
-            "submission,path,status,passed,failed,warning,skipped,echo/single,shutdown/one-way\n\
-             alice,a,graded,1,1,0,0,passed,failed\n\
-             bob,b,\"error: proxy 'b' is not executable, \"\"x\"\"\",0,0,0,0,not run,not run\n"
         );
     }
 }

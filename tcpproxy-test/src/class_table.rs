@@ -1,0 +1,163 @@
+//! The class table `grade` writes and `grade merge` joins: a row per submission, as
+//! class.json (the settings every row was graded with, then the rows) and class.csv (a column
+//! per phase).
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+/// Bumped when class.json changes in a way a reader would notice.
+pub const CLASS_JSON_VERSION: u32 = 1;
+
+/// One row of the class table.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Row {
+    pub name: String,
+    pub path: String,
+    /// `graded`; `error: ...` when it could not run or never listened; `inconclusive: ...`
+    /// when the harness could not run it.
+    pub status: String,
+    pub passed: usize,
+    pub failed: usize,
+    pub warning: usize,
+    pub skipped: usize,
+    /// Verdict per phase id, in suite order; empty when the submission could not run.
+    pub verdicts: Vec<(String, String)>,
+}
+
+/// class.json: the settings every row was graded with, and the rows.
+#[derive(Serialize, Deserialize)]
+pub struct Class {
+    pub format: String,
+    pub version: u32,
+    pub seed: u64,
+    /// As in the run report: the seed as a string, which no JSON reader rounds.
+    pub seed_text: String,
+    pub stall_timeout_secs: f64,
+    /// Absent in files written before `--resume` existed.
+    #[serde(default)]
+    pub timeout_scale: Option<f64>,
+    #[serde(default)]
+    pub strict: Option<bool>,
+    pub phases: Vec<String>,
+    /// False while the batch runs (and after an interrupt): rows are missing.
+    #[serde(default)]
+    pub complete: bool,
+    pub submissions: Vec<Row>,
+}
+
+pub const CLASS_JSON: &str = "class.json";
+pub const CLASS_CSV: &str = "class.csv";
+pub const CLASS_JSON_FORMAT: &str = "tcpproxy-test-class";
+
+/// Writes class.json and class.csv, each replaced whole (an interrupt never leaves half a table).
+pub fn write_class(out_dir: &Path, class: &Class) -> Result<(), String> {
+    let json = serde_json::to_string_pretty(class).expect("plain data serialises") + "\n";
+    let csv = class_csv(&class.phases, &class.submissions);
+    for (file, text) in [(CLASS_JSON, json), (CLASS_CSV, csv)] {
+        let (path, partial) = (out_dir.join(file), out_dir.join(format!(".{file}.partial")));
+        std::fs::write(&partial, text)
+            .and_then(|()| std::fs::rename(&partial, &path))
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    }
+    Ok(())
+}
+
+impl Row {
+    pub fn status_line(&self) -> String {
+        if self.status == "graded" {
+            let mut s = format!("{} passed, {} failed", self.passed, self.failed);
+            if self.warning > 0 {
+                let _ = write!(s, ", {} warning", self.warning);
+            }
+            s
+        } else {
+            self.status.clone()
+        }
+    }
+}
+
+/// `submission,path,status,passed,failed,warning,skipped,<phase ids...>`, one row per
+/// submission.
+pub fn class_csv(phase_ids: &[String], rows: &[Row]) -> String {
+    let mut s = String::from("submission,path,status,passed,failed,warning,skipped");
+    for id in phase_ids {
+        let _ = write!(s, ",{}", csv_field(id));
+    }
+    s.push('\n');
+    for r in rows {
+        let _ = write!(
+            s,
+            "{},{},{},{},{},{},{}",
+            csv_field(&r.name),
+            csv_field(&r.path),
+            csv_field(&r.status),
+            r.passed,
+            r.failed,
+            r.warning,
+            r.skipped
+        );
+        for id in phase_ids {
+            let v = r
+                .verdicts
+                .iter()
+                .find(|(p, _)| p == id)
+                .map_or("not run", |(_, v)| v.as_str());
+            let _ = write!(s, ",{v}");
+        }
+        s.push('\n');
+    }
+    s
+}
+
+/// RFC 4180: quote fields with commas, quotes or newlines.
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_class_csv_has_a_row_per_submission_and_a_column_per_phase() {
+        let rows = vec![
+            Row {
+                name: "alice".into(),
+                path: "a".into(),
+                status: "graded".into(),
+                passed: 1,
+                failed: 1,
+                warning: 0,
+                skipped: 0,
+                verdicts: vec![
+                    ("echo/single".into(), "passed".into()),
+                    ("shutdown/one-way".into(), "failed".into()),
+                ],
+            },
+            Row {
+                name: "bob".into(),
+                path: "b".into(),
+                status: "error: proxy 'b' is not executable, \"x\"".into(),
+                passed: 0,
+                failed: 0,
+                warning: 0,
+                skipped: 0,
+                verdicts: vec![],
+            },
+        ];
+        let ids = ["echo/single".to_string(), "shutdown/one-way".to_string()];
+        let csv = class_csv(&ids, &rows);
+        assert_eq!(
+            csv,
+            "submission,path,status,passed,failed,warning,skipped,echo/single,shutdown/one-way\n\
+             alice,a,graded,1,1,0,0,passed,failed\n\
+             bob,b,\"error: proxy 'b' is not executable, \"\"x\"\"\",0,0,0,0,not run,not run\n"
+        );
+    }
+}
