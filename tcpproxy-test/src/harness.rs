@@ -5,7 +5,6 @@
 use std::collections::{HashSet, VecDeque};
 use std::ffi::OsString;
 use std::fmt;
-use std::net::{Ipv4Addr, SocketAddr, TcpListener as StdListener};
 use std::os::unix::process::ExitStatusExt as _;
 use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
@@ -20,6 +19,7 @@ use tokio::process::{Child, Command};
 use tokio::sync::{Semaphore, SemaphorePermit};
 use tokio::time::Instant;
 
+use crate::peer;
 use crate::procfs::{self, Proc};
 
 /// The most of the proxy's stdout and of its stderr kept: the tail is what explains a failure.
@@ -564,7 +564,7 @@ impl Proxy {
     ) -> Result<Proxy, (StartFailure, StartCause)> {
         let mut last = None;
         for _ in 0..PORT_TRIES {
-            let port = free_port().map_err(|e| {
+            let port = peer::free_port().map_err(|e| {
                 let msg = format!("cannot find a free loopback port: {e}");
                 (StartFailure::Harness(msg.clone()), StartCause::Spawn(msg))
             })?;
@@ -871,13 +871,6 @@ impl Drop for Proxy {
     }
 }
 
-/// A port that was free a moment ago. Racy by nature (another process may take it before the
-/// proxy binds), which is why `Proxy::start` retries.
-pub fn free_port() -> std::io::Result<u16> {
-    let l = StdListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))?;
-    Ok(l.local_addr()?.port())
-}
-
 /// Whether something listens on `port`: read from /proc on Linux, so no connection is made.
 #[cfg(target_os = "linux")]
 async fn is_listening(port: u16) -> bool {
@@ -888,7 +881,7 @@ async fn is_listening(port: u16) -> bool {
 /// Elsewhere, connect and drop; the phase's server may then see one stray connection.
 #[cfg(not(target_os = "linux"))]
 async fn is_listening(port: u16) -> bool {
-    tokio::net::TcpStream::connect((Ipv4Addr::LOCALHOST, port))
+    tokio::net::TcpStream::connect((std::net::Ipv4Addr::LOCALHOST, port))
         .await
         .is_ok()
 }

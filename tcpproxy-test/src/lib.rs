@@ -14,7 +14,7 @@ pub mod fuzz;
 mod grade;
 mod harness;
 mod hold;
-mod peer;
+use testkit::peer;
 pub mod phase;
 use testkit::procfs;
 mod progress;

@@ -9,9 +9,10 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use crate::support::{
-    Dest, EchoServer, LOCALHOST, Pair, Proxy, UNPACED, assert_eof, connect, describe, free_port,
-    read_paced, round_trip, scaled, with_deadline,
+    Dest, EchoServer, LOCALHOST, Pair, Proxy, assert_eof, connect, describe, round_trip, scaled,
+    with_deadline,
 };
+use testkit::peer::{Pacing, free_port, read_to_end};
 
 fn tcpproxy() -> Command {
     let mut cmd = Command::new(assert_cmd::cargo::cargo_bin!("tcpproxy"));
@@ -192,7 +193,7 @@ fn version_prints_name_and_version() {
 
 #[test]
 fn unresolvable_host_exits_1_with_one_line() {
-    let port = free_port().to_string();
+    let port = free_port().expect("a free port on 127.0.0.1").to_string();
     assert_one_line_error(
         &["nosuch.invalid", "80", &port, "--bind", "127.0.0.1"],
         1,
@@ -254,7 +255,12 @@ async fn sigterm_and_sigint_with_nothing_open_exit_0_promptly() {
 
 /// Reads to the end and asserts the connection was reset, not closed cleanly.
 async fn assert_reset(conn: &mut TcpStream, what: &str) {
-    let (_, end) = with_deadline(scaled(5.0), what, read_paced(conn, UNPACED)).await;
+    let (_, end) = with_deadline(
+        scaled(5.0),
+        what,
+        read_to_end(conn, &[Pacing::EAGER], usize::MAX),
+    )
+    .await;
     match end {
         Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
         other => panic!("{what}: expected a reset, got {other:?}"),

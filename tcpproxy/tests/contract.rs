@@ -12,11 +12,12 @@ use tokio::task::JoinSet;
 
 use crate::both_modes;
 use crate::support::{
-    Dest, EchoServer, Flood, Mode, Pair, Proxy, SMALL_RCVBUF, UNPACED, assert_eof, connect, echo,
-    free_port, join_all, read_paced, round_trip, scaled, with_deadline,
+    Dest, EchoServer, Flood, Mode, Pair, Proxy, assert_eof, connect, join_all, round_trip, scaled,
+    with_deadline,
 };
 use testkit::check::{assert_bytes, check_bytes};
 use testkit::pattern::pattern;
+use testkit::peer::{Pacing, STEADY_RCVBUF, echo, free_port, read_to_end};
 
 /// Which end of a pair stops reading, or writes first; every directional test runs both ways.
 #[derive(Debug, Clone, Copy)]
@@ -37,7 +38,7 @@ impl End {
     /// A pair whose `self` end has a small SO_RCVBUF, so that not reading stalls for real.
     async fn open_pair_slow_here(self, proxy_port: u16, dest: &Dest) -> Pair {
         match self {
-            End::Client => Pair::open_with_client_rcvbuf(proxy_port, dest, SMALL_RCVBUF).await,
+            End::Client => Pair::open_with_client_rcvbuf(proxy_port, dest, STEADY_RCVBUF).await,
             // The destination's listener sets it for every server end.
             End::Server => Pair::open(proxy_port, dest).await,
         }
@@ -55,7 +56,7 @@ impl End {
 /// Opens a pair whose server end echoes, echoes `len` bytes, half-closes, and expects EOF back.
 async fn echo_through(proxy_port: u16, dest: &Dest, seed: u64, len: usize) {
     let Pair { mut client, server } = Pair::open(proxy_port, dest).await;
-    tokio::spawn(echo(server));
+    tokio::spawn(echo(server, Pacing::EAGER));
     round_trip(&mut client, seed, len).await;
     client
         .shutdown()
@@ -96,7 +97,7 @@ both_modes! {
 both_modes! {
     async fn blocked_reader_does_not_stall_other_pairs(mode: Mode) {
         const OTHERS: u64 = 20;
-        let dest = Dest::bind_with_rcvbuf(SMALL_RCVBUF).await;
+        let dest = Dest::bind_with_rcvbuf(STEADY_RCVBUF).await;
         // Long enough that the stall timer leaves the blocked pairs alone for the whole test.
         let mut proxy = Proxy::start_in(mode, dest.port(), &["--stall-timeout", "60"]).await;
 
@@ -135,7 +136,7 @@ both_modes! {
                 .expect("shutdown the flooding end");
             let what = format!("the {dir} bytes of the blocked pair");
             let (got, how) =
-                with_deadline(scaled(30.0), &what, read_paced(&mut never_reads, UNPACED)).await;
+                with_deadline(scaled(30.0), &what, read_to_end(&mut never_reads, &[Pacing::EAGER], usize::MAX)).await;
             assert!(
                 how.is_ok(),
                 "{what}: reading ended with {how:?} after {} bytes",
@@ -171,7 +172,7 @@ enum Start {
 /// `writer` sends a few MB and half-closes while the other end reads slowly; the reader must get
 /// every byte, then EOF, and its reply must still travel back over the half-closed pair.
 async fn half_close_with_slow_reader(mode: Mode, writer: End) {
-    let dest = Dest::bind_with_rcvbuf(SMALL_RCVBUF).await;
+    let dest = Dest::bind_with_rcvbuf(STEADY_RCVBUF).await;
     let (default, roomy) = tokio::join!(
         Proxy::start_in(mode, dest.port(), &[]),
         Proxy::start_in(mode, dest.port(), &["--buffer-size", ROOMY_BUFFER]),
@@ -202,14 +203,20 @@ async fn half_close_with_slow_reader(mode: Mode, writer: End) {
                     };
                     let wrote = wrote.await;
                     let _ = half_closed.send(());
-                    (wrote, read_paced(&mut writer, UNPACED).await)
+                    (
+                        wrote,
+                        read_to_end(&mut writer, &[Pacing::EAGER], usize::MAX).await,
+                    )
                 };
                 let receive = async {
                     if let Start::AfterHalfClose = start {
                         let _ = may_read.await;
                     }
-                    let slow = [(16 * 1024, Duration::from_millis(1))];
-                    let got = read_paced(&mut reader, &slow).await;
+                    let slow = [Pacing {
+                        chunk: 16 * 1024,
+                        pause: Duration::from_millis(1),
+                    }];
+                    let got = read_to_end(&mut reader, &slow, usize::MAX).await;
                     let replied = async {
                         reader.write_all(&reply).await?;
                         reader.shutdown().await
@@ -258,7 +265,7 @@ both_modes! {
 both_modes! {
     async fn stalled_direction_aborts_pair_with_reset_both_ways(mode: Mode) {
         const STALL: Duration = Duration::from_secs(1);
-        let dest = Dest::bind_with_rcvbuf(SMALL_RCVBUF).await;
+        let dest = Dest::bind_with_rcvbuf(STEADY_RCVBUF).await;
         let mut proxy = Proxy::start_in(mode, dest.port(), &["--stall-timeout", "1"]).await;
 
         let stall = |reader: End| {
@@ -289,7 +296,7 @@ both_modes! {
                 // The end that never read gets what was delivered, then a reset: never a clean EOF.
                 let what = format!("the {dir} reader of an aborted pair");
                 let (got, how) =
-                    with_deadline(scaled(5.0), &what, read_paced(&mut never_reads, UNPACED)).await;
+                    with_deadline(scaled(5.0), &what, read_to_end(&mut never_reads, &[Pacing::EAGER], usize::MAX)).await;
                 check_bytes(&what, &pattern(seed, 0, got.len()), &got)
                     .unwrap_or_else(|m| panic!("{m}"));
                 match how {
@@ -314,7 +321,7 @@ both_modes! {
         // reading, slowly: at most 16 MB/s, so the buffer holds data for well over the stall timeout
         // while each of the proxy's writes comes within a fraction of it.
         const BULK: usize = 24 << 20;
-        let dest = Dest::bind_with_rcvbuf(SMALL_RCVBUF).await;
+        let dest = Dest::bind_with_rcvbuf(STEADY_RCVBUF).await;
         let args = ["--stall-timeout", "1", "--buffer-size", "33554432"];
         let mut proxy = Proxy::start_in(mode, dest.port(), &args).await;
 
@@ -329,8 +336,11 @@ both_modes! {
                     writer.write_all(&sent).await?;
                     writer.shutdown().await
                 };
-                let slow = [(16 * 1024, Duration::from_millis(1))];
-                let (wrote, (got, end)) = tokio::join!(send, read_paced(&mut reader, &slow));
+                let slow = [Pacing {
+                        chunk: 16 * 1024,
+                        pause: Duration::from_millis(1),
+                    }];
+                let (wrote, (got, end)) = tokio::join!(send, read_to_end(&mut reader, &slow, usize::MAX));
                 let what = format!("{dir} bulk to a slow but steady reader");
                 assert!(
                     wrote.is_ok() && end.is_ok(),
@@ -379,7 +389,7 @@ both_modes! {
         let proxy = Proxy::start_in(mode, dest.port(), &["--stall-timeout", "0.5"]).await;
 
         let Pair { mut client, server } = Pair::open(proxy.port(), &dest).await;
-        tokio::spawn(echo(server));
+        tokio::spawn(echo(server, Pacing::EAGER));
         round_trip(&mut client, 11, 4096).await;
 
         // Idle after a half-close too: the server's direction stays open.
@@ -409,7 +419,7 @@ both_modes! {
         let (got, end) = with_deadline(
             scaled(5.0),
             "the late reply",
-            read_paced(&mut half, UNPACED),
+            read_to_end(&mut half, &[Pacing::EAGER], usize::MAX),
         )
         .await;
         assert!(end.is_ok(), "the late reply: {end:?}");
@@ -444,11 +454,11 @@ both_modes! {
     async fn idle_pairs_hold_no_pipe_after_moving_bulk(mode: Mode) {
         const PAIRS: usize = 20;
         const BULK: usize = 1 << 20;
-        let dest = Dest::bind_with_rcvbuf(SMALL_RCVBUF).await;
+        let dest = Dest::bind_with_rcvbuf(STEADY_RCVBUF).await;
         let proxy = Proxy::start_in(mode, dest.port(), &[]).await;
         let mut pairs = Vec::new();
         for _ in 0..PAIRS {
-            pairs.push(Pair::open_with_client_rcvbuf(proxy.port(), &dest, SMALL_RCVBUF).await);
+            pairs.push(Pair::open_with_client_rcvbuf(proxy.port(), &dest, STEADY_RCVBUF).await);
         }
         let with_pairs = proxy.usage().fds;
 
@@ -501,13 +511,13 @@ both_modes! {
 async fn refused_destination_closes_the_client_and_the_proxy_keeps_serving() {
     for _ in 0..3 {
         // Nothing listens on the destination port yet.
-        let dest_port = free_port();
+        let dest_port = free_port().expect("a free port on 127.0.0.1");
         let mut proxy = Proxy::start(dest_port, &[]).await;
         let mut client = connect(proxy.port()).await;
         let (got, end) = with_deadline(
             scaled(5.0),
             "the proxy to close a client whose destination refused",
-            read_paced(&mut client, UNPACED),
+            read_to_end(&mut client, &[Pacing::EAGER], usize::MAX),
         )
         .await;
         assert!(

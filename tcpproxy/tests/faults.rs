@@ -15,11 +15,12 @@ use tokio::time::Instant;
 
 use crate::both_modes;
 use crate::support::{
-    AbortOnDrop, Dest, EchoServer, Flood, LOCALHOST, Pair, Proxy, SMALL_RCVBUF, UNPACED, connect,
-    describe, echo, join_all, read_paced, reset, round_trip, scaled, with_deadline,
+    AbortOnDrop, Dest, EchoServer, Flood, LOCALHOST, Pair, Proxy, connect, describe, join_all,
+    round_trip, scaled, with_deadline,
 };
 use testkit::check::{assert_bytes, check_bytes};
 use testkit::pattern::pattern;
+use testkit::peer::{Pacing, STEADY_RCVBUF, echo, read_to_end, reset};
 
 /// A write that failed because the far end is gone (RST, or EPIPE after one).
 #[track_caller]
@@ -37,7 +38,12 @@ fn assert_aborted(what: &str, error: Option<io::Error>) {
 /// Reads what is left on `conn` and asserts it continues pattern `seed` from `offset`, ending in
 /// EOF or a reset: a fault may cut a stream short but never corrupt it. Returns the bytes read.
 async fn assert_prefix_then_end(conn: &mut TcpStream, seed: u64, offset: u64, what: &str) -> usize {
-    let (got, end) = with_deadline(scaled(10.0), what, read_paced(conn, UNPACED)).await;
+    let (got, end) = with_deadline(
+        scaled(10.0),
+        what,
+        read_to_end(conn, &[Pacing::EAGER], usize::MAX),
+    )
+    .await;
     check_bytes(what, &pattern(seed, offset, got.len()), &got).unwrap_or_else(|m| panic!("{m}"));
     if let Err(e) = end {
         assert_eq!(
@@ -100,7 +106,7 @@ impl ResettingDest {
                 if flag.load(Ordering::SeqCst) {
                     reset(conn);
                 } else {
-                    tokio::spawn(echo(conn));
+                    tokio::spawn(echo(conn, Pacing::EAGER));
                 }
             }
         });
@@ -136,7 +142,7 @@ both_modes! {
                 if client.write_all(&hello).await.is_ok() {
                     let what = format!("client {seed} of a destination that resets");
                     let (got, end) =
-                        with_deadline(scaled(10.0), &what, read_paced(&mut client, UNPACED)).await;
+                        with_deadline(scaled(10.0), &what, read_to_end(&mut client, &[Pacing::EAGER], usize::MAX)).await;
                     assert!(got.is_empty(), "{what}: got {} bytes", got.len());
                     if let Err(e) = end {
                         assert_eq!(e.kind(), io::ErrorKind::ConnectionReset, "{what}: {e}");
@@ -245,13 +251,13 @@ both_modes! {
     /// Every combination of who resets and which way the bytes flow, while another pair moves
     /// 4 MiB both ways through the same proxy: it must arrive intact, and a new pair be served.
     async fn peer_resetting_mid_transfer_aborts_the_other_side_and_spares_other_pairs(mode: Mode) {
-        let dest = Dest::bind_with_rcvbuf(SMALL_RCVBUF).await;
+        let dest = Dest::bind_with_rcvbuf(STEADY_RCVBUF).await;
         let mut proxy = Proxy::start_in(mode, dest.port(), &["--stall-timeout", "60"]).await;
         let fds_at_start = proxy.usage().fds;
 
         let bystander = {
             let Pair { mut client, server } = Pair::open(proxy.port(), &dest).await;
-            tokio::spawn(echo(server));
+            tokio::spawn(echo(server, Pacing::EAGER));
             tokio::spawn(async move {
                 round_trip(&mut client, 30, 4 << 20).await;
                 client.shutdown().await.expect("shutdown the bystander");
@@ -271,7 +277,7 @@ both_modes! {
         proxy.assert_running();
 
         let Pair { mut client, server } = Pair::open(proxy.port(), &dest).await;
-        tokio::spawn(echo(server));
+        tokio::spawn(echo(server, Pacing::EAGER));
         round_trip(&mut client, 31, 1000).await;
         drop(client);
         wait_fds_at_most(&proxy, fds_at_start + FD_SLACK, "after four resets").await;
@@ -417,7 +423,7 @@ both_modes! {
         const UP: usize = 3 << 20;
         const DOWN: usize = 1 << 20;
         const DRAIN_SECS: f64 = 30.0;
-        let dest = Dest::bind_with_rcvbuf(SMALL_RCVBUF).await;
+        let dest = Dest::bind_with_rcvbuf(STEADY_RCVBUF).await;
         let drain = DRAIN_SECS.to_string();
         let mut proxy = Proxy::start_in(mode, dest.port(), &["--drain-timeout", &drain]).await;
 
@@ -438,8 +444,11 @@ both_modes! {
                         w.write_all(&up).await?;
                         w.shutdown().await
                     };
-                    let slow = [(16 * 1024, Duration::from_millis(1))];
-                    let (sent, (got, end)) = tokio::join!(send, read_paced(&mut r, &slow));
+                    let slow = [Pacing {
+                        chunk: 16 * 1024,
+                        pause: Duration::from_millis(1),
+                    }];
+                    let (sent, (got, end)) = tokio::join!(send, read_to_end(&mut r, &slow, usize::MAX));
                     (sent, got, end)
                 };
                 let server_side = async {
@@ -453,8 +462,11 @@ both_modes! {
                         w.write_all(&down).await?;
                         w.shutdown().await
                     };
-                    let slow = [(16 * 1024, Duration::from_millis(1))];
-                    let (replied, (rest, end)) = tokio::join!(reply, read_paced(&mut r, &slow));
+                    let slow = [Pacing {
+                        chunk: 16 * 1024,
+                        pause: Duration::from_millis(1),
+                    }];
+                    let (replied, (rest, end)) = tokio::join!(reply, read_to_end(&mut r, &slow, usize::MAX));
                     head.extend_from_slice(&rest);
                     replied.and(end).map(|()| head)
                 };

@@ -4,9 +4,9 @@
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 use crate::support::{
-    Dest, EchoServer, Pair, Proxy, assert_eof, connect, free_port, reset, round_trip, scaled,
-    with_deadline,
+    Dest, EchoServer, Pair, Proxy, assert_eof, connect, round_trip, scaled, with_deadline,
 };
+use testkit::peer::{free_port, reset};
 
 /// The fields of every close line, in order.
 const FIELDS: [&str; 9] = [
@@ -174,7 +174,7 @@ async fn a_failed_read_is_the_reason_and_is_named_with_its_side() {
 async fn a_refused_destination_is_logged_without_a_connect_time() {
     // Nothing listens there: the port was free a moment ago, and a race that lost it to another
     // listener would show as a reason other than connect-fail.
-    let dest_port = free_port();
+    let dest_port = free_port().expect("a free port on 127.0.0.1");
     let mut proxy = Proxy::start(dest_port, &[]).await;
     let mut client = connect(proxy.port()).await;
     let (got, _) = with_deadline(scaled(15.0), "the unserved client to be closed", async {

@@ -12,9 +12,10 @@ use tokio::io::AsyncWriteExt as _;
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 
-use crate::support::{Dest, Mode, Pair, Proxy, read_paced, scaled, with_deadline};
+use crate::support::{Dest, Mode, Pair, Proxy, scaled, with_deadline};
 use testkit::check::check_bytes;
 use testkit::pattern::pattern;
+use testkit::peer::{Pacing, read_to_end};
 
 /// Cases per run, unless `PROPTEST_CASES` says otherwise.
 const CASES: u32 = 16;
@@ -171,13 +172,16 @@ async fn run_side(
 ) -> Result<Vec<u8>, String> {
     let (mut r, mut w) = conn.into_split();
     let (peer_eof, mut seen_eof) = oneshot::channel::<()>();
-    let pacing: Vec<(usize, Duration)> = side
+    let pacing: Vec<Pacing> = side
         .reads
         .iter()
-        .map(|r| (r.chunk, Duration::from_millis(r.pause_ms)))
+        .map(|r| Pacing {
+            chunk: r.chunk,
+            pause: Duration::from_millis(r.pause_ms),
+        })
         .collect();
     let reading = async {
-        let (got, end) = read_paced(&mut r, &pacing).await;
+        let (got, end) = read_to_end(&mut r, &pacing, usize::MAX).await;
         let _ = peer_eof.send(());
         end.map(|()| got)
             .map_err(|e| format!("{name} read failed: {e}"))

@@ -6,4 +6,5 @@
 
 pub mod check;
 pub mod pattern;
+pub mod peer;
 pub mod procfs;

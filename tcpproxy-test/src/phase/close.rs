@@ -37,7 +37,7 @@ pub async fn one_way_shutdown(ctx: Arc<Ctx>) -> PhaseResult {
         let reply = reply.clone();
         async move {
             let (mut s_rd, mut s_wr) = server.into_split();
-            let (got, end) = within(limit, "EOF at the server after the client's shutdown(SHUT_WR)", peer::read_to_end(&mut s_rd, Pacing::EAGER, 1 << 20))
+            let (got, end) = within(limit, "EOF at the server after the client's shutdown(SHUT_WR)", peer::read_to_end(&mut s_rd, &[Pacing::EAGER], 1 << 20))
                 .await
                 .map_err(|e| Failure::from(e).hint("the server never saw EOF: the proxy does not forward a half-close (no shutdown(SHUT_WR) after the client's EOF)"))?;
             if let Err(e) = end {
@@ -68,7 +68,7 @@ pub async fn one_way_shutdown(ctx: Arc<Ctx>) -> PhaseResult {
         within(
             limit + ONE_WAY_PAUSE,
             "the server's one-byte reply and then EOF at the client",
-            peer::read_to_end(&mut c_rd, Pacing::EAGER, 1 << 20),
+            peer::read_to_end(&mut c_rd, &[Pacing::EAGER], 1 << 20),
         )
         .await
     };
@@ -282,7 +282,7 @@ async fn held_tail(ctx: &Ctx, from_client: bool) -> Result<Tail, Failure> {
         let (got, end) = within(
             limit,
             what,
-            peer::read_to_end(&mut r_rd, Pacing::EAGER, sent.len() + 1),
+            peer::read_to_end(&mut r_rd, &[Pacing::EAGER], sent.len() + 1),
         )
         .await?;
         let conn = format!(
@@ -381,7 +381,7 @@ async fn flush_one_way(ctx: &Ctx, from_client: bool) -> PhaseResult {
                     return (got, Err(e));
                 }
                 // Every byte is in: the EOF must follow promptly, not at the phase deadline.
-                let rest = peer::read_to_end(&mut r_rd, FLUSH_READER, 1 << 20);
+                let rest = peer::read_to_end(&mut r_rd, &[FLUSH_READER], 1 << 20);
                 match tokio::time::timeout(eof_within, rest).await {
                     Ok((extra, end)) => {
                         got.extend_from_slice(&extra);

@@ -9,7 +9,7 @@ use std::collections::{HashMap, VecDeque};
 use std::fmt::Display;
 use std::future::Future;
 use std::io::{self, Read as _};
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::Ipv4Addr;
 use std::os::unix::process::{CommandExt as _, ExitStatusExt as _};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,24 +18,16 @@ use std::time::Duration;
 
 use testkit::check::assert_bytes;
 use testkit::pattern::pattern;
+use testkit::peer::{self, Pacing, read_to_end};
 use testkit::procfs::{self, Usage};
-use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::TcpStream;
 use tokio::sync::{oneshot, watch};
 use tokio::task::{JoinError, JoinHandle, JoinSet};
 use tokio::time::Instant;
 
 /// The only address these tests use.
 pub const LOCALHOST: Ipv4Addr = Ipv4Addr::LOCALHOST;
-
-/// SO_RCVBUF for a peer that must stall for real. Loopback autotunes receive buffers to
-/// megabytes, so a "never reads" peer with the default holds a lot before anything blocks; the
-/// kernel doubles this value, and it stays above one loopback segment so a slow reader still
-/// gets full-sized window updates.
-pub const SMALL_RCVBUF: u32 = 64 * 1024;
-
-/// Read as fast as the data comes, 64 KiB at a time.
-pub const UNPACED: &[(usize, Duration)] = &[(64 * 1024, Duration::ZERO)];
 
 /// How long the proxy may take to say it is listening.
 const READY_SECS: f64 = 5.0;
@@ -90,13 +82,6 @@ pub async fn join_all<T: 'static>(mut tasks: JoinSet<T>, limit: Duration, what: 
         done
     })
     .await
-}
-
-/// A port on 127.0.0.1 that was free a moment ago. Racy by nature: whoever uses it must retry
-/// on "address in use".
-pub fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind((LOCALHOST, 0)).expect("bind 127.0.0.1:0");
-    listener.local_addr().expect("local_addr").port()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -201,7 +186,8 @@ impl Proxy {
         let args = args.as_slice();
         let mut taken = Vec::new();
         for _ in 0..START_ATTEMPTS {
-            let mut proxy = Proxy::spawn(dest_port, free_port(), nofile, args);
+            let port = peer::free_port().expect("a free port on 127.0.0.1");
+            let mut proxy = Proxy::spawn(dest_port, port, nofile, args);
             match proxy.wait_ready().await {
                 Ok(()) => return proxy,
                 Err(why) if why.contains("in use") => taken.push(why),
@@ -461,13 +447,13 @@ impl Dest {
         Dest::bind_inner(None)
     }
 
-    /// Accepted connections inherit `bytes` as SO_RCVBUF, set before listen() as it must be.
+    /// Accepted connections are slow receivers (see [`peer::listen`]).
     pub async fn bind_with_rcvbuf(bytes: u32) -> Dest {
         Dest::bind_inner(Some(bytes))
     }
 
     fn bind_inner(rcvbuf: Option<u32>) -> Dest {
-        let listener = listen(0, rcvbuf).expect("bind a destination on 127.0.0.1:0");
+        let listener = peer::listen(rcvbuf).expect("bind a destination on 127.0.0.1:0");
         let port = listener.local_addr().expect("local_addr").port();
         let routes = Arc::new(Mutex::new(HashMap::new()));
         let table = routes.clone();
@@ -539,17 +525,6 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// A listener on 127.0.0.1:`port` (0: any), with SO_RCVBUF set before listen() when asked.
-fn listen(port: u16, rcvbuf: Option<u32>) -> io::Result<TcpListener> {
-    let socket = TcpSocket::new_v4()?;
-    socket.set_reuseaddr(true)?;
-    if let Some(bytes) = rcvbuf {
-        socket.set_recv_buffer_size(bytes)?;
-    }
-    socket.bind(SocketAddr::from((LOCALHOST, port)))?;
-    socket.listen(1024)
-}
-
 /// Echoes every connection until EOF, then shuts down its write half.
 pub struct EchoServer {
     port: u16,
@@ -563,11 +538,11 @@ impl EchoServer {
 
     /// On a given port, which may be taken by now.
     pub fn start_on(port: u16) -> io::Result<EchoServer> {
-        let listener = listen(port, None)?;
+        let listener = peer::listen_on(port, None)?;
         let port = listener.local_addr()?.port();
         let acceptor = tokio::spawn(async move {
             while let Ok((conn, _)) = listener.accept().await {
-                tokio::spawn(echo(conn));
+                tokio::spawn(peer::echo(conn, Pacing::EAGER));
             }
         });
         Ok(EchoServer {
@@ -581,42 +556,17 @@ impl EchoServer {
     }
 }
 
-/// Writes back what arrives; at EOF shuts down the write half. Errors end it quietly: the test
-/// on the other end reports what it saw.
-pub async fn echo(mut conn: TcpStream) {
-    let (mut r, mut w) = conn.split();
-    if tokio::io::copy(&mut r, &mut w).await.is_ok() {
-        let _ = w.shutdown().await;
-    }
-}
-
 /// A client connection to 127.0.0.1:`port`.
 pub async fn connect(port: u16) -> TcpStream {
     connect_inner(port, None).await
 }
 
-/// SO_RCVBUF, when given, is set before connect(), as it must be to take effect.
+/// With `rcvbuf`, a slow receiver (see [`peer::connect`]).
 async fn connect_inner(port: u16, rcvbuf: Option<u32>) -> TcpStream {
-    let socket = TcpSocket::new_v4().expect("a TCP socket");
-    if let Some(bytes) = rcvbuf {
-        socket.set_recv_buffer_size(bytes).expect("SO_RCVBUF");
-    }
     let what = format!("connect to 127.0.0.1:{port}");
-    with_deadline(
-        scaled(5.0),
-        &what,
-        socket.connect(SocketAddr::from((LOCALHOST, port))),
-    )
-    .await
-    .unwrap_or_else(|e| panic!("{what}: {e}"))
-}
-
-/// Closes `conn` with RST instead of FIN: SO_LINGER with a zero timeout, then close.
-pub fn reset(conn: TcpStream) {
-    socket2::SockRef::from(&conn)
-        .set_linger(Some(Duration::ZERO))
-        .expect("SO_LINGER 0");
-    drop(conn);
+    with_deadline(scaled(5.0), &what, peer::connect(port, rcvbuf))
+        .await
+        .unwrap_or_else(|e| panic!("{what}: {e}"))
 }
 
 /// Both ends of one proxied connection: the client's, and the destination's for it.
@@ -650,28 +600,6 @@ impl Pair {
 // ---------------------------------------------------------------------------------------------
 // Data
 
-/// Reads until EOF or an error, cycling through `pacing` as (most bytes per read, pause before
-/// the read). Returns what arrived and how reading ended: `Ok` for EOF.
-pub async fn read_paced<R: AsyncRead + Unpin>(
-    r: &mut R,
-    pacing: &[(usize, Duration)],
-) -> (Vec<u8>, io::Result<()>) {
-    let most = pacing.iter().map(|&(chunk, _)| chunk).max().unwrap_or(1);
-    let mut buf = vec![0; most.max(1)];
-    let mut got = Vec::new();
-    for &(chunk, pause) in pacing.iter().cycle() {
-        if !pause.is_zero() {
-            tokio::time::sleep(pause).await;
-        }
-        match r.read(&mut buf[..chunk.max(1)]).await {
-            Ok(0) => return (got, Ok(())),
-            Ok(n) => got.extend_from_slice(&buf[..n]),
-            Err(e) => return (got, Err(e)),
-        }
-    }
-    unreachable!("pacing is never empty")
-}
-
 /// Writes `len` bytes of [`pattern`] `seed` and reads them back (the far end echoes), checking
 /// every byte.
 pub async fn round_trip(conn: &mut TcpStream, seed: u64, len: usize) {
@@ -690,7 +618,12 @@ pub async fn round_trip(conn: &mut TcpStream, seed: u64, len: usize) {
 
 /// Reads to the end and asserts it was a clean EOF with nothing before it.
 pub async fn assert_eof(conn: &mut TcpStream, what: &str) {
-    let (got, end) = with_deadline(scaled(5.0), what, read_paced(conn, UNPACED)).await;
+    let (got, end) = with_deadline(
+        scaled(5.0),
+        what,
+        read_to_end(conn, &[Pacing::EAGER], usize::MAX),
+    )
+    .await;
     assert!(
         got.is_empty() && end.is_ok(),
         "{what}: expected EOF, got {} bytes then {end:?}",

@@ -1,5 +1,6 @@
-//! The harness's own ends of a connection: listeners and clients on loopback with the socket
-//! options a scenario needs, and readers paced to make a proxy's writes come back short.
+//! A test's own ends of a connection through a proxy: listeners and clients on loopback with
+//! the socket options a scenario needs, and readers paced to make a proxy's writes come back
+//! short.
 
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -11,6 +12,11 @@ use tokio::net::{TcpListener, TcpSocket, TcpStream};
 /// A receive buffer small enough that a peer which stops reading stalls its sender for real:
 /// Linux loopback buffers otherwise autotune to megabytes.
 pub const SMALL_RCVBUF: u32 = 4 * 1024;
+
+/// A receive buffer that still stalls a sender whose reader stops, yet lets a paced reader
+/// (16 KiB a millisecond) take megabytes within a test's deadline, which [`SMALL_RCVBUF`]
+/// slows sixteenfold: for tests that both stall a sender and stream bulk through slow readers.
+pub const STEADY_RCVBUF: u32 = 64 * 1024;
 
 /// The segment size a slow receiver advertises. The proxy's kernel send buffer is sized from
 /// the peer's MSS: at loopback's 64 KiB MSS it starts at megabytes and swallows whole transfers,
@@ -47,6 +53,13 @@ impl Pacing {
             tokio::time::sleep(self.pause).await;
         }
     }
+}
+
+/// A port on 127.0.0.1 that was free a moment ago. Racy by nature (another process may take it
+/// before the proxy binds), so whoever starts a proxy on it retries on "address in use".
+pub fn free_port() -> io::Result<u16> {
+    let l = std::net::TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))?;
+    Ok(l.local_addr()?.port())
 }
 
 /// A listener on 127.0.0.1, port chosen by the kernel. A slow-receiver `rcvbuf` is set before
@@ -128,17 +141,19 @@ pub async fn echo(stream: TcpStream, pacing: Pacing) -> io::Result<u64> {
     }
 }
 
-/// Reads until EOF, paced, keeping at most `limit` bytes (the rest is counted, not kept).
-/// Returns what was read and how the stream ended.
+/// Reads until EOF, cycling through `schedule`'s pacings (one read each), keeping at most
+/// `limit` bytes (the rest is counted, not kept). Returns what was read and how the stream
+/// ended.
 pub async fn read_to_end(
     rd: &mut (impl AsyncRead + Unpin),
-    pacing: Pacing,
+    schedule: &[Pacing],
     limit: usize,
 ) -> (Vec<u8>, io::Result<()>) {
     let mut got = Vec::new();
-    let mut buf = vec![0; pacing.chunk];
-    loop {
-        match rd.read(&mut buf).await {
+    let most = schedule.iter().map(|p| p.chunk).max().unwrap_or(1);
+    let mut buf = vec![0; most.max(1)];
+    for pacing in schedule.iter().cycle() {
+        match rd.read(&mut buf[..pacing.chunk.max(1)]).await {
             Ok(0) => return (got, Ok(())),
             Ok(n) => {
                 let keep = n.min(limit.saturating_sub(got.len()));
@@ -148,6 +163,7 @@ pub async fn read_to_end(
         }
         pacing.rest().await;
     }
+    panic!("read_to_end needs a pacing to read with")
 }
 
 /// Reads exactly `want` bytes, paced, appending to `got` as they come so a caller that gives up
@@ -181,6 +197,14 @@ pub async fn write_in_pieces(
         wr.write_all(part).await?;
     }
     Ok(())
+}
+
+/// Closes `conn` with RST instead of FIN: SO_LINGER with a zero timeout, then close. Panics if
+/// the option cannot be set, which only a socket that is no TCP socket would refuse.
+pub fn reset(conn: TcpStream) {
+    socket2::SockRef::from(&conn)
+        .set_linger(Some(Duration::ZERO))
+        .expect("SO_LINGER 0");
 }
 
 /// True for the errors a reset or an aborted connection gives: what "the proxy closed the
