@@ -24,13 +24,32 @@ pub struct Row {
     pub skipped: usize,
     /// Verdict per phase id, in suite order; empty when the submission could not run.
     pub verdicts: Vec<(String, String)>,
+    /// Where its reports are, in a merged table (`SHARD_DIR/NAME`); absent otherwise: `NAME`
+    /// beside the table.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reports: Option<String>,
 }
 
 /// class.json: the settings every row was graded with, and the rows.
-#[derive(Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 pub struct Class {
     pub format: String,
     pub version: u32,
+    /// The tcpproxy-test version that graded it: shards of different versions are not merged.
+    #[serde(default)]
+    pub harness_version: String,
+    /// The machine that graded it (for a merged table, every shard's).
+    #[serde(default)]
+    pub host: String,
+    /// The one-minute load average when the last row was written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load_average: Option<f64>,
+    /// `--shard K/N`, when given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard: Option<crate::shard::Shard>,
+    /// A shard's whole class (every name, in order), so a merge can tell a missing row.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub class_submissions: Option<Vec<String>>,
     pub seed: u64,
     /// As in the run report: the seed as a string, which no JSON reader rounds.
     pub seed_text: String,
@@ -139,6 +158,7 @@ mod tests {
                     ("echo/single".into(), "passed".into()),
                     ("shutdown/one-way".into(), "failed".into()),
                 ],
+                reports: None,
             },
             Row {
                 name: "bob".into(),
@@ -149,6 +169,7 @@ mod tests {
                 warning: 0,
                 skipped: 0,
                 verdicts: vec![],
+                reports: None,
             },
         ];
         let ids = ["echo/single".to_string(), "shutdown/one-way".to_string()];

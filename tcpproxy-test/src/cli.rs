@@ -208,15 +208,17 @@ fn from_clap(e: &clap::Error, args: &[OsString]) -> Parsed {
         return Parsed::Info(e.render().to_string());
     }
     // The error does not say which subcommand it came from; a parse that ignores errors does.
-    let sub = Cli::command()
+    let mut who = NAME.to_string();
+    if let Ok(m) = Cli::command()
         .ignore_errors(true)
         .try_get_matches_from(args)
-        .ok()
-        .and_then(|m| m.subcommand_name().map(str::to_string));
-    let who = match sub {
-        Some(sub) => format!("{NAME} {sub}"),
-        None => NAME.to_string(),
-    };
+    {
+        let mut at = &m;
+        while let Some((sub, inner)) = at.subcommand() {
+            who = format!("{who} {sub}");
+            at = inner;
+        }
+    }
     Parsed::Usage(format!("{who}: {}", tcpproxy::cli::one_line(e)))
 }
 

@@ -21,6 +21,7 @@ use crate::deadline::Timing;
 use crate::harness::{ProxyCommand, Starts};
 use crate::phase::{Outcome, Rules, Verdict};
 use crate::report::{self, Format, RunReport};
+use crate::shard::{self, Shard};
 use crate::suite::{self, Filter, Running};
 
 /// The executable looked for inside a submission that is a directory.
@@ -33,9 +34,13 @@ pub const SUBMISSION_EXECUTABLE: &str = "tcpproxy";
         executable named `tcpproxy`. Writes OUT_DIR/class.csv, OUT_DIR/class.json and, per \
         submission, OUT_DIR/NAME/{report.txt,report.json,junit.xml}. The table is rewritten as \
         each submission finishes, so an interrupted batch keeps every row it finished; \
-        `--resume` then grades only the others. Exit status: 0 once every submission has a \
-        row, whatever its grade; 2 usage error; 3 the harness could not run (or a row is \
-        inconclusive); 130 interrupted."
+        `--resume` then grades only the others. With `--shard K/N` (and `--seed`), it grades \
+        only its share of the submissions; `grade merge` joins the shards' tables. Exit status: \
+        0 once every submission has a row, whatever its grade; 2 usage error; 3 the harness \
+        could not run (or a row is inconclusive); 130 interrupted.",
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true,
+    subcommand_value_name = "COMMAND"
 )]
 pub struct Args {
     /// Where the class table and per-submission artifacts go.
@@ -60,6 +65,11 @@ pub struct Args {
     /// settings) and grade only the rest; the seed is taken from it.
     #[arg(long)]
     resume: bool,
+    /// Grade only shard K of N: the submissions whose name hashes to it, the same split on
+    /// every machine given the same SUBMISSIONs. Needs --seed, so every shard sends the same
+    /// payloads.
+    #[arg(long, value_name = "K/N", value_parser = Shard::parse)]
+    shard: Option<Shard>,
     /// Run only phases matching GLOB (repeatable).
     #[arg(long, value_name = "GLOB")]
     only: Vec<String>,
@@ -69,20 +79,55 @@ pub struct Args {
     /// Executables, or directories holding an executable named `tcpproxy`.
     #[arg(value_name = "SUBMISSION", required = true)]
     submissions: Vec<PathBuf>,
+    #[command(subcommand)]
+    command: Option<GradeCommand>,
 }
 
-/// A validated `grade`: its flags and the phases they select.
+#[derive(Debug, clap::Subcommand)]
+enum GradeCommand {
+    /// Join the class tables of `grade --shard` runs into one, as a single `grade` writes it.
+    Merge(MergeArgs),
+}
+
+#[derive(Debug, clap::Args)]
+#[command(
+    long_about = "Join the class tables of `grade --shard K/N` runs into one. Each SHARD_DIR is \
+        a shard's --out-dir (copied back from its machine). Every shard must be there, finished, \
+        graded by the same harness version with the same seed, settings, phases and \
+        SUBMISSIONs; each submission must have one row. Writes OUT_DIR/class.csv and \
+        OUT_DIR/class.json, whose rows name the folder holding their reports. Exit status: 0 \
+        merged; 2 the shards do not add up (one line says why)."
+)]
+pub struct MergeArgs {
+    /// Where the merged class table goes.
+    #[arg(long, value_name = "DIR", default_value = "grades")]
+    out_dir: PathBuf,
+    /// The shards' output directories.
+    #[arg(value_name = "SHARD_DIR", required = true)]
+    shards: Vec<PathBuf>,
+}
+
+/// A validated `grade`: its flags and the phases they select, or a merge.
 #[derive(Debug)]
-pub struct Grade {
-    args: Args,
-    filter: Filter,
+pub enum Grade {
+    Class { args: Args, filter: Filter },
+    Merge(MergeArgs),
 }
 
-/// Checks what clap cannot: the phase globs.
+/// Checks what clap cannot: the phase globs, and a seed for shards.
 pub fn config(args: Args) -> Result<Grade, String> {
+    if let Some(GradeCommand::Merge(m)) = args.command {
+        return Ok(Grade::Merge(m));
+    }
+    if args.shard.is_some() && args.seed.is_none() {
+        return Err(
+            "--shard needs --seed: every shard must send the same payloads (any number, the same on every machine)"
+                .into(),
+        );
+    }
     let only = crate::cli::globs(&args.only)?;
     let exclude = crate::cli::globs(&args.exclude)?;
-    Ok(Grade {
+    Ok(Grade::Class {
         args,
         filter: Filter { only, exclude },
     })
@@ -90,7 +135,10 @@ pub fn config(args: Args) -> Result<Grade, String> {
 
 /// `tcpproxy-test grade`, its flags parsed and checked.
 pub fn main(g: Grade) -> std::process::ExitCode {
-    let Grade { args: a, filter } = g;
+    let (a, filter) = match g {
+        Grade::Class { args, filter } => (args, filter),
+        Grade::Merge(m) => return merge(&m),
+    };
     let finished = Arc::new(AtomicUsize::new(0));
     let note = {
         let (finished, out_dir) = (finished.clone(), a.out_dir.clone());
@@ -107,6 +155,30 @@ pub fn main(g: Grade) -> std::process::ExitCode {
     crate::runtime::run_noting("tcpproxy-test grade", grade(a, filter, finished), note)
 }
 
+/// `grade merge`: the shards' tables joined into OUT_DIR's.
+fn merge(m: &MergeArgs) -> std::process::ExitCode {
+    let code = match shard::merge(&m.shards).and_then(|class| {
+        std::fs::create_dir_all(&m.out_dir)
+            .map_err(|e| format!("cannot create {}: {e}", m.out_dir.display()))?;
+        write_class(&m.out_dir, &class)?;
+        Ok(class.submissions.len())
+    }) {
+        Ok(n) => {
+            println!(
+                "merged {} shards, {n} submissions, into {}",
+                m.shards.len(),
+                m.out_dir.display()
+            );
+            crate::EXIT_PASSED
+        }
+        Err(msg) => {
+            eprintln!("tcpproxy-test grade merge: {msg}");
+            crate::EXIT_USAGE
+        }
+    };
+    std::process::ExitCode::from(code)
+}
+
 async fn grade(a: Args, filter: Filter, finished: Arc<AtomicUsize>) -> u8 {
     crate::harness::become_subreaper();
     crate::harness::raise_descriptor_limit();
@@ -118,12 +190,26 @@ async fn grade(a: Args, filter: Filter, finished: Arc<AtomicUsize>) -> u8 {
         return crate::EXIT_HARNESS;
     }
     let phase_ids: Vec<String> = filter.select().iter().map(|p| p.id.to_string()).collect();
-    let names = unique_names(&a.submissions);
-    let paths: Vec<String> = a
+    // Names come from the whole list, so every shard names a submission alike.
+    let all_names = unique_names(&a.submissions);
+    let (submissions, names): (Vec<PathBuf>, Vec<String>) = a
         .submissions
+        .iter()
+        .cloned()
+        .zip(all_names.iter().cloned())
+        .filter(|(_, name)| a.shard.is_none_or(|s| s.takes(name)))
+        .unzip();
+    let paths: Vec<String> = submissions
         .iter()
         .map(|p| p.display().to_string())
         .collect();
+    if let Some(s) = a.shard {
+        eprintln!(
+            "tcpproxy-test grade: shard {s}: {} of the {} submissions",
+            names.len(),
+            all_names.len()
+        );
+    }
     let earlier = if a.resume {
         match resumable(&a, &phase_ids) {
             Ok(c) => c,
@@ -165,6 +251,11 @@ async fn grade(a: Args, filter: Filter, finished: Arc<AtomicUsize>) -> u8 {
     let mut class = Class {
         format: CLASS_JSON_FORMAT.into(),
         version: CLASS_JSON_VERSION,
+        harness_version: env!("CARGO_PKG_VERSION").into(),
+        host: shard::host(),
+        load_average: None,
+        shard: a.shard,
+        class_submissions: a.shard.map(|_| all_names.clone()),
         seed,
         seed_text: seed.to_string(),
         stall_timeout_secs: a.stall_timeout,
@@ -177,7 +268,7 @@ async fn grade(a: Args, filter: Filter, finished: Arc<AtomicUsize>) -> u8 {
     let slots = Arc::new(Semaphore::new(a.jobs as usize));
     let out_dir = Arc::new(a.out_dir.clone());
     let mut tasks = tokio::task::JoinSet::new();
-    for (i, (path, name)) in a.submissions.iter().cloned().zip(&names).enumerate() {
+    for (i, (path, name)) in submissions.iter().cloned().zip(&names).enumerate() {
         if rows[i].is_some() {
             continue;
         }
@@ -214,6 +305,7 @@ async fn grade(a: Args, filter: Filter, finished: Arc<AtomicUsize>) -> u8 {
         rows[i] = Some(row);
         class.submissions = rows.iter().flatten().cloned().collect();
         class.complete = class.submissions.len() == total;
+        class.load_average = shard::load_average();
         if let Err(msg) = write_class(&a.out_dir, &class) {
             eprintln!("tcpproxy-test grade: {msg}");
             return crate::EXIT_HARNESS;
@@ -305,6 +397,11 @@ fn resumable(a: &Args, phase_ids: &[String]) -> Result<Option<Class>, String> {
         let word = |s: bool| if s { "--strict" } else { "no --strict" }.to_string();
         return differs("", word(c.strict.unwrap_or(false)), word(a.strict));
     }
+    if c.shard != a.shard {
+        let word =
+            |s: Option<Shard>| s.map_or("no --shard".to_string(), |s| format!("--shard {s}"));
+        return differs("", word(c.shard), word(a.shard));
+    }
     if c.phases != phase_ids {
         return differs("the phases", c.phases.join(" "), phase_ids.join(" "));
     }
@@ -392,6 +489,7 @@ async fn grade_one(
         warning: 0,
         skipped: 0,
         verdicts: vec![],
+        reports: None,
     };
     let dir = out_dir.join(&name);
     let exe = if path.is_dir() {

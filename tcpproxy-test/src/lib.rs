@@ -22,6 +22,7 @@ mod report;
 // README's examples are held to what the harness prints (tests/docs.rs).
 pub use report::{summary, write_outcome};
 mod runtime;
+mod shard;
 mod sockdiag;
 mod suite;
 

@@ -345,11 +345,16 @@ fn assert_class_json_documented(class_json: &serde_json::Value) {
         .nth(1)
         .expect("docs/grading.md has a class.json section");
     let section = section.split("\n#").next().unwrap();
-    let documented: std::collections::BTreeSet<String> = section
+    let rows: Vec<(String, &str)> = section
         .lines()
         .filter_map(|l| l.strip_prefix("| `"))
-        .filter_map(|l| l.split('`').next())
-        .map(String::from)
+        .filter_map(|l| l.split_once('`').map(|(key, rest)| (key.to_string(), rest)))
+        .collect();
+    // Fields only some tables have (sharded, merged) say so; the rest must be in this one.
+    let documented: std::collections::BTreeSet<String> = rows
+        .iter()
+        .filter(|(_, meaning)| !meaning.contains(" only"))
+        .map(|(key, _)| key.clone())
         .collect();
     let mut real = std::collections::BTreeSet::new();
     real.extend(class_json.as_object().unwrap().keys().cloned());
@@ -368,5 +373,133 @@ fn assert_class_json_documented(class_json: &serde_json::Value) {
     assert_eq!(
         documented, real,
         "docs/grading.md's class.json table is out of date"
+    );
+}
+
+/// Issue 15, in part: a class split with `--shard K/N` on "two machines" and joined with `grade
+/// merge` gives the table a single `grade` gives, verdict for verdict; pieces that do not add up
+/// are refused with one line and exit 2.
+#[test]
+fn shards_merge_into_the_table_one_grade_writes() {
+    let class = tempfile::tempdir().unwrap();
+    let c = class.path();
+    let names = ["alice", "bob", "carol", "dave", "erin"];
+    for (i, name) in names.iter().enumerate() {
+        if i % 2 == 0 {
+            submission(
+                c,
+                name,
+                &harness_bin(),
+                "__reference-proxy --stall-timeout 2",
+            );
+        } else {
+            submission(
+                c,
+                name,
+                &fixtures_bin(),
+                "close-on-first-eof --stall-timeout 2",
+            );
+        }
+    }
+    let dir = |d: &str| c.join(d).to_str().unwrap().to_string();
+    let grade = |extra: &[&str], out: &str| {
+        let mut args: Vec<String> = [
+            "grade",
+            "--seed",
+            "7",
+            "--stall-timeout",
+            "2",
+            "--only",
+            "echo/single",
+            "--only",
+            "shutdown/one-way",
+        ]
+        .map(String::from)
+        .to_vec();
+        args.extend(extra.iter().map(|s| s.to_string()));
+        args.extend(["--out-dir".to_string(), dir(out)]);
+        args.extend(names.iter().map(|n| dir(n)));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let run = run_harness(&args, Duration::from_secs(180));
+        crate::support::assert_nothing_left(&run);
+        run
+    };
+    let _slot = HeavySlot::acquire();
+    let whole = grade(&[], "whole");
+    assert_eq!(whole.code, Some(0), "{}", whole.dump());
+    for k in ["1/2", "2/2"] {
+        let run = grade(&["--shard", k], &format!("shard{}", &k[..1]));
+        assert_eq!(run.code, Some(0), "{}", run.dump());
+    }
+    let merge = |shards: &[&str]| {
+        let mut args = vec![
+            "grade".to_string(),
+            "merge".into(),
+            "--out-dir".into(),
+            dir("merged"),
+        ];
+        args.extend(shards.iter().map(|s| dir(s)));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        run_harness(&args, Duration::from_secs(30))
+    };
+    let run = merge(&["shard1", "shard2"]);
+    assert_eq!(run.code, Some(0), "{}", run.dump());
+    let read = |d: &str, f: &str| std::fs::read_to_string(c.join(d).join(f)).unwrap();
+    assert_eq!(read("merged", "class.csv"), read("whole", "class.csv"));
+    let json =
+        |d: &str| -> serde_json::Value { serde_json::from_str(&read(d, "class.json")).unwrap() };
+    let (merged, whole) = (json("merged"), json("whole"));
+    assert_eq!(merged["complete"], true);
+    for (m, w) in merged["submissions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(whole["submissions"].as_array().unwrap())
+    {
+        assert_eq!(m["verdicts"], w["verdicts"], "{m} vs {w}");
+        let reports = m["reports"].as_str().unwrap();
+        assert!(
+            Path::new(reports).join("report.json").is_file(),
+            "{reports} has no report"
+        );
+    }
+    // Fields only sharded and merged tables have are in docs/grading.md's table too.
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/grading.md"))
+        .unwrap();
+    for (table, row) in [
+        (json("shard1"), json("shard1")["submissions"][0].clone()),
+        (merged.clone(), merged["submissions"][0].clone()),
+    ] {
+        for key in table
+            .as_object()
+            .unwrap()
+            .keys()
+            .chain(row.as_object().unwrap().keys())
+        {
+            // One line documents the four counts, under `passed`.
+            let counted = ["failed", "warning", "skipped"].contains(&key.as_str());
+            assert!(
+                counted || doc.contains(&format!("| `{key}` |")),
+                "class.json's {key} is not documented"
+            );
+        }
+    }
+    let refused = merge(&["shard1"]);
+    assert_eq!(refused.code, Some(2), "{}", refused.dump());
+    assert_eq!(
+        refused.stderr,
+        "tcpproxy-test grade merge: shard 2/2 is missing\n"
+    );
+    let refused = merge(&["shard1", "shard1"]);
+    assert_eq!(refused.code, Some(2), "{}", refused.dump());
+    assert_matches(
+        "tcpproxy-test grade merge: [..]shard1 and [..]shard1 are both shard 1/2\n",
+        &refused.stderr,
+    );
+    let refused = merge(&["shard1", "whole"]);
+    assert_eq!(refused.code, Some(2), "{}", refused.dump());
+    assert_matches(
+        "tcpproxy-test grade merge: [..]whole was not graded with --shard\n",
+        &refused.stderr,
     );
 }
