@@ -5,15 +5,12 @@
 use std::collections::{HashSet, VecDeque};
 use std::ffi::OsString;
 use std::fmt;
-use std::os::unix::process::ExitStatusExt as _;
 use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use nix::sys::signal::{Signal, kill, killpg};
-use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
-use nix::unistd::Pid;
+use nix::sys::signal::Signal;
 use tokio::io::{AsyncRead, AsyncReadExt as _};
 use tokio::process::{Child, Command};
 use tokio::sync::{Semaphore, SemaphorePermit};
@@ -21,6 +18,9 @@ use tokio::time::Instant;
 
 use crate::peer;
 use crate::procfs::{self, Proc};
+use testkit::process::{
+    describe_status, reap_each_blocking, reap_group_blocking, signal_each, signal_group,
+};
 
 /// The most of the proxy's stdout and of its stderr kept: the tail is what explains a failure.
 pub const TAIL_BYTES: usize = 8 * 1024;
@@ -117,38 +117,6 @@ fn strays(table: &[Proc], live: &HashSet<i32>) -> Vec<Proc> {
     found
 }
 
-/// Sends `signal` to each of `procs` that is still the process seen (same start time), so a
-/// pid reused since is left alone.
-fn signal_each(procs: &[Proc], signal: Signal) {
-    for p in procs {
-        if procfs::process(p.pid).is_some_and(|now| now.started == p.started) {
-            let _ = kill(Pid::from_raw(p.pid), signal);
-        }
-    }
-}
-
-/// Waits until each of `procs` is gone, reaping those that are our children (or become ours as
-/// their parents die), for at most `limit`.
-fn reap_each_blocking(procs: &[Proc], limit: Duration) {
-    let me = std::process::id() as i32;
-    let end = std::time::Instant::now() + limit;
-    let mut left = procs.to_vec();
-    while !left.is_empty() && std::time::Instant::now() < end {
-        left.retain(|p| match procfs::process(p.pid) {
-            Some(now) if now.started == p.started && now.ppid == me => matches!(
-                waitpid(Pid::from_raw(p.pid), Some(WaitPidFlag::WNOHANG)),
-                Ok(WaitStatus::StillAlive)
-            ),
-            // Still under a parent that is dying too: it comes to us next.
-            Some(now) if now.started == p.started => true,
-            _ => false,
-        });
-        if !left.is_empty() {
-            std::thread::sleep(Duration::from_millis(5));
-        }
-    }
-}
-
 /// Kills and reaps the strays: what a stopped proxy left that the group's signal and the
 /// escaped list missed (a daemon whose parents exited before anyone looked).
 fn kill_strays_blocking() {
@@ -194,7 +162,7 @@ pub fn kill_all_groups() {
         .unwrap_or_default();
     let escaped: Vec<Proc> = groups.iter().flat_map(|g| escaped_from(*g)).collect();
     for pgid in &groups {
-        let _ = killpg(Pid::from_raw(*pgid), Signal::SIGKILL);
+        signal_group(*pgid, Signal::SIGKILL);
     }
     signal_each(&escaped, Signal::SIGKILL);
     for pgid in groups {
@@ -202,20 +170,6 @@ pub fn kill_all_groups() {
     }
     reap_each_blocking(&escaped, Duration::from_secs(2));
     kill_all_descendants();
-}
-
-/// Reaps every child of ours in the group `pgid` (the leader and, as subreaper, its orphans)
-/// until none is left or `limit` passes.
-fn reap_group_blocking(pgid: i32, limit: Duration) {
-    let end = std::time::Instant::now() + limit;
-    while std::time::Instant::now() < end {
-        match waitpid(Pid::from_raw(-pgid), Some(WaitPidFlag::WNOHANG)) {
-            Ok(WaitStatus::StillAlive) => std::thread::sleep(Duration::from_millis(5)),
-            Ok(_) => {}
-            // ECHILD: nothing of that group is left to reap.
-            Err(_) => return,
-        }
-    }
 }
 
 /// The last `TAIL_BYTES` of one output stream, drained continuously so a chatty proxy never
@@ -262,20 +216,6 @@ async fn drain(mut from: impl AsyncRead + Unpin, into: Arc<Mutex<Tail>>) {
         into.lock()
             .unwrap_or_else(|e| e.into_inner())
             .push(&buf[..n]);
-    }
-}
-
-/// How a proxy process ended, in words: `exit status 3` or `killed by signal SIGSEGV`.
-pub fn describe_status(status: ExitStatus) -> String {
-    if let Some(code) = status.code() {
-        format!("exit status {code}")
-    } else if let Some(sig) = status.signal() {
-        match Signal::try_from(sig) {
-            Ok(s) => format!("killed by signal {}", s.as_str()),
-            Err(_) => format!("killed by signal {sig}"),
-        }
-    } else {
-        format!("{status}")
     }
 }
 
@@ -820,9 +760,8 @@ impl Proxy {
         if self.stopped {
             return self.exited;
         }
-        let group = Pid::from_raw(self.pgid);
         let mut escaped = escaped_from(self.pgid);
-        let _ = killpg(group, Signal::SIGTERM);
+        signal_group(self.pgid, Signal::SIGTERM);
         signal_each(&escaped, Signal::SIGTERM);
         if self.exited.is_none() {
             if let Ok(Ok(s)) = tokio::time::timeout(TERM_GRACE, self.child.wait()).await {
@@ -835,7 +774,7 @@ impl Proxy {
                 escaped.push(p);
             }
         }
-        let _ = killpg(group, Signal::SIGKILL);
+        signal_group(self.pgid, Signal::SIGKILL);
         signal_each(&escaped, Signal::SIGKILL);
         if self.exited.is_none() {
             if let Ok(Ok(s)) = tokio::time::timeout(Duration::from_secs(5), self.child.wait()).await
@@ -864,7 +803,7 @@ impl Drop for Proxy {
     fn drop(&mut self) {
         if !self.stopped {
             let escaped = escaped_from(self.pgid);
-            let _ = killpg(Pid::from_raw(self.pgid), Signal::SIGKILL);
+            signal_group(self.pgid, Signal::SIGKILL);
             signal_each(&escaped, Signal::SIGKILL);
             unregister(self.pgid);
         }
@@ -929,17 +868,5 @@ mod tests {
         starts.leave(first, Duration::from_secs(30), 30.0, false, deadline);
         assert!(starts.gate.available_permits() > 100);
         assert!(starts.none_started());
-    }
-
-    #[test]
-    fn statuses_are_named() {
-        assert_eq!(
-            describe_status(ExitStatus::from_raw(3 << 8)),
-            "exit status 3"
-        );
-        assert_eq!(
-            describe_status(ExitStatus::from_raw(11)),
-            "killed by signal SIGSEGV"
-        );
     }
 }

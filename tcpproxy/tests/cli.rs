@@ -9,10 +9,11 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use crate::support::{
-    Dest, EchoServer, LOCALHOST, Pair, Proxy, assert_eof, connect, describe, round_trip, scaled,
+    Dest, EchoServer, LOCALHOST, Pair, Proxy, assert_eof, connect, round_trip, scaled,
     with_deadline,
 };
 use testkit::peer::{Pacing, free_port, read_to_end};
+use testkit::process::describe_status;
 
 fn tcpproxy() -> Command {
     let mut cmd = Command::new(assert_cmd::cargo::cargo_bin!("tcpproxy"));
@@ -30,7 +31,7 @@ fn assert_one_line_error(args: &[&str], code: i32, needles: &[&str]) {
     let context = format!(
         "`tcpproxy {}`: {}; stdout {:?}; stderr {:?}",
         args.join(" "),
-        describe(out.status),
+        describe_status(out.status),
         String::from_utf8_lossy(&out.stdout),
         stderr
     );
@@ -111,7 +112,7 @@ fn help_exits_0_and_names_every_argument() {
         assert!(
             out.status.success(),
             "`tcpproxy {flag}`: {}",
-            describe(out.status)
+            describe_status(out.status)
         );
         assert!(out.stderr.is_empty(), "`tcpproxy {flag}` wrote to stderr");
         for name in [
@@ -244,7 +245,11 @@ async fn sigterm_and_sigint_with_nothing_open_exit_0_promptly() {
             assert_eof(&mut client, "EOF before the signal").await;
             proxy.signal(signal);
             let status = proxy.wait_exit(scaled(3.0)).await;
-            assert!(status.success(), "after SIG{signal}: {}", describe(status));
+            assert!(
+                status.success(),
+                "after SIG{signal}: {}",
+                describe_status(status)
+            );
             assert_eq!(proxy.stderr_lines_with("all pairs closed").len(), 1);
             assert!(proxy.stderr_lines_with("drain-cut").is_empty());
             assert!(proxy.stderr_lines_with("tcpproxy: ").is_empty());
@@ -286,7 +291,7 @@ async fn sigterm_resets_the_pairs_still_open_at_the_drain_timeout_logs_them_and_
         status.code(),
         Some(i32::from(EXIT_DRAIN_CUT)),
         "after SIGTERM with pairs open past the drain timeout: {}",
-        describe(status)
+        describe_status(status)
     );
     // The pairs are idle and never end by themselves: only the drain timeout lets the proxy go.
     assert!(
@@ -328,7 +333,7 @@ async fn a_second_signal_resets_the_open_pairs_at_once_and_exits_3() {
         status.code(),
         Some(i32::from(EXIT_DRAIN_CUT)),
         "after a second signal with a pair open: {}",
-        describe(status)
+        describe_status(status)
     );
     assert_reset(&mut client, "the client after the second signal").await;
     assert_reset(&mut server, "the server after the second signal").await;
@@ -363,6 +368,10 @@ async fn sigterm_keeps_open_pairs_working_and_exits_when_the_last_closes() {
 
     client.shutdown().await.expect("shutdown");
     let status = proxy.wait_exit(scaled(5.0)).await;
-    assert!(status.success(), "after SIGTERM: {}", describe(status));
+    assert!(
+        status.success(),
+        "after SIGTERM: {}",
+        describe_status(status)
+    );
     assert!(proxy.stderr_lines_with("drain-cut").is_empty());
 }

@@ -18,7 +18,8 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config, FileFailurePersistence, TestCaseError, TestError, TestRunner};
 use tcpproxy::cli::{self, Parsed};
 
-use crate::support::{LOCALHOST, describe, scaled};
+use crate::support::{LOCALHOST, scaled};
+use testkit::process::describe_status;
 
 /// Cases per run, unless `PROPTEST_CASES` says otherwise.
 const CASES: u32 = 64;
@@ -182,7 +183,7 @@ fn run_case(args: &[OsString]) -> Result<bool, String> {
     );
     let context = format!(
         "{args:?}: {} after {:.2}s; parser said {expected:?}; stdout {stdout:?}; stderr {stderr:?}",
-        describe(out.status),
+        describe_status(out.status),
         took.as_secs_f64()
     );
     // assert_cmd kills a command that outlives its timeout with SIGKILL. Its clock starts a

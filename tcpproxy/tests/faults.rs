@@ -15,12 +15,13 @@ use tokio::time::Instant;
 
 use crate::both_modes;
 use crate::support::{
-    AbortOnDrop, Dest, EchoServer, Flood, LOCALHOST, Pair, Proxy, connect, describe, join_all,
-    round_trip, scaled, with_deadline,
+    AbortOnDrop, Dest, EchoServer, Flood, LOCALHOST, Pair, Proxy, connect, join_all, round_trip,
+    scaled, with_deadline,
 };
 use testkit::check::{assert_bytes, check_bytes};
 use testkit::pattern::pattern;
 use testkit::peer::{Pacing, STEADY_RCVBUF, echo, read_to_end, reset};
+use testkit::process::describe_status;
 
 /// A write that failed because the far end is gone (RST, or EPIPE after one).
 #[track_caller]
@@ -500,7 +501,7 @@ both_modes! {
 
         let status = proxy.wait_exit(scaled(10.0)).await;
         let took = signalled.elapsed();
-        assert!(status.success(), "after SIGTERM: {}", describe(status));
+        assert!(status.success(), "after SIGTERM: {}", describe_status(status));
         assert!(
             took < Duration::from_secs_f64(DRAIN_SECS),
             "exited {took:?} after SIGTERM: it waited for the {DRAIN_SECS}s drain timeout"

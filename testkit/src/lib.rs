@@ -7,4 +7,5 @@
 pub mod check;
 pub mod pattern;
 pub mod peer;
+pub mod process;
 pub mod procfs;

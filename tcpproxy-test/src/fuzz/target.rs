@@ -9,9 +9,10 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Mutex;
 
 use crate::deadline::within;
-use crate::harness::{Proxy, ProxyCommand, StartFailure, describe_status};
+use crate::harness::{Proxy, ProxyCommand, StartFailure};
 use crate::peer::{self, SMALL_RCVBUF};
 use crate::phase::pairing::{TAG_LEN, Tag};
+use testkit::process::describe_status;
 
 /// Why a target could not be brought up.
 #[derive(Debug)]

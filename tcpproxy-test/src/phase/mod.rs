@@ -23,8 +23,9 @@ use tokio::sync::Mutex;
 use tokio::time::Instant;
 
 use crate::deadline::{self, Closest, Expired, Timing, within};
-use crate::harness::{Proxy, ProxyCommand, StartFailure, describe_status};
+use crate::harness::{Proxy, ProxyCommand, StartFailure};
 use crate::peer;
+use testkit::process::describe_status;
 
 const KIB: usize = 1024;
 const MIB: usize = 1024 * KIB;

@@ -10,15 +10,17 @@ use std::fmt::Display;
 use std::future::Future;
 use std::io::{self, Read as _};
 use std::net::Ipv4Addr;
-use std::os::unix::process::{CommandExt as _, ExitStatusExt as _};
+use std::os::unix::process::CommandExt as _;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
+use nix::sys::signal::Signal;
 use testkit::check::assert_bytes;
 use testkit::pattern::pattern;
 use testkit::peer::{self, Pacing, read_to_end};
+use testkit::process::{self, describe_status};
 use testkit::procfs::{self, Usage};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
@@ -272,7 +274,7 @@ impl Proxy {
             let status = self.child.wait().expect("wait for the proxy");
             Err(format!(
                 "{}; stderr: {}",
-                describe(status),
+                describe_status(status),
                 self.stderr_tail().trim()
             ))
         })
@@ -333,12 +335,10 @@ impl Proxy {
 
     /// Sends a signal by name (`"TERM"`, `"INT"`) with kill(1), for lack of a signal API in std.
     pub fn signal(&self, name: &str) {
-        let pid = self.child.id().to_string();
-        let status = Command::new("kill")
-            .args(["-s", name, &pid])
-            .status()
-            .unwrap_or_else(|e| panic!("cannot run `kill -s {name} {pid}`: {e}"));
-        assert!(status.success(), "`kill -s {name} {pid}`: {status}");
+        let signal: Signal = format!("SIG{name}")
+            .parse()
+            .unwrap_or_else(|e| panic!("no signal SIG{name}: {e}"));
+        process::signal_group(self.pid() as i32, signal);
     }
 
     /// Waits for the proxy to exit on its own.
@@ -363,7 +363,7 @@ impl Proxy {
             panic!(
                 "`{}` exited unexpectedly: {}; stderr: {}",
                 self.command,
-                describe(status),
+                describe_status(status),
                 stderr.trim()
             );
         }
@@ -384,35 +384,16 @@ impl Proxy {
 
 impl Drop for Proxy {
     fn drop(&mut self) {
-        let _ = self.child.kill();
+        process::signal_group(self.pid() as i32, Signal::SIGKILL);
         let status = self.child.wait();
         if std::thread::panicking() {
-            let status = status.map_or_else(|e| e.to_string(), describe);
+            let status = status.map_or_else(|e| e.to_string(), describe_status);
             let stderr = self.stderr_tail();
             eprintln!(
                 "--- `{}` ({status}); stderr tail:\n{stderr}---",
                 self.command
             );
         }
-    }
-}
-
-/// An exit status in words, naming the signal that killed the process.
-pub fn describe(status: ExitStatus) -> String {
-    match (status.code(), status.signal()) {
-        (Some(code), _) => format!("exit code {code}"),
-        (None, Some(sig)) => {
-            let name = match sig {
-                6 => " (SIGABRT)",
-                9 => " (SIGKILL)",
-                11 => " (SIGSEGV)",
-                13 => " (SIGPIPE)",
-                15 => " (SIGTERM)",
-                _ => "",
-            };
-            format!("killed by signal {sig}{name}")
-        }
-        (None, None) => status.to_string(),
     }
 }
 
