@@ -212,11 +212,7 @@ async fn half_close_with_slow_reader(mode: Mode, writer: End) {
                     if let Start::AfterHalfClose = start {
                         let _ = may_read.await;
                     }
-                    let slow = [Pacing {
-                        chunk: 16 * 1024,
-                        pause: Duration::from_millis(1),
-                    }];
-                    let got = read_to_end(&mut reader, &slow, usize::MAX).await;
+                    let got = read_to_end(&mut reader, &[Pacing::STEADY], usize::MAX).await;
                     let replied = async {
                         reader.write_all(&reply).await?;
                         reader.shutdown().await
@@ -336,11 +332,7 @@ both_modes! {
                     writer.write_all(&sent).await?;
                     writer.shutdown().await
                 };
-                let slow = [Pacing {
-                        chunk: 16 * 1024,
-                        pause: Duration::from_millis(1),
-                    }];
-                let (wrote, (got, end)) = tokio::join!(send, read_to_end(&mut reader, &slow, usize::MAX));
+                let (wrote, (got, end)) = tokio::join!(send, read_to_end(&mut reader, &[Pacing::STEADY], usize::MAX));
                 let what = format!("{dir} bulk to a slow but steady reader");
                 assert!(
                     wrote.is_ok() && end.is_ok(),

@@ -445,11 +445,7 @@ both_modes! {
                         w.write_all(&up).await?;
                         w.shutdown().await
                     };
-                    let slow = [Pacing {
-                        chunk: 16 * 1024,
-                        pause: Duration::from_millis(1),
-                    }];
-                    let (sent, (got, end)) = tokio::join!(send, read_to_end(&mut r, &slow, usize::MAX));
+                    let (sent, (got, end)) = tokio::join!(send, read_to_end(&mut r, &[Pacing::STEADY], usize::MAX));
                     (sent, got, end)
                 };
                 let server_side = async {
@@ -463,11 +459,7 @@ both_modes! {
                         w.write_all(&down).await?;
                         w.shutdown().await
                     };
-                    let slow = [Pacing {
-                        chunk: 16 * 1024,
-                        pause: Duration::from_millis(1),
-                    }];
-                    let (replied, (rest, end)) = tokio::join!(reply, read_to_end(&mut r, &slow, usize::MAX));
+                    let (replied, (rest, end)) = tokio::join!(reply, read_to_end(&mut r, &[Pacing::STEADY], usize::MAX));
                     head.extend_from_slice(&rest);
                     replied.and(end).map(|()| head)
                 };

@@ -14,7 +14,7 @@ use tokio::net::{TcpListener, TcpSocket, TcpStream};
 pub const SMALL_RCVBUF: u32 = 4 * 1024;
 
 /// A receive buffer that still stalls a sender whose reader stops, yet lets a paced reader
-/// (16 KiB a millisecond) take megabytes within a test's deadline, which [`SMALL_RCVBUF`]
+/// ([`Pacing::STEADY`]) take megabytes within a test's deadline, which [`SMALL_RCVBUF`]
 /// slows sixteenfold: for tests that both stall a sender and stream bulk through slow readers.
 pub const STEADY_RCVBUF: u32 = 64 * 1024;
 
@@ -46,6 +46,13 @@ impl Pacing {
     pub const EAGER: Pacing = Pacing {
         chunk: 64 * 1024,
         pause: Duration::ZERO,
+    };
+
+    /// A slow but steady reader: it keeps up with bulk only through a buffer as large as
+    /// [`STEADY_RCVBUF`].
+    pub const STEADY: Pacing = Pacing {
+        chunk: 16 * 1024,
+        pause: Duration::from_millis(1),
     };
 
     async fn rest(&self) {
