@@ -244,22 +244,41 @@ pub struct Queues {
     pub recv: u64,
 }
 
-/// The queues of each of `wanted`, from both tables (None where a socket is not listed, or
-/// /proc is missing). Rows in TIME-WAIT are skipped: loopback reuses their ports.
-pub fn tcp_queues(wanted: &[Ends]) -> Vec<Option<Queues>> {
+/// The row of each of `wanted`, from both tables (None where a socket is not listed, or /proc
+/// is missing). Rows in TIME-WAIT are skipped: loopback reuses their ports.
+pub fn tcp_rows_of(wanted: &[Ends]) -> Vec<Option<TcpRow>> {
     let mut found = vec![None; wanted.len()];
     for text in tcp_tables() {
-        queues_in(&text, wanted, &mut found);
+        rows_in(&text, wanted, &mut found);
     }
     found
 }
 
-fn queues_in(table: &str, wanted: &[Ends], found: &mut [Option<Queues>]) {
+fn rows_in(table: &str, wanted: &[Ends], found: &mut [Option<TcpRow>]) {
     for row in tcp_rows(table).filter(|r| r.state != TIME_WAIT) {
         if let Some(i) = wanted.iter().position(|w| *w == row.ends) {
-            found[i] = Some(row.queues);
+            found[i] = Some(row);
         }
     }
+}
+
+/// The queues of each of `wanted` (see [`tcp_rows_of`]).
+pub fn tcp_queues(wanted: &[Ends]) -> Vec<Option<Queues>> {
+    tcp_rows_of(wanted)
+        .into_iter()
+        .map(|r| r.map(|r| r.queues))
+        .collect()
+}
+
+/// The socket inode of each of `wanted` (see [`tcp_rows_of`]), None also where no descriptor
+/// holds the socket any more. A socket whose FIN exchange finished is gone from the tables even
+/// while a leaked descriptor keeps it, so whoever checks for leaks notes the inodes while the
+/// sockets are established.
+pub fn tcp_inodes(wanted: &[Ends]) -> Vec<Option<u64>> {
+    tcp_rows_of(wanted)
+        .into_iter()
+        .map(|r| r.map(|r| r.inode).filter(|&i| i != 0))
+        .collect()
 }
 
 /// What a process group holds and has used, read at one moment.
@@ -381,7 +400,7 @@ mod tests {
     }
 
     #[test]
-    fn queues_are_read_by_ports_in_either_table_and_time_wait_is_skipped() {
+    fn rows_are_found_by_ports_in_either_table_and_time_wait_is_skipped() {
         let table = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n   \
             0: 0100007F:1F90 0100007F:D431 01 00000010:00000200 00:00000000 00000000  1000        0 111 1 0\n   \
             1: 0100007F:1F90 0100007F:D432 06 00000000:00000000 00:00000000 00000000     0        0 0 1 0\n   \
@@ -391,9 +410,12 @@ mod tests {
             remote,
         });
         let mut found = vec![None; 3];
-        queues_in(table, &wanted, &mut found);
+        rows_in(table, &wanted, &mut found);
         let q = |send, recv| Some(Queues { send, recv });
-        assert_eq!(found, [q(0x10, 0x200), None, q(0xFFFF, 0)]);
+        let queues: Vec<_> = found.iter().map(|r| r.map(|r| r.queues)).collect();
+        assert_eq!(queues, [q(0x10, 0x200), None, q(0xFFFF, 0)]);
+        let inodes: Vec<_> = found.iter().map(|r| r.map(|r| r.inode)).collect();
+        assert_eq!(inodes, [Some(111), None, Some(333)]);
     }
 
     #[test]

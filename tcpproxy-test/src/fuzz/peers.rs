@@ -23,7 +23,7 @@ use tokio::time::Instant;
 use super::schedule::{
     Case, Dir, EAGER_CHUNK, Flow, HOLD_PIECE, HOLD_TAIL, KIB, MAX_WRITE, Reader, Shutdown, Step,
 };
-use super::sockets::{self, Ends};
+use super::sockets::Ends;
 use super::target::Target;
 use crate::hold;
 
@@ -179,7 +179,7 @@ pub async fn run(target: &Target, case: &Case, limits: Limits) -> Record {
     // Noted while every pair is established, before anyone can shut down: a closed socket
     // leaves /proc/net/tcp though a leaked descriptor keeps it.
     let wanted: Vec<Ends> = ends.iter().flatten().copied().collect();
-    let inodes = tokio::task::spawn_blocking(move || sockets::inodes_of(&wanted))
+    let inodes = tokio::task::spawn_blocking(move || crate::procfs::tcp_inodes(&wanted))
         .await
         .unwrap_or_default();
     for (i, (pair, c)) in pairs.into_iter().zip(&case.connections).enumerate() {
