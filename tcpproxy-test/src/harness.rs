@@ -2,7 +2,7 @@
 //! bounded tails, its listen port found and awaited, and the whole group killed and reaped on
 //! every path (pass, fail, panic, Ctrl-C), with whatever it forked that left the group.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::HashSet;
 use std::ffi::OsString;
 use std::fmt;
 use std::path::PathBuf;
@@ -21,6 +21,7 @@ use crate::procfs::{self, Proc};
 use testkit::process::{
     describe_status, reap_each_blocking, reap_group_blocking, signal_each, signal_group,
 };
+use testkit::tail::Tail;
 
 /// The most of the proxy's stdout and of its stderr kept: the tail is what explains a failure.
 pub const TAIL_BYTES: usize = 8 * 1024;
@@ -172,41 +173,8 @@ pub fn kill_all_groups() {
     kill_all_descendants();
 }
 
-/// The last `TAIL_BYTES` of one output stream, drained continuously so a chatty proxy never
-/// blocks on a full pipe.
-#[derive(Debug, Default)]
-pub struct Tail {
-    bytes: VecDeque<u8>,
-    total: u64,
-}
-
-impl Tail {
-    fn push(&mut self, chunk: &[u8]) {
-        self.total += chunk.len() as u64;
-        let chunk = &chunk[chunk.len().saturating_sub(TAIL_BYTES)..];
-        let over = (self.bytes.len() + chunk.len()).saturating_sub(TAIL_BYTES);
-        self.bytes.drain(..over);
-        self.bytes.extend(chunk);
-    }
-
-    /// The kept text, lossily decoded, with a note when earlier output was dropped.
-    pub fn text(&self) -> String {
-        let (a, b) = self.bytes.as_slices();
-        let mut v = a.to_vec();
-        v.extend_from_slice(b);
-        let s = String::from_utf8_lossy(&v).into_owned();
-        if self.total > self.bytes.len() as u64 {
-            format!(
-                "[{} earlier bytes dropped] {}",
-                self.total - self.bytes.len() as u64,
-                s
-            )
-        } else {
-            s
-        }
-    }
-}
-
+/// Drains one output stream into its tail, continuously, so a chatty proxy never blocks on a
+/// full pipe.
 async fn drain(mut from: impl AsyncRead + Unpin, into: Arc<Mutex<Tail>>) {
     let mut buf = vec![0; 64 * 1024];
     while let Ok(n) = from.read(&mut buf).await {
@@ -557,8 +525,8 @@ impl Proxy {
         live.get_or_insert_with(HashSet::new).insert(pid);
         drop(live);
         // Stdout is read only so a chatty proxy never blocks on a full pipe; no report shows it.
-        let stdout = Arc::new(Mutex::new(Tail::default()));
-        let stderr = Arc::new(Mutex::new(Tail::default()));
+        let stdout = Arc::new(Mutex::new(Tail::new(TAIL_BYTES)));
+        let stderr = Arc::new(Mutex::new(Tail::new(TAIL_BYTES)));
         let mut drains = Vec::new();
         if let Some(out) = child.stdout.take() {
             drains.push(tokio::spawn(drain(out, stdout.clone())));
@@ -828,23 +796,6 @@ async fn is_listening(port: u16) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn tail_keeps_the_last_bytes_and_counts_the_rest() {
-        let mut t = Tail::default();
-        t.push(&vec![b'a'; TAIL_BYTES]);
-        t.push(b"end");
-        assert_eq!(t.total, TAIL_BYTES as u64 + 3);
-        let text = t.text();
-        assert!(
-            text.starts_with("[3 earlier bytes dropped]"),
-            "{}",
-            &text[..40]
-        );
-        assert!(text.ends_with("aend"));
-        t.push(&vec![b'z'; 3 * TAIL_BYTES]);
-        assert_eq!(t.bytes.len(), TAIL_BYTES);
-    }
 
     #[tokio::test]
     async fn a_slow_cpu_bound_first_start_limits_the_rest_to_a_core_each() {

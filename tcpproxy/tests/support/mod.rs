@@ -5,7 +5,7 @@
 //! with a limit from [`scaled`], so one knob stretches them all on a slow machine:
 //! `TCPPROXY_TEST_TIME_SCALE=3 cargo test -p tcpproxy`.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::fmt::Display;
 use std::future::Future;
 use std::io::{self, Read as _};
@@ -22,6 +22,7 @@ use testkit::pattern::pattern;
 use testkit::peer::{self, Pacing, read_to_end};
 use testkit::process::{self, describe_status};
 use testkit::procfs::{self, Usage};
+use testkit::tail::Tail;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 use tokio::sync::{oneshot, watch};
@@ -146,7 +147,7 @@ pub struct Proxy {
     port: u16,
     command: String,
     /// The last [`STDERR_KEEP`] bytes the proxy wrote to stderr.
-    stderr: Arc<Mutex<VecDeque<u8>>>,
+    stderr: Arc<Mutex<Tail>>,
     /// Changes whenever stderr grows, and closes when the proxy's stderr does: what a wait for a
     /// log line awaits instead of polling.
     stderr_grew: watch::Receiver<u64>,
@@ -237,18 +238,15 @@ impl Proxy {
             .spawn()
             .unwrap_or_else(|e| panic!("cannot spawn `{command}` ({}): {e}", bin.display()));
         let mut pipe = child.stderr.take().expect("stderr is piped");
-        let stderr = Arc::new(Mutex::new(VecDeque::new()));
-        let ring = stderr.clone();
+        let stderr = Arc::new(Mutex::new(Tail::new(STDERR_KEEP)));
+        let tail = stderr.clone();
         let (grew, stderr_grew) = watch::channel(0);
         let stderr_reader = std::thread::spawn(move || {
             let mut chunk = [0; 4096];
             while let Ok(n @ 1..) = pipe.read(&mut chunk) {
-                {
-                    let mut ring = ring.lock().unwrap_or_else(|e| e.into_inner());
-                    ring.extend(&chunk[..n]);
-                    let excess = ring.len().saturating_sub(STDERR_KEEP);
-                    ring.drain(..excess);
-                }
+                tail.lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(&chunk[..n]);
                 grew.send_modify(|total| *total += n as u64);
             }
         });
@@ -377,8 +375,7 @@ impl Proxy {
                 let _ = reader.join();
             }
         }
-        let ring = self.stderr.lock().unwrap_or_else(|e| e.into_inner());
-        String::from_utf8_lossy(&ring.iter().copied().collect::<Vec<u8>>()).into_owned()
+        self.stderr.lock().unwrap_or_else(|e| e.into_inner()).text()
     }
 }
 
