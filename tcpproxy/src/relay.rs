@@ -1,14 +1,17 @@
 //! One direction of a proxied pair: read from one socket into a bounded buffer and write it to
 //! the other, forward EOF as a half-close, and give up when the writer stalls.
 //!
-//! The shape follows tokio's `CopyBuffer`, with two differences the proxy contract needs: the
-//! buffer is lent from a [`Pool`] only while bytes are in flight, and a stall timer runs only
-//! while bytes are buffered and none can be written. The buffer is memory or a pipe for
-//! `splice(2)` ([`Buffer`]); the rules here hold for both. A direction borrows a pipe only while
-//! it streams: when its last loan filled up, as bulk transfers do and small exchanges do not.
+//! The shape follows tokio's `copy_bidirectional`, whose `CopyBuffer` lives inside its `Running`
+//! state, with two differences the proxy contract needs: the buffer is lent from a [`Pool`] only
+//! while bytes are in flight, and a stall timer runs only while bytes are buffered and none can
+//! be written. Both live in the `Loan` that only the stages with bytes in flight carry, so an
+//! idle direction cannot hold a buffer or a timer. The buffer is memory or a pipe for `splice(2)`
+//! ([`Buffer`]); the rules here hold for both. A direction borrows a pipe only while it streams:
+//! when its last loan filled up, as bulk transfers do and small exchanges do not.
 
 use std::fmt;
 use std::io;
+use std::mem;
 use std::net::Shutdown;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -19,7 +22,8 @@ use crate::buffer::{Buffer, Fill};
 use crate::pool::Pool;
 use crate::stall::{Progress, Stall};
 
-/// Where one direction is in its life. Every change goes through [`Relay::set_state`].
+/// Where one direction is in the proxy contract: the phase its trace lines name. Finer than this,
+/// a `Stage` also says what the direction holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum State {
     /// Reading from the source and writing to the destination.
@@ -40,9 +44,44 @@ impl fmt::Display for State {
     }
 }
 
+/// One direction's stage, holding what that stage needs and nothing more.
+#[derive(Debug)]
+enum Stage {
+    /// Reading, with nothing in flight: no buffer lent, no timer.
+    Idle,
+    /// Reading, with bytes in flight (or, within one round, a loan just taken for a read).
+    Holding(Loan),
+    /// The source ended; the loan's bytes are still being written.
+    Flushing(Loan),
+    /// The source ended and every byte was written; the half-close is next.
+    Closing,
+    /// The destination's write half is shut down.
+    Shut,
+}
+
+impl Stage {
+    fn state(&self) -> State {
+        match self {
+            Stage::Idle | Stage::Holding(_) => State::Open,
+            Stage::Flushing(_) | Stage::Closing => State::Flushing,
+            Stage::Shut => State::Shut,
+        }
+    }
+}
+
+/// A buffer lent from the pool, what it has carried, and the stall timer of the bytes it holds:
+/// the three go back (or are dropped) together.
+#[derive(Debug)]
+struct Loan {
+    buf: Buffer,
+    used: Used,
+    /// Runs only while bytes are held and none move; any write of a byte resets it.
+    stall: Stall,
+}
+
 /// How much of its buffer a loan has used; ordered, so the most it reached is kept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-enum Loan {
+enum Used {
     /// Nothing read yet (a read that found nothing, or only the EOF).
     Unused,
     /// Bytes read, the buffer never full.
@@ -74,22 +113,16 @@ impl fmt::Display for Abort {
 }
 
 pub struct Relay {
-    state: State,
-    /// Lent from the pool while it holds bytes, or while a read is about to fill it; `None` when
-    /// idle, so an idle direction holds neither memory nor a pipe.
-    buf: Option<Buffer>,
-    /// What the current loan has carried so far.
-    loan: Loan,
+    stage: Stage,
     /// The last loan was filled: bytes come faster than one read takes them, so the next loan is
     /// a pipe when the pool splices. A loan that carried bytes without filling (the burst was
     /// small) turns it off again; one that carried none leaves it as it was.
     streaming: bool,
     /// Bytes written to the destination so far.
     written: u64,
-    /// Runs only while bytes are buffered and none move; any write of a byte resets it.
-    stall: Stall,
     /// The error that ended reading, kept for the pair's log line.
     read_error: Option<io::Error>,
+    stall_timeout: Duration,
     label: &'static str,
 }
 
@@ -97,19 +130,17 @@ impl Relay {
     /// `label` names the direction in logs (`"client->server"`).
     pub fn new(label: &'static str, stall_timeout: Duration) -> Relay {
         Relay {
-            state: State::Open,
-            buf: None,
-            loan: Loan::Unused,
+            stage: Stage::Idle,
             streaming: false,
             written: 0,
-            stall: Stall::new(stall_timeout, Progress::Acknowledged),
             read_error: None,
+            stall_timeout,
             label,
         }
     }
 
     pub fn state(&self) -> State {
-        self.state
+        self.stage.state()
     }
 
     pub fn written(&self) -> u64 {
@@ -117,22 +148,14 @@ impl Relay {
     }
 
     pub fn buffered(&self) -> usize {
-        self.buf.as_ref().map_or(0, Buffer::buffered)
+        match &self.stage {
+            Stage::Holding(loan) | Stage::Flushing(loan) => loan.buf.buffered(),
+            Stage::Idle | Stage::Closing | Stage::Shut => 0,
+        }
     }
 
     pub fn read_error(&self) -> Option<&io::Error> {
         self.read_error.as_ref()
-    }
-
-    /// Reading is allowed only before EOF and while the buffer has room (an idle direction has no
-    /// buffer yet, and all the room of the one it will be lent).
-    fn can_read(&self) -> bool {
-        self.state == State::Open && self.buf.as_ref().is_none_or(|b| b.room() > 0)
-    }
-
-    fn set_state(&mut self, next: State) {
-        tracing::trace!(dir = self.label, "{} => {}", self.state, next);
-        self.state = next;
     }
 
     /// Moves bytes from `src` to `dst` until both would block, then registers for wake-ups.
@@ -147,139 +170,193 @@ impl Relay {
         dst: &TcpStream,
     ) -> Poll<Result<u64, Abort>> {
         loop {
-            let mut progressed = false;
-
-            if self.can_read() {
-                match src.poll_read_ready(cx) {
-                    Poll::Pending => {}
-                    Poll::Ready(Err(e)) => {
-                        self.end_reading(Some(e));
-                        progressed = true;
-                    }
-                    Poll::Ready(Ok(())) => {
-                        let streaming = self.streaming;
-                        let buf = self.buf.get_or_insert_with(|| pool.take(streaming));
-                        match buf.fill_from(src) {
-                            Ok(Fill::Eof) => self.end_reading(None),
-                            Ok(Fill::Data) => {
-                                let now = if buf.room() == 0 {
-                                    Loan::Filled
-                                } else {
-                                    Loan::Partial
-                                };
-                                self.loan = self.loan.max(now);
-                            }
-                            // Reading waits (can_read is false) until the writes empty it.
-                            Ok(Fill::Full) => self.loan = Loan::Filled,
-                            // The readiness was cleared; the next poll registers the waker.
-                            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                            // The lab treats a read error like EOF: flush, then half-close.
-                            Err(e) => self.end_reading(Some(e)),
-                        }
-                        progressed = true;
-                    }
+            // A round reads once and writes once, so that a loan taken for a read is written
+            // from before the source is asked again.
+            let read = self.read(cx, pool, src);
+            let wrote = match self.write(cx, dst) {
+                Ok(wrote) => wrote,
+                Err(abort) => return Poll::Ready(Err(abort)),
+            };
+            if let Err(abort) = self.settle(pool, dst) {
+                return Poll::Ready(Err(abort));
+            }
+            match &mut self.stage {
+                Stage::Shut => return Poll::Ready(Ok(self.written)),
+                _ if read || wrote => {}
+                // Bytes wait for a writer with no room: only now does the timer run.
+                Stage::Holding(loan) | Stage::Flushing(loan) => {
+                    return loan.stall.poll_stalled(cx, dst).map(|waited| {
+                        Err(Abort::Stalled {
+                            buffered: loan.buf.buffered(),
+                            waited,
+                        })
+                    });
                 }
-            }
-
-            if let Some(buf) = self.buf.as_mut().filter(|b| b.buffered() > 0) {
-                match dst.poll_write_ready(cx) {
-                    Poll::Pending => {}
-                    Poll::Ready(Err(e)) => return Poll::Ready(Err(Abort::WriteError(e))),
-                    Poll::Ready(Ok(())) => {
-                        match buf.drain_to(dst) {
-                            Ok(0) => {
-                                return Poll::Ready(Err(Abort::WriteError(
-                                    io::ErrorKind::WriteZero.into(),
-                                )));
-                            }
-                            Ok(n) => {
-                                self.written += n as u64;
-                                // Any progress restarts the stall timer.
-                                self.stall.reset();
-                            }
-                            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                            Err(e) => return Poll::Ready(Err(Abort::WriteError(e))),
-                        }
-                        progressed = true;
-                    }
-                }
-            }
-
-            if self.buffered() == 0 {
-                self.release(pool);
-            }
-
-            if self.state == State::Flushing && self.buffered() == 0 {
-                // Contract rule 3: the EOF goes on only after every buffered byte.
-                if let Err(e) = socket2::SockRef::from(dst).shutdown(Shutdown::Write) {
-                    // ENOTCONN: the peer already reset; the pair cannot end cleanly.
-                    return Poll::Ready(Err(Abort::WriteError(e)));
-                }
-                self.set_state(State::Shut);
-            }
-            if self.state == State::Shut {
-                return Poll::Ready(Ok(self.written));
-            }
-
-            if !progressed {
-                return self.poll_stall(cx, dst);
+                // Nothing held can time out, however long the pair sits idle. (`settle` leaves
+                // no direction closing: it shuts down or aborts.)
+                Stage::Idle | Stage::Closing => return Poll::Pending,
             }
         }
     }
 
-    fn end_reading(&mut self, error: Option<io::Error>) {
-        self.read_error = error;
-        self.set_state(State::Flushing);
+    /// Reads once, if the source has not ended and the buffer has room, taking a loan when
+    /// idle. True when it tried: an attempt that would block cleared the readiness, and the next
+    /// round's poll registers the waker.
+    fn read(&mut self, cx: &mut Context<'_>, pool: &Pool, src: &TcpStream) -> bool {
+        let held = match mem::replace(&mut self.stage, Stage::Idle) {
+            // An idle direction has all the room of the loan it will be lent.
+            Stage::Idle => None,
+            Stage::Holding(loan) if loan.buf.room() > 0 => Some(loan),
+            // Full (reading waits until the writes empty it), or past the source's end.
+            other => {
+                self.stage = other;
+                return false;
+            }
+        };
+        let mut loan = match src.poll_read_ready(cx) {
+            Poll::Pending => {
+                self.stage = held.map_or(Stage::Idle, Stage::Holding);
+                return false;
+            }
+            Poll::Ready(Err(e)) => {
+                self.end_reading(held, Some(e));
+                return true;
+            }
+            Poll::Ready(Ok(())) => held.unwrap_or_else(|| Loan {
+                buf: pool.take(self.streaming),
+                used: Used::Unused,
+                stall: Stall::new(self.stall_timeout, Progress::Acknowledged),
+            }),
+        };
+        match loan.buf.fill_from(src) {
+            Ok(Fill::Eof) => {
+                self.end_reading(Some(loan), None);
+                return true;
+            }
+            Ok(Fill::Data) => {
+                let now = if loan.buf.room() == 0 {
+                    Used::Filled
+                } else {
+                    Used::Partial
+                };
+                loan.used = loan.used.max(now);
+            }
+            Ok(Fill::Full) => loan.used = Used::Filled,
+            // The readiness was cleared; the next poll registers the waker.
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            // The lab treats a read error like EOF: flush, then half-close.
+            Err(e) => {
+                self.end_reading(Some(loan), Some(e));
+                return true;
+            }
+        }
+        self.stage = Stage::Holding(loan);
+        true
     }
 
-    /// Hands the buffer back once it is empty, so idle directions hold none.
-    fn release(&mut self, pool: &Pool) {
-        if let Some(buf) = self.buf.take() {
-            pool.give(buf);
-            let streaming = match std::mem::replace(&mut self.loan, Loan::Unused) {
-                Loan::Unused => self.streaming,
-                Loan::Partial => false,
-                Loan::Filled => true,
-            };
-            if streaming != self.streaming {
-                tracing::trace!(
-                    dir = self.label,
-                    "streaming {} => {}",
-                    self.streaming,
-                    streaming
-                );
-                self.streaming = streaming;
+    /// The source ended: what `held` holds is flushed, then the half-close goes on.
+    fn end_reading(&mut self, held: Option<Loan>, error: Option<io::Error>) {
+        self.read_error = error;
+        self.enter(State::Open, held.map_or(Stage::Closing, Stage::Flushing));
+    }
+
+    /// Writes once, if bytes are held. Ok(true) when it tried; Err when the pair must abort.
+    fn write(&mut self, cx: &mut Context<'_>, dst: &TcpStream) -> Result<bool, Abort> {
+        let loan = match &mut self.stage {
+            Stage::Holding(loan) | Stage::Flushing(loan) if loan.buf.buffered() > 0 => loan,
+            _ => return Ok(false),
+        };
+        match dst.poll_write_ready(cx) {
+            Poll::Pending => Ok(false),
+            Poll::Ready(Err(e)) => Err(Abort::WriteError(e)),
+            Poll::Ready(Ok(())) => {
+                match loan.buf.drain_to(dst) {
+                    Ok(0) => return Err(Abort::WriteError(io::ErrorKind::WriteZero.into())),
+                    Ok(n) => {
+                        self.written += n as u64;
+                        // Any progress restarts the stall timer.
+                        loan.stall.reset();
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(Abort::WriteError(e)),
+                }
+                Ok(true)
             }
+        }
+    }
+
+    /// Ends a loan with nothing left to write, so idle directions hold none, and half-closes a
+    /// direction that has flushed everything.
+    fn settle(&mut self, pool: &Pool, dst: &TcpStream) -> Result<(), Abort> {
+        self.stage = match mem::replace(&mut self.stage, Stage::Idle) {
+            Stage::Holding(loan) if loan.buf.buffered() == 0 => {
+                self.give_back(pool, loan);
+                Stage::Idle
+            }
+            Stage::Flushing(loan) if loan.buf.buffered() == 0 => {
+                self.give_back(pool, loan);
+                Stage::Closing
+            }
+            other => other,
+        };
+        if let Stage::Closing = self.stage {
+            // Contract rule 3: the EOF goes on only after every buffered byte.
+            // ENOTCONN: the peer already reset; the pair cannot end cleanly.
+            socket2::SockRef::from(dst)
+                .shutdown(Shutdown::Write)
+                .map_err(Abort::WriteError)?;
+            self.enter(State::Flushing, Stage::Shut);
+        }
+        Ok(())
+    }
+
+    /// Moves to `next` from a stage in phase `was`, which the caller names because it may have
+    /// moved the stage's data out already.
+    fn enter(&mut self, was: State, next: Stage) {
+        tracing::trace!(dir = self.label, "{} => {}", was, next.state());
+        self.stage = next;
+    }
+
+    /// Hands an empty loan's buffer back (its timer goes with it), and learns from what it
+    /// carried whether the next one should be a pipe.
+    fn give_back(&mut self, pool: &Pool, loan: Loan) {
+        pool.give(loan.buf);
+        let streaming = match loan.used {
+            Used::Unused => self.streaming,
+            Used::Partial => false,
+            Used::Filled => true,
+        };
+        if streaming != self.streaming {
+            tracing::trace!(
+                dir = self.label,
+                "streaming {} => {}",
+                self.streaming,
+                streaming
+            );
+            self.streaming = streaming;
         }
     }
 
     /// Ends the direction's loan when its pair ends: an empty buffer goes back to the pool, one
-    /// still holding bytes (an abort loses them) is discarded.
+    /// still holding bytes (an abort loses them) is discarded. The phase stays as it was, for
+    /// whoever asks after.
     pub fn close(&mut self, pool: &Pool) {
-        if let Some(buf) = self.buf.take() {
-            if buf.buffered() == 0 {
-                pool.give(buf);
-            } else {
-                pool.discard(buf);
+        let (loan, left) = match mem::replace(&mut self.stage, Stage::Idle) {
+            Stage::Holding(loan) => (loan, Stage::Idle),
+            Stage::Flushing(loan) => (loan, Stage::Closing),
+            other => {
+                self.stage = other;
+                return;
             }
+        };
+        self.stage = left;
+        if loan.buf.buffered() == 0 {
+            pool.give(loan.buf);
+        } else {
+            pool.discard(loan.buf);
         }
-    }
-
-    /// Nothing moved this round. If bytes are waiting for a writer with no room, run the stall
-    /// timer; an empty buffer never times out, however long the pair sits idle.
-    fn poll_stall(&mut self, cx: &mut Context<'_>, dst: &TcpStream) -> Poll<Result<u64, Abort>> {
-        if self.buffered() == 0 {
-            self.stall.reset();
-            return Poll::Pending;
-        }
-        self.stall.poll_stalled(cx, dst).map(|waited| {
-            Err(Abort::Stalled {
-                buffered: self.buffered(),
-                waited,
-            })
-        })
     }
 }
 
@@ -358,5 +435,6 @@ mod tests {
         let got = pump(&mut relay, &pool, (&src, &dst), &mut reader, bulk.len()).await;
         assert!(got == bulk);
         assert_eq!(pool.spares(), (1, 0));
+        assert!(matches!(relay.stage, Stage::Idle), "{:?}", relay.stage);
     }
 }
