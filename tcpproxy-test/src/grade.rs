@@ -70,6 +70,11 @@ pub struct Args {
     /// payloads.
     #[arg(long, value_name = "K/N", value_parser = Shard::parse)]
     shard: Option<Shard>,
+    /// Take --shard from the scheduler: a Slurm job array (SLURM_ARRAY_TASK_ID, _MIN, _COUNT)
+    /// or a Kubernetes Indexed Job (JOB_COMPLETION_INDEX, with TCPPROXY_TEST_SHARD_COUNT set to
+    /// the Job's completions).
+    #[arg(long, conflicts_with = "shard")]
+    shard_from_env: bool,
     /// Run only phases matching GLOB (repeatable).
     #[arg(long, value_name = "GLOB")]
     only: Vec<String>,
@@ -115,9 +120,12 @@ pub enum Grade {
 }
 
 /// Checks what clap cannot: the phase globs, and a seed for shards.
-pub fn config(args: Args) -> Result<Grade, String> {
+pub fn config(mut args: Args) -> Result<Grade, String> {
     if let Some(GradeCommand::Merge(m)) = args.command {
         return Ok(Grade::Merge(m));
+    }
+    if args.shard_from_env {
+        args.shard = Some(shard::from_env(|name| std::env::var(name).ok())?);
     }
     if args.shard.is_some() && args.seed.is_none() {
         return Err(
@@ -323,7 +331,8 @@ async fn grade(a: Args, filter: Filter, finished: Arc<AtomicUsize>) -> u8 {
     }
     let _ = writeln!(
         std::io::stdout(),
-        "graded {total} submissions into {}",
+        "graded {total} submission{} into {}",
+        if total == 1 { "" } else { "s" },
         a.out_dir.display()
     );
     let inconclusive = class

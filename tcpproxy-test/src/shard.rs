@@ -54,6 +54,41 @@ fn fnv1a(bytes: &[u8]) -> u64 {
     })
 }
 
+/// The shard a scheduler gave this task, from its environment (`get` reads a variable): a Slurm
+/// job array (`SLURM_ARRAY_TASK_ID` from `SLURM_ARRAY_TASK_MIN`, of `SLURM_ARRAY_TASK_COUNT`),
+/// or a Kubernetes Indexed Job (`JOB_COMPLETION_INDEX`, 0-based; Kubernetes gives no count, so
+/// the Job sets `TCPPROXY_TEST_SHARD_COUNT` to its `completions`).
+pub fn from_env(get: impl Fn(&str) -> Option<String>) -> Result<Shard, String> {
+    let number = |name: &str| -> Result<Option<u32>, String> {
+        get(name)
+            .map(|v| {
+                v.trim()
+                    .parse::<u32>()
+                    .map_err(|_| format!("{name}={v:?} is not a count"))
+            })
+            .transpose()
+    };
+    let shard = |index: u32, count: u32, from: &str| {
+        Shard::parse(&format!("{index}/{count}")).map_err(|e| format!("from {from}: {e}"))
+    };
+    if let Some(id) = number("SLURM_ARRAY_TASK_ID")? {
+        let min = number("SLURM_ARRAY_TASK_MIN")?.unwrap_or(0);
+        let count = number("SLURM_ARRAY_TASK_COUNT")?
+            .ok_or("SLURM_ARRAY_TASK_ID is set but SLURM_ARRAY_TASK_COUNT is not")?;
+        let index = id
+            .checked_sub(min)
+            .ok_or("SLURM_ARRAY_TASK_ID is below SLURM_ARRAY_TASK_MIN")?;
+        return shard(index + 1, count, "Slurm");
+    }
+    if let Some(index) = number("JOB_COMPLETION_INDEX")? {
+        let count = number("TCPPROXY_TEST_SHARD_COUNT")?.ok_or(
+            "JOB_COMPLETION_INDEX is set but TCPPROXY_TEST_SHARD_COUNT is not (set it in the Job to its completions)",
+        )?;
+        return shard(index.saturating_add(1), count, "Kubernetes");
+    }
+    Err("no shard in the environment: neither SLURM_ARRAY_TASK_ID (a Slurm job array) nor JOB_COMPLETION_INDEX (a Kubernetes Indexed Job) is set".into())
+}
+
 impl fmt::Display for Shard {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}/{}", self.index, self.count)
@@ -227,6 +262,50 @@ mod tests {
         assert_eq!(fnv1a(b""), 0xcbf2_9ce4_8422_2325);
         assert_eq!(fnv1a(b"a"), 0xaf63_dc4c_8601_ec8c);
         assert_eq!(fnv1a(b"foobar"), 0x8594_4171_f739_67e8);
+    }
+
+    #[test]
+    fn schedulers_name_the_shard_in_their_own_variables() {
+        let env = |vars: &'static [(&'static str, &'static str)]| {
+            move |name: &str| {
+                vars.iter()
+                    .find(|(k, _)| *k == name)
+                    .map(|(_, v)| v.to_string())
+            }
+        };
+        // `sbatch --array=0-3` and `--array=1-4` are the same four shards.
+        let slurm0 = env(&[
+            ("SLURM_ARRAY_TASK_ID", "0"),
+            ("SLURM_ARRAY_TASK_MIN", "0"),
+            ("SLURM_ARRAY_TASK_COUNT", "4"),
+        ]);
+        assert_eq!(from_env(slurm0), Ok(Shard { index: 1, count: 4 }));
+        let slurm1 = env(&[
+            ("SLURM_ARRAY_TASK_ID", "4"),
+            ("SLURM_ARRAY_TASK_MIN", "1"),
+            ("SLURM_ARRAY_TASK_COUNT", "4"),
+        ]);
+        assert_eq!(from_env(slurm1), Ok(Shard { index: 4, count: 4 }));
+        let k8s = env(&[
+            ("JOB_COMPLETION_INDEX", "2"),
+            ("TCPPROXY_TEST_SHARD_COUNT", "3"),
+        ]);
+        assert_eq!(from_env(k8s), Ok(Shard { index: 3, count: 3 }));
+        for bad in [
+            env(&[]),
+            env(&[("JOB_COMPLETION_INDEX", "2")]),
+            env(&[
+                ("JOB_COMPLETION_INDEX", "3"),
+                ("TCPPROXY_TEST_SHARD_COUNT", "3"),
+            ]),
+            env(&[
+                ("SLURM_ARRAY_TASK_ID", "x"),
+                ("SLURM_ARRAY_TASK_COUNT", "4"),
+            ]),
+            env(&[("SLURM_ARRAY_TASK_ID", "1")]),
+        ] {
+            assert!(from_env(bad).is_err());
+        }
     }
 
     #[test]
