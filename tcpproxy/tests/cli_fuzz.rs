@@ -15,7 +15,7 @@ use std::os::unix::process::ExitStatusExt as _;
 use std::time::Instant;
 
 use proptest::prelude::*;
-use proptest::test_runner::{Config, FileFailurePersistence, TestCaseError, TestError, TestRunner};
+use proptest::test_runner::{TestCaseError, TestError, TestRunner};
 use tcpproxy::cli::{self, Parsed};
 
 use crate::support::{LOCALHOST, scaled};
@@ -212,19 +212,8 @@ fn run_case(args: &[OsString]) -> Result<bool, String> {
 fn any_argument_vector_exits_0_1_or_2_with_a_message_and_never_panics() {
     let held = std::net::TcpListener::bind((LOCALHOST, 0)).expect("bind 127.0.0.1:0");
     let held_port = held.local_addr().expect("local_addr").port();
-    let cases = std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(CASES);
-    let config = Config {
-        cases,
-        max_shrink_time: MAX_SHRINK_MS,
-        failure_persistence: Some(Box::new(FileFailurePersistence::WithSource(
-            "proptest-regressions",
-        ))),
-        source_file: Some(file!()),
-        ..Config::default()
-    };
+    let config = testkit::property::config(CASES, MAX_SHRINK_MS, file!());
+    let cases = config.cases;
     let vectors = prop_oneof![
         prop::collection::vec(token(held_port), 0..=7),
         plausible(held_port),

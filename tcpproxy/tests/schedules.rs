@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use proptest::prelude::*;
-use proptest::test_runner::{Config, FileFailurePersistence, TestCaseError, TestError, TestRunner};
+use proptest::test_runner::{TestCaseError, TestError, TestRunner};
 use tokio::io::AsyncWriteExt as _;
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
@@ -249,19 +249,7 @@ fn random_schedules_deliver_every_byte_in_order_then_eof() {
             Setup::tight(Mode::Copy),
         )
     });
-    let cases = std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(CASES);
-    let config = Config {
-        cases,
-        max_shrink_time: MAX_SHRINK_MS,
-        failure_persistence: Some(Box::new(FileFailurePersistence::WithSource(
-            "proptest-regressions",
-        ))),
-        source_file: Some(file!()),
-        ..Config::default()
-    };
+    let config = testkit::property::config(CASES, MAX_SHRINK_MS, file!());
     let mut runner = TestRunner::new(config);
     let result = runner.run(&schedule(), |s| {
         let setup = match (s.tight, s.mode) {

@@ -9,4 +9,5 @@ pub mod pattern;
 pub mod peer;
 pub mod process;
 pub mod procfs;
+pub mod property;
 pub mod tail;
