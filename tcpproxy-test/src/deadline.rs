@@ -59,8 +59,8 @@ tokio::task_local! {
     static CLOSEST: RefCell<Option<Closest>>;
 }
 
-/// Runs `fut` and returns with it the closest of the waits it made through [`within`] and
-/// [`until`] in its own task (tasks it spawns are not followed: their waits end in one of
+/// Runs `fut` and returns with it the closest of the waits it made through [`within`] (or
+/// counted with [`observe`]) in its own task (tasks it spawns are not followed: their waits end in one of
 /// the phase's own).
 pub async fn tracking<F: Future>(fut: F) -> (F::Output, Option<Closest>) {
     CLOSEST

@@ -382,7 +382,7 @@ async fn flush_one_way(ctx: &Ctx, from_client: bool) -> PhaseResult {
                 }
                 // Every byte is in: the EOF must follow promptly, not at the phase deadline.
                 let rest = peer::read_to_end(&mut r_rd, &[FLUSH_READER], 1 << 20);
-                match tokio::time::timeout(eof_within, rest).await {
+                match within(eof_within, "EOF once every byte is in", rest).await {
                     Ok((extra, end)) => {
                         got.extend_from_slice(&extra);
                         (got, end)

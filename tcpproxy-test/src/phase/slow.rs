@@ -186,7 +186,7 @@ async fn read_slowly(
             }
         }
     };
-    match tokio::time::timeout(drain_within, drain).await {
+    match crate::deadline::within(drain_within, "the rest of the stream, then EOF", drain).await {
         Ok(e) => out.drain_error = e,
         Err(_) => out.drain_timed_out = true,
     }
