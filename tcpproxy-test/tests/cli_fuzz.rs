@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use proptest::prelude::*;
 use proptest::strategy::ValueTree as _;
-use proptest::test_runner::{Config, FileFailurePersistence, TestCaseError, TestError, TestRunner};
+use proptest::test_runner::{TestCaseError, TestError, TestRunner};
 use tcpproxy_test::cli::{self, Parsed};
 
 use crate::support::harness_bin;
@@ -212,19 +212,8 @@ fn run_case(args: &[OsString]) -> Result<(), String> {
 
 #[test]
 fn any_argument_vector_exits_0_or_2_with_a_message_and_never_panics() {
-    let cases = std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(CASES);
-    let config = Config {
-        cases,
-        max_shrink_time: MAX_SHRINK_MS,
-        failure_persistence: Some(Box::new(FileFailurePersistence::WithSource(
-            "proptest-regressions",
-        ))),
-        source_file: Some(file!()),
-        ..Config::default()
-    };
+    let config = testkit::property::config(CASES, MAX_SHRINK_MS, file!());
+    let cases = config.cases;
     let vectors = prop_oneof![filtered_out(), missing_proxy()];
     // Shrinking reruns cases, so the tally is of every vector tried.
     let (usage, listed) = (Cell::new(0), Cell::new(0));
