@@ -70,6 +70,42 @@ pub const CLASS_JSON: &str = "class.json";
 pub const CLASS_CSV: &str = "class.csv";
 pub const CLASS_JSON_FORMAT: &str = "tcpproxy-test-class";
 
+/// Why class.json could not be read as a class table; each says so in one line.
+pub enum Unreadable {
+    /// There is none.
+    Missing(String),
+    /// It cannot be read, is not a class table, or is another version.
+    Bad(String),
+}
+
+/// `dir`'s class.json, with its seed taken from `seed_text`, which no JSON writer rounds (a
+/// hand-edited or re-serialised file's number may have been).
+pub fn read(dir: &Path) -> Result<Class, Unreadable> {
+    let path = dir.join(CLASS_JSON);
+    let text = std::fs::read_to_string(&path).map_err(|e| {
+        let line = format!("cannot read {}: {e}", path.display());
+        if e.kind() == std::io::ErrorKind::NotFound {
+            Unreadable::Missing(line)
+        } else {
+            Unreadable::Bad(line)
+        }
+    })?;
+    let mut c: Class = serde_json::from_str(&text)
+        .map_err(|e| Unreadable::Bad(format!("{} is not a class table: {e}", path.display())))?;
+    if c.format != CLASS_JSON_FORMAT || c.version != CLASS_JSON_VERSION {
+        return Err(Unreadable::Bad(format!(
+            "{} is {} version {}; this harness reads {CLASS_JSON_FORMAT} version {CLASS_JSON_VERSION}",
+            path.display(),
+            c.format,
+            c.version
+        )));
+    }
+    if let Ok(seed) = c.seed_text.parse() {
+        c.seed = seed;
+    }
+    Ok(c)
+}
+
 /// Writes class.json and class.csv, each replaced whole (an interrupt never leaves half a table).
 pub fn write_class(out_dir: &Path, class: &Class) -> Result<(), String> {
     let json = serde_json::to_string_pretty(class).expect("plain data serialises") + "\n";

@@ -14,7 +14,8 @@ use tcpproxy::flag_value;
 use tokio::sync::Semaphore;
 
 use crate::class_table::{
-    CLASS_CSV, CLASS_JSON, CLASS_JSON_FORMAT, CLASS_JSON_VERSION, Class, Row, write_class,
+    self, CLASS_CSV, CLASS_JSON, CLASS_JSON_FORMAT, CLASS_JSON_VERSION, Class, Row, Unreadable,
+    write_class,
 };
 use crate::cli::resolve;
 use crate::deadline::Timing;
@@ -354,34 +355,26 @@ async fn grade(a: Args, filter: Filter, finished: Arc<AtomicUsize>) -> u8 {
 /// other settings would not be comparable, so a mismatch is refused rather than mixed in.
 fn resumable(a: &Args, phase_ids: &[String]) -> Result<Option<Class>, String> {
     let path = a.out_dir.join(CLASS_JSON);
-    let text = match std::fs::read_to_string(&path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+    let c = match class_table::read(&a.out_dir) {
+        Ok(c) => c,
+        Err(Unreadable::Missing(_)) => {
             eprintln!(
                 "tcpproxy-test grade: --resume: no {} yet; grading every submission",
                 path.display()
             );
             return Ok(None);
         }
-        Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+        Err(Unreadable::Bad(line)) => return Err(line),
     };
-    let mut c: Class = serde_json::from_str(&text)
-        .map_err(|e| format!("{} is not a class table: {e}", path.display()))?;
-    if c.format != CLASS_JSON_FORMAT || c.version != CLASS_JSON_VERSION {
-        return Err(format!(
-            "{} is {} version {}; this grade writes {CLASS_JSON_FORMAT} version {CLASS_JSON_VERSION}",
-            path.display(),
-            c.format,
-            c.version
-        ));
-    }
-    // The string is exact where an edited file's number may have been rounded.
-    if let Ok(seed) = c.seed_text.parse() {
-        c.seed = seed;
-    }
+    // `what` is the flag, or empty when `then` and `now` name it themselves.
     let differs = |what: &str, then: String, now: String| {
+        let then = if what.is_empty() {
+            then
+        } else {
+            format!("{what} {then}")
+        };
         Err(format!(
-            "{} was graded with {what} {then}, this run has {now}; give the same flags, or a new --out-dir",
+            "{} was graded with {then}, this run has {now}; give the same flags, or a new --out-dir",
             path.display()
         ))
     };

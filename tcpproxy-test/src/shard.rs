@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::class_table::{CLASS_JSON, CLASS_JSON_FORMAT, CLASS_JSON_VERSION, Class, Row};
+use crate::class_table::{self, Class, Row, Unreadable};
 
 /// The most shards a class is split into: beyond any scheduler's array (GitHub Actions allows
 /// 256 jobs a run, Slurm's default MaxArraySize is 1001).
@@ -100,7 +100,10 @@ impl fmt::Display for Shard {
 pub fn merge(dirs: &[PathBuf]) -> Result<Class, String> {
     let mut shards: Vec<(&Path, Class)> = Vec::new();
     for dir in dirs {
-        shards.push((dir, read(dir)?));
+        let class = class_table::read(dir).map_err(|e| match e {
+            Unreadable::Missing(line) | Unreadable::Bad(line) => line,
+        })?;
+        shards.push((dir, class));
     }
     let (first_dir, first) = &shards[0];
     let class = first
@@ -165,23 +168,6 @@ pub fn merge(dirs: &[PathBuf]) -> Result<Class, String> {
         submissions: merged,
         ..shards[0].1.clone()
     })
-}
-
-fn read(dir: &Path) -> Result<Class, String> {
-    let path = dir.join(CLASS_JSON);
-    let text = std::fs::read_to_string(&path)
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let c: Class = serde_json::from_str(&text)
-        .map_err(|e| format!("{} is not a class table: {e}", path.display()))?;
-    if c.format != CLASS_JSON_FORMAT || c.version != CLASS_JSON_VERSION {
-        return Err(format!(
-            "{} is {} version {}; this merge reads {CLASS_JSON_FORMAT} version {CLASS_JSON_VERSION}",
-            path.display(),
-            c.format,
-            c.version
-        ));
-    }
-    Ok(c)
 }
 
 /// Shards graded alike can be joined: the same harness, seed, settings, phases and class.
