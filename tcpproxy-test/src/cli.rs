@@ -159,21 +159,19 @@ pub enum Parsed {
 
 const NAME: &str = "tcpproxy-test";
 
-/// The suite's own long flags, for telling a user who wrote one after PROXY that it went to the
-/// proxy (`tcpproxy-test ./proxy --only echo/single` failed every phase with the proxy's usage).
-const SUITE_FLAGS: &[&str] = &[
-    "--stall-timeout",
-    "--timeout-scale",
-    "--seed",
-    "--jobs",
-    "--strict",
-    "--format",
-    "--output",
-    "--list",
-    "--only",
-    "--exclude",
-    "--build-failed",
-];
+/// The suite's own long flags (`--only`, ...), read from the parser so none is left out, for
+/// telling a user who wrote one after PROXY that it went to the proxy (`tcpproxy-test ./proxy
+/// --only echo/single` failed every phase with the proxy's usage). Help and version are left
+/// out: after PROXY they are the proxy's own.
+fn suite_flags() -> Vec<String> {
+    use clap::CommandFactory as _;
+    Cli::command()
+        .get_arguments()
+        .filter_map(|a| a.get_long())
+        .filter(|long| !["help", "version"].contains(long))
+        .map(|long| format!("--{long}"))
+        .collect()
+}
 
 pub fn parse(args: impl IntoIterator<Item = OsString>) -> Parsed {
     let args: Vec<OsString> = args.into_iter().collect();
@@ -238,12 +236,17 @@ fn suite(a: Args, dashes: bool) -> Result<Parsed, String> {
     let mut warnings = Vec::new();
     if !dashes {
         unknown_flag(&a.proxy)?;
+        let flags = suite_flags();
         let after: Vec<String> = a
             .proxy
             .iter()
             .skip(1)
             .map(|w| w.to_string_lossy().into_owned())
-            .filter(|w| SUITE_FLAGS.contains(&w.split('=').next().unwrap_or("")))
+            .filter(|w| {
+                flags
+                    .iter()
+                    .any(|f| w.split('=').next() == Some(f.as_str()))
+            })
             .collect();
         if !after.is_empty() {
             warnings.push(format!(
@@ -547,6 +550,24 @@ mod tests {
         assert_eq!(c.proxy.args[0], REFERENCE_SUBCOMMAND);
         assert_eq!(c.proxy.args[2], "2");
         assert_eq!(c.stall_timeout, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn the_suite_flags_are_read_from_the_parser() {
+        let flags = suite_flags();
+        for f in [
+            "--stall-timeout",
+            "--only",
+            "--exclude",
+            "--build-failed",
+            "--list",
+        ] {
+            assert!(flags.iter().any(|x| x == f), "{f} missing from {flags:?}");
+        }
+        assert!(
+            !flags.iter().any(|x| x == "--help" || x == "--version"),
+            "{flags:?}"
+        );
     }
 
     #[test]
