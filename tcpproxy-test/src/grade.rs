@@ -312,23 +312,18 @@ async fn grade(a: Args, filter: Filter, finished: Arc<AtomicUsize>) -> u8 {
             eta(started.elapsed(), done, to_grade)
         );
         rows[i] = Some(row);
-        class.submissions = rows.iter().flatten().cloned().collect();
-        class.complete = class.submissions.len() == total;
-        class.load_average = shard::load_average();
-        if let Err(msg) = write_class(&a.out_dir, &class) {
+        if let Err(msg) = save(&mut class, &rows, &a.out_dir) {
             eprintln!("tcpproxy-test grade: {msg}");
             return crate::EXIT_HARNESS;
         }
         finished.store(class.submissions.len(), Ordering::Relaxed);
     }
-    if to_grade == 0 {
-        // Everything came from the earlier run; the table is written again as complete.
-        class.submissions = rows.iter().flatten().cloned().collect();
-        class.complete = true;
-        if let Err(msg) = write_class(&a.out_dir, &class) {
-            eprintln!("tcpproxy-test grade: {msg}");
-            return crate::EXIT_HARNESS;
-        }
+    // Everything came from the earlier run: the table is written again, as complete.
+    if to_grade == 0
+        && let Err(msg) = save(&mut class, &rows, &a.out_dir)
+    {
+        eprintln!("tcpproxy-test grade: {msg}");
+        return crate::EXIT_HARNESS;
     }
     let _ = writeln!(
         std::io::stdout(),
@@ -348,6 +343,15 @@ async fn grade(a: Args, filter: Filter, finished: Arc<AtomicUsize>) -> u8 {
         return crate::EXIT_HARNESS;
     }
     crate::EXIT_PASSED
+}
+
+/// Writes the table as it stands: the rows so far, in the order given, complete once every
+/// submission has one.
+fn save(class: &mut Class, rows: &[Option<Row>], out_dir: &Path) -> Result<(), String> {
+    class.submissions = rows.iter().flatten().cloned().collect();
+    class.complete = class.submissions.len() == rows.len();
+    class.load_average = shard::load_average();
+    write_class(out_dir, class)
 }
 
 /// The earlier class.json, if there is one and it was graded as this run would grade: the same
