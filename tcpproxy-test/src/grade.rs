@@ -93,6 +93,8 @@ pub struct Args {
 enum GradeCommand {
     /// Join the class tables of `grade --shard` runs into one, as a single `grade` writes it.
     Merge(MergeArgs),
+    // Its help, short and long, is on DiffArgs.
+    Diff(crate::class_diff::DiffArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -118,12 +120,16 @@ pub struct MergeArgs {
 pub enum Grade {
     Class { args: Args, filter: Filter },
     Merge(MergeArgs),
+    Diff(crate::class_diff::DiffArgs),
 }
 
 /// Checks what clap cannot: the phase globs, and a seed for shards.
 pub fn config(mut args: Args) -> Result<Grade, String> {
     if let Some(GradeCommand::Merge(m)) = args.command {
         return Ok(Grade::Merge(m));
+    }
+    if let Some(GradeCommand::Diff(d)) = args.command {
+        return Ok(Grade::Diff(d));
     }
     if args.shard_from_env {
         args.shard = Some(shard::from_env(|name| std::env::var(name).ok())?);
@@ -147,6 +153,7 @@ pub fn main(g: Grade) -> std::process::ExitCode {
     let (a, filter) = match g {
         Grade::Class { args, filter } => (args, filter),
         Grade::Merge(m) => return merge(&m),
+        Grade::Diff(d) => return crate::class_diff::main(&d),
     };
     let finished = Arc::new(AtomicUsize::new(0));
     let note = {

@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 mod backlog;
+mod class_diff;
 mod class_table;
 use testkit::check;
 pub mod cli;

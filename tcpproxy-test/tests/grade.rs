@@ -503,3 +503,173 @@ fn shards_merge_into_the_table_one_grade_writes() {
         &refused.stderr,
     );
 }
+
+/// Issue 15: `grade diff OLD NEW` lists, for a regrade or a harness upgrade, the submissions
+/// whose verdicts changed, phase by phase, after the settings that differ; exit 0 when none
+/// changed, 1 when some did, 2 when a table cannot be read. OLD is a real (tiny) grading; NEW
+/// is its class.json edited as a regrade would change it.
+#[test]
+fn grade_diff_lists_what_changed_between_two_gradings() {
+    let class = tempfile::tempdir().unwrap();
+    let c = class.path();
+    let arg = |p: &Path| p.to_str().unwrap().to_string();
+    for name in ["alice", "bob"] {
+        submission(
+            c,
+            name,
+            &harness_bin(),
+            "__reference-proxy --stall-timeout 2",
+        );
+    }
+    let old = c.join("old");
+    let run = run_harness(
+        &[
+            "grade",
+            "--seed",
+            "7",
+            "--stall-timeout",
+            "2",
+            "--only",
+            "echo/single",
+            "--only",
+            "shutdown/one-way",
+            "--out-dir",
+            &arg(&old),
+            &arg(&c.join("alice")),
+            &arg(&c.join("bob")),
+        ],
+        Duration::from_secs(120),
+    );
+    assert_eq!(run.code, Some(0), "{}", run.dump());
+    crate::support::assert_nothing_left(&run);
+
+    // The regrade: another seed, a phase added, bob's one-way verdict flipped, carol added.
+    let mut table: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(old.join("class.json")).unwrap()).unwrap();
+    table["seed"] = 8.into();
+    table["seed_text"] = "8".into();
+    table["phases"]
+        .as_array_mut()
+        .unwrap()
+        .push("shutdown/flush".into());
+    let rows = table["submissions"].as_array_mut().unwrap();
+    for row in rows.iter_mut() {
+        let verdicts = row["verdicts"].as_array_mut().unwrap();
+        verdicts.push(serde_json::json!(["shutdown/flush", "passed"]));
+    }
+    let was = rows[1]["verdicts"][1][1].as_str().unwrap().to_string();
+    let now = if was == "passed" { "failed" } else { "passed" };
+    rows[1]["verdicts"][1][1] = now.into();
+    for (count, by) in [(was.as_str(), -1), (now, 1)] {
+        let n = rows[1][count].as_i64().unwrap() + by;
+        rows[1][count] = n.into();
+    }
+    let mut carol = rows[0].clone();
+    carol["name"] = "carol".into();
+    carol["path"] = arg(&c.join("carol")).into();
+    carol["status"] = "graded".into();
+    carol["passed"] = 3.into();
+    carol["failed"] = 0.into();
+    rows.push(carol);
+    let new = c.join("new");
+    std::fs::create_dir_all(&new).unwrap();
+    std::fs::write(new.join("class.json"), table.to_string()).unwrap();
+
+    let diff = |args: &[&str]| {
+        let mut all = vec!["grade", "diff"];
+        all.extend(args);
+        run_harness(&all, Duration::from_secs(30))
+    };
+    let (old_dir, new_json) = (arg(&old), arg(&new.join("class.json")));
+
+    let same = diff(&[&old_dir, &arg(&old.join("class.json"))]);
+    assert_eq!(same.code, Some(0), "{}", same.dump());
+    assert_eq!(
+        same.stdout,
+        "0 submissions changed, 2 unchanged, 0 only in OLD, 0 only in NEW\n"
+    );
+    assert_eq!(same.stderr, "");
+
+    let changed = diff(&[&old_dir, &new_json]);
+    assert_eq!(changed.code, Some(1), "{}", changed.dump());
+    assert_eq!(
+        changed.stdout,
+        format!(
+            "settings: seed 7 -> 8\n\
+             settings: phases 2 -> 3\n\
+             phases only in NEW: shutdown/flush\n\
+             bob    shutdown/one-way  {was} -> {now}\n\
+             carol  only in NEW       3 passed, 0 failed\n\
+             1 submission changed, 1 unchanged, 0 only in OLD, 1 only in NEW\n"
+        )
+    );
+
+    let back = diff(&[&arg(&new), &old_dir]);
+    assert_eq!(back.code, Some(1), "{}", back.dump());
+    assert!(
+        back.stdout
+            .contains("\nphases only in OLD: shutdown/flush\n"),
+        "{}",
+        back.dump()
+    );
+    assert!(
+        back.stdout
+            .contains("\ncarol  only in OLD       3 passed, 0 failed\n"),
+        "{}",
+        back.dump()
+    );
+
+    let json = diff(&["--format", "json", &old_dir, &new_json]);
+    assert_eq!(json.code, Some(1), "{}", json.dump());
+    let v: serde_json::Value = serde_json::from_str(&json.stdout).expect("one JSON document");
+    assert_eq!(v["format"], "tcpproxy-test-class-diff");
+    assert_eq!(v["version"], 1);
+    assert_eq!(
+        v["settings"][0],
+        serde_json::json!({"setting": "seed", "old": "7", "new": "8"})
+    );
+    assert_eq!(
+        v["phases_only_in_new"],
+        serde_json::json!(["shutdown/flush"])
+    );
+    assert_eq!(
+        v["submissions"][0],
+        serde_json::json!({"change": "changed", "name": "bob", "phases": [
+            {"phase": "shutdown/one-way", "old": was, "new": now}
+        ]})
+    );
+    assert_eq!(v["submissions"][1]["change"], "only_in_new");
+    assert_eq!(v["submissions"][1]["name"], "carol");
+    assert_eq!(
+        v["summary"],
+        serde_json::json!({"changed": 1, "unchanged": 1, "only_in_old": 0, "only_in_new": 1})
+    );
+    let json_same = diff(&["--format", "json", &old_dir, &old_dir]);
+    assert_eq!(json_same.code, Some(0), "{}", json_same.dump());
+
+    // A table that is missing, or of another version, is one line naming the file, exit 2.
+    let missing = diff(&[&arg(&c.join("nowhere")), &new_json]);
+    assert_eq!(missing.code, Some(2), "{}", missing.dump());
+    assert_eq!(missing.stdout, "");
+    assert_matches(
+        "tcpproxy-test grade diff: cannot read [..]/nowhere/class.json: No such file or directory (os error 2)\n",
+        &missing.stderr,
+    );
+    let future = c.join("future");
+    std::fs::create_dir_all(&future).unwrap();
+    table["version"] = 2.into();
+    std::fs::write(future.join("class.json"), table.to_string()).unwrap();
+    let refused = diff(&[&old_dir, &arg(&future)]);
+    assert_eq!(refused.code, Some(2), "{}", refused.dump());
+    assert_matches(
+        "tcpproxy-test grade diff: [..]/future/class.json is tcpproxy-test-class version 2; this harness reads tcpproxy-test-class version 1\n",
+        &refused.stderr,
+    );
+    let usage = diff(&[&old_dir]);
+    assert_eq!(usage.code, Some(2), "{}", usage.dump());
+    assert!(
+        usage.stderr.starts_with("tcpproxy-test grade diff: "),
+        "{}",
+        usage.dump()
+    );
+}
