@@ -236,6 +236,7 @@ fn settings(old: &Class, new: &Class) -> Vec<SettingChange> {
     let shard = |c: &Class| c.shard.map_or("none".to_string(), |s| s.to_string());
     let scale = |c: &Class| c.timeout_scale.unwrap_or(1.0).to_string();
     let strict = |c: &Class| c.strict.unwrap_or(false).to_string();
+    let vouched = |c: &Class| c.self_check.clone().unwrap_or_else(|| "off".into());
     let pairs: Vec<(&str, String, String)> = vec![
         ("harness_version", version(old), version(new)),
         ("shard", shard(old), shard(new)),
@@ -247,6 +248,7 @@ fn settings(old: &Class, new: &Class) -> Vec<SettingChange> {
         ),
         ("timeout_scale", scale(old), scale(new)),
         ("strict", strict(old), strict(new)),
+        ("self_check", vouched(old), vouched(new)),
         (
             "phases",
             old.phases.len().to_string(),

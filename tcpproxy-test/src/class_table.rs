@@ -22,6 +22,9 @@ pub struct Row {
     pub failed: usize,
     pub warning: usize,
     pub skipped: usize,
+    /// Phases the reference proxy failed too, beside it, every round of the self-check.
+    #[serde(default)]
+    pub inconclusive: usize,
     /// Verdict per phase id, in suite order; empty when the submission could not run.
     pub verdicts: Vec<(String, String)>,
     /// Where its reports are, in a merged table (`SHARD_DIR/NAME`); absent otherwise: `NAME`
@@ -60,6 +63,10 @@ pub struct Class {
     #[serde(default)]
     pub strict: Option<bool>,
     pub phases: Vec<String>,
+    /// The proxy that vouched for the host (`bundled` for the reference built into the
+    /// harness, else the `--self-check-reference` given); absent with `--no-self-check`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub self_check: Option<String>,
     /// False while the batch runs (and after an interrupt): rows are missing.
     #[serde(default)]
     pub complete: bool,
@@ -133,10 +140,10 @@ impl Row {
     }
 }
 
-/// `submission,path,status,passed,failed,warning,skipped,<phase ids...>`, one row per
-/// submission.
+/// `submission,path,status,passed,failed,warning,skipped,inconclusive,<phase ids...>`, one row
+/// per submission.
 pub fn class_csv(phase_ids: &[String], rows: &[Row]) -> String {
-    let mut s = String::from("submission,path,status,passed,failed,warning,skipped");
+    let mut s = String::from("submission,path,status,passed,failed,warning,skipped,inconclusive");
     for id in phase_ids {
         let _ = write!(s, ",{}", csv_field(id));
     }
@@ -144,14 +151,15 @@ pub fn class_csv(phase_ids: &[String], rows: &[Row]) -> String {
     for r in rows {
         let _ = write!(
             s,
-            "{},{},{},{},{},{},{}",
+            "{},{},{},{},{},{},{},{}",
             csv_field(&r.name),
             csv_field(&r.path),
             csv_field(&r.status),
             r.passed,
             r.failed,
             r.warning,
-            r.skipped
+            r.skipped,
+            r.inconclusive
         );
         for id in phase_ids {
             let v = r
@@ -190,6 +198,7 @@ mod tests {
                 failed: 1,
                 warning: 0,
                 skipped: 0,
+                inconclusive: 0,
                 verdicts: vec![
                     ("echo/single".into(), "passed".into()),
                     ("shutdown/one-way".into(), "failed".into()),
@@ -204,6 +213,7 @@ mod tests {
                 failed: 0,
                 warning: 0,
                 skipped: 0,
+                inconclusive: 0,
                 verdicts: vec![],
                 reports: None,
             },
@@ -212,9 +222,9 @@ mod tests {
         let csv = class_csv(&ids, &rows);
         assert_eq!(
             csv,
-            "submission,path,status,passed,failed,warning,skipped,echo/single,shutdown/one-way\n\
-             alice,a,graded,1,1,0,0,passed,failed\n\
-             bob,b,\"error: proxy 'b' is not executable, \"\"x\"\"\",0,0,0,0,not run,not run\n"
+            "submission,path,status,passed,failed,warning,skipped,inconclusive,echo/single,shutdown/one-way\n\
+             alice,a,graded,1,1,0,0,0,passed,failed\n\
+             bob,b,\"error: proxy 'b' is not executable, \"\"x\"\"\",0,0,0,0,0,not run,not run\n"
         );
     }
 }

@@ -78,6 +78,16 @@ struct Args {
     #[arg(long)]
     strict: bool,
 
+    /// Run each failed phase again beside the bundled reference proxy (up to twice): where the
+    /// reference fails it too, the phase is inconclusive (exit 3), not failed.
+    #[arg(long)]
+    self_check: bool,
+
+    /// The proxy that vouches for the host in --self-check (a staff solution, say), started like
+    /// PROXY [default: the bundled reference proxy].
+    #[arg(long, value_name = "PROGRAM", requires = "self_check")]
+    self_check_reference: Option<PathBuf>,
+
     /// Report format. With --output, the report goes to FILE and the human lines to stdout.
     #[arg(long, value_enum, value_name = "FORMAT", default_value_t = Format::Human)]
     format: Format,
@@ -124,6 +134,9 @@ pub struct Config {
     pub seed: Option<u64>,
     pub jobs: Option<usize>,
     pub strict: bool,
+    /// `--self-check`: failures are run again beside the reference (`crate::vouch`); `Some`
+    /// holds the reference to run, `--self-check-reference` or the bundled one.
+    pub self_check: Option<ProxyCommand>,
     pub format: Format,
     pub output: Option<PathBuf>,
     /// One line each for stderr before the run: what was given but may not mean what it says.
@@ -144,7 +157,7 @@ pub const BUILD_LOG_TAIL: usize = 8 * 1024;
 
 #[derive(Debug)]
 pub enum Parsed {
-    Run(Config),
+    Run(Box<Config>),
     /// `--list`: print the phases and exit 0.
     List(Filter),
     /// `fuzz`, validated.
@@ -314,7 +327,15 @@ fn suite(a: Args, dashes: bool) -> Result<Parsed, String> {
     if let Some(path) = &a.output {
         writable(path)?;
     }
-    Ok(Parsed::Run(Config {
+    let self_check = match (a.self_check, &a.self_check_reference) {
+        (false, _) => None,
+        (true, Some(program)) => Some(ProxyCommand {
+            program: resolve(program)?,
+            args: vec![],
+        }),
+        (true, None) => Some(crate::vouch::reference(stall_timeout)?),
+    };
+    Ok(Parsed::Run(Box::new(Config {
         proxy,
         reference,
         stall_timeout,
@@ -322,12 +343,13 @@ fn suite(a: Args, dashes: bool) -> Result<Parsed, String> {
         seed: a.seed,
         jobs: a.jobs.map(|j| j as usize),
         strict: a.strict,
+        self_check,
         format: a.format,
         output: a.output,
         filter,
         warnings,
         build_failed,
-    }))
+    })))
 }
 
 /// The error a report gives for a submission that did not build: that, and the end of its build

@@ -62,6 +62,14 @@ pub struct Args {
     /// Count warnings as failures.
     #[arg(long)]
     strict: bool,
+    /// Take failures as they come: do not run a failed phase again beside the reference proxy.
+    /// (By default each is, up to twice, and one the reference fails too is inconclusive.)
+    #[arg(long)]
+    no_self_check: bool,
+    /// The proxy that vouches for the host (a staff solution, say), started like a submission
+    /// [default: the bundled reference proxy].
+    #[arg(long, value_name = "PROGRAM", conflicts_with = "no_self_check")]
+    self_check_reference: Option<PathBuf>,
     /// Keep the rows OUT_DIR/class.json already has for these submissions (same paths, same
     /// settings) and grade only the rest; the seed is taken from it.
     #[arg(long)]
@@ -118,7 +126,7 @@ pub struct MergeArgs {
 /// A validated `grade`: its flags and the phases they select, or a merge.
 #[derive(Debug)]
 pub enum Grade {
-    Class { args: Args, filter: Filter },
+    Class { args: Box<Args>, filter: Filter },
     Merge(MergeArgs),
     Diff(crate::class_diff::DiffArgs),
 }
@@ -143,7 +151,7 @@ pub fn config(mut args: Args) -> Result<Grade, String> {
     let only = crate::cli::globs(&args.only)?;
     let exclude = crate::cli::globs(&args.exclude)?;
     Ok(Grade::Class {
-        args,
+        args: Box::new(args),
         filter: Filter { only, exclude },
     })
 }
@@ -151,7 +159,7 @@ pub fn config(mut args: Args) -> Result<Grade, String> {
 /// `tcpproxy-test grade`, its flags parsed and checked.
 pub fn main(g: Grade) -> std::process::ExitCode {
     let (a, filter) = match g {
-        Grade::Class { args, filter } => (args, filter),
+        Grade::Class { args, filter } => (*args, filter),
         Grade::Merge(m) => return merge(&m),
         Grade::Diff(d) => return crate::class_diff::main(&d),
     };
@@ -277,9 +285,28 @@ async fn grade(a: Args, filter: Filter, finished: Arc<AtomicUsize>) -> u8 {
         stall_timeout_secs: a.stall_timeout,
         timeout_scale: Some(a.timeout_scale),
         strict: Some(a.strict),
+        self_check: vouched_by(&a),
         phases: phase_ids.clone(),
         complete: false,
         submissions: vec![],
+    };
+    let reference = if a.no_self_check {
+        None
+    } else {
+        let made = match &a.self_check_reference {
+            Some(program) => resolve(program).map(|program| ProxyCommand {
+                program,
+                args: vec![],
+            }),
+            None => crate::vouch::reference(stall),
+        };
+        match made {
+            Ok(r) => Some(Arc::new(r)),
+            Err(msg) => {
+                eprintln!("tcpproxy-test grade: --self-check-reference: {msg}");
+                return crate::EXIT_USAGE;
+            }
+        }
     };
     let slots = Arc::new(Semaphore::new(a.jobs as usize));
     let out_dir = Arc::new(a.out_dir.clone());
@@ -288,11 +315,23 @@ async fn grade(a: Args, filter: Filter, finished: Arc<AtomicUsize>) -> u8 {
         if rows[i].is_some() {
             continue;
         }
-        let (slots, filter, out_dir, name) =
-            (slots.clone(), filter.clone(), out_dir.clone(), name.clone());
+        let (slots, filter, out_dir, name, reference) = (
+            slots.clone(),
+            filter.clone(),
+            out_dir.clone(),
+            name.clone(),
+            reference.clone(),
+        );
         tasks.spawn(async move {
             let _slot = slots.acquire_owned().await.expect("never closed");
-            let row = grade_one(&path, name, filter, rules, stall, a.timeout_scale, &out_dir).await;
+            let how = How {
+                filter,
+                rules,
+                stall,
+                scale: a.timeout_scale,
+                reference,
+            };
+            let row = grade_one(&path, name, how, &out_dir).await;
             (i, row)
         });
     }
@@ -345,7 +384,7 @@ async fn grade(a: Args, filter: Filter, finished: Arc<AtomicUsize>) -> u8 {
         .count();
     if inconclusive > 0 {
         eprintln!(
-            "tcpproxy-test grade: {inconclusive} submission(s) inconclusive: the harness could not run them; regrade those (--resume grades only them)"
+            "tcpproxy-test grade: {inconclusive} submission(s) inconclusive: the harness could not run or could not decide them (see their status); regrade those (--resume grades only them)"
         );
         return crate::EXIT_HARNESS;
     }
@@ -359,6 +398,15 @@ fn save(class: &mut Class, rows: &[Option<Row>], out_dir: &Path) -> Result<(), S
     class.complete = class.submissions.len() == rows.len();
     class.load_average = shard::load_average();
     write_class(out_dir, class)
+}
+
+/// class.json's `self_check`: who vouches for the host, or None with `--no-self-check`.
+fn vouched_by(a: &Args) -> Option<String> {
+    (!a.no_self_check).then(|| {
+        a.self_check_reference
+            .as_ref()
+            .map_or("bundled".to_string(), |p| p.display().to_string())
+    })
 }
 
 /// The earlier class.json, if there is one and it was graded as this run would grade: the same
@@ -417,6 +465,15 @@ fn resumable(a: &Args, phase_ids: &[String]) -> Result<Option<Class>, String> {
     }
     if c.phases != phase_ids {
         return differs("the phases", c.phases.join(" "), phase_ids.join(" "));
+    }
+    let words = |v: Option<&str>| match v {
+        None => "--no-self-check".to_string(),
+        Some("bundled") => "the self-check".to_string(),
+        Some(p) => format!("--self-check-reference {p}"),
+    };
+    let now = vouched_by(a);
+    if c.self_check != now {
+        return differs("", words(c.self_check.as_deref()), words(now.as_deref()));
     }
     Ok(Some(c))
 }
@@ -483,16 +540,25 @@ fn write_error_reports(
 /// Runs of the suite tried on one submission before a harness fault makes its row inconclusive.
 const HARNESS_ATTEMPTS: usize = 3;
 
-/// Grades one submission, writing its artifacts; Err only when its artifacts cannot be written.
-async fn grade_one(
-    path: &Path,
-    name: String,
+/// How every submission is graded.
+struct How {
     filter: Filter,
     rules: Rules,
     stall: Duration,
     scale: f64,
-    out_dir: &Path,
-) -> Result<Row, String> {
+    /// The proxy that vouches for the host (`crate::vouch`); None with `--no-self-check`.
+    reference: Option<Arc<ProxyCommand>>,
+}
+
+/// Grades one submission, writing its artifacts; Err only when its artifacts cannot be written.
+async fn grade_one(path: &Path, name: String, how: How, out_dir: &Path) -> Result<Row, String> {
+    let How {
+        filter,
+        rules,
+        stall,
+        scale,
+        reference,
+    } = how;
     let mut row = Row {
         name: name.clone(),
         path: path.display().to_string(),
@@ -501,6 +567,7 @@ async fn grade_one(
         failed: 0,
         warning: 0,
         skipped: 0,
+        inconclusive: 0,
         verdicts: vec![],
         reports: None,
     };
@@ -532,7 +599,7 @@ async fn grade_one(
     // A harness fault (its own port taken, say) is no verdict on the student: try again, and if
     // it persists the row says inconclusive rather than failed.
     let mut attempt = 1;
-    let (outcomes, starts): (Vec<Outcome>, Arc<Starts>) = loop {
+    let (mut outcomes, starts): (Vec<Outcome>, Arc<Starts>) = loop {
         let starts = Arc::new(Starts::default());
         let run = suite::run_watched(
             filter.select(),
@@ -561,11 +628,37 @@ async fn grade_one(
             }
         }
     };
+    let failed = outcomes.iter().any(|o| o.verdict == Verdict::Failed);
+    // A submission that never started fails for itself; the host has nothing to vouch for.
+    if let Some(reference) = reference.filter(|_| failed && !starts.none_started()) {
+        match crate::vouch::confirm_failures(&mut outcomes, &cmd, &reference, rules).await {
+            Ok(c) => {
+                for note in &c.notes {
+                    eprintln!("tcpproxy-test grade: {name}: self-check: {note}");
+                }
+            }
+            Err(msg) => {
+                let msg = format!(
+                    "the harness could not run the self-check: {msg}; this is no verdict on the submission"
+                );
+                row.status = format!("inconclusive: {msg}");
+                write_error_reports(&dir, &proxy, rules, stall, scale, &msg)?;
+                return Ok(row);
+            }
+        }
+    }
     let count = |v| outcomes.iter().filter(|o| o.verdict == v).count();
     row.passed = count(Verdict::Passed);
     row.failed = count(Verdict::Failed);
     row.warning = count(Verdict::Warning);
     row.skipped = count(Verdict::Skipped);
+    row.inconclusive = count(Verdict::Inconclusive);
+    if row.inconclusive > 0 {
+        row.status = format!(
+            "inconclusive: the reference proxy failed {} of its phases too, beside it, each time; grade it again on a quieter host (--resume grades only such rows)",
+            row.inconclusive
+        );
+    }
     row.verdicts = outcomes
         .iter()
         .map(|o| (o.id.to_string(), o.verdict.to_string()))

@@ -26,6 +26,7 @@ mod runtime;
 mod shard;
 mod sockdiag;
 mod suite;
+mod vouch;
 
 use std::ffi::OsString;
 use std::io::{IsTerminal as _, Write as _};
@@ -85,7 +86,7 @@ pub fn main_with_args(args: Vec<OsString>) -> ExitCode {
     if let Some(error) = &config.build_failed {
         return ExitCode::from(report_not_built(&config, error));
     }
-    runtime::run("tcpproxy-test", run(config))
+    runtime::run("tcpproxy-test", run(*config))
 }
 
 /// `--build-failed`: the report of a submission that did not build, written where a run's would
@@ -184,7 +185,7 @@ async fn run(config: Config) -> u8 {
     let starts = std::sync::Arc::new(harness::Starts::default());
     let result = suite::run_watched(
         phases,
-        config.proxy,
+        config.proxy.clone(),
         rules,
         config.jobs,
         progress.running(),
@@ -201,13 +202,45 @@ async fn run(config: Config) -> u8 {
     )
     .await;
     progress.finish();
-    let outcomes = match result {
+    let mut outcomes = match result {
         Ok(o) => o,
         Err(msg) => {
             eprintln!("tcpproxy-test: the harness could not run: {msg}");
             return EXIT_HARNESS;
         }
     };
+    let failed = outcomes
+        .iter()
+        .filter(|o| o.verdict == Verdict::Failed)
+        .count();
+    // A proxy that never started fails for itself; the host has nothing to vouch for.
+    if let Some(reference) = config
+        .self_check
+        .as_ref()
+        .filter(|_| failed > 0 && !starts.none_started())
+    {
+        eprintln!(
+            "tcpproxy-test: self-check: running the {failed} failed phase(s) again beside the reference proxy (up to {} rounds)",
+            vouch::ROUNDS
+        );
+        match vouch::confirm_failures(&mut outcomes, &config.proxy, reference, rules).await {
+            Ok(c) => {
+                for note in &c.notes {
+                    eprintln!("tcpproxy-test: self-check: {note}");
+                }
+                if stream_human {
+                    let _ = writeln!(stdout, "After the self-check:");
+                    for o in outcomes.iter().filter(|o| o.verdict != Verdict::Passed) {
+                        let _ = report::write_outcome_styled(&mut stdout, o, color);
+                    }
+                }
+            }
+            Err(msg) => {
+                eprintln!("tcpproxy-test: the harness could not run the self-check: {msg}");
+                return EXIT_HARNESS;
+            }
+        }
+    }
     // A closed stdout (`| head`) must not turn into a panic; the exit code still tells.
     if stream_human {
         let _ = writeln!(stdout, "{}", report::summary(&outcomes));
@@ -243,6 +276,11 @@ async fn run(config: Config) -> u8 {
         EXIT_NEVER_STARTED
     } else if outcomes.iter().any(|o| o.verdict == Verdict::Failed) {
         EXIT_FAILED
+    } else if outcomes.iter().any(|o| o.verdict == Verdict::Inconclusive) {
+        eprintln!(
+            "tcpproxy-test: inconclusive: the reference proxy failed the same phases on this host; run again on a quieter host (or with a larger --timeout-scale)"
+        );
+        EXIT_HARNESS
     } else {
         EXIT_PASSED
     }

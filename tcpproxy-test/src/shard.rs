@@ -204,6 +204,10 @@ fn agree(a_dir: &Path, a: &Class, b_dir: &Path, b: &Class) -> Result<(), String>
     if a.phases != b.phases {
         return differs("phases", a.phases.join(" "), b.phases.join(" "));
     }
+    if a.self_check != b.self_check {
+        let s = |c: &Class| c.self_check.clone().unwrap_or_else(|| "off".into());
+        return differs("self-check", s(a), s(b));
+    }
     let count = |c: &Class| c.shard.map_or(0, |s| s.count);
     if count(a) != count(b) {
         return differs("shard count", count(a).to_string(), count(b).to_string());

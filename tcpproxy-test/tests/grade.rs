@@ -74,13 +74,13 @@ fn a_class_gets_a_row_per_submission_whatever_state_it_is_in() {
     assert_eq!(run.code, Some(0), "{}", run.dump());
     let csv = std::fs::read_to_string(out.join("class.csv")).unwrap();
     assert_matches(
-        "submission,path,status,passed,failed,warning,skipped,echo/single,shutdown/one-way
-alice,[..]/alice,graded,2,0,0,0,passed,passed
-bob,[..]/bob,graded,1,1,0,0,passed,failed
-carol,[..]/carol,graded,0,2,0,0,failed,failed
-dave,[..]/dave,error: proxy '[..]/dave/tcpproxy' cannot be used: No such file or directory (os error 2),0,0,0,0,not run,not run
-erin,[..]/erin,error: proxy '[..]/erin' cannot be used: No such file or directory (os error 2),0,0,0,0,not run,not run
-frank,[..]/frank,\"error: the proxy never started in any phase: expected the proxy to listen on port [..], but it exited first (exit status 2); its stderr begins: [..]Syntax error[..]\",0,2,0,0,failed,failed
+        "submission,path,status,passed,failed,warning,skipped,inconclusive,echo/single,shutdown/one-way
+alice,[..]/alice,graded,2,0,0,0,0,passed,passed
+bob,[..]/bob,graded,1,1,0,0,0,passed,failed
+carol,[..]/carol,graded,0,2,0,0,0,failed,failed
+dave,[..]/dave,error: proxy '[..]/dave/tcpproxy' cannot be used: No such file or directory (os error 2),0,0,0,0,0,not run,not run
+erin,[..]/erin,error: proxy '[..]/erin' cannot be used: No such file or directory (os error 2),0,0,0,0,0,not run,not run
+frank,[..]/frank,\"error: the proxy never started in any phase: expected the proxy to listen on port [..], but it exited first (exit status 2); its stderr begins: [..]Syntax error[..]\",0,2,0,0,0,failed,failed
 ",
         &csv,
     );
@@ -365,10 +365,10 @@ fn assert_class_json_documented(class_json: &serde_json::Value) {
             .keys()
             .cloned(),
     );
-    // One line documents the four counts.
+    // One line documents the five counts.
     let documented: std::collections::BTreeSet<String> = documented
         .into_iter()
-        .chain(["failed", "warning", "skipped"].map(String::from))
+        .chain(["failed", "warning", "skipped", "inconclusive"].map(String::from))
         .collect();
     assert_eq!(
         documented, real,
@@ -476,8 +476,8 @@ fn shards_merge_into_the_table_one_grade_writes() {
             .keys()
             .chain(row.as_object().unwrap().keys())
         {
-            // One line documents the four counts, under `passed`.
-            let counted = ["failed", "warning", "skipped"].contains(&key.as_str());
+            // One line documents the five counts, under `passed`.
+            let counted = ["failed", "warning", "skipped", "inconclusive"].contains(&key.as_str());
             assert!(
                 counted || doc.contains(&format!("| `{key}` |")),
                 "class.json's {key} is not documented"

@@ -9,4 +9,5 @@ mod grade;
 mod invocation;
 mod matrix;
 mod reference;
+mod self_check;
 mod support;

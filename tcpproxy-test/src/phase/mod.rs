@@ -175,6 +175,9 @@ pub enum Verdict {
     Warning,
     /// The phase cannot run here (no /proc, say); the line says why.
     Skipped,
+    /// The proxy failed it, and so did the reference proxy run beside it each time it was run
+    /// again (`--self-check`): the host, not the proxy, may be at fault, so no grade is given.
+    Inconclusive,
 }
 
 impl std::fmt::Display for Verdict {
@@ -184,6 +187,7 @@ impl std::fmt::Display for Verdict {
             Verdict::Failed => "failed",
             Verdict::Warning => "warning",
             Verdict::Skipped => "skipped",
+            Verdict::Inconclusive => "inconclusive",
         })
     }
 }

@@ -37,12 +37,16 @@ pub fn render(run: &RunReport) -> String {
             } else {
                 1.0
             };
-            let passed = o.verdict != Verdict::Failed;
+            // Gradescope has no ungraded test: an inconclusive one scores 0 and says why.
+            let passed = !matches!(o.verdict, Verdict::Failed | Verdict::Inconclusive);
             let mut output = match o.verdict {
                 Verdict::Passed => String::new(),
                 Verdict::Failed => format!("failed: {message}"),
                 Verdict::Warning => format!("warning: {message}"),
                 Verdict::Skipped => format!("skipped: {message}"),
+                Verdict::Inconclusive => {
+                    format!("inconclusive (no grade; ask course staff to regrade): {message}")
+                }
             };
             for d in details {
                 output.push('\n');

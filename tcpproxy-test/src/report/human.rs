@@ -18,6 +18,7 @@ pub fn write_outcome_styled(out: &mut impl Write, o: &Outcome, color: bool) -> s
             Verdict::Failed => "1;31",
             Verdict::Warning => "33",
             Verdict::Skipped => "2",
+            Verdict::Inconclusive => "35",
         };
         format!("\x1b[{code}m{}\x1b[0m", o.verdict)
     } else {
@@ -43,7 +44,8 @@ pub fn write_outcome_styled(out: &mut impl Write, o: &Outcome, color: bool) -> s
     }
 }
 
-/// `10 passed, 0 failed`, then `, 1 warning` and `, 1 skipped` when there are any.
+/// `10 passed, 0 failed`, then `, 1 warning`, `, 1 skipped` and `, 1 inconclusive` when there
+/// are any.
 pub fn summary(outcomes: &[Outcome]) -> String {
     let count = |v| outcomes.iter().filter(|o| o.verdict == v).count();
     let mut s = format!(
@@ -58,6 +60,9 @@ pub fn summary(outcomes: &[Outcome]) -> String {
     }
     if count(Verdict::Skipped) > 0 {
         s.push_str(&format!(", {} skipped", count(Verdict::Skipped)));
+    }
+    if count(Verdict::Inconclusive) > 0 {
+        s.push_str(&format!(", {} inconclusive", count(Verdict::Inconclusive)));
     }
     s
 }

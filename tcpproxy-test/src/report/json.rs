@@ -36,6 +36,14 @@ struct Summary {
     failed: usize,
     warning: usize,
     skipped: usize,
+    /// Only with `--self-check`, and only when there are any: readers of the first model see
+    /// the same four counts as before.
+    #[serde(skip_serializing_if = "is_zero")]
+    inconclusive: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 #[derive(Serialize)]
@@ -88,6 +96,7 @@ fn render_document(run: &RunReport, error: Option<&str>) -> String {
             failed: run.count(Verdict::Failed),
             warning: run.count(Verdict::Warning),
             skipped: run.count(Verdict::Skipped),
+            inconclusive: run.count(Verdict::Inconclusive),
         },
         phases: run
             .outcomes

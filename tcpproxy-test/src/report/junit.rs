@@ -33,6 +33,14 @@ pub fn render(run: &RunReport) -> String {
                 s.set_description(details.join("\n"));
                 s
             }
+            // An error, not a failure: the harness could not decide, and CI still shows red.
+            Verdict::Inconclusive => {
+                let mut s = TestCaseStatus::non_success(NonSuccessKind::Error);
+                s.set_message(message.as_str());
+                s.set_type("inconclusive");
+                s.set_description(details.join("\n"));
+                s
+            }
         };
         let mut case = TestCase::new(o.name, status);
         case.set_classname(o.id);

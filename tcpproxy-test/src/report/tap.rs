@@ -23,8 +23,14 @@ pub fn render(run: &RunReport) -> String {
                 let _ = writeln!(s, "ok {n} - {} # {}", o.name, o.id);
                 let _ = writeln!(s, "# warning: {message}");
             }
-            Verdict::Failed => {
-                let _ = writeln!(s, "not ok {n} - {} # {}", o.name, o.id);
+            // Not `ok`: a harness that prints no grade must not read as a pass.
+            Verdict::Failed | Verdict::Inconclusive => {
+                let word = if o.verdict == Verdict::Inconclusive {
+                    "inconclusive: "
+                } else {
+                    ""
+                };
+                let _ = writeln!(s, "not ok {n} - {} # {word}{}", o.name, o.id);
                 s.push_str("  ---\n");
                 let _ = writeln!(s, "  message: {}", yaml_string(&message));
                 let _ = writeln!(s, "  duration_ms: {}", o.elapsed.as_millis());

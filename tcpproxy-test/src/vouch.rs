@@ -1,0 +1,150 @@
+//! The reference proxy vouching for the host (`--self-check`). A phase the proxy under test
+//! failed is run again, the proxy and the bundled reference side by side, so both meet the same
+//! load at the same moment. If the reference passes, the proxy's verdict of that round stands
+//! (the host could forward correctly just then); if the reference fails too, the host cannot tell
+//! a broken proxy from a slow machine, and after [`ROUNDS`] such rounds the phase is
+//! inconclusive rather than failed. Only failures are checked: a pass is never the host's doing,
+//! and a run with no failure needs no reference at all.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::cli::REFERENCE_SUBCOMMAND;
+use crate::harness::{ProxyCommand, Starts};
+use crate::phase::{self, Failure, Outcome, Rules, Verdict};
+use crate::suite::{self, Running};
+
+/// Rounds a failed phase is run again beside the reference before it is called inconclusive.
+pub const ROUNDS: usize = 2;
+
+/// The bundled reference proxy, written for the same stall timeout as the proxy under test.
+pub fn reference(stall: Duration) -> Result<ProxyCommand, String> {
+    let exe = std::env::current_exe()
+        .map_err(|e| format!("cannot find this executable to run the reference proxy: {e}"))?;
+    Ok(ProxyCommand {
+        program: exe,
+        args: vec![
+            REFERENCE_SUBCOMMAND.into(),
+            "--stall-timeout".into(),
+            stall.as_secs_f64().to_string().into(),
+        ],
+    })
+}
+
+/// What the self-check did to one run.
+#[derive(Debug, Default, Clone)]
+pub struct Checked {
+    /// Rounds run beside the reference (0: nothing failed).
+    pub rounds: usize,
+    /// Failures the reference vouched for: it passed the phase beside the proxy, which failed.
+    pub confirmed: usize,
+    /// Failures that did not come back beside a passing reference: the later verdict stands.
+    pub cleared: usize,
+    /// Failures the reference shared every round.
+    pub inconclusive: usize,
+    /// One line per phase whose verdict it changed or confirmed, for the reader.
+    pub notes: Vec<String>,
+}
+
+/// Runs the failed phases of `outcomes` again beside the reference, up to [`ROUNDS`] times, and
+/// puts each phase's final verdict in its place. Err when the harness itself could not run.
+pub async fn confirm_failures(
+    outcomes: &mut [Outcome],
+    proxy: &ProxyCommand,
+    reference: &ProxyCommand,
+    rules: Rules,
+) -> Result<Checked, String> {
+    let mut checked = Checked::default();
+    let mut open: Vec<usize> = (0..outcomes.len())
+        .filter(|&i| outcomes[i].verdict == Verdict::Failed)
+        .collect();
+    // The reference's failure per open phase, from the latest round.
+    let mut theirs: Vec<Option<String>> = vec![None; outcomes.len()];
+    for round in 1..=ROUNDS {
+        if open.is_empty() {
+            break;
+        }
+        let ids: Vec<&str> = open.iter().map(|&i| outcomes[i].id).collect();
+        let pick = || {
+            phase::all()
+                .into_iter()
+                .filter(|p| ids.contains(&p.id))
+                .collect::<Vec<_>>()
+        };
+        let run = |cmd: &ProxyCommand| {
+            suite::run_watched(
+                pick(),
+                cmd.clone(),
+                rules,
+                None,
+                Running::default(),
+                Arc::new(Starts::default()),
+                |_| {},
+            )
+        };
+        let (again, by_reference) = tokio::join!(run(proxy), run(reference));
+        let (again, by_reference) = (again?, by_reference?);
+        checked.rounds = round;
+        open.retain(|&i| {
+            let id = outcomes[i].id;
+            let find = |list: &[Outcome]| list.iter().find(|o| o.id == id).cloned();
+            let (Some(mine), Some(reference)) = (find(&again), find(&by_reference)) else {
+                // Every picked phase comes back from both runs; if one did not, leave it open.
+                return true;
+            };
+            if reference.verdict == Verdict::Failed {
+                theirs[i] = reference.failure.map(|f| f.summary);
+                return true;
+            }
+            let first = outcomes[i]
+                .failure
+                .as_ref()
+                .map(|f| f.summary.clone())
+                .unwrap_or_default();
+            let mut settled = mine;
+            if settled.verdict == Verdict::Failed {
+                checked.confirmed += 1;
+                if let Some(f) = &mut settled.failure {
+                    f.details.push(format!(
+                        "self-check: failed again in round {round} beside the reference proxy, which passed it"
+                    ));
+                }
+                checked
+                    .notes
+                    .push(format!("{}: failed again beside a passing reference", settled.name));
+            } else {
+                checked.cleared += 1;
+                checked.notes.push(format!(
+                    "{}: failed at first ({first}), then {} in round {round} beside the reference proxy; the later verdict stands",
+                    settled.name, settled.verdict
+                ));
+            }
+            outcomes[i] = settled;
+            false
+        });
+    }
+    for i in open {
+        checked.inconclusive += 1;
+        let o = &mut outcomes[i];
+        let mut f = Failure::new(format!(
+            "the reference proxy failed it too, each of the {} times it ran beside this proxy: this host cannot tell, so this is no verdict on the proxy (grade it again on a quieter host)",
+            checked.rounds
+        ));
+        f.verdict = Verdict::Inconclusive;
+        if let Some(mine) = &o.failure {
+            f.details
+                .push(format!("this proxy, at first: {}", mine.summary));
+            f.details.extend(mine.details.iter().cloned());
+        }
+        if let Some(summary) = &theirs[i] {
+            f.details
+                .push(format!("the reference proxy, last round: {summary}"));
+        }
+        checked
+            .notes
+            .push(format!("{}: inconclusive: {}", o.name, f.summary));
+        o.verdict = Verdict::Inconclusive;
+        o.failure = Some(f);
+    }
+    Ok(checked)
+}
