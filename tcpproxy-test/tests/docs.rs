@@ -266,61 +266,97 @@ fn gradescope_recipe_for_a_failed_build_reports_zero_and_the_build_log() {
     assert!(output.contains(build_output.trim_end()), "{output}");
 }
 
+/// docs/grading.md's Autolab driver, run as written in a folder standing for Autolab's: `make`
+/// (first on PATH) builds a fixture proxy or fails, and `./tcpproxy-test` is the harness held to
+/// the phases each case needs. The scores on its last line follow Scoring: a passed or warned
+/// phase earns its point, a failed one does not, and a build that failed scores 0 in each.
 #[test]
-fn autolab_snippet_scores_passed_and_warning_only() {
+fn autolab_recipe_scores_passed_and_warning_only() {
+    use std::os::unix::fs::PermissionsExt;
     let md = read("docs/grading.md");
-    let block: String = code_blocks(section(&md, "Autolab"))
+    let driver: String = code_blocks(section(&md, "Autolab"))
         .into_iter()
         .find(|(info, _)| info == "sh")
-        .map(|(_, lines)| lines.join("\n"))
-        .expect("an Autolab block");
-    let script = block
-        .split_once("python3 -c '")
-        .and_then(|(_, rest)| rest.rsplit_once('\''))
-        .map(|(script, _)| script)
-        .expect("the block runs python3 -c '...'");
-
-    // The documented model's own example, its phase repeated once per verdict.
-    let (_, model) = code_blocks(section(&md, "The JSON model (version 1)"))
-        .into_iter()
-        .find(|(info, _)| info == "json")
-        .expect("the JSON model's example");
-    let mut report: serde_json::Value = serde_json::from_str(&model.join("\n")).unwrap();
-    let template = report["phases"][0].clone();
-    let verdicts = ["passed", "failed", "warning", "skipped"];
-    report["phases"] = verdicts
-        .iter()
-        .map(|v| {
-            let mut p = template.clone();
-            p["id"] = format!("phase/{v}").into();
-            p["verdict"] = (*v).into();
-            p
-        })
-        .collect();
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("report.json"), report.to_string()).unwrap();
-    let out = match std::process::Command::new("python3")
-        .args(["-c", script])
-        .current_dir(dir.path())
-        .output()
-    {
-        Ok(out) => out,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            eprintln!("note: no python3 here, so the Autolab snippet was not run");
-            return;
-        }
-        Err(e) => panic!("python3: {e}"),
+        .map(|(_, lines)| lines.join("\n") + "\n")
+        .expect("an Autolab driver");
+    let executable = |path: &Path, text: &str| {
+        std::fs::write(path, text).unwrap();
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
     };
-    assert!(out.status.success(), "{out:?}");
-    let autolab: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    // The rule docs/grading.md's Scoring states for Gradescope and Autolab alike.
-    for v in verdicts {
-        let earned = matches!(v, "passed" | "warning");
-        assert_eq!(
-            autolab["scores"][format!("phase/{v}")],
-            u8::from(earned),
-            "{v}: {autolab}"
+    let fixtures = crate::support::fixtures_bin();
+    let build_error = "tcpproxy.c:12:5: error: expected ';' before 'return'";
+    // (fixture the build yields, or none: it fails; the phases run; what the human lines show;
+    // the scores line)
+    let cases = [
+        (
+            Some("busy-poll"),
+            ["echo/single", "resources/idle-cpu"],
+            "CPU while idle: warning",
+            serde_json::json!({"scores": {"echo/single": 1, "resources/idle-cpu": 1}}),
+        ),
+        (
+            Some("close-on-first-eof"),
+            ["echo/single", "shutdown/one-way"],
+            "One-way shutdown: failed",
+            serde_json::json!({"scores": {"echo/single": 1, "shutdown/one-way": 0}}),
+        ),
+        (
+            None,
+            ["echo/single", "shutdown/one-way"],
+            build_error,
+            serde_json::json!({"scores": {"echo/single": 0, "shutdown/one-way": 0}}),
+        ),
+    ];
+    for (fixture, phases, shown, scores) in cases {
+        let _slot = crate::support::HeavySlot::acquire();
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path().join("bin");
+        let handin = dir.path().join("handin");
+        std::fs::create_dir(&bin).unwrap();
+        std::fs::create_dir(&handin).unwrap();
+        let make = match fixture {
+            Some(f) => {
+                executable(
+                    &bin.join("tcpproxy.built"),
+                    &format!("#!/bin/sh\nexec '{}' {f} \"$@\"\n", fixtures.display()),
+                );
+                format!(
+                    "#!/bin/sh\ncp '{}' tcpproxy\n",
+                    bin.join("tcpproxy.built").display()
+                )
+            }
+            None => format!("#!/bin/sh\necho \"{build_error}\"\nexit 2\n"),
+        };
+        executable(&bin.join("make"), &make);
+        let only: String = phases.iter().map(|p| format!(" --only {p}")).collect();
+        executable(
+            &handin.join("tcpproxy-test"),
+            &format!(
+                "#!/bin/sh\nexec '{}'{only} \"$@\"\n",
+                env!("CARGO_BIN_EXE_tcpproxy-test")
+            ),
         );
+        executable(&handin.join("driver.sh"), &driver);
+        let path = format!(
+            "{}:{}",
+            bin.display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        let out = assert_cmd::Command::new("bash")
+            .arg("./driver.sh")
+            .current_dir(&handin)
+            .env("PATH", path)
+            .timeout(std::time::Duration::from_secs(120))
+            .output()
+            .expect("bash runs the driver");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let what = format!("{fixture:?}: {out:?}");
+        assert!(out.status.success(), "{what}");
+        assert!(stdout.contains(shown), "{what}");
+        let last = stdout.lines().last().expect("the driver prints");
+        let got: serde_json::Value =
+            serde_json::from_str(last).unwrap_or_else(|e| panic!("{e}: {what}"));
+        assert_eq!(got, scores, "{what}");
     }
 }
 

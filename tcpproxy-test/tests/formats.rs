@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::support::{HeavySlot, assert_matches, run_harness};
+use crate::support::{HeavySlot, assert_matches, fixtures_bin, run_harness};
 
 const LIMIT: Duration = Duration::from_secs(120);
 /// Two quick phases, so each format run takes a second or two.
@@ -202,6 +202,128 @@ fn gradescope_results_score_a_point_per_phase() {
             .as_str()
             .unwrap()
             .starts_with("tcpproxy-test: 2 passed, 0 failed")
+    );
+}
+
+/// The quick phases against a fixture that fails the second (it closes both sides on the first
+/// EOF) and passes the first.
+fn quick_close_on_first_eof(format: &str) -> crate::support::Run {
+    let bin = fixtures_bin();
+    let run = quick(&[
+        "--format",
+        format,
+        "--",
+        bin.to_str().unwrap(),
+        "close-on-first-eof",
+        "--stall-timeout",
+        "2",
+    ]);
+    assert_eq!(run.code, Some(1), "{}", run.dump());
+    run
+}
+
+#[test]
+fn prairielearn_results_score_the_share_of_phases_earned() {
+    let run = quick(&["--format", "prairielearn"]);
+    assert_eq!(run.code, Some(0), "{}", run.dump());
+    let v: serde_json::Value = serde_json::from_str(&run.stdout).expect("valid JSON");
+    assert_eq!(v["gradable"], true, "{}", run.dump());
+    assert_eq!(v["score"], 1.0, "{}", run.dump());
+    let t = v["tests"].as_array().unwrap();
+    assert_eq!(t.len(), 2);
+    assert_eq!(t[0]["name"], "Single echo connection");
+    assert_eq!(t[0]["description"], "echo/single");
+    assert!(
+        t.iter()
+            .all(|t| t["points"] == 1.0 && t["max_points"] == 1.0)
+    );
+    assert!(
+        v["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("tcpproxy-test: 2 passed, 0 failed"),
+        "{v:#}"
+    );
+
+    let run = quick_close_on_first_eof("prairielearn");
+    let v: serde_json::Value = serde_json::from_str(&run.stdout).expect("valid JSON");
+    assert_eq!(v["gradable"], true, "{}", run.dump());
+    assert_eq!(v["score"], 0.5, "{}", run.dump());
+    let t = &v["tests"][1];
+    assert_eq!(t["description"], "shutdown/one-way");
+    assert_eq!(t["points"], 0.0);
+    assert!(
+        t["message"].as_str().unwrap().starts_with("failed: "),
+        "{t:#}"
+    );
+    assert!(
+        v["output"]
+            .as_str()
+            .unwrap()
+            .contains("\nOne-way shutdown: failed: "),
+        "{v:#}"
+    );
+}
+
+#[test]
+fn prairielearn_build_failure_is_gradable_with_score_zero_and_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("build.log");
+    std::fs::write(&log, "tcpproxy.c:3:1: error: unknown type name 'sockt'\n").unwrap();
+    let results = dir.path().join("results.json");
+    let run = run_harness(
+        &[
+            "--build-failed",
+            log.to_str().unwrap(),
+            "--format",
+            "prairielearn",
+            "--output",
+            results.to_str().unwrap(),
+        ],
+        LIMIT,
+    );
+    assert_eq!(run.code, Some(1), "{}", run.dump());
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&results).unwrap()).unwrap();
+    assert_eq!(v["gradable"], true, "{v:#}");
+    assert_eq!(v["score"], 0.0, "{v:#}");
+    assert!(
+        v["output"]
+            .as_str()
+            .unwrap()
+            .contains("error: unknown type name 'sockt'"),
+        "{v:#}"
+    );
+    let t = v["tests"].as_array().unwrap();
+    assert_eq!(t.len(), crate::support::ALL_PHASES.len());
+    assert!(
+        t.iter()
+            .all(|t| t["points"] == 0.0 && t["max_points"] == 1.0)
+    );
+}
+
+#[test]
+fn autolab_scores_are_the_last_line() {
+    let last_line = |run: &crate::support::Run| -> serde_json::Value {
+        let line = run.stdout.lines().last().expect("some output");
+        serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {}", run.dump()))
+    };
+    let run = quick(&["--format", "autolab"]);
+    assert_eq!(run.code, Some(0), "{}", run.dump());
+    assert_eq!(run.stdout.lines().count(), 1, "{}", run.dump());
+    assert_eq!(
+        last_line(&run),
+        serde_json::json!({"scores": {"echo/single": 1, "shutdown/one-way": 1}}),
+        "{}",
+        run.dump()
+    );
+
+    let run = quick_close_on_first_eof("autolab");
+    assert_eq!(
+        last_line(&run),
+        serde_json::json!({"scores": {"echo/single": 1, "shutdown/one-way": 0}}),
+        "{}",
+        run.dump()
     );
 }
 

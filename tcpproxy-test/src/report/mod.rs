@@ -1,10 +1,13 @@
 //! Results for people and for machines: one model of a finished run, rendered as the human
-//! lines, JSON, JUnit XML, TAP or a Gradescope `results.json`.
+//! lines, JSON, JUnit XML, TAP, a Gradescope or PrairieLearn `results.json`, or Autolab's
+//! scores line.
 
+mod autolab;
 mod gradescope;
 mod human;
 mod json;
 mod junit;
+mod prairielearn;
 mod tap;
 
 use std::time::Duration;
@@ -26,6 +29,11 @@ pub enum Format {
     Tap,
     /// Gradescope's results.json: a point per phase.
     Gradescope,
+    /// PrairieLearn's external grader results.json: the share of phases earned; not gradable
+    /// when a phase is inconclusive.
+    Prairielearn,
+    /// Autolab's scores: a JSON line, last, with 1 or 0 per phase id.
+    Autolab,
 }
 
 /// A finished run of the suite against one proxy.
@@ -67,12 +75,15 @@ pub fn render(run: &RunReport, format: Format) -> String {
         Format::Junit => junit::render(run),
         Format::Tap => tap::render(run),
         Format::Gradescope => gradescope::render(run),
+        Format::Prairielearn => prairielearn::render(run),
+        Format::Autolab => autolab::render(run),
     }
 }
 
 /// The report of a run that never started (a submission missing or not executable), in
 /// `format`: every format says it as an error, not as an empty run a reader could take for a
-/// pass (JUnit an `<error>` case, TAP `Bail out!`, Gradescope a failed test, JSON `error`).
+/// pass (JUnit an `<error>` case, TAP `Bail out!`, Gradescope a failed test, JSON `error`,
+/// PrairieLearn a score of 0, Autolab a 0 for every phase).
 pub fn render_error(run: &RunReport, error: &str, format: Format) -> String {
     match format {
         Format::Human => format!("error: {error}\n"),
@@ -80,7 +91,39 @@ pub fn render_error(run: &RunReport, error: &str, format: Format) -> String {
         Format::Junit => junit::render_error(run, error),
         Format::Tap => format!("TAP version 13\n1..0\nBail out! {error}\n"),
         Format::Gradescope => gradescope::render_error(run, error),
+        Format::Prairielearn => prairielearn::render_error(run, error),
+        Format::Autolab => autolab::render_error(run, error),
     }
+}
+
+/// A phase's point under docs/grading.md's Scoring: `Some(true)` earned (passed, or a warning,
+/// which `--strict` has already made a failure), `Some(false)` lost (failed, or inconclusive:
+/// formats with no ungraded test score it 0 and say why), `None` out of the maximum (skipped).
+fn point(verdict: Verdict) -> Option<bool> {
+    match verdict {
+        Verdict::Passed | Verdict::Warning => Some(true),
+        Verdict::Failed | Verdict::Inconclusive => Some(false),
+        Verdict::Skipped => None,
+    }
+}
+
+/// What a grader reads when the self-check left phases inconclusive: which, why, and what to do.
+/// None when every phase was judged.
+fn inconclusive_note(run: &RunReport) -> Option<String> {
+    let ids: Vec<&str> = run
+        .outcomes
+        .iter()
+        .filter(|o| o.verdict == Verdict::Inconclusive)
+        .map(|o| o.id)
+        .collect();
+    if ids.is_empty() {
+        return None;
+    }
+    Some(format!(
+        "inconclusive: {}: the reference proxy failed {} too on this grading host, so the host could not vouch for the result; this is no grade, ask course staff to regrade",
+        ids.join(", "),
+        if ids.len() == 1 { "it" } else { "them" }
+    ))
 }
 
 /// The one-line message and the indented details of an outcome, as plain text.
@@ -160,6 +203,26 @@ pub(crate) mod fixtures {
                 0,
             ),
         ]
+    }
+
+    /// The outcomes above and one more, which the self-check could not decide.
+    pub fn with_inconclusive() -> Vec<Outcome> {
+        let mut all = outcomes();
+        all.push(Outcome {
+            id: "shutdown/flush",
+            name: "Flush before shutdown",
+            verdict: Verdict::Inconclusive,
+            failure: Some(Failure {
+                verdict: Verdict::Inconclusive,
+                ..Failure::new("the reference proxy failed it too, each of the 2 times it ran beside this proxy: this host cannot tell")
+                    .detail("this proxy, at first: connection 1 of 8: got 4977532 of 5000000 bytes")
+            }),
+            elapsed: Duration::from_millis(3800),
+            proxy_exit: None,
+            stderr_tail: None,
+            closest: None,
+        });
+        all
     }
 
     pub fn run(outcomes: &[Outcome]) -> RunReport<'_> {
