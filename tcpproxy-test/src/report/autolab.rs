@@ -6,7 +6,7 @@
 
 use std::fmt::Write;
 
-use super::{RunReport, inconclusive_note, point};
+use super::{RunReport, first_line, inconclusive_note, point};
 
 pub fn render(run: &RunReport) -> String {
     let mut s = String::new();
@@ -21,8 +21,7 @@ pub fn render(run: &RunReport) -> String {
 /// build log, went to stdout already when the report goes to `--output`), then every phase it
 /// would have run scored 0. A submission missing scores no phase at all.
 pub fn render_error(run: &RunReport, error: &str) -> String {
-    let first = error.lines().next().unwrap_or_default();
-    let mut s = format!("tcpproxy-test: error: {first}\n");
+    let mut s = format!("tcpproxy-test: error: {}\n", first_line(error));
     s.push_str(&scores_line(run));
     s
 }

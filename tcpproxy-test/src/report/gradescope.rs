@@ -3,8 +3,10 @@
 
 use serde::Serialize;
 
-use super::{RunReport, message_and_details};
-use crate::phase::Verdict;
+use super::{
+    RunReport, error_text, message_and_details, point, points, summary_line, to_json, unrun_tests,
+    verdict_message,
+};
 
 #[derive(Serialize)]
 struct Results {
@@ -32,96 +34,65 @@ pub fn render(run: &RunReport) -> String {
         .enumerate()
         .map(|(i, o)| {
             let (message, details) = message_and_details(o);
-            let max_score = if o.verdict == Verdict::Skipped {
-                0.0
-            } else {
-                1.0
-            };
             // Gradescope has no ungraded test: an inconclusive one scores 0 and says why.
-            let passed = !matches!(o.verdict, Verdict::Failed | Verdict::Inconclusive);
-            let mut output = match o.verdict {
-                Verdict::Passed => String::new(),
-                Verdict::Failed => format!("failed: {message}"),
-                Verdict::Warning => format!("warning: {message}"),
-                Verdict::Skipped => format!("skipped: {message}"),
-                Verdict::Inconclusive => {
-                    format!("inconclusive (no grade; ask course staff to regrade): {message}")
-                }
-            };
+            let (score, max_score) = points(o.verdict);
+            let mut output = verdict_message(o.verdict, &message);
             for d in details {
                 output.push('\n');
                 output.push_str(&d);
             }
             Test {
-                name: format!("{} ({})", o.name, o.id),
+                name: test_name(o.name, Some(o.id)),
                 number: (i + 1).to_string(),
-                score: if passed { max_score } else { 0.0 },
+                score,
                 max_score,
-                status: if passed { "passed" } else { "failed" },
+                status: if point(o.verdict) == Some(false) {
+                    "failed"
+                } else {
+                    "passed"
+                },
                 output,
             }
         })
         .collect();
-    let results = Results {
+    to_json(&Results {
         score: tests.iter().map(|t| t.score).sum(),
         max_score: tests.iter().map(|t| t.max_score).sum(),
-        output: format!(
-            "tcpproxy-test: {} (stall timeout {}s, seed {})",
-            super::summary(run.outcomes),
-            run.stall_timeout.as_secs_f64(),
-            run.seed
-        ),
+        output: summary_line(run),
         tests,
-    };
-    let mut s = serde_json::to_string_pretty(&results).expect("plain data serialises");
-    s.push('\n');
-    s
+    })
 }
 
-/// A run that never started. The phases it would have run (a submission that did not build)
-/// each become a failed test worth a point, so students see 0 of the full score; with none (a
-/// submission missing), one failed test, so the score is 0 of 1, not 0 of 0. The error (a build
-/// log, say) is the top-level `output`, which Gradescope shows above the tests.
+/// A run that never started: its tests each fail, worth a point, so students see 0 of the full
+/// score (see [`unrun_tests`]). The error (a build log, say) is the top-level `output`, which
+/// Gradescope shows above the tests.
 pub fn render_error(run: &RunReport, error: &str) -> String {
-    let mut tests: Vec<Test> = run
-        .outcomes
-        .iter()
+    let tests: Vec<Test> = unrun_tests(run, error)
+        .into_iter()
         .enumerate()
-        .map(|(i, o)| Test {
-            name: format!("{} ({})", o.name, o.id),
+        .map(|(i, t)| Test {
+            name: test_name(t.name, t.id),
             number: (i + 1).to_string(),
             score: 0.0,
             max_score: 1.0,
             status: "failed",
-            output: match message_and_details(o).0 {
-                m if m.is_empty() => "not run".into(),
-                m => format!("failed: {m}"),
-            },
+            output: t.message,
         })
         .collect();
-    if tests.is_empty() {
-        tests.push(Test {
-            name: "Submission".into(),
-            number: "1".into(),
-            score: 0.0,
-            max_score: 1.0,
-            status: "failed",
-            output: format!("error: {error}"),
-        });
-    }
-    let results = Results {
+    to_json(&Results {
         score: 0.0,
         max_score: tests.iter().map(|t| t.max_score).sum(),
-        output: format!(
-            "tcpproxy-test: error: {error}\n(stall timeout {}s, seed {})",
-            run.stall_timeout.as_secs_f64(),
-            run.seed
-        ),
+        output: error_text(run, error),
         tests,
-    };
-    let mut s = serde_json::to_string_pretty(&results).expect("plain data serialises");
-    s.push('\n');
-    s
+    })
+}
+
+/// `Single echo connection (echo/single)`: Gradescope shows only the name, so it carries the id.
+fn test_name(name: &str, id: Option<&str>) -> String {
+    match id {
+        Some(id) => format!("{name} ({id})"),
+        None => name.to_string(),
+    }
 }
 
 #[cfg(test)]
@@ -131,9 +102,7 @@ mod tests {
 
     #[test]
     fn snapshot() {
-        let outcomes = fixtures::outcomes();
-        let got = render(&fixtures::run(&outcomes));
-        let v: serde_json::Value = serde_json::from_str(&got).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&fixtures::rendered(render)).unwrap();
         assert_eq!(v["score"], 2.0);
         assert_eq!(v["max_score"], 3.0);
         assert_eq!(

@@ -73,8 +73,7 @@ mod tests {
 
     #[test]
     fn snapshot() {
-        let outcomes = fixtures::outcomes();
-        let got = render(&fixtures::run(&outcomes), Format::Human);
+        let got = fixtures::rendered(|run| render(run, Format::Human));
         let want = "Single echo connection: passed
 One-way shutdown: failed: expected a 1-byte reply before EOF, but the client saw EOF after 1.0s with nothing read
     hint: the proxy closed both sides on the first EOF

@@ -2,7 +2,7 @@
 
 use serde::Serialize;
 
-use super::{RunReport, message_and_details};
+use super::{RunReport, message_and_details, to_json};
 use crate::phase::Verdict;
 
 /// Names the document, so a reader can tell it from other JSON.
@@ -82,7 +82,7 @@ pub fn render_error(run: &RunReport, error: &str) -> String {
 }
 
 fn render_document(run: &RunReport, error: Option<&str>) -> String {
-    let doc = Document {
+    to_json(&Document {
         format: JSON_FORMAT,
         version: JSON_VERSION,
         proxy: &run.proxy,
@@ -121,10 +121,7 @@ fn render_document(run: &RunReport, error: Option<&str>) -> String {
             })
             .collect(),
         error,
-    };
-    let mut s = serde_json::to_string_pretty(&doc).expect("plain data serialises");
-    s.push('\n');
-    s
+    })
 }
 
 #[cfg(test)]
@@ -134,8 +131,7 @@ mod tests {
 
     #[test]
     fn snapshot() {
-        let outcomes = fixtures::outcomes();
-        let got = render(&fixtures::run(&outcomes));
+        let got = fixtures::rendered(render);
         let want = r#"{
   "format": "tcpproxy-test-report",
   "version": 1,

@@ -5,7 +5,7 @@
 
 use quick_junit::{NonSuccessKind, Report, TestCase, TestCaseStatus, TestSuite};
 
-use super::{RunReport, message_and_details};
+use super::{RunReport, first_line, message_and_details};
 use crate::phase::Verdict;
 
 pub fn render(run: &RunReport) -> String {
@@ -26,18 +26,16 @@ pub fn render(run: &RunReport) -> String {
                 s.set_message(message.as_str());
                 s
             }
-            Verdict::Failed => {
-                let mut s = TestCaseStatus::non_success(NonSuccessKind::Failure);
+            Verdict::Failed | Verdict::Inconclusive => {
+                let (kind, ty) = match o.verdict {
+                    // An error, not a failure: the harness could not decide, and CI still shows
+                    // red.
+                    Verdict::Inconclusive => (NonSuccessKind::Error, "inconclusive"),
+                    _ => (NonSuccessKind::Failure, "contract"),
+                };
+                let mut s = TestCaseStatus::non_success(kind);
                 s.set_message(message.as_str());
-                s.set_type("contract");
-                s.set_description(details.join("\n"));
-                s
-            }
-            // An error, not a failure: the harness could not decide, and CI still shows red.
-            Verdict::Inconclusive => {
-                let mut s = TestCaseStatus::non_success(NonSuccessKind::Error);
-                s.set_message(message.as_str());
-                s.set_type("inconclusive");
+                s.set_type(ty);
                 s.set_description(details.join("\n"));
                 s
             }
@@ -62,7 +60,7 @@ pub fn render_error(run: &RunReport, error: &str) -> String {
     let mut status = TestCaseStatus::non_success(NonSuccessKind::Error);
     // An attribute loses its newlines to XML normalisation: the first line is the message, the
     // whole text (a build log) goes in the element, where viewers keep its lines.
-    status.set_message(error.lines().next().unwrap_or_default());
+    status.set_message(first_line(error));
     status.set_description(error);
     status.set_type("submission");
     let mut case = TestCase::new("Submission", status);
@@ -100,8 +98,7 @@ mod tests {
 
     #[test]
     fn snapshot() {
-        let outcomes = fixtures::outcomes();
-        let got = render(&fixtures::run(&outcomes));
+        let got = fixtures::rendered(render);
         let want = r#"<?xml version="1.0" encoding="UTF-8"?>
 <testsuites name="tcpproxy-test: ./tcpproxy" tests="4" failures="1" errors="0">
     <testsuite name="tcpproxy-test: ./tcpproxy" tests="4" disabled="1" errors="0" failures="1" time="3.100">

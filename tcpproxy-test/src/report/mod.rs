@@ -126,6 +126,91 @@ fn inconclusive_note(run: &RunReport) -> Option<String> {
     ))
 }
 
+/// A phase's points under Scoring, as `(earned, out of)`: 1 of 1, 0 of 1, or 0 of 0 (skipped).
+fn points(verdict: Verdict) -> (f64, f64) {
+    match point(verdict) {
+        Some(true) => (1.0, 1.0),
+        Some(false) => (0.0, 1.0),
+        None => (0.0, 0.0),
+    }
+}
+
+/// A phase's verdict and message as the graders' tests show them: nothing when it passed, else
+/// the verdict word first; an inconclusive one says that it is no grade and what to do.
+fn verdict_message(verdict: Verdict, message: &str) -> String {
+    match verdict {
+        Verdict::Passed => String::new(),
+        Verdict::Inconclusive => {
+            format!("inconclusive (no grade; ask course staff to regrade): {message}")
+        }
+        v => format!("{v}: {message}"),
+    }
+}
+
+/// The graders' top line: `tcpproxy-test: 1 passed, 0 failed (stall timeout 10s, seed 7)`.
+fn summary_line(run: &RunReport) -> String {
+    format!(
+        "tcpproxy-test: {} (stall timeout {}s, seed {})",
+        summary(run.outcomes),
+        run.stall_timeout.as_secs_f64(),
+        run.seed
+    )
+}
+
+/// The graders' text for a run that never started: the whole error (a build log, say), then the
+/// settings on a line of their own.
+fn error_text(run: &RunReport, error: &str) -> String {
+    format!(
+        "tcpproxy-test: error: {error}\n(stall timeout {}s, seed {})",
+        run.stall_timeout.as_secs_f64(),
+        run.seed
+    )
+}
+
+/// An error's first line, for the places that hold one line (a build log's opening).
+fn first_line(error: &str) -> &str {
+    error.lines().next().unwrap_or_default()
+}
+
+/// A failed test, worth a point, in a grader's report of a run that never started.
+struct UnrunTest<'a> {
+    name: &'a str,
+    /// The phase's id; None for the stand-in test of a submission missing.
+    id: Option<&'a str>,
+    message: String,
+}
+
+/// The tests a grader scores for a run that never started: every phase it would have run (a
+/// submission that did not build), with its failure or `not run`; with none (a submission
+/// missing), one test named `Submission` carrying the error, so the score is 0 of 1, not 0 of 0.
+fn unrun_tests<'a>(run: &RunReport<'a>, error: &str) -> Vec<UnrunTest<'a>> {
+    if run.outcomes.is_empty() {
+        return vec![UnrunTest {
+            name: "Submission",
+            id: None,
+            message: format!("error: {error}"),
+        }];
+    }
+    run.outcomes
+        .iter()
+        .map(|o| UnrunTest {
+            name: o.name,
+            id: Some(o.id),
+            message: match message_and_details(o).0 {
+                m if m.is_empty() => "not run".into(),
+                m => format!("failed: {m}"),
+            },
+        })
+        .collect()
+}
+
+/// A JSON document, pretty-printed, and the newline a file ends with.
+fn to_json(doc: &impl serde::Serialize) -> String {
+    let mut s = serde_json::to_string_pretty(doc).expect("plain data serialises");
+    s.push('\n');
+    s
+}
+
 /// The one-line message and the indented details of an outcome, as plain text.
 fn message_and_details(o: &Outcome) -> (String, Vec<String>) {
     match &o.failure {
@@ -223,6 +308,11 @@ pub(crate) mod fixtures {
             closest: None,
         });
         all
+    }
+
+    /// The run of [`outcomes`] as `render` writes it: what each format's snapshot compares.
+    pub fn rendered(render: fn(&RunReport) -> String) -> String {
+        render(&run(&outcomes()))
     }
 
     pub fn run(outcomes: &[Outcome]) -> RunReport<'_> {

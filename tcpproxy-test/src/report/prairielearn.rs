@@ -6,8 +6,10 @@
 
 use serde::Serialize;
 
-use super::{RunReport, inconclusive_note, message_and_details, point};
-use crate::phase::Verdict;
+use super::{
+    RunReport, error_text, first_line, inconclusive_note, message_and_details, points,
+    summary_line, to_json, unrun_tests, verdict_message,
+};
 
 #[derive(Serialize)]
 struct Results {
@@ -38,31 +40,20 @@ pub fn render(run: &RunReport) -> String {
         .iter()
         .map(|o| {
             let (message, details) = message_and_details(o);
-            let point = point(o.verdict);
+            let (points, max_points) = points(o.verdict);
             Test {
                 name: o.name.to_string(),
                 description: o.id.to_string(),
-                points: if point == Some(true) { 1.0 } else { 0.0 },
-                max_points: if point.is_some() { 1.0 } else { 0.0 },
-                message: match o.verdict {
-                    Verdict::Passed => String::new(),
-                    Verdict::Inconclusive => {
-                        format!("inconclusive (no grade; ask course staff to regrade): {message}")
-                    }
-                    v => format!("{v}: {message}"),
-                },
+                points,
+                max_points,
+                message: verdict_message(o.verdict, &message),
                 output: details.join("\n"),
             }
         })
         .collect();
     let earned: f64 = tests.iter().map(|t| t.points).sum();
     let max: f64 = tests.iter().map(|t| t.max_points).sum();
-    let summary = format!(
-        "tcpproxy-test: {} (stall timeout {}s, seed {})",
-        super::summary(run.outcomes),
-        run.stall_timeout.as_secs_f64(),
-        run.seed
-    );
+    let summary = summary_line(run);
     // Nothing judged (every phase skipped on a host without /proc) is no grade either.
     let not_gradable = inconclusive_note(run).or_else(|| {
         (max == 0.0).then(|| {
@@ -94,66 +85,39 @@ pub fn render(run: &RunReport) -> String {
 }
 
 /// A run that never started (a submission that did not build): gradable, scoring 0, with the
-/// error (the build log) as `output`. Every phase it would have run is a failed test worth a
-/// point; with none (a submission missing), one failed test, so the score is 0 of 1.
+/// error (the build log) as `output` and its tests each failed, worth a point (see
+/// [`unrun_tests`]).
 pub fn render_error(run: &RunReport, error: &str) -> String {
-    let mut tests: Vec<Test> = run
-        .outcomes
-        .iter()
-        .map(|o| Test {
-            name: o.name.to_string(),
-            description: o.id.to_string(),
+    let tests: Vec<Test> = unrun_tests(run, error)
+        .into_iter()
+        .map(|t| Test {
+            name: t.name.to_string(),
+            description: t.id.unwrap_or_default().to_string(),
             points: 0.0,
             max_points: 1.0,
-            message: match message_and_details(o).0 {
-                m if m.is_empty() => "not run".into(),
-                m => format!("failed: {m}"),
-            },
+            message: t.message,
             output: String::new(),
         })
         .collect();
-    if tests.is_empty() {
-        tests.push(Test {
-            name: "Submission".into(),
-            description: String::new(),
-            points: 0.0,
-            max_points: 1.0,
-            message: format!("error: {error}"),
-            output: String::new(),
-        });
-    }
-    let first = error.lines().next().unwrap_or_default();
-    let results = Results {
+    to_json(&Results {
         gradable: true,
         score: 0.0,
-        message: format!("tcpproxy-test: error: {first}"),
-        output: format!(
-            "tcpproxy-test: error: {error}\n(stall timeout {}s, seed {})",
-            run.stall_timeout.as_secs_f64(),
-            run.seed
-        ),
+        message: format!("tcpproxy-test: error: {}", first_line(error)),
+        output: error_text(run, error),
         format_errors: vec![],
         tests,
-    };
-    to_json(&results)
-}
-
-fn to_json(results: &Results) -> String {
-    let mut s = serde_json::to_string_pretty(results).expect("plain data serialises");
-    s.push('\n');
-    s
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::super::fixtures;
     use super::*;
+    use crate::phase::Verdict;
 
     #[test]
     fn snapshot() {
-        let outcomes = fixtures::outcomes();
-        let got = render(&fixtures::run(&outcomes));
-        let v: serde_json::Value = serde_json::from_str(&got).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&fixtures::rendered(render)).unwrap();
         assert_eq!(v["gradable"], true);
         // Passed and warning earn their points; the skipped phase is out of the maximum.
         assert_eq!(v["score"], 2.0 / 3.0);

@@ -62,8 +62,7 @@ mod tests {
 
     #[test]
     fn snapshot() {
-        let outcomes = fixtures::outcomes();
-        let got = render(&fixtures::run(&outcomes));
+        let got = fixtures::rendered(render);
         let want = "TAP version 13
 1..4
 ok 1 - Single echo connection # echo/single
