@@ -10,14 +10,13 @@
 
 use std::cell::Cell;
 use std::ffi::OsString;
-use std::os::unix::ffi::OsStringExt as _;
-use std::os::unix::process::ExitStatusExt as _;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use proptest::prelude::*;
 use proptest::strategy::ValueTree as _;
-use proptest::test_runner::{TestCaseError, TestError, TestRunner};
+use proptest::test_runner::{TestCaseError, TestRunner};
 use tcpproxy_test::cli::{self, Parsed};
+use testkit::argv;
 
 use crate::support::harness_bin;
 
@@ -114,8 +113,8 @@ fn any_token() -> impl Strategy<Value = OsString> {
     prop_oneof![
         4 => flag_token(),
         3 => value().prop_map(OsString::from),
-        1 => "[^\\x00]{0,8}".prop_map(OsString::from),
-        1 => prop::collection::vec(1u8..=255, 1..8).prop_map(OsString::from_vec),
+        1 => argv::any_text(),
+        1 => argv::raw_bytes(),
     ]
     .prop_filter("the generator sets --only itself", |t| {
         !t.to_string_lossy().starts_with("--only")
@@ -126,10 +125,9 @@ fn any_token() -> impl Strategy<Value = OsString> {
 fn flag_token() -> impl Strategy<Value = OsString> {
     prop_oneof![
         4 => prop::sample::select(FLAGS).prop_map(OsString::from),
-        4 => (prop::sample::select(VALUED), value())
-            .prop_map(|(f, v)| OsString::from(format!("{f}={v}"))),
-        1 => "--[a-z][a-z-]{0,12}".prop_map(OsString::from),
-        1 => "-[a-zA-Z]{1,3}".prop_map(OsString::from),
+        4 => argv::assignment(VALUED, value()),
+        1 => argv::unknown_long(),
+        1 => argv::unknown_short(),
     ]
     .prop_filter("the generator sets --only itself", |t| {
         !t.to_string_lossy().starts_with("--only")
@@ -174,36 +172,18 @@ fn run_case(args: &[OsString]) -> Result<(), String> {
             "the generator made a vector that would run something: {args:?}: {expected:?}"
         ));
     }
-    let started = Instant::now();
-    let out = assert_cmd::Command::new(harness_bin())
-        .args(args)
-        .timeout(EXITS_WITHIN)
-        .output()
-        .map_err(|e| format!("cannot run tcpproxy-test: {e}"))?;
-    let took = started.elapsed();
-    let (stdout, stderr) = (
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-    );
-    let context = format!(
-        "{args:?}: {:?} after {:.2}s; parser said {expected:?}; stdout {stdout:?}; stderr {stderr:?}",
-        out.status,
-        took.as_secs_f64()
-    );
-    match (&expected, out.status.code()) {
-        (_, None) if out.status.signal() == Some(9) && took >= EXITS_WITHIN => {
-            Err(format!("hung: {context}"))
-        }
+    let ran = argv::run(&harness_bin(), args, EXITS_WITHIN, &expected)?;
+    let (stdout, stderr, context) = (&ran.stdout, &ran.stderr, &ran.context);
+    match (&expected, ran.status.code()) {
+        (_, None) if ran.killed => Err(format!("hung: {context}")),
         (_, Some(101)) => Err(format!("panicked: {context}")),
-        (Parsed::Info(text), Some(0)) if stdout == *text && stderr.is_empty() => Ok(()),
+        (Parsed::Info(text), Some(0)) if stdout == text && stderr.is_empty() => Ok(()),
         (Parsed::List(filter), Some(0))
             if stdout.lines().count() == filter.select().len() && stderr.is_empty() =>
         {
             Ok(())
         }
-        (Parsed::Usage(line), Some(2))
-            if stderr == format!("{line}\n") && out.stdout.is_empty() =>
-        {
+        (Parsed::Usage(line), Some(2)) if *stderr == format!("{line}\n") && stdout.is_empty() => {
             Ok(())
         }
         _ => Err(format!("unexpected: {context}")),
@@ -225,19 +205,17 @@ fn any_argument_vector_exits_0_or_2_with_a_message_and_never_panics() {
         }
         run_case(&args).map_err(TestCaseError::fail)
     });
-    match result {
-        Ok(()) => eprintln!(
-            "{cases} argument vectors: {} usage errors, {} lists, the rest help or version",
-            usage.get(),
-            listed.get()
-        ),
-        Err(TestError::Fail(why, args)) => panic!(
-            "{why}\nsmallest failing vector: {args:?}\nIts seed is saved in \
-             tcpproxy-test/tests/cli_fuzz.proptest-regressions; replay with \
-             `cargo test -p tcpproxy-test --test integration cli_fuzz`"
-        ),
-        Err(TestError::Abort(why)) => panic!("proptest gave up: {why}"),
-    }
+    testkit::property::assert_held(
+        result,
+        "vector",
+        file!(),
+        "cargo test -p tcpproxy-test --test integration cli_fuzz",
+    );
+    eprintln!(
+        "{cases} argument vectors: {} usage errors, {} lists, the rest help or version",
+        usage.get(),
+        listed.get()
+    );
 }
 
 /// The two shapes are what keep suites from starting: check they do, by the parser's word.

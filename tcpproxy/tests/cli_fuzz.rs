@@ -10,16 +10,13 @@
 
 use std::cell::Cell;
 use std::ffi::OsString;
-use std::os::unix::ffi::OsStringExt as _;
-use std::os::unix::process::ExitStatusExt as _;
-use std::time::Instant;
 
 use proptest::prelude::*;
-use proptest::test_runner::{TestCaseError, TestError, TestRunner};
+use proptest::test_runner::{TestCaseError, TestRunner};
 use tcpproxy::cli::{self, Parsed};
 
 use crate::support::{LOCALHOST, scaled};
-use testkit::process::describe_status;
+use testkit::argv;
 
 /// Cases per run, unless `PROPTEST_CASES` says otherwise.
 const CASES: u32 = 64;
@@ -110,13 +107,12 @@ fn token(held: u16) -> impl Strategy<Value = OsString> {
         4 => number().prop_map(OsString::from),
         2 => prop::sample::select(HOSTS).prop_map(OsString::from),
         3 => Just(OsString::from(held.to_string())),
-        2 => (prop::sample::select(VALUED), prop_oneof![number(), "\\PC{0,8}"])
-            .prop_map(|(f, v)| OsString::from(format!("{f}={v}"))),
-        1 => "--[a-z][a-z-]{0,12}".prop_map(OsString::from),
-        1 => "-[a-zA-Z]{1,3}".prop_map(OsString::from),
+        2 => argv::assignment(VALUED, prop_oneof![number(), "\\PC{0,8}"]),
+        1 => argv::unknown_long(),
+        1 => argv::unknown_short(),
         2 => "\\PC{0,16}".prop_map(OsString::from),
-        1 => "[^\\x00]{0,8}".prop_map(OsString::from),
-        1 => prop::collection::vec(1u8..=255, 1..8).prop_map(OsString::from_vec),
+        1 => argv::any_text(),
+        1 => argv::raw_bytes(),
     ]
 }
 
@@ -169,33 +165,20 @@ fn run_case(args: &[OsString]) -> Result<bool, String> {
     let expected = parse(args);
     let runs = matches!(expected, Parsed::Run(_));
     let limit = scaled(if runs { RUNS_FOR } else { EXITS_WITHIN });
-    let started = Instant::now();
-    let out = assert_cmd::Command::new(assert_cmd::cargo::cargo_bin!("tcpproxy"))
-        .args(args)
-        .env_remove("RUST_LOG")
-        .timeout(limit)
-        .output()
-        .map_err(|e| format!("cannot run tcpproxy: {e}"))?;
-    let took = started.elapsed();
-    let (stdout, stderr) = (
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-    );
-    let context = format!(
-        "{args:?}: {} after {:.2}s; parser said {expected:?}; stdout {stdout:?}; stderr {stderr:?}",
-        describe_status(out.status),
-        took.as_secs_f64()
-    );
-    // assert_cmd kills a command that outlives its timeout with SIGKILL. Its clock starts a
-    // moment before ours, so the time we measure can fall a hair short of the limit.
-    let killed = out.status.signal() == Some(9) && took >= limit.mul_f64(0.9);
-    match (&expected, out.status.code()) {
-        (Parsed::Run(_), None) if killed => Ok(true),
-        (_, None) if killed => Err(format!("hung: {context}")),
+    let ran = argv::run(
+        assert_cmd::cargo::cargo_bin!("tcpproxy"),
+        args,
+        limit,
+        &expected,
+    )?;
+    let (stdout, stderr, context) = (&ran.stdout, &ran.stderr, &ran.context);
+    match (&expected, ran.status.code()) {
+        (Parsed::Run(_), None) if ran.killed => Ok(true),
+        (_, None) if ran.killed => Err(format!("hung: {context}")),
         (_, Some(101)) => Err(format!("panicked: {context}")),
-        (Parsed::Info(text), Some(0)) if stdout == *text && stderr.is_empty() => Ok(false),
+        (Parsed::Info(text), Some(0)) if stdout == text && stderr.is_empty() => Ok(false),
         (Parsed::Usage(msg), Some(2))
-            if stderr == format!("tcpproxy: {msg}\n") && out.stdout.is_empty() =>
+            if *stderr == format!("tcpproxy: {msg}\n") && stdout.is_empty() =>
         {
             Ok(false)
         }
@@ -232,18 +215,16 @@ fn any_argument_vector_exits_0_1_or_2_with_a_message_and_never_panics() {
         Ok(())
     });
     let (runs, usage, kept) = (runs.get(), usage.get(), kept.get());
-    match result {
-        Ok(()) => eprintln!(
-            "{cases} argument vectors: {usage} usage errors, {runs} parsed ({kept} of them still \
-             running when killed), the rest help or version"
-        ),
-        Err(TestError::Fail(why, args)) => panic!(
-            "{why}\nsmallest failing vector: {args:?}\nIts seed is saved in \
-             tcpproxy/tests/cli_fuzz.proptest-regressions; replay with \
-             `cargo test -p tcpproxy --test integration cli_fuzz`"
-        ),
-        Err(TestError::Abort(why)) => panic!("proptest gave up: {why}"),
-    }
+    testkit::property::assert_held(
+        result,
+        "vector",
+        file!(),
+        "cargo test -p tcpproxy --test integration cli_fuzz",
+    );
+    eprintln!(
+        "{cases} argument vectors: {usage} usage errors, {runs} parsed ({kept} of them still \
+         running when killed), the rest help or version"
+    );
     drop(held);
 }
 

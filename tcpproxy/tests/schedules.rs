@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use proptest::prelude::*;
-use proptest::test_runner::{TestCaseError, TestError, TestRunner};
+use proptest::test_runner::{TestCaseError, TestRunner};
 use tokio::io::AsyncWriteExt as _;
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
@@ -261,13 +261,10 @@ fn random_schedules_deliver_every_byte_in_order_then_eof() {
         rt.block_on(run_case(setup, &s))
             .map_err(TestCaseError::fail)
     });
-    match result {
-        Ok(()) => {}
-        Err(TestError::Fail(why, s)) => panic!(
-            "{why}\nsmallest failing schedule: {s:#?}\nIts seed is saved in \
-             tcpproxy/tests/schedules.proptest-regressions; replay with \
-             `cargo test -p tcpproxy --test integration schedules`"
-        ),
-        Err(TestError::Abort(why)) => panic!("proptest gave up: {why}"),
-    }
+    testkit::property::assert_held(
+        result,
+        "schedule",
+        file!(),
+        "cargo test -p tcpproxy --test integration schedules",
+    );
 }

@@ -4,6 +4,8 @@
 // Every syscall needed has a safe wrapper in nix, socket2 or tokio.
 #![forbid(unsafe_code)]
 
+#[cfg(feature = "argv")]
+pub mod argv;
 pub mod check;
 pub mod pattern;
 pub mod peer;
