@@ -81,10 +81,10 @@ const WORDS: &[&str] = &[
 
 fn number() -> impl Strategy<Value = String> {
     prop_oneof![
-        (0u32..=5).prop_map(|n| n.to_string()),
-        any::<i64>().prop_map(|n| n.to_string()),
-        any::<u64>().prop_map(|n| n.to_string()),
-        any::<f64>().prop_map(|n| n.to_string()),
+        argv::written(0u32..=5),
+        argv::written(any::<i64>()),
+        argv::written(any::<u64>()),
+        argv::written(any::<f64>()),
         prop::sample::select(
             &[
                 "nan",

@@ -9,8 +9,8 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use crate::support::{
-    Dest, EchoServer, LOCALHOST, Pair, Proxy, assert_eof, connect, round_trip, scaled,
-    with_deadline,
+    Dest, EchoServer, LOCALHOST, LONG_OPTIONS, Pair, Proxy, assert_eof, connect, round_trip,
+    scaled, with_deadline,
 };
 use testkit::peer::{Pacing, free_port, read_to_end};
 use testkit::process::describe_status;
@@ -115,19 +115,8 @@ fn help_exits_0_and_names_every_argument() {
             describe_status(out.status)
         );
         assert!(out.stderr.is_empty(), "`tcpproxy {flag}` wrote to stderr");
-        for name in [
-            "Usage:",
-            "DEST_HOST",
-            "DEST_PORT",
-            "LISTEN_PORT",
-            "--stall-timeout",
-            "--buffer-size",
-            "--bind",
-            "--connect-timeout",
-            "--max-connections",
-            "--drain-timeout",
-            "--verbose",
-        ] {
+        let positionals = ["Usage:", "DEST_HOST", "DEST_PORT", "LISTEN_PORT"];
+        for name in positionals.iter().chain(LONG_OPTIONS) {
             assert!(
                 stdout.contains(name),
                 "`tcpproxy {flag}` lacks {name:?}:\n{stdout}"

@@ -15,7 +15,7 @@ use proptest::prelude::*;
 use proptest::test_runner::{TestCaseError, TestRunner};
 use tcpproxy::cli::{self, Parsed};
 
-use crate::support::{LOCALHOST, scaled};
+use crate::support::{LOCALHOST, LONG_OPTIONS, scaled};
 use testkit::argv;
 
 /// Cases per run, unless `PROPTEST_CASES` says otherwise.
@@ -26,15 +26,8 @@ const RUNS_FOR: f64 = 1.0;
 /// A vector that does not parse must exit well within this.
 const EXITS_WITHIN: f64 = 10.0;
 
-const FLAGS: &[&str] = &[
-    "--stall-timeout",
-    "--buffer-size",
-    "--bind",
-    "--connect-timeout",
-    "--max-connections",
-    "--drain-timeout",
-    "--no-splice",
-    "--verbose",
+/// Tokens that are flags, or look like them, besides [`LONG_OPTIONS`].
+const OTHER_FLAGS: &[&str] = &[
     "-v",
     "-vv",
     "-vvvvvv",
@@ -47,16 +40,13 @@ const FLAGS: &[&str] = &[
     "--=",
 ];
 
-const VALUED: &[&str] = &[
-    "--stall-timeout",
-    "--buffer-size",
-    "--bind",
-    "--connect-timeout",
-    "--max-connections",
-    "--drain-timeout",
-    "--no-splice",
-    "--verbose",
-];
+/// Every flag token: the long options, then the others.
+fn flags() -> Vec<&'static str> {
+    [LONG_OPTIONS, OTHER_FLAGS].concat()
+}
+
+/// Options given a value with `=`, whether they take one or not.
+const VALUED: &[&str] = LONG_OPTIONS;
 
 const HOSTS: &[&str] = &[
     "127.0.0.1",
@@ -91,10 +81,10 @@ const ODD_NUMBERS: &[&str] = &[
 
 fn number() -> impl Strategy<Value = String> {
     prop_oneof![
-        (0u32..=5).prop_map(|n| n.to_string()),
-        (1u32..=65535).prop_map(|n| n.to_string()),
-        any::<i64>().prop_map(|n| n.to_string()),
-        any::<f64>().prop_map(|n| n.to_string()),
+        argv::written(0u32..=5),
+        argv::written(1u32..=65535),
+        argv::written(any::<i64>()),
+        argv::written(any::<f64>()),
         (0.0f64..100.0).prop_map(|n| format!("{n:.3}")),
         prop::sample::select(ODD_NUMBERS).prop_map(str::to_string),
     ]
@@ -103,7 +93,7 @@ fn number() -> impl Strategy<Value = String> {
 /// One argument; `held` is a port that is in use, so a vector naming it as LISTEN_PORT ends.
 fn token(held: u16) -> impl Strategy<Value = OsString> {
     prop_oneof![
-        4 => prop::sample::select(FLAGS).prop_map(OsString::from),
+        4 => prop::sample::select(flags()).prop_map(OsString::from),
         4 => number().prop_map(OsString::from),
         2 => prop::sample::select(HOSTS).prop_map(OsString::from),
         3 => Just(OsString::from(held.to_string())),
@@ -121,14 +111,14 @@ fn token(held: u16) -> impl Strategy<Value = OsString> {
 fn plausible(held: u16) -> impl Strategy<Value = Vec<OsString>> {
     let port = prop_oneof![
         3 => Just(held.to_string()),
-        1 => (1u32..=65535).prop_map(|n| n.to_string()),
+        1 => argv::written(1u32..=65535),
         1 => number(),
     ];
     let option = prop_oneof![
         (prop::sample::select(VALUED), number()).prop_map(|(f, v)| vec![f.to_string(), v]),
         (prop::sample::select(VALUED), prop::sample::select(HOSTS))
             .prop_map(|(f, v)| vec![f.to_string(), v.to_string()]),
-        prop::sample::select(FLAGS).prop_map(|f| vec![f.to_string()]),
+        prop::sample::select(flags()).prop_map(|f| vec![f.to_string()]),
     ];
     (
         prop::sample::select(HOSTS),

@@ -14,6 +14,15 @@ use proptest::prelude::*;
 
 use crate::process::describe_status;
 
+/// `values` as arguments, written as `Display` writes them (`-3`, `NaN`, `1e-7`).
+pub fn written<S>(values: S) -> impl Strategy<Value = String>
+where
+    S: Strategy,
+    S::Value: ToString,
+{
+    values.prop_map(|v| v.to_string())
+}
+
 /// `--flag=value`, for one of `flags` (those that take a value).
 pub fn assignment(
     flags: &'static [&'static str],

@@ -32,6 +32,18 @@ use tokio::time::Instant;
 /// The only address these tests use.
 pub const LOCALHOST: Ipv4Addr = Ipv4Addr::LOCALHOST;
 
+/// Every long option of the proxy, as `--help` lists them.
+pub const LONG_OPTIONS: &[&str] = &[
+    "--stall-timeout",
+    "--buffer-size",
+    "--bind",
+    "--connect-timeout",
+    "--max-connections",
+    "--drain-timeout",
+    "--no-splice",
+    "--verbose",
+];
+
 /// How long the proxy may take to say it is listening.
 const READY_SECS: f64 = 5.0;
 /// How often the proxy is checked for having exited.
