@@ -655,7 +655,7 @@ async fn grade_one(path: &Path, name: String, how: How, out_dir: &Path) -> Resul
     row.inconclusive = count(Verdict::Inconclusive);
     if row.inconclusive > 0 {
         row.status = format!(
-            "inconclusive: the reference proxy failed {} of its phases too, beside it, each time; grade it again on a quieter host (--resume grades only such rows)",
+            "inconclusive: {} of its failures could not be confirmed beside the reference proxy, which failed them too; grade it again on a quieter host (--resume grades only such rows)",
             row.inconclusive
         );
     }

@@ -44,7 +44,7 @@ fn a_failure_the_reference_passes_beside_it_is_confirmed() {
     assert!(
         run.stdout.contains("After the self-check:")
             && run.stdout.contains(
-                "self-check: failed again in round 1 beside the reference proxy, which passed it"
+                "self-check: failed again in each of 2 rounds beside the reference proxy, which passed it each time"
             ),
         "{}",
         run.dump()
@@ -87,7 +87,7 @@ fn a_failure_the_reference_shares_is_inconclusive_in_a_run_and_in_a_class() {
     assert_eq!(run.code, Some(3), "{}", run.dump());
     assert!(
         run.stdout.contains(
-            "One-way shutdown: inconclusive: the reference proxy failed it too, each of the 2 times"
+            "One-way shutdown: inconclusive: the reference proxy failed it too, beside this proxy, in 2 of the 2 rounds"
         ) && run.stdout.contains("0 passed, 0 failed, 1 inconclusive\n"),
         "{}",
         run.dump()
@@ -123,7 +123,7 @@ fn a_failure_the_reference_shares_is_inconclusive_in_a_run_and_in_a_class() {
     let rows: Vec<&str> = csv.lines().collect();
     assert!(
         rows[1].starts_with("bug,")
-            && rows[1].contains("\"inconclusive: the reference proxy failed 1 of its phases too")
+            && rows[1].contains("\"inconclusive: 1 of its failures could not be confirmed beside the reference proxy")
             && rows[1].ends_with(",0,0,0,0,1,inconclusive"),
         "{csv}"
     );
