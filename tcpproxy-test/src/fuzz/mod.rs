@@ -8,14 +8,16 @@
 //! being the same everywhere; the committed regression schedules run first.
 
 pub mod cli;
-mod oracle;
-mod output;
-mod peers;
-mod schedule;
+// The suite's flow phases (`crate::phase::flows`) are schedules of this model, run by this
+// driver and judged by this oracle.
+pub(crate) mod oracle;
+pub(crate) mod output;
+pub(crate) mod peers;
+pub(crate) mod schedule;
 mod shrink;
 mod sockets;
 mod strategy;
-mod target;
+pub(crate) mod target;
 
 use std::io::Write as _;
 use std::process::ExitCode;
@@ -126,7 +128,7 @@ async fn run(config: FuzzConfig) -> u8 {
     let limits = Limits {
         connect: scale(CONNECT_WITHIN),
         quiet: scale(QUIET_LIMIT),
-        close: scale(CLOSE_WITHIN),
+        close: Some(scale(CLOSE_WITHIN)),
         // A reader that outlasts the stall timeout makes its case that much longer.
         backstop: scale(CASE_BACKSTOP) + config.stall_timeout.unwrap_or_default(),
     };
@@ -255,7 +257,10 @@ impl Fuzzer {
                 Ok(o) => o,
                 Err(e) => return Err(Stop::Harness(format!("a case crashed the fuzzer: {e}"))),
             };
-            if let Err(v) = &outcome.reference_verdict {
+            if let (Err(v), true) = (
+                &outcome.reference_verdict,
+                outcome.case.expect.binds_reference(),
+            ) {
                 // The reference keeps the contract; a failure is load or a harness bug. Once
                 // more alone, and only then believe it.
                 if let Err(TargetError::Harness(m) | TargetError::Proxy(m)) =
@@ -353,7 +358,12 @@ impl Fuzzer {
                 "a saved schedule: not shrunk further",
             ),
         };
-        let reference_note = if self.reference.ensure_running().await.is_err() {
+        let reference_note = if !shrunk.case.expect.binds_reference() {
+            format!(
+                "the reference proxy is not judged on this schedule: its stall timeout is {}s, longer than the case",
+                cli::REFERENCE_STALL_TIMEOUT
+            )
+        } else if self.reference.ensure_running().await.is_err() {
             "the reference proxy could not be restarted to check this schedule".to_string()
         } else {
             let r = self.run_alone(&self.reference, &shrunk.case).await;

@@ -7,11 +7,16 @@
 //! ones for liveness: a case in which nothing moves for seconds while something is still owed.
 //!
 //! Differences between two proxies that both keep the contract are information, not failures.
+//!
+//! A case may expect otherwise ([`Expect`]): the suite's timeout phases require the proxy to
+//! abort a pair whose reader never reads within a window set by its stall timeout, and the
+//! early-close phase requires it to close a client whose server closed. Those are judged here
+//! too, on the same record.
 
 use std::time::Duration;
 
 use super::peers::{FlowRecord, Record};
-use super::schedule::{Case, Dir, Pace, Shutdown};
+use super::schedule::{Case, Dir, Expect, Pace, Shutdown, Step};
 use crate::check;
 
 /// Which rule broke. Shrinking keeps to the kind it started from, so a smaller schedule that
@@ -36,6 +41,10 @@ pub enum Kind {
     PendingError,
     /// The proxy died.
     Died,
+    /// The proxy did not abort a stalled pair within its window (`Expect::Aborted`).
+    Abort,
+    /// The proxy kept a client open after its server closed (`Expect::ClosedWithin`).
+    NotClosed,
 }
 
 /// A broken contract: one line, details, and a hint naming the likely bug.
@@ -79,8 +88,47 @@ fn name(conn: usize, dir: Dir) -> String {
     format!("connection {}, {dir}", conn + 1)
 }
 
-/// Judges one run of `case`: the first broken rule, most specific first.
+/// Judges one run of `case` against its expectation: the first broken rule, most specific
+/// first.
 pub fn judge(case: &Case, rec: &Record) -> Result<(), Violation> {
+    let found = match case.expect {
+        Expect::Contract => contract(case, rec),
+        _ if rec.setup_error.is_some() => contract(case, rec),
+        Expect::Aborted {
+            stall_timeout_ms,
+            earliest_ms,
+            slack_ms,
+            watch_ms,
+        } => {
+            let ms = |ms: u32| Duration::from_millis(ms.into());
+            let window = Window {
+                stall: ms(stall_timeout_ms),
+                earliest: ms(earliest_ms),
+                slack: ms(slack_ms),
+                watch: ms(watch_ms),
+            };
+            aborted(case, rec, window)
+        }
+        Expect::ClosedWithin { ms } => closed(case, rec, Duration::from_millis(ms.into())),
+    };
+    match (found, &rec.proxy_died) {
+        (None, None) => Ok(()),
+        (found, Some((how, last_words))) => {
+            let mut v = Violation::new(
+                Kind::Died,
+                format!("the proxy died during the case ({how})"),
+            );
+            if let Some(f) = found {
+                v.details.push(format!("before that: {}", f.summary));
+            }
+            Err(v.details(last_words.iter().cloned()))
+        }
+        (Some(v), None) => Err(v),
+    }
+}
+
+/// The contract's first broken rule.
+fn contract(case: &Case, rec: &Record) -> Option<Violation> {
     let flows = || {
         rec.conns.iter().enumerate().flat_map(|(i, c)| {
             Dir::BOTH
@@ -156,19 +204,216 @@ pub fn judge(case: &Case, rec: &Record) -> Result<(), Violation> {
             }
         }
     }
-    match (found, &rec.proxy_died) {
-        (None, None) => Ok(()),
-        (found, Some((how, last_words))) => {
-            let mut v = Violation::new(
-                Kind::Died,
-                format!("the proxy died during the case ({how})"),
-            );
-            if let Some(f) = found {
-                v.details.push(format!("before that: {}", f.summary));
+    found
+}
+
+/// An abort's window (`Expect::Aborted`), in durations.
+#[derive(Debug, Clone, Copy)]
+struct Window {
+    stall: Duration,
+    earliest: Duration,
+    slack: Duration,
+    watch: Duration,
+}
+
+/// How the lazy phases name a writer.
+fn writer_name(dir: Dir) -> &'static str {
+    match dir {
+        Dir::Up => "client",
+        Dir::Down => "destination server",
+    }
+}
+
+/// The hint for an abort at a time that fits another stall timeout than the one the harness
+/// was told: the two were most likely given different values.
+fn mismatch_hint(writer: &str, after_progress: Duration, told: Duration) -> String {
+    let told = told.as_secs_f64();
+    format!(
+        "the proxy aborted {:.1}s after the {writer}'s last progress: its stall timeout looks like about {:.0}s, not the {told}s the harness was told; pass the same --stall-timeout to both (tcpproxy-test --stall-timeout {told} -- ./proxy --stall-timeout {told}), unless the proxy ignores the one it is given",
+        after_progress.as_secs_f64(),
+        after_progress.as_secs_f64()
+    )
+}
+
+/// `Expect::Aborted`: the writer (the one flow that writes) must see the pair end (an EOF or
+/// a reset) no earlier than `earliest` after the start, and no later than the stall timeout
+/// plus slack after its last write that made progress. What the run saw after that window
+/// changes only the hint and details, never the verdict.
+fn aborted(case: &Case, rec: &Record, w: Window) -> Option<Violation> {
+    let (i, dir) = case.connections.iter().enumerate().find_map(|(i, c)| {
+        Dir::BOTH
+            .into_iter()
+            .find(|d| c.flow(*d).total() > 0)
+            .map(|d| (i, d))
+    })?;
+    let conn = rec.conns.get(i)?;
+    let (out, back) = (&conn.flows[dir.index()], &conn.flows[other(dir).index()]);
+    let writer = writer_name(dir);
+    let last_progress = out.last_write_at.unwrap_or_default();
+    let secs = |d: Duration| d.as_secs_f64();
+    // When and how the writer saw the pair end, the first of what it saw.
+    let closed = [
+        out.write_error_at.zip(
+            out.write_error
+                .as_ref()
+                .map(|e| format!("write error: {e}")),
+        ),
+        back.read_error_at
+            .zip(back.read_error.as_ref().map(|e| format!("read error: {e}"))),
+        back.eof_at.map(|at| (at, "EOF".to_string())),
+    ]
+    .into_iter()
+    .flatten()
+    .min_by_key(|(at, _)| *at);
+    let share = secs(w.earliest) / secs(w.stall).max(1e-9);
+    // Would an abort at `at` pass against a stall timeout of `timeout`?
+    let fits = |at: Duration, timeout: Duration| {
+        at >= timeout.mul_f64(share) && at.saturating_sub(last_progress) <= timeout + w.slack
+    };
+    let facts = format!(
+        "the {writer} wrote {} bytes; its last write that made progress was {:.1}s after connecting",
+        out.written,
+        secs(last_progress)
+    );
+    let never = "the proxy holds data it cannot write but never times out (no stall timer in this direction, or blocking writes)";
+    match closed {
+        Some((at, how)) if at.saturating_sub(last_progress) <= w.stall + w.slack => {
+            if at >= w.earliest {
+                return None;
             }
-            Err(v.details(last_words.iter().cloned()))
+            let default = crate::cli::STALL_TIMEOUT;
+            let hint = if w.stall != default && fits(at, default) {
+                mismatch_hint(writer, at.saturating_sub(last_progress), w.stall)
+            } else {
+                "the proxy's stall timeout is far shorter than the one it was given: it would abort slow peers".into()
+            };
+            Some(
+                Violation::new(
+                    Kind::Abort,
+                    format!(
+                        "expected the pair to stay open at least {:.1}s ({:.0}% of the {:.1}s stall timeout), but the {writer} saw {how} {:.1}s after connecting",
+                        secs(w.earliest),
+                        share * 100.0,
+                        secs(w.stall),
+                        secs(at)
+                    ),
+                )
+                .details([facts])
+                .hint(hint),
+            )
         }
-        (Some(v), None) => Err(v),
+        late => {
+            let v = Violation::new(
+                Kind::Abort,
+                format!(
+                    "expected the proxy to abort the pair within {:.1}s (stall timeout {:.1}s + {:.1}s) of the {writer}'s writes blocking, but it was still open {:.1}s after connecting",
+                    secs(w.stall + w.slack),
+                    secs(w.stall),
+                    secs(w.slack),
+                    secs(last_progress + w.stall + w.slack),
+                ),
+            )
+            .details([facts]);
+            Some(match late {
+                _ if out.writes_done => v.hint(format!(
+                    "the proxy took {} bytes that its peer never read: it buffers without limit",
+                    out.written
+                )),
+                Some((at, how)) => {
+                    let after_progress = at.saturating_sub(last_progress);
+                    v.details([format!(
+                        "watching on only to diagnose, the harness saw the proxy abort the pair ({how}) {:.1}s after the {writer}'s last progress, {:.1}s after connecting",
+                        secs(after_progress),
+                        secs(at)
+                    )])
+                    .hint(mismatch_hint(writer, after_progress, w.stall))
+                }
+                None => v
+                    .details([format!(
+                        "watching on only to diagnose, the harness saw the pair still open {:.1}s after the {writer}'s last progress",
+                        secs(w.watch)
+                    )])
+                    .hint(never),
+            })
+        }
+    }
+}
+
+/// `Expect::ClosedWithin`: one side closed its socket at the start; the other must see the
+/// proxy close its connection too (a reset on a write or a read) before the run's limit,
+/// which the driver enforces. An EOF alone is only the forwarded half-close.
+fn closed(case: &Case, rec: &Record, within: Duration) -> Option<Violation> {
+    let (i, closer) = case.connections.iter().enumerate().find_map(|(i, c)| {
+        Dir::BOTH
+            .into_iter()
+            .find(|d| c.flow(*d).shutdown == Shutdown::CloseAtStart)
+            .map(|d| (i, d))
+    })?;
+    let conn = rec.conns.get(i)?;
+    // The other side writes `out` and reads what the closer would have sent, `back`.
+    let (out, back) = (
+        &conn.flows[other(closer).index()],
+        &conn.flows[closer.index()],
+    );
+    let (me, gone) = (closer.receiver(), closer.sender());
+    let errors = [
+        out.write_error_at
+            .zip(out.write_error.as_ref())
+            .map(|(at, e)| (at, e, out.write_reset, "write")),
+        back.read_error_at
+            .zip(back.read_error.as_ref())
+            .map(|(at, e)| (at, e, back.read_reset, "read")),
+    ];
+    if let Some((_, e, reset, op)) = errors.into_iter().flatten().min_by_key(|x| x.0) {
+        if reset {
+            return None;
+        }
+        let expected = if op == "write" {
+            "ECONNRESET or EPIPE"
+        } else {
+            "ECONNRESET"
+        };
+        return Some(Violation::new(
+            Kind::NotClosed,
+            format!(
+                "expected {expected} once the proxy closed, but the {me}'s {op} failed with: {e}"
+            ),
+        ));
+    }
+    let eof = if back.eof_at.is_some() {
+        format!("it forwarded the {gone}'s EOF, but ")
+    } else {
+        String::new()
+    };
+    Some(
+        Violation::new(
+            Kind::NotClosed,
+            format!(
+                "expected the proxy to close the {me}'s connection within {:.0}s of the {gone} closing; {eof}the {me} wrote {} bytes{}, and every write succeeded",
+                within.as_secs_f64(),
+                out.written,
+                pace(&case.connections[i].flow(other(closer)).steps),
+            ),
+        )
+        .hint(format!(
+            "the proxy ignores the failed write to the closed {gone} and keeps the {me}'s side open"
+        )),
+    )
+}
+
+/// `, one a second` for steps that write a byte at a time with the same pause between.
+fn pace(steps: &[Step]) -> String {
+    let ones = steps
+        .iter()
+        .all(|s| matches!(s, Step::Write(1) | Step::Pause(_)));
+    let mut pauses = steps.iter().filter_map(|s| match s {
+        Step::Pause(ms) => Some(*ms),
+        _ => None,
+    });
+    match (ones, pauses.next()) {
+        (true, Some(1000)) if pauses.all(|ms| ms == 1000) => ", one a second".into(),
+        (true, Some(ms)) if pauses.all(|p| p == ms) => format!(", one every {ms}ms"),
+        _ => String::new(),
     }
 }
 

@@ -171,7 +171,11 @@ fn save(fuzzer: &Fuzzer, origin: &Origin, shrunk: &Shrunk) -> Result<PathBuf, St
 /// in the shared temp directory let anyone plant a link there for this run to write through
 /// (issue 18): the file is created exclusively (never through a link, never over a file) and
 /// readable by its owner only, and the random part keeps a planted name from blocking it.
-fn save_private(dir: &std::path::Path, prefix: &str, text: &str) -> Result<PathBuf, String> {
+pub(crate) fn save_private(
+    dir: &std::path::Path,
+    prefix: &str,
+    text: &str,
+) -> Result<PathBuf, String> {
     let why = |e: std::io::Error| format!("cannot save it in {}: {e}", dir.display());
     let mut file = tempfile::Builder::new()
         .prefix(prefix)

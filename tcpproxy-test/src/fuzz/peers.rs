@@ -21,10 +21,11 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use super::schedule::{
-    Case, Dir, EAGER_CHUNK, Flow, HOLD_PIECE, HOLD_TAIL, KIB, MAX_WRITE, Reader, Shutdown, Step,
+    Case, Dir, EAGER_CHUNK, Expect, Flow, HOLD_PIECE, HOLD_TAIL, KIB, MAX_WRITE, Pace, Reader,
+    Shutdown, Step,
 };
 use super::sockets::Ends;
-use super::target::Target;
+use super::target::{Pair, Target};
 use crate::hold;
 
 /// Bytes kept beyond what was sent, to show what the extra bytes were.
@@ -46,10 +47,41 @@ pub struct Limits {
     pub connect: Duration,
     /// Nothing moved on any connection of the case while something was still expected.
     pub quiet: Duration,
-    /// The proxy keeps a finished pair's sockets open.
-    pub close: Duration,
+    /// The proxy keeps a finished pair's sockets open. None: what the proxy does after both
+    /// directions are done is not judged (a phase leaves descriptors to `resources/fd-leak`).
+    pub close: Option<Duration>,
     /// The whole case, whatever moves.
     pub backstop: Duration,
+}
+
+impl Limits {
+    /// The limits a case's expectation needs: an abort is watched for until its `watch`, in
+    /// which nothing moves; a close must come within its limit, which ends the run.
+    pub fn for_case(self, case: &Case) -> Limits {
+        let ms = |ms: u32| Duration::from_millis(ms.into());
+        match case.expect {
+            Expect::Contract => self,
+            Expect::Aborted { watch_ms, .. } => Limits {
+                quiet: self.quiet.max(ms(watch_ms)),
+                backstop: self.backstop + ms(watch_ms),
+                ..self
+            },
+            Expect::ClosedWithin { ms: within } => Limits {
+                quiet: self.quiet.max(ms(within)),
+                backstop: ms(within),
+                ..self
+            },
+        }
+    }
+}
+
+/// Where the pairs of a run go through: the proxy's listening port and process group, and the
+/// destination's port.
+#[derive(Debug, Clone, Copy)]
+pub struct Ports {
+    pub proxy: u16,
+    pub dest: u16,
+    pub pgid: i32,
 }
 
 /// What the receiver of one direction saw, and how far the sender got.
@@ -59,6 +91,8 @@ pub struct FlowRecord {
     pub sent: Arc<Vec<u8>>,
     /// Bytes the sender has handed to its socket.
     pub written: usize,
+    /// Since the start of the case: the last write that took at least one byte.
+    pub last_write_at: Option<Duration>,
     pub writes_done: bool,
     /// Since the start of the case: when the sender began its shutdown(SHUT_WR).
     pub shut_at: Option<Duration>,
@@ -72,7 +106,11 @@ pub struct FlowRecord {
     pub eof_before_shutdown: bool,
     pub read_error: Option<String>,
     pub read_reset: bool,
+    pub read_error_at: Option<Duration>,
     pub write_error: Option<String>,
+    /// The write failed with ECONNRESET or EPIPE: the proxy closed the connection.
+    pub write_reset: bool,
+    pub write_error_at: Option<Duration>,
     /// The most bytes written and not yet read at any moment.
     pub max_in_flight: usize,
 }
@@ -134,6 +172,52 @@ pub async fn run(target: &Target, case: &Case, limits: Limits) -> Record {
             }
         }
     }
+    let ports = Ports {
+        proxy: target.listen_port().await,
+        dest: target.dest_port,
+        pgid: target.pgid().await,
+    };
+    drive(pairs, ports, case, limits, started).await
+}
+
+/// The bytes every flow of `c` sends: a held flow's tail is cut to what was written when it
+/// shuts down; an echo's server sends what its client sent; bytes no reader reads are zeros
+/// (drawing a lazy phase's 256 MiB would hold a runtime thread for a second or more).
+fn payloads(c: &super::schedule::Connection) -> [Vec<u8>; 2] {
+    let len = |d: Dir| {
+        c.flow(d).total()
+            + if c.flow(d).shutdown == Shutdown::WhileHeld {
+                HOLD_TAIL
+            } else {
+                0
+            }
+    };
+    let draw = |d: Dir| {
+        if c.flow(d).reader.pace == Pace::Never {
+            vec![0; len(d)]
+        } else {
+            payload(len(d))
+        }
+    };
+    let up = draw(Dir::Up);
+    let down = if c.echo && len(Dir::Down) <= up.len() {
+        up[..len(Dir::Down)].to_vec()
+    } else {
+        draw(Dir::Down)
+    };
+    [up, down]
+}
+
+/// Runs `case` on `pairs`, already open through the proxy at `ports`, one pair a connection;
+/// `started` is when the case began.
+pub async fn drive(
+    pairs: Vec<Pair>,
+    ports: Ports,
+    case: &Case,
+    limits: Limits,
+    started: Instant,
+) -> Record {
+    let limits = limits.for_case(case);
     let shared = Arc::new(Shared {
         started,
         state: Mutex::new(State {
@@ -141,16 +225,8 @@ pub async fn run(target: &Target, case: &Case, limits: Limits) -> Record {
                 .connections
                 .iter()
                 .map(|c| ConnRecord {
-                    flows: Dir::BOTH.map(|d| FlowRecord {
-                        // A held flow's tail is cut to what was written when it shuts down.
-                        sent: Arc::new(payload(
-                            c.flow(d).total()
-                                + if c.flow(d).shutdown == Shutdown::WhileHeld {
-                                    HOLD_TAIL
-                                } else {
-                                    0
-                                },
-                        )),
+                    flows: payloads(c).map(|sent| FlowRecord {
+                        sent: Arc::new(sent),
                         ..FlowRecord::default()
                     }),
                     ..ConnRecord::default()
@@ -163,7 +239,7 @@ pub async fn run(target: &Target, case: &Case, limits: Limits) -> Record {
     let (end_tx, end_rx) = watch::channel(false);
     let mut sides = JoinSet::new();
     let mut ends = Vec::new();
-    let (proxy_port, pgid) = (target.listen_port().await, target.pgid().await);
+    let (proxy_port, pgid) = (ports.proxy, ports.pgid);
     for pair in &pairs {
         ends.push([
             Ends {
@@ -172,7 +248,7 @@ pub async fn run(target: &Target, case: &Case, limits: Limits) -> Record {
             },
             Ends {
                 local: pair.proxy_out_port,
-                remote: target.dest_port,
+                remote: ports.dest,
             },
         ]);
     }
@@ -189,7 +265,7 @@ pub async fn run(target: &Target, case: &Case, limits: Limits) -> Record {
             remote: proxy_port,
         };
         let server = Ends {
-            local: target.dest_port,
+            local: ports.dest,
             remote: pair.proxy_out_port,
         };
         let gates = Dir::BOTH.map(|d| {
@@ -245,14 +321,14 @@ pub async fn run(target: &Target, case: &Case, limits: Limits) -> Record {
         let _ = tokio::time::timeout(Duration::from_millis(100), notified).await;
     };
 
-    if finished {
+    if let (true, Some(close)) = (finished, limits.close) {
         // Directions that never close end only here: any EOF or byte in the grace is wrong.
         tokio::time::sleep(GRACE).await;
         let _ = end_tx.send(true);
         let mut streams: Vec<Vec<TcpStream>> = case.connections.iter().map(|_| vec![]).collect();
         let all = async {
             while let Some(joined) = sides.join_next().await {
-                if let Ok((i, stream)) = joined {
+                if let Ok((i, Some(stream))) = joined {
                     streams[i].push(stream);
                 }
             }
@@ -270,7 +346,7 @@ pub async fn run(target: &Target, case: &Case, limits: Limits) -> Record {
                 .collect();
             let shared = shared.clone();
             closes.spawn(async move {
-                let lingering = await_closed(pgid, known, limits.close).await;
+                let lingering = await_closed(pgid, known, close).await;
                 shared.lock().conns[i].lingering = lingering;
             });
         }
@@ -284,6 +360,10 @@ pub async fn run(target: &Target, case: &Case, limits: Limits) -> Record {
             }
         }
     } else {
+        if finished {
+            // Not judged after the end, but a byte or an EOF in the grace still is.
+            tokio::time::sleep(GRACE).await;
+        }
         sides.abort_all();
         while sides.join_next().await.is_some() {}
     }
@@ -325,7 +405,8 @@ fn payload(len: usize) -> Vec<u8> {
 struct State {
     conns: Vec<ConnRecord>,
     /// The last time anything happened on any connection of the case: a read, a write, a
-    /// shutdown, the end of one of our own pauses.
+    /// shutdown, the end of one of our own pauses; while a pause runs, its end (nothing is
+    /// owed by the proxy while a side waits on its own clock).
     last_event: Instant,
 }
 
@@ -355,14 +436,20 @@ impl Shared {
             let flow = &mut s.conns[conn].flows[dir.index()];
             f(flow, at);
             flow.max_in_flight = flow.max_in_flight.max(flow.in_flight());
-            s.last_event = Instant::now();
+            s.last_event = s.last_event.max(Instant::now());
         }
         self.notify.notify_one();
     }
 
     /// An event that concerns no direction's bytes: one of our pauses ended.
     fn tick(&self) {
-        self.lock().last_event = Instant::now();
+        self.until(Instant::now());
+    }
+
+    /// Nothing is owed until `at`: one of our own pauses runs until then.
+    fn until(&self, at: Instant) {
+        let mut s = self.lock();
+        s.last_event = s.last_event.max(at);
     }
 
     fn progress(&self, case: &Case) -> Progress {
@@ -418,18 +505,33 @@ struct Side {
 
 impl Side {
     /// Sends and receives as scheduled, then holds the socket until the case is over: dropping
-    /// the write half would send a FIN the schedule did not ask for.
-    async fn run(self, stream: TcpStream) -> TcpStream {
+    /// the write half would send a FIN the schedule did not ask for. None when the schedule
+    /// closed it.
+    async fn run(self, stream: TcpStream) -> Option<TcpStream> {
+        let mut end = self.end.clone();
+        if self.sending.shutdown == Shutdown::CloseAtStart {
+            self.shared.event(self.conn, self.out, |f, at| {
+                f.writes_done = true;
+                f.shut_at = Some(at);
+            });
+            drop(stream);
+            let _ = end.wait_for(|e| *e).await;
+            return None;
+        }
         let (rd, wr) = stream.into_split();
         let (eof_tx, eof_rx) = watch::channel(false);
-        let (rd, wr) = tokio::join!(self.receive(rd, eof_tx), self.send(wr, eof_rx));
-        let mut end = self.end.clone();
+        let (read_tx, read_rx) = watch::channel(0);
+        let (rd, wr) = tokio::join!(
+            self.receive(rd, eof_tx, read_tx),
+            self.send(wr, eof_rx, read_rx)
+        );
         let _ = end.wait_for(|e| *e).await;
-        rd.reunite(wr).expect("the two halves of one stream")
+        Some(rd.reunite(wr).expect("the two halves of one stream"))
     }
 
     /// Sleeps, unless the case ends first; false if it did.
     async fn pause(&self, d: Duration) -> bool {
+        self.shared.until(Instant::now() + d);
         let mut end = self.end.clone();
         tokio::select! {
             _ = end.wait_for(|e| *e) => false,
@@ -440,8 +542,19 @@ impl Side {
         }
     }
 
-    async fn receive(&self, mut rd: OwnedReadHalf, eof_tx: watch::Sender<bool>) -> OwnedReadHalf {
+    /// Reads as the schedule says; `read` counts the bytes read so far, for `await-read`.
+    async fn receive(
+        &self,
+        mut rd: OwnedReadHalf,
+        eof_tx: watch::Sender<bool>,
+        read_so_far: watch::Sender<usize>,
+    ) -> OwnedReadHalf {
         let (conn, dir) = (self.conn, self.into);
+        if self.reader.pace == Pace::Never {
+            let mut end = self.end.clone();
+            let _ = end.wait_for(|e| *e).await;
+            return rd;
+        }
         let keep = self.shared.lock().conns[conn].flows[dir.index()].sent.len() + EXTRA_KEPT;
         let mut buf = vec![0; EAGER_CHUNK];
         let mut total = 0usize;
@@ -488,6 +601,7 @@ impl Side {
                 }
                 Ok(n) => {
                     total += n;
+                    read_so_far.send_replace(total);
                     self.shared.event(conn, dir, |f, at| {
                         let room = keep.saturating_sub(f.got.len());
                         f.got.extend_from_slice(&buf[..n.min(room)]);
@@ -497,9 +611,10 @@ impl Side {
                     });
                 }
                 Err(e) => {
-                    self.shared.event(conn, dir, |f, _| {
+                    self.shared.event(conn, dir, |f, at| {
                         f.read_reset = crate::peer::is_reset(&e);
                         f.read_error = Some(e.to_string());
+                        f.read_error_at = Some(at);
                     });
                     break;
                 }
@@ -519,6 +634,7 @@ impl Side {
         &self,
         mut wr: OwnedWriteHalf,
         mut peer_eof: watch::Receiver<bool>,
+        mut read: watch::Receiver<usize>,
     ) -> OwnedWriteHalf {
         let (conn, dir, flow) = (self.conn, self.out, &self.sending);
         let data = self.shared.lock().conns[conn].flows[dir.index()]
@@ -535,6 +651,15 @@ impl Side {
                 Step::AwaitPeerEof => {
                     let _ = peer_eof.wait_for(|e| *e).await;
                 }
+                Step::AwaitRead(n) => {
+                    // Ends early when this side stops reading (an EOF, an error): whatever
+                    // follows is judged on what the run saw.
+                    let mut end = self.end.clone();
+                    tokio::select! {
+                        _ = end.wait_for(|e| *e) => return wr,
+                        _ = read.wait_for(|got| *got >= n) => {}
+                    }
+                }
                 Step::Write(n) | Step::Bulk(n) => {
                     if flow.latency_ms > 0
                         && !self
@@ -544,8 +669,7 @@ impl Side {
                         return wr;
                     }
                     if let Err(e) = self.write(&mut wr, &data[at..at + n]).await {
-                        self.shared
-                            .event(conn, dir, |f, _| f.write_error = Some(e.to_string()));
+                        self.write_failed(&e);
                         return wr;
                     }
                     at += n;
@@ -565,13 +689,15 @@ impl Side {
                     return wr;
                 }
             }
-            Shutdown::Never => return wr,
+            // A closed socket is never sent on (`Side::run`).
+            Shutdown::Never | Shutdown::CloseAtStart => return wr,
         }
         // Recorded before the call: the EOF may reach the receiver before shutdown() returns.
         self.shared.event(conn, dir, |f, at| f.shut_at = Some(at));
         if let Err(e) = wr.shutdown().await {
-            self.shared.event(conn, dir, |f, _| {
-                f.write_error = Some(format!("shutdown(SHUT_WR) failed: {e}"))
+            self.shared.event(conn, dir, |f, at| {
+                f.write_error = Some(format!("shutdown(SHUT_WR) failed: {e}"));
+                f.write_error_at = Some(at);
             });
         }
         if let Some(gate) = &self.hold_out {
@@ -604,7 +730,12 @@ impl Side {
             confirm: HOLD_CONFIRM,
             budget: None,
         };
-        let wrote = |n| self.shared.event(conn, dir, |f, _| f.written += n);
+        let wrote = |n| {
+            self.shared.event(conn, dir, |f, at| {
+                f.written += n;
+                f.last_write_at = Some(at);
+            })
+        };
         match hold::fill(wr, &data[at..], at, received, &gate.path, &settings, wrote).await {
             Ok(fill) => {
                 let sent = at + fill.written;
@@ -614,23 +745,41 @@ impl Side {
                 Some(fill.written)
             }
             Err(e) => {
-                self.shared
-                    .event(conn, dir, |f, _| f.write_error = Some(e.to_string()));
+                self.write_failed(&e);
                 None
             }
         }
     }
 
-    /// One write step: writes of at most `MAX_WRITE`, cut by the slicer if there is one.
+    fn write_failed(&self, e: &io::Error) {
+        self.shared.event(self.conn, self.out, |f, at| {
+            f.write_error = Some(e.to_string());
+            f.write_reset = crate::peer::is_reset(e);
+            f.write_error_at = Some(at);
+        });
+    }
+
+    /// One write step: writes of at most `MAX_WRITE`, cut by the slicer if there is one. Every
+    /// write call that takes bytes is recorded as it returns, so the last progress is known to
+    /// the write (an abort is timed from it).
     async fn write(&self, wr: &mut OwnedWriteHalf, bytes: &[u8]) -> io::Result<()> {
         let (piece, delay) = match self.sending.slicer {
             Some(s) => (s.size, Duration::from_micros(s.delay_us.into())),
             None => (MAX_WRITE, Duration::ZERO),
         };
         for part in bytes.chunks(piece.min(MAX_WRITE)) {
-            wr.write_all(part).await?;
-            self.shared
-                .event(self.conn, self.out, |f, _| f.written += part.len());
+            let mut done = 0;
+            while done < part.len() {
+                let n = wr.write(&part[done..]).await?;
+                if n == 0 {
+                    return Err(io::ErrorKind::WriteZero.into());
+                }
+                done += n;
+                self.shared.event(self.conn, self.out, |f, at| {
+                    f.written += n;
+                    f.last_write_at = Some(at);
+                });
+            }
             if !delay.is_zero() && !self.pause(delay).await {
                 return Ok(());
             }

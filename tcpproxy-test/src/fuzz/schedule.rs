@@ -12,6 +12,20 @@
 //! `slicer` (each write cut into small pieces with a delay between), a reader's `bandwidth`
 //! limit, and a slow close (`shutdown 200ms-after-last-byte`). `shutdown while-held` sends the
 //! EOF at the moment the proxy holds bytes it cannot write on yet.
+//!
+//! The suite's phases are schedules too (`crate::phase`), and need a few words the strategy
+//! never generates: `await-read N` (a side writes on only once it has read N bytes: an echo),
+//! `connection echo` (the server's bytes are the client's), `reader never`, `shutdown
+//! close-at-start` (the side closes its whole socket at once), and an `expect` line for a case
+//! whose proxy must end a pair rather than keep the contract:
+//!
+//! ```text
+//! case
+//!   expect aborted: stall-timeout 3000ms, earliest 2400ms, slack 5000ms, watch 15000ms
+//!   connection
+//!     client->server: bulk 268435456; shutdown never; reader never
+//!     server->client: no-writes; shutdown never; reader eager
+//! ```
 
 use std::fmt;
 use std::str::FromStr;
@@ -53,11 +67,46 @@ pub const SLOW_SPAN: Duration = Duration::from_secs(90);
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Case {
     pub connections: Vec<Connection>,
+    pub expect: Expect,
+}
+
+/// What a run of a case must show. Generated cases keep the contract; a phase may instead
+/// require the proxy to end a pair, which no schedule that keeps the contract can ask.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expect {
+    /// The proxy contract (`oracle::judge`): bytes, EOF placement, no reset.
+    Contract,
+    /// The one flow that writes pushes into a reader that never reads: the proxy must abort
+    /// the pair (an EOF or a reset at the writer) no earlier than `earliest_ms` after the case
+    /// started, and within `stall_timeout_ms + slack_ms` of the writer's last write that made
+    /// progress. The run goes on until `watch_ms` after that progress only to explain a
+    /// failure (an abort then fits another stall timeout).
+    Aborted {
+        stall_timeout_ms: u32,
+        earliest_ms: u32,
+        slack_ms: u32,
+        watch_ms: u32,
+    },
+    /// A side closes its socket at once (`shutdown close-at-start`): within `ms` of the start,
+    /// the proxy must close the other side's connection too, seen there as a reset (ECONNRESET
+    /// or EPIPE) on a write or a read.
+    ClosedWithin { ms: u32 },
+}
+
+impl Expect {
+    /// Whether the reference proxy the fuzzer runs beside (its stall timeout far longer than
+    /// any case) is held to this expectation: not to an abort timed by a stall timeout.
+    pub fn binds_reference(self) -> bool {
+        !matches!(self, Expect::Aborted { .. })
+    }
 }
 
 /// One connection through the proxy: the client's and the server's schedules.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Connection {
+    /// The server writes back the client's bytes (the first of them, as many as its own
+    /// schedule writes) rather than bytes of its own: an echo.
+    pub echo: bool,
     /// The client's socket is a slow receiver (small SO_RCVBUF and MSS, see `peer::SMALL_MSS`),
     /// as the destination server's sockets always are, so the proxy's writes come back short.
     pub small_client_rcvbuf: bool,
@@ -128,6 +177,9 @@ pub enum Step {
     Pause(u32),
     /// Wait until this side has read the other side's EOF.
     AwaitPeerEof,
+    /// Wait until this side has read this many bytes in all from the other side (never
+    /// generated: the phases' echoes).
+    AwaitRead(usize),
 }
 
 /// Toxiproxy's slicer: every write goes out in pieces of `size` bytes, `delay_us` apart.
@@ -148,6 +200,10 @@ pub enum Shutdown {
     AtStart,
     /// Never: the write half stays open until the case is over.
     Never,
+    /// Before anything else, the sender closes its whole socket: it writes nothing and reads
+    /// nothing, and bytes the proxy sends it later are answered with a reset (never generated:
+    /// the early-close phase's server).
+    CloseAtStart,
     /// After the last step, the moment the proxy holds bytes it cannot write on: the receiver
     /// stops reading once it has read the steps' bytes, the sender adds up to `HOLD_TAIL` bytes
     /// in pieces until the proxy holds some (seen in /proc/net/tcp, see `crate::hold`), shuts
@@ -178,6 +234,8 @@ pub enum Pace {
     /// making progress, however long it takes. Not raised to finish within `BANDWIDTH_SPAN`, so
     /// a flow can outlast the proxy's stall timeout (a proxy must not abort it).
     Slow { bytes: usize, every_ms: u32 },
+    /// Never reads: what the proxy sends this way piles up (never generated: the lazy phases).
+    Never,
 }
 
 impl Pace {
@@ -190,6 +248,7 @@ impl Pace {
             Pace::Trickle { size, bytes } if read_so_far < bytes => size,
             Pace::Trickle { .. } => EAGER_CHUNK,
             Pace::Slow { bytes, .. } => bytes,
+            Pace::Never => 0,
         }
     }
 
@@ -198,7 +257,7 @@ impl Pace {
         match self {
             Pace::Bandwidth(kib) => Some(kib as f64 * KIB as f64),
             Pace::Slow { bytes, every_ms } => Some(bytes as f64 * 1000.0 / every_ms as f64),
-            Pace::Eager | Pace::Chunks(_) | Pace::Trickle { .. } => None,
+            Pace::Eager | Pace::Chunks(_) | Pace::Trickle { .. } | Pace::Never => None,
         }
     }
 }
@@ -232,7 +291,7 @@ impl Flow {
             .iter()
             .map(|s| match s {
                 Step::Write(n) | Step::Bulk(n) => *n,
-                Step::Pause(_) | Step::AwaitPeerEof => 0,
+                Step::Pause(_) | Step::AwaitPeerEof | Step::AwaitRead(_) => 0,
             })
             .sum()
     }
@@ -250,7 +309,7 @@ impl Flow {
     /// the start, one await at most, reader stalls within the stream, and slow paces raised so a
     /// flow finishes within seconds.
     pub fn normalize(&mut self) {
-        if self.shutdown == Shutdown::AtStart {
+        if matches!(self.shutdown, Shutdown::AtStart | Shutdown::CloseAtStart) {
             self.steps.clear();
         }
         let mut seen_await = false;
@@ -263,7 +322,7 @@ impl Flow {
             match s {
                 Step::Write(n) => *n = (*n).clamp(1, MAX_WRITE),
                 Step::Bulk(n) => *n = (*n).max(1),
-                Step::Pause(_) | Step::AwaitPeerEof => {}
+                Step::Pause(_) | Step::AwaitPeerEof | Step::AwaitRead(_) => {}
             }
         }
         let total = self.total();
@@ -272,7 +331,7 @@ impl Flow {
             stall.ms = stall.ms.min(MAX_STALL_MS);
         }
         match &mut self.reader.pace {
-            Pace::Eager => {}
+            Pace::Eager | Pace::Never => {}
             Pace::Chunks(n) => *n = (*n).clamp(1, EAGER_CHUNK),
             Pace::Bandwidth(kib) => {
                 let floor = total.div_ceil(KIB * BANDWIDTH_SPAN.as_secs() as usize) as u32;
@@ -349,12 +408,18 @@ impl Case {
 impl fmt::Display for Case {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "case")?;
+        if self.expect != Expect::Contract {
+            writeln!(f, "  expect {}", self.expect)?;
+        }
         for c in &self.connections {
+            f.write_str("  connection")?;
             if c.small_client_rcvbuf {
-                writeln!(f, "  connection client-rcvbuf=small")?;
-            } else {
-                writeln!(f, "  connection")?;
+                f.write_str(" client-rcvbuf=small")?;
             }
+            if c.echo {
+                f.write_str(" echo")?;
+            }
+            writeln!(f)?;
             writeln!(f, "    {}: {}", Dir::Up, c.up)?;
             writeln!(f, "    {}: {}", Dir::Down, c.down)?;
         }
@@ -376,6 +441,7 @@ impl fmt::Display for Flow {
                 Step::Bulk(n) => write!(f, "bulk {n}")?,
                 Step::Pause(ms) => write!(f, "pause {ms}ms")?,
                 Step::AwaitPeerEof => f.write_str("await-peer-eof")?,
+                Step::AwaitRead(n) => write!(f, "await-read {n}")?,
             }
         }
         if self.latency_ms > 0 {
@@ -390,6 +456,7 @@ impl fmt::Display for Flow {
             Shutdown::AtStart => f.write_str("; shutdown at-start")?,
             Shutdown::Never => f.write_str("; shutdown never")?,
             Shutdown::WhileHeld => f.write_str("; shutdown while-held")?,
+            Shutdown::CloseAtStart => f.write_str("; shutdown close-at-start")?,
         }
         match self.reader.pace {
             Pace::Eager => f.write_str("; reader eager")?,
@@ -399,11 +466,75 @@ impl fmt::Display for Flow {
             Pace::Slow { bytes, every_ms } => {
                 write!(f, "; reader slow {bytes}B every {every_ms}ms")?
             }
+            Pace::Never => f.write_str("; reader never")?,
         }
         if let Some(s) = self.reader.stall {
             write!(f, ", stall {}ms after {}B", s.ms, s.after)?;
         }
         Ok(())
+    }
+}
+
+impl fmt::Display for Expect {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Expect::Contract => f.write_str("contract"),
+            Expect::Aborted {
+                stall_timeout_ms,
+                earliest_ms,
+                slack_ms,
+                watch_ms,
+            } => write!(
+                f,
+                "aborted: stall-timeout {stall_timeout_ms}ms, earliest {earliest_ms}ms, slack {slack_ms}ms, watch {watch_ms}ms"
+            ),
+            Expect::ClosedWithin { ms } => write!(f, "closed within {ms}ms"),
+        }
+    }
+}
+
+impl FromStr for Expect {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Expect, String> {
+        let s = s.trim();
+        if s == "contract" {
+            return Ok(Expect::Contract);
+        }
+        if let Some(ms) = s.strip_prefix("closed within ") {
+            return Ok(Expect::ClosedWithin {
+                ms: millis(ms.trim())?,
+            });
+        }
+        let Some(rest) = s.strip_prefix("aborted:") else {
+            return Err(format!("unknown expectation `{s}`"));
+        };
+        let mut values = [None; 4];
+        let names = ["stall-timeout", "earliest", "slack", "watch"];
+        for item in rest.split(',').map(str::trim) {
+            let (name, value) = item
+                .split_once(' ')
+                .ok_or_else(|| format!("expected `NAME 1000ms`, got `{item}`"))?;
+            let i = names
+                .iter()
+                .position(|n| *n == name)
+                .ok_or_else(|| format!("unknown item `{name}` of `expect aborted:`"))?;
+            values[i] = Some(millis(value.trim())?);
+        }
+        match values {
+            [
+                Some(stall_timeout_ms),
+                Some(earliest_ms),
+                Some(slack_ms),
+                Some(watch_ms),
+            ] => Ok(Expect::Aborted {
+                stall_timeout_ms,
+                earliest_ms,
+                slack_ms,
+                watch_ms,
+            }),
+            _ => Err(format!("`expect aborted:` needs {}", names.join(", "))),
+        }
     }
 }
 
@@ -424,13 +555,13 @@ impl fmt::Display for ParseError {
 pub fn parse_cases(text: &str) -> Result<Vec<Case>, ParseError> {
     let mut cases: Vec<Case> = Vec::new();
     // Flows of the connection being read: up, then down.
-    let mut pending: Option<(bool, Option<Flow>, Option<Flow>)> = None;
+    let mut pending: Option<(bool, bool, Option<Flow>, Option<Flow>)> = None;
     let err = |line: usize, message: String| ParseError { line, message };
     let finish = |cases: &mut Vec<Case>,
-                  pending: &mut Option<(bool, Option<Flow>, Option<Flow>)>,
+                  pending: &mut Option<(bool, bool, Option<Flow>, Option<Flow>)>,
                   line: usize|
      -> Result<(), ParseError> {
-        if let Some((small, up, down)) = pending.take() {
+        if let Some((small, echo, up, down)) = pending.take() {
             let (Some(up), Some(down)) = (up, down) else {
                 return Err(err(
                     line,
@@ -441,6 +572,7 @@ pub fn parse_cases(text: &str) -> Result<Vec<Case>, ParseError> {
                 .last_mut()
                 .expect("a connection is read inside a case");
             let mut c = Connection {
+                echo,
                 small_client_rcvbuf: small,
                 up,
                 down,
@@ -463,26 +595,35 @@ pub fn parse_cases(text: &str) -> Result<Vec<Case>, ParseError> {
             }
             cases.push(Case {
                 connections: vec![],
+                expect: Expect::Contract,
             });
+        } else if let Some(rest) = line.strip_prefix("expect ") {
+            let Some(case) = cases.last_mut() else {
+                return Err(err(n, "`expect` before any `case`".into()));
+            };
+            case.expect = rest.parse().map_err(|m| err(n, m))?;
         } else if let Some(rest) = line.strip_prefix("connection") {
             if cases.is_empty() {
                 return Err(err(n, "`connection` before any `case`".into()));
             }
             finish(&mut cases, &mut pending, n)?;
-            let small = match rest.trim() {
-                "" => false,
-                "client-rcvbuf=small" => true,
-                other => return Err(err(n, format!("unknown connection option `{other}`"))),
-            };
-            pending = Some((small, None, None));
+            let (mut small, mut echo) = (false, false);
+            for option in rest.split_whitespace() {
+                match option {
+                    "client-rcvbuf=small" => small = true,
+                    "echo" => echo = true,
+                    other => return Err(err(n, format!("unknown connection option `{other}`"))),
+                }
+            }
+            pending = Some((small, echo, None, None));
         } else if let Some((name, rest)) = line.split_once(':') {
             let Some(p) = pending.as_mut() else {
                 return Err(err(n, "a flow line before any `connection`".into()));
             };
             let flow: Flow = rest.parse().map_err(|m| err(n, m))?;
             let slot = match name.trim() {
-                "client->server" => &mut p.1,
-                "server->client" => &mut p.2,
+                "client->server" => &mut p.2,
+                "server->client" => &mut p.3,
                 other => {
                     return Err(err(
                         n,
@@ -542,6 +683,7 @@ impl FromStr for Flow {
                     ["bulk", n] => Step::Bulk(number(n, "a byte count")?),
                     ["pause", ms] => Step::Pause(millis(ms)?),
                     ["await-peer-eof"] => Step::AwaitPeerEof,
+                    ["await-read", n] => Step::AwaitRead(number(n, "a byte count")?),
                     _ => return Err(format!("unknown step `{step}`")),
                 });
             }
@@ -571,6 +713,7 @@ impl FromStr for Flow {
                         "at-start" => Shutdown::AtStart,
                         "never" => Shutdown::Never,
                         "while-held" => Shutdown::WhileHeld,
+                        "close-at-start" => Shutdown::CloseAtStart,
                         slow => match slow.strip_suffix("-after-last-byte") {
                             Some(ms) => Shutdown::SlowClose(millis(ms)?),
                             None => return Err(format!("unknown shutdown `{slow}`")),
@@ -596,6 +739,7 @@ fn parse_reader(s: &str) -> Result<Reader, String> {
     let pace_words: Vec<&str> = parts.next().unwrap_or("").split_whitespace().collect();
     let pace = match pace_words.as_slice() {
         ["eager"] => Pace::Eager,
+        ["never"] => Pace::Never,
         ["chunks", n] => Pace::Chunks(bytes(n)?),
         ["bandwidth", rate] => Pace::Bandwidth(number(
             rate.strip_suffix("KiB/s")

@@ -19,8 +19,8 @@ use rand::SeedableRng as _;
 use rand_chacha::ChaCha20Rng;
 
 use super::schedule::{
-    Case, Connection, Dir, Flow, KIB, MAX_STALL_MS, MAX_WRITE, Pace, Reader, Shutdown, Slicer,
-    Stall, Step,
+    Case, Connection, Dir, Expect, Flow, KIB, MAX_STALL_MS, MAX_WRITE, Pace, Reader, Shutdown,
+    Slicer, Stall, Step,
 };
 
 /// Independent connections opened together in one case.
@@ -112,6 +112,7 @@ pub fn outlasting(dir: Dir, stall: Duration) -> Connection {
     // The destination's sockets are always slow receivers; the client's is made one when it
     // is the slow reader, so the proxy's buffer, not the kernel's, holds what waits.
     let mut c = Connection {
+        echo: false,
         small_client_rcvbuf: dir == Dir::Down,
         up,
         down,
@@ -188,7 +189,10 @@ pub fn case() -> impl Strategy<Value = Case> {
                     connections.push(staggered(&first, (k * step) as usize));
                 }
             }
-            Case { connections }
+            Case {
+                connections,
+                expect: Expect::Contract,
+            }
         })
 }
 
@@ -202,7 +206,7 @@ fn staggered(c: &Connection, extra: usize) -> Connection {
             .iter_mut()
             .filter_map(|s| match s {
                 Step::Write(n) | Step::Bulk(n) => Some(n),
-                Step::Pause(_) | Step::AwaitPeerEof => None,
+                Step::Pause(_) | Step::AwaitPeerEof | Step::AwaitRead(_) => None,
             })
             .max_by_key(|n| **n);
         if let Some(n) = longest {
@@ -230,6 +234,7 @@ fn connection() -> impl Strategy<Value = Connection> {
         .prop_map(
             |(t_up, t_down, w_up, w_down, s_up, s_down, a_up, a_down, small_client_rcvbuf)| {
                 let mut c = Connection {
+                    echo: false,
                     small_client_rcvbuf,
                     up: flow(w_up, t_up, s_up, a_up),
                     down: flow(w_down, t_down, s_down, a_down),
