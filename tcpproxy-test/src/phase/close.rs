@@ -8,142 +8,55 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
+use super::flows::{self, Flows};
 use super::params::*;
 use super::{Ctx, Failure, PhaseResult};
+use crate::fuzz::oracle::Kind;
 
 use crate::deadline::{self, within};
 use crate::peer::{self, Pacing, SMALL_RCVBUF};
 use crate::{check, hold, procfs};
 
 /// The client sends a request and half-closes; the server reads to EOF, waits, replies with one
-/// byte and closes. The client must get that byte, then EOF.
-pub async fn one_way_shutdown(ctx: Arc<Ctx>) -> PhaseResult {
-    let (client, server) = ctx.pair(None).await?;
-    let request = ctx.payload(0, ONE_WAY_REQUEST);
-    let reply = ctx.payload(1, 1);
-    let limit = ctx.scaled(ECHO_DEADLINE);
-
-    let (mut c_rd, mut c_wr) = client.into_split();
-    c_wr.write_all(&request).await.map_err(|e| {
-        Failure::new(format!(
-            "expected to send {ONE_WAY_REQUEST} bytes, but the write failed: {e}"
+/// byte and closes. The client must get that byte, then EOF. The pause matters: proxies that
+/// tear down a pair shortly after the first EOF (socat's 0.5 s) pass only if the reply comes at
+/// once.
+pub const ONE_WAY: Flows = Flows {
+    case: |_| {
+        flows::case(&format!(
+            "connection
+               client->server: write {ONE_WAY_REQUEST}; shutdown after-last-byte; reader eager
+               server->client: await-peer-eof, pause {}ms, write 1; shutdown after-last-byte; reader eager",
+            flows::ms(ONE_WAY_PAUSE)
         ))
-    })?;
-    c_wr.shutdown()
-        .await
-        .map_err(|e| Failure::new(format!("shutdown(SHUT_WR) of the client failed: {e}")))?;
-
-    let server_side = {
-        let reply = reply.clone();
-        async move {
-            let (mut s_rd, mut s_wr) = server.into_split();
-            let (got, end) = within(limit, "EOF at the server after the client's shutdown(SHUT_WR)", peer::read_to_end(&mut s_rd, &[Pacing::EAGER], 1 << 20))
-                .await
-                .map_err(|e| Failure::from(e).hint("the server never saw EOF: the proxy does not forward a half-close (no shutdown(SHUT_WR) after the client's EOF)"))?;
-            if let Err(e) = end {
-                return Err(Failure::new(format!(
-                    "expected the request then EOF at the server, but the read failed: {e}"
-                )));
-            }
-            if let Some(m) = check::compare(&request, &got) {
-                return Err(
-                    Failure::new(format!("request at the server: {}", m.summary()))
-                        .details(m.details()),
-                );
-            }
-            // The pause matters: proxies that tear down a pair shortly after the first EOF
-            // (socat's 0.5 s) pass only if the reply comes at once.
-            tokio::time::sleep(ONE_WAY_PAUSE).await;
-            s_wr.write_all(&reply)
-                .await
-                .map_err(|e| Failure::new(format!("expected to send the reply {:.1}s after EOF, but the server's write failed: {e}", ONE_WAY_PAUSE.as_secs_f64())).hint("the proxy closed both sides on the first EOF"))?;
-            s_wr.shutdown()
-                .await
-                .map_err(|e| Failure::new(format!("shutdown of the server failed: {e}")))?;
-            Ok::<_, Failure>(s_rd)
-        }
-    };
-    let started = Instant::now();
-    let client_side = async {
-        within(
-            limit + ONE_WAY_PAUSE,
-            "the server's one-byte reply and then EOF at the client",
-            peer::read_to_end(&mut c_rd, &[Pacing::EAGER], 1 << 20),
-        )
-        .await
-    };
-    let (server_result, client_result) = tokio::join!(server_side, client_side);
-    let _server_read_half = server_result?;
-    let (got, end) = client_result.map_err(|e| {
-        Failure::from(e).hint(
-            "the client never saw EOF after the reply: the proxy does not forward the server's EOF",
-        )
-    })?;
-    let at = started.elapsed().as_secs_f64();
-    match end {
-        Err(e) if got.is_empty() => Err(Failure::new(format!("expected a 1-byte reply, but the client's connection failed after {at:.1}s with nothing read: {e}")).hint("the proxy closed both sides on the first EOF")),
-        Err(e) => Err(Failure::new(format!("expected EOF after the reply, but the client's read failed: {e}"))),
-        Ok(()) if got.is_empty() => Err(Failure::new(format!("expected a 1-byte reply before EOF, but the client saw EOF after {at:.1}s with nothing read")).hint("the proxy closed both sides on the first EOF")),
-        Ok(()) => match check::compare(&reply, &got) {
-            None => Ok(()),
-            Some(m) => Err(Failure::new(format!("reply at the client: {}", m.summary())).details(m.details())),
-        },
-    }
-}
+    },
+    hints: &[
+        (Kind::EarlyEof, CLOSED_BOTH),
+        (Kind::Reset, CLOSED_BOTH),
+        (Kind::LostTail, CLOSED_BOTH),
+    ],
+};
+const CLOSED_BOTH: &str = "the proxy closed both sides on the first EOF";
 
 /// The server closes right after accept; the client keeps writing a byte every second. The
 /// proxy's forwarded EOF alone is a half-close; what must follow is a full close, seen as a
 /// write or read error at the client, once the proxy's write to the closed server fails.
-pub async fn early_close(ctx: Arc<Ctx>) -> PhaseResult {
-    let (mut client, server) = ctx.pair(None).await?;
-    drop(server);
-    let started = Instant::now();
-    let limit = ctx.scaled(EARLY_CLOSE_LIMIT);
-    let mut sent = 0;
-    let mut saw_eof = false;
-    let mut buf = [0u8; 1024];
-    while started.elapsed() < limit {
-        match client.write_all(b"x").await {
-            Ok(()) => sent += 1,
-            Err(e) if peer::is_reset(&e) => return Ok(()),
-            Err(e) => {
-                return Err(Failure::new(format!(
-                    "expected ECONNRESET or EPIPE once the proxy closed, but the client's write failed with: {e}"
-                )));
-            }
-        }
-        // Read what is there until the next write is due: EOF (a forwarded half-close) is
-        // expected and fine; a reset means the proxy closed the connection.
-        let next = started + EARLY_CLOSE_EVERY * (sent as u32);
-        loop {
-            match tokio::time::timeout_at(next, client.read(&mut buf)).await {
-                Err(_) => break,
-                Ok(Ok(0)) => {
-                    saw_eof = true;
-                    tokio::time::sleep_until(next).await;
-                    break;
-                }
-                Ok(Ok(_)) => {}
-                Ok(Err(e)) if peer::is_reset(&e) => return Ok(()),
-                Ok(Err(e)) => {
-                    return Err(Failure::new(format!(
-                        "expected ECONNRESET once the proxy closed, but the client's read failed with: {e}"
-                    )));
-                }
-            }
-        }
-    }
-    let eof = if saw_eof {
-        "it forwarded the server's EOF, but "
-    } else {
-        ""
-    };
-    Err(Failure::new(format!(
-        "expected the proxy to close the client's connection within {:.0}s of the server closing; {eof}the client wrote {sent} bytes, one a second, and every write succeeded",
-        limit.as_secs_f64()
-    ))
-    .hint("the proxy ignores the failed write to the closed server and keeps the client's side open"))
-}
+pub const EARLY_CLOSE: Flows = Flows {
+    case: |t| {
+        let limit = t.scaled(EARLY_CLOSE_LIMIT);
+        let writes = (limit.as_secs_f64() / EARLY_CLOSE_EVERY.as_secs_f64()).ceil() as usize;
+        let every = format!("write 1, pause {}ms", flows::ms(EARLY_CLOSE_EVERY));
+        flows::case(&format!(
+            "expect closed within {}ms
+             connection
+               client->server: {}; shutdown never; reader never
+               server->client: no-writes; shutdown close-at-start; reader eager",
+            flows::ms(limit),
+            vec![every; writes].join(", ")
+        ))
+    },
+    hints: &[],
+};
 
 /// Several senders write their data and shut down at once, into receivers that read slowly:
 /// every byte must arrive before the EOF. Client to server first, then server to client.

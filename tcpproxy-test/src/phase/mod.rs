@@ -1,9 +1,16 @@
 //! Phases: each a small scenario (what the harness's client and server ends do through the proxy)
 //! plus the check of what they saw. The table below is the suite, in the order it is printed.
+//!
+//! A phase that is plain flows is a row: a schedule of the fuzzer's model (`crate::fuzz`), its
+//! expectation, and the hints that name its bug ([`flows`]); the fuzzer's driver runs it and
+//! its oracle judges it, and a failure prints the command that replays it. The others (chains,
+//! many connections, /proc readings, the slow reader, the refused destination, the flush) are
+//! scripts with their own checks.
 
 mod chain;
 mod close;
 mod echo;
+mod flows;
 mod lazy;
 mod load;
 pub mod pairing;
@@ -48,6 +55,9 @@ pub mod params {
     pub const CHAIN_LONG: usize = 20;
     /// Any echo through the proxy (one message, a whole chain of hops) arrives within this.
     pub const ECHO_DEADLINE: Duration = secs(10);
+    /// A flow phase's whole schedule ends within this, plus twice the stall timeout, whatever
+    /// moves: a bound on the harness, far beyond what any of them takes.
+    pub const FLOWS_BACKSTOP: Duration = secs(60);
 
     /// Bulk: seeded random bytes through the long chain, every reader slow on purpose so the
     /// proxy's writes come back short.
@@ -294,33 +304,43 @@ pub struct Phase {
     pub name: &'static str,
     /// SO_RCVBUF of the destination server's sockets (set on the listener before `listen`).
     server_rcvbuf: Option<u32>,
-    run: fn(Arc<Ctx>) -> PhaseFuture,
+    scenario: Scenario,
+}
+
+/// What a phase does, and how it is judged.
+#[derive(Clone, Copy)]
+enum Scenario {
+    /// One schedule of the fuzzer's model, judged by its expectation ([`flows`]).
+    Flows(flows::Flows),
+    /// A script with its own check.
+    Script(fn(Arc<Ctx>) -> PhaseFuture),
 }
 
 /// The suite, in order: the 2002 tester's ten phases, then the ones that catch what they miss.
 #[rustfmt::skip]
 pub fn all() -> Vec<Phase> {
     use peer::SMALL_RCVBUF as SMALL;
-    let p = |id, name, server_rcvbuf, run| Phase { id, name, server_rcvbuf, run };
+    use Scenario::{Flows, Script};
+    let p = |id, name, server_rcvbuf, scenario| Phase { id, name, server_rcvbuf, scenario };
     vec![
-        p("echo/single", "Single echo connection", None, |c| Box::pin(echo::single(c))),
-        p("echo/chain2", "Two echo connections", None, |c| Box::pin(chain::echo(c, params::CHAIN_SHORT))),
-        p("echo/chain20", "20 echo connections", None, |c| Box::pin(chain::echo(c, params::CHAIN_LONG))),
-        p("bulk/chain20", "Bulk data, 20 connections", Some(SMALL), |c| Box::pin(chain::bulk(c, false))),
-        p("bulk/mixed-blocked", "Mix of blocked and normal", Some(SMALL), |c| Box::pin(chain::bulk(c, true))),
-        p("shutdown/one-way", "One-way shutdown", None, |c| Box::pin(close::one_way_shutdown(c))),
-        p("shutdown/early-close", "Early close", None, |c| Box::pin(close::early_close(c))),
-        p("timeout/active", "Non-timeout of active client", None, |c| Box::pin(echo::active(c))),
-        p("timeout/lazy-forward", "Timeout of lazy forward client", Some(SMALL), |c| Box::pin(lazy::forward(c))),
-        p("timeout/lazy-reverse", "Timeout of lazy reverse client", None, |c| Box::pin(lazy::reverse(c))),
-        p("timeout/idle", "Non-timeout of idle client", None, |c| Box::pin(echo::idle(c))),
-        p("shutdown/flush", "Flush before shutdown", Some(SMALL), |c| Box::pin(close::flush_before_shutdown(c))),
-        p("dest/refused", "Destination refused", None, |c| Box::pin(close::destination_refused(c))),
-        p("resources/fd-leak", "Descriptor leaks", None, |c| Box::pin(resources::descriptor_leaks(c))),
-        p("load/many", "Many connections", None, |c| Box::pin(load::many_connections(c))),
-        p("resources/memory", "Bounded memory", Some(SMALL), |c| Box::pin(resources::bounded_memory(c))),
-        p("resources/idle-cpu", "CPU while idle", None, |c| Box::pin(resources::idle_cpu(c))),
-        p("timeout/slow-reader", "Non-timeout of slow reader", None, |c| Box::pin(slow::slow_reader(c))),
+        p("echo/single", "Single echo connection", None, Flows(echo::SINGLE)),
+        p("echo/chain2", "Two echo connections", None, Script(|c| Box::pin(chain::echo(c, params::CHAIN_SHORT)))),
+        p("echo/chain20", "20 echo connections", None, Script(|c| Box::pin(chain::echo(c, params::CHAIN_LONG)))),
+        p("bulk/chain20", "Bulk data, 20 connections", Some(SMALL), Script(|c| Box::pin(chain::bulk(c, false)))),
+        p("bulk/mixed-blocked", "Mix of blocked and normal", Some(SMALL), Script(|c| Box::pin(chain::bulk(c, true)))),
+        p("shutdown/one-way", "One-way shutdown", None, Flows(close::ONE_WAY)),
+        p("shutdown/early-close", "Early close", None, Flows(close::EARLY_CLOSE)),
+        p("timeout/active", "Non-timeout of active client", None, Flows(echo::ACTIVE)),
+        p("timeout/lazy-forward", "Timeout of lazy forward client", Some(SMALL), Flows(lazy::FORWARD)),
+        p("timeout/lazy-reverse", "Timeout of lazy reverse client", None, Flows(lazy::REVERSE)),
+        p("timeout/idle", "Non-timeout of idle client", None, Flows(echo::IDLE)),
+        p("shutdown/flush", "Flush before shutdown", Some(SMALL), Script(|c| Box::pin(close::flush_before_shutdown(c)))),
+        p("dest/refused", "Destination refused", None, Script(|c| Box::pin(close::destination_refused(c)))),
+        p("resources/fd-leak", "Descriptor leaks", None, Script(|c| Box::pin(resources::descriptor_leaks(c)))),
+        p("load/many", "Many connections", None, Script(|c| Box::pin(load::many_connections(c)))),
+        p("resources/memory", "Bounded memory", Some(SMALL), Script(|c| Box::pin(resources::bounded_memory(c)))),
+        p("resources/idle-cpu", "CPU while idle", None, Script(|c| Box::pin(resources::idle_cpu(c)))),
+        p("timeout/slow-reader", "Non-timeout of slow reader", None, Script(|c| Box::pin(slow::slow_reader(c)))),
     ]
 }
 
@@ -341,6 +361,8 @@ pub struct Ctx {
     seed: u64,
     /// Held so the scenario can ask whether the proxy is still alive.
     proxy: Mutex<Proxy>,
+    /// How the proxy was started, for a failure's replay command.
+    cmd: ProxyCommand,
 }
 
 impl Ctx {
@@ -523,9 +545,14 @@ pub async fn run(phase: &Phase, cmd: &ProxyCommand, rules: Rules) -> Result<Outc
         proxy_pgid: proxy.pid(),
         seed,
         proxy: Mutex::new(proxy),
+        cmd: cmd.clone(),
     });
+    let scenario: PhaseFuture = match phase.scenario {
+        Scenario::Flows(f) => Box::pin(flows::run(ctx.clone(), phase.id, f)),
+        Scenario::Script(run) => run(ctx.clone()),
+    };
     // The scenario runs as its own task so a panic in it is a failed phase, not a dead harness.
-    let result = tokio::spawn(deadline::tracking((phase.run)(ctx.clone()))).await;
+    let result = tokio::spawn(deadline::tracking(scenario)).await;
     let closest = result.as_ref().ok().and_then(|(_, c)| c.clone());
     let result = result.map(|(r, _)| r);
     let mut proxy = ctx.proxy.lock().await;
@@ -600,7 +627,27 @@ mod tests {
             id: "test/scenario",
             name: "Test scenario",
             server_rcvbuf: None,
-            run,
+            scenario: Scenario::Script(run),
+        }
+    }
+
+    /// Every flow phase's schedule parses (`flows::case` panics otherwise) and prints back as
+    /// it reads, at the default and at a short stall timeout, scaled or not.
+    #[test]
+    fn every_flow_phase_s_schedule_is_one_the_fuzzer_replays() {
+        for (stall, scale) in [(10, 1.0), (3, 1.0), (2, 2.5)] {
+            let timing = Timing {
+                stall: secs(stall),
+                scale,
+            };
+            for p in all() {
+                if let Scenario::Flows(f) = p.scenario {
+                    let case = (f.case)(&timing);
+                    let text = case.to_string();
+                    let again = crate::fuzz::schedule::parse_cases(&text).unwrap();
+                    assert_eq!(again, [case], "{}: {text}", p.id);
+                }
+            }
         }
     }
 
