@@ -59,6 +59,15 @@ impl Buffer {
             Buffer::Pipe(p) => p.drain_to(dst),
         }
     }
+
+    /// The bytes themselves, when they are in user space.
+    pub fn memory(&mut self) -> Option<&mut Memory> {
+        match self {
+            Buffer::Memory(m) => Some(m),
+            #[cfg(target_os = "linux")]
+            Buffer::Pipe(_) => None,
+        }
+    }
 }
 
 /// A heap buffer for the copying path.
@@ -100,7 +109,22 @@ impl Memory {
         self.cap = 0;
     }
 
-    fn fill_from(&mut self, src: &TcpStream) -> io::Result<Fill> {
+    /// The bytes read and not yet written.
+    pub fn pending(&self) -> &[u8] {
+        &self.buf[self.pos..self.cap]
+    }
+
+    pub fn pending_mut(&mut self) -> &mut [u8] {
+        &mut self.buf[self.pos..self.cap]
+    }
+
+    /// Counts the first `n` pending bytes as written.
+    pub fn consume(&mut self, n: usize) {
+        self.pos += n;
+        debug_assert!(self.pos <= self.cap);
+    }
+
+    pub fn fill_from(&mut self, src: &TcpStream) -> io::Result<Fill> {
         match src.try_read(&mut self.buf[self.cap..])? {
             0 => Ok(Fill::Eof),
             n => {
@@ -111,9 +135,8 @@ impl Memory {
     }
 
     fn drain_to(&mut self, dst: &TcpStream) -> io::Result<usize> {
-        let n = dst.try_write(&self.buf[self.pos..self.cap])?;
-        self.pos += n;
-        debug_assert!(self.pos <= self.cap);
+        let n = dst.try_write(self.pending())?;
+        self.consume(n);
         Ok(n)
     }
 }

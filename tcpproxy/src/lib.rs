@@ -10,6 +10,7 @@ pub mod buffer;
 pub mod cli;
 pub mod fill;
 pub mod flag_value;
+pub mod hooks;
 pub mod pair;
 pub mod pool;
 pub mod relay;
@@ -25,7 +26,8 @@ use std::process::ExitCode;
 use tracing_subscriber::EnvFilter;
 
 use crate::cli::{Config, Parsed};
-use crate::server::Stopped;
+use crate::hooks::{Hooks, Reference};
+use crate::server::{Signals, Stopped};
 
 /// Exit code for a usage error (bad argument, unknown flag).
 pub const EXIT_USAGE: u8 = 2;
@@ -72,11 +74,26 @@ where
 /// Resolves the destination once (a typo should fail now, not at the first client), binds, and
 /// serves until a signal.
 pub fn run(config: Config) -> anyhow::Result<Stopped> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    run_with(config, &Reference)
+}
+
+/// [`run`], departing from the contract where `hooks` say: the fixtures' broken proxies.
+pub fn run_with<H: Hooks + ?Sized>(config: Config, hooks: &'static H) -> anyhow::Result<Stopped> {
+    let runtime = if hooks.one_thread() {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?
+    };
     let stopped = runtime.block_on(async {
-        let signals = server::Signals::new()?;
+        let signals = if hooks.drains_on_signal() {
+            Signals::new()?
+        } else {
+            Signals::unhandled()
+        };
         let dest = (config.dest_host.as_str(), config.dest_port);
         let resolved = tokio::net::lookup_host(dest).await.map(|a| a.count());
         match resolved {
@@ -90,8 +107,12 @@ pub fn run(config: Config) -> anyhow::Result<Stopped> {
                 config.dest_host
             ),
         }
-        let listener = server::bind(&config)?;
-        server::serve(config, listener, signals).await
+        if hooks.probe_at_start() {
+            // Whether the destination is up does not matter to a probe that only looks.
+            let _ = tokio::net::TcpStream::connect(dest).await;
+        }
+        let listener = server::bind(&config, hooks.listen_backlog())?;
+        server::serve(config, listener, signals, hooks).await
     })?;
     // Only a pair that did not finish its cut in time is left to drop with the runtime.
     runtime.shutdown_background();

@@ -2,29 +2,31 @@
 //! [`Relay`]s between them, driven from one task so one place decides how the pair ends.
 
 use std::fmt;
-use std::future::poll_fn;
+use std::future::{Future as _, poll_fn};
 use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::task::Poll;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::net::TcpStream;
 use tokio::sync::watch;
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 
+use crate::hooks::{Dir, Hooks, OnEof};
 use crate::pool::Pool;
 use crate::relay::{Abort, Relay};
 
 /// What a pair needs from the proxy's configuration, shared by every pair.
-#[derive(Debug)]
-pub struct Settings {
+pub struct Settings<H: ?Sized + 'static> {
     pub dest_host: String,
     pub dest_port: u16,
     pub stall_timeout: Duration,
     pub connect_timeout: Duration,
     pub pool: Pool,
+    pub hooks: &'static H,
 }
 
 /// How a pair ended.
@@ -39,6 +41,9 @@ pub enum End {
     Aborted { upstream: bool, why: Abort },
     /// Still open when the drain after SIGTERM/SIGINT ran out (or a second signal came).
     DrainCut,
+    /// Hooks closed the pair (FIN both ways) before the contract would: a fixture's idle timer,
+    /// or its close at the first EOF. The reference never ends a pair so.
+    Closed,
 }
 
 impl End {
@@ -149,6 +154,8 @@ impl CloseLine<'_> {
                 ..
             } => Reason::WriteError,
             End::DrainCut => Reason::DrainCut,
+            // The reasons are the reference's; a hook's close is a FIN, as a clean end is.
+            End::Closed => Reason::Eof,
         }
     }
 
@@ -202,7 +209,7 @@ impl fmt::Display for CloseLine<'_> {
                 write!(f, " dir={dir} error={error:?}")?;
             }
             End::ConnectFailed(e) => write!(f, " error={:?}", e.to_string())?,
-            End::BothEof | End::DrainCut => {}
+            End::BothEof | End::DrainCut | End::Closed => {}
         }
         if let Some(e) = self.read_error() {
             write!(f, " read_error={e:?}")?;
@@ -276,13 +283,18 @@ impl Drop for Counted {
 
 /// Connects to the destination for one client and relays until the pair ends or the census
 /// cuts it.
-pub async fn serve(
+pub async fn serve<H: Hooks + ?Sized>(
     client: TcpStream,
     client_addr: SocketAddr,
-    settings: Arc<Settings>,
+    settings: Arc<Settings<H>>,
     mut counted: Counted,
 ) {
+    let hooks = settings.hooks;
     let started = Instant::now();
+    // A client that closes or fails before sending anything is simply dropped.
+    if hooks.connect_on_first_byte() && !matches!(client.peek(&mut [0]).await, Ok(n) if n > 0) {
+        return;
+    }
     let connected = tokio::select! {
         c = connect(&settings) => c.map_err(End::ConnectFailed),
         () = counted.cut() => Err(End::DrainCut),
@@ -290,6 +302,9 @@ pub async fn serve(
     let server = match connected {
         Ok(s) => s,
         Err(end) => {
+            if let End::ConnectFailed(e) = &end {
+                hooks.on_refused(e);
+            }
             // Dropping the client closes it at once: it learns now, not at its next write.
             finish(&end, &client, None, &counted);
             log_close(&end, || CloseLine {
@@ -318,19 +333,20 @@ pub async fn serve(
     let _ = client.set_nodelay(true);
     let _ = server.set_nodelay(true);
 
-    let mut up = Relay::new("client->server", settings.stall_timeout);
-    let mut down = Relay::new("server->client", settings.stall_timeout);
+    let mut up = Relay::new(Dir::Up, hooks, settings.stall_timeout);
+    let mut down = Relay::new(Dir::Down, hooks, settings.stall_timeout);
+    let mut idle = hooks.idle_timeout(settings.stall_timeout).map(Idle::new);
     let pool = &settings.pool;
     let relayed = poll_fn(|cx| {
         // Poll both every time: each registers its own wake-ups, and a finished relay stays ready.
-        let a = up.poll_relay(cx, pool, &client, &server);
+        let a = up.poll_relay(cx, hooks, pool, &client, &server);
         if let Poll::Ready(Err(why)) = a {
             return Poll::Ready(End::Aborted {
                 upstream: true,
                 why,
             });
         }
-        let b = down.poll_relay(cx, pool, &server, &client);
+        let b = down.poll_relay(cx, hooks, pool, &server, &client);
         if let Poll::Ready(Err(why)) = b {
             return Poll::Ready(End::Aborted {
                 upstream: false,
@@ -338,10 +354,20 @@ pub async fn serve(
             });
         }
         if a.is_ready() && b.is_ready() {
-            Poll::Ready(End::BothEof)
-        } else {
-            Poll::Pending
+            return Poll::Ready(End::BothEof);
         }
+        if hooks.on_eof() == OnEof::ClosePair && (a.is_ready() || b.is_ready()) {
+            return Poll::Ready(End::Closed);
+        }
+        if let Some(idle) = &mut idle {
+            if idle.poll_expired(cx, up.moved() + down.moved()) {
+                return Poll::Ready(End::Closed);
+            }
+        }
+        if hooks.busy_poll() {
+            cx.waker().wake_by_ref();
+        }
+        Poll::Pending
     });
     let end = tokio::select! {
         end = relayed => end,
@@ -364,6 +390,36 @@ pub async fn serve(
         client_read_error: up.read_error(),
         server_read_error: down.read_error(),
     });
+    if let End::BothEof = end {
+        hooks.on_finished(client, server);
+    }
+}
+
+/// An idle timer, which only hooks ask for: the contract closes no pair for being quiet.
+/// Restarts whenever a byte moves either way.
+struct Idle {
+    timeout: Duration,
+    /// The pair's bytes moved when last polled.
+    seen: u64,
+    timer: Pin<Box<Sleep>>,
+}
+
+impl Idle {
+    fn new(timeout: Duration) -> Idle {
+        Idle {
+            timeout,
+            seen: 0,
+            timer: Box::pin(tokio::time::sleep(timeout)),
+        }
+    }
+
+    fn poll_expired(&mut self, cx: &mut Context<'_>, moved: u64) -> bool {
+        if moved != self.seen {
+            self.seen = moved;
+            self.timer.as_mut().reset(Instant::now() + self.timeout);
+        }
+        self.timer.as_mut().poll(cx).is_ready()
+    }
 }
 
 /// Arms the RST of an end that resets (the sockets close when the caller drops them) and counts
@@ -396,7 +452,7 @@ fn log_close<'a>(end: &End, line: impl FnOnce() -> CloseLine<'a>) {
 
 /// Resolves the destination again (its addresses may have changed since start) and tries each
 /// address in order, all within the connect timeout.
-async fn connect(settings: &Settings) -> io::Result<TcpStream> {
+async fn connect<H: ?Sized>(settings: &Settings<H>) -> io::Result<TcpStream> {
     let attempt = async {
         let addrs =
             tokio::net::lookup_host((settings.dest_host.as_str(), settings.dest_port)).await?;

@@ -8,6 +8,9 @@
 //! idle direction cannot hold a buffer or a timer. The buffer is memory or a pipe for `splice(2)`
 //! ([`Buffer`]); the rules here hold for both. A direction borrows a pipe only while it streams:
 //! when its last loan filled up, as bulk transfers do and small exchanges do not.
+//!
+//! Each point where a classic bug would change a direction asks its [`Hooks`]; with
+//! [`Reference`](crate::hooks::Reference) every answer is the contract's, known at compile time.
 
 use std::fmt;
 use std::io;
@@ -16,9 +19,11 @@ use std::net::Shutdown;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use tokio::io::Interest;
 use tokio::net::TcpStream;
 
 use crate::buffer::{Buffer, Fill};
+use crate::hooks::{Dir, Hooks, OnEof, OnWriteError, StallReset};
 use crate::pool::Pool;
 use crate::stall::{Progress, Stall};
 
@@ -75,8 +80,9 @@ impl Stage {
 struct Loan {
     buf: Buffer,
     used: Used,
-    /// Runs only while bytes are held and none move; any write of a byte resets it.
-    stall: Stall,
+    /// Runs only while bytes are held and none move; any write of a byte resets it. None when
+    /// the hooks never time a stall out.
+    stall: Option<Stall>,
 }
 
 /// How much of its buffer a loan has used; ordered, so the most it reached is kept.
@@ -122,20 +128,31 @@ pub struct Relay {
     written: u64,
     /// The error that ended reading, kept for the pair's log line.
     read_error: Option<io::Error>,
-    stall_timeout: Duration,
-    label: &'static str,
+    /// None: the hooks never time out a stall in this direction.
+    stall_timeout: Option<Duration>,
+    /// What counts as progress for the stall timer besides a write of our own.
+    progress: Progress,
+    dir: Dir,
+    /// Bytes read so far on the copy path that hooks watch (`needs_copy`): the stream offset
+    /// [`Hooks::mangle`] is given. Nothing else counts reads, so the reference does not.
+    copied: u64,
 }
 
 impl Relay {
-    /// `label` names the direction in logs (`"client->server"`).
-    pub fn new(label: &'static str, stall_timeout: Duration) -> Relay {
+    /// `stall_timeout` is the configured one, which `hooks` may change for `dir`.
+    pub fn new<H: Hooks + ?Sized>(dir: Dir, hooks: &H, stall_timeout: Duration) -> Relay {
         Relay {
             stage: Stage::Idle,
             streaming: false,
             written: 0,
             read_error: None,
-            stall_timeout,
-            label,
+            stall_timeout: hooks.stall_timeout(dir, stall_timeout),
+            progress: match hooks.stall_reset() {
+                StallReset::OnProgress => Progress::Acknowledged,
+                StallReset::OnEmpty => Progress::WritesOnly,
+            },
+            dir,
+            copied: 0,
         }
     }
 
@@ -158,13 +175,20 @@ impl Relay {
         self.read_error.as_ref()
     }
 
+    /// Bytes read plus bytes written: any change is traffic, for an idle timer. Every byte read
+    /// has been written or is still buffered (unless hooks dropped it).
+    pub fn moved(&self) -> u64 {
+        2 * self.written + self.buffered() as u64
+    }
+
     /// Moves bytes from `src` to `dst` until both would block, then registers for wake-ups.
     ///
     /// Ready(Ok) once EOF has been forwarded (and stays ready), Ready(Err) when the pair must be
     /// aborted. Bytes still buffered at an abort are lost; that is the point of an abort.
-    pub fn poll_relay(
+    pub fn poll_relay<H: Hooks + ?Sized>(
         &mut self,
         cx: &mut Context<'_>,
+        hooks: &H,
         pool: &Pool,
         src: &TcpStream,
         dst: &TcpStream,
@@ -172,12 +196,12 @@ impl Relay {
         loop {
             // A round reads once and writes once, so that a loan taken for a read is written
             // from before the source is asked again.
-            let read = self.read(cx, pool, src);
-            let wrote = match self.write(cx, dst) {
+            let read = self.read(cx, hooks, pool, src);
+            let wrote = match self.write(cx, hooks, pool, dst) {
                 Ok(wrote) => wrote,
                 Err(abort) => return Poll::Ready(Err(abort)),
             };
-            if let Err(abort) = self.settle(pool, dst) {
+            if let Err(abort) = self.settle(hooks, pool, dst) {
                 return Poll::Ready(Err(abort));
             }
             match &mut self.stage {
@@ -185,7 +209,10 @@ impl Relay {
                 _ if read || wrote => {}
                 // Bytes wait for a writer with no room: only now does the timer run.
                 Stage::Holding(loan) | Stage::Flushing(loan) => {
-                    return loan.stall.poll_stalled(cx, dst).map(|waited| {
+                    let Some(stall) = &mut loan.stall else {
+                        return Poll::Pending;
+                    };
+                    return stall.poll_stalled(cx, dst).map(|waited| {
                         Err(Abort::Stalled {
                             buffered: loan.buf.buffered(),
                             waited,
@@ -202,7 +229,13 @@ impl Relay {
     /// Reads once, if the source has not ended and the buffer has room, taking a loan when
     /// idle. True when it tried: an attempt that would block cleared the readiness, and the next
     /// round's poll registers the waker.
-    fn read(&mut self, cx: &mut Context<'_>, pool: &Pool, src: &TcpStream) -> bool {
+    fn read<H: Hooks + ?Sized>(
+        &mut self,
+        cx: &mut Context<'_>,
+        hooks: &H,
+        pool: &Pool,
+        src: &TcpStream,
+    ) -> bool {
         let held = match mem::replace(&mut self.stage, Stage::Idle) {
             // An idle direction has all the room of the loan it will be lent.
             Stage::Idle => None,
@@ -219,18 +252,23 @@ impl Relay {
                 return false;
             }
             Poll::Ready(Err(e)) => {
-                self.end_reading(held, Some(e));
+                self.end_reading(hooks, pool, held, Some(e));
                 return true;
             }
             Poll::Ready(Ok(())) => held.unwrap_or_else(|| Loan {
                 buf: pool.take(self.streaming),
                 used: Used::Unused,
-                stall: Stall::new(self.stall_timeout, Progress::Acknowledged),
+                stall: self.stall_timeout.map(|t| Stall::new(t, self.progress)),
             }),
         };
-        match loan.buf.fill_from(src) {
+        let filled = if hooks.needs_copy() {
+            self.fill_watched(hooks, &mut loan.buf, src)
+        } else {
+            loan.buf.fill_from(src)
+        };
+        match filled {
             Ok(Fill::Eof) => {
-                self.end_reading(Some(loan), None);
+                self.end_reading(hooks, pool, Some(loan), None);
                 return true;
             }
             Ok(Fill::Data) => {
@@ -247,7 +285,7 @@ impl Relay {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             // The lab treats a read error like EOF: flush, then half-close.
             Err(e) => {
-                self.end_reading(Some(loan), Some(e));
+                self.end_reading(hooks, pool, Some(loan), Some(e));
                 return true;
             }
         }
@@ -255,41 +293,123 @@ impl Relay {
         true
     }
 
-    /// The source ended: what `held` holds is flushed, then the half-close goes on.
-    fn end_reading(&mut self, held: Option<Loan>, error: Option<io::Error>) {
+    /// A read on the copy path, with [`Hooks::mangle`] shown the bytes it brought.
+    fn fill_watched<H: Hooks + ?Sized>(
+        &mut self,
+        hooks: &H,
+        buf: &mut Buffer,
+        src: &TcpStream,
+    ) -> io::Result<Fill> {
+        // `needs_copy` keeps the pool from lending pipes.
+        let Some(memory) = buf.memory() else {
+            return buf.fill_from(src);
+        };
+        let before = memory.pending().len();
+        let fill = memory.fill_from(src)?;
+        let fresh = &mut memory.pending_mut()[before..];
+        hooks.mangle(self.dir, self.copied, fresh);
+        self.copied += fresh.len() as u64;
+        Ok(fill)
+    }
+
+    /// The source ended: what `held` holds is flushed (unless the hooks drop it), then the
+    /// half-close goes on.
+    fn end_reading<H: Hooks + ?Sized>(
+        &mut self,
+        hooks: &H,
+        pool: &Pool,
+        held: Option<Loan>,
+        error: Option<io::Error>,
+    ) {
         self.read_error = error;
+        let held = match held {
+            Some(loan) if hooks.on_eof() == OnEof::DropBuffered => {
+                pool.discard(loan.buf);
+                None
+            }
+            held => held,
+        };
         self.enter(State::Open, held.map_or(Stage::Closing, Stage::Flushing));
     }
 
     /// Writes once, if bytes are held. Ok(true) when it tried; Err when the pair must abort.
-    fn write(&mut self, cx: &mut Context<'_>, dst: &TcpStream) -> Result<bool, Abort> {
+    fn write<H: Hooks + ?Sized>(
+        &mut self,
+        cx: &mut Context<'_>,
+        hooks: &H,
+        pool: &Pool,
+        dst: &TcpStream,
+    ) -> Result<bool, Abort> {
         let loan = match &mut self.stage {
             Stage::Holding(loan) | Stage::Flushing(loan) if loan.buf.buffered() > 0 => loan,
             _ => return Ok(false),
         };
-        match dst.poll_write_ready(cx) {
-            Poll::Pending => Ok(false),
-            Poll::Ready(Err(e)) => Err(Abort::WriteError(e)),
+        let failed = match dst.poll_write_ready(cx) {
+            Poll::Pending => return Ok(false),
+            Poll::Ready(Err(e)) => e,
             Poll::Ready(Ok(())) => {
-                match loan.buf.drain_to(dst) {
-                    Ok(0) => return Err(Abort::WriteError(io::ErrorKind::WriteZero.into())),
+                let drained = if hooks.needs_copy() {
+                    drain_watched(hooks, &mut loan.buf, dst, self.stall_timeout)
+                } else {
+                    loan.buf.drain_to(dst)
+                };
+                match drained {
+                    Ok(0) => io::ErrorKind::WriteZero.into(),
                     Ok(n) => {
                         self.written += n as u64;
                         // Any progress restarts the stall timer.
-                        loan.stall.reset();
+                        if hooks.stall_reset() == StallReset::OnProgress {
+                            if let Some(stall) = &mut loan.stall {
+                                stall.reset();
+                            }
+                        }
+                        return Ok(true);
                     }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) => return Err(Abort::WriteError(e)),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(true),
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(true),
+                    Err(e) => e,
                 }
-                Ok(true)
+            }
+        };
+        self.write_failed(hooks, pool, failed).map(|()| true)
+    }
+
+    /// Writing to the destination (or shutting it down) failed: the pair aborts, unless the hooks
+    /// go on regardless, dropping what this direction holds.
+    fn write_failed<H: Hooks + ?Sized>(
+        &mut self,
+        hooks: &H,
+        pool: &Pool,
+        error: io::Error,
+    ) -> Result<(), Abort> {
+        match hooks.on_write_error() {
+            OnWriteError::Abort => Err(Abort::WriteError(error)),
+            OnWriteError::Ignore => {
+                self.stage = match mem::replace(&mut self.stage, Stage::Idle) {
+                    Stage::Holding(loan) => {
+                        pool.discard(loan.buf);
+                        Stage::Idle
+                    }
+                    Stage::Flushing(loan) => {
+                        pool.discard(loan.buf);
+                        Stage::Closing
+                    }
+                    Stage::Closing | Stage::Shut => Stage::Shut,
+                    Stage::Idle => Stage::Idle,
+                };
+                Ok(())
             }
         }
     }
 
     /// Ends a loan with nothing left to write, so idle directions hold none, and half-closes a
     /// direction that has flushed everything.
-    fn settle(&mut self, pool: &Pool, dst: &TcpStream) -> Result<(), Abort> {
+    fn settle<H: Hooks + ?Sized>(
+        &mut self,
+        hooks: &H,
+        pool: &Pool,
+        dst: &TcpStream,
+    ) -> Result<(), Abort> {
         self.stage = match mem::replace(&mut self.stage, Stage::Idle) {
             Stage::Holding(loan) if loan.buf.buffered() == 0 => {
                 self.give_back(pool, loan);
@@ -303,10 +423,12 @@ impl Relay {
         };
         if let Stage::Closing = self.stage {
             // Contract rule 3: the EOF goes on only after every buffered byte.
-            // ENOTCONN: the peer already reset; the pair cannot end cleanly.
-            socket2::SockRef::from(dst)
-                .shutdown(Shutdown::Write)
-                .map_err(Abort::WriteError)?;
+            if hooks.on_eof() != OnEof::Withhold {
+                // ENOTCONN: the peer already reset; the pair cannot end cleanly.
+                if let Err(e) = socket2::SockRef::from(dst).shutdown(Shutdown::Write) {
+                    return self.write_failed(hooks, pool, e);
+                }
+            }
             self.enter(State::Flushing, Stage::Shut);
         }
         Ok(())
@@ -315,7 +437,7 @@ impl Relay {
     /// Moves to `next` from a stage in phase `was`, which the caller names because it may have
     /// moved the stage's data out already.
     fn enter(&mut self, was: State, next: Stage) {
-        tracing::trace!(dir = self.label, "{} => {}", was, next.state());
+        tracing::trace!(dir = self.dir.label(), "{} => {}", was, next.state());
         self.stage = next;
     }
 
@@ -330,7 +452,7 @@ impl Relay {
         };
         if streaming != self.streaming {
             tracing::trace!(
-                dir = self.label,
+                dir = self.dir.label(),
                 "streaming {} => {}",
                 self.streaming,
                 streaming
@@ -360,6 +482,28 @@ impl Relay {
     }
 }
 
+/// A write on the copy path, through [`Hooks::write`], with [`Hooks::consumed`] saying how much of
+/// what it was offered is done with.
+fn drain_watched<H: Hooks + ?Sized>(
+    hooks: &H,
+    buf: &mut Buffer,
+    dst: &TcpStream,
+    stall_timeout: Option<Duration>,
+) -> io::Result<usize> {
+    // `needs_copy` keeps the pool from lending pipes.
+    let Some(memory) = buf.memory() else {
+        return buf.drain_to(dst);
+    };
+    let pending = memory.pending();
+    let attempted = pending.len();
+    // try_io clears the readiness on WouldBlock, as try_write does on the reference's path.
+    let n = dst.try_io(Interest::WRITABLE, || {
+        hooks.write(dst, pending, stall_timeout)
+    })?;
+    memory.consume(hooks.consumed(n, attempted).min(attempted));
+    Ok(n)
+}
+
 #[cfg(test)]
 mod tests {
     use std::future::poll_fn;
@@ -368,6 +512,7 @@ mod tests {
     use tokio::net::TcpListener;
 
     use super::*;
+    use crate::hooks::Reference;
 
     /// Two connected sockets on 127.0.0.1.
     async fn socket_pair() -> (TcpStream, TcpStream) {
@@ -387,7 +532,7 @@ mod tests {
     ) -> Vec<u8> {
         let mut got = vec![0; n];
         tokio::select! {
-            end = poll_fn(|cx| relay.poll_relay(cx, pool, src, dst)) => {
+            end = poll_fn(|cx| relay.poll_relay(cx, &Reference, pool, src, dst)) => {
                 panic!("the relay ended early: {:?}", end.map_err(|e| e.to_string()))
             }
             read = reader.read_exact(&mut got) => {
@@ -405,7 +550,7 @@ mod tests {
         let (mut writer, src) = socket_pair().await;
         let (dst, mut reader) = socket_pair().await;
         let ends = (&src, &dst);
-        let mut relay = Relay::new("test", Duration::from_secs(10));
+        let mut relay = Relay::new(Dir::Up, &Reference, Duration::from_secs(10));
 
         writer.write_all(b"x").await.expect("write");
         assert_eq!(pump(&mut relay, &pool, ends, &mut reader, 1).await, b"x");
@@ -429,7 +574,7 @@ mod tests {
         let pool = Pool::new(4096, false);
         let (mut writer, src) = socket_pair().await;
         let (dst, mut reader) = socket_pair().await;
-        let mut relay = Relay::new("test", Duration::from_secs(10));
+        let mut relay = Relay::new(Dir::Up, &Reference, Duration::from_secs(10));
         let bulk = vec![3; 64 * 1024];
         writer.write_all(&bulk).await.expect("write");
         let got = pump(&mut relay, &pool, (&src, &dst), &mut reader, bulk.len()).await;

@@ -1,30 +1,33 @@
 //! The listener: bind, accept within the connection limit, survive descriptor exhaustion, and
 //! drain on SIGTERM/SIGINT.
 
+use std::future::poll_fn;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use socket2::{Domain, Protocol, Socket, Type};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::Semaphore;
 
 use crate::cli::Config;
+use crate::hooks::Hooks;
 use crate::pair::{self, Census, Settings};
 use crate::pool::Pool;
 
 /// How long to pause accepting when the process or system is out of descriptors: long enough
 /// not to spin, short enough that clients barely notice once descriptors free up.
 const EMFILE_BACKOFF: Duration = Duration::from_millis(100);
-const BACKLOG: i32 = 1024;
 
-/// Binds the listener. Without `--bind`, one dual-stack `[::]` socket serves IPv4 and IPv6; a
-/// host without IPv6 gets `0.0.0.0`.
-pub fn bind(config: &Config) -> anyhow::Result<TcpListener> {
+/// Binds the listener with listen(2)'s `backlog`. Without `--bind`, one dual-stack `[::]` socket
+/// serves IPv4 and IPv6; a host without IPv6 gets `0.0.0.0`.
+pub fn bind(config: &Config, backlog: i32) -> anyhow::Result<TcpListener> {
     let port = config.listen_port;
+    let listen_on = |addr, dual_stack| listen_on(addr, dual_stack, backlog);
     let listener = match config.bind {
         Some(ip) => listen_on(SocketAddr::new(ip, port), false),
         None => match listen_on(
@@ -45,7 +48,7 @@ pub fn bind(config: &Config) -> anyhow::Result<TcpListener> {
     listener.with_context(|| format!("cannot listen on {addr}"))
 }
 
-fn listen_on(addr: SocketAddr, dual_stack: bool) -> io::Result<TcpListener> {
+fn listen_on(addr: SocketAddr, dual_stack: bool, backlog: i32) -> io::Result<TcpListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     if dual_stack {
         socket.set_only_v6(false)?;
@@ -54,7 +57,7 @@ fn listen_on(addr: SocketAddr, dual_stack: bool) -> io::Result<TcpListener> {
     socket.set_reuse_address(true)?;
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
-    socket.listen(BACKLOG)?;
+    socket.listen(backlog)?;
     TcpListener::from_std(socket.into())
 }
 
@@ -101,17 +104,22 @@ const CUT_GRACE: Duration = Duration::from_secs(5);
 ///
 /// `signals` is installed by the caller before it binds, so a SIGTERM that arrives as soon as
 /// the port accepts is already a graceful stop rather than the default action.
-pub async fn serve(
+pub async fn serve<H: Hooks + ?Sized>(
     config: Config,
     listener: TcpListener,
     mut signals: Signals,
+    hooks: &'static H,
 ) -> anyhow::Result<Stopped> {
     let settings = Arc::new(Settings {
         dest_host: config.dest_host.clone(),
         dest_port: config.dest_port,
         stall_timeout: config.stall_timeout,
         connect_timeout: config.connect_timeout,
-        pool: Pool::new(config.buffer_size, config.splice),
+        pool: Pool::new(
+            hooks.buffer_size(config.buffer_size),
+            config.splice && !hooks.needs_copy(),
+        ),
+        hooks,
     });
     tracing::info!(
         "listening on {}, forwarding to {}:{}, stall timeout {}s",
@@ -125,7 +133,7 @@ pub async fn serve(
         buffer_size = config.buffer_size,
         "forwarding"
     );
-    let limit = config.max_connections;
+    let limit = hooks.max_pairs(config.max_connections);
     let slots = Arc::new(Semaphore::new(limit));
     let census = Census::new();
     let mut out_of_fds = false;
@@ -137,11 +145,19 @@ pub async fn serve(
             _ = signals.recv() => break,
         };
         let accepted = tokio::select! {
-            a = listener.accept() => a,
+            a = accept(&listener, hooks.busy_poll()) => a,
             _ = signals.recv() => break,
         };
         match accepted {
             Ok((client, addr)) => {
+                hooks.on_accept(&client);
+                let pause = hooks.accept_pause();
+                if !pause.is_zero() {
+                    tokio::time::sleep(pause).await;
+                }
+                if !hooks.admit(&client) {
+                    continue;
+                }
                 // A dual-stack listener reports IPv4 clients as ::ffff:a.b.c.d; log them as a.b.c.d.
                 let addr = SocketAddr::new(addr.ip().to_canonical(), addr.port());
                 out_of_fds = false;
@@ -198,6 +214,20 @@ pub async fn serve(
     })
 }
 
+/// The next client. Busy-polling (a hook's) tries, and if nobody is waiting goes round again at
+/// once, never sleeping.
+async fn accept(listener: &TcpListener, busy_poll: bool) -> io::Result<(TcpStream, SocketAddr)> {
+    if !busy_poll {
+        return listener.accept().await;
+    }
+    loop {
+        if let Poll::Ready(r) = poll_fn(|cx| Poll::Ready(listener.poll_accept(cx))).await {
+            return r;
+        }
+        tokio::task::yield_now().await;
+    }
+}
+
 /// The listener's address, and which families it takes.
 struct Listening<'a>(&'a TcpListener);
 
@@ -228,25 +258,248 @@ fn is_out_of_descriptors(e: &io::Error) -> bool {
 const EMFILE: i32 = 24;
 const ENFILE: i32 = 23;
 
-/// SIGTERM and SIGINT, merged.
+/// SIGTERM and SIGINT, merged; or none, when the process keeps their default action.
 #[derive(Debug)]
 pub struct Signals {
-    term: tokio::signal::unix::Signal,
-    int: tokio::signal::unix::Signal,
+    /// SIGTERM's and SIGINT's; None when no handler was installed.
+    handled: Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>,
 }
 
 impl Signals {
     pub fn new() -> io::Result<Signals> {
         Ok(Signals {
-            term: signal(SignalKind::terminate())?,
-            int: signal(SignalKind::interrupt())?,
+            handled: Some((
+                signal(SignalKind::terminate())?,
+                signal(SignalKind::interrupt())?,
+            )),
         })
     }
 
+    /// Installs nothing: the signals do what they did before (end the process, or nothing if
+    /// ignored), and serving never hears of them.
+    pub fn unhandled() -> Signals {
+        Signals { handled: None }
+    }
+
     async fn recv(&mut self) {
-        tokio::select! {
-            _ = self.term.recv() => {}
-            _ = self.int.recv() => {}
+        match &mut self.handled {
+            Some((term, int)) => tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            },
+            None => std::future::pending().await,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The reference with hooks, in process: each hook point the fixtures' bugs live at reaches
+    //! the listener, the pair or the relay, on the splice path and the copy path alike.
+
+    use std::net::Ipv4Addr;
+
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    use super::*;
+    use crate::hooks::{Dir, OnEof, OnWriteError, Reference};
+
+    const DEADLINE: Duration = Duration::from_secs(10);
+    /// Past one buffer, so that a stream is spliced when it may be.
+    const LEN: usize = 300_000;
+    const FLIPPED: u64 = 200_001;
+
+    /// Starts the proxy with `hooks` in front of `dest_port`; returns the port it listens on.
+    fn start<H: Hooks + ?Sized>(hooks: &'static H, dest_port: u16) -> u16 {
+        let mut config = Config::new("127.0.0.1", dest_port, 0);
+        config.bind = Some(IpAddr::V4(Ipv4Addr::LOCALHOST));
+        let listener = bind(&config, hooks.listen_backlog()).expect("binding an ephemeral port");
+        let port = listener.local_addr().expect("local address").port();
+        tokio::spawn(serve(config, listener, Signals::unhandled(), hooks));
+        port
+    }
+
+    /// A server that reads to EOF, then echoes what it got and closes.
+    async fn echo_at_eof() -> u16 {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+            .await
+            .expect("bind");
+        let port = listener.local_addr().expect("local address").port();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut got = Vec::new();
+                    s.read_to_end(&mut got).await.expect("server read");
+                    let _ = s.write_all(&got).await;
+                });
+            }
+        });
+        port
+    }
+
+    fn payload() -> Vec<u8> {
+        (0..LEN).map(|i| (i % 251) as u8).collect()
+    }
+
+    /// Sends the payload, shuts down its write half and reads the reply to EOF.
+    async fn request(port: u16) -> io::Result<Vec<u8>> {
+        let mut c = TcpStream::connect((Ipv4Addr::LOCALHOST, port)).await?;
+        let (mut rx, mut tx) = c.split();
+        let send = async {
+            tx.write_all(&payload()).await?;
+            tx.shutdown().await
+        };
+        let mut reply = Vec::new();
+        let (sent, got) = tokio::join!(send, rx.read_to_end(&mut reply));
+        sent?;
+        got?;
+        Ok(reply)
+    }
+
+    async fn request_within(port: u16) -> io::Result<Vec<u8>> {
+        tokio::time::timeout(DEADLINE, request(port))
+            .await
+            .expect("no reply in time")
+    }
+
+    #[tokio::test]
+    async fn the_reference_forwards_the_eof_and_then_the_reply() {
+        let proxy = start(&Reference, echo_at_eof().await);
+        assert!(request_within(proxy).await.expect("request") == payload());
+    }
+
+    struct ClosePair;
+
+    impl Hooks for ClosePair {
+        fn on_eof(&self) -> OnEof {
+            OnEof::ClosePair
+        }
+    }
+
+    #[tokio::test]
+    async fn closing_the_pair_at_the_first_eof_loses_the_reply() {
+        let proxy = start(&ClosePair, echo_at_eof().await);
+        match request_within(proxy).await {
+            Ok(reply) => assert!(reply.is_empty(), "{} bytes came back", reply.len()),
+            Err(e) => assert_eq!(e.kind(), io::ErrorKind::ConnectionReset),
+        }
+    }
+
+    struct FlipUp;
+
+    impl Hooks for FlipUp {
+        fn needs_copy(&self) -> bool {
+            true
+        }
+
+        fn mangle(&self, dir: Dir, offset: u64, bytes: &mut [u8]) {
+            if dir == Dir::Up && (offset..offset + bytes.len() as u64).contains(&FLIPPED) {
+                bytes[(FLIPPED - offset) as usize] ^= 0xff;
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn mangle_sees_each_byte_once_at_its_stream_offset() {
+        let proxy = start(&FlipUp, echo_at_eof().await);
+        let reply = request_within(proxy).await.expect("request");
+        let sent = payload();
+        let differ: Vec<usize> = (0..LEN).filter(|&i| reply[i] != sent[i]).collect();
+        assert_eq!(reply.len(), LEN);
+        assert_eq!(differ, [FLIPPED as usize]);
+    }
+
+    struct ResendShortWrites;
+
+    impl Hooks for ResendShortWrites {
+        fn needs_copy(&self) -> bool {
+            true
+        }
+
+        fn write(
+            &self,
+            dst: &TcpStream,
+            bytes: &[u8],
+            _stall_timeout: Option<Duration>,
+        ) -> io::Result<usize> {
+            // Every write short: a byte at a time.
+            dst.try_write(&bytes[..1])
+        }
+
+        fn consumed(&self, _written: usize, _attempted: usize) -> usize {
+            0
+        }
+    }
+
+    #[tokio::test]
+    async fn write_and_consumed_decide_what_goes_out() {
+        // A server that sends back the first 8 bytes it gets, and then holds the connection
+        // (closing it with bytes unread would reset the pair, and the reply with it).
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+            .await
+            .expect("bind");
+        let dest = listener.local_addr().expect("local address").port();
+        tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.expect("accept");
+            let mut first = [0; 8];
+            s.read_exact(&mut first).await.expect("server read");
+            s.write_all(&first).await.expect("server write");
+            std::future::pending::<()>().await;
+        });
+        let proxy = start(&ResendShortWrites, dest);
+        let mut c = TcpStream::connect((Ipv4Addr::LOCALHOST, proxy))
+            .await
+            .expect("connect");
+        c.write_all(b"ab").await.expect("write");
+        let mut back = [0; 8];
+        tokio::time::timeout(DEADLINE, c.read_exact(&mut back))
+            .await
+            .expect("no reply in time")
+            .expect("read");
+        // Nothing written is ever used up, so the first byte goes out again and again.
+        assert_eq!(&back, b"aaaaaaaa");
+    }
+
+    struct IgnoreWriteErrors;
+
+    impl Hooks for IgnoreWriteErrors {
+        fn on_write_error(&self) -> OnWriteError {
+            OnWriteError::Ignore
+        }
+    }
+
+    #[tokio::test]
+    async fn an_ignored_write_error_leaves_the_client_writing_into_the_void() {
+        // A server that resets every connection once the first bytes arrive (a reset before
+        // that could fail the proxy's connect instead).
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+            .await
+            .expect("bind");
+        let dest = listener.local_addr().expect("local address").port();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                let _ = s.read(&mut [0; 16]).await;
+                let _ = socket2::SockRef::from(&s).set_linger(Some(Duration::ZERO));
+            }
+        });
+        for (hooks, keeps_writing) in [
+            (&Reference as &'static dyn Hooks, false),
+            (&IgnoreWriteErrors, true),
+        ] {
+            let proxy = start(hooks, dest);
+            let mut c = TcpStream::connect((Ipv4Addr::LOCALHOST, proxy))
+                .await
+                .expect("connect");
+            let chunk = vec![7; 64 * 1024];
+            let wrote = tokio::time::timeout(Duration::from_secs(2), async {
+                loop {
+                    if let Err(e) = c.write_all(&chunk).await {
+                        return e;
+                    }
+                }
+            })
+            .await;
+            assert_eq!(wrote.is_err(), keeps_writing, "{wrote:?}");
         }
     }
 }
