@@ -9,5 +9,6 @@ mod grade;
 mod invocation;
 mod matrix;
 mod reference;
+mod scheduler_examples;
 mod self_check;
 mod support;
