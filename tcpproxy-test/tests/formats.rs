@@ -2,18 +2,31 @@
 
 use std::time::Duration;
 
-use crate::support::{HeavySlot, assert_matches, fixtures_bin, run_harness};
+use crate::support::{HeavySlot, Run, assert_matches, fixtures_bin, run_harness};
 
 const LIMIT: Duration = Duration::from_secs(120);
 /// Two quick phases, so each format run takes a second or two.
 const QUICK: [&str; 4] = ["--only", "echo/single", "--only", "shutdown/one-way"];
 
-fn quick(extra: &[&str]) -> crate::support::Run {
+fn quick(extra: &[&str]) -> Run {
     let _slot = HeavySlot::acquire();
     let mut args = vec!["--stall-timeout", "2"];
     args.extend_from_slice(&QUICK);
     args.extend_from_slice(extra);
     run_harness(&args, LIMIT)
+}
+
+/// The quick phases against the reference in `format`: both pass, exit 0.
+fn quick_reference(format: &str) -> Run {
+    let run = quick(&["--format", format]);
+    assert_eq!(run.code, Some(0), "{}", run.dump());
+    run
+}
+
+/// The run's stdout, read as one JSON document.
+#[track_caller]
+fn json(run: &Run) -> serde_json::Value {
+    serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("{e}: {}", run.dump()))
 }
 
 #[test]
@@ -54,8 +67,7 @@ fn filters_select_phases_and_an_empty_selection_is_a_usage_error() {
 
 #[test]
 fn json_is_the_versioned_model() {
-    let run = quick(&["--format", "json"]);
-    assert_eq!(run.code, Some(0), "{}", run.dump());
+    let run = quick_reference("json");
     assert_matches(
         r#"{
   "format": "tcpproxy-test-report",
@@ -155,11 +167,7 @@ fn junit_goes_to_the_output_file_and_human_lines_stay_on_stdout() {
 fn tap_reports_failures_with_a_yaml_block() {
     // A proxy that exits at once fails both phases, with its status in the block; it never
     // started, so the run exits 4.
-    let _slot = HeavySlot::acquire();
-    let mut args = vec!["--format", "tap"];
-    args.extend_from_slice(&QUICK);
-    args.extend_from_slice(&["sh", "-c", "exit 3"]);
-    let run = run_harness(&args, LIMIT);
+    let run = quick(&["--format", "tap", "sh", "-c", "exit 3"]);
     assert_eq!(run.code, Some(4), "{}", run.dump());
     assert_matches(
         r#"TAP version 13
@@ -187,9 +195,8 @@ not ok 2 - One-way shutdown # shutdown/one-way
 
 #[test]
 fn gradescope_results_score_a_point_per_phase() {
-    let run = quick(&["--format", "gradescope"]);
-    assert_eq!(run.code, Some(0), "{}", run.dump());
-    let v: serde_json::Value = serde_json::from_str(&run.stdout).expect("valid JSON");
+    let run = quick_reference("gradescope");
+    let v = json(&run);
     assert_eq!(v["score"], 2.0, "{}", run.dump());
     assert_eq!(v["max_score"], 2.0);
     assert_eq!(
@@ -207,7 +214,7 @@ fn gradescope_results_score_a_point_per_phase() {
 
 /// The quick phases against a fixture that fails the second (it closes both sides on the first
 /// EOF) and passes the first.
-fn quick_close_on_first_eof(format: &str) -> crate::support::Run {
+fn quick_close_on_first_eof(format: &str) -> Run {
     let bin = fixtures_bin();
     let run = quick(&[
         "--format",
@@ -224,9 +231,8 @@ fn quick_close_on_first_eof(format: &str) -> crate::support::Run {
 
 #[test]
 fn prairielearn_results_score_the_share_of_phases_earned() {
-    let run = quick(&["--format", "prairielearn"]);
-    assert_eq!(run.code, Some(0), "{}", run.dump());
-    let v: serde_json::Value = serde_json::from_str(&run.stdout).expect("valid JSON");
+    let run = quick_reference("prairielearn");
+    let v = json(&run);
     assert_eq!(v["gradable"], true, "{}", run.dump());
     assert_eq!(v["score"], 1.0, "{}", run.dump());
     let t = v["tests"].as_array().unwrap();
@@ -246,7 +252,7 @@ fn prairielearn_results_score_the_share_of_phases_earned() {
     );
 
     let run = quick_close_on_first_eof("prairielearn");
-    let v: serde_json::Value = serde_json::from_str(&run.stdout).expect("valid JSON");
+    let v = json(&run);
     assert_eq!(v["gradable"], true, "{}", run.dump());
     assert_eq!(v["score"], 0.5, "{}", run.dump());
     let t = &v["tests"][1];
@@ -304,12 +310,11 @@ fn prairielearn_build_failure_is_gradable_with_score_zero_and_the_log() {
 
 #[test]
 fn autolab_scores_are_the_last_line() {
-    let last_line = |run: &crate::support::Run| -> serde_json::Value {
+    let last_line = |run: &Run| -> serde_json::Value {
         let line = run.stdout.lines().last().expect("some output");
         serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {}", run.dump()))
     };
-    let run = quick(&["--format", "autolab"]);
-    assert_eq!(run.code, Some(0), "{}", run.dump());
+    let run = quick_reference("autolab");
     assert_eq!(run.stdout.lines().count(), 1, "{}", run.dump());
     assert_eq!(
         last_line(&run),

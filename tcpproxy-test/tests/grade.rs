@@ -4,73 +4,93 @@ use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
 use std::time::Duration;
 
-use crate::support::{HeavySlot, assert_matches, fixtures_bin, harness_bin, run_harness};
+use crate::support::{
+    HeavySlot, Run, assert_matches, fixtures_bin, harness_bin, run_harness, write_executable,
+};
+
+/// The settings of most gradings here: a fixed seed, a short stall timeout, and two phases, one
+/// that [`correct`] and [`closes_on_first_eof`] both pass and one only [`correct`] passes.
+const TWO_PHASES: &[&str] = &[
+    "--seed",
+    "7",
+    "--stall-timeout",
+    "2",
+    "--only",
+    "echo/single",
+    "--only",
+    "shutdown/one-way",
+];
 
 /// A submission directory holding an executable `tcpproxy` that runs `target args...`.
 fn submission(dir: &Path, name: &str, target: &Path, args: &str) {
     let d = dir.join(name);
     std::fs::create_dir_all(&d).unwrap();
-    let exe = d.join("tcpproxy");
-    std::fs::write(
-        &exe,
-        format!("#!/bin/sh\nexec '{}' {args} \"$@\"\n", target.display()),
-    )
-    .unwrap();
-    std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+    write_executable(
+        &d.join("tcpproxy"),
+        &format!("#!/bin/sh\nexec '{}' {args} \"$@\"\n", target.display()),
+    );
+}
+
+/// A submission that runs the reference proxy: it passes every phase.
+fn correct(dir: &Path, name: &str) {
+    submission(
+        dir,
+        name,
+        &harness_bin(),
+        "__reference-proxy --stall-timeout 2",
+    );
+}
+
+/// A submission that closes both sides on the first EOF: it fails `shutdown/one-way`.
+fn closes_on_first_eof(dir: &Path, name: &str) {
+    submission(
+        dir,
+        name,
+        &fixtures_bin(),
+        "close-on-first-eof --stall-timeout 2",
+    );
+}
+
+/// The arguments of `tcpproxy-test grade FLAGS... --out-dir OUT CLASS/NAME...`.
+fn grade_args(flags: &[&str], out: &Path, class: &Path, names: &[&str]) -> Vec<String> {
+    let mut args = vec!["grade".to_string()];
+    args.extend(flags.iter().map(|f| f.to_string()));
+    args.extend(["--out-dir".to_string(), path(out)]);
+    args.extend(names.iter().map(|n| path(&class.join(n))));
+    args
+}
+
+/// Runs `tcpproxy-test grade` with [`grade_args`], killed if it outlives `limit`.
+fn grade(flags: &[&str], out: &Path, class: &Path, names: &[&str], limit: Duration) -> Run {
+    let args = grade_args(flags, out, class, names);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    run_harness(&args, limit)
+}
+
+fn path(p: &Path) -> String {
+    p.to_str().unwrap().to_string()
 }
 
 /// A submission directory holding an executable shell script `tcpproxy` with `body`.
 fn script(dir: &Path, name: &str, body: &str) {
     let d = dir.join(name);
     std::fs::create_dir_all(&d).unwrap();
-    let exe = d.join("tcpproxy");
-    std::fs::write(&exe, format!("#!/bin/sh\n{body}")).unwrap();
-    std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+    write_executable(&d.join("tcpproxy"), &format!("#!/bin/sh\n{body}"));
 }
 
 #[test]
 fn a_class_gets_a_row_per_submission_whatever_state_it_is_in() {
     let class = tempfile::tempdir().unwrap();
     let c = class.path();
-    submission(
-        c,
-        "alice",
-        &harness_bin(),
-        "__reference-proxy --stall-timeout 2",
-    );
-    submission(
-        c,
-        "bob",
-        &fixtures_bin(),
-        "close-on-first-eof --stall-timeout 2",
-    );
+    correct(c, "alice");
+    closes_on_first_eof(c, "bob");
     submission(c, "carol", &fixtures_bin(), "crash-segv");
     std::fs::create_dir_all(c.join("dave")).unwrap(); // handed in nothing
     script(c, "frank", "if then\n"); // a syntax error: it never listens
     let out = c.join("out");
-    let arg = |p: &Path| p.to_str().unwrap().to_string();
-    let args: Vec<String> = [
-        "grade",
-        "--stall-timeout",
-        "2",
-        "--only",
-        "echo/single",
-        "--only",
-        "shutdown/one-way",
-        "--out-dir",
-        &arg(&out),
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .chain(
-        ["alice", "bob", "carol", "dave", "erin", "frank"]
-            .iter()
-            .map(|n| arg(&c.join(n))),
-    )
-    .collect();
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let _slot = HeavySlot::acquire();
-    let run = run_harness(&args, Duration::from_secs(180));
+    let names = ["alice", "bob", "carol", "dave", "erin", "frank"];
+    let run = grade(TWO_PHASES, &out, c, &names, Duration::from_secs(180));
     assert_eq!(run.code, Some(0), "{}", run.dump());
     let csv = std::fs::read_to_string(out.join("class.csv")).unwrap();
     assert_matches(
@@ -125,18 +145,9 @@ fn a_regrade_leaves_only_its_own_files_in_the_submissions_folder() {
     let out = c.join("out");
     let alice = c.join("alice");
     let folder = out.join("alice");
-    let grade = || {
-        let args = [
-            "grade",
-            "--stall-timeout",
-            "2",
-            "--only",
-            "echo/single",
-            "--out-dir",
-            out.to_str().unwrap(),
-            alice.to_str().unwrap(),
-        ];
-        let run = run_harness(&args, Duration::from_secs(60));
+    let regrade = || {
+        let flags = ["--stall-timeout", "2", "--only", "echo/single"];
+        let run = grade(&flags, &out, c, &["alice"], Duration::from_secs(60));
         assert_eq!(run.code, Some(0), "{}", run.dump());
         crate::support::assert_nothing_left(&run);
     };
@@ -152,7 +163,7 @@ fn a_regrade_leaves_only_its_own_files_in_the_submissions_folder() {
     let json = || -> serde_json::Value { serde_json::from_str(&read("report.json")).unwrap() };
 
     submission(c, "alice", &fixtures_bin(), "exit-at-once");
-    grade();
+    regrade();
     assert_eq!(
         files(),
         ["junit.xml", "report.json", "report.txt", "stderr.txt"]
@@ -160,7 +171,7 @@ fn a_regrade_leaves_only_its_own_files_in_the_submissions_folder() {
     assert!(read("stderr.txt").contains("exit-at-once"));
 
     submission(c, "alice", &fixtures_bin(), "correct --stall-timeout 2");
-    grade();
+    regrade();
     assert_eq!(
         files(),
         ["junit.xml", "report.json", "report.txt"],
@@ -174,7 +185,7 @@ fn a_regrade_leaves_only_its_own_files_in_the_submissions_folder() {
         std::fs::Permissions::from_mode(0o644),
     )
     .unwrap();
-    grade();
+    regrade();
     assert_eq!(files(), ["junit.xml", "report.json", "report.txt"]);
     assert_matches(
         "error: proxy '[..]/alice/tcpproxy' is not executable (try chmod +x, or name its interpreter: python3 [..]/alice/tcpproxy)\n",
@@ -206,60 +217,50 @@ fn an_interrupted_class_keeps_its_rows_and_resume_grades_the_rest() {
     let class = tempfile::tempdir().unwrap();
     let c = class.path();
     let out = c.join("out");
-    submission(
-        c,
-        "alice",
-        &harness_bin(),
-        "__reference-proxy --stall-timeout 2",
-    );
+    correct(c, "alice");
     // Two that never listen: each holds its slot for the whole start deadline, so after the
     // first row is in, at least one of them is still being graded when Ctrl-C comes.
     script(c, "bob", "exec sleep 300\n");
     script(c, "carol", "exec sleep 300\n");
-    let args = |resume: bool| -> Vec<String> {
-        let mut v: Vec<String> = [
-            "grade",
+    let names = ["alice", "bob", "carol"];
+    let flags = |stall_timeout: &'static str, resume: bool| {
+        let mut v = vec![
             "--jobs",
             "1",
             "--seed",
             "7",
             "--stall-timeout",
-            "2",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+            stall_timeout,
+        ];
         if resume {
-            v.push("--resume".into());
+            v.push("--resume");
         }
-        v.extend(["--only", "echo/single", "--out-dir"].map(String::from));
-        v.push(out.to_str().unwrap().into());
-        v.extend(["alice", "bob", "carol"].map(|n| c.join(n).to_str().unwrap().to_string()));
+        v.extend(["--only", "echo/single"]);
         v
     };
     let _slot = HeavySlot::acquire();
     let marker = format!("tcpproxy-test-grade-resume-{}", std::process::id());
-    let mut grade = std::process::Command::new(harness_bin())
-        .args(args(false))
+    let mut interrupted = std::process::Command::new(harness_bin())
+        .args(grade_args(&flags("2", false), &out, c, &names))
         .env("TCPPROXY_TEST_MARKER", &marker)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let mut stderr = std::io::BufReader::new(grade.stderr.take().unwrap());
+    let mut stderr = std::io::BufReader::new(interrupted.stderr.take().unwrap());
     let mut line = String::new();
     while !line.starts_with("[1/3]") {
         line.clear();
         assert_ne!(stderr.read_line(&mut line).unwrap(), 0, "grade ended early");
     }
     nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(grade.id() as i32),
+        nix::unistd::Pid::from_raw(interrupted.id() as i32),
         nix::sys::signal::Signal::SIGINT,
     )
     .unwrap();
     let mut rest = String::new();
     std::io::Read::read_to_string(&mut stderr, &mut rest).unwrap();
-    let status = grade.wait().unwrap();
+    let status = interrupted.wait().unwrap();
     assert_eq!(status.code(), Some(130), "{rest}");
     assert!(rest.contains("class.csv holds the "), "{rest}");
     assert!(rest.contains("with --resume grades the rest"), "{rest}");
@@ -274,32 +275,17 @@ fn an_interrupted_class_keeps_its_rows_and_resume_grades_the_rest() {
 
     // The two are fixed; a resume under other settings is refused, the same settings grade
     // only the rows not yet graded.
-    submission(
-        c,
-        "bob",
-        &harness_bin(),
-        "__reference-proxy --stall-timeout 2",
-    );
-    submission(
-        c,
-        "carol",
-        &harness_bin(),
-        "__reference-proxy --stall-timeout 2",
-    );
+    correct(c, "bob");
+    correct(c, "carol");
     let alice_report = out.join("alice/report.json");
     let alice_before = std::fs::metadata(&alice_report).map(|m| m.modified().unwrap());
-    let mut other = args(true);
-    other[6] = "3".into();
-    let other: Vec<&str> = other.iter().map(String::as_str).collect();
-    let refused = run_harness(&other, Duration::from_secs(60));
+    let refused = grade(&flags("3", true), &out, c, &names, Duration::from_secs(60));
     assert_eq!(refused.code, Some(2), "{}", refused.dump());
     assert_matches(
         "tcpproxy-test grade: --resume: [..]class.json was graded with --stall-timeout 2, this run has 3; give the same flags, or a new --out-dir\n",
         &refused.stderr,
     );
-    let resume = args(true);
-    let resume: Vec<&str> = resume.iter().map(String::as_str).collect();
-    let run = run_harness(&resume, Duration::from_secs(120));
+    let run = grade(&flags("2", true), &out, c, &names, Duration::from_secs(120));
     assert_eq!(run.code, Some(0), "{}", run.dump());
     let graded_now = run.stderr.lines().filter(|l| l.starts_with('[')).count();
     let kept_graded = json["submissions"]
@@ -386,49 +372,23 @@ fn shards_merge_into_the_table_one_grade_writes() {
     let names = ["alice", "bob", "carol", "dave", "erin"];
     for (i, name) in names.iter().enumerate() {
         if i % 2 == 0 {
-            submission(
-                c,
-                name,
-                &harness_bin(),
-                "__reference-proxy --stall-timeout 2",
-            );
+            correct(c, name);
         } else {
-            submission(
-                c,
-                name,
-                &fixtures_bin(),
-                "close-on-first-eof --stall-timeout 2",
-            );
+            closes_on_first_eof(c, name);
         }
     }
-    let dir = |d: &str| c.join(d).to_str().unwrap().to_string();
-    let grade = |extra: &[&str], out: &str| {
-        let mut args: Vec<String> = [
-            "grade",
-            "--seed",
-            "7",
-            "--stall-timeout",
-            "2",
-            "--only",
-            "echo/single",
-            "--only",
-            "shutdown/one-way",
-        ]
-        .map(String::from)
-        .to_vec();
-        args.extend(extra.iter().map(|s| s.to_string()));
-        args.extend(["--out-dir".to_string(), dir(out)]);
-        args.extend(names.iter().map(|n| dir(n)));
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let run = run_harness(&args, Duration::from_secs(180));
+    let dir = |d: &str| path(&c.join(d));
+    let grade_into = |extra: &[&str], out: &str| {
+        let flags = [TWO_PHASES, extra].concat();
+        let run = grade(&flags, &c.join(out), c, &names, Duration::from_secs(180));
         crate::support::assert_nothing_left(&run);
         run
     };
     let _slot = HeavySlot::acquire();
-    let whole = grade(&[], "whole");
+    let whole = grade_into(&[], "whole");
     assert_eq!(whole.code, Some(0), "{}", whole.dump());
     for k in ["1/2", "2/2"] {
-        let run = grade(&["--shard", k], &format!("shard{}", &k[..1]));
+        let run = grade_into(&["--shard", k], &format!("shard{}", &k[..1]));
         assert_eq!(run.code, Some(0), "{}", run.dump());
     }
     let merge = |shards: &[&str]| {
@@ -512,32 +472,14 @@ fn shards_merge_into_the_table_one_grade_writes() {
 fn grade_diff_lists_what_changed_between_two_gradings() {
     let class = tempfile::tempdir().unwrap();
     let c = class.path();
-    let arg = |p: &Path| p.to_str().unwrap().to_string();
-    for name in ["alice", "bob"] {
-        submission(
-            c,
-            name,
-            &harness_bin(),
-            "__reference-proxy --stall-timeout 2",
-        );
-    }
+    correct(c, "alice");
+    correct(c, "bob");
     let old = c.join("old");
-    let run = run_harness(
-        &[
-            "grade",
-            "--seed",
-            "7",
-            "--stall-timeout",
-            "2",
-            "--only",
-            "echo/single",
-            "--only",
-            "shutdown/one-way",
-            "--out-dir",
-            &arg(&old),
-            &arg(&c.join("alice")),
-            &arg(&c.join("bob")),
-        ],
+    let run = grade(
+        TWO_PHASES,
+        &old,
+        c,
+        &["alice", "bob"],
         Duration::from_secs(120),
     );
     assert_eq!(run.code, Some(0), "{}", run.dump());
@@ -566,7 +508,7 @@ fn grade_diff_lists_what_changed_between_two_gradings() {
     }
     let mut carol = rows[0].clone();
     carol["name"] = "carol".into();
-    carol["path"] = arg(&c.join("carol")).into();
+    carol["path"] = path(&c.join("carol")).into();
     carol["status"] = "graded".into();
     carol["passed"] = 3.into();
     carol["failed"] = 0.into();
@@ -580,9 +522,9 @@ fn grade_diff_lists_what_changed_between_two_gradings() {
         all.extend(args);
         run_harness(&all, Duration::from_secs(30))
     };
-    let (old_dir, new_json) = (arg(&old), arg(&new.join("class.json")));
+    let (old_dir, new_json) = (path(&old), path(&new.join("class.json")));
 
-    let same = diff(&[&old_dir, &arg(&old.join("class.json"))]);
+    let same = diff(&[&old_dir, &path(&old.join("class.json"))]);
     assert_eq!(same.code, Some(0), "{}", same.dump());
     assert_eq!(
         same.stdout,
@@ -604,7 +546,7 @@ fn grade_diff_lists_what_changed_between_two_gradings() {
         )
     );
 
-    let back = diff(&[&arg(&new), &old_dir]);
+    let back = diff(&[&path(&new), &old_dir]);
     assert_eq!(back.code, Some(1), "{}", back.dump());
     assert!(
         back.stdout
@@ -648,7 +590,7 @@ fn grade_diff_lists_what_changed_between_two_gradings() {
     assert_eq!(json_same.code, Some(0), "{}", json_same.dump());
 
     // A table that is missing, or of another version, is one line naming the file, exit 2.
-    let missing = diff(&[&arg(&c.join("nowhere")), &new_json]);
+    let missing = diff(&[&path(&c.join("nowhere")), &new_json]);
     assert_eq!(missing.code, Some(2), "{}", missing.dump());
     assert_eq!(missing.stdout, "");
     assert_matches(
@@ -659,7 +601,7 @@ fn grade_diff_lists_what_changed_between_two_gradings() {
     std::fs::create_dir_all(&future).unwrap();
     table["version"] = 2.into();
     std::fs::write(future.join("class.json"), table.to_string()).unwrap();
-    let refused = diff(&[&old_dir, &arg(&future)]);
+    let refused = diff(&[&old_dir, &path(&future)]);
     assert_eq!(refused.code, Some(2), "{}", refused.dump());
     assert_matches(
         "tcpproxy-test grade diff: [..]/future/class.json is tcpproxy-test-class version 2; this harness reads tcpproxy-test-class version 1\n",

@@ -1,12 +1,24 @@
 //! Bad invocations and proxies that cannot be brought up: a clear verdict, a bounded run, and
 //! nothing left running.
 
-use std::os::unix::fs::PermissionsExt as _;
 use std::time::Duration;
 
-use crate::support::{ALL_PHASES, HeavySlot, assert_nothing_left, run_harness};
+use crate::support::{
+    ALL_PHASES, HeavySlot, Run, assert_nothing_left, run_harness, write_executable,
+};
 
 const LIMIT: Duration = Duration::from_secs(90);
+
+/// The suite against `sh -c script`, a proxy that never listens, with the deadlines scaled to
+/// 0.2 (a 6 s start deadline): every phase fails to start it, exit 4, and whatever the script
+/// started is gone when the harness exits.
+#[track_caller]
+fn never_listening(script: &str) -> Run {
+    let run = run_harness(&["--timeout-scale", "0.2", "sh", "-c", script], LIMIT);
+    assert_eq!(run.code, Some(4), "{}", run.dump());
+    assert_nothing_left(&run);
+    run
+}
 
 #[track_caller]
 fn assert_usage_error(args: &[&str], want: &str) {
@@ -42,8 +54,7 @@ fn a_directory_or_non_executable_proxy_is_a_usage_error() {
     std::fs::write(&script, "#!/bin/sh\nexit 0\n").unwrap();
     assert_usage_error(&[script.to_str().unwrap()], "not executable");
     let orphan = dir.path().join("orphan.py");
-    std::fs::write(&orphan, "#!/no/such/python3\n").unwrap();
-    std::fs::set_permissions(&orphan, std::fs::Permissions::from_mode(0o755)).unwrap();
+    write_executable(&orphan, "#!/no/such/python3\n");
     assert_usage_error(&[orphan.to_str().unwrap()], "/no/such/python3");
 }
 
@@ -57,8 +68,7 @@ fn a_missing_script_or_env_interpreter_is_a_usage_error() {
     assert_usage_error(&["sh", "no-such-script.sh"], "does not exist");
     let dir = tempfile::tempdir().unwrap();
     let script = dir.path().join("proxy.py");
-    std::fs::write(&script, "#!/usr/bin/env no-such-python2\n").unwrap();
-    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    write_executable(&script, "#!/usr/bin/env no-such-python2\n");
     assert_usage_error(
         &[script.to_str().unwrap()],
         "'no-such-python2' was not found on PATH",
@@ -189,11 +199,7 @@ fn a_proxy_that_exits_at_once_is_explained_once_and_exits_4() {
 fn a_proxy_that_never_listens_fails_within_the_readiness_deadline() {
     // `exec` so the shell itself is the long-lived process; a stray child would count too.
     // Scaled to 6 s of the 30 s start deadline: the first start alone, then the rest at once.
-    let run = run_harness(
-        &["--timeout-scale", "0.2", "sh", "-c", "exec sleep 300"],
-        LIMIT,
-    );
-    assert_eq!(run.code, Some(4), "{}", run.dump());
+    let run = never_listening("exec sleep 300");
     assert_eq!(run.failed().len(), ALL_PHASES.len(), "{}", run.dump());
     assert!(
         run.stdout.contains("within 6.0s, but it never did"),
@@ -202,40 +208,18 @@ fn a_proxy_that_never_listens_fails_within_the_readiness_deadline() {
     );
     assert!(run.stdout.contains("--jobs"), "{}", run.dump());
     assert!(run.elapsed < Duration::from_secs(40), "{}", run.dump());
-    assert_nothing_left(&run);
 }
 
 /// Issue 17: a `setsid sleep 612 &` child was left behind once per phase.
 #[test]
 fn a_proxy_whose_child_leaves_its_session_leaves_nothing_behind() {
-    let run = run_harness(
-        &[
-            "--timeout-scale",
-            "0.2",
-            "sh",
-            "-c",
-            "setsid sleep 612 & exec sleep 300",
-        ],
-        LIMIT,
-    );
-    assert_eq!(run.code, Some(4), "{}", run.dump());
-    assert_nothing_left(&run);
+    never_listening("setsid sleep 612 & exec sleep 300");
 }
 
 #[test]
 fn a_proxy_that_floods_stderr_is_judged_and_its_output_bounded() {
     let _slot = HeavySlot::acquire();
-    let run = run_harness(
-        &[
-            "--timeout-scale",
-            "0.2",
-            "sh",
-            "-c",
-            "while :; do echo flood flood flood; done >&2",
-        ],
-        LIMIT,
-    );
-    assert_eq!(run.code, Some(4), "{}", run.dump());
+    let run = never_listening("while :; do echo flood flood flood; done >&2");
     assert!(run.stdout.contains("flood"), "{}", run.dump());
     // Only a tail is kept: the report stays small however much the proxy wrote.
     assert!(
@@ -243,24 +227,12 @@ fn a_proxy_that_floods_stderr_is_judged_and_its_output_bounded() {
         "{} bytes of report",
         run.stdout.len()
     );
-    assert_nothing_left(&run);
 }
 
 #[test]
 fn a_proxy_whose_children_ignore_sigterm_leaves_nothing_behind() {
     // The child ignores SIGTERM and outlives its parent; only the group SIGKILL ends it.
-    let run = run_harness(
-        &[
-            "--timeout-scale",
-            "0.2",
-            "sh",
-            "-c",
-            "trap '' TERM; (trap '' TERM; sleep 300) & sleep 300",
-        ],
-        LIMIT,
-    );
-    assert_eq!(run.code, Some(4), "{}", run.dump());
-    assert_nothing_left(&run);
+    never_listening("trap '' TERM; (trap '' TERM; sleep 300) & sleep 300");
 }
 
 #[test]
@@ -301,15 +273,13 @@ fn a_proxy_path_with_spaces_runs() {
     let dir = tempfile::tempdir().unwrap();
     let script = dir.path().join("my proxy");
     let harness = crate::support::harness_bin();
-    std::fs::write(
+    write_executable(
         &script,
-        format!(
+        &format!(
             "#!/bin/sh\nexec '{}' __reference-proxy --stall-timeout 2 \"$@\"\n",
             harness.display()
         ),
-    )
-    .unwrap();
-    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    );
     let run = run_harness(
         &[
             "--stall-timeout",

@@ -2,7 +2,7 @@
 //! parsed, and a check that nothing it started is left running.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 /// The harness under test.
@@ -25,6 +25,14 @@ pub fn fixtures_bin() -> PathBuf {
         bin.display()
     );
     bin
+}
+
+/// Writes `text` to `path` as a file its owner may execute: a script standing in for a proxy.
+pub fn write_executable(path: &Path, text: &str) {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::write(path, text).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755))
+        .unwrap_or_else(|e| panic!("chmod +x {}: {e}", path.display()));
 }
 
 /// One finished run of the harness.
