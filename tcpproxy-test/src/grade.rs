@@ -559,19 +559,14 @@ async fn grade_one(path: &Path, name: String, how: How, out_dir: &Path) -> Resul
         scale,
         reference,
     } = how;
-    let mut row = Row {
-        name: name.clone(),
-        path: path.display().to_string(),
-        status: "graded".into(),
-        passed: 0,
-        failed: 0,
-        warning: 0,
-        skipped: 0,
-        inconclusive: 0,
-        verdicts: vec![],
-        reports: None,
-    };
+    let mut row = Row::new(name.clone(), path.display().to_string(), "graded");
     let dir = out_dir.join(&name);
+    // A row that graded nothing: `status: msg` (`error` when the submission cannot be run,
+    // `inconclusive` when the harness could not judge it), and its reports each saying `msg`.
+    let unjudged = |mut row: Row, status: &str, proxy: &str, msg: String| {
+        row.status = format!("{status}: {msg}");
+        write_error_reports(&dir, proxy, rules, stall, scale, &msg).map(|()| row)
+    };
     let exe = if path.is_dir() {
         path.join(SUBMISSION_EXECUTABLE)
     } else {
@@ -585,11 +580,7 @@ async fn grade_one(path: &Path, name: String, how: How, out_dir: &Path) -> Resul
     };
     let program = match resolve(&exe) {
         Ok(p) => p,
-        Err(msg) => {
-            row.status = format!("error: {msg}");
-            write_error_reports(&dir, &exe.display().to_string(), rules, stall, scale, &msg)?;
-            return Ok(row);
-        }
+        Err(msg) => return unjudged(row, "error", &exe.display().to_string(), msg),
     };
     let cmd = ProxyCommand {
         program,
@@ -622,9 +613,7 @@ async fn grade_one(path: &Path, name: String, how: How, out_dir: &Path) -> Resul
                 let msg = format!(
                     "the harness could not run, {HARNESS_ATTEMPTS} times: {msg}; this is no verdict on the submission"
                 );
-                row.status = format!("inconclusive: {msg}");
-                write_error_reports(&dir, &proxy, rules, stall, scale, &msg)?;
-                return Ok(row);
+                return unjudged(row, "inconclusive", &proxy, msg);
             }
         }
     };
@@ -641,9 +630,7 @@ async fn grade_one(path: &Path, name: String, how: How, out_dir: &Path) -> Resul
                 let msg = format!(
                     "the harness could not run the self-check: {msg}; this is no verdict on the submission"
                 );
-                row.status = format!("inconclusive: {msg}");
-                write_error_reports(&dir, &proxy, rules, stall, scale, &msg)?;
-                return Ok(row);
+                return unjudged(row, "inconclusive", &proxy, msg);
             }
         }
     }
