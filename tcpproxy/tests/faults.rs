@@ -15,26 +15,13 @@ use tokio::time::Instant;
 
 use crate::both_modes;
 use crate::support::{
-    AbortOnDrop, Dest, EchoServer, Flood, LOCALHOST, Pair, Proxy, connect, join_all, round_trip,
-    scaled, with_deadline,
+    AbortOnDrop, Dest, EchoServer, Flood, LOCALHOST, Pair, Proxy, assert_aborted, connect,
+    join_all, round_trip, scaled, with_deadline,
 };
 use testkit::check::{assert_bytes, check_bytes};
 use testkit::pattern::pattern;
 use testkit::peer::{Pacing, STEADY_RCVBUF, echo, read_to_end, reset};
 use testkit::process::describe_status;
-
-/// A write that failed because the far end is gone (RST, or EPIPE after one).
-#[track_caller]
-fn assert_aborted(what: &str, error: Option<io::Error>) {
-    let error = error.unwrap_or_else(|| panic!("{what}: the flood ended without an error"));
-    assert!(
-        matches!(
-            error.kind(),
-            io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe
-        ),
-        "{what}: expected ECONNRESET or EPIPE, got {error}"
-    );
-}
 
 /// Reads what is left on `conn` and asserts it continues pattern `seed` from `offset`, ending in
 /// EOF or a reset: a fault may cut a stream short but never corrupt it. Returns the bytes read.
@@ -188,6 +175,17 @@ enum Flow {
 /// Bytes that must have crossed the proxy before the reset, so it comes mid-transfer.
 const BEFORE_RESET: usize = 256 * 1024;
 
+/// Reads from `conn` the [`BEFORE_RESET`] bytes of `seed`'s pattern that must cross before the
+/// reset in `name`, checked, within 10 s.
+async fn read_before_reset(conn: &mut TcpStream, seed: u64, name: &str) {
+    let mut got = vec![0; BEFORE_RESET];
+    let what = format!("{name}: the first {BEFORE_RESET} bytes");
+    with_deadline(scaled(10.0), &what, conn.read_exact(&mut got))
+        .await
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
+    assert_bytes(&what, &pattern(seed, 0, BEFORE_RESET), &got);
+}
+
 /// One pair, one reset. The other end must be aborted: whatever it reads is a prefix of what was
 /// sent, ending in EOF or RST (the lab counts a read error as EOF, so the proxy may forward the
 /// resetter's end as a half-close), and its writes fail soon after, never leaving it half-open.
@@ -203,12 +201,7 @@ async fn reset_mid_transfer(proxy_port: u16, dest: &Dest, resetter: Resetter, fl
         Flow::ToResetter => {
             let mut gone = gone;
             let flood = Flood::start(other, seed);
-            let mut got = vec![0; BEFORE_RESET];
-            let what = format!("{name}: the first {BEFORE_RESET} bytes");
-            with_deadline(scaled(10.0), &what, gone.read_exact(&mut got))
-                .await
-                .unwrap_or_else(|e| panic!("{what}: {e}"));
-            assert_bytes(&what, &pattern(seed, 0, BEFORE_RESET), &got);
+            read_before_reset(&mut gone, seed, &name).await;
             reset(gone);
             let what = format!("{name}: the writer's next writes to fail");
             let end = flood.wait_failure(scaled(10.0), &what).await;
@@ -220,12 +213,7 @@ async fn reset_mid_transfer(proxy_port: u16, dest: &Dest, resetter: Resetter, fl
         }
         Flow::FromResetter => {
             let mut flood = Flood::start(gone, seed);
-            let mut got = vec![0; BEFORE_RESET];
-            let what = format!("{name}: the first {BEFORE_RESET} bytes");
-            with_deadline(scaled(10.0), &what, other.read_exact(&mut got))
-                .await
-                .unwrap_or_else(|e| panic!("{what}: {e}"));
-            assert_bytes(&what, &pattern(seed, 0, BEFORE_RESET), &got);
+            read_before_reset(&mut other, seed, &name).await;
             flood
                 .wait_stuck(&format!("{name}: the resetter's flood"))
                 .await;

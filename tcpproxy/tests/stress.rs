@@ -373,6 +373,31 @@ fn mismatch(dir: &str, len: usize, sent: &io::Result<[u8; 32]>, got: &Received) 
     ))
 }
 
+/// One end of a transfer: writes `len` bytes of `seed`'s pattern, `chunk` at a time (once
+/// `after_eof` says the other end's EOF has come, when that end goes first), and at once reads
+/// the other end's bytes, of `read_seed`, paced by `read`, to the EOF it reports in `eof_seen`.
+async fn run_end(
+    conn: &mut tokio::net::TcpStream,
+    (seed, len, chunk): (u64, usize, usize),
+    (read_seed, read): (u64, (usize, Duration)),
+    after_eof: Option<oneshot::Receiver<()>>,
+    eof_seen: oneshot::Sender<()>,
+) -> (io::Result<[u8; 32]>, Received) {
+    let (mut r, mut w) = conn.split();
+    let write = async {
+        if let Some(other_eof) = after_eof {
+            let _ = other_eof.await;
+        }
+        send(&mut w, seed, len, chunk).await
+    };
+    let read = async {
+        let got = receive(&mut r, read_seed, read).await;
+        let _ = eof_seen.send(());
+        got
+    };
+    tokio::join!(write, read)
+}
+
 /// Runs one transfer through `proxy_port`; `Err` describes every direction that went wrong.
 async fn run_transfer(t: Transfer, proxy_port: u16, dest: Dest, seed: u64) -> Result<u64, String> {
     let (up_seed, down_seed) = (
@@ -388,38 +413,22 @@ async fn run_transfer(t: Transfer, proxy_port: u16, dest: Dest, seed: u64) -> Re
         mut client,
         mut server,
     } = pair;
-    let (mut cr, mut cw) = client.split();
-    let (mut sr, mut sw) = server.split();
     let (client_eof_seen, wait_client_eof) = oneshot::channel::<()>();
     let (server_eof_seen, wait_server_eof) = oneshot::channel::<()>();
-    let client_side = async {
-        let write = async {
-            if let Ending::ServerFirst = t.ending {
-                let _ = wait_server_eof.await;
-            }
-            send(&mut cw, up_seed, t.up, t.client_chunk).await
-        };
-        let read = async {
-            let got = receive(&mut cr, down_seed, t.client_read).await;
-            let _ = server_eof_seen.send(());
-            got
-        };
-        tokio::join!(write, read)
-    };
-    let server_side = async {
-        let write = async {
-            if let Ending::ClientFirst = t.ending {
-                let _ = wait_client_eof.await;
-            }
-            send(&mut sw, down_seed, t.down, t.server_chunk).await
-        };
-        let read = async {
-            let got = receive(&mut sr, up_seed, t.server_read).await;
-            let _ = client_eof_seen.send(());
-            got
-        };
-        tokio::join!(write, read)
-    };
+    let client_side = run_end(
+        &mut client,
+        (up_seed, t.up, t.client_chunk),
+        (down_seed, t.client_read),
+        matches!(t.ending, Ending::ServerFirst).then_some(wait_server_eof),
+        server_eof_seen,
+    );
+    let server_side = run_end(
+        &mut server,
+        (down_seed, t.down, t.server_chunk),
+        (up_seed, t.server_read),
+        matches!(t.ending, Ending::ClientFirst).then_some(wait_client_eof),
+        client_eof_seen,
+    );
     let what = format!("transfer {} ({t:?})", t.id);
     let ((up_sent, down_got), (down_sent, up_got)) = with_deadline(scaled(120.0), &what, async {
         tokio::join!(client_side, server_side)

@@ -58,6 +58,19 @@ const STUCK_QUIET: f64 = 0.5;
 /// loopback's autotuned socket buffers hold tens of MB, the proxy's own buffer 64 KiB.
 const UNBOUNDED: u64 = 256 << 20;
 
+/// A write that failed because the far end is gone (RST, or EPIPE after one).
+#[track_caller]
+pub fn assert_aborted(what: &str, error: Option<io::Error>) {
+    let error = error.unwrap_or_else(|| panic!("{what}: the flood ended without an error"));
+    assert!(
+        matches!(
+            error.kind(),
+            io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe
+        ),
+        "{what}: expected ECONNRESET or EPIPE, got {error}"
+    );
+}
+
 /// `secs` times `TCPPROXY_TEST_TIME_SCALE` (default 1): every deadline is made here.
 pub fn scaled(secs: f64) -> Duration {
     static SCALE: OnceLock<f64> = OnceLock::new();
