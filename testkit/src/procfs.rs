@@ -314,29 +314,29 @@ fn listening_in(table: &str, port: u16) -> bool {
 
 /// Resident memory of the group, in bytes.
 pub fn rss_bytes(pgid: i32) -> u64 {
-    let page = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
-        .ok()
-        .flatten()
-        .unwrap_or(4096) as u64;
-    group_members(pgid)
-        .into_iter()
-        .filter_map(stat_fields)
-        .map(|s| s.rss_pages * page)
-        .sum()
+    let page = sysconf_or(nix::unistd::SysconfVar::PAGE_SIZE, 4096) as u64;
+    group_sum(pgid, |s| s.rss_pages * page)
 }
 
 /// CPU time (user + system) the group has used, in seconds. Exited members no longer count,
 /// which errs on the lenient side.
 pub fn cpu_seconds(pgid: i32) -> f64 {
-    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
-        .ok()
-        .flatten()
-        .unwrap_or(100) as f64;
+    let hz = sysconf_or(nix::unistd::SysconfVar::CLK_TCK, 100) as f64;
+    group_sum(pgid, |s| s.cpu_ticks as f64 / hz)
+}
+
+/// `of` each live member of the group, summed.
+fn group_sum<T: std::iter::Sum>(pgid: i32, of: impl Fn(StatFields) -> T) -> T {
     group_members(pgid)
         .into_iter()
         .filter_map(stat_fields)
-        .map(|s| s.cpu_ticks as f64 / hz)
+        .map(of)
         .sum()
+}
+
+/// A system setting, or `default` where the system does not say.
+fn sysconf_or(var: nix::unistd::SysconfVar, default: i64) -> i64 {
+    nix::unistd::sysconf(var).ok().flatten().unwrap_or(default)
 }
 
 #[cfg(test)]
