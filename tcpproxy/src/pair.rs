@@ -291,9 +291,16 @@ pub async fn serve<H: Hooks + ?Sized>(
 ) {
     let hooks = settings.hooks;
     let started = Instant::now();
-    // A client that closes or fails before sending anything is simply dropped.
-    if hooks.connect_on_first_byte() && !matches!(client.peek(&mut [0]).await, Ok(n) if n > 0) {
-        return;
+    if hooks.connect_on_first_byte() {
+        let mut byte = [0];
+        let first = tokio::select! {
+            p = client.peek(&mut byte) => matches!(p, Ok(n) if n > 0),
+            () = counted.cut() => false,
+        };
+        // A client that closes or fails before sending anything is simply dropped.
+        if !first {
+            return;
+        }
     }
     let connected = tokio::select! {
         c = connect(&settings) => c.map_err(End::ConnectFailed),
@@ -333,9 +340,12 @@ pub async fn serve<H: Hooks + ?Sized>(
     let _ = client.set_nodelay(true);
     let _ = server.set_nodelay(true);
 
-    let mut up = Relay::new(Dir::Up, hooks, settings.stall_timeout);
-    let mut down = Relay::new(Dir::Down, hooks, settings.stall_timeout);
-    let mut idle = hooks.idle_timeout(settings.stall_timeout).map(Idle::new);
+    let mut up = Relay::new(Dir::Up, settings.stall_timeout);
+    let mut down = Relay::new(Dir::Down, settings.stall_timeout);
+    // Boxed: a pair the hooks give no idle timer (every reference pair) holds one pointer.
+    let mut idle = hooks
+        .idle_timeout(settings.stall_timeout)
+        .map(|t| Box::new(Idle::new(t)));
     let pool = &settings.pool;
     let relayed = poll_fn(|cx| {
         // Poll both every time: each registers its own wake-ups, and a finished relay stays ready.

@@ -25,7 +25,7 @@ use tokio::net::TcpStream;
 use crate::buffer::{Buffer, Fill};
 use crate::hooks::{Dir, Hooks, OnEof, OnWriteError, StallReset};
 use crate::pool::Pool;
-use crate::stall::{Progress, Stall};
+use crate::stall::Stall;
 
 /// Where one direction is in the proxy contract: the phase its trace lines name. Finer than this,
 /// a `Stage` also says what the direction holds.
@@ -128,10 +128,8 @@ pub struct Relay {
     written: u64,
     /// The error that ended reading, kept for the pair's log line.
     read_error: Option<io::Error>,
-    /// None: the hooks never time out a stall in this direction.
-    stall_timeout: Option<Duration>,
-    /// What counts as progress for the stall timer besides a write of our own.
-    progress: Progress,
+    /// The configured one; hooks may change it for this direction.
+    stall_timeout: Duration,
     dir: Dir,
     /// Bytes read so far on the copy path that hooks watch (`needs_copy`): the stream offset
     /// [`Hooks::mangle`] is given. Nothing else counts reads, so the reference does not.
@@ -139,18 +137,13 @@ pub struct Relay {
 }
 
 impl Relay {
-    /// `stall_timeout` is the configured one, which `hooks` may change for `dir`.
-    pub fn new<H: Hooks + ?Sized>(dir: Dir, hooks: &H, stall_timeout: Duration) -> Relay {
+    pub fn new(dir: Dir, stall_timeout: Duration) -> Relay {
         Relay {
             stage: Stage::Idle,
             streaming: false,
             written: 0,
             read_error: None,
-            stall_timeout: hooks.stall_timeout(dir, stall_timeout),
-            progress: match hooks.stall_reset() {
-                StallReset::OnProgress => Progress::Acknowledged,
-                StallReset::OnEmpty => Progress::WritesOnly,
-            },
+            stall_timeout,
             dir,
             copied: 0,
         }
@@ -258,7 +251,9 @@ impl Relay {
             Poll::Ready(Ok(())) => held.unwrap_or_else(|| Loan {
                 buf: pool.take(self.streaming),
                 used: Used::Unused,
-                stall: self.stall_timeout.map(|t| Stall::new(t, self.progress)),
+                stall: hooks
+                    .stall_timeout(self.dir, self.stall_timeout)
+                    .map(|t| Stall::new(t, hooks.stall_reset())),
             }),
         };
         let filled = if hooks.needs_copy() {
@@ -349,7 +344,8 @@ impl Relay {
             Poll::Ready(Err(e)) => e,
             Poll::Ready(Ok(())) => {
                 let drained = if hooks.needs_copy() {
-                    drain_watched(hooks, &mut loan.buf, dst, self.stall_timeout)
+                    let stall_timeout = hooks.stall_timeout(self.dir, self.stall_timeout);
+                    drain_watched(hooks, &mut loan.buf, dst, stall_timeout)
                 } else {
                     loan.buf.drain_to(dst)
                 };
@@ -550,7 +546,7 @@ mod tests {
         let (mut writer, src) = socket_pair().await;
         let (dst, mut reader) = socket_pair().await;
         let ends = (&src, &dst);
-        let mut relay = Relay::new(Dir::Up, &Reference, Duration::from_secs(10));
+        let mut relay = Relay::new(Dir::Up, Duration::from_secs(10));
 
         writer.write_all(b"x").await.expect("write");
         assert_eq!(pump(&mut relay, &pool, ends, &mut reader, 1).await, b"x");
@@ -574,7 +570,7 @@ mod tests {
         let pool = Pool::new(4096, false);
         let (mut writer, src) = socket_pair().await;
         let (dst, mut reader) = socket_pair().await;
-        let mut relay = Relay::new(Dir::Up, &Reference, Duration::from_secs(10));
+        let mut relay = Relay::new(Dir::Up, Duration::from_secs(10));
         let bulk = vec![3; 64 * 1024];
         writer.write_all(&bulk).await.expect("write");
         let got = pump(&mut relay, &pool, (&src, &dst), &mut reader, bulk.len()).await;

@@ -16,14 +16,7 @@ use std::time::Duration;
 
 use tokio::time::{Instant, Sleep};
 
-/// What counts as progress besides a write of our own.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Progress {
-    /// The destination acknowledging bytes already in the kernel's send queue (correct).
-    Acknowledged,
-    /// Our own writes only: the timer a naive proxy runs.
-    WritesOnly,
-}
+use crate::hooks::StallReset;
 
 /// How often a stalled direction samples its send queue: a tenth of the timeout, so an abort
 /// comes at most that much after the stall timeout has passed since the last progress.
@@ -35,7 +28,10 @@ fn sample_every(timeout: Duration) -> Duration {
 #[derive(Debug)]
 pub struct Stall {
     timeout: Duration,
-    progress: Progress,
+    /// With [`StallReset::OnProgress`], the destination acknowledging bytes already in the
+    /// kernel's send queue counts as progress too; with [`StallReset::OnEmpty`] (a naive proxy's
+    /// timer) nothing but the relay's [`Stall::reset`] does.
+    reset: StallReset,
     /// When the bytes now held last saw progress; `None` while they move or none are held.
     since: Option<Instant>,
     /// The destination's send queue at the last sample, while stalled.
@@ -48,10 +44,10 @@ pub struct Stall {
 }
 
 impl Stall {
-    pub fn new(timeout: Duration, progress: Progress) -> Stall {
+    pub fn new(timeout: Duration, reset: StallReset) -> Stall {
         Stall {
             timeout,
-            progress,
+            reset,
             since: None,
             queued: None,
             next_sample: None,
@@ -71,7 +67,7 @@ impl Stall {
     pub fn poll_stalled(&mut self, cx: &mut Context<'_>, dst: &impl AsFd) -> Poll<Duration> {
         let now = Instant::now();
         let mut since = *self.since.get_or_insert(now);
-        if self.progress == Progress::Acknowledged && self.next_sample.is_none_or(|t| now >= t) {
+        if self.reset == StallReset::OnProgress && self.next_sample.is_none_or(|t| now >= t) {
             let queued = send_queue(dst);
             if let (Some(before), Some(q)) = (self.queued, queued) {
                 if q < before {
