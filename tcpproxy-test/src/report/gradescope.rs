@@ -102,7 +102,7 @@ mod tests {
 
     #[test]
     fn snapshot() {
-        let v: serde_json::Value = serde_json::from_str(&fixtures::rendered(render)).unwrap();
+        let v = fixtures::json(&fixtures::rendered(render));
         assert_eq!(v["score"], 2.0);
         assert_eq!(v["max_score"], 3.0);
         assert_eq!(
@@ -127,9 +127,7 @@ mod tests {
     #[test]
     fn an_error_scores_zero_of_every_phase_it_names_or_of_one() {
         let outcomes = fixtures::outcomes();
-        let v: serde_json::Value =
-            serde_json::from_str(&render_error(&fixtures::run(&outcomes), "did not\nbuild"))
-                .unwrap();
+        let v = fixtures::json(&render_error(&fixtures::run(&outcomes), "did not\nbuild"));
         assert_eq!(v["score"], 0.0);
         assert_eq!(v["max_score"], outcomes.len() as f64);
         assert!(
@@ -145,8 +143,7 @@ mod tests {
             t.iter()
                 .all(|t| t["status"] == "failed" && t["score"] == 0.0)
         );
-        let v: serde_json::Value =
-            serde_json::from_str(&render_error(&fixtures::run(&[]), "missing")).unwrap();
+        let v = fixtures::json(&render_error(&fixtures::run(&[]), "missing"));
         assert_eq!(v["max_score"], 1.0);
         assert_eq!(v["tests"][0]["output"], "error: missing");
     }

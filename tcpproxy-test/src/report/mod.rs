@@ -315,6 +315,12 @@ pub(crate) mod fixtures {
         render(&run(&outcomes()))
     }
 
+    /// A rendered JSON document, parsed: what the JSON formats' tests read fields of.
+    #[track_caller]
+    pub fn json(rendered: &str) -> serde_json::Value {
+        serde_json::from_str(rendered).unwrap_or_else(|e| panic!("{e}:\n{rendered}"))
+    }
+
     pub fn run(outcomes: &[Outcome]) -> RunReport<'_> {
         RunReport {
             proxy: "./tcpproxy".into(),

@@ -117,7 +117,7 @@ mod tests {
 
     #[test]
     fn snapshot() {
-        let v: serde_json::Value = serde_json::from_str(&fixtures::rendered(render)).unwrap();
+        let v = fixtures::json(&fixtures::rendered(render));
         assert_eq!(v["gradable"], true);
         // Passed and warning earn their points; the skipped phase is out of the maximum.
         assert_eq!(v["score"], 2.0 / 3.0);
@@ -165,8 +165,7 @@ mod tests {
     #[test]
     fn an_inconclusive_phase_makes_the_result_not_gradable() {
         let outcomes = fixtures::with_inconclusive();
-        let v: serde_json::Value =
-            serde_json::from_str(&render(&fixtures::run(&outcomes))).unwrap();
+        let v = fixtures::json(&render(&fixtures::run(&outcomes)));
         assert_eq!(v["gradable"], false, "{v:#}");
         assert_eq!(v["score"], 0.0);
         let why = "tcpproxy-test: inconclusive: shutdown/flush: the reference proxy failed it too on this grading host, so the host could not vouch for the result; this is no grade, ask course staff to regrade";
@@ -197,8 +196,7 @@ mod tests {
             .into_iter()
             .filter(|o| o.verdict == Verdict::Skipped)
             .collect();
-        let v: serde_json::Value =
-            serde_json::from_str(&render(&fixtures::run(&outcomes))).unwrap();
+        let v = fixtures::json(&render(&fixtures::run(&outcomes)));
         assert_eq!(v["gradable"], false, "{v:#}");
         assert!(v["score"].as_f64().unwrap().is_finite());
     }
@@ -216,8 +214,7 @@ mod tests {
             })
             .collect();
         let log = "the submission did not build; its build log (build.log):\ntcpproxy.c:12:5: error: expected ';'";
-        let v: serde_json::Value =
-            serde_json::from_str(&render_error(&fixtures::run(&outcomes), log)).unwrap();
+        let v = fixtures::json(&render_error(&fixtures::run(&outcomes), log));
         assert_eq!(v["gradable"], true);
         assert_eq!(v["score"], 0.0);
         assert_eq!(
@@ -239,8 +236,7 @@ mod tests {
                 && t["message"] == "failed: not run: the submission did not build"),
             "{v:#}"
         );
-        let v: serde_json::Value =
-            serde_json::from_str(&render_error(&fixtures::run(&[]), "missing")).unwrap();
+        let v = fixtures::json(&render_error(&fixtures::run(&[]), "missing"));
         assert_eq!(v["tests"][0]["max_points"], 1.0);
         assert_eq!(v["tests"][0]["message"], "error: missing");
     }
