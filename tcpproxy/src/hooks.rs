@@ -194,6 +194,8 @@ pub trait Hooks: Send + Sync + 'static {
         bytes: &[u8],
         _stall_timeout: Option<Duration>,
     ) -> io::Result<usize> {
+        // The socket itself, not tokio's try_write: the relay calls this inside try_io, which
+        // clears the readiness on WouldBlock.
         (&*socket2::SockRef::from(dst)).write(bytes)
     }
 
