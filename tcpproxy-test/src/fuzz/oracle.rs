@@ -954,6 +954,99 @@ mod tests {
         assert!(v.details[0].starts_with("before that: "));
     }
 
+    // ---- expectations ----
+
+    fn lazy() -> Case {
+        parse_cases(
+            "case\n expect aborted: stall-timeout 3000ms, earliest 2400ms, slack 5000ms, watch 15000ms\n connection\n  client->server: bulk 1000000; shutdown never; reader never\n  server->client: no-writes; shutdown never; reader eager\n",
+        )
+        .unwrap()
+        .remove(0)
+    }
+
+    /// A lazy run: the client's last progress at 1 s, and what it saw of the pair's end.
+    fn pushed(closed: Option<(u64, &str)>) -> Record {
+        let up = FlowRecord {
+            sent: Arc::new(vec![0; 1_000_000]),
+            written: 300_000,
+            last_write_at: Some(Duration::from_secs(1)),
+            ..FlowRecord::default()
+        };
+        let mut down = FlowRecord::default();
+        if let Some((ms, how)) = closed {
+            down.read_error = Some(how.into());
+            down.read_reset = true;
+            down.read_error_at = Some(Duration::from_millis(ms));
+        }
+        record(up, down)
+    }
+
+    #[test]
+    fn an_abort_in_its_window_passes_and_one_too_early_names_the_short_timer() {
+        assert_eq!(
+            judge(&lazy(), &pushed(Some((4000, "Connection reset by peer")))),
+            Ok(())
+        );
+        let v = judge(&lazy(), &pushed(Some((1500, "Connection reset by peer")))).unwrap_err();
+        assert_eq!(v.kind, Kind::Abort);
+        assert_eq!(
+            v.summary,
+            "expected the pair to stay open at least 2.4s (80% of the 3.0s stall timeout), but the client saw read error: Connection reset by peer 1.5s after connecting"
+        );
+        assert!(v.hint.unwrap().contains("far shorter"));
+    }
+
+    #[test]
+    fn an_abort_after_its_window_or_none_fails_with_what_the_watch_saw() {
+        let v = judge(&lazy(), &pushed(Some((11_000, "EOF")))).unwrap_err();
+        assert!(
+            v.summary
+                .ends_with("but it was still open 9.0s after connecting"),
+            "{}",
+            v.summary
+        );
+        assert!(
+            v.hint
+                .unwrap()
+                .starts_with("the proxy aborted 10.0s after the client's last progress: its stall timeout looks like about 10s, not the 3s")
+        );
+        let v = judge(&lazy(), &pushed(None)).unwrap_err();
+        assert!(v.hint.unwrap().contains("never times out"));
+        let mut all_taken = pushed(None);
+        all_taken.conns[0].flows[0].writes_done = true;
+        let v = judge(&lazy(), &all_taken).unwrap_err();
+        assert!(v.hint.unwrap().contains("buffers without limit"));
+    }
+
+    #[test]
+    fn a_close_must_reach_the_other_side_as_a_reset() {
+        let c = parse_cases(
+            "case\n expect closed within 3000ms\n connection\n  client->server: write 1, pause 1000ms, write 1, pause 1000ms; shutdown never; reader never\n  server->client: no-writes; shutdown close-at-start; reader eager\n",
+        )
+        .unwrap()
+        .remove(0);
+        let mut up = FlowRecord {
+            sent: Arc::new(vec![0; 2]),
+            written: 2,
+            ..FlowRecord::default()
+        };
+        let down = FlowRecord {
+            eof_at: Some(Duration::from_millis(5)),
+            shut_at: Some(Duration::ZERO),
+            ..FlowRecord::default()
+        };
+        let v = judge(&c, &record(up.clone(), down.clone())).unwrap_err();
+        assert_eq!(v.kind, Kind::NotClosed);
+        assert_eq!(
+            v.summary,
+            "expected the proxy to close the client's connection within 3s of the server closing; it forwarded the server's EOF, but the client wrote 2 bytes, one a second, and every write succeeded"
+        );
+        up.write_error = Some("Broken pipe (os error 32)".into());
+        up.write_reset = true;
+        up.write_error_at = Some(Duration::from_secs(1));
+        assert_eq!(judge(&c, &record(up, down)), Ok(()));
+    }
+
     // ---- differences ----
 
     #[test]

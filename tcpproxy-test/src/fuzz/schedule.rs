@@ -855,6 +855,30 @@ mod tests {
         }
     }
 
+    #[test]
+    fn the_phases_words_print_as_they_parse() {
+        for text in [
+            "case\n  expect aborted: stall-timeout 3000ms, earliest 2400ms, slack 5000ms, watch 15000ms\n  connection client-rcvbuf=small echo\n    client->server: write 4, await-read 4; shutdown never; reader never\n    server->client: await-read 4, write 4; shutdown never; reader eager\n",
+            "case\n  expect closed within 15000ms\n  connection\n    client->server: write 1, pause 1000ms; shutdown never; reader never\n    server->client: no-writes; shutdown close-at-start; reader eager\n",
+        ] {
+            let cases = parse_cases(text).unwrap();
+            assert_eq!(cases[0].to_string(), text);
+        }
+        let e = parse_cases("case\n expect aborted: stall-timeout 3000ms\n").unwrap_err();
+        assert_eq!(e.line, 2);
+        assert!(
+            e.message
+                .contains("needs stall-timeout, earliest, slack, watch"),
+            "{e}"
+        );
+        assert!(
+            parse_cases("expect closed within 1ms\n")
+                .unwrap_err()
+                .message
+                .contains("before any `case`")
+        );
+    }
+
     // ---- normalization ----
 
     #[test]
