@@ -448,14 +448,14 @@ pub fn main(a: &DiffArgs) -> std::process::ExitCode {
             // A closed stdout (`| head`) must not turn into a panic; the exit code still tells.
             let _ = std::io::stdout().write_all(text.as_bytes());
             if d.any_changed() {
-                crate::EXIT_FAILED
+                crate::exit_code::EXIT_FAILED
             } else {
-                crate::EXIT_PASSED
+                crate::exit_code::EXIT_PASSED
             }
         }
         Err(msg) => {
             eprintln!("tcpproxy-test grade diff: {msg}");
-            crate::EXIT_USAGE
+            crate::exit_code::EXIT_USAGE
         }
     };
     std::process::ExitCode::from(code)

@@ -4,21 +4,17 @@
 
 use std::ffi::OsString;
 use std::io::{Read as _, Seek as _, SeekFrom};
-use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use tcpproxy::flag_value;
 
+use crate::contract::STALL_TIMEOUT;
 use crate::harness::ProxyCommand;
+use crate::proxy_program::{ProxyWords, resolve, unknown_flag};
 use crate::report::Format;
 use crate::suite::Filter;
-
-/// The stall timeout the proxy under test was given, when nothing says otherwise (the lab's).
-pub const STALL_TIMEOUT: Duration = tcpproxy::cli::STALL_TIMEOUT;
-/// The hidden first argument that makes this executable run the bundled reference proxy.
-pub const REFERENCE_SUBCOMMAND: &str = "__reference-proxy";
 
 /// The whole command line: the suite's flags and PROXY, or a subcommand.
 #[derive(Debug, Parser)]
@@ -113,14 +109,8 @@ struct Args {
     #[arg(long, value_name = "LOG")]
     build_failed: Option<PathBuf>,
 
-    /// The proxy to test (a path, or a command on PATH) and arguments to put before its three
-    /// positional arguments.
-    #[arg(
-        value_name = "PROXY",
-        trailing_var_arg = true,
-        allow_hyphen_values = true
-    )]
-    proxy: Vec<OsString>,
+    #[command(flatten)]
+    proxy: ProxyWords,
 }
 
 /// A validated run.
@@ -233,25 +223,15 @@ fn from_clap(e: &clap::Error, args: &[OsString]) -> Parsed {
     Parsed::Usage(format!("{who}: {}", tcpproxy::cli::one_line(e)))
 }
 
-/// Without `--`, a word starting with a dash where PROXY goes is a flag we do not know, not a
-/// program (it was reported as "proxy '--bogus' is not a file").
-pub fn unknown_flag(proxy: &[OsString]) -> Result<(), String> {
-    match proxy.first().map(|w| w.to_string_lossy()) {
-        Some(first) if first.starts_with('-') && first != "-" => Err(format!(
-            "unexpected argument '{first}' (see --help; a proxy's own options go after PROXY)"
-        )),
-        _ => Ok(()),
-    }
-}
-
 /// The suite's run from its flags, or a usage message.
 fn suite(a: Args, dashes: bool) -> Result<Parsed, String> {
     let mut warnings = Vec::new();
     if !dashes {
-        unknown_flag(&a.proxy)?;
+        unknown_flag(&a.proxy.words)?;
         let flags = suite_flags();
         let after: Vec<String> = a
             .proxy
+            .words
             .iter()
             .skip(1)
             .map(|w| w.to_string_lossy().into_owned())
@@ -269,10 +249,7 @@ fn suite(a: Args, dashes: bool) -> Result<Parsed, String> {
             ));
         }
     }
-    let filter = match (globs(&a.only), globs(&a.exclude)) {
-        (Ok(only), Ok(exclude)) => Filter { only, exclude },
-        (Err(e), _) | (_, Err(e)) => return Err(e),
-    };
+    let filter = Filter::new(&a.only, &a.exclude)?;
     if a.list {
         return Ok(Parsed::List(filter));
     }
@@ -285,43 +262,17 @@ fn suite(a: Args, dashes: bool) -> Result<Parsed, String> {
         .as_deref()
         .map(build_log_message)
         .transpose()?;
-    let (proxy, reference) = match a.proxy.split_first() {
+    let (proxy, reference) = if build_failed.is_some() {
         // PROXY was never built, so it is not looked for: only named in the report.
-        _ if build_failed.is_some() => {
-            let (program, args) = match a.proxy.split_first() {
-                Some((program, rest)) => (PathBuf::from(program), rest.to_vec()),
-                None => (PathBuf::from(NOT_BUILT_PROXY), vec![]),
-            };
-            (ProxyCommand { program, args }, false)
-        }
-        None => match std::env::current_exe() {
-            Ok(exe) => (
-                ProxyCommand {
-                    program: exe,
-                    args: vec![
-                        REFERENCE_SUBCOMMAND.into(),
-                        "--stall-timeout".into(),
-                        a.stall_timeout.to_string().into(),
-                    ],
-                },
-                true,
-            ),
-            Err(e) => {
-                return Err(format!(
-                    "cannot find this executable to run the reference proxy: {e}"
-                ));
-            }
-        },
-        Some((program, rest)) => {
-            let path = resolve(Path::new(program))?;
-            check_script(&path, rest)?;
-            (
-                ProxyCommand {
-                    program: path,
-                    args: rest.to_vec(),
-                },
-                false,
-            )
+        let (program, args) = match a.proxy.words.split_first() {
+            Some((program, rest)) => (PathBuf::from(program), rest.to_vec()),
+            None => (PathBuf::from(NOT_BUILT_PROXY), vec![]),
+        };
+        (ProxyCommand { program, args }, false)
+    } else {
+        match a.proxy.command()? {
+            Some(proxy) => (proxy, false),
+            None => (crate::reference::command(stall_timeout)?, true),
         }
     };
     if let Some(path) = &a.output {
@@ -333,7 +284,7 @@ fn suite(a: Args, dashes: bool) -> Result<Parsed, String> {
             program: resolve(program)?,
             args: vec![],
         }),
-        (true, None) => Some(crate::vouch::reference(stall_timeout)?),
+        (true, None) => Some(crate::reference::command(stall_timeout)?),
     };
     Ok(Parsed::Run(Box::new(Config {
         proxy,
@@ -420,12 +371,6 @@ pub fn build_log_message(path: &Path) -> Result<String, String> {
     })
 }
 
-pub fn globs(list: &[String]) -> Result<Vec<glob::Pattern>, String> {
-    list.iter()
-        .map(|g| glob::Pattern::new(g).map_err(|e| format!("invalid glob '{g}': {e}")))
-        .collect()
-}
-
 /// Checks, before anything runs, that a report can be written to `path`: a missing folder was
 /// found only after the whole run (issue 18). A file is created beside it and removed again, so
 /// the check neither leaves nor truncates anything.
@@ -447,110 +392,6 @@ pub fn writable(path: &Path) -> Result<(), String> {
         .map_err(|e| format!("cannot write the report to {shown}: {e}"))
 }
 
-/// Finds PROXY as the shell would (a path if it has a slash, else on PATH) and checks it can run,
-/// so a typo is one clear line now rather than ten failed phases.
-pub fn resolve(program: &Path) -> Result<PathBuf, String> {
-    let shown = program.display();
-    let path = if program.components().count() > 1 || program.to_string_lossy().contains('/') {
-        program.to_path_buf()
-    } else {
-        match on_path(program) {
-            Some(p) => p,
-            None => {
-                return Err(format!(
-                    "proxy '{shown}' is not a file and was not found on PATH"
-                ));
-            }
-        }
-    };
-    let meta =
-        std::fs::metadata(&path).map_err(|e| format!("proxy '{shown}' cannot be used: {e}"))?;
-    if meta.is_dir() {
-        return Err(format!("proxy '{shown}' is a directory, not an executable"));
-    }
-    if meta.permissions().mode() & 0o111 == 0 {
-        return Err(format!(
-            "proxy '{shown}' is not executable (try chmod +x, or name its interpreter: python3 {shown})"
-        ));
-    }
-    if let Some(line) = shebang(&path) {
-        let mut words = line.split_whitespace();
-        let interp = words.next().unwrap_or_default();
-        if !is_executable_file(Path::new(interp)) {
-            return Err(format!(
-                "proxy '{shown}' names the interpreter '{interp}' on its #! line, which does not exist or is not executable"
-            ));
-        }
-        // `#!/usr/bin/env NAME` finds NAME on PATH only when run: look now, as env would.
-        if Path::new(interp).file_name().is_some_and(|n| n == "env") {
-            let name = words.find(|w| !w.starts_with('-') && !w.contains('='));
-            if let Some(name) = name {
-                if on_path(Path::new(name)).is_none() {
-                    return Err(format!(
-                        "proxy '{shown}' runs '{name}' through {interp} on its #! line, and '{name}' was not found on PATH"
-                    ));
-                }
-            }
-        }
-    }
-    Ok(path)
-}
-
-/// Interpreters whose first argument, when it is not an option, is the script to run.
-const SCRIPT_INTERPRETERS: &[&str] = &[
-    "python", "python2", "python3", "pypy", "pypy3", "perl", "ruby", "node", "nodejs", "php",
-    "lua", "sh", "bash", "dash", "zsh", "ksh", "tclsh",
-];
-
-/// `python3 ./proxy.py` where the script is not there: the interpreter would start, fail, and
-/// fail every phase; say so now. Only the argument right after a known interpreter is checked,
-/// and only when it is not an option (`sh -c '...'`, `python3 -m module` are left alone).
-fn check_script(program: &Path, args: &[OsString]) -> Result<(), String> {
-    let Some(name) = program.file_name().and_then(|n| n.to_str()) else {
-        return Ok(());
-    };
-    // python3.11 and the like: the version suffix aside.
-    let base = name.trim_end_matches(|c: char| c.is_ascii_digit() || c == '.');
-    let known = SCRIPT_INTERPRETERS.contains(&name) || SCRIPT_INTERPRETERS.contains(&base);
-    let Some(script) = args.first() else {
-        return Ok(());
-    };
-    if !known || script.to_string_lossy().starts_with('-') {
-        return Ok(());
-    }
-    let script = Path::new(script);
-    if script.exists() {
-        return Ok(());
-    }
-    Err(format!(
-        "proxy script '{}' for {name} does not exist",
-        script.display()
-    ))
-}
-
-/// The first executable file named `program` in PATH's directories.
-fn on_path(program: &Path) -> Option<PathBuf> {
-    if program.to_string_lossy().contains('/') {
-        return is_executable_file(program).then(|| program.to_path_buf());
-    }
-    std::env::split_paths(&std::env::var_os("PATH")?)
-        .map(|d| d.join(program))
-        .find(|c| is_executable_file(c))
-}
-
-fn is_executable_file(p: &Path) -> bool {
-    std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-}
-
-/// A script's `#!` line, after the `#!`, if it has one.
-fn shebang(path: &Path) -> Option<String> {
-    let mut head = [0u8; 256];
-    let n = std::fs::File::open(path).ok()?.read(&mut head).ok()?;
-    let line = head[..n].strip_prefix(b"#!")?;
-    let line = line.split(|&b| b == b'\n').next()?;
-    Some(String::from_utf8_lossy(line).into_owned())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -569,7 +410,7 @@ mod tests {
             panic!("expected a run")
         };
         assert!(c.reference);
-        assert_eq!(c.proxy.args[0], REFERENCE_SUBCOMMAND);
+        assert_eq!(c.proxy.args[0], crate::reference::REFERENCE_SUBCOMMAND);
         assert_eq!(c.proxy.args[2], "2");
         assert_eq!(c.stall_timeout, Duration::from_secs(2));
     }

@@ -17,10 +17,11 @@ use crate::class_table::{
     self, CLASS_CSV, CLASS_JSON, CLASS_JSON_FORMAT, CLASS_JSON_VERSION, Class, Row, Unreadable,
     write_class,
 };
-use crate::cli::resolve;
+use crate::contract::STALL_TIMEOUT;
 use crate::deadline::Timing;
 use crate::harness::{ProxyCommand, Starts};
 use crate::phase::{Outcome, Rules, Verdict};
+use crate::proxy_program::resolve;
 use crate::report::{self, Format, RunReport};
 use crate::shard::{self, Shard};
 use crate::suite::{self, Filter, Running};
@@ -51,7 +52,7 @@ pub struct Args {
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
     jobs: u32,
     /// The stall timeout every submission was written for.
-    #[arg(long, value_name = "SECS", default_value_t = crate::cli::STALL_TIMEOUT.as_secs_f64(), value_parser = |s: &str| flag_value::seconds(s, flag_value::DAY_SECS))]
+    #[arg(long, value_name = "SECS", default_value_t = STALL_TIMEOUT.as_secs_f64(), value_parser = |s: &str| flag_value::seconds(s, flag_value::DAY_SECS))]
     stall_timeout: f64,
     /// Stretch every other deadline by this factor.
     #[arg(long, value_name = "F", default_value_t = 1.0, value_parser = flag_value::factor)]
@@ -148,11 +149,10 @@ pub fn config(mut args: Args) -> Result<Grade, String> {
                 .into(),
         );
     }
-    let only = crate::cli::globs(&args.only)?;
-    let exclude = crate::cli::globs(&args.exclude)?;
+    let filter = Filter::new(&args.only, &args.exclude)?;
     Ok(Grade::Class {
         args: Box::new(args),
-        filter: Filter { only, exclude },
+        filter,
     })
 }
 
@@ -181,7 +181,7 @@ pub fn main(g: Grade) -> std::process::ExitCode {
 
 /// `grade merge`: the shards' tables joined into OUT_DIR's.
 fn merge(m: &MergeArgs) -> std::process::ExitCode {
-    let code = match shard::merge(&m.shards).and_then(|class| {
+    let code = match class_table::merge(&m.shards).and_then(|class| {
         std::fs::create_dir_all(&m.out_dir)
             .map_err(|e| format!("cannot create {}: {e}", m.out_dir.display()))?;
         write_class(&m.out_dir, &class)?;
@@ -193,11 +193,11 @@ fn merge(m: &MergeArgs) -> std::process::ExitCode {
                 m.shards.len(),
                 m.out_dir.display()
             );
-            crate::EXIT_PASSED
+            crate::exit_code::EXIT_PASSED
         }
         Err(msg) => {
             eprintln!("tcpproxy-test grade merge: {msg}");
-            crate::EXIT_USAGE
+            crate::exit_code::EXIT_USAGE
         }
     };
     std::process::ExitCode::from(code)
@@ -211,7 +211,7 @@ async fn grade(a: Args, filter: Filter, finished: Arc<AtomicUsize>) -> u8 {
             "tcpproxy-test grade: cannot create {}: {e}",
             a.out_dir.display()
         );
-        return crate::EXIT_HARNESS;
+        return crate::exit_code::EXIT_HARNESS;
     }
     let phase_ids: Vec<String> = filter.select().iter().map(|p| p.id.to_string()).collect();
     // Names come from the whole list, so every shard names a submission alike.
@@ -239,7 +239,7 @@ async fn grade(a: Args, filter: Filter, finished: Arc<AtomicUsize>) -> u8 {
             Ok(c) => c,
             Err(msg) => {
                 eprintln!("tcpproxy-test grade: --resume: {msg}");
-                return crate::EXIT_USAGE;
+                return crate::exit_code::EXIT_USAGE;
             }
         }
     } else {
@@ -276,7 +276,7 @@ async fn grade(a: Args, filter: Filter, finished: Arc<AtomicUsize>) -> u8 {
         format: CLASS_JSON_FORMAT.into(),
         version: CLASS_JSON_VERSION,
         harness_version: env!("CARGO_PKG_VERSION").into(),
-        host: shard::host(),
+        host: class_table::host(),
         load_average: None,
         shard: a.shard,
         class_submissions: a.shard.map(|_| all_names.clone()),
@@ -298,13 +298,13 @@ async fn grade(a: Args, filter: Filter, finished: Arc<AtomicUsize>) -> u8 {
                 program,
                 args: vec![],
             }),
-            None => crate::vouch::reference(stall),
+            None => crate::reference::command(stall),
         };
         match made {
             Ok(r) => Some(Arc::new(r)),
             Err(msg) => {
                 eprintln!("tcpproxy-test grade: --self-check-reference: {msg}");
-                return crate::EXIT_USAGE;
+                return crate::exit_code::EXIT_USAGE;
             }
         }
     };
@@ -343,11 +343,11 @@ async fn grade(a: Args, filter: Filter, finished: Arc<AtomicUsize>) -> u8 {
             Ok((i, Ok(row))) => (i, row),
             Ok((_, Err(msg))) => {
                 eprintln!("tcpproxy-test grade: the harness could not run: {msg}");
-                return crate::EXIT_HARNESS;
+                return crate::exit_code::EXIT_HARNESS;
             }
             Err(e) => {
                 eprintln!("tcpproxy-test grade: the harness crashed: {e}");
-                return crate::EXIT_HARNESS;
+                return crate::exit_code::EXIT_HARNESS;
             }
         };
         done += 1;
@@ -360,7 +360,7 @@ async fn grade(a: Args, filter: Filter, finished: Arc<AtomicUsize>) -> u8 {
         rows[i] = Some(row);
         if let Err(msg) = save(&mut class, &rows, &a.out_dir) {
             eprintln!("tcpproxy-test grade: {msg}");
-            return crate::EXIT_HARNESS;
+            return crate::exit_code::EXIT_HARNESS;
         }
         finished.store(class.submissions.len(), Ordering::Relaxed);
     }
@@ -369,7 +369,7 @@ async fn grade(a: Args, filter: Filter, finished: Arc<AtomicUsize>) -> u8 {
         && let Err(msg) = save(&mut class, &rows, &a.out_dir)
     {
         eprintln!("tcpproxy-test grade: {msg}");
-        return crate::EXIT_HARNESS;
+        return crate::exit_code::EXIT_HARNESS;
     }
     let _ = writeln!(
         std::io::stdout(),
@@ -386,9 +386,9 @@ async fn grade(a: Args, filter: Filter, finished: Arc<AtomicUsize>) -> u8 {
         eprintln!(
             "tcpproxy-test grade: {inconclusive} submission(s) inconclusive: the harness could not run or could not decide them (see their status); regrade those (--resume grades only them)"
         );
-        return crate::EXIT_HARNESS;
+        return crate::exit_code::EXIT_HARNESS;
     }
-    crate::EXIT_PASSED
+    crate::exit_code::EXIT_PASSED
 }
 
 /// Writes the table as it stands: the rows so far, in the order given, complete once every
@@ -396,7 +396,7 @@ async fn grade(a: Args, filter: Filter, finished: Arc<AtomicUsize>) -> u8 {
 fn save(class: &mut Class, rows: &[Option<Row>], out_dir: &Path) -> Result<(), String> {
     class.submissions = rows.iter().flatten().cloned().collect();
     class.complete = class.submissions.len() == rows.len();
-    class.load_average = shard::load_average();
+    class.load_average = class_table::load_average();
     write_class(out_dir, class)
 }
 

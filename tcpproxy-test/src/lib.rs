@@ -10,7 +10,9 @@ mod class_diff;
 mod class_table;
 use testkit::check;
 pub mod cli;
+mod contract;
 mod deadline;
+mod exit_code;
 pub mod fuzz;
 mod grade;
 mod harness;
@@ -19,6 +21,8 @@ use testkit::peer;
 pub mod phase;
 use testkit::procfs;
 mod progress;
+mod proxy_program;
+mod reference;
 mod report;
 // README's examples are held to what the harness prints (tests/docs.rs).
 pub use report::{summary, write_outcome};
@@ -34,17 +38,9 @@ use std::process::ExitCode;
 
 use crate::cli::{Config, Parsed};
 use crate::deadline::Timing;
+use crate::exit_code::{EXIT_FAILED, EXIT_HARNESS, EXIT_NEVER_STARTED, EXIT_PASSED, EXIT_USAGE};
 use crate::phase::Verdict;
 use crate::report::{Format, RunReport};
-
-pub const EXIT_PASSED: u8 = 0;
-pub const EXIT_FAILED: u8 = 1;
-pub const EXIT_USAGE: u8 = 2;
-pub const EXIT_HARNESS: u8 = 3;
-/// Not one phase's proxy listened on its port: one cause, printed once, not a grade per phase.
-pub const EXIT_NEVER_STARTED: u8 = 4;
-/// As a shell reports a process ended by SIGINT.
-pub const EXIT_INTERRUPTED: u8 = 130;
 
 /// Starts slower than this get a note on stderr.
 const SLOW_START_NOTE: std::time::Duration = std::time::Duration::from_secs(5);
@@ -53,9 +49,7 @@ const SLOW_START_NOTE: std::time::Duration = std::time::Duration::from_secs(5);
 pub fn main_with_args(args: Vec<OsString>) -> ExitCode {
     // The bundled reference proxy runs from this same executable, so `cargo run -p
     // tcpproxy-test` needs nothing else built.
-    if args.get(1).is_some_and(|a| a == cli::REFERENCE_SUBCOMMAND) {
-        let proxy_args =
-            std::iter::once(OsString::from("tcpproxy")).chain(args.into_iter().skip(2));
+    if let Some(proxy_args) = reference::proxy_args(&args) {
         return tcpproxy::main_with_args(proxy_args);
     }
     let config = match cli::parse(args) {

@@ -5,7 +5,8 @@
 use std::future::Future;
 use std::process::ExitCode;
 
-use crate::{EXIT_HARNESS, EXIT_INTERRUPTED, harness};
+use crate::exit_code::{EXIT_HARNESS, EXIT_INTERRUPTED};
+use crate::harness;
 
 /// Runs `work` to completion or until Ctrl-C, then ends every descendant. `name` starts every
 /// line this prints (`tcpproxy-test`, `tcpproxy-test fuzz`, ...).

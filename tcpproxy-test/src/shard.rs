@@ -1,15 +1,10 @@
 //! A class graded on many machines: `grade --shard K/N` takes the submissions whose name hashes
-//! to shard K, so every shard agrees on the split without talking to the others, and `grade
-//! merge` joins the shards' class tables into the one a single `grade` would have written,
-//! refusing pieces that were graded differently or do not add up to the class.
+//! to shard K, so every shard agrees on the split without talking to the others (`grade merge`
+//! then joins their tables: `crate::class_table::merge`).
 
-use std::collections::{BTreeSet, HashMap};
 use std::fmt;
-use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-
-use crate::class_table::{self, Class, Row, Unreadable};
 
 /// The most shards a class is split into: beyond any scheduler's array (GitHub Actions allows
 /// 256 jobs a run, Slurm's default MaxArraySize is 1001).
@@ -93,142 +88,6 @@ impl fmt::Display for Shard {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}/{}", self.index, self.count)
     }
-}
-
-/// The shards' tables joined: every submission of the class once, in the class's order, each
-/// row naming the folder that holds its reports. Err: one line saying what does not add up.
-pub fn merge(dirs: &[PathBuf]) -> Result<Class, String> {
-    let mut shards: Vec<(&Path, Class)> = Vec::new();
-    for dir in dirs {
-        let class = class_table::read(dir).map_err(|e| match e {
-            Unreadable::Missing(line) | Unreadable::Bad(line) => line,
-        })?;
-        shards.push((dir, class));
-    }
-    let (first_dir, first) = &shards[0];
-    let class = first
-        .class_submissions
-        .clone()
-        .ok_or_else(|| format!("{} was not graded with --shard", first_dir.display()))?;
-    let count = first.shard.map_or(0, |s| s.count);
-    let mut seen: HashMap<u32, &Path> = HashMap::new();
-    let mut rows: HashMap<String, Row> = HashMap::new();
-    for (dir, c) in &shards {
-        let shard = c
-            .shard
-            .ok_or_else(|| format!("{} was not graded with --shard", dir.display()))?;
-        agree(first_dir, first, dir, c)?;
-        if let Some(other) = seen.insert(shard.index, dir) {
-            return Err(format!(
-                "{} and {} are both shard {shard}",
-                other.display(),
-                dir.display()
-            ));
-        }
-        if !c.complete {
-            return Err(format!(
-                "shard {shard} in {} is incomplete (interrupted?): finish it with the same command and --resume",
-                dir.display()
-            ));
-        }
-        for row in &c.submissions {
-            let mut row = row.clone();
-            row.reports = Some(dir.join(&row.name).display().to_string());
-            if let Some(twice) = rows.insert(row.name.clone(), row) {
-                return Err(format!(
-                    "{} has a row in two shards ({} is one)",
-                    twice.name,
-                    dir.display()
-                ));
-            }
-        }
-    }
-    if let Some(missing) = (1..=count).find(|k| !seen.contains_key(k)) {
-        return Err(format!("shard {missing}/{count} is missing"));
-    }
-    let expected: BTreeSet<&String> = class.iter().collect();
-    if let Some(stray) = rows.keys().find(|n| !expected.contains(n)) {
-        return Err(format!("{stray} has a row but is not in the class"));
-    }
-    let mut merged = Vec::with_capacity(class.len());
-    for name in &class {
-        let row = rows
-            .remove(name)
-            .ok_or_else(|| format!("{name} has no row in any shard"))?;
-        merged.push(row);
-    }
-    let mut hosts: Vec<String> = shards.iter().map(|(_, c)| c.host.clone()).collect();
-    hosts.dedup();
-    Ok(Class {
-        shard: None,
-        class_submissions: None,
-        complete: true,
-        host: hosts.join(","),
-        load_average: None,
-        submissions: merged,
-        ..shards[0].1.clone()
-    })
-}
-
-/// Shards graded alike can be joined: the same harness, seed, settings, phases and class.
-fn agree(a_dir: &Path, a: &Class, b_dir: &Path, b: &Class) -> Result<(), String> {
-    let differs = |what: &str, x: String, y: String| {
-        Err(format!(
-            "{} and {} differ in {what} ({x} and {y}): their verdicts cannot share a table",
-            a_dir.display(),
-            b_dir.display()
-        ))
-    };
-    if a.harness_version != b.harness_version {
-        return differs(
-            "the harness version",
-            a.harness_version.clone(),
-            b.harness_version.clone(),
-        );
-    }
-    if a.seed_text != b.seed_text {
-        return differs("seed", a.seed_text.clone(), b.seed_text.clone());
-    }
-    if a.stall_timeout_secs != b.stall_timeout_secs {
-        let s = |c: &Class| c.stall_timeout_secs.to_string();
-        return differs("stall timeout", s(a), s(b));
-    }
-    if a.timeout_scale != b.timeout_scale {
-        let s = |c: &Class| format!("{:?}", c.timeout_scale);
-        return differs("timeout scale", s(a), s(b));
-    }
-    if a.strict != b.strict {
-        let s = |c: &Class| format!("{:?}", c.strict);
-        return differs("--strict", s(a), s(b));
-    }
-    if a.phases != b.phases {
-        return differs("phases", a.phases.join(" "), b.phases.join(" "));
-    }
-    if a.self_check != b.self_check {
-        let s = |c: &Class| c.self_check.clone().unwrap_or_else(|| "off".into());
-        return differs("self-check", s(a), s(b));
-    }
-    let count = |c: &Class| c.shard.map_or(0, |s| s.count);
-    if count(a) != count(b) {
-        return differs("shard count", count(a).to_string(), count(b).to_string());
-    }
-    if a.class_submissions != b.class_submissions {
-        return differs("the submissions given", "one list".into(), "another".into());
-    }
-    Ok(())
-}
-
-/// This host's name, for the table: which machine graded a shard.
-pub fn host() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .unwrap_or_default()
-}
-
-/// The one-minute load average: how busy the grading host was when a shard finished.
-pub fn load_average() -> Option<f64> {
-    let text = std::fs::read_to_string("/proc/loadavg").ok()?;
-    text.split_whitespace().next()?.parse().ok()
 }
 
 #[cfg(test)]

@@ -16,6 +16,19 @@ pub struct Filter {
 }
 
 impl Filter {
+    /// The filter of `--only` and `--exclude`; Err names a glob that does not parse.
+    pub fn new(only: &[String], exclude: &[String]) -> Result<Filter, String> {
+        let globs = |list: &[String]| {
+            list.iter()
+                .map(|g| glob::Pattern::new(g).map_err(|e| format!("invalid glob '{g}': {e}")))
+                .collect::<Result<Vec<_>, _>>()
+        };
+        Ok(Filter {
+            only: globs(only)?,
+            exclude: globs(exclude)?,
+        })
+    }
+
     pub fn admits(&self, phase: &Phase) -> bool {
         let hit = |p: &glob::Pattern| p.matches(phase.id) || p.matches(phase.name);
         (self.only.is_empty() || self.only.iter().any(hit)) && !self.exclude.iter().any(hit)

@@ -7,9 +7,7 @@
 //! reference at all.
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use crate::cli::REFERENCE_SUBCOMMAND;
 use crate::harness::{ProxyCommand, Starts};
 use crate::phase::{self, Failure, Outcome, Rules, Verdict};
 use crate::suite::{self, Running};
@@ -17,20 +15,6 @@ use crate::suite::{self, Running};
 /// Rounds a failed phase is run again beside the reference: a failure stands only if it comes
 /// back in each of them while the reference passes.
 pub const ROUNDS: usize = 2;
-
-/// The bundled reference proxy, written for the same stall timeout as the proxy under test.
-pub fn reference(stall: Duration) -> Result<ProxyCommand, String> {
-    let exe = std::env::current_exe()
-        .map_err(|e| format!("cannot find this executable to run the reference proxy: {e}"))?;
-    Ok(ProxyCommand {
-        program: exe,
-        args: vec![
-            REFERENCE_SUBCOMMAND.into(),
-            "--stall-timeout".into(),
-            stall.as_secs_f64().to_string().into(),
-        ],
-    })
-}
 
 /// What the self-check did to one run.
 #[derive(Debug, Default, Clone)]

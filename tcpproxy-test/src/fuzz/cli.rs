@@ -8,8 +8,8 @@ use std::time::Duration;
 use tcpproxy::flag_value;
 
 use super::schedule::{Case, parse_cases};
-use crate::cli::{REFERENCE_SUBCOMMAND, resolve};
 use crate::harness::ProxyCommand;
+use crate::proxy_program::{ProxyWords, unknown_flag};
 
 /// Cases generated when `--cases` is not given.
 pub const CASES: u32 = 64;
@@ -21,7 +21,7 @@ pub const TIME_LIMIT: Duration = Duration::from_secs(600);
 pub const SHRINK_TIME: Duration = Duration::from_secs(60);
 /// The reference proxy's stall timeout: longer than any schedule's reader can outlast (at
 /// most `MAX_STALL_TIMEOUT` + 4 s), so no schedule can make it abort a pair.
-pub const REFERENCE_STALL_TIMEOUT: &str = "120";
+pub const REFERENCE_STALL_TIMEOUT: Duration = Duration::from_secs(120);
 /// The longest `--stall-timeout` a case is made to outlast.
 const MAX_STALL_TIMEOUT: f64 = 60.0;
 
@@ -98,14 +98,8 @@ pub struct Args {
     #[arg(short, long)]
     verbose: bool,
 
-    /// The proxy to test (a path, or a command on PATH) and arguments to put before its three
-    /// positional arguments.
-    #[arg(
-        value_name = "PROXY",
-        trailing_var_arg = true,
-        allow_hyphen_values = true
-    )]
-    proxy: Vec<OsString>,
+    #[command(flatten)]
+    proxy: ProxyWords,
 }
 
 /// What a run does.
@@ -146,25 +140,10 @@ pub struct FuzzConfig {
 /// was given), or one line saying what is wrong.
 pub fn config(a: Args, program: OsString, dashes: bool) -> Result<FuzzConfig, String> {
     if !dashes {
-        crate::cli::unknown_flag(&a.proxy)?;
+        unknown_flag(&a.proxy.words)?;
     }
-    let exe = std::env::current_exe()
-        .map_err(|e| format!("cannot find this executable to run the reference proxy: {e}"))?;
-    let reference = ProxyCommand {
-        program: exe,
-        args: vec![
-            REFERENCE_SUBCOMMAND.into(),
-            "--stall-timeout".into(),
-            REFERENCE_STALL_TIMEOUT.into(),
-        ],
-    };
-    let proxy = match a.proxy.split_first() {
-        None => reference.clone(),
-        Some((program, rest)) => ProxyCommand {
-            program: resolve(Path::new(program))?,
-            args: rest.to_vec(),
-        },
-    };
+    let reference = crate::reference::command(REFERENCE_STALL_TIMEOUT)?;
+    let proxy = a.proxy.command()?.unwrap_or_else(|| reference.clone());
     let mode = match (a.replay, a.seed, a.case) {
         (Some(path), _, _) => Mode::Replay {
             cases: read_schedules(&path)?,
@@ -178,7 +157,7 @@ pub fn config(a: Args, program: OsString, dashes: bool) -> Result<FuzzConfig, St
     };
     Ok(FuzzConfig {
         proxy,
-        proxy_words: a.proxy,
+        proxy_words: a.proxy.words,
         reference,
         program,
         mode,
@@ -242,7 +221,7 @@ mod tests {
     fn defaults_fuzz_the_reference_with_random_seed_and_64_cases() {
         let c = run(&[]);
         assert!(c.proxy_words.is_empty());
-        assert_eq!(c.proxy.args[0], REFERENCE_SUBCOMMAND);
+        assert_eq!(c.proxy.args[0], crate::reference::REFERENCE_SUBCOMMAND);
         assert!(matches!(c.mode, Mode::Random { cases: 64, .. }));
         assert_eq!((c.jobs, c.repeat, c.regressions), (4, 1, true));
         assert_eq!(c.shrink_time, SHRINK_TIME);

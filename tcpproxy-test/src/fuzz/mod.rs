@@ -8,6 +8,7 @@
 //! being the same everywhere; the committed regression schedules run first.
 
 pub mod cli;
+mod fuzzer;
 // The suite's flow phases (`crate::phase::flows`) are schedules of this model, run by this
 // driver and judged by this oracle.
 pub(crate) mod oracle;
@@ -28,18 +29,12 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use self::cli::{FuzzConfig, Mode};
-use self::oracle::Violation;
-use self::peers::{Limits, Record};
-use self::schedule::Case;
+pub use self::fuzzer::REGRESSIONS;
+use self::fuzzer::{Fuzzer, Job, Origin, Outcome, REGRESSIONS_PATH, Totals, run_job};
+use self::peers::Limits;
 use self::target::{Target, TargetError};
+use crate::exit_code::{EXIT_FAILED, EXIT_HARNESS, EXIT_PASSED};
 use crate::harness;
-use crate::{EXIT_FAILED, EXIT_HARNESS, EXIT_PASSED};
-
-/// Schedules that once exposed a bug, run before the random cases of every run. Each is already
-/// minimal; add a failure's saved schedule here to keep it.
-pub const REGRESSIONS: &str = include_str!("../../fuzz-regressions.txt");
-/// Where [`REGRESSIONS`] lives, for messages.
-pub const REGRESSIONS_PATH: &str = "tcpproxy-test/fuzz-regressions.txt";
 
 /// Unscaled deadlines. Each is long beside what loopback needs (milliseconds): they decide
 /// only that something never happens, never that it was slow.
@@ -54,70 +49,11 @@ pub fn main(config: FuzzConfig) -> ExitCode {
     crate::runtime::run("tcpproxy-test fuzz", run(config))
 }
 
-/// Where a case came from: says how to name it, replay it, and whether it can shrink.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Origin {
-    /// The k-th (from 1) committed regression schedule.
-    Regression(usize),
-    /// Case `index` of `seed`: generated, so it can shrink.
-    Random { seed: u64, index: u64 },
-    /// The k-th (from 1) schedule of the `--replay` file.
-    Replay(usize),
-}
-
-impl std::fmt::Display for Origin {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Origin::Regression(k) => write!(f, "regression {k}"),
-            Origin::Random { index, .. } => write!(f, "case {index}"),
-            Origin::Replay(k) => write!(f, "schedule {k}"),
-        }
-    }
-}
-
-#[derive(Clone)]
-struct Job {
-    origin: Origin,
-    case: Case,
-}
-
-/// One case run through both proxies and judged.
-pub struct Outcome {
-    origin: Origin,
-    case: Case,
-    proxy: Record,
-    reference: Record,
-    verdict: Result<(), Violation>,
-    reference_verdict: Result<(), Violation>,
-}
-
 /// Why a run stopped before every case passed.
 enum Stop {
     Found(Box<Outcome>),
     /// The reference proxy failed a case twice, or died: the fuzzer cannot judge.
     Harness(String),
-}
-
-/// What the passing cases added up to.
-#[derive(Default)]
-pub struct Totals {
-    regressions: usize,
-    cases: usize,
-    connections: usize,
-    bytes: usize,
-    /// Cases not started because the time limit came first.
-    skipped: usize,
-    /// Differences the contract allows: (origin, what).
-    info: Vec<(Origin, String)>,
-}
-
-/// The run: both proxies, the deadlines, the clock.
-pub struct Fuzzer {
-    config: FuzzConfig,
-    proxy: Arc<Target>,
-    reference: Arc<Target>,
-    limits: Limits,
-    started: Instant,
 }
 
 async fn run(config: FuzzConfig) -> u8 {
@@ -302,41 +238,6 @@ impl Fuzzer {
         Ok(totals)
     }
 
-    /// `case` through one proxy with nothing else running, judged as usual.
-    async fn run_alone(&self, target: &Target, case: &Case) -> Record {
-        let mut rec = peers::run(target, case, self.limits).await;
-        rec.proxy_died = target.died().await;
-        rec
-    }
-
-    /// `copies` runs of `case` at once through the proxy under test; the first failure of
-    /// `kind`, if any.
-    async fn run_copies(
-        &self,
-        case: &Case,
-        copies: usize,
-        kind: oracle::Kind,
-    ) -> Option<Violation> {
-        let mut set = JoinSet::new();
-        for _ in 0..copies {
-            let (proxy, case, limits) = (self.proxy.clone(), case.clone(), self.limits);
-            set.spawn(
-                async move { oracle::judge(&case, &peers::run(&proxy, &case, limits).await) },
-            );
-        }
-        let verdicts = set.join_all().await;
-        let died = self.proxy.died().await;
-        let mut rec = Record::default();
-        if died.is_some() {
-            rec.proxy_died = died;
-            return oracle::judge(case, &rec).err().filter(|v| v.kind == kind);
-        }
-        verdicts
-            .into_iter()
-            .filter_map(Result::err)
-            .find(|v| v.kind == kind)
-    }
-
     /// Shrinks a failure if it can, checks the minimal schedule against the reference, saves it
     /// and prints the report.
     async fn report(&self, found: Outcome) {
@@ -361,7 +262,7 @@ impl Fuzzer {
         let reference_note = if !shrunk.case.expect.binds_reference() {
             format!(
                 "the reference proxy is not judged on this schedule: its stall timeout is {}s, longer than the case",
-                cli::REFERENCE_STALL_TIMEOUT
+                cli::REFERENCE_STALL_TIMEOUT.as_secs()
             )
         } else if self.reference.ensure_running().await.is_err() {
             "the reference proxy could not be restarted to check this schedule".to_string()
@@ -377,23 +278,6 @@ impl Fuzzer {
         };
         let describe = self.proxy.describe().await;
         output::failure(self, &found.origin, &shrunk, &reference_note, &describe);
-    }
-}
-
-async fn run_job(proxy: Arc<Target>, reference: Arc<Target>, job: Job, limits: Limits) -> Outcome {
-    let (mut p, mut r) = tokio::join!(
-        peers::run(&proxy, &job.case, limits),
-        peers::run(&reference, &job.case, limits)
-    );
-    p.proxy_died = proxy.died().await;
-    r.proxy_died = reference.died().await;
-    Outcome {
-        verdict: oracle::judge(&job.case, &p),
-        reference_verdict: oracle::judge(&job.case, &r),
-        origin: job.origin,
-        case: job.case,
-        proxy: p,
-        reference: r,
     }
 }
 

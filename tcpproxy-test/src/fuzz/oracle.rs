@@ -281,7 +281,7 @@ fn aborted(case: &Case, rec: &Record, w: Window) -> Option<Violation> {
             if at >= w.earliest {
                 return None;
             }
-            let default = crate::cli::STALL_TIMEOUT;
+            let default = crate::contract::STALL_TIMEOUT;
             let hint = if w.stall != default && fits(at, default) {
                 mismatch_hint(writer, at.saturating_sub(last_progress), w.stall)
             } else {

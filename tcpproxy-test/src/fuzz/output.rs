@@ -6,9 +6,9 @@ use std::io::Write as _;
 use std::path::PathBuf;
 
 use super::cli::{FuzzConfig, Mode};
+use super::fuzzer::{Fuzzer, Job, Origin, Outcome, REGRESSIONS_PATH, Totals};
 use super::oracle::Violation;
 use super::shrink::{FLAKY_REPEAT, Progress, Shrunk};
-use super::{Fuzzer, Job, Origin, Outcome, REGRESSIONS_PATH, Totals};
 
 /// Information lines printed at most; the rest are counted.
 const MAX_INFO: usize = 8;

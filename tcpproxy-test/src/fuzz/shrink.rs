@@ -14,9 +14,10 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use super::fuzzer::Fuzzer;
 use super::oracle::{self, Kind, Violation};
 use super::schedule::Case;
-use super::{Fuzzer, strategy};
+use super::strategy;
 
 /// Candidates tried at most, whatever time is left.
 const MAX_CANDIDATES: u32 = 400;

@@ -14,7 +14,7 @@ use crate::deadline::Timing;
 /// harness was told: twice the stall timeout, and at least the usual default (a proxy left at
 /// its default of 10 s while the harness was told 2), plus slack.
 fn diagnosis_until(stall: Duration, slack: Duration) -> Duration {
-    (stall * 2).max(crate::cli::STALL_TIMEOUT) + slack
+    (stall * 2).max(crate::contract::STALL_TIMEOUT) + slack
 }
 
 /// The abort window: no earlier than `LAZY_EARLIEST` of the stall timeout after connecting, no
