@@ -2,7 +2,9 @@
 
 use std::ffi::OsString;
 use std::fmt::Write as _;
+use std::io::Write as _;
 use std::net::IpAddr;
+use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
@@ -191,27 +193,28 @@ pub enum Parsed {
     Usage(String),
 }
 
-pub fn parse<I, T>(args: I) -> Parsed
-where
-    I: IntoIterator<Item = T>,
-    T: Into<OsString> + Clone,
-{
-    match try_parse::<Args, _, _>(args) {
-        Ok(a) => Parsed::Run(Config {
-            dest_host: a.dest_host,
-            dest_port: a.dest_port,
-            listen_port: a.listen_port,
-            stall_timeout: Duration::from_secs_f64(a.stall_timeout),
-            buffer_size: a.buffer_size,
-            bind: a.bind,
-            connect_timeout: Duration::from_secs_f64(a.connect_timeout),
-            max_connections: a.max_connections,
-            drain_timeout: Duration::from_secs_f64(a.drain_timeout),
-            splice: SPLICE && !a.no_splice,
-            verbose: a.verbose,
-        }),
-        Err(n) => n.into(),
-    }
+pub fn parse(args: impl IntoIterator<Item = impl Into<OsString> + Clone>) -> Parsed {
+    config_from(args).map_or_else(Parsed::from, Parsed::Run)
+}
+
+/// [`parse`] as a result: the config to run, or what to print instead.
+pub fn config_from(
+    args: impl IntoIterator<Item = impl Into<OsString> + Clone>,
+) -> Result<Config, NotRun> {
+    let a = try_parse::<Args, _, _>(args)?;
+    Ok(Config {
+        dest_host: a.dest_host,
+        dest_port: a.dest_port,
+        listen_port: a.listen_port,
+        stall_timeout: Duration::from_secs_f64(a.stall_timeout),
+        buffer_size: a.buffer_size,
+        bind: a.bind,
+        connect_timeout: Duration::from_secs_f64(a.connect_timeout),
+        max_connections: a.max_connections,
+        drain_timeout: Duration::from_secs_f64(a.drain_timeout),
+        splice: SPLICE && !a.no_splice,
+        verbose: a.verbose,
+    })
 }
 
 /// Why a command line did not give a run: text for stdout and exit 0 (`--help`, `--version`),
@@ -220,6 +223,25 @@ where
 pub enum NotRun {
     Info(String),
     Usage(String),
+}
+
+impl NotRun {
+    /// Ends `program` as its command line asked: the text on stdout and exit 0, or the usage
+    /// error as one line on stderr and exit 2. Shared with `fixtures`, whose flags fail the same
+    /// way.
+    pub fn exit(self, program: &str) -> ExitCode {
+        match self {
+            NotRun::Info(text) => {
+                // A closed pipe (`--help | head`) is not an error worth a message.
+                let _ = std::io::stdout().write_all(text.as_bytes());
+                ExitCode::SUCCESS
+            }
+            NotRun::Usage(msg) => {
+                eprintln!("{program}: {msg}");
+                ExitCode::from(crate::EXIT_USAGE)
+            }
+        }
+    }
 }
 
 impl From<NotRun> for Parsed {

@@ -3,11 +3,11 @@
 //!
 //! The reference proxy is [`Reference`], which overrides nothing. The `fixtures` crate's broken
 //! proxies are this same proxy with one hook overridden each (a classic bug), so the harness's
-//! control fixture runs the very code it vouches for. The server, the pair and the relay are
-//! generic over the hooks: for [`Reference`] every call is a constant the compiler folds away,
-//! and the hooks that need bytes in user space ([`Hooks::mangle`], [`Hooks::write`],
-//! [`Hooks::consumed`]) are asked only by hooks whose [`Hooks::needs_copy`] says so, so splicing
-//! pays nothing for them.
+//! control fixture runs the very code it vouches for; most of them are a [`Tweak`], a value of
+//! constant answers. The server, the pair and the relay are generic over the hooks: for
+//! [`Reference`] every call is a constant the compiler folds away, and the hooks that need bytes
+//! in user space ([`Hooks::mangle`], [`Hooks::write`], [`Hooks::consumed`]) are asked only by
+//! hooks whose [`Hooks::needs_copy`] says so, so splicing pays nothing for them.
 
 use std::fmt;
 use std::io::{self, Write as _};
@@ -210,3 +210,178 @@ pub trait Hooks: Send + Sync + 'static {
 pub struct Reference;
 
 impl Hooks for Reference {}
+
+/// What a write that took fewer bytes than it was offered uses up of the buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnShortWrite {
+    /// The contract: the bytes written, no more and no less; the rest is written next.
+    Consume,
+    /// The whole chunk, as if all of it went: the unwritten tail is lost.
+    Drop,
+    /// Nothing, so the chunk is written again from its start: what went out goes out twice.
+    Resend,
+}
+
+impl OnShortWrite {
+    /// [`Hooks::consumed`] under this rule.
+    pub fn consumed(self, written: usize, attempted: usize) -> usize {
+        match self {
+            OnShortWrite::Consume => written,
+            OnShortWrite::Drop => attempted,
+            OnShortWrite::Resend if written < attempted => 0,
+            OnShortWrite::Resend => written,
+        }
+    }
+}
+
+/// Hooks as data: a constant answer for each hook that takes one, the contract's unless a field
+/// says otherwise. Most classic bugs are one such answer (close the pair at the first EOF, a
+/// backlog of 5), so a fixture is a value, `Tweak { on_eof: OnEof::ClosePair, ..Tweak::CONTRACT }`,
+/// rather than a type. The hooks that compute an answer from their arguments or act on sockets
+/// (`mangle`, `write`, `on_accept`, timers) need a type of their own.
+///
+/// Every answer is read from a field at run time, so only fixtures use it: the reference runs
+/// with [`Reference`], whose answers are folded in at compile time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tweak {
+    pub one_thread: bool,
+    pub drains_on_signal: bool,
+    pub probe_at_start: bool,
+    pub listen_backlog: i32,
+    /// Pairs served at once, whatever `--max-connections` says; None: as configured.
+    pub max_pairs: Option<usize>,
+    pub accept_pause: Duration,
+    pub busy_poll: bool,
+    pub connect_on_first_byte: bool,
+    /// The most bytes held per direction, whatever `--buffer-size` says; None: as configured.
+    pub buffer_size: Option<usize>,
+    pub stall_reset: StallReset,
+    pub on_eof: OnEof,
+    pub on_write_error: OnWriteError,
+    /// Anything but [`OnShortWrite::Consume`] puts the bytes on the copy path, where it is asked.
+    pub on_short_write: OnShortWrite,
+    pub needs_copy: bool,
+}
+
+impl Tweak {
+    /// The contract's answer everywhere, as [`Reference`] gives it.
+    pub const CONTRACT: Tweak = Tweak {
+        one_thread: false,
+        drains_on_signal: true,
+        probe_at_start: false,
+        listen_backlog: LISTEN_BACKLOG,
+        max_pairs: None,
+        accept_pause: Duration::ZERO,
+        busy_poll: false,
+        connect_on_first_byte: false,
+        buffer_size: None,
+        stall_reset: StallReset::OnProgress,
+        on_eof: OnEof::Forward,
+        on_write_error: OnWriteError::Abort,
+        on_short_write: OnShortWrite::Consume,
+        needs_copy: false,
+    };
+}
+
+impl Default for Tweak {
+    fn default() -> Tweak {
+        Tweak::CONTRACT
+    }
+}
+
+/// Implements each named hook, one that takes no argument, as the answer in the field of the
+/// same name.
+macro_rules! answer_from_fields {
+    ($($hook:ident: $answer:ty),* $(,)?) => {
+        $(fn $hook(&self) -> $answer {
+            self.$hook
+        })*
+    };
+}
+
+impl Hooks for Tweak {
+    answer_from_fields! {
+        one_thread: bool,
+        drains_on_signal: bool,
+        probe_at_start: bool,
+        listen_backlog: i32,
+        accept_pause: Duration,
+        busy_poll: bool,
+        connect_on_first_byte: bool,
+        stall_reset: StallReset,
+        on_eof: OnEof,
+        on_write_error: OnWriteError,
+    }
+
+    fn max_pairs(&self, configured: usize) -> usize {
+        self.max_pairs.unwrap_or(configured)
+    }
+
+    fn buffer_size(&self, configured: usize) -> usize {
+        self.buffer_size.unwrap_or(configured)
+    }
+
+    fn needs_copy(&self) -> bool {
+        self.needs_copy || self.on_short_write != OnShortWrite::Consume
+    }
+
+    fn consumed(&self, written: usize, attempted: usize) -> usize {
+        self.on_short_write.consumed(written, attempted)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every hook a [`Tweak`] answers, asked with configured values that pass through.
+    fn answers(h: &impl Hooks) -> String {
+        let process = (
+            h.one_thread(),
+            h.drains_on_signal(),
+            h.probe_at_start(),
+            h.listen_backlog(),
+            h.max_pairs(77),
+            h.accept_pause(),
+            h.busy_poll(),
+        );
+        let pair = (
+            h.connect_on_first_byte(),
+            h.buffer_size(4321),
+            h.stall_reset(),
+            h.on_eof(),
+            h.on_write_error(),
+            h.needs_copy(),
+            h.consumed(100, 4096),
+        );
+        format!("{process:?} {pair:?}")
+    }
+
+    #[test]
+    fn the_contract_tweak_answers_as_the_reference_does() {
+        assert_eq!(answers(&Tweak::CONTRACT), answers(&Reference));
+        assert_eq!(Tweak::default(), Tweak::CONTRACT);
+    }
+
+    #[test]
+    fn short_writes_use_up_what_their_rule_says() {
+        for (rule, short, full) in [
+            (OnShortWrite::Consume, 100, 4096),
+            (OnShortWrite::Drop, 4096, 4096),
+            (OnShortWrite::Resend, 0, 4096),
+        ] {
+            assert_eq!(rule.consumed(100, 4096), short, "{rule:?}");
+            assert_eq!(rule.consumed(4096, 4096), full, "{rule:?}");
+        }
+    }
+
+    #[test]
+    fn a_short_write_rule_puts_the_bytes_on_the_copy_path() {
+        let drop = Tweak {
+            on_short_write: OnShortWrite::Drop,
+            ..Tweak::CONTRACT
+        };
+        assert!(drop.needs_copy() && !Tweak::CONTRACT.needs_copy());
+        assert_eq!(drop.consumed(100, 4096), 4096);
+    }
+}

@@ -20,12 +20,12 @@ pub mod splice;
 pub mod stall;
 
 use std::ffi::OsString;
-use std::io::{IsTerminal as _, Write as _};
+use std::io::IsTerminal as _;
 use std::process::ExitCode;
 
 use tracing_subscriber::EnvFilter;
 
-use crate::cli::{Config, Parsed};
+use crate::cli::Config;
 use crate::hooks::{Hooks, Reference};
 use crate::server::{Signals, Stopped};
 
@@ -40,32 +40,27 @@ pub const EXIT_DRAIN_CUT: u8 = 3;
 
 /// Runs the proxy as its command line asks: the whole program behind `main`, shared with
 /// `tcpproxy-test`, which runs the reference proxy from its own executable.
-pub fn main_with_args<I, T>(args: I) -> ExitCode
-where
-    I: IntoIterator<Item = T>,
-    T: Into<OsString> + Clone,
-{
-    let config = match cli::parse(args) {
-        Parsed::Run(c) => c,
-        Parsed::Info(text) => {
-            let _ = std::io::stdout().write_all(text.as_bytes());
-            return ExitCode::SUCCESS;
-        }
-        Parsed::Usage(msg) => {
-            eprintln!("tcpproxy: {msg}");
-            return ExitCode::from(EXIT_USAGE);
-        }
+pub fn main_with_args(args: impl IntoIterator<Item = impl Into<OsString> + Clone>) -> ExitCode {
+    let config = match cli::config_from(args) {
+        Ok(c) => c,
+        Err(not_run) => return not_run.exit("tcpproxy"),
     };
     init_logging(config.verbose);
-    match run(config) {
+    exit_code("tcpproxy", run(config))
+}
+
+/// How a run ends the process: 0 once drained, [`EXIT_DRAIN_CUT`] or [`EXIT_START`] with one
+/// line on stderr that `who` begins. Shared with `fixtures`, whose proxies stop the same way.
+pub fn exit_code(who: &str, stopped: anyhow::Result<Stopped>) -> ExitCode {
+    match stopped {
         Ok(Stopped::Drained) => ExitCode::SUCCESS,
         Ok(Stopped::Cut(cut)) => {
             // Said whatever the log level, as every other failing exit is.
-            eprintln!("tcpproxy: {cut}");
+            eprintln!("{who}: {cut}");
             ExitCode::from(EXIT_DRAIN_CUT)
         }
         Err(e) => {
-            eprintln!("tcpproxy: {e:#}");
+            eprintln!("{who}: {e:#}");
             ExitCode::from(EXIT_START)
         }
     }
