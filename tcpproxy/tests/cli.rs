@@ -1,5 +1,6 @@
 //! The command line: usage and start-up errors, help and version, forwarding, signals.
 
+use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use assert_cmd::Command;
@@ -8,10 +9,9 @@ use tokio::io::AsyncWriteExt as _;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use crate::support::{
-    Dest, EchoServer, LOCALHOST, LONG_OPTIONS, Pair, Proxy, assert_eof, connect, round_trip,
-    scaled, with_deadline,
-};
+use crate::support::{LONG_OPTIONS, Proxy};
+use testkit::deadline::{scaled, with_deadline};
+use testkit::pair::{Dest, EchoServer, Pair, assert_eof, connect, round_trip};
 use testkit::peer::{Pacing, free_port, read_to_end};
 use testkit::process::describe_status;
 
@@ -193,7 +193,7 @@ fn unresolvable_host_exits_1_with_one_line() {
 
 #[test]
 fn listen_port_in_use_exits_1_with_one_line() {
-    let holder = std::net::TcpListener::bind((LOCALHOST, 0)).expect("bind 127.0.0.1:0");
+    let holder = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind 127.0.0.1:0");
     let port = holder.local_addr().expect("local_addr").port().to_string();
     assert_one_line_error(
         &["127.0.0.1", "9", &port, "--bind", "127.0.0.1"],
@@ -348,7 +348,7 @@ async fn sigterm_keeps_open_pairs_working_and_exits_when_the_last_closes() {
     let refused = with_deadline(
         scaled(5.0),
         "a connection after SIGTERM",
-        TcpStream::connect((LOCALHOST, proxy.port())),
+        TcpStream::connect((Ipv4Addr::LOCALHOST, proxy.port())),
     )
     .await;
     assert!(refused.is_err(), "the listener accepted after SIGTERM");

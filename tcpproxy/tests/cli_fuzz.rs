@@ -10,13 +10,15 @@
 
 use std::cell::Cell;
 use std::ffi::OsString;
+use std::net::Ipv4Addr;
 
 use proptest::prelude::*;
 use proptest::test_runner::{TestCaseError, TestRunner};
 use tcpproxy::cli::{self, Parsed};
 
-use crate::support::{LOCALHOST, LONG_OPTIONS, scaled};
+use crate::support::LONG_OPTIONS;
 use testkit::argv;
+use testkit::deadline::scaled;
 
 /// Cases per run, unless `PROPTEST_CASES` says otherwise.
 const CASES: u32 = 64;
@@ -183,7 +185,7 @@ fn run_case(args: &[OsString]) -> Result<bool, String> {
 
 #[test]
 fn any_argument_vector_exits_0_1_or_2_with_a_message_and_never_panics() {
-    let held = std::net::TcpListener::bind((LOCALHOST, 0)).expect("bind 127.0.0.1:0");
+    let held = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind 127.0.0.1:0");
     let held_port = held.local_addr().expect("local_addr").port();
     let config = testkit::property::config(CASES, MAX_SHRINK_MS, file!());
     let cases = config.cases;
@@ -225,7 +227,7 @@ fn a_vector_that_runs_is_bound_to_loopback() {
     let Parsed::Run(c) = parse(&confined(args)) else {
         panic!("the lab's form parses");
     };
-    assert_eq!(c.bind, Some(std::net::Ipv4Addr::LOCALHOST.into()));
+    assert_eq!(c.bind, Some(Ipv4Addr::LOCALHOST.into()));
     let args: Vec<OsString> = ["h", "80"].map(OsString::from).to_vec();
     assert_eq!(confined(args.clone()), args);
 }

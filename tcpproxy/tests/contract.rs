@@ -11,11 +11,11 @@ use tokio::sync::oneshot;
 use tokio::task::JoinSet;
 
 use crate::both_modes;
-use crate::support::{
-    Dest, EchoServer, Flood, Mode, Pair, Proxy, assert_aborted, assert_eof, connect, join_all,
-    round_trip, scaled, with_deadline,
-};
+use crate::support::{Mode, Proxy};
 use testkit::check::{assert_bytes, check_bytes};
+use testkit::deadline::{join_all, scaled, with_deadline};
+use testkit::flood::{Flood, assert_aborted};
+use testkit::pair::{Dest, EchoServer, Pair, assert_eof, connect, round_trip};
 use testkit::pattern::pattern;
 use testkit::peer::{Pacing, STEADY_RCVBUF, echo, free_port, read_to_end};
 

@@ -3,6 +3,7 @@
 //! Each forwarding test runs splicing and copying (`NAME::splice`, `NAME::copy`).
 
 use std::io;
+use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -14,11 +15,11 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::both_modes;
-use crate::support::{
-    AbortOnDrop, Dest, EchoServer, Flood, LOCALHOST, Pair, Proxy, assert_aborted, connect,
-    join_all, round_trip, scaled, with_deadline,
-};
+use crate::support::Proxy;
 use testkit::check::{assert_bytes, check_bytes};
+use testkit::deadline::{join_all, scaled, with_deadline};
+use testkit::flood::{Flood, assert_aborted};
+use testkit::pair::{AbortOnDrop, Dest, EchoServer, Pair, connect, round_trip};
 use testkit::pattern::pattern;
 use testkit::peer::{Pacing, STEADY_RCVBUF, echo, read_to_end, reset};
 use testkit::process::describe_status;
@@ -83,7 +84,7 @@ struct ResettingDest {
 
 impl ResettingDest {
     async fn start() -> ResettingDest {
-        let listener = TcpListener::bind((LOCALHOST, 0))
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
             .await
             .expect("bind a destination on 127.0.0.1:0");
         let port = listener.local_addr().expect("local_addr").port();
@@ -471,7 +472,7 @@ both_modes! {
         // The listener closes when the proxy handles the signal: only then are readers let go.
         let port = proxy.port();
         with_deadline(scaled(5.0), "the listener to close after SIGTERM", async {
-            while TcpStream::connect((LOCALHOST, port)).await.is_ok() {
+            while TcpStream::connect((Ipv4Addr::LOCALHOST, port)).await.is_ok() {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         })

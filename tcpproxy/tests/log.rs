@@ -3,9 +3,9 @@
 
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
-use crate::support::{
-    Dest, EchoServer, Pair, Proxy, assert_eof, connect, round_trip, scaled, with_deadline,
-};
+use crate::support::Proxy;
+use testkit::deadline::{scaled, with_deadline};
+use testkit::pair::{Dest, EchoServer, Pair, assert_eof, connect, round_trip};
 use testkit::peer::{free_port, reset};
 
 /// The fields of every close line, in order.

@@ -12,8 +12,10 @@ use tokio::io::AsyncWriteExt as _;
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 
-use crate::support::{Dest, Mode, Pair, Proxy, scaled, with_deadline};
+use crate::support::{Mode, Proxy};
 use testkit::check::check_bytes;
+use testkit::deadline::{scaled, with_deadline};
+use testkit::pair::{Dest, Pair};
 use testkit::pattern::pattern;
 use testkit::peer::{Pacing, read_to_end};
 

@@ -23,10 +23,9 @@ use tokio::sync::{Semaphore, oneshot};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use crate::support::{
-    Dest, EchoServer, Mode, Pair, Proxy, assert_eof, connect, join_all, round_trip, scaled,
-    with_deadline,
-};
+use crate::support::{Mode, Proxy};
+use testkit::deadline::{join_all, scaled, with_deadline};
+use testkit::pair::{Dest, EchoServer, Pair, assert_eof, connect, round_trip};
 use testkit::pattern::pattern;
 use testkit::procfs::Usage;
 

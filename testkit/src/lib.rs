@@ -7,6 +7,10 @@
 #[cfg(feature = "argv")]
 pub mod argv;
 pub mod check;
+pub mod deadline;
+pub mod flood;
+pub mod group;
+pub mod pair;
 pub mod pattern;
 pub mod peer;
 pub mod process;

@@ -69,6 +69,44 @@ pub fn free_port() -> io::Result<u16> {
     Ok(l.local_addr()?.port())
 }
 
+/// One try at starting something on a port from [`free_port`].
+#[derive(Debug)]
+pub enum PortTry<T, E> {
+    Started(T),
+    /// The port was taken by the time it was bound: another port may do.
+    Taken(E),
+    Failed(E),
+}
+
+/// Starts something on a port that was free a moment ago, and again on a new one while the port
+/// turns out taken, `tries` times at most (then the last [`PortTry::Taken`] is the error).
+/// `no_port` makes the error for a port that cannot be found at all.
+pub async fn on_free_port<T, E>(
+    tries: usize,
+    no_port: impl FnOnce(io::Error) -> E,
+    mut start: impl AsyncFnMut(u16) -> PortTry<T, E>,
+) -> Result<T, E> {
+    let mut last = None;
+    for _ in 0..tries {
+        let port = match free_port() {
+            Ok(port) => port,
+            Err(e) => return Err(no_port(e)),
+        };
+        match start(port).await {
+            PortTry::Started(started) => return Ok(started),
+            PortTry::Taken(e) => last = Some(e),
+            PortTry::Failed(e) => return Err(e),
+        }
+    }
+    Err(last.expect("on_free_port needs at least one try"))
+}
+
+/// Whether a process's stderr says its listen port was taken (EADDRINUSE, in whatever words).
+pub fn says_port_taken(stderr: &str) -> bool {
+    let stderr = stderr.to_lowercase();
+    stderr.contains("in use") || stderr.contains("eaddrinuse")
+}
+
 /// A listener on 127.0.0.1, port chosen by the kernel. A slow-receiver `rcvbuf` is set before
 /// `listen` so every accepted socket inherits it (a later setsockopt does not shrink an established window).
 pub fn listen(rcvbuf: Option<u32>) -> io::Result<TcpListener> {
@@ -229,6 +267,47 @@ pub fn is_reset(e: &io::Error) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_taken_port_is_tried_again_on_another_and_other_failures_end_at_once() {
+        let mut tried = Vec::new();
+        let started = on_free_port(
+            3,
+            |e| e.to_string(),
+            async |port| {
+                tried.push(port);
+                match tried.len() {
+                    1 => PortTry::Taken(format!("{port}: Address already in use")),
+                    _ => PortTry::Started(port),
+                }
+            },
+        )
+        .await;
+        assert_eq!(started, Ok(tried[1]));
+        let taken: Result<(), _> = on_free_port(
+            2,
+            |e| e.to_string(),
+            async |port| PortTry::Taken(format!("{port} taken")),
+        )
+        .await;
+        assert!(taken.unwrap_err().ends_with("taken"));
+        let mut calls = 0;
+        let failed: Result<(), _> = on_free_port(
+            5,
+            |e| e.to_string(),
+            async |_| {
+                calls += 1;
+                PortTry::Failed("exit status 1".to_string())
+            },
+        )
+        .await;
+        assert_eq!((failed, calls), (Err("exit status 1".to_string()), 1));
+        assert!(says_port_taken(
+            "Error: Address already in use (os error 98)"
+        ));
+        assert!(says_port_taken("bind: EADDRINUSE"));
+        assert!(!says_port_taken("connection refused"));
+    }
 
     fn bind_plain(ip: Ipv4Addr, port: u16) -> io::Result<()> {
         TcpSocket::new_v4()?.bind(SocketAddr::from((ip, port)))
