@@ -25,7 +25,6 @@ use std::io;
 use std::time::Duration;
 
 use tokio::io::{AsyncWrite, AsyncWriteExt as _};
-use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use crate::procfs::{self, Ends, Queues};
@@ -34,6 +33,16 @@ use crate::sockdiag::Diag;
 /// How often the queues are read while waiting for the proxy. Another process's socket queues
 /// offer nothing to await, so this is a poll, bounded by `Settings::settle`.
 const POLL: Duration = Duration::from_millis(1);
+/// How long the proxy may take to read a piece before it counts as not reading (at most a
+/// quarter of its stall timeout, so a correct proxy's timer never fires while the harness
+/// waits), and how long what it holds must stay put.
+const SETTLE: Duration = Duration::from_secs(1);
+const CONFIRM: Duration = Duration::from_millis(20);
+/// The share of the proxy's stall timeout a fill may keep it stalled, from the last moment it
+/// held nothing; a reset once the receiver was held off `LATE` of it is the harness's lateness,
+/// not the proxy's fault.
+const BUDGET: f64 = 0.4;
+const LATE: f64 = 0.75;
 
 /// The four sockets between a sender and a receiver through the proxy.
 #[derive(Debug, Clone, Copy)]
@@ -45,18 +54,6 @@ pub struct Path {
 }
 
 impl Path {
-    /// From the sender's and the receiver's sockets (ours): the proxy's socket facing each has
-    /// their ports the other way round.
-    pub fn between(sender: &TcpStream, receiver: &TcpStream) -> io::Result<Path> {
-        let ends = |s: &TcpStream| -> io::Result<Ends> {
-            Ok(Ends {
-                local: s.local_addr()?.port(),
-                remote: s.peer_addr()?.port(),
-            })
-        };
-        Ok(Path::from_ends(ends(sender)?, ends(receiver)?))
-    }
-
     /// From the (local, remote) ports of the sender's and the receiver's sockets.
     pub fn from_ends(sender: Ends, receiver: Ends) -> Path {
         let facing = |e: Ends| Ends {
@@ -107,6 +104,34 @@ pub struct Settings {
     /// was seen holding none; past it the fill ends [`Held::OutOfTime`]. None: no limit (the
     /// proxy's stall timeout is far longer than any fill).
     pub budget: Option<Duration>,
+}
+
+impl Settings {
+    /// A fill in pieces of `piece` bytes. With the proxy's `stall` timeout known, the proxy is
+    /// kept stalled for [`budget`] of it at most; without, the timeout is taken to be far longer
+    /// than any fill.
+    pub fn new(piece: usize, stall: Option<Duration>) -> Settings {
+        Settings {
+            piece,
+            settle: stall.map_or(SETTLE, |s| SETTLE.min(s / 4)),
+            confirm: CONFIRM,
+            budget: stall.map(budget),
+        }
+    }
+}
+
+/// How long a fill may keep the proxy stalled: a share of its stall timeout, so a correct
+/// proxy's timer has the rest as margin for a harness that is late to read.
+pub fn budget(stall: Duration) -> Duration {
+    stall.mul_f64(BUDGET)
+}
+
+/// Whose fault a reset during or after a fill is, from how long the proxy may have been
+/// stalled (from the last moment it held nothing) when the receiver began reading. A correct
+/// proxy aborts a stalled pair only at its stall timeout, so a reset well before it is the
+/// proxy's; one after the harness left it stalled for most of it is the harness's lateness.
+pub fn harness_late(stalled_for: Duration, stall: Duration) -> bool {
+    stalled_for.as_secs_f64() >= stall.as_secs_f64() * LATE
 }
 
 /// The instant a fill must give up: `budget` after `clear`, when the proxy was last seen
@@ -255,6 +280,33 @@ pub async fn fill(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const T: Duration = Duration::from_millis(1500);
+
+    #[test]
+    fn a_fill_keeps_a_proxy_stalled_for_well_under_its_stall_timeout() {
+        assert_eq!(budget(T), Duration::from_millis(600));
+        let s = Settings::new(16, Some(T));
+        // The settle wait fits inside the budget, so a proxy that stops reading is seen to
+        // before the fill gives up.
+        assert!(s.settle < s.budget.unwrap());
+        // And the budget leaves the harness's own lateness room before a reset is blamed on it.
+        assert!(!harness_late(budget(T), T));
+        assert_eq!(Settings::new(16, None).budget, None);
+    }
+
+    #[test]
+    fn a_reset_long_after_the_budget_is_the_harness_and_one_within_it_the_proxy() {
+        assert!(!harness_late(Duration::ZERO, T));
+        assert!(!harness_late(Duration::from_millis(1000), T));
+        assert!(harness_late(Duration::from_millis(1125), T));
+        assert!(harness_late(Duration::from_secs(2), T));
+        // Scales with the stall timeout it is judged against.
+        assert!(!harness_late(
+            Duration::from_secs(2),
+            Duration::from_secs(10)
+        ));
+    }
 
     #[test]
     fn a_fill_gives_up_a_budget_after_the_proxy_last_held_nothing_or_never() {

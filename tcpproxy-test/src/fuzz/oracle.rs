@@ -16,8 +16,8 @@
 use std::time::Duration;
 
 use super::peers::{FlowRecord, Record};
-use super::schedule::{Case, Dir, Expect, Pace, Shutdown, Step};
-use crate::check;
+use super::schedule::{Case, Dir, Expect, HeldTail, Pace, Shutdown, Step};
+use crate::{check, hold};
 
 /// Which rule broke. Shrinking keeps to the kind it started from, so a smaller schedule that
 /// fails some other way (another bug, or a host too loaded) is not taken for the same failure.
@@ -124,6 +124,94 @@ pub fn judge(case: &Case, rec: &Record) -> Result<(), Violation> {
             Err(v.details(last_words.iter().cloned()))
         }
         (Some(v), None) => Err(v),
+    }
+}
+
+/// Why a run could not be judged either way, so the case is run again. Only a held flow given
+/// the proxy's stall timeout (`HeldTail::stall_ms`) can say so: there the harness keeps a
+/// correct proxy stalled, and may be too late for it on a loaded host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Again {
+    /// The harness left the proxy stalled long enough that its stall timer may have fired (a
+    /// reset then is the harness's lateness), or confirmed no hold within its budget.
+    Late(String),
+    /// The proxy stopped reading within a piece, holding about this many bytes, so its EOF may
+    /// have come with nothing held: again with smaller pieces.
+    Overshot(u64),
+}
+
+/// Whether `verdict`, the judgement of `rec`, stands, or the case must run again ([`Again`]).
+pub fn again(case: &Case, rec: &Record, verdict: &Result<(), Violation>) -> Option<Again> {
+    let secs = |d: Duration| d.as_secs_f64();
+    for (c, conn) in case.connections.iter().zip(&rec.conns) {
+        for d in Dir::BOTH {
+            let Shutdown::WhileHeld(HeldTail {
+                stall_ms: Some(ms), ..
+            }) = c.flow(d).shutdown
+            else {
+                continue;
+            };
+            let stall = Duration::from_millis(ms.into());
+            let f = &conn.flows[d.index()];
+            let Some(h) = f.hold else { continue };
+            match verdict {
+                Err(v) if v.kind == Kind::Reset => {
+                    // A write is late by the time since the fill began (no stall it set off
+                    // can predate that), a read by how long the proxy held bytes before the
+                    // receiver read on; a read counts only if every byte before it was right.
+                    if let Some(e) = f.write_failed.as_ref().filter(|e| e.reset) {
+                        let into = e.at.saturating_sub(h.began);
+                        if hold::harness_late(into, stall) {
+                            return Some(Again::Late(format!(
+                                "the {}'s write was reset {:.2}s into the fill (stall timeout {:.2}s): {}",
+                                d.sender(),
+                                secs(into),
+                                secs(stall),
+                                e.error
+                            )));
+                        }
+                    }
+                    let clean = f.got.len() <= f.sent.len() && f.sent.starts_with(&f.got);
+                    let stalled = f.shut_at.map(|s| s.saturating_sub(h.clear));
+                    if let (Some(e), true, Some(stalled)) =
+                        (f.read_failed.as_ref().filter(|e| e.reset), clean, stalled)
+                    {
+                        if hold::harness_late(stalled, stall) {
+                            return Some(Again::Late(format!(
+                                "the {} began reading {:.2}s after the proxy was last seen holding nothing (stall timeout {:.2}s), and after {} bytes the read failed: {}",
+                                d.receiver(),
+                                secs(stalled),
+                                secs(stall),
+                                f.received,
+                                e.error
+                            )));
+                        }
+                    }
+                }
+                Err(_) => {}
+                Ok(()) => match h.held {
+                    Some(hold::Held::Overshot(n)) if n > 0 => return Some(Again::Overshot(n)),
+                    Some(hold::Held::OutOfTime) => {
+                        return Some(Again::Late(format!(
+                            "no hold confirmed within {:.2}s of the proxy last holding nothing",
+                            secs(hold::budget(stall))
+                        )));
+                    }
+                    _ => {}
+                },
+            }
+        }
+    }
+    None
+}
+
+/// For a held flow whose bytes went wrong: how much the proxy held when the EOF reached it.
+fn held_detail(f: &FlowRecord) -> Option<String> {
+    match f.hold?.held? {
+        hold::Held::Holding(n) => Some(format!(
+            "when the EOF reached the proxy it held at least {n} bytes it could not yet write (from the kernel's socket queues)"
+        )),
+        _ => None,
     }
 }
 
@@ -253,13 +341,8 @@ fn aborted(case: &Case, rec: &Record, w: Window) -> Option<Violation> {
     let secs = |d: Duration| d.as_secs_f64();
     // When and how the writer saw the pair end, the first of what it saw.
     let closed = [
-        out.write_error_at.zip(
-            out.write_error
-                .as_ref()
-                .map(|e| format!("write error: {e}")),
-        ),
-        back.read_error_at
-            .zip(back.read_error.as_ref().map(|e| format!("read error: {e}"))),
+        (out.write_failed.as_ref()).map(|e| (e.at, format!("write error: {}", e.error))),
+        (back.read_failed.as_ref()).map(|e| (e.at, format!("read error: {}", e.error))),
         back.eof_at.map(|at| (at, "EOF".to_string())),
     ]
     .into_iter()
@@ -357,17 +440,14 @@ fn closed(case: &Case, rec: &Record, within: Duration) -> Option<Violation> {
     );
     let (me, gone) = (closer.receiver(), closer.sender());
     let errors = [
-        out.write_error_at
-            .zip(out.write_error.as_ref())
-            .map(|(at, e)| (at, e, out.write_reset, "write")),
-        back.read_error_at
-            .zip(back.read_error.as_ref())
-            .map(|(at, e)| (at, e, back.read_reset, "read")),
+        out.write_failed.as_ref().map(|e| (e, "write")),
+        back.read_failed.as_ref().map(|e| (e, "read")),
     ];
-    if let Some((_, e, reset, op)) = errors.into_iter().flatten().min_by_key(|x| x.0) {
-        if reset {
+    if let Some((failed, op)) = errors.into_iter().flatten().min_by_key(|x| x.0.at) {
+        if failed.reset {
             return None;
         }
+        let e = &failed.error;
         let expected = if op == "write" {
             "ECONNRESET or EPIPE"
         } else {
@@ -448,7 +528,9 @@ fn wrong_bytes(conn: usize, dir: Dir, f: &FlowRecord) -> Option<Violation> {
             m.summary()
         )
     };
-    let mut v = Violation::new(Kind::Bytes, summary).details(m.details());
+    let mut v = Violation::new(Kind::Bytes, summary)
+        .details(m.details())
+        .details(held_detail(f));
     let changed = || f.sent.iter().zip(&f.got).filter(|(a, b)| a != b).count();
     if let Some(h) = check::explain(&f.sent, &f.got, m.offset) {
         v = v.hint(h);
@@ -468,29 +550,31 @@ fn wrong_bytes(conn: usize, dir: Dir, f: &FlowRecord) -> Option<Violation> {
 fn wrong_end(conn: usize, dir: Dir, f: &FlowRecord, never_shut: bool) -> Option<Violation> {
     let who = name(conn, dir);
     let (sender, receiver) = (dir.sender(), dir.receiver());
-    if let Some(e) = &f.read_error {
+    if let Some(e) = &f.read_failed {
         let v = Violation::new(
             Kind::Reset,
             format!(
-                "{who}: the {receiver}'s read failed after {} of {} bytes: {e}; no side aborted",
+                "{who}: the {receiver}'s read failed after {} of {} bytes: {}; no side aborted",
                 f.received,
-                f.sent.len()
+                f.sent.len(),
+                e.error
             ),
         );
-        return Some(if f.read_reset {
+        return Some(if e.reset {
             v.hint("the proxy reset the connection though both peers were well behaved")
         } else {
             v
         });
     }
-    if let Some(e) = &f.write_error {
+    if let Some(e) = &f.write_failed {
         return Some(
             Violation::new(
                 Kind::Reset,
                 format!(
-                    "{who}: the {sender}'s write failed after {} of {} bytes: {e}; no side aborted",
+                    "{who}: the {sender}'s write failed after {} of {} bytes: {}; no side aborted",
                     f.written,
-                    f.sent.len()
+                    f.sent.len(),
+                    e.error
                 ),
             )
             .hint("the proxy closed or reset the connection while the sender was still sending"),
@@ -524,7 +608,8 @@ fn wrong_end(conn: usize, dir: Dir, f: &FlowRecord, never_shut: bool) -> Option<
             check::compare(&f.sent, &f.got)
                 .map(|m| m.details())
                 .unwrap_or_default(),
-        );
+        )
+        .details(held_detail(f));
         return Some(v.hint(format!(
             "the last {} bytes never arrived, and EOF did: the proxy discards what it still holds when EOF arrives instead of writing it out first",
             f.sent.len() - f.received
@@ -692,7 +777,7 @@ pub fn differences(case: &Case, proxy: &Record, reference: &Record) -> Vec<Strin
 mod tests {
     use std::sync::Arc;
 
-    use super::super::peers::ConnRecord;
+    use super::super::peers::{ConnRecord, IoFailure};
     use super::super::schedule::parse_cases;
     use super::*;
 
@@ -702,6 +787,15 @@ mod tests {
         ))
         .unwrap()
         .remove(0)
+    }
+
+    /// A reset seen `ms` after the start.
+    fn reset(error: &str, ms: u64) -> IoFailure {
+        IoFailure {
+            error: error.into(),
+            reset: true,
+            at: Duration::from_millis(ms),
+        }
     }
 
     /// A direction that went exactly right: everything sent, shut down, read, then EOF.
@@ -829,8 +923,7 @@ mod tests {
     #[test]
     fn a_reset_is_a_failure() {
         let mut down = clean(50);
-        down.read_error = Some("Connection reset by peer (os error 104)".into());
-        down.read_reset = true;
+        down.read_failed = Some(reset("Connection reset by peer (os error 104)", 0));
         down.eof_at = None;
         let v = judge(&case(), &record(clean(100), down)).unwrap_err();
         assert!(v.summary.contains("client's read failed"), "{}", v.summary);
@@ -943,7 +1036,7 @@ mod tests {
     #[test]
     fn a_death_comes_first_and_keeps_what_was_seen() {
         let mut up = clean(100);
-        up.read_error = Some("Connection reset by peer".into());
+        up.read_failed = Some(reset("Connection reset by peer", 0));
         let mut rec = record(up, clean(50));
         rec.proxy_died = Some(("killed by signal SIGSEGV".into(), vec![]));
         let v = judge(&case(), &rec).unwrap_err();
@@ -974,9 +1067,7 @@ mod tests {
         };
         let mut down = FlowRecord::default();
         if let Some((ms, how)) = closed {
-            down.read_error = Some(how.into());
-            down.read_reset = true;
-            down.read_error_at = Some(Duration::from_millis(ms));
+            down.read_failed = Some(reset(how, ms));
         }
         record(up, down)
     }
@@ -1041,9 +1132,7 @@ mod tests {
             v.summary,
             "expected the proxy to close the client's connection within 3s of the server closing; it forwarded the server's EOF, but the client wrote 2 bytes, one a second, and every write succeeded"
         );
-        up.write_error = Some("Broken pipe (os error 32)".into());
-        up.write_reset = true;
-        up.write_error_at = Some(Duration::from_secs(1));
+        up.write_failed = Some(reset("Broken pipe (os error 32)", 1000));
         assert_eq!(judge(&c, &record(up, down)), Ok(()));
     }
 

@@ -21,7 +21,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use super::schedule::{
-    Case, Dir, EAGER_CHUNK, Expect, Flow, HOLD_PIECE, HOLD_TAIL, KIB, MAX_WRITE, Pace, Reader,
+    Case, Dir, EAGER_CHUNK, Expect, Flow, HOLD_TAIL, HeldTail, KIB, MAX_WRITE, Pace, Reader,
     Shutdown, Step,
 };
 use super::sockets::Ends;
@@ -35,10 +35,6 @@ const EXTRA_KEPT: usize = 64 * KIB;
 const GRACE: Duration = Duration::from_millis(50);
 /// How often the proxy's descriptor table is read while waiting for it to close a pair.
 const CLOSE_POLL: Duration = Duration::from_millis(10);
-/// `shutdown while-held`: how long the proxy may take to read a piece, and how long what it
-/// holds must stay put (see `crate::hold`).
-const HOLD_SETTLE: Duration = Duration::from_secs(1);
-const HOLD_CONFIRM: Duration = Duration::from_millis(20);
 
 /// The deadlines of one run, already scaled.
 #[derive(Debug, Clone, Copy)]
@@ -104,15 +100,46 @@ pub struct FlowRecord {
     pub eof_at: Option<Duration>,
     /// The EOF came while the sender had not shut down.
     pub eof_before_shutdown: bool,
-    pub read_error: Option<String>,
-    pub read_reset: bool,
-    pub read_error_at: Option<Duration>,
-    pub write_error: Option<String>,
-    /// The write failed with ECONNRESET or EPIPE: the proxy closed the connection.
-    pub write_reset: bool,
-    pub write_error_at: Option<Duration>,
+    /// The receiver's read that failed.
+    pub read_failed: Option<IoFailure>,
+    /// The sender's write or shutdown that failed.
+    pub write_failed: Option<IoFailure>,
     /// The most bytes written and not yet read at any moment.
     pub max_in_flight: usize,
+    /// A `shutdown while-held` flow's fill, once it began.
+    pub hold: Option<HoldRecord>,
+}
+
+/// A read or a write that failed, and when.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IoFailure {
+    pub error: String,
+    /// ECONNRESET or EPIPE: the proxy reset or closed the connection.
+    pub reset: bool,
+    /// Since the start of the case.
+    pub at: Duration,
+}
+
+impl IoFailure {
+    fn new(error: &io::Error, context: &str, at: Duration) -> IoFailure {
+        IoFailure {
+            error: format!("{context}{error}"),
+            reset: crate::peer::is_reset(error),
+            at,
+        }
+    }
+}
+
+/// How a held flow's fill went.
+#[derive(Debug, Clone, Copy)]
+pub struct HoldRecord {
+    /// Since the start of the case: when the fill began.
+    pub began: Duration,
+    /// Since the start of the case: when the proxy was last seen holding nothing. A stall of
+    /// the proxy's that the fill caused cannot have begun earlier.
+    pub clear: Duration,
+    /// Where the fill ended; None when a write failed first.
+    pub held: Option<hold::Held>,
 }
 
 impl FlowRecord {
@@ -122,8 +149,8 @@ impl FlowRecord {
 
     /// Plainly broken already: a reset, an early EOF, or more bytes than were sent.
     fn broken(&self) -> bool {
-        self.read_error.is_some()
-            || self.write_error.is_some()
+        self.read_failed.is_some()
+            || self.write_failed.is_some()
             || self.eof_before_shutdown
             || self.received > self.sent.len()
             || (self.eof_at.is_some() && self.received < self.sent.len())
@@ -186,7 +213,7 @@ pub async fn run(target: &Target, case: &Case, limits: Limits) -> Record {
 fn payloads(c: &super::schedule::Connection) -> [Vec<u8>; 2] {
     let len = |d: Dir| {
         c.flow(d).total()
-            + if c.flow(d).shutdown == Shutdown::WhileHeld {
+            + if matches!(c.flow(d).shutdown, Shutdown::WhileHeld(_)) {
                 HOLD_TAIL
             } else {
                 0
@@ -269,18 +296,20 @@ pub async fn drive(
             remote: pair.proxy_out_port,
         };
         let gates = Dir::BOTH.map(|d| {
-            (c.flow(d).shutdown == Shutdown::WhileHeld).then(|| {
-                let path = match d {
-                    Dir::Up => hold::Path::from_ends(client, server),
-                    Dir::Down => hold::Path::from_ends(server, client),
-                };
-                Arc::new(Gate {
-                    holding: watch::channel(false).0,
-                    shut: watch::channel(false).0,
-                    steps_bytes: c.flow(d).total(),
-                    path,
-                })
-            })
+            let Shutdown::WhileHeld(tail) = c.flow(d).shutdown else {
+                return None;
+            };
+            let path = match d {
+                Dir::Up => hold::Path::from_ends(client, server),
+                Dir::Down => hold::Path::from_ends(server, client),
+            };
+            Some(Arc::new(Gate {
+                holding: watch::channel(false).0,
+                shut: watch::channel(false).0,
+                steps_bytes: c.flow(d).total(),
+                tail,
+                path,
+            }))
         });
         for (stream, out, into) in [
             (pair.client, Dir::Up, Dir::Down),
@@ -482,6 +511,7 @@ struct Gate {
     /// Set by the sender once it has shut down: the receiver reads on.
     shut: watch::Sender<bool>,
     steps_bytes: usize,
+    tail: HeldTail,
     path: hold::Path,
 }
 
@@ -612,9 +642,7 @@ impl Side {
                 }
                 Err(e) => {
                     self.shared.event(conn, dir, |f, at| {
-                        f.read_reset = crate::peer::is_reset(&e);
-                        f.read_error = Some(e.to_string());
-                        f.read_error_at = Some(at);
+                        f.read_failed = Some(IoFailure::new(&e, "", at));
                     });
                     break;
                 }
@@ -669,7 +697,7 @@ impl Side {
                         return wr;
                     }
                     if let Err(e) = self.write(&mut wr, &data[at..at + n]).await {
-                        self.write_failed(&e);
+                        self.write_failed(&e, "");
                         return wr;
                     }
                     at += n;
@@ -683,7 +711,7 @@ impl Side {
         }
         self.shared.event(conn, dir, |f, _| f.writes_done = true);
         match flow.shutdown {
-            Shutdown::AfterLastByte | Shutdown::AtStart | Shutdown::WhileHeld => {}
+            Shutdown::AfterLastByte | Shutdown::AtStart | Shutdown::WhileHeld(_) => {}
             Shutdown::SlowClose(ms) => {
                 if !self.pause(Duration::from_millis(ms.into())).await {
                     return wr;
@@ -695,10 +723,7 @@ impl Side {
         // Recorded before the call: the EOF may reach the receiver before shutdown() returns.
         self.shared.event(conn, dir, |f, at| f.shut_at = Some(at));
         if let Err(e) = wr.shutdown().await {
-            self.shared.event(conn, dir, |f, at| {
-                f.write_error = Some(format!("shutdown(SHUT_WR) failed: {e}"));
-                f.write_error_at = Some(at);
-            });
+            self.write_failed(&e, "shutdown(SHUT_WR) failed: ");
         }
         if let Some(gate) = &self.hold_out {
             gate.shut.send_replace(true);
@@ -724,12 +749,18 @@ impl Side {
             _ = holding.wait_for(|h| *h) => {}
         }
         let received = self.shared.lock().conns[conn].flows[dir.index()].received;
-        let settings = hold::Settings {
-            piece: HOLD_PIECE,
-            settle: HOLD_SETTLE,
-            confirm: HOLD_CONFIRM,
-            budget: None,
-        };
+        let stall = gate
+            .tail
+            .stall_ms
+            .map(|ms| Duration::from_millis(ms.into()));
+        let settings = hold::Settings::new(gate.tail.piece, stall);
+        self.shared.event(conn, dir, |f, at| {
+            f.hold = Some(HoldRecord {
+                began: at,
+                clear: at,
+                held: None,
+            })
+        });
         let wrote = |n| {
             self.shared.event(conn, dir, |f, at| {
                 f.written += n;
@@ -739,23 +770,26 @@ impl Side {
         match hold::fill(wr, &data[at..], at, received, &gate.path, &settings, wrote).await {
             Ok(fill) => {
                 let sent = at + fill.written;
+                let clear = fill.clear.saturating_duration_since(self.shared.started);
                 self.shared.event(conn, dir, |f, _| {
                     f.sent = Arc::new(f.sent[..sent].to_vec());
+                    if let Some(h) = &mut f.hold {
+                        h.clear = clear;
+                        h.held = Some(fill.held);
+                    }
                 });
                 Some(fill.written)
             }
             Err(e) => {
-                self.write_failed(&e);
+                self.write_failed(&e, "");
                 None
             }
         }
     }
 
-    fn write_failed(&self, e: &io::Error) {
+    fn write_failed(&self, e: &io::Error, context: &str) {
         self.shared.event(self.conn, self.out, |f, at| {
-            f.write_error = Some(e.to_string());
-            f.write_reset = crate::peer::is_reset(e);
-            f.write_error_at = Some(at);
+            f.write_failed = Some(IoFailure::new(e, context, at));
         });
     }
 

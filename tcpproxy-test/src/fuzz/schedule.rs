@@ -49,11 +49,13 @@ pub const MAX_TRICKLE_BYTES: usize = 64 * KIB;
 pub const MAX_SLICES: usize = 2_000;
 pub const MAX_DELAYED_SLICES: usize = 500;
 pub const MAX_SLICER_DELAY_US: u32 = 1_000;
-/// The most bytes a `shutdown while-held` flow adds after its steps, and the pieces they go in.
-/// Above what a proxy's send buffer (Linux's tcp_wmem: 4 MiB at most) and an unshrunk
-/// receiver's receive buffer (tcp_rmem: 6 MiB) queue between them.
+/// The most bytes a `shutdown while-held` flow adds after its steps, and the pieces they go in
+/// unless it names its own (no smaller than `MIN_HOLD_PIECE`). Above what a proxy's send buffer
+/// (Linux's tcp_wmem: 4 MiB at most) and an unshrunk receiver's receive buffer (tcp_rmem: 6 MiB)
+/// queue between them.
 pub const HOLD_TAIL: usize = 12 * 1024 * KIB;
 pub const HOLD_PIECE: usize = 16 * KIB;
+pub const MIN_HOLD_PIECE: usize = 64;
 /// Reader stalls stay far below any sane stall timeout (the lab's is 10 s).
 pub const MAX_STALL_MS: u32 = 1_500;
 /// A `slow` reader's ticks: no shorter than the timer's granularity allows to keep, no longer
@@ -208,7 +210,27 @@ pub enum Shutdown {
     /// stops reading once it has read the steps' bytes, the sender adds up to `HOLD_TAIL` bytes
     /// in pieces until the proxy holds some (seen in /proc/net/tcp, see `crate::hold`), shuts
     /// down, and the receiver reads on. A short write just before EOF, made to happen.
-    WhileHeld,
+    WhileHeld(HeldTail),
+}
+
+/// How a `shutdown while-held` flow fills the proxy: `while-held`, or with its own piece size
+/// and the proxy's stall timeout, `while-held 4096B stall-timeout 10000ms`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeldTail {
+    /// Bytes per write.
+    pub piece: usize,
+    /// The proxy's stall timeout, when it is short enough to matter: the proxy is then kept
+    /// holding for a share of it at most, and a reset after the harness kept it so for most of
+    /// it is the harness's lateness (`crate::hold`). None: far longer than any fill.
+    pub stall_ms: Option<u32>,
+}
+
+impl HeldTail {
+    /// What the strategy generates: the reference beside it has a stall timeout of minutes.
+    pub const GENERATED: HeldTail = HeldTail {
+        piece: HOLD_PIECE,
+        stall_ms: None,
+    };
 }
 
 /// How the receiver reads.
@@ -455,7 +477,15 @@ impl fmt::Display for Flow {
             Shutdown::SlowClose(ms) => write!(f, "; shutdown {ms}ms-after-last-byte")?,
             Shutdown::AtStart => f.write_str("; shutdown at-start")?,
             Shutdown::Never => f.write_str("; shutdown never")?,
-            Shutdown::WhileHeld => f.write_str("; shutdown while-held")?,
+            Shutdown::WhileHeld(h) => {
+                f.write_str("; shutdown while-held")?;
+                if h.piece != HOLD_PIECE {
+                    write!(f, " {}B", h.piece)?;
+                }
+                if let Some(ms) = h.stall_ms {
+                    write!(f, " stall-timeout {ms}ms")?;
+                }
+            }
             Shutdown::CloseAtStart => f.write_str("; shutdown close-at-start")?,
         }
         match self.reader.pace {
@@ -706,13 +736,16 @@ impl FromStr for Flow {
                         delay_us: number(delay, "microseconds")?,
                     });
                 }
+                ["shutdown", "while-held", rest @ ..] => {
+                    saw_shutdown = true;
+                    flow.shutdown = Shutdown::WhileHeld(parse_held(rest)?);
+                }
                 ["shutdown", when] => {
                     saw_shutdown = true;
                     flow.shutdown = match *when {
                         "after-last-byte" => Shutdown::AfterLastByte,
                         "at-start" => Shutdown::AtStart,
                         "never" => Shutdown::Never,
-                        "while-held" => Shutdown::WhileHeld,
                         "close-at-start" => Shutdown::CloseAtStart,
                         slow => match slow.strip_suffix("-after-last-byte") {
                             Some(ms) => Shutdown::SlowClose(millis(ms)?),
@@ -732,6 +765,24 @@ impl FromStr for Flow {
         }
         Ok(flow)
     }
+}
+
+/// The words after `while-held`: a piece size, a stall timeout, both or neither.
+fn parse_held(words: &[&str]) -> Result<HeldTail, String> {
+    let mut held = HeldTail::GENERATED;
+    let mut words = words.iter();
+    while let Some(w) = words.next() {
+        match *w {
+            "stall-timeout" => {
+                let ms = words
+                    .next()
+                    .ok_or("expected `stall-timeout 10000ms` after `while-held`")?;
+                held.stall_ms = Some(millis(ms)?);
+            }
+            piece => held.piece = bytes(piece)?.max(MIN_HOLD_PIECE),
+        }
+    }
+    Ok(held)
 }
 
 fn parse_reader(s: &str) -> Result<Reader, String> {
@@ -814,6 +865,9 @@ mod tests {
             "write 1, bulk 300000; slicer 64B/200us; shutdown 250ms-after-last-byte; reader chunks 512B",
             "pause 300ms, write 7; latency 50ms; shutdown never; reader trickle 1B for 4096B, stall 100ms after 7B",
             "no-writes; shutdown after-last-byte; reader bandwidth 64KiB/s",
+            "write 5; shutdown while-held; reader eager",
+            "no-writes; shutdown while-held 4096B stall-timeout 10000ms; reader eager",
+            "no-writes; shutdown while-held stall-timeout 2000ms; reader eager",
         ] {
             assert_eq!(flow(text).to_string(), text);
         }

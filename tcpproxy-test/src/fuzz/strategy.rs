@@ -19,8 +19,8 @@ use rand::SeedableRng as _;
 use rand_chacha::ChaCha20Rng;
 
 use super::schedule::{
-    Case, Connection, Dir, Expect, Flow, KIB, MAX_STALL_MS, MAX_WRITE, Pace, Reader, Shutdown,
-    Slicer, Stall, Step,
+    Case, Connection, Dir, Expect, Flow, HeldTail, KIB, MAX_STALL_MS, MAX_WRITE, Pace, Reader,
+    Shutdown, Slicer, Stall, Step,
 };
 
 /// Independent connections opened together in one case.
@@ -284,7 +284,7 @@ fn shutdown() -> impl Strategy<Value = Shutdown> {
         ),
         (1, Just(Shutdown::AtStart).boxed()),
         (2, Just(Shutdown::Never).boxed()),
-        (3, Just(Shutdown::WhileHeld).boxed()),
+        (3, Just(Shutdown::WhileHeld(HeldTail::GENERATED)).boxed()),
     ])
 }
 

@@ -9,12 +9,11 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 use tokio::task::JoinSet;
 
-use super::flows::{self, Flows, round_trips};
+use super::flows::{self, Flows};
 use super::params::*;
 use super::{Ctx, Failure, PhaseResult};
 use crate::check;
 use crate::deadline::within;
-use crate::fuzz::oracle::Kind;
 use crate::peer::{self, Pacing};
 
 /// Sends `msg` and waits for its echo; a mismatch or a close says which message and when.
@@ -66,14 +65,7 @@ pub(super) async fn echo_server(ctx: Arc<Ctx>, servers: &mut JoinSet<()>) -> Pha
 
 /// Ten messages of four bytes on one connection, each echoed before the next is sent.
 pub const SINGLE: Flows = Flows {
-    case: |_| {
-        let (up, down) = round_trips(ECHO_MESSAGE_LEN, &[Duration::ZERO; ECHO_MESSAGES]);
-        flows::case(&format!(
-            "connection echo
-               client->server: {up}; shutdown never; reader eager
-               server->client: {down}; shutdown never; reader eager"
-        ))
-    },
+    cases: |_| flows::echo(ECHO_MESSAGE_LEN, &[Duration::ZERO; ECHO_MESSAGES]),
     hints: &[],
 };
 
@@ -81,42 +73,23 @@ pub const SINGLE: Flows = Flows {
 /// each echo at once, so a correct proxy never holds data it cannot write; a pair closed here
 /// was closed by a timer that traffic does not reset.
 pub const ACTIVE: Flows = Flows {
-    case: |t| {
+    cases: |t| {
         let span = t.stall + ACTIVE_EXTRA;
         let rounds = (span.as_secs_f64() / ACTIVE_EVERY.as_secs_f64()).ceil() as usize;
         let mut pauses = vec![ACTIVE_EVERY; rounds + 1];
         pauses[0] = Duration::ZERO;
-        let (up, down) = round_trips(ACTIVE_MESSAGE_LEN, &pauses);
-        flows::case(&format!(
-            "connection echo
-               client->server: {up}; shutdown never; reader eager
-               server->client: {down}; shutdown never; reader eager"
-        ))
+        flows::echo(ACTIVE_MESSAGE_LEN, &pauses)
     },
-    hints: &[
-        (Kind::EarlyEof, ACTIVE_HINT),
-        (Kind::Reset, ACTIVE_HINT),
-        (Kind::LostTail, ACTIVE_HINT),
-    ],
+    hints: &flows::ended_early(
+        "the connection was closed although it was never idle for more than 2s: the proxy's timer is not reset by progress (a connection lifetime or idle timer instead of a stall timer)",
+    ),
 };
-const ACTIVE_HINT: &str = "the connection was closed although it was never idle for more than 2s: the proxy's timer is not reset by progress (a connection lifetime or idle timer instead of a stall timer)";
 
 /// One echo, silence for the stall timeout plus `IDLE_EXTRA`, then another echo: an idle pair
 /// has nothing buffered, so a stall timer must not fire; an idle timer would.
 pub const IDLE: Flows = Flows {
-    case: |t| {
-        let (up, down) = round_trips(ECHO_MESSAGE_LEN, &[Duration::ZERO, t.stall + IDLE_EXTRA]);
-        flows::case(&format!(
-            "connection echo
-               client->server: {up}; shutdown never; reader eager
-               server->client: {down}; shutdown never; reader eager"
-        ))
-    },
-    hints: &[
-        (Kind::EarlyEof, IDLE_HINT),
-        (Kind::Reset, IDLE_HINT),
-        (Kind::LostTail, IDLE_HINT),
-    ],
+    cases: |t| flows::echo(ECHO_MESSAGE_LEN, &[Duration::ZERO, t.stall + IDLE_EXTRA]),
+    hints: &flows::ended_early(
+        "the proxy closed a pair that had nothing buffered: an idle timeout instead of a stall timeout",
+    ),
 };
-const IDLE_HINT: &str =
-    "the proxy closed a pair that had nothing buffered: an idle timeout instead of a stall timeout";

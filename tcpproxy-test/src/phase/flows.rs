@@ -1,8 +1,8 @@
-//! Phases that are one schedule of the fuzzer's model (`crate::fuzz::schedule`): built for the
+//! Phases that are schedules of the fuzzer's model (`crate::fuzz::schedule`): built for the
 //! run's stall timeout and scale, driven through this phase's proxy by the fuzzer's driver
-//! (`crate::fuzz::peers`), and judged by the fuzzer's oracle against the schedule's expectation
-//! (`crate::fuzz::oracle`). A failure saves the schedule in the replay format and names the
-//! command that runs it again against the same proxy.
+//! (`crate::fuzz::peers`), and judged by the fuzzer's oracle against each case's expectation
+//! (`crate::fuzz::oracle`). A failure saves the case that failed in the replay format and names
+//! the command that runs it again against the same proxy.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,31 +11,33 @@ use tokio::time::Instant;
 
 use super::params::*;
 use super::{Ctx, Failure, PhaseResult};
-use crate::deadline::Timing;
-use crate::fuzz::oracle::{self, Kind, Violation};
+use crate::deadline::{self, Timing};
+use crate::fuzz::oracle::{self, Again, Kind, Violation};
 use crate::fuzz::output::{save_private, shell_words};
 use crate::fuzz::peers::{self, Limits, Ports};
-use crate::fuzz::schedule::{Case, parse_cases};
+use crate::fuzz::schedule::{Case, MIN_HOLD_PIECE, Shutdown, parse_cases};
 use crate::fuzz::target::Pair;
 use crate::peer::SMALL_RCVBUF;
 
-/// A phase made of one schedule.
+/// A phase made of schedules, run in turn.
 #[derive(Clone, Copy)]
 pub struct Flows {
-    /// The schedule, for the run's timing.
-    pub case: fn(&Timing) -> Case,
+    /// The cases, for the run's timing: each runs once the one before it passed.
+    pub cases: fn(&Timing) -> Vec<Case>,
     /// Hints naming the bug the phase is there for, in place of the oracle's, by the rule that
     /// broke.
     pub hints: &'static [(Kind, &'static str)],
 }
 
-/// A schedule from its text (the replay format, without the `case` line): the phases write
-/// theirs as the fuzzer prints them. Every phase's text is parsed by a unit test.
-pub fn case(text: &str) -> Case {
-    let mut cases = parse_cases(&format!("case\n{text}"))
-        .unwrap_or_else(|e| panic!("a phase's schedule does not parse: {e}\n{text}"));
-    assert_eq!(cases.len(), 1, "a phase's schedule is one case:\n{text}");
-    cases.remove(0)
+/// Cases from their text in the replay format; a text without a `case` line is one case. The
+/// phases write theirs as the fuzzer prints them, and a unit test parses every phase's text.
+pub fn cases(text: &str) -> Vec<Case> {
+    let whole = if text.lines().any(|l| l.trim() == "case") {
+        text.to_string()
+    } else {
+        format!("case\n{text}")
+    };
+    parse_cases(&whole).unwrap_or_else(|e| panic!("a phase's schedule does not parse: {e}\n{text}"))
 }
 
 /// `d` as the text form writes it.
@@ -43,10 +45,30 @@ pub fn ms(d: Duration) -> u128 {
     d.as_millis()
 }
 
+/// Hints for a phase whose bug ends a pair early, by every rule an early end breaks: an EOF
+/// before the sender shut down, a reset, an EOF before the last byte.
+pub const fn ended_early(hint: &'static str) -> [(Kind, &'static str); 3] {
+    [
+        (Kind::EarlyEof, hint),
+        (Kind::Reset, hint),
+        (Kind::LostTail, hint),
+    ]
+}
+
+/// Round trips on one connection that neither side shuts down (see [`round_trips`]).
+pub fn echo(len: usize, pauses: &[Duration]) -> Vec<Case> {
+    let (up, down) = round_trips(len, pauses);
+    cases(&format!(
+        "connection echo
+           client->server: {up}; shutdown never; reader eager
+           server->client: {down}; shutdown never; reader eager"
+    ))
+}
+
 /// Round trips on one connection (an echo): before the k-th, the client waits `pauses[k]`;
 /// then it writes `len` bytes, and the server, once it has read them, writes them back; the
 /// client reads them before going on. The client's and the server's steps.
-pub fn round_trips(len: usize, pauses: &[Duration]) -> (String, String) {
+fn round_trips(len: usize, pauses: &[Duration]) -> (String, String) {
     let (mut up, mut down) = (Vec::new(), Vec::new());
     for (k, pause) in pauses.iter().enumerate() {
         if !pause.is_zero() {
@@ -72,9 +94,53 @@ fn limits(ctx: &Ctx) -> Limits {
     }
 }
 
-/// Runs the phase `id`'s schedule through its proxy and judges it.
+/// Runs the phase `id`'s cases through its proxy in turn and judges each.
 pub(super) async fn run(ctx: Arc<Ctx>, id: &'static str, flows: Flows) -> PhaseResult {
-    let case = (flows.case)(&ctx.timing);
+    for case in (flows.cases)(&ctx.timing) {
+        run_case(&ctx, id, case, flows.hints).await?;
+    }
+    Ok(())
+}
+
+/// Runs one case, again on fresh connections while a run cannot be judged ([`Again`]): at most
+/// `FLOWS_ATTEMPTS` runs. A case the harness was too late to judge every time passes with a
+/// warning in the log; one the proxy overshot at least once was judged with an EOF that reached
+/// it holding bytes.
+async fn run_case(
+    ctx: &Ctx,
+    id: &'static str,
+    mut case: Case,
+    hints: &[(Kind, &'static str)],
+) -> PhaseResult {
+    let mut late = Vec::new();
+    let mut overshot = false;
+    for attempt in 1..=FLOWS_ATTEMPTS {
+        let record = drive(ctx, &case).await?;
+        let verdict = oracle::judge(&case, &record);
+        match oracle::again(&case, &record, &verdict) {
+            None => return verdict.map_err(|v| failure(ctx, id, &case, v, hints)),
+            Some(Again::Late(why)) => late.push(format!("attempt {attempt}: {why}")),
+            Some(Again::Overshot(held)) => {
+                overshot = true;
+                let piece = (held as usize / 2).max(MIN_HOLD_PIECE);
+                for c in &mut case.connections {
+                    for f in [&mut c.up, &mut c.down] {
+                        if let Shutdown::WhileHeld(tail) = &mut f.shutdown {
+                            tail.piece = piece;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    if !overshot && !late.is_empty() {
+        tracing::warn!(phase = id, "held tail skipped: {}", late.join("; "));
+    }
+    Ok(())
+}
+
+/// Opens the case's connections through the phase's proxy and runs it.
+async fn drive(ctx: &Ctx, case: &Case) -> Result<peers::Record, Failure> {
     let mut pairs = Vec::new();
     for c in &case.connections {
         let (client, server) = ctx
@@ -97,10 +163,26 @@ pub(super) async fn run(ctx: Arc<Ctx>, id: &'static str, flows: Flows) -> PhaseR
         dest: ctx.dest_port,
         pgid: ctx.proxy_pgid,
     };
-    let record = peers::drive(pairs, ports, &case, limits(&ctx), Instant::now()).await;
-    match oracle::judge(&case, &record) {
-        Ok(()) => Ok(()),
-        Err(v) => Err(failure(&ctx, id, &case, v, flows.hints)),
+    let record = peers::drive(pairs, ports, case, limits(ctx), Instant::now()).await;
+    observe_holds(case, &record, ctx.timing.stall);
+    Ok(record)
+}
+
+/// Counts how long each held flow kept the proxy stalled against its stall timeout among the
+/// phase's waits (`deadline::closest`): the margin a loaded host eats into.
+fn observe_holds(case: &Case, record: &peers::Record, stall: Duration) {
+    for (c, conn) in case.connections.iter().zip(&record.conns) {
+        for (flow, f) in [&c.up, &c.down].into_iter().zip(&conn.flows) {
+            if let (Shutdown::WhileHeld(_), Some(h), Some(shut)) =
+                (flow.shutdown, f.hold, f.shut_at)
+            {
+                deadline::observe(
+                    "the proxy to be read from again, holding the held tail's bytes (its stall timeout)",
+                    shut.saturating_sub(h.clear),
+                    stall,
+                );
+            }
+        }
     }
 }
 

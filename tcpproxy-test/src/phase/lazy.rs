@@ -33,8 +33,8 @@ fn expect(t: &Timing) -> String {
 /// The destination never reads (small receive buffer, by the phase's row, so the stall is
 /// real); the client writes.
 pub const FORWARD: Flows = Flows {
-    case: |t| {
-        flows::case(&format!(
+    cases: |t| {
+        flows::cases(&format!(
             "{}
              connection
                client->server: bulk {LAZY_WRITE_LIMIT}; shutdown never; reader never
@@ -47,8 +47,8 @@ pub const FORWARD: Flows = Flows {
 
 /// The mirror: the client never reads (small receive buffer); the destination server writes.
 pub const REVERSE: Flows = Flows {
-    case: |t| {
-        flows::case(&format!(
+    cases: |t| {
+        flows::cases(&format!(
             "{}
              connection client-rcvbuf=small
                client->server: no-writes; shutdown never; reader eager

@@ -4,8 +4,8 @@
 //! A phase that is plain flows is a row: a schedule of the fuzzer's model (`crate::fuzz`), its
 //! expectation, and the hints that name its bug ([`flows`]); the fuzzer's driver runs it and
 //! its oracle judges it, and a failure prints the command that replays it. The others (chains,
-//! many connections, /proc readings, the slow reader, the refused destination, the flush) are
-//! scripts with their own checks.
+//! many connections, /proc readings, the slow reader, the refused destination) are scripts with
+//! their own checks.
 
 mod chain;
 mod close;
@@ -110,32 +110,20 @@ pub mod params {
     pub const IDLE_EXTRA: Duration = secs(2);
 
     /// Flush before shutdown: this many connections at once, of `FLUSH_BASE + k * FLUSH_STEP`
-    /// bytes, so their tails reach the proxy at different points of its drain cycle.
+    /// bytes, so their tails reach the proxy at different points of its drain cycle, read by
+    /// slow receivers (the bulk phase's 4 KiB a millisecond).
     pub const FLUSH_CONNECTIONS: usize = 8;
     pub const FLUSH_BASE: usize = 5_000_000;
     pub const FLUSH_STEP: usize = 16_000;
     /// The base size is above what a proxy's kernel send buffer can queue (tcp_wmem's 4 MiB
     /// at most; 1.8 MiB seen even toward a 1000-byte-MSS receiver), so the proxy's own buffer
     /// is full, and its writes short, when the EOF arrives.
-    pub const FLUSH_READER: Pacing = SLOW_READER;
+    pub const FLUSH_READ_KIB_PER_S: usize =
+        SLOW_READER.chunk / KIB * 1000 / SLOW_READER.pause.as_millis() as usize;
 
-    /// Flush before shutdown, held tail: the sender writes pieces of this size until the proxy
-    /// holds bytes it cannot write on (`crate::hold`), at most `HOLD_MAX` bytes in all; a
-    /// proxy that stops reading within a piece gets another try with pieces half what it held.
-    pub const HOLD_PIECE: usize = 16 * KIB;
-    pub const HOLD_MIN_PIECE: usize = 64;
-    pub const HOLD_MAX: usize = 8 * MIB;
-    pub const HOLD_ATTEMPTS: usize = 3;
-    /// How long the proxy may take to read a piece (at most a quarter of its stall timeout, so
-    /// a correct proxy's stall timer never fires while the harness waits), and how long what
-    /// it holds must stay put.
-    pub const HOLD_SETTLE: Duration = secs(1);
-    pub const HOLD_CONFIRM: Duration = millis(20);
-    /// The share of the stall timeout the held tail may keep the proxy stalled, from the last
-    /// moment it held nothing; a reset once the receiver was held off `HOLD_LATE` of it is the
-    /// harness's lateness, not the proxy's fault.
-    pub const HOLD_BUDGET: f64 = 0.4;
-    pub const HOLD_LATE: f64 = 0.75;
+    /// A flow phase's case is run at most this many times in all while a run cannot be judged
+    /// (`crate::fuzz::oracle::Again`: the flush's held tail, when the harness was late).
+    pub const FLOWS_ATTEMPTS: usize = 3;
 
     /// Destination refused: the client must be closed within this.
     pub const REFUSED_CLOSE_WITHIN: Duration = secs(5);
@@ -334,7 +322,7 @@ pub fn all() -> Vec<Phase> {
         p("timeout/lazy-forward", "Timeout of lazy forward client", Some(SMALL), Flows(lazy::FORWARD)),
         p("timeout/lazy-reverse", "Timeout of lazy reverse client", None, Flows(lazy::REVERSE)),
         p("timeout/idle", "Non-timeout of idle client", None, Flows(echo::IDLE)),
-        p("shutdown/flush", "Flush before shutdown", Some(SMALL), Script(|c| Box::pin(close::flush_before_shutdown(c)))),
+        p("shutdown/flush", "Flush before shutdown", Some(SMALL), Flows(close::FLUSH)),
         p("dest/refused", "Destination refused", None, Script(|c| Box::pin(close::destination_refused(c)))),
         p("resources/fd-leak", "Descriptor leaks", None, Script(|c| Box::pin(resources::descriptor_leaks(c)))),
         p("load/many", "Many connections", None, Script(|c| Box::pin(load::many_connections(c)))),
@@ -642,10 +630,10 @@ mod tests {
             };
             for p in all() {
                 if let Scenario::Flows(f) = p.scenario {
-                    let case = (f.case)(&timing);
-                    let text = case.to_string();
+                    let cases = (f.cases)(&timing);
+                    let text: String = cases.iter().map(|c| c.to_string()).collect();
                     let again = crate::fuzz::schedule::parse_cases(&text).unwrap();
-                    assert_eq!(again, [case], "{}: {text}", p.id);
+                    assert_eq!(again, cases, "{}: {text}", p.id);
                 }
             }
         }
