@@ -6,22 +6,21 @@ use std::collections::HashSet;
 use std::ffi::OsString;
 use std::fmt;
 use std::path::PathBuf;
-use std::process::{ExitStatus, Stdio};
+use std::process::ExitStatus;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
-use tokio::io::{AsyncRead, AsyncReadExt as _};
-use tokio::process::{Child, Command};
+use tokio::process::Command;
 use tokio::sync::{Semaphore, SemaphorePermit};
 use tokio::time::Instant;
 
-use crate::peer;
+use crate::peer::{self, PortTry};
 use crate::procfs::{self, Proc};
+use testkit::group::{Group, escaped_from};
 use testkit::process::{
     describe_status, reap_each_blocking, reap_group_blocking, signal_each, signal_group,
 };
-use testkit::tail::Tail;
 
 /// The most of the proxy's stdout and of its stderr kept: the tail is what explains a failure.
 pub const TAIL_BYTES: usize = 8 * 1024;
@@ -33,6 +32,9 @@ const PROBE_EVERY: Duration = Duration::from_millis(20);
 pub const PORT_TRIES: usize = 3;
 /// How long after a proxy exits 0 before listening the harness looks for a daemon it left.
 const DAEMON_LOOK: Duration = Duration::from_secs(1);
+/// How long each of the proxy's output streams may stay open after it exited: a grandchild may
+/// hold them.
+const OUTPUT_GRACE: Duration = Duration::from_millis(500);
 
 /// How to start the proxy under test: `program [args] 127.0.0.1 DEST_PORT LISTEN_PORT`.
 #[derive(Debug, Clone)]
@@ -81,22 +83,6 @@ fn is_subreaper() -> bool {
     return nix::sys::prctl::get_child_subreaper().unwrap_or(false);
     #[cfg(not(target_os = "linux"))]
     return false;
-}
-
-/// What descends from the proxy `leader` (or from a member of its group) outside its group,
-/// read while the parent links still hold: a child in a session of its own escapes the group's
-/// signal, and once its parent dies nothing but this list ties it to the proxy.
-fn escaped_from(leader: i32) -> Vec<Proc> {
-    let table = procfs::processes();
-    let mut roots: Vec<i32> = table
-        .iter()
-        .filter(|p| p.pgrp == leader)
-        .map(|p| p.pid)
-        .collect();
-    roots.push(leader);
-    let mut found = procfs::descendants(&table, &roots);
-    found.retain(|p| p.pgrp != leader);
-    found
 }
 
 /// Children of ours that no live proxy accounts for (orphans reparented to us whose group is no
@@ -171,20 +157,6 @@ pub fn kill_all_groups() {
     }
     reap_each_blocking(&escaped, Duration::from_secs(2));
     kill_all_descendants();
-}
-
-/// Drains one output stream into its tail, continuously, so a chatty proxy never blocks on a
-/// full pipe.
-async fn drain(mut from: impl AsyncRead + Unpin, into: Arc<Mutex<Tail>>) {
-    let mut buf = vec![0; 64 * 1024];
-    while let Ok(n) = from.read(&mut buf).await {
-        if n == 0 {
-            break;
-        }
-        into.lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(&buf[..n]);
-    }
 }
 
 /// Why the proxy could not be brought up for a phase.
@@ -406,14 +378,10 @@ pub async fn with_starts<F: std::future::Future>(
 
 /// A running proxy under test.
 pub struct Proxy {
-    child: Child,
-    pgid: i32,
+    /// The proxy's process group; its stdout is drained only so a chatty proxy never blocks on a
+    /// full pipe (no report shows it).
+    group: Group,
     pub listen_port: u16,
-    stderr: Arc<Mutex<Tail>>,
-    /// The tasks draining stdout and stderr; they end at EOF, once the whole group is gone.
-    drains: Vec<tokio::task::JoinHandle<()>>,
-    /// The exit status once observed; the proxy may die on its own mid-phase.
-    exited: Option<ExitStatus>,
     stopped: bool,
 }
 
@@ -435,7 +403,7 @@ impl Proxy {
         let result = Proxy::start_now(cmd, dest_port, ready_within).await;
         let took = began.elapsed();
         let cpu = match &result {
-            Ok(p) => procfs::cpu_seconds(p.pgid),
+            Ok(p) => procfs::cpu_seconds(p.pid()),
             Err(_) => 0.0,
         };
         let beside = entry.beside;
@@ -470,35 +438,36 @@ impl Proxy {
         dest_port: u16,
         ready_within: Duration,
     ) -> Result<Proxy, (StartFailure, StartCause)> {
-        let mut last = None;
-        for _ in 0..PORT_TRIES {
-            let port = peer::free_port().map_err(|e| {
-                let msg = format!("cannot find a free loopback port: {e}");
-                (StartFailure::Harness(msg.clone()), StartCause::Spawn(msg))
-            })?;
-            let mut proxy = Proxy::spawn(cmd, dest_port, port).map_err(|f| {
-                let cause = match &f {
-                    StartFailure::Harness(m) => m.clone(),
-                    StartFailure::Proxy { summary, .. } => summary.clone(),
-                };
-                (f, StartCause::Spawn(cause))
-            })?;
-            match proxy.await_listening(ready_within).await {
-                Ok(()) => return Ok(proxy),
+        let no_port = |e| {
+            let msg = format!("cannot find a free loopback port: {e}");
+            (StartFailure::Harness(msg.clone()), StartCause::Spawn(msg))
+        };
+        peer::on_free_port(PORT_TRIES, no_port, |port| async move {
+            let mut proxy = match Proxy::spawn(cmd, dest_port, port) {
+                Ok(proxy) => proxy,
                 Err(f) => {
-                    let in_use = proxy.exited.is_some() && {
-                        let err = proxy.stderr_tail().to_lowercase();
-                        err.contains("in use") || err.contains("eaddrinuse")
+                    let cause = match &f {
+                        StartFailure::Harness(m) => m.clone(),
+                        StartFailure::Proxy { summary, .. } => summary.clone(),
                     };
+                    return PortTry::Failed((f, StartCause::Spawn(cause)));
+                }
+            };
+            match proxy.await_listening(ready_within).await {
+                Ok(()) => PortTry::Started(proxy),
+                Err(f) => {
+                    let in_use = proxy.group.exited().is_some()
+                        && peer::says_port_taken(&proxy.stderr_tail());
                     proxy.stop().await;
-                    if !in_use {
-                        return Err(f);
+                    if in_use {
+                        PortTry::Taken(f)
+                    } else {
+                        PortTry::Failed(f)
                     }
-                    last = Some(f);
                 }
             }
-        }
-        Err(last.expect("PORT_TRIES > 0"))
+        })
+        .await
     }
 
     fn spawn(cmd: &ProxyCommand, dest_port: u16, listen_port: u16) -> Result<Proxy, StartFailure> {
@@ -507,40 +476,19 @@ impl Proxy {
             .args(&cmd.args)
             .arg("127.0.0.1")
             .arg(dest_port.to_string())
-            .arg(listen_port.to_string())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            // Its own group: the whole group, grandchildren included, can be signalled at once.
-            .process_group(0)
-            .kill_on_drop(true);
+            .arg(listen_port.to_string());
         let mut live = live_groups();
-        let mut child = command.spawn().map_err(|e| StartFailure::Proxy {
+        let group = Group::spawn(command, TAIL_BYTES).map_err(|e| StartFailure::Proxy {
             summary: format!("expected to start the proxy, but spawning `{cmd}` failed: {e}"),
             details: vec![],
             exit: None,
             stderr_tail: String::new(),
         })?;
-        let pid = child.id().expect("a just-spawned child has a pid") as i32;
-        live.get_or_insert_with(HashSet::new).insert(pid);
+        live.get_or_insert_with(HashSet::new).insert(group.pgid());
         drop(live);
-        // Stdout is read only so a chatty proxy never blocks on a full pipe; no report shows it.
-        let stdout = Arc::new(Mutex::new(Tail::new(TAIL_BYTES)));
-        let stderr = Arc::new(Mutex::new(Tail::new(TAIL_BYTES)));
-        let mut drains = Vec::new();
-        if let Some(out) = child.stdout.take() {
-            drains.push(tokio::spawn(drain(out, stdout.clone())));
-        }
-        if let Some(err) = child.stderr.take() {
-            drains.push(tokio::spawn(drain(err, stderr.clone())));
-        }
         Ok(Proxy {
-            child,
-            pgid: pid,
+            group,
             listen_port,
-            stderr,
-            drains,
-            exited: None,
             stopped: false,
         })
     }
@@ -620,9 +568,7 @@ impl Proxy {
             }
             // Either the child exits or the next probe runs, whichever comes first.
             tokio::select! {
-                status = self.child.wait() => {
-                    if let Ok(s) = status { self.exited = Some(s); }
-                }
+                _ = self.group.wait() => {}
                 _ = tokio::time::sleep(PROBE_EVERY) => {}
             }
         }
@@ -637,18 +583,19 @@ impl Proxy {
             return true;
         }
         let table = procfs::processes();
-        let mine: HashSet<i32> = escaped_from(self.pgid)
+        let pgid = self.group.pgid();
+        let mine: HashSet<i32> = escaped_from(pgid)
             .iter()
             .map(|p| p.pid)
-            .chain(table.iter().filter(|p| p.pgrp == self.pgid).map(|p| p.pid))
+            .chain(table.iter().filter(|p| p.pgrp == pgid).map(|p| p.pid))
             .collect();
         procfs::listening_ports(&procfs::socket_inodes_of(mine)).contains(&self.listen_port)
     }
 
     /// The ports the proxy (its group, and what escaped it) listens on other than its own.
     fn listening_elsewhere(&self) -> Vec<u16> {
-        let mut pids = procfs::group_members(self.pgid);
-        pids.extend(escaped_from(self.pgid).iter().map(|p| p.pid));
+        let mut pids = procfs::group_members(self.group.pgid());
+        pids.extend(escaped_from(self.group.pgid()).iter().map(|p| p.pid));
         let mut found = procfs::listening_ports(&procfs::socket_inodes_of(pids));
         found.retain(|p| *p != self.listen_port);
         found
@@ -664,7 +611,7 @@ impl Proxy {
                 let live = live_groups().clone().unwrap_or_default();
                 let holder = procfs::descendants(&procfs::processes(), &[me])
                     .into_iter()
-                    .filter(|p| !live.contains(&p.pgrp) || p.pgrp == self.pgid)
+                    .filter(|p| !live.contains(&p.pgrp) || p.pgrp == self.group.pgid())
                     .find(|p| {
                         let inodes = procfs::socket_inodes_of([p.pid]);
                         procfs::listening_ports(&inodes).contains(&self.listen_port)
@@ -683,27 +630,20 @@ impl Proxy {
     /// Lets the drains catch the last words of a proxy that exited: its pipes close once the
     /// whole group is gone. Bounded, since a grandchild may hold them open.
     pub async fn await_output(&mut self) {
-        for d in &mut self.drains {
-            let _ = tokio::time::timeout(Duration::from_millis(500), d).await;
-        }
+        self.group.await_output(OUTPUT_GRACE).await;
     }
 
     /// The exit status if the proxy has exited (checked without waiting).
     pub fn exit_status(&mut self) -> Option<ExitStatus> {
-        if self.exited.is_none() {
-            if let Ok(Some(s)) = self.child.try_wait() {
-                self.exited = Some(s);
-            }
-        }
-        self.exited
+        self.group.exit_status()
     }
 
     pub fn pid(&self) -> i32 {
-        self.pgid
+        self.group.pgid()
     }
 
     pub fn stderr_tail(&self) -> String {
-        self.stderr.lock().unwrap_or_else(|e| e.into_inner()).text()
+        self.group.stderr().text()
     }
 
     /// Detail lines quoting the proxy's stderr tail (last few lines), if it wrote any.
@@ -726,42 +666,13 @@ impl Proxy {
     /// included), then reap the leader and any orphans. Returns the leader's status.
     pub async fn stop(&mut self) -> Option<ExitStatus> {
         if self.stopped {
-            return self.exited;
+            return self.group.exited();
         }
-        let mut escaped = escaped_from(self.pgid);
-        signal_group(self.pgid, Signal::SIGTERM);
-        signal_each(&escaped, Signal::SIGTERM);
-        if self.exited.is_none() {
-            if let Ok(Ok(s)) = tokio::time::timeout(TERM_GRACE, self.child.wait()).await {
-                self.exited = Some(s);
-            }
-        }
-        // Whatever it forked during the grace period counts too.
-        for p in escaped_from(self.pgid) {
-            if !escaped.contains(&p) {
-                escaped.push(p);
-            }
-        }
-        signal_group(self.pgid, Signal::SIGKILL);
-        signal_each(&escaped, Signal::SIGKILL);
-        if self.exited.is_none() {
-            if let Ok(Ok(s)) = tokio::time::timeout(Duration::from_secs(5), self.child.wait()).await
-            {
-                self.exited = Some(s);
-            }
-        }
-        // The leader is reaped (tokio did it); what is left in the group are our orphans, and
-        // the escaped come to us as their parents die.
-        let pgid = self.pgid;
-        let _ = tokio::task::spawn_blocking(move || {
-            reap_group_blocking(pgid, Duration::from_secs(2));
-            reap_each_blocking(&escaped, Duration::from_secs(2));
-        })
-        .await;
-        unregister(self.pgid);
+        let status = self.group.stop(TERM_GRACE).await;
+        unregister(self.group.pgid());
         let _ = tokio::task::spawn_blocking(kill_strays_blocking).await;
         self.stopped = true;
-        self.exited
+        status
     }
 }
 
@@ -770,10 +681,8 @@ impl Drop for Proxy {
     /// leader (`kill_on_drop`), and the next `stop` or exit takes care of orphans.
     fn drop(&mut self) {
         if !self.stopped {
-            let escaped = escaped_from(self.pgid);
-            signal_group(self.pgid, Signal::SIGKILL);
-            signal_each(&escaped, Signal::SIGKILL);
-            unregister(self.pgid);
+            self.group.kill();
+            unregister(self.group.pgid());
         }
     }
 }

@@ -2,6 +2,7 @@
 //! the socket options a scenario needs, and readers paced to make a proxy's writes come back
 //! short.
 
+use std::future::Future;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
@@ -81,11 +82,14 @@ pub enum PortTry<T, E> {
 /// Starts something on a port that was free a moment ago, and again on a new one while the port
 /// turns out taken, `tries` times at most (then the last [`PortTry::Taken`] is the error).
 /// `no_port` makes the error for a port that cannot be found at all.
-pub async fn on_free_port<T, E>(
+pub async fn on_free_port<T, E, F>(
     tries: usize,
     no_port: impl FnOnce(io::Error) -> E,
-    mut start: impl AsyncFnMut(u16) -> PortTry<T, E>,
-) -> Result<T, E> {
+    mut start: impl FnMut(u16) -> F,
+) -> Result<T, E>
+where
+    F: Future<Output = PortTry<T, E>>,
+{
     let mut last = None;
     for _ in 0..tries {
         let port = match free_port() {
@@ -270,38 +274,39 @@ mod tests {
 
     #[tokio::test]
     async fn a_taken_port_is_tried_again_on_another_and_other_failures_end_at_once() {
-        let mut tried = Vec::new();
+        let tried = std::cell::RefCell::new(Vec::new());
+        let tried = &tried;
         let started = on_free_port(
             3,
             |e| e.to_string(),
-            async |port| {
-                tried.push(port);
-                match tried.len() {
+            move |port| async move {
+                tried.borrow_mut().push(port);
+                match tried.borrow().len() {
                     1 => PortTry::Taken(format!("{port}: Address already in use")),
                     _ => PortTry::Started(port),
                 }
             },
         )
         .await;
-        assert_eq!(started, Ok(tried[1]));
+        assert_eq!(started, Ok(tried.borrow()[1]));
         let taken: Result<(), _> = on_free_port(
             2,
             |e| e.to_string(),
-            async |port| PortTry::Taken(format!("{port} taken")),
+            |port| async move { PortTry::Taken(format!("{port} taken")) },
         )
         .await;
         assert!(taken.unwrap_err().ends_with("taken"));
-        let mut calls = 0;
+        let calls = std::cell::Cell::new(0);
         let failed: Result<(), _> = on_free_port(
             5,
             |e| e.to_string(),
-            async |_| {
-                calls += 1;
+            |_| async {
+                calls.set(calls.get() + 1);
                 PortTry::Failed("exit status 1".to_string())
             },
         )
         .await;
-        assert_eq!((failed, calls), (Err("exit status 1".to_string()), 1));
+        assert_eq!((failed, calls.get()), (Err("exit status 1".to_string()), 1));
         assert!(says_port_taken(
             "Error: Address already in use (os error 98)"
         ));

@@ -131,8 +131,9 @@ impl Proxy {
     ) -> Proxy {
         let args: Vec<&str> = mode.args().iter().chain(args).copied().collect();
         let no_port = |e: io::Error| -> String { panic!("no free port on 127.0.0.1: {e}") };
-        let started = peer::on_free_port(START_ATTEMPTS, no_port, async |port| {
-            let mut proxy = Proxy::spawn(dest_port, port, nofile, &args);
+        let args = &args;
+        let started = peer::on_free_port(START_ATTEMPTS, no_port, |port| async move {
+            let mut proxy = Proxy::spawn(dest_port, port, nofile, args);
             match proxy.wait_ready().await {
                 Ok(()) => PortTry::Started(proxy),
                 Err(why) if peer::says_port_taken(&why) => PortTry::Taken(why),
