@@ -107,6 +107,27 @@ pub async fn within<F: Future>(
     })
 }
 
+/// Looks with `look` every `every` until what it sees is `done`, or `limit` has passed, and
+/// returns the last look: for what offers nothing to await (another process's descriptors, the
+/// kernel's tables). Counted as one of the phase's waits.
+pub async fn poll<T, F: Future<Output = T>>(
+    limit: Duration,
+    what: &str,
+    every: Duration,
+    mut look: impl FnMut() -> F,
+    done: impl Fn(&T) -> bool,
+) -> T {
+    let started = Instant::now();
+    loop {
+        let seen = look().await;
+        if done(&seen) || started.elapsed() >= limit {
+            note(what, started.elapsed(), limit);
+            return seen;
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -139,5 +160,40 @@ mod tests {
             (c.what.as_str(), c.waited, c.limit),
             ("b", Duration::from_secs(2), Duration::from_secs(2))
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_poll_returns_what_it_saw_once_done_or_at_its_limit() {
+        let (seen, closest) = tracking(async {
+            let mut n = 0;
+            let found = poll(
+                Duration::from_secs(10),
+                "n to reach 3",
+                Duration::from_secs(1),
+                || {
+                    n += 1;
+                    std::future::ready(n)
+                },
+                |n| *n >= 3,
+            )
+            .await;
+            let never = poll(
+                Duration::from_secs(5),
+                "never",
+                Duration::from_secs(1),
+                || std::future::ready(0),
+                |n| *n > 0,
+            )
+            .await;
+            (found, never)
+        })
+        .await;
+        assert_eq!(seen, (3, 0));
+        let c = closest.unwrap();
+        assert_eq!(
+            (c.what.as_str(), c.limit),
+            ("never", Duration::from_secs(5))
+        );
+        assert!(c.waited >= Duration::from_secs(5), "{c:?}");
     }
 }

@@ -26,7 +26,7 @@ use super::schedule::{
 };
 use super::sockets::Ends;
 use super::target::{Pair, Target};
-use crate::hold;
+use crate::{deadline, hold};
 
 /// Bytes kept beyond what was sent, to show what the extra bytes were.
 const EXTRA_KEPT: usize = 64 * KIB;
@@ -35,6 +35,8 @@ const EXTRA_KEPT: usize = 64 * KIB;
 const GRACE: Duration = Duration::from_millis(50);
 /// How often the proxy's descriptor table is read while waiting for it to close a pair.
 const CLOSE_POLL: Duration = Duration::from_millis(10);
+/// How often the run's deadlines are checked when nothing happens: not a deadline itself.
+const TICK: Duration = Duration::from_millis(100);
 
 /// The deadlines of one run, already scaled.
 #[derive(Debug, Clone, Copy)]
@@ -331,6 +333,9 @@ pub async fn drive(
     }
 
     let mut record = Record::default();
+    // The two deadlines of the run, checked on every event and every tick: the longest stretch
+    // in which nothing moved, against the quiet limit, and the whole run against the backstop.
+    let mut quietest = Duration::ZERO;
     let finished = loop {
         match shared.progress(case) {
             Progress::Done => break true,
@@ -338,6 +343,7 @@ pub async fn drive(
             Progress::Running => {}
         }
         let quiet = shared.lock().last_event.elapsed();
+        quietest = quietest.max(quiet);
         if quiet >= limits.quiet {
             record.quiet_for = Some(quiet);
             break false;
@@ -347,8 +353,18 @@ pub async fn drive(
             break false;
         }
         let notified = shared.notify.notified();
-        let _ = tokio::time::timeout(Duration::from_millis(100), notified).await;
+        let _ = tokio::time::timeout(TICK, notified).await;
     };
+    deadline::observe(
+        "the case's peers to move on (its quiet limit)",
+        quietest,
+        limits.quiet,
+    );
+    deadline::observe(
+        "the case to finish (its backstop)",
+        started.elapsed(),
+        limits.backstop,
+    );
 
     if let (true, Some(close)) = (finished, limits.close) {
         // Directions that never close end only here: any EOF or byte in the grace is wrong.
@@ -362,7 +378,12 @@ pub async fn drive(
                 }
             }
         };
-        let _ = tokio::time::timeout(limits.connect, all).await;
+        let _ = deadline::within(
+            limits.connect,
+            "the case's peers to hand back their sockets",
+            all,
+        )
+        .await;
         let mut closes = JoinSet::new();
         for (i, (c, ends)) in case.connections.iter().zip(&ends).enumerate() {
             if c.up.shutdown == Shutdown::Never || c.down.shutdown == Shutdown::Never {
@@ -404,21 +425,19 @@ pub async fn drive(
 /// Waits for the proxy to close the sockets (by inode) of a finished pair; those it still holds
 /// after `limit`.
 async fn await_closed(pgid: i32, sockets: Vec<(Ends, u64)>, limit: Duration) -> Vec<Ends> {
-    let end = Instant::now() + limit;
-    loop {
+    let sockets = &sockets;
+    let look = || async move {
         let held = tokio::task::spawn_blocking(move || crate::procfs::socket_inodes(pgid))
             .await
             .unwrap_or_default();
-        let open: Vec<Ends> = sockets
+        sockets
             .iter()
             .filter(|(_, inode)| held.contains(inode))
             .map(|(e, _)| *e)
-            .collect();
-        if open.is_empty() || Instant::now() >= end {
-            return open;
-        }
-        tokio::time::sleep(CLOSE_POLL).await;
-    }
+            .collect::<Vec<Ends>>()
+    };
+    let what = "the proxy to close a finished pair's sockets";
+    deadline::poll(limit, what, CLOSE_POLL, look, |open| open.is_empty()).await
 }
 
 /// Distinct bytes for every flow of every run, so a proxy that crosses two connections' streams

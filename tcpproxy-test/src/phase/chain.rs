@@ -200,7 +200,7 @@ async fn await_end(
         if *end.borrow_and_update() >= total {
             return Ok(());
         }
-        match tokio::time::timeout(quiet, end.changed()).await {
+        match within(quiet, "more bytes at the end of the chain", end.changed()).await {
             Ok(Ok(())) => {}
             // Every copier ended: nothing more will arrive.
             Ok(Err(_)) => return Err(Duration::ZERO),

@@ -12,7 +12,7 @@ use tokio::time::Instant;
 
 use super::params::*;
 use super::{Ctx, Failure, PhaseResult};
-use crate::deadline::within;
+use crate::deadline::{self, within};
 use crate::peer::{self, Pacing};
 use crate::procfs;
 use crate::{backlog, check, sockdiag};
@@ -340,14 +340,14 @@ pub async fn descriptor_leaks(ctx: Arc<Ctx>) -> PhaseResult {
     // readings settle: the last pairs' sockets sit in CLOSE_WAIT until the proxy gets round to
     // them, which on a loaded host can come after its descriptor count is back within the slack
     // (docs/reliability.md, "Descriptor leaks under load").
-    let settle = Instant::now() + ctx.scaled(LEAK_SETTLE);
-    let mut after = procfs::open_fds(pgid);
-    let mut close_wait = procfs::close_wait_sockets(pgid);
-    while (after > before + LEAK_FD_SLACK || close_wait > 0) && Instant::now() < settle {
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        after = procfs::open_fds(pgid);
-        close_wait = procfs::close_wait_sockets(pgid);
-    }
+    let (after, close_wait) = deadline::poll(
+        ctx.scaled(LEAK_SETTLE),
+        "the proxy to close the finished connections' descriptors",
+        std::time::Duration::from_millis(50),
+        || async { (procfs::open_fds(pgid), procfs::close_wait_sockets(pgid)) },
+        |(after, close_wait)| *after <= before + LEAK_FD_SLACK && *close_wait == 0,
+    )
+    .await;
     let retried = retried.load(Ordering::Relaxed);
     let retries = format!(
         "{retried} connections were refused, reset or not taken in before any echo and tried again; {unserved} of them on every one of {LEAK_ATTEMPTS} tries"
