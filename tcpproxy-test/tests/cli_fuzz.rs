@@ -30,6 +30,7 @@ const NO_PHASE: &str = "no-such-phase-*-cli-fuzz";
 /// Does not exist, so a vector that gets this far is a usage error.
 const NO_PROXY: &str = "/nonexistent/cli-fuzz/proxy";
 
+/// The harness's own flags but `--only`, which the generator sets itself.
 const FLAGS: &[&str] = &[
     "--stall-timeout",
     "--timeout-scale",
@@ -40,13 +41,12 @@ const FLAGS: &[&str] = &[
     "--output",
     "--list",
     "--exclude",
-    "--help",
-    "-h",
-    "--version",
-    "-V",
-    "--",
-    "-",
 ];
+
+/// Every flag token: the harness's own, then the shared ones.
+fn flags() -> Vec<&'static str> {
+    [FLAGS, argv::SHARED_FLAGS].concat()
+}
 
 /// Flags that take a value (`--only` is the generator's to set).
 const VALUED: &[&str] = &[
@@ -79,25 +79,19 @@ const WORDS: &[&str] = &[
     "",
 ];
 
+/// Numbers the harness's parser is likely to get wrong: words, past `u64`, huge and tiny.
+const ODD_NUMBERS: &[&str] = &[
+    "nan",
+    "inf",
+    "-0",
+    "1e9",
+    "86401",
+    "0.0001",
+    "18446744073709551616",
+];
+
 fn number() -> impl Strategy<Value = String> {
-    prop_oneof![
-        argv::written(0u32..=5),
-        argv::written(any::<i64>()),
-        argv::written(any::<u64>()),
-        argv::written(any::<f64>()),
-        prop::sample::select(
-            &[
-                "nan",
-                "inf",
-                "-0",
-                "1e9",
-                "86401",
-                "0.0001",
-                "18446744073709551616"
-            ][..]
-        )
-        .prop_map(str::to_string),
-    ]
+    argv::number(ODD_NUMBERS)
 }
 
 fn value() -> impl Strategy<Value = String> {
@@ -124,7 +118,7 @@ fn any_token() -> impl Strategy<Value = OsString> {
 /// A token that starts with `-`, so it is never taken for the proxy before `--`.
 fn flag_token() -> impl Strategy<Value = OsString> {
     prop_oneof![
-        4 => prop::sample::select(FLAGS).prop_map(OsString::from),
+        4 => prop::sample::select(flags()).prop_map(OsString::from),
         4 => argv::assignment(VALUED, value()),
         1 => argv::unknown_long(),
         1 => argv::unknown_short(),

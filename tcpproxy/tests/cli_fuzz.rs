@@ -28,23 +28,12 @@ const RUNS_FOR: f64 = 1.0;
 /// A vector that does not parse must exit well within this.
 const EXITS_WITHIN: f64 = 10.0;
 
-/// Tokens that are flags, or look like them, besides [`LONG_OPTIONS`].
-const OTHER_FLAGS: &[&str] = &[
-    "-v",
-    "-vv",
-    "-vvvvvv",
-    "--help",
-    "-h",
-    "--version",
-    "-V",
-    "--",
-    "-",
-    "--=",
-];
+/// Tokens that are flags, or look like them, besides [`LONG_OPTIONS`] and the shared ones.
+const OTHER_FLAGS: &[&str] = &["-v", "-vv", "-vvvvvv", "--="];
 
-/// Every flag token: the long options, then the others.
+/// Every flag token: the long options, the shared ones, then the others.
 fn flags() -> Vec<&'static str> {
-    [LONG_OPTIONS, OTHER_FLAGS].concat()
+    [LONG_OPTIONS, argv::SHARED_FLAGS, OTHER_FLAGS].concat()
 }
 
 /// Options given a value with `=`, whether they take one or not.
@@ -82,14 +71,7 @@ const ODD_NUMBERS: &[&str] = &[
 ];
 
 fn number() -> impl Strategy<Value = String> {
-    prop_oneof![
-        argv::written(0u32..=5),
-        argv::written(1u32..=65535),
-        argv::written(any::<i64>()),
-        argv::written(any::<f64>()),
-        (0.0f64..100.0).prop_map(|n| format!("{n:.3}")),
-        prop::sample::select(ODD_NUMBERS).prop_map(str::to_string),
-    ]
+    argv::number(ODD_NUMBERS)
 }
 
 /// One argument; `held` is a port that is in use, so a vector naming it as LISTEN_PORT ends.

@@ -209,7 +209,7 @@ async fn hundred_thousand_short_connections_leave_descriptors_and_memory_flat() 
 // Loss check under load
 
 /// How a pair ends its two directions.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Ending {
     /// Both ends write at once and each half-closes after its last byte.
     Together,
@@ -219,21 +219,26 @@ enum Ending {
     ServerFirst,
 }
 
+/// What one end of a transfer does.
+#[derive(Debug, Clone, Copy)]
+struct End {
+    /// Bytes it writes before it half-closes.
+    writes: usize,
+    /// Most bytes per write.
+    chunk: usize,
+    /// Most bytes per read and a pause before each read: a slow reader makes the proxy's writes
+    /// come back short and holds data in it when the EOF comes.
+    read: (usize, Duration),
+}
+
 /// One transfer: sizes, pacing and ending drawn from the run's seed.
 #[derive(Debug, Clone)]
 struct Transfer {
     id: usize,
     mode: Mode,
-    up: usize,
-    down: usize,
     ending: Ending,
-    /// Most bytes per write, per side.
-    client_chunk: usize,
-    server_chunk: usize,
-    /// Most bytes per read and a pause before each read, per side: a slow reader makes the
-    /// proxy's writes come back short and holds data in it when the EOF comes.
-    client_read: (usize, Duration),
-    server_read: (usize, Duration),
+    client: End,
+    server: End,
     /// A small SO_RCVBUF on the client, so its slowness reaches the proxy at once.
     small_client_rcvbuf: bool,
 }
@@ -257,21 +262,28 @@ impl Transfer {
             2 => (16 * 1024, Duration::from_millis(1)),
             _ => (4 * 1024, Duration::from_millis(1)),
         };
+        // Drawn in this order, so a seed still names the transfers it named before.
+        let mode = if rng.random_bool(0.5) {
+            Mode::Splice
+        } else {
+            Mode::Copy
+        };
+        let writes = [size(rng), size(rng)];
+        let ending =
+            [Ending::Together, Ending::ClientFirst, Ending::ServerFirst][rng.random_range(0..3)];
+        let chunks = [chunk(rng), chunk(rng)];
+        let reads = [read(rng), read(rng)];
+        let end = |i: usize| End {
+            writes: writes[i],
+            chunk: chunks[i],
+            read: reads[i],
+        };
         Transfer {
             id,
-            mode: if rng.random_bool(0.5) {
-                Mode::Splice
-            } else {
-                Mode::Copy
-            },
-            up: size(rng),
-            down: size(rng),
-            ending: [Ending::Together, Ending::ClientFirst, Ending::ServerFirst]
-                [rng.random_range(0..3)],
-            client_chunk: chunk(rng),
-            server_chunk: chunk(rng),
-            client_read: read(rng),
-            server_read: read(rng),
+            mode,
+            ending,
+            client: end(0),
+            server: end(1),
             small_client_rcvbuf: rng.random_bool(0.3),
         }
     }
@@ -372,25 +384,25 @@ fn mismatch(dir: &str, len: usize, sent: &io::Result<[u8; 32]>, got: &Received) 
     ))
 }
 
-/// One end of a transfer: writes `len` bytes of `seed`'s pattern, `chunk` at a time (once
-/// `after_eof` says the other end's EOF has come, when that end goes first), and at once reads
-/// the other end's bytes, of `read_seed`, paced by `read`, to the EOF it reports in `eof_seen`.
+/// One end of a transfer: writes `end.writes` bytes of `write_seed`'s pattern, `end.chunk` at a
+/// time, and at once reads the other end's bytes, of `read_seed`, paced by `end.read`, to EOF;
+/// when `other_first`, it writes only once that EOF has come.
 async fn run_end(
     conn: &mut tokio::net::TcpStream,
-    (seed, len, chunk): (u64, usize, usize),
-    (read_seed, read): (u64, (usize, Duration)),
-    after_eof: Option<oneshot::Receiver<()>>,
-    eof_seen: oneshot::Sender<()>,
+    end: End,
+    (write_seed, read_seed): (u64, u64),
+    other_first: bool,
 ) -> (io::Result<[u8; 32]>, Received) {
+    let (eof_seen, other_eof) = oneshot::channel::<()>();
     let (mut r, mut w) = conn.split();
     let write = async {
-        if let Some(other_eof) = after_eof {
+        if other_first {
             let _ = other_eof.await;
         }
-        send(&mut w, seed, len, chunk).await
+        send(&mut w, write_seed, end.writes, end.chunk).await
     };
     let read = async {
-        let got = receive(&mut r, read_seed, read).await;
+        let got = receive(&mut r, read_seed, end.read).await;
         let _ = eof_seen.send(());
         got
     };
@@ -412,36 +424,24 @@ async fn run_transfer(t: Transfer, proxy_port: u16, dest: Dest, seed: u64) -> Re
         mut client,
         mut server,
     } = pair;
-    let (client_eof_seen, wait_client_eof) = oneshot::channel::<()>();
-    let (server_eof_seen, wait_server_eof) = oneshot::channel::<()>();
-    let client_side = run_end(
-        &mut client,
-        (up_seed, t.up, t.client_chunk),
-        (down_seed, t.client_read),
-        matches!(t.ending, Ending::ServerFirst).then_some(wait_server_eof),
-        server_eof_seen,
-    );
-    let server_side = run_end(
-        &mut server,
-        (down_seed, t.down, t.server_chunk),
-        (up_seed, t.server_read),
-        matches!(t.ending, Ending::ClientFirst).then_some(wait_client_eof),
-        client_eof_seen,
-    );
+    let server_first = t.ending == Ending::ServerFirst;
+    let client_first = t.ending == Ending::ClientFirst;
+    let client_side = run_end(&mut client, t.client, (up_seed, down_seed), server_first);
+    let server_side = run_end(&mut server, t.server, (down_seed, up_seed), client_first);
     let what = format!("transfer {} ({t:?})", t.id);
     let ((up_sent, down_got), (down_sent, up_got)) = with_deadline(scaled(120.0), &what, async {
         tokio::join!(client_side, server_side)
     })
     .await;
     let wrong: Vec<String> = [
-        mismatch("client->server", t.up, &up_sent, &up_got),
-        mismatch("server->client", t.down, &down_sent, &down_got),
+        mismatch("client->server", t.client.writes, &up_sent, &up_got),
+        mismatch("server->client", t.server.writes, &down_sent, &down_got),
     ]
     .into_iter()
     .flatten()
     .collect();
     if wrong.is_empty() {
-        Ok((t.up + t.down) as u64)
+        Ok((t.client.writes + t.server.writes) as u64)
     } else {
         Err(format!("{what}: {}", wrong.join("; ")))
     }

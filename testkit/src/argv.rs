@@ -14,6 +14,10 @@ use proptest::prelude::*;
 
 use crate::process::describe_status;
 
+/// Flags every binary here gives a meaning of its own (help, version) or none (`--` ends the
+/// options, `-` is a plain argument): tokens for every generator, besides the binary's own.
+pub const SHARED_FLAGS: &[&str] = &["--help", "-h", "--version", "-V", "--", "-"];
+
 /// `values` as arguments, written as `Display` writes them (`-3`, `NaN`, `1e-7`).
 pub fn written<S>(values: S) -> impl Strategy<Value = String>
 where
@@ -21,6 +25,21 @@ where
     S::Value: ToString,
 {
     values.prop_map(|v| v.to_string())
+}
+
+/// A number as an argument: small, a port, any `i64`, `u64` or `f64` as written, a decimal with
+/// three places, or one of `odd`: the forms a binary's parser is likely to get wrong (`nan`,
+/// `1e400`, `0x10`, one past its largest value).
+pub fn number(odd: &'static [&'static str]) -> impl Strategy<Value = String> {
+    prop_oneof![
+        written(0u32..=5),
+        written(1u32..=65535),
+        written(any::<i64>()),
+        written(any::<u64>()),
+        written(any::<f64>()),
+        (0.0f64..100.0).prop_map(|n| format!("{n:.3}")),
+        prop::sample::select(odd).prop_map(str::to_string),
+    ]
 }
 
 /// `--flag=value`, for one of `flags` (those that take a value).
