@@ -2,7 +2,10 @@
 
 use std::time::Duration;
 
-use crate::support::{HeavySlot, Run, assert_matches, fixtures_bin, run_harness};
+use crate::support::{
+    HeavySlot, Run, assert_has_line, assert_matches, assert_stderr_has, assert_stdout_has,
+    fixtures_bin, run_harness, temp_file, temp_path,
+};
 
 const LIMIT: Duration = Duration::from_secs(120);
 /// Two quick phases, so each format run takes a second or two.
@@ -45,11 +48,9 @@ fn list_prints_every_phase_id_and_name() {
         "{}",
         run.dump()
     );
-    assert!(
-        run.stdout
-            .contains("timeout/lazy-forward   Timeout of lazy forward client\n"),
-        "{}",
-        run.dump()
+    assert_stdout_has(
+        &run,
+        "timeout/lazy-forward   Timeout of lazy forward client\n",
     );
 }
 
@@ -62,14 +63,38 @@ fn filters_select_phases_and_an_empty_selection_is_a_usage_error() {
     );
     let run = run_harness(&["--only", "no/such-*"], LIMIT);
     assert_eq!(run.code, Some(2), "{}", run.dump());
-    assert!(run.stderr.contains("no phase matches"), "{}", run.dump());
+    assert_stderr_has(&run, "no phase matches");
+}
+
+/// A phase the quick run passed, as the JSON report lists it: the two differ only in these.
+fn passed_phase_json(id: &str, name: &str) -> String {
+    format!(
+        r#"    {{
+      "id": "{id}",
+      "name": "{name}",
+      "verdict": "passed",
+      "duration_secs": [..],
+      "message": "",
+      "details": [],
+      "proxy_exit": null,
+      "stderr_tail": null,
+      "closest_wait": {{
+        "what": "[..]",
+        "waited_secs": [..],
+        "limit_secs": [..]
+      }}
+    }}"#
+    )
 }
 
 #[test]
 fn json_is_the_versioned_model() {
     let run = quick_reference("json");
-    assert_matches(
-        r#"{
+    let phases = [
+        passed_phase_json("echo/single", "Single echo connection"),
+        passed_phase_json("shutdown/one-way", "One-way shutdown"),
+    ];
+    let head = r#"{
   "format": "tcpproxy-test-report",
   "version": 1,
   "proxy": "[..]tcpproxy-test __reference-proxy --stall-timeout 2",
@@ -84,39 +109,9 @@ fn json_is_the_versioned_model() {
     "warning": 0,
     "skipped": 0
   },
-  "phases": [
-    {
-      "id": "echo/single",
-      "name": "Single echo connection",
-      "verdict": "passed",
-      "duration_secs": [..],
-      "message": "",
-      "details": [],
-      "proxy_exit": null,
-      "stderr_tail": null,
-      "closest_wait": {
-        "what": "[..]",
-        "waited_secs": [..],
-        "limit_secs": [..]
-      }
-    },
-    {
-      "id": "shutdown/one-way",
-      "name": "One-way shutdown",
-      "verdict": "passed",
-      "duration_secs": [..],
-      "message": "",
-      "details": [],
-      "proxy_exit": null,
-      "stderr_tail": null,
-      "closest_wait": {
-        "what": "[..]",
-        "waited_secs": [..],
-        "limit_secs": [..]
-      }
-    }
-  ]
-}"#,
+  "phases": ["#;
+    assert_matches(
+        &format!("{head}\n{}\n  ]\n}}", phases.join(",\n")),
         &run.stdout,
     );
     assert_the_documented_model_has_the_same_fields(&run.stdout);
@@ -124,43 +119,34 @@ fn json_is_the_versioned_model() {
     // replay with that seed sends other bytes; the string beside it survives any reader.
     let run = quick(&["--format", "json", "--seed", "7080451246934867592"]);
     assert_eq!(run.code, Some(0), "{}", run.dump());
-    assert!(
-        run.stdout.contains(
-            "  \"seed\": 7080451246934867592,\n  \"seed_text\": \"7080451246934867592\",\n"
-        ),
-        "{}",
-        run.dump()
+    assert_stdout_has(
+        &run,
+        "  \"seed\": 7080451246934867592,\n  \"seed_text\": \"7080451246934867592\",\n",
     );
 }
 
 #[test]
 fn junit_goes_to_the_output_file_and_human_lines_stay_on_stdout() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("junit.xml");
+    let (_dir, path) = temp_path("junit.xml");
     let run = quick(&["--format", "junit", "--output", path.to_str().unwrap()]);
     assert_eq!(run.code, Some(0), "{}", run.dump());
     assert_matches(
         "Single echo connection: passed\nOne-way shutdown: passed\n2 passed, 0 failed\n",
         &run.stdout,
     );
+    // The layout is the unit snapshot's (src/report/junit.rs); here, that this run reached the
+    // file: its proxy, its stall timeout, its two phases.
     let xml = std::fs::read_to_string(&path).unwrap();
-    assert_matches(
-        r#"<?xml version="1.0" encoding="UTF-8"?>
-<testsuites name="tcpproxy-test: [..]tcpproxy-test __reference-proxy --stall-timeout 2" tests="2" failures="0" errors="0">
-    <testsuite name="tcpproxy-test: [..]tcpproxy-test __reference-proxy --stall-timeout 2" tests="2" disabled="0" errors="0" failures="0" time="[..]">
-        <properties>
-            <property name="proxy" value="[..]tcpproxy-test __reference-proxy --stall-timeout 2"/>
-            <property name="seed" value="[..]"/>
-            <property name="stall_timeout_secs" value="2"/>
-        </properties>
-        <testcase name="Single echo connection" classname="echo/single" time="[..]">
-        </testcase>
-        <testcase name="One-way shutdown" classname="shutdown/one-way" time="[..]">
-        </testcase>
-    </testsuite>
-</testsuites>"#,
-        &xml,
-    );
+    assert!(xml.starts_with("<?xml "), "{xml}");
+    for line in [
+        r#"<testsuites name="tcpproxy-test: [..]tcpproxy-test __reference-proxy --stall-timeout 2" tests="2" failures="0" errors="0">"#,
+        r#"[..]<property name="proxy" value="[..]tcpproxy-test __reference-proxy --stall-timeout 2"/>"#,
+        r#"[..]<property name="stall_timeout_secs" value="2"/>"#,
+        r#"[..]<testcase name="Single echo connection" classname="echo/single" time="[..]">"#,
+        r#"[..]<testcase name="One-way shutdown" classname="shutdown/one-way" time="[..]">"#,
+    ] {
+        assert_has_line(line, &xml);
+    }
 }
 
 #[test]
@@ -169,26 +155,26 @@ fn tap_reports_failures_with_a_yaml_block() {
     // started, so the run exits 4.
     let run = quick(&["--format", "tap", "sh", "-c", "exit 3"]);
     assert_eq!(run.code, Some(4), "{}", run.dump());
+    // The two phases fail alike: only their number, name and id differ.
+    let failed = |n: u32, name: &str, id: &str| {
+        format!(
+            r#"not ok {n} - {name} # {id}
+  ---
+  message: "expected the proxy to listen on port [..], but it exited first (exit status 3)"
+  duration_ms: [..]
+  proxy_exit: "exit status 3"
+  details:
+    - "proxy: [..]"
+  ...
+"#
+        )
+    };
     assert_matches(
-        r#"TAP version 13
-1..2
-not ok 1 - Single echo connection # echo/single
-  ---
-  message: "expected the proxy to listen on port [..], but it exited first (exit status 3)"
-  duration_ms: [..]
-  proxy_exit: "exit status 3"
-  details:
-    - "proxy: [..]"
-  ...
-not ok 2 - One-way shutdown # shutdown/one-way
-  ---
-  message: "expected the proxy to listen on port [..], but it exited first (exit status 3)"
-  duration_ms: [..]
-  proxy_exit: "exit status 3"
-  details:
-    - "proxy: [..]"
-  ...
-"#,
+        &format!(
+            "TAP version 13\n1..2\n{}{}",
+            failed(1, "Single echo connection", "echo/single"),
+            failed(2, "One-way shutdown", "shutdown/one-way")
+        ),
         &run.stdout,
     );
 }
@@ -273,9 +259,10 @@ fn prairielearn_results_score_the_share_of_phases_earned() {
 
 #[test]
 fn prairielearn_build_failure_is_gradable_with_score_zero_and_the_log() {
-    let dir = tempfile::tempdir().unwrap();
-    let log = dir.path().join("build.log");
-    std::fs::write(&log, "tcpproxy.c:3:1: error: unknown type name 'sockt'\n").unwrap();
+    let (dir, log) = temp_file(
+        "build.log",
+        "tcpproxy.c:3:1: error: unknown type name 'sockt'\n",
+    );
     let results = dir.path().join("results.json");
     let run = run_harness(
         &[

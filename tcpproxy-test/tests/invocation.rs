@@ -4,7 +4,8 @@
 use std::time::Duration;
 
 use crate::support::{
-    ALL_PHASES, HeavySlot, Run, assert_nothing_left, run_harness, write_executable,
+    ALL_PHASES, HeavySlot, Run, assert_nothing_left, assert_stderr_has, assert_stdout_has,
+    run_harness, write_executable,
 };
 
 const LIMIT: Duration = Duration::from_secs(90);
@@ -97,16 +98,12 @@ fn bad_flags_are_usage_errors() {
 fn help_exits_zero() {
     let run = run_harness(&["--help"], LIMIT);
     assert_eq!(run.code, Some(0), "{}", run.dump());
-    assert!(run.stdout.contains("--stall-timeout"), "{}", run.dump());
+    assert_stdout_has(&run, "--stall-timeout");
     // Usage lines name the command as typed (`grade --help` said `Usage: grade`).
     for sub in ["fuzz", "grade"] {
         let run = run_harness(&[sub, "--help"], LIMIT);
         assert_eq!(run.code, Some(0), "{}", run.dump());
-        assert!(
-            run.stdout.contains(&format!("Usage: tcpproxy-test {sub} ")),
-            "{}",
-            run.dump()
-        );
+        assert_stdout_has(&run, &format!("Usage: tcpproxy-test {sub} "));
     }
 }
 
@@ -187,11 +184,7 @@ fn a_proxy_that_exits_at_once_is_explained_once_and_exits_4() {
         "{}",
         run.dump()
     );
-    assert!(
-        run.stderr.contains("the proxy never started"),
-        "{}",
-        run.dump()
-    );
+    assert_stderr_has(&run, "the proxy never started");
     assert_nothing_left(&run);
 }
 
@@ -201,12 +194,8 @@ fn a_proxy_that_never_listens_fails_within_the_readiness_deadline() {
     // Scaled to 6 s of the 30 s start deadline: the first start alone, then the rest at once.
     let run = never_listening("exec sleep 300");
     assert_eq!(run.failed().len(), ALL_PHASES.len(), "{}", run.dump());
-    assert!(
-        run.stdout.contains("within 6.0s, but it never did"),
-        "{}",
-        run.dump()
-    );
-    assert!(run.stdout.contains("--jobs"), "{}", run.dump());
+    assert_stdout_has(&run, "within 6.0s, but it never did");
+    assert_stdout_has(&run, "--jobs");
     assert!(run.elapsed < Duration::from_secs(40), "{}", run.dump());
 }
 
@@ -220,7 +209,7 @@ fn a_proxy_whose_child_leaves_its_session_leaves_nothing_behind() {
 fn a_proxy_that_floods_stderr_is_judged_and_its_output_bounded() {
     let _slot = HeavySlot::acquire();
     let run = never_listening("while :; do echo flood flood flood; done >&2");
-    assert!(run.stdout.contains("flood"), "{}", run.dump());
+    assert_stdout_has(&run, "flood");
     // Only a tail is kept: the report stays small however much the proxy wrote.
     assert!(
         run.stdout.len() < 64 * 1024,

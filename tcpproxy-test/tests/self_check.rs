@@ -5,7 +5,9 @@ use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::support::{HeavySlot, assert_nothing_left, fixtures_bin, run_harness};
+use crate::support::{
+    HeavySlot, assert_nothing_left, assert_stdout_has, fixtures_bin, run_harness,
+};
 
 /// An executable at `dir/name` that runs fixture `fixture` with the stall timeout of these tests.
 fn fixture_exe(dir: &Path, name: &str, fixture: &str) -> PathBuf {
@@ -49,11 +51,7 @@ fn a_failure_the_reference_passes_beside_it_is_confirmed() {
         "{}",
         run.dump()
     );
-    assert!(
-        run.stdout.contains("0 passed, 1 failed\n"),
-        "{}",
-        run.dump()
-    );
+    assert_stdout_has(&run, "0 passed, 1 failed\n");
     assert_nothing_left(&run);
 }
 

@@ -243,3 +243,47 @@ fn wildcards_match_within_a_line_only() {
     assert!(!line_matches("took [..]s", "took 1.5"));
     assert!(!line_matches("exact", "exactly"));
 }
+
+/// Asserts that the run's stdout contains `part`, showing the whole run otherwise.
+#[track_caller]
+pub fn assert_stdout_has(run: &Run, part: &str) {
+    assert!(
+        run.stdout.contains(part),
+        "expected stdout to contain {part:?}\n{}",
+        run.dump()
+    );
+}
+
+/// A path named `name` in a fresh temporary directory, which goes away with the guard returned.
+pub fn temp_path(name: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let path = dir.path().join(name);
+    (dir, path)
+}
+
+/// [`temp_path`], holding a file with `text`.
+pub fn temp_file(name: &str, text: &str) -> (tempfile::TempDir, PathBuf) {
+    let (dir, path) = temp_path(name);
+    std::fs::write(&path, text).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+    (dir, path)
+}
+
+/// Asserts that some line of `got` matches `pattern` (`[..]` matches any text, as in
+/// [`assert_matches`]). Panics showing both otherwise.
+#[track_caller]
+pub fn assert_has_line(pattern: &str, got: &str) {
+    assert!(
+        got.lines().any(|l| line_matches(pattern, l)),
+        "no line matches\n--- pattern ---\n{pattern}\n--- got ---\n{got}"
+    );
+}
+
+/// Asserts that the run's stderr contains `part`, showing the whole run otherwise.
+#[track_caller]
+pub fn assert_stderr_has(run: &Run, part: &str) {
+    assert!(
+        run.stderr.contains(part),
+        "expected stderr to contain {part:?}\n{}",
+        run.dump()
+    );
+}
