@@ -170,10 +170,31 @@ fn parse(reply: &[u8], seq: u32, ends: Ends) -> Reply {
     }
 }
 
+/// For tests of the socket readings: a connection on loopback, not yet accepted, and its
+/// client's ends.
+#[cfg(test)]
+pub(crate) fn loopback_client() -> (std::net::TcpListener, std::net::TcpStream, Ends) {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let c = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+    let ends = Ends {
+        local: c.local_addr().unwrap().port(),
+        remote: l.local_addr().unwrap().port(),
+    };
+    (l, c, ends)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::io::Write as _;
+
+    /// The server's ends of the connection whose client has `client`.
+    fn facing(client: Ends) -> Ends {
+        Ends {
+            local: client.remote,
+            remote: client.local,
+        }
+    }
 
     #[test]
     fn a_request_is_one_netlink_message_for_one_socket() {
@@ -195,13 +216,9 @@ mod tests {
         let Ok(mut diag) = Diag::open() else {
             return;
         };
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let mut c = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
-        let (s, _) = l.accept().unwrap();
-        let ends = Ends {
-            local: s.local_addr().unwrap().port(),
-            remote: s.peer_addr().unwrap().port(),
-        };
+        let (l, mut c, client) = loopback_client();
+        let (_s, _) = l.accept().unwrap();
+        let ends = facing(client);
         c.write_all(&[7; 1000]).unwrap();
         // Loopback delivers in softirq context, usually before write returns; not always.
         let end = std::time::Instant::now() + std::time::Duration::from_secs(10);
@@ -225,12 +242,8 @@ mod tests {
         let Ok(mut diag) = Diag::open() else {
             return;
         };
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let c = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
-        let ends = Ends {
-            local: l.local_addr().unwrap().port(),
-            remote: c.local_addr().unwrap().port(),
-        };
+        let (l, _c, client) = loopback_client();
+        let ends = facing(client);
         // connect returns once the SYN-ACK is in; the listener's child follows the last ACK,
         // which loopback delivers within the connect call or just after it.
         let end = std::time::Instant::now() + std::time::Duration::from_secs(10);

@@ -159,33 +159,36 @@ pub fn again(case: &Case, rec: &Record, verdict: &Result<(), Violation>) -> Opti
                     // A write is late by the time since the fill began (no stall it set off
                     // can predate that), a read by how long the proxy held bytes before the
                     // receiver read on; a read counts only if every byte before it was right.
-                    if let Some(e) = f.write_failed.as_ref().filter(|e| e.reset) {
-                        let into = e.at.saturating_sub(h.began);
-                        if hold::harness_late(into, stall) {
-                            return Some(Again::Late(format!(
-                                "the {}'s write was reset {:.2}s into the fill (stall timeout {:.2}s): {}",
-                                d.sender(),
-                                secs(into),
-                                secs(stall),
-                                e.error
-                            )));
-                        }
-                    }
                     let clean = f.got.len() <= f.sent.len() && f.sent.starts_with(&f.got);
-                    let stalled = f.shut_at.map(|s| s.saturating_sub(h.clear));
-                    if let (Some(e), true, Some(stalled)) =
-                        (f.read_failed.as_ref().filter(|e| e.reset), clean, stalled)
-                    {
-                        if hold::harness_late(stalled, stall) {
-                            return Some(Again::Late(format!(
-                                "the {} began reading {:.2}s after the proxy was last seen holding nothing (stall timeout {:.2}s), and after {} bytes the read failed: {}",
-                                d.receiver(),
-                                secs(stalled),
-                                secs(stall),
-                                f.received,
-                                e.error
-                            )));
-                        }
+                    let write = f.write_failed.as_ref().map(|e| {
+                        let into = e.at.saturating_sub(h.began);
+                        let what = format!(
+                            "the {}'s write, {:.2}s into the fill,",
+                            d.sender(),
+                            secs(into)
+                        );
+                        (e, into, what)
+                    });
+                    let read = f.read_failed.as_ref().filter(|_| clean).zip(f.shut_at).map(|(e, shut)| {
+                        let stalled = shut.saturating_sub(h.clear);
+                        let what = format!(
+                            "the {}'s read after {} bytes, begun {:.2}s after the proxy was last seen holding nothing,",
+                            d.receiver(),
+                            f.received,
+                            secs(stalled)
+                        );
+                        (e, stalled, what)
+                    });
+                    let late = [write, read]
+                        .into_iter()
+                        .flatten()
+                        .find(|(e, waited, _)| e.reset && hold::harness_late(*waited, stall));
+                    if let Some((e, _, what)) = late {
+                        return Some(Again::Late(format!(
+                            "{what} was reset (stall timeout {:.2}s): {}",
+                            secs(stall),
+                            e.error
+                        )));
                     }
                 }
                 Err(_) => {}
@@ -777,7 +780,7 @@ pub fn differences(case: &Case, proxy: &Record, reference: &Record) -> Vec<Strin
 mod tests {
     use std::sync::Arc;
 
-    use super::super::peers::{ConnRecord, IoFailure};
+    use super::super::peers::{ConnRecord, HoldRecord, IoFailure};
     use super::super::schedule::parse_cases;
     use super::*;
 
@@ -787,6 +790,14 @@ mod tests {
         ))
         .unwrap()
         .remove(0)
+    }
+
+    /// As [`clean`], but the receiver got only the first `received` bytes before the EOF.
+    fn cut(len: usize, received: usize) -> FlowRecord {
+        let mut f = clean(len);
+        f.got.truncate(received);
+        f.received = received;
+        f
     }
 
     /// A reset seen `ms` after the start.
@@ -823,6 +834,17 @@ mod tests {
         }
     }
 
+    /// The violation a run of [`case`] with these two directions breaks the contract with.
+    #[track_caller]
+    fn broken(up: FlowRecord, down: FlowRecord) -> Violation {
+        judge(&case(), &record(up, down)).unwrap_err()
+    }
+
+    #[track_caller]
+    fn says(text: &str, part: &str) {
+        assert!(text.contains(part), "{text:?} does not say {part:?}");
+    }
+
     fn case() -> Case {
         one_connection(
             "write 100; shutdown after-last-byte; reader eager",
@@ -837,11 +859,16 @@ mod tests {
 
     // ---- bytes ----
 
+    /// The violation for 100 bytes up, one of them changed on the way.
+    fn flipped(at: usize) -> Violation {
+        let mut up = clean(100);
+        up.got[at] ^= 1;
+        broken(up, clean(50))
+    }
+
     #[test]
     fn a_changed_byte_is_found_with_its_offset() {
-        let mut up = clean(100);
-        up.got[60] ^= 1;
-        let v = judge(&case(), &record(up, clean(50))).unwrap_err();
+        let v = flipped(60);
         assert!(
             v.summary.starts_with("connection 1, client->server (100 bytes): got 100 of 100 bytes (hash differs); first difference at offset 60"),
             "{}",
@@ -852,9 +879,7 @@ mod tests {
 
     #[test]
     fn a_changed_last_byte_is_named_too() {
-        let mut up = clean(100);
-        up.got[99] ^= 1;
-        let v = judge(&case(), &record(up, clean(50))).unwrap_err();
+        let v = flipped(99);
         assert!(
             v.hint
                 .unwrap()
@@ -871,20 +896,14 @@ mod tests {
         let again = up.got[..40].to_vec();
         up.got.extend_from_slice(&again);
         up.received = 140;
-        let v = judge(&case(), &record(up, clean(50))).unwrap_err();
-        assert!(
-            v.summary.contains("extra bytes start at offset 100"),
-            "{}",
-            v.summary
-        );
+        let v = broken(up, clean(50));
+        says(&v.summary, "extra bytes start at offset 100");
     }
 
     #[test]
     fn a_short_prefix_alone_is_not_judged_as_bytes() {
         // Missing bytes without an EOF: that is for the liveness check, not a byte mismatch.
-        let mut up = clean(100);
-        up.got.truncate(30);
-        up.received = 30;
+        let mut up = cut(100, 30);
         up.eof_at = None;
         assert_eq!(wrong_bytes(0, Dir::Up, &up), None);
     }
@@ -896,26 +915,17 @@ mod tests {
         let mut down = clean(50);
         down.eof_before_shutdown = true;
         down.shut_at = None;
-        let v = judge(&case(), &record(clean(100), down)).unwrap_err();
-        assert!(
-            v.summary
-                .contains("server had not shut down its write half"),
-            "{}",
-            v.summary
-        );
+        let v = broken(clean(100), down);
+        says(&v.summary, "server had not shut down its write half");
     }
 
     #[test]
     fn an_early_eof_names_the_lost_tail() {
-        let mut up = clean(100);
-        up.got.truncate(70);
-        up.received = 70;
-        let v = judge(&case(), &record(up, clean(50))).unwrap_err();
-        assert!(
-            v.summary
-                .contains("EOF reached the server after only 70 of 100 bytes"),
-            "{}",
-            v.summary
+        let up = cut(100, 70);
+        let v = broken(up, clean(50));
+        says(
+            &v.summary,
+            "EOF reached the server after only 70 of 100 bytes",
         );
         assert!(v.hint.unwrap().contains("the last 30 bytes never arrived"));
     }
@@ -925,9 +935,18 @@ mod tests {
         let mut down = clean(50);
         down.read_failed = Some(reset("Connection reset by peer (os error 104)", 0));
         down.eof_at = None;
-        let v = judge(&case(), &record(clean(100), down)).unwrap_err();
-        assert!(v.summary.contains("client's read failed"), "{}", v.summary);
+        let v = broken(clean(100), down);
+        says(&v.summary, "client's read failed");
         assert!(v.hint.unwrap().contains("reset"));
+    }
+
+    /// The violation of a run of `c` that ended after nothing moved for 5 s.
+    #[track_caller]
+    fn quiet_for_5s(c: &Case, up: FlowRecord, down: FlowRecord) -> Violation {
+        let mut rec = record(up, down);
+        rec.quiet_for = Some(Duration::from_secs(5));
+        rec.elapsed = Duration::from_secs(5);
+        judge(c, &rec).unwrap_err()
     }
 
     #[test]
@@ -943,21 +962,13 @@ mod tests {
             ..FlowRecord::default()
         };
         down.shut_at = None;
-        let mut rec = record(up, down);
-        rec.quiet_for = Some(Duration::from_secs(5));
-        rec.elapsed = Duration::from_secs(5);
-        let v = judge(&c, &rec).unwrap_err();
+        let v = quiet_for_5s(&c, up, down);
         assert!(
             v.summary.starts_with("nothing moved for 5.0s"),
             "{}",
             v.summary
         );
-        assert!(
-            v.summary
-                .contains("the server read all 100, but no EOF followed"),
-            "{}",
-            v.summary
-        );
+        says(&v.summary, "the server read all 100, but no EOF followed");
         assert_eq!(
             v.details,
             [
@@ -982,10 +993,7 @@ mod tests {
         let waiting = FlowRecord::default();
         let mut down = clean(0);
         down.eof_at = None;
-        let mut rec = record(waiting, down);
-        rec.quiet_for = Some(Duration::from_secs(5));
-        rec.elapsed = Duration::from_secs(5);
-        let v = judge(&c, &rec).unwrap_err();
+        let v = quiet_for_5s(&c, waiting, down);
         assert_eq!(
             v.summary,
             "nothing moved for 5.0s while the case was not done: connection 1, server->client: the server sent nothing and shut down its write half 5.0s before the end, but no EOF reached the client"
@@ -1011,11 +1019,7 @@ mod tests {
             remote: 5000,
         }];
         let v = judge(&case(), &rec).unwrap_err();
-        assert!(
-            v.summary.contains("still held 1 of the pair's sockets"),
-            "{}",
-            v.summary
-        );
+        says(&v.summary, "still held 1 of the pair's sockets");
     }
 
     #[test]
@@ -1134,6 +1138,71 @@ mod tests {
         );
         up.write_failed = Some(reset("Broken pipe (os error 32)", 1000));
         assert_eq!(judge(&c, &record(up, down)), Ok(()));
+    }
+
+    // ---- runs the harness could not judge ----
+
+    fn held(stall: &str) -> Case {
+        one_connection(
+            &format!("no-writes; shutdown while-held{stall}; reader eager"),
+            "no-writes; shutdown never; reader never",
+        )
+    }
+
+    /// A held tail: the proxy last held nothing at 1 s, the sender shut down at `shut_ms`, and
+    /// the receiver's read was reset after the first 40 of 100 bytes, all correct.
+    fn held_reset(shut_ms: u64) -> Record {
+        let mut up = cut(100, 40);
+        up.eof_at = None;
+        up.shut_at = Some(Duration::from_millis(shut_ms));
+        up.read_failed = Some(reset("Connection reset by peer", shut_ms + 5));
+        up.hold = Some(HoldRecord {
+            began: Duration::from_millis(500),
+            clear: Duration::from_secs(1),
+            held: Some(hold::Held::Holding(60)),
+        });
+        let mut rec = record(up, FlowRecord::default());
+        rec.conns[0].flows[1].writes_done = true;
+        rec
+    }
+
+    #[test]
+    fn a_held_tail_reset_after_the_harness_kept_the_proxy_stalled_too_long_runs_again() {
+        let c = held(" stall-timeout 2000ms");
+        let late = held_reset(2600);
+        let v = judge(&c, &late);
+        assert_eq!(v.as_ref().unwrap_err().kind, Kind::Reset);
+        assert!(
+            matches!(again(&c, &late, &v), Some(Again::Late(why)) if why.contains("begun 1.60s after"))
+        );
+        // Well within the stall timeout the reset is the proxy's.
+        let early = held_reset(1500);
+        assert_eq!(again(&c, &early, &judge(&c, &early)), None);
+        // A generated held flow knows no stall timeout: every verdict stands.
+        let c = held("");
+        assert_eq!(again(&c, &late, &judge(&c, &late)), None);
+    }
+
+    #[test]
+    fn a_held_tail_that_passed_without_a_hold_to_judge_runs_again() {
+        let c = held(" stall-timeout 2000ms");
+        let mut rec = record(clean(100), FlowRecord::default());
+        rec.conns[0].flows[1].writes_done = true;
+        let run = |held| {
+            let mut rec = rec.clone();
+            rec.conns[0].flows[0].hold = Some(HoldRecord {
+                began: Duration::ZERO,
+                clear: Duration::ZERO,
+                held: Some(held),
+            });
+            let v = judge(&c, &rec);
+            assert_eq!(v, Ok(()));
+            again(&c, &rec, &v)
+        };
+        assert_eq!(run(hold::Held::Overshot(300)), Some(Again::Overshot(300)));
+        assert!(matches!(run(hold::Held::OutOfTime), Some(Again::Late(_))));
+        assert_eq!(run(hold::Held::Holding(300)), None);
+        assert_eq!(run(hold::Held::Overshot(0)), None);
     }
 
     // ---- differences ----

@@ -6,7 +6,6 @@ pub use crate::procfs::Ends;
 
 #[cfg(test)]
 mod tests {
-    use super::*;
     use crate::procfs;
 
     #[test]
@@ -14,12 +13,7 @@ mod tests {
         if !procfs::available() {
             return;
         }
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let c = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
-        let ends = Ends {
-            local: c.local_addr().unwrap().port(),
-            remote: l.local_addr().unwrap().port(),
-        };
+        let (_l, c, ends) = crate::sockdiag::loopback_client();
         let inode = procfs::tcp_inodes(&[ends])[0].expect("an established socket is listed");
         let me = nix::unistd::getpgrp().as_raw();
         assert!(procfs::socket_inodes(me).contains(&inode));

@@ -445,33 +445,37 @@ impl<T: ValueTree> ValueTree for DropFirstTree<T> {
     }
 
     fn simplify(&mut self) -> bool {
+        self.shrink_step(true)
+    }
+
+    fn complicate(&mut self) -> bool {
+        self.shrink_step(false)
+    }
+}
+
+impl<T: ValueTree> DropFirstTree<T> {
+    /// The shrinker's moves as one table: a simplification, or the complication that undoes
+    /// the last one; false where there is none. Dropping the value comes first; once the
+    /// value proves needed, the inner tree shrinks it.
+    fn shrink_step(&mut self, simplify: bool) -> bool {
         let Some(inner) = &mut self.inner else {
             return false;
         };
-        match self.state {
-            Dropping::Whole => {
+        match (self.state, simplify) {
+            (Dropping::Whole, true) => {
                 self.state = Dropping::Dropped;
                 self.inner_moved = false;
                 true
             }
-            Dropping::Dropped => false,
-            Dropping::Kept => {
-                self.inner_moved = inner.simplify();
-                self.inner_moved
-            }
-        }
-    }
-
-    fn complicate(&mut self) -> bool {
-        let Some(inner) = &mut self.inner else {
-            return false;
-        };
-        match self.state {
-            Dropping::Dropped => {
+            (Dropping::Dropped, false) => {
                 self.state = Dropping::Kept;
                 true
             }
-            Dropping::Kept if self.inner_moved => inner.complicate(),
+            (Dropping::Kept, true) => {
+                self.inner_moved = inner.simplify();
+                self.inner_moved
+            }
+            (Dropping::Kept, false) if self.inner_moved => inner.complicate(),
             _ => false,
         }
     }

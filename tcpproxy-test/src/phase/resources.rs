@@ -535,53 +535,45 @@ mod tests {
         }
     }
 
+    /// Each row: what the request was at the previous deadline, what it is now, the window
+    /// that just ended, and what comes next.
+    #[track_caller]
+    fn windows(rows: &[(Request, Request, usize, Next)]) {
+        for &(was, now, window, next) in rows {
+            assert_eq!(
+                after_window(was, now, window),
+                next,
+                "{was:?} -> {now:?} in window {window}"
+            );
+        }
+    }
+
     #[test]
     fn only_a_whole_window_with_the_request_accepted_fails() {
-        // Accepted by the first deadline: when is unknown, so one more window.
-        assert_eq!(
-            after_window(Request::Unknown, Request::Accepted, 1),
-            Next::Again
-        );
-        assert_eq!(
-            after_window(Request::Accepted, Request::Accepted, 2),
-            Next::Failed
-        );
-        // Taken in late (the request acknowledged, then the connection accepted).
-        assert_eq!(
-            after_window(Request::Unknown, Request::Queued, 1),
-            Next::Again
-        );
-        assert_eq!(
-            after_window(Request::Queued, Request::Accepted, 2),
-            Next::Again
-        );
-        assert_eq!(
-            after_window(Request::Accepted, Request::Accepted, 3),
-            Next::Failed
-        );
+        use Request::*;
+        windows(&[
+            // Accepted by the first deadline: when is unknown, so one more window.
+            (Unknown, Accepted, 1, Next::Again),
+            (Accepted, Accepted, 2, Next::Failed),
+            // Taken in late (the request acknowledged, then the connection accepted).
+            (Unknown, Queued, 1, Next::Again),
+            (Queued, Accepted, 2, Next::Again),
+            (Accepted, Accepted, 3, Next::Failed),
+        ]);
     }
 
     #[test]
     fn a_connection_the_proxy_never_accepts_is_unserved_after_the_last_window() {
-        assert_eq!(
-            after_window(Request::Queued, Request::Queued, 2),
-            Next::Again
-        );
-        assert_eq!(
-            after_window(Request::Queued, Request::Queued, LEAK_ECHO_WINDOWS),
-            Next::Unserved
-        );
-        assert_eq!(
-            after_window(Request::Queued, Request::Accepted, LEAK_ECHO_WINDOWS),
-            Next::Unserved
-        );
+        use Request::*;
+        windows(&[
+            (Queued, Queued, 2, Next::Again),
+            (Queued, Queued, LEAK_ECHO_WINDOWS, Next::Unserved),
+            (Queued, Accepted, LEAK_ECHO_WINDOWS, Next::Unserved),
+        ]);
     }
 
     #[test]
     fn without_the_sockets_a_missing_echo_is_the_proxys() {
-        assert_eq!(
-            after_window(Request::Unknown, Request::Unknown, 1),
-            Next::Failed
-        );
+        windows(&[(Request::Unknown, Request::Unknown, 1, Next::Failed)]);
     }
 }
