@@ -17,3 +17,4 @@ pub mod process;
 pub mod procfs;
 pub mod property;
 pub mod tail;
+pub mod test_process;

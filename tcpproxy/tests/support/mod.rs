@@ -1,18 +1,16 @@
-//! Test support for the reference proxy: its command line, the proxy as a child process, and the
-//! log lines it is awaited by. Peers, deadlines, floods and byte checks are testkit's, shared
-//! with the harness; a test's waits take their limits from `testkit::deadline::scaled`, so one
-//! knob stretches them all on a slow machine: `TCPPROXY_TEST_TIME_SCALE=3 cargo test -p tcpproxy`.
+//! Test support for the reference proxy: its command line, its forwarding modes, and starting it
+//! on a free port, awaited by the line it logs once it listens. The rest (the process, peers,
+//! deadlines, floods, byte checks) is testkit's, shared with the harness; every wait takes its
+//! limit from `testkit::deadline::scaled`, so one knob stretches them all on a slow machine:
+//! `TCPPROXY_TEST_TIME_SCALE=3 cargo test -p tcpproxy`.
 
 use std::io;
-use std::process::ExitStatus;
-use std::time::Duration;
+use std::ops::{Deref, DerefMut};
 
-use nix::sys::signal::Signal;
 use testkit::deadline::{scaled, with_deadline};
-use testkit::group::Group;
 use testkit::peer::{self, PortTry};
 use testkit::process::describe_status;
-use testkit::procfs::Usage;
+use testkit::test_process::TestProcess;
 use tokio::process::Command;
 
 /// Every long option of the proxy, as `--help` lists them.
@@ -29,9 +27,6 @@ pub const LONG_OPTIONS: &[&str] = &[
 
 /// How long the proxy may take to say it is listening.
 const READY_SECS: f64 = 5.0;
-/// How long a proxy that exited may take to close its stderr (only a child it left could hold it
-/// open), and how long a killed one may take to be reaped.
-const GONE_SECS: f64 = 5.0;
 /// Start attempts, each on a new port, when the chosen port turns out to be taken.
 const START_ATTEMPTS: usize = 5;
 /// The tail of the proxy's stderr kept for failure messages.
@@ -90,13 +85,12 @@ macro_rules! both_modes {
 // The proxy
 
 /// The `tcpproxy` binary running as a child, listening on 127.0.0.1 and forwarding to a port on
-/// 127.0.0.1. Dropping it kills and reaps it (with anything it forked); if the test is
-/// panicking, the tail of the proxy's stderr is printed with the failure.
+/// 127.0.0.1: a [`TestProcess`] (which it derefs to: waits, signals, `/proc` readings, stderr),
+/// plus the port it listens on. Dropping it kills and reaps it; if the test is panicking, the
+/// tail of the proxy's stderr is printed with the failure.
 pub struct Proxy {
-    group: Group,
+    process: TestProcess,
     port: u16,
-    /// The command line, as a person would type it.
-    command: String,
 }
 
 impl Proxy {
@@ -130,14 +124,14 @@ impl Proxy {
         args: &[&str],
     ) -> Proxy {
         let args: Vec<&str> = mode.args().iter().chain(args).copied().collect();
-        let no_port = |e: io::Error| -> String { panic!("no free port on 127.0.0.1: {e}") };
         let args = &args;
+        let no_port = |e: io::Error| -> String { panic!("no free port on 127.0.0.1: {e}") };
         let started = peer::on_free_port(START_ATTEMPTS, no_port, |port| async move {
             let mut proxy = Proxy::spawn(dest_port, port, nofile, args);
             match proxy.wait_ready().await {
                 Ok(()) => PortTry::Started(proxy),
                 Err(why) if peer::says_port_taken(&why) => PortTry::Taken(why),
-                Err(why) => panic!("`{}` exited before accepting: {why}", proxy.command),
+                Err(why) => panic!("`{}` exited before accepting: {why}", proxy.command()),
             }
         })
         .await;
@@ -171,12 +165,9 @@ impl Proxy {
             }
         };
         cmd.args(&all).env_remove("RUST_LOG");
-        let group = Group::spawn(cmd, STDERR_KEEP)
-            .unwrap_or_else(|e| panic!("cannot spawn `{command}` ({}): {e}", bin.display()));
         Proxy {
-            group,
+            process: TestProcess::spawn(cmd, command, STDERR_KEEP),
             port: port.parse().expect("a port number"),
-            command,
         }
     }
 
@@ -184,16 +175,17 @@ impl Proxy {
     /// exits first.
     async fn wait_ready(&mut self) -> Result<(), String> {
         let needle = format!("listening on 127.0.0.1:{} (IPv4)", self.port);
-        let what = format!("`{}` to log {needle:?}", self.command);
+        let what = format!("`{}` to log {needle:?}", self.command());
         with_deadline(scaled(READY_SECS), what, async {
-            if self.group.stderr().contains(&needle).await {
+            if self.stderr_contains(&needle).await {
                 return Ok(());
             }
-            let status = self.group.wait().await.expect("wait for the proxy");
+            let status = self.wait_exit(scaled(READY_SECS)).await;
+            let stderr = self.stderr_tail();
             Err(format!(
                 "{}; stderr: {}",
                 describe_status(status),
-                self.stderr_tail().trim()
+                stderr.trim()
             ))
         })
         .await
@@ -202,88 +194,18 @@ impl Proxy {
     pub fn port(&self) -> u16 {
         self.port
     }
+}
 
-    /// What `/proc` says about the proxy now: descriptors, resident memory, CPU time.
-    #[track_caller]
-    pub fn usage(&self) -> Usage {
-        self.group
-            .usage()
-            .unwrap_or_else(|| panic!("`{}`: no process left in its group", self.command))
-    }
+impl Deref for Proxy {
+    type Target = TestProcess;
 
-    /// Waits until the proxy's stderr contains `needle` (the tail kept, so a line logged once
-    /// and then buried under [`STDERR_KEEP`] bytes of others is missed); panics if the proxy
-    /// exits without logging it.
-    pub async fn wait_stderr(&mut self, needle: &str, limit: Duration) {
-        let what = format!("`{}` to log {needle:?}", self.command);
-        if !with_deadline(limit, what, self.group.stderr().contains(needle)).await {
-            self.assert_running();
-            panic!(
-                "`{}` closed its stderr without logging {needle:?}",
-                self.command
-            );
-        }
-    }
-
-    /// The lines of the proxy's stderr (the tail kept) that contain `needle`.
-    pub fn stderr_lines_with(&mut self, needle: &str) -> Vec<String> {
-        self.stderr_tail()
-            .lines()
-            .filter(|l| l.contains(needle))
-            .map(str::to_owned)
-            .collect()
-    }
-
-    /// Sends a signal by name (`"TERM"`, `"INT"`) to the proxy (and anything it forked).
-    pub fn signal(&self, name: &str) {
-        let signal: Signal = format!("SIG{name}")
-            .parse()
-            .unwrap_or_else(|e| panic!("no signal SIG{name}: {e}"));
-        self.group.signal(signal);
-    }
-
-    /// Waits for the proxy to exit on its own.
-    pub async fn wait_exit(&mut self, limit: Duration) -> ExitStatus {
-        let what = format!("`{}` to exit", self.command);
-        with_deadline(limit, what, self.group.wait())
-            .await
-            .expect("wait for the proxy")
-    }
-
-    /// Panics if the proxy has exited: a peer's misbehaviour must never end the proxy.
-    #[track_caller]
-    pub fn assert_running(&mut self) {
-        if let Some(status) = self.group.exit_status() {
-            let stderr = self.stderr_tail();
-            panic!(
-                "`{}` exited unexpectedly: {}; stderr: {}",
-                self.command,
-                describe_status(status),
-                stderr.trim()
-            );
-        }
-    }
-
-    /// What the proxy wrote to stderr so far (the tail), complete once it has exited.
-    fn stderr_tail(&mut self) -> String {
-        if self.group.exit_status().is_some() {
-            // The pipe is at EOF once the proxy is gone: wait for every last line.
-            self.group.stderr().closed_blocking(scaled(GONE_SECS));
-        }
-        self.group.stderr().text()
+    fn deref(&self) -> &TestProcess {
+        &self.process
     }
 }
 
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        let status = self.group.kill_and_reap_blocking(scaled(GONE_SECS));
-        if std::thread::panicking() {
-            let status = status.map_or_else(|| "not reaped".to_string(), describe_status);
-            let stderr = self.stderr_tail();
-            eprintln!(
-                "--- `{}` ({status}); stderr tail:\n{stderr}---",
-                self.command
-            );
-        }
+impl DerefMut for Proxy {
+    fn deref_mut(&mut self) -> &mut TestProcess {
+        &mut self.process
     }
 }
