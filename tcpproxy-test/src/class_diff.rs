@@ -2,16 +2,16 @@
 //! request, a harness upgrade). Submissions are matched by name; each one whose status or a
 //! phase's verdict changed is listed, phase by phase, after the settings that differ (a new
 //! seed or stall timeout may explain a flip). The diff itself is plain data ([`diff`]), rendered
-//! as lines ([`human`]) or one JSON document ([`json`]); only [`main`] reads files and prints.
+//! as lines ([`human`]) or one JSON document ([`json`]); only [`main`] reads files and writes.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
 use crate::class_table::{self, CLASS_JSON, Class, Row, Unreadable};
+use crate::console::Console;
 
 /// Compare two gradings of a class: the submissions whose verdicts changed, phase by phase.
 #[derive(Debug, clap::Args)]
@@ -435,8 +435,8 @@ fn load(path: &Path) -> Result<Class, String> {
     })
 }
 
-/// `tcpproxy-test grade diff`: the one place here that reads files and prints.
-pub fn main(a: &DiffArgs) -> std::process::ExitCode {
+/// `tcpproxy-test grade diff`: the one place here that reads files and writes to `console`.
+pub fn main(a: &DiffArgs, console: &Console) -> std::process::ExitCode {
     let code = match load(&a.old).and_then(|old| Ok((old, load(&a.new)?))) {
         Ok((old, new)) => {
             let d = diff(&old, &new);
@@ -445,8 +445,7 @@ pub fn main(a: &DiffArgs) -> std::process::ExitCode {
                 DiffFormat::Human => human(&d, &o, &n),
                 DiffFormat::Json => json(&d, &o, &n),
             };
-            // A closed stdout (`| head`) must not turn into a panic; the exit code still tells.
-            let _ = std::io::stdout().write_all(text.as_bytes());
+            console.out(&text);
             if d.any_changed() {
                 crate::exit_code::EXIT_FAILED
             } else {
@@ -454,7 +453,7 @@ pub fn main(a: &DiffArgs) -> std::process::ExitCode {
             }
         }
         Err(msg) => {
-            eprintln!("tcpproxy-test grade diff: {msg}");
+            console.err_line(format_args!("tcpproxy-test grade diff: {msg}"));
             crate::exit_code::EXIT_USAGE
         }
     };

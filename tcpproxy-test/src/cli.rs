@@ -116,34 +116,34 @@ struct Args {
 /// A validated run.
 #[derive(Debug, Clone)]
 pub struct Config {
-    pub proxy: ProxyCommand,
+    pub(crate) proxy: ProxyCommand,
     /// True when testing the bundled reference proxy.
-    pub reference: bool,
-    pub stall_timeout: Duration,
-    pub timeout_scale: f64,
-    pub seed: Option<u64>,
-    pub jobs: Option<usize>,
-    pub strict: bool,
+    pub(crate) reference: bool,
+    pub(crate) stall_timeout: Duration,
+    pub(crate) timeout_scale: f64,
+    pub(crate) seed: Option<u64>,
+    pub(crate) jobs: Option<usize>,
+    pub(crate) strict: bool,
     /// `--self-check`: failures are run again beside the reference (`crate::vouch`); `Some`
     /// holds the reference to run, `--self-check-reference` or the bundled one.
-    pub self_check: Option<ProxyCommand>,
-    pub format: Format,
-    pub output: Option<PathBuf>,
+    pub(crate) self_check: Option<ProxyCommand>,
+    pub(crate) format: Format,
+    pub(crate) output: Option<PathBuf>,
     /// One line each for stderr before the run: what was given but may not mean what it says.
-    pub warnings: Vec<String>,
-    pub filter: Filter,
+    pub(crate) warnings: Vec<String>,
+    pub(crate) filter: Filter,
     /// `--build-failed LOG`: the submission did not build, so nothing runs and every phase is
     /// reported failed with this error (that, and the end of LOG). `proxy` is then only a name,
     /// never looked for.
-    pub build_failed: Option<String>,
+    pub(crate) build_failed: Option<String>,
 }
 
 /// What a report names as the proxy when `--build-failed` was given no PROXY.
-pub const NOT_BUILT_PROXY: &str = "(did not build)";
+const NOT_BUILT_PROXY: &str = "(did not build)";
 
 /// The most of a build log a report carries: compiler errors come last, and Gradescope shows the
 /// whole `output` on one page.
-pub const BUILD_LOG_TAIL: usize = 8 * 1024;
+const BUILD_LOG_TAIL: usize = 8 * 1024;
 
 #[derive(Debug)]
 pub enum Parsed {
@@ -306,7 +306,7 @@ fn suite(a: Args, dashes: bool) -> Result<Parsed, String> {
 /// The error a report gives for a submission that did not build: that, and the end of its build
 /// log `path`, from a line start where the cut allows, decoded lossily (a compiler may print
 /// anything).
-pub fn build_log_message(path: &Path) -> Result<String, String> {
+fn build_log_message(path: &Path) -> Result<String, String> {
     let shown = path.display();
     let cannot = |e: std::io::Error| format!("cannot read the build log {shown}: {e}");
     let mut file = std::fs::File::open(path).map_err(cannot)?;
@@ -374,7 +374,7 @@ pub fn build_log_message(path: &Path) -> Result<String, String> {
 /// Checks, before anything runs, that a report can be written to `path`: a missing folder was
 /// found only after the whole run (issue 18). A file is created beside it and removed again, so
 /// the check neither leaves nor truncates anything.
-pub fn writable(path: &Path) -> Result<(), String> {
+fn writable(path: &Path) -> Result<(), String> {
     let shown = path.display();
     if path.is_dir() {
         return Err(format!(

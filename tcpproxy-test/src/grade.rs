@@ -4,7 +4,6 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -17,6 +16,7 @@ use crate::class_table::{
     self, CLASS_CSV, CLASS_JSON, CLASS_JSON_FORMAT, CLASS_JSON_VERSION, Class, Row, Unreadable,
     write_class,
 };
+use crate::console::Console;
 use crate::contract::STALL_TIMEOUT;
 use crate::deadline::Timing;
 use crate::harness::{ProxyCommand, Starts};
@@ -157,11 +157,11 @@ pub fn config(mut args: Args) -> Result<Grade, String> {
 }
 
 /// `tcpproxy-test grade`, its flags parsed and checked.
-pub fn main(g: Grade) -> std::process::ExitCode {
+pub fn main(g: Grade, console: Console) -> std::process::ExitCode {
     let (a, filter) = match g {
         Grade::Class { args, filter } => (*args, filter),
-        Grade::Merge(m) => return merge(&m),
-        Grade::Diff(d) => return crate::class_diff::main(&d),
+        Grade::Merge(m) => return merge(&m, &console),
+        Grade::Diff(d) => return crate::class_diff::main(&d, &console),
     };
     let finished = Arc::new(AtomicUsize::new(0));
     let note = {
@@ -176,11 +176,15 @@ pub fn main(g: Grade) -> std::process::ExitCode {
             })
         }
     };
-    crate::runtime::run_noting("tcpproxy-test grade", grade(a, filter, finished), note)
+    crate::runtime::run_noting(
+        "tcpproxy-test grade",
+        grade(a, filter, finished, console),
+        note,
+    )
 }
 
 /// `grade merge`: the shards' tables joined into OUT_DIR's.
-fn merge(m: &MergeArgs) -> std::process::ExitCode {
+fn merge(m: &MergeArgs, console: &Console) -> std::process::ExitCode {
     let code = match class_table::merge(&m.shards).and_then(|class| {
         std::fs::create_dir_all(&m.out_dir)
             .map_err(|e| format!("cannot create {}: {e}", m.out_dir.display()))?;
@@ -188,29 +192,29 @@ fn merge(m: &MergeArgs) -> std::process::ExitCode {
         Ok(class.submissions.len())
     }) {
         Ok(n) => {
-            println!(
+            console.out_line(format_args!(
                 "merged {} shards, {n} submissions, into {}",
                 m.shards.len(),
                 m.out_dir.display()
-            );
+            ));
             crate::exit_code::EXIT_PASSED
         }
         Err(msg) => {
-            eprintln!("tcpproxy-test grade merge: {msg}");
+            console.err_line(format_args!("tcpproxy-test grade merge: {msg}"));
             crate::exit_code::EXIT_USAGE
         }
     };
     std::process::ExitCode::from(code)
 }
 
-async fn grade(a: Args, filter: Filter, finished: Arc<AtomicUsize>) -> u8 {
+async fn grade(a: Args, filter: Filter, finished: Arc<AtomicUsize>, console: Console) -> u8 {
     crate::harness::become_subreaper();
     crate::harness::raise_descriptor_limit();
     if let Err(e) = std::fs::create_dir_all(&a.out_dir) {
-        eprintln!(
+        console.err_line(format_args!(
             "tcpproxy-test grade: cannot create {}: {e}",
             a.out_dir.display()
-        );
+        ));
         return crate::exit_code::EXIT_HARNESS;
     }
     let phase_ids: Vec<String> = filter.select().iter().map(|p| p.id.to_string()).collect();
@@ -228,17 +232,17 @@ async fn grade(a: Args, filter: Filter, finished: Arc<AtomicUsize>) -> u8 {
         .map(|p| p.display().to_string())
         .collect();
     if let Some(s) = a.shard {
-        eprintln!(
+        console.err_line(format_args!(
             "tcpproxy-test grade: shard {s}: {} of the {} submissions",
             names.len(),
             all_names.len()
-        );
+        ));
     }
     let earlier = if a.resume {
-        match resumable(&a, &phase_ids) {
+        match resumable(&a, &phase_ids, &console) {
             Ok(c) => c,
             Err(msg) => {
-                eprintln!("tcpproxy-test grade: --resume: {msg}");
+                console.err_line(format_args!("tcpproxy-test grade: --resume: {msg}"));
                 return crate::exit_code::EXIT_USAGE;
             }
         }
@@ -256,12 +260,12 @@ async fn grade(a: Args, filter: Filter, finished: Arc<AtomicUsize>) -> u8 {
             *slot = row;
         }
         let n = rows.iter().flatten().count();
-        eprintln!(
+        console.err_line(format_args!(
             "tcpproxy-test grade: resuming: {n} of {} submissions already have a row in {}; grading the other {}",
             rows.len(),
             a.out_dir.join(CLASS_JSON).display(),
             rows.len() - n
-        );
+        ));
     }
     let stall = Duration::from_secs_f64(a.stall_timeout);
     let rules = Rules {
@@ -303,7 +307,9 @@ async fn grade(a: Args, filter: Filter, finished: Arc<AtomicUsize>) -> u8 {
         match made {
             Ok(r) => Some(Arc::new(r)),
             Err(msg) => {
-                eprintln!("tcpproxy-test grade: --self-check-reference: {msg}");
+                console.err_line(format_args!(
+                    "tcpproxy-test grade: --self-check-reference: {msg}"
+                ));
                 return crate::exit_code::EXIT_USAGE;
             }
         }
@@ -315,12 +321,13 @@ async fn grade(a: Args, filter: Filter, finished: Arc<AtomicUsize>) -> u8 {
         if rows[i].is_some() {
             continue;
         }
-        let (slots, filter, out_dir, name, reference) = (
+        let (slots, filter, out_dir, name, reference, console) = (
             slots.clone(),
             filter.clone(),
             out_dir.clone(),
             name.clone(),
             reference.clone(),
+            console.clone(),
         );
         tasks.spawn(async move {
             let _slot = slots.acquire_owned().await.expect("never closed");
@@ -331,7 +338,7 @@ async fn grade(a: Args, filter: Filter, finished: Arc<AtomicUsize>) -> u8 {
                 scale: a.timeout_scale,
                 reference,
             };
-            let row = grade_one(&path, name, how, &out_dir).await;
+            let row = grade_one(&path, name, how, &out_dir, &console).await;
             (i, row)
         });
     }
@@ -342,24 +349,28 @@ async fn grade(a: Args, filter: Filter, finished: Arc<AtomicUsize>) -> u8 {
         let (i, row) = match joined {
             Ok((i, Ok(row))) => (i, row),
             Ok((_, Err(msg))) => {
-                eprintln!("tcpproxy-test grade: the harness could not run: {msg}");
+                console.err_line(format_args!(
+                    "tcpproxy-test grade: the harness could not run: {msg}"
+                ));
                 return crate::exit_code::EXIT_HARNESS;
             }
             Err(e) => {
-                eprintln!("tcpproxy-test grade: the harness crashed: {e}");
+                console.err_line(format_args!(
+                    "tcpproxy-test grade: the harness crashed: {e}"
+                ));
                 return crate::exit_code::EXIT_HARNESS;
             }
         };
         done += 1;
-        eprintln!(
+        console.err_line(format_args!(
             "[{done}/{to_grade}] {}: {} ({})",
             row.name,
             row.status_line(),
             eta(started.elapsed(), done, to_grade)
-        );
+        ));
         rows[i] = Some(row);
         if let Err(msg) = save(&mut class, &rows, &a.out_dir) {
-            eprintln!("tcpproxy-test grade: {msg}");
+            console.err_line(format_args!("tcpproxy-test grade: {msg}"));
             return crate::exit_code::EXIT_HARNESS;
         }
         finished.store(class.submissions.len(), Ordering::Relaxed);
@@ -368,24 +379,23 @@ async fn grade(a: Args, filter: Filter, finished: Arc<AtomicUsize>) -> u8 {
     if to_grade == 0
         && let Err(msg) = save(&mut class, &rows, &a.out_dir)
     {
-        eprintln!("tcpproxy-test grade: {msg}");
+        console.err_line(format_args!("tcpproxy-test grade: {msg}"));
         return crate::exit_code::EXIT_HARNESS;
     }
-    let _ = writeln!(
-        std::io::stdout(),
+    console.out_line(format_args!(
         "graded {total} submission{} into {}",
         if total == 1 { "" } else { "s" },
         a.out_dir.display()
-    );
+    ));
     let inconclusive = class
         .submissions
         .iter()
         .filter(|r| r.status.starts_with("inconclusive"))
         .count();
     if inconclusive > 0 {
-        eprintln!(
+        console.err_line(format_args!(
             "tcpproxy-test grade: {inconclusive} submission(s) inconclusive: the harness could not run or could not decide them (see their status); regrade those (--resume grades only them)"
-        );
+        ));
         return crate::exit_code::EXIT_HARNESS;
     }
     crate::exit_code::EXIT_PASSED
@@ -412,15 +422,15 @@ fn vouched_by(a: &Args) -> Option<String> {
 /// The earlier class.json, if there is one and it was graded as this run would grade: the same
 /// phases, stall timeout, scale and strictness, and the seed given (if any). Rows graded under
 /// other settings would not be comparable, so a mismatch is refused rather than mixed in.
-fn resumable(a: &Args, phase_ids: &[String]) -> Result<Option<Class>, String> {
+fn resumable(a: &Args, phase_ids: &[String], console: &Console) -> Result<Option<Class>, String> {
     let path = a.out_dir.join(CLASS_JSON);
     let c = match class_table::read(&a.out_dir) {
         Ok(c) => c,
         Err(Unreadable::Missing(_)) => {
-            eprintln!(
+            console.err_line(format_args!(
                 "tcpproxy-test grade: --resume: no {} yet; grading every submission",
                 path.display()
-            );
+            ));
             return Ok(None);
         }
         Err(Unreadable::Bad(line)) => return Err(line),
@@ -551,7 +561,13 @@ struct How {
 }
 
 /// Grades one submission, writing its artifacts; Err only when its artifacts cannot be written.
-async fn grade_one(path: &Path, name: String, how: How, out_dir: &Path) -> Result<Row, String> {
+async fn grade_one(
+    path: &Path,
+    name: String,
+    how: How,
+    out_dir: &Path,
+    console: &Console,
+) -> Result<Row, String> {
     let How {
         filter,
         rules,
@@ -604,9 +620,9 @@ async fn grade_one(path: &Path, name: String, how: How, out_dir: &Path) -> Resul
         match run.await {
             Ok(o) => break (o, starts),
             Err(msg) if attempt < HARNESS_ATTEMPTS => {
-                eprintln!(
+                console.err_line(format_args!(
                     "tcpproxy-test grade: {name}: the harness could not run ({msg}); trying again"
-                );
+                ));
                 attempt += 1;
             }
             Err(msg) => {
@@ -623,7 +639,9 @@ async fn grade_one(path: &Path, name: String, how: How, out_dir: &Path) -> Resul
         match crate::vouch::confirm_failures(&mut outcomes, &cmd, &reference, rules).await {
             Ok(c) => {
                 for note in &c.notes {
-                    eprintln!("tcpproxy-test grade: {name}: self-check: {note}");
+                    console.err_line(format_args!(
+                        "tcpproxy-test grade: {name}: self-check: {note}"
+                    ));
                 }
             }
             Err(msg) => {

@@ -10,6 +10,7 @@ mod class_diff;
 mod class_table;
 use testkit::check;
 pub mod cli;
+mod console;
 mod contract;
 mod deadline;
 mod exit_code;
@@ -33,10 +34,10 @@ mod suite;
 mod vouch;
 
 use std::ffi::OsString;
-use std::io::{IsTerminal as _, Write as _};
 use std::process::ExitCode;
 
 use crate::cli::{Config, Parsed};
+use crate::console::Console;
 use crate::deadline::Timing;
 use crate::exit_code::{EXIT_FAILED, EXIT_HARNESS, EXIT_NEVER_STARTED, EXIT_PASSED, EXIT_USAGE};
 use crate::phase::Verdict;
@@ -52,40 +53,40 @@ pub fn main_with_args(args: Vec<OsString>) -> ExitCode {
     if let Some(proxy_args) = reference::proxy_args(&args) {
         return tcpproxy::main_with_args(proxy_args);
     }
+    let console = Console::stdio();
     let config = match cli::parse(args) {
         Parsed::Run(c) => {
             for w in &c.warnings {
-                eprintln!("tcpproxy-test: {w}");
+                console.err_line(format_args!("tcpproxy-test: {w}"));
             }
             c
         }
         Parsed::Info(text) => {
-            let _ = std::io::stdout().write_all(text.as_bytes());
+            console.out(&text);
             return ExitCode::SUCCESS;
         }
         Parsed::List(filter) => {
-            let mut out = std::io::stdout();
             for p in filter.select() {
-                let _ = writeln!(out, "{:<22} {}", p.id, p.name);
+                console.out_line(format_args!("{:<22} {}", p.id, p.name));
             }
             return ExitCode::SUCCESS;
         }
-        Parsed::Fuzz(config) => return fuzz::main(*config),
-        Parsed::Grade(grade) => return grade::main(*grade),
+        Parsed::Fuzz(config) => return fuzz::main(*config, console),
+        Parsed::Grade(grade) => return grade::main(*grade, console),
         Parsed::Usage(line) => {
-            eprintln!("{line}");
+            console.err_line(format_args!("{line}"));
             return ExitCode::from(EXIT_USAGE);
         }
     };
     if let Some(error) = &config.build_failed {
-        return ExitCode::from(report_not_built(&config, error));
+        return ExitCode::from(report_not_built(&config, error, &console));
     }
-    runtime::run("tcpproxy-test", run(*config))
+    runtime::run("tcpproxy-test", run(*config, console))
 }
 
 /// `--build-failed`: the report of a submission that did not build, written where a run's would
 /// go, so an autograder's one recipe yields a grade (0) and the build log in either case.
-fn report_not_built(n: &Config, error: &str) -> u8 {
+fn report_not_built(n: &Config, error: &str, console: &Console) -> u8 {
     // Every selected phase is there, failed: a reader summing phases (Autolab, jq) gets 0 of
     // the full score, never an empty pass, and Gradescope shows each test's point.
     let outcomes: Vec<phase::Outcome> = n
@@ -111,12 +112,10 @@ fn report_not_built(n: &Config, error: &str) -> u8 {
         timeout_scale: n.timeout_scale,
         outcomes: &outcomes,
     };
-    let mut stdout = std::io::stdout();
     // As in a run: the human text on stdout unless stdout carries the chosen format instead.
     let human_too = n.format == Format::Human || n.output.is_some();
     if human_too {
-        let human = report::render_error(&run, error, Format::Human);
-        let _ = stdout.write_all(human.as_bytes());
+        console.out(&report::render_error(&run, error, Format::Human));
     }
     // TAP is read line by line: the log's lines go in as comments, not as stray TAP.
     let message = match n.format {
@@ -124,7 +123,7 @@ fn report_not_built(n: &Config, error: &str) -> u8 {
         _ => error.to_string(),
     };
     let text = report::render_error(&run, &message, n.format);
-    match deliver(&text, n.output.as_deref(), !human_too) {
+    match deliver(&text, n.output.as_deref(), !human_too, console) {
         Ok(()) => EXIT_FAILED,
         Err(code) => code,
     }
@@ -132,19 +131,23 @@ fn report_not_built(n: &Config, error: &str) -> u8 {
 
 /// Writes a report to `output`, or to stdout when `to_stdout` (stdout then carries it instead of
 /// the human lines); Err with the exit status when the file cannot be written.
-fn deliver(text: &str, output: Option<&std::path::Path>, to_stdout: bool) -> Result<(), u8> {
+fn deliver(
+    text: &str,
+    output: Option<&std::path::Path>,
+    to_stdout: bool,
+    console: &Console,
+) -> Result<(), u8> {
     match output {
         Some(path) => std::fs::write(path, text).map_err(|e| {
-            eprintln!(
+            console.err_line(format_args!(
                 "tcpproxy-test: cannot write the report to {}: {e}",
                 path.display()
-            );
+            ));
             EXIT_HARNESS
         }),
         None => {
             if to_stdout {
-                // A closed stdout (`| head`) must not turn into a panic; the exit code still tells.
-                let _ = std::io::stdout().write_all(text.as_bytes());
+                console.out(text);
             }
             Ok(())
         }
@@ -156,7 +159,7 @@ const NOT_BUILT_PHASE: &str = "not run: the submission did not build";
 
 /// Runs the suite, printing each phase's line in order as soon as it and all before it are done,
 /// then the report in the chosen format.
-async fn run(config: Config) -> u8 {
+async fn run(config: Config, console: Console) -> u8 {
     harness::become_subreaper();
     harness::raise_descriptor_limit();
     let timing = Timing {
@@ -171,10 +174,10 @@ async fn run(config: Config) -> u8 {
     };
     // Human lines stream to stdout unless stdout carries a machine format instead.
     let stream_human = config.format == Format::Human || config.output.is_some();
-    let mut stdout = std::io::stdout();
     let proxy = config.proxy.to_string();
     let phases = config.filter.select();
-    let progress = progress::Progress::start(phases.len(), stream_human && stdout.is_terminal());
+    let progress =
+        progress::Progress::start(phases.len(), stream_human && console.out_is_terminal());
     let color = progress.is_shown() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let starts = std::sync::Arc::new(harness::Starts::default());
     let result = suite::run_watched(
@@ -187,8 +190,8 @@ async fn run(config: Config) -> u8 {
         |o| {
             if stream_human {
                 progress.above(|| {
-                    let _ = report::write_outcome_styled(&mut stdout, o, color);
-                    let _ = stdout.flush();
+                    let _ =
+                        console.with_out(|mut w| report::write_outcome_styled(&mut w, o, color));
                 });
                 progress.landed();
             }
@@ -199,7 +202,9 @@ async fn run(config: Config) -> u8 {
     let mut outcomes = match result {
         Ok(o) => o,
         Err(msg) => {
-            eprintln!("tcpproxy-test: the harness could not run: {msg}");
+            console.err_line(format_args!(
+                "tcpproxy-test: the harness could not run: {msg}"
+            ));
             return EXIT_HARNESS;
         }
     };
@@ -213,31 +218,34 @@ async fn run(config: Config) -> u8 {
         .as_ref()
         .filter(|_| failed > 0 && !starts.none_started())
     {
-        eprintln!(
+        console.err_line(format_args!(
             "tcpproxy-test: self-check: running the {failed} failed phase(s) again beside the reference proxy (up to {} rounds)",
             vouch::ROUNDS
-        );
+        ));
         match vouch::confirm_failures(&mut outcomes, &config.proxy, reference, rules).await {
             Ok(c) => {
                 for note in &c.notes {
-                    eprintln!("tcpproxy-test: self-check: {note}");
+                    console.err_line(format_args!("tcpproxy-test: self-check: {note}"));
                 }
                 if stream_human {
-                    let _ = writeln!(stdout, "After the self-check:");
-                    for o in outcomes.iter().filter(|o| o.verdict != Verdict::Passed) {
-                        let _ = report::write_outcome_styled(&mut stdout, o, color);
-                    }
+                    console.with_out(|mut w| {
+                        let _ = writeln!(w, "After the self-check:");
+                        for o in outcomes.iter().filter(|o| o.verdict != Verdict::Passed) {
+                            let _ = report::write_outcome_styled(&mut w, o, color);
+                        }
+                    });
                 }
             }
             Err(msg) => {
-                eprintln!("tcpproxy-test: the harness could not run the self-check: {msg}");
+                console.err_line(format_args!(
+                    "tcpproxy-test: the harness could not run the self-check: {msg}"
+                ));
                 return EXIT_HARNESS;
             }
         }
     }
-    // A closed stdout (`| head`) must not turn into a panic; the exit code still tells.
     if stream_human {
-        let _ = writeln!(stdout, "{}", report::summary(&outcomes));
+        console.out_line(report::summary(&outcomes));
     }
     let run = RunReport {
         proxy,
@@ -248,7 +256,7 @@ async fn run(config: Config) -> u8 {
         outcomes: &outcomes,
     };
     let text = report::render(&run, config.format);
-    if let Err(code) = deliver(&text, config.output.as_deref(), !stream_human) {
+    if let Err(code) = deliver(&text, config.output.as_deref(), !stream_human, &console) {
         return code;
     }
     let (slowest, throttled) = starts.slowest();
@@ -257,21 +265,21 @@ async fn run(config: Config) -> u8 {
             Some(n) => format!("; after the first, the proxies were started {n} at a time"),
             None => String::new(),
         };
-        eprintln!(
+        console.err_line(format_args!(
             "tcpproxy-test: note: the proxy took up to {:.1}s to start listening{how} (start-up is not graded; each phase's deadlines start once it listens)",
             slowest.as_secs_f64()
-        );
+        ));
     }
     if starts.none_started() {
         let (_, never) = starts.counts();
-        eprintln!(
+        console.err_line(format_args!(
             "tcpproxy-test: the proxy never started: in none of the {never} phases did it listen on the port it was given (the first failure above says why)"
-        );
+        ));
         EXIT_NEVER_STARTED
     } else if outcomes.iter().any(|o| o.verdict == Verdict::Failed) {
         EXIT_FAILED
     } else if outcomes.iter().any(|o| o.verdict == Verdict::Inconclusive) {
-        eprintln!(
+        console.err_line(
             "tcpproxy-test: inconclusive: the reference proxy failed the same phases on this host; run again on a quieter host (or with a larger --timeout-scale)"
         );
         EXIT_HARNESS

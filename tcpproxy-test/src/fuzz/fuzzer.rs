@@ -12,6 +12,7 @@ use super::oracle::{self, Violation};
 use super::peers::{self, Limits, Record};
 use super::schedule::Case;
 use super::target::Target;
+use crate::console::Console;
 
 /// Schedules that once exposed a bug, run before the random cases of every run. Each is already
 /// minimal; add a failure's saved schedule here to keep it.
@@ -76,6 +77,8 @@ pub struct Fuzzer {
     pub reference: Arc<Target>,
     pub limits: Limits,
     pub started: Instant,
+    /// Where the run's lines go.
+    pub console: Console,
 }
 
 impl Fuzzer {

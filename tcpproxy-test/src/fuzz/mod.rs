@@ -7,7 +7,7 @@
 //! connections interfere. Cases come from a proptest strategy ([`strategy`]), case I of seed S
 //! being the same everywhere; the committed regression schedules run first.
 
-pub mod cli;
+pub(crate) mod cli;
 mod fuzzer;
 // The suite's flow phases (`crate::phase::flows`) are schedules of this model, run by this
 // driver and judged by this oracle.
@@ -20,7 +20,6 @@ mod sockets;
 mod strategy;
 pub(crate) mod target;
 
-use std::io::Write as _;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,6 +32,7 @@ pub use self::fuzzer::REGRESSIONS;
 use self::fuzzer::{Fuzzer, Job, Origin, Outcome, REGRESSIONS_PATH, Totals, run_job};
 use self::peers::Limits;
 use self::target::{Target, TargetError};
+use crate::console::Console;
 use crate::exit_code::{EXIT_FAILED, EXIT_HARNESS, EXIT_PASSED};
 use crate::harness;
 
@@ -45,8 +45,8 @@ const CASE_BACKSTOP: Duration = Duration::from_secs(60);
 const READY_WITHIN: Duration = Duration::from_secs(5);
 
 /// `tcpproxy-test fuzz`, its flags parsed and checked.
-pub fn main(config: FuzzConfig) -> ExitCode {
-    crate::runtime::run("tcpproxy-test fuzz", run(config))
+pub(crate) fn main(config: FuzzConfig, console: Console) -> ExitCode {
+    crate::runtime::run("tcpproxy-test fuzz", run(config, console))
 }
 
 /// Why a run stopped before every case passed.
@@ -56,7 +56,7 @@ enum Stop {
     Harness(String),
 }
 
-async fn run(config: FuzzConfig) -> u8 {
+async fn run(config: FuzzConfig, console: Console) -> u8 {
     harness::become_subreaper();
     harness::raise_descriptor_limit();
     let started = Instant::now();
@@ -71,7 +71,7 @@ async fn run(config: FuzzConfig) -> u8 {
     let jobs = match jobs(&config) {
         Ok(j) => j,
         Err(msg) => {
-            eprintln!("tcpproxy-test fuzz: {msg}");
+            console.err_line(format_args!("tcpproxy-test fuzz: {msg}"));
             return EXIT_HARNESS;
         }
     };
@@ -85,15 +85,19 @@ async fn run(config: FuzzConfig) -> u8 {
         (p, r) => {
             let code = match (&p, &r) {
                 (_, Err(TargetError::Harness(m) | TargetError::Proxy(m))) => {
-                    eprintln!("tcpproxy-test fuzz: cannot start the reference proxy: {m}");
+                    console.err_line(format_args!(
+                        "tcpproxy-test fuzz: cannot start the reference proxy: {m}"
+                    ));
                     EXIT_HARNESS
                 }
                 (Err(TargetError::Harness(m)), _) => {
-                    eprintln!("tcpproxy-test fuzz: the harness could not run: {m}");
+                    console.err_line(format_args!(
+                        "tcpproxy-test fuzz: the harness could not run: {m}"
+                    ));
                     EXIT_HARNESS
                 }
                 (Err(TargetError::Proxy(m)), _) => {
-                    output::did_not_start(m);
+                    output::did_not_start(&console, m);
                     EXIT_FAILED
                 }
                 (Ok(_), Ok(_)) => unreachable!("handled above"),
@@ -110,8 +114,9 @@ async fn run(config: FuzzConfig) -> u8 {
         reference,
         limits,
         started,
+        console,
     };
-    output::header(&fuzzer.config, &jobs);
+    output::header(&fuzzer.console, &fuzzer.config, &jobs);
     let code = match fuzzer.run_all(jobs).await {
         Ok(totals) => {
             output::passed(&fuzzer, &totals);
@@ -122,8 +127,9 @@ async fn run(config: FuzzConfig) -> u8 {
             EXIT_FAILED
         }
         Err(Stop::Harness(msg)) => {
-            let _ = std::io::stdout().flush();
-            eprintln!("tcpproxy-test fuzz: {msg}");
+            fuzzer
+                .console
+                .err_line(format_args!("tcpproxy-test fuzz: {msg}"));
             EXIT_HARNESS
         }
     };
@@ -222,7 +228,7 @@ impl Fuzzer {
                 while running.join_next().await.is_some() {}
                 return Err(Stop::Found(Box::new(outcome)));
             }
-            output::case_passed(&self.config, &outcome);
+            output::case_passed(&self.console, &self.config, &outcome);
             match outcome.origin {
                 Origin::Regression(_) => totals.regressions += 1,
                 _ => totals.cases += 1,
@@ -245,11 +251,11 @@ impl Fuzzer {
             .verdict
             .clone()
             .expect_err("only failures are reported");
-        output::found(&found.origin, &violation);
+        output::found(&self.console, &found.origin, &violation);
         let shrunk = match found.origin {
             Origin::Random { seed, index } => {
                 shrink::shrink(self, seed, index, &found.case, violation, |p| {
-                    output::shrink_progress(&self.config, p)
+                    output::shrink_progress(&self.console, &self.config, p)
                 })
                 .await
             }

@@ -1,5 +1,5 @@
-//! What the fuzzer prints: results on stdout (a header, a line per case with `--verbose`, the
-//! failure report or the summary), progress of a long shrink on stderr.
+//! What the fuzzer says: results (a header, a line per case with `--verbose`, the failure
+//! report or the summary), and progress of a long shrink as notes.
 
 use std::ffi::OsStr;
 use std::io::Write as _;
@@ -9,16 +9,10 @@ use super::cli::{FuzzConfig, Mode};
 use super::fuzzer::{Fuzzer, Job, Origin, Outcome, REGRESSIONS_PATH, Totals};
 use super::oracle::Violation;
 use super::shrink::{FLAKY_REPEAT, Progress, Shrunk};
+use crate::console::Console;
 
 /// Information lines printed at most; the rest are counted.
 const MAX_INFO: usize = 8;
-
-fn print(text: impl AsRef<str>) {
-    let mut out = std::io::stdout();
-    // A closed stdout (`| head`) must not panic; the exit code still tells.
-    let _ = writeln!(out, "{}", text.as_ref());
-    let _ = out.flush();
-}
 
 /// `1 case`, `2 cases`.
 fn count(n: usize, one: &str, many: &str) -> String {
@@ -56,7 +50,7 @@ pub fn shell_words<S: AsRef<OsStr>>(words: &[S]) -> String {
         .join(" ")
 }
 
-pub(super) fn header(config: &FuzzConfig, jobs: &[Job]) {
+pub(super) fn header(console: &Console, config: &FuzzConfig, jobs: &[Job]) {
     let regressions = jobs
         .iter()
         .filter(|j| matches!(j.origin, Origin::Regression(_)))
@@ -89,20 +83,20 @@ pub(super) fn header(config: &FuzzConfig, jobs: &[Job]) {
             )
         }
     };
-    print(format!(
+    console.out_line(format!(
         "fuzzing {} beside the reference proxy: {what}, {} at a time",
         proxy_name(config),
         config.jobs
     ));
 }
 
-pub(super) fn did_not_start(why: &str) {
-    print(format!("FAILED: PROXY did not start: {why}"));
+pub(super) fn did_not_start(console: &Console, why: &str) {
+    console.out_line(format!("FAILED: PROXY did not start: {why}"));
 }
 
-pub(super) fn case_passed(config: &FuzzConfig, o: &Outcome) {
+pub(super) fn case_passed(console: &Console, config: &FuzzConfig, o: &Outcome) {
     if config.verbose {
-        print(format!(
+        console.out_line(format!(
             "{}: passed ({}, {}, {:.1}s; reference {:.1}s)",
             o.origin,
             count(o.case.connections.len(), "connection", "connections"),
@@ -113,22 +107,22 @@ pub(super) fn case_passed(config: &FuzzConfig, o: &Outcome) {
     }
 }
 
-pub(super) fn found(origin: &Origin, v: &Violation) {
-    print(format!("{origin} FAILED: {}", v.summary));
+pub(super) fn found(console: &Console, origin: &Origin, v: &Violation) {
+    console.out_line(format!("{origin} FAILED: {}", v.summary));
 }
 
-pub(super) fn shrink_progress(config: &FuzzConfig, progress: Progress<'_>) {
+pub(super) fn shrink_progress(console: &Console, config: &FuzzConfig, progress: Progress<'_>) {
     match progress {
-        Progress::Started(budget) => print(format!(
+        Progress::Started(budget) => console.out_line(format_args!(
             "shrinking it (for at most {:.0}s)...",
             budget.as_secs_f64()
         )),
-        Progress::Step(case, v) if config.verbose => eprintln!(
+        Progress::Step(case, v) if config.verbose => console.err_line(format_args!(
             "tcpproxy-test fuzz: smaller failing schedule ({}, {}): {}",
             count(case.connections.len(), "connection", "connections"),
             megabytes(case.total_bytes()),
             v.summary
-        ),
+        )),
         Progress::Step(..) => {}
     }
 }
@@ -219,7 +213,7 @@ pub(super) fn failure(
     reference_note: &str,
     proxy: &[String],
 ) {
-    let config = &fuzzer.config;
+    let (config, console) = (&fuzzer.config, &fuzzer.console);
     let mut report = String::new();
     if let Origin::Random { .. } = origin {
         report.push_str(&format!(
@@ -272,7 +266,7 @@ pub(super) fn failure(
         Err(why) => {
             report.push_str(&format!("note: {why}\n"));
             let Origin::Random { seed, index } = origin else {
-                print(report.trim_end());
+                console.out_line(report.trim_end());
                 return;
             };
             // Regenerates the unshrunk case and shrinks it again.
@@ -300,10 +294,11 @@ pub(super) fn failure(
         }
     };
     report.push_str(&format!("replay: {replay}"));
-    print(report);
+    console.out_line(report);
 }
 
 pub(super) fn passed(fuzzer: &Fuzzer, totals: &Totals) {
+    let console = &fuzzer.console;
     let mut what = Vec::new();
     if totals.regressions > 0 {
         what.push(count(
@@ -339,7 +334,7 @@ pub(super) fn passed(fuzzer: &Fuzzer, totals: &Totals) {
             ));
         }
     }
-    print(text);
+    console.out_line(text);
 }
 
 #[cfg(test)]
