@@ -21,7 +21,7 @@ const UNBOUNDED: u64 = 256 << 20;
 
 /// How far a [`Flood`] has got.
 #[derive(Debug, Clone, Copy)]
-pub struct Progress {
+pub struct FloodProgress {
     pub written: u64,
     /// When the last write that moved a byte returned (or when the flood began).
     pub at: Instant,
@@ -30,7 +30,7 @@ pub struct Progress {
 /// Writes [`pattern`] `seed` into a connection as fast as it takes it, until stopped or a write
 /// fails.
 pub struct Flood {
-    progress: watch::Receiver<Progress>,
+    progress: watch::Receiver<FloodProgress>,
     stop: oneshot::Sender<()>,
     task: JoinHandle<FloodEnd>,
 }
@@ -51,7 +51,7 @@ pub struct FloodEnd {
 impl Flood {
     pub fn start(mut conn: TcpStream, seed: u64) -> Flood {
         const CHUNK: usize = 64 * 1024;
-        let (tx, progress) = watch::channel(Progress {
+        let (tx, progress) = watch::channel(FloodProgress {
             written: 0,
             at: Instant::now(),
         });
@@ -67,7 +67,10 @@ impl Flood {
                     w = conn.write(&chunk) => match w {
                         Ok(0) => Some(io::ErrorKind::WriteZero.into()),
                         Ok(n) => {
-                            now = Progress { written: now.written + n as u64, at: Instant::now() };
+                            now = FloodProgress {
+                                written: now.written + n as u64,
+                                at: Instant::now(),
+                            };
                             let _ = tx.send(now);
                             continue;
                         }
@@ -92,7 +95,7 @@ impl Flood {
 
     /// Waits until no write has moved a byte for [`STUCK_QUIET`] and returns the progress then.
     /// Panics if the flood ends first, or if it writes so much that nothing can be bounding it.
-    pub async fn wait_stuck(&mut self, what: &str) -> Progress {
+    pub async fn wait_stuck(&mut self, what: &str) -> FloodProgress {
         let quiet = scaled(STUCK_QUIET);
         let limit = scaled(30.0);
         with_deadline(limit, format!("{what} to block"), async {
