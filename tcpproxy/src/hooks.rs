@@ -330,6 +330,34 @@ impl Hooks for Tweak {
     }
 }
 
+/// Changes the byte at stream offset `at` of direction `dir` with `change`, and no other: an
+/// off-by-one or a stale index in buffer arithmetic, which shows only deep into a stream. One
+/// implementation of the offset arithmetic for the `flip-byte` fixture and the copy path's tests.
+#[derive(Debug, Clone, Copy)]
+pub struct ChangeByte {
+    pub dir: Dir,
+    pub at: u64,
+    pub change: fn(u8) -> u8,
+}
+
+impl Hooks for ChangeByte {
+    fn needs_copy(&self) -> bool {
+        // The bytes pass through memory, where `mangle` sees them.
+        true
+    }
+
+    fn mangle(&self, dir: Dir, offset: u64, bytes: &mut [u8]) {
+        let Some(i) = self.at.checked_sub(offset) else {
+            return;
+        };
+        if dir == self.dir
+            && let Some(b) = usize::try_from(i).ok().and_then(|i| bytes.get_mut(i))
+        {
+            *b = (self.change)(*b);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -383,5 +411,32 @@ mod tests {
         };
         assert!(drop.needs_copy() && !Tweak::CONTRACT.needs_copy());
         assert_eq!(drop.consumed(100, 4096), 4096);
+    }
+
+    const PLUS_ONE: ChangeByte = ChangeByte {
+        dir: Dir::Up,
+        at: 1_000_003,
+        change: |b| b.wrapping_add(1),
+    };
+
+    #[test]
+    fn only_the_byte_at_the_offset_changes_whatever_the_chunking() {
+        let at = PLUS_ONE.at as usize;
+        for chunk in [1, 7, 4096, 65536, 1 << 20] {
+            let mut stream = vec![0xffu8; 1_100_000];
+            for (n, part) in stream.chunks_mut(chunk).enumerate() {
+                PLUS_ONE.mangle(Dir::Up, (n * chunk) as u64, part);
+            }
+            let changed: Vec<_> = (0..stream.len()).filter(|&i| stream[i] != 0xff).collect();
+            assert_eq!(changed, [at], "chunk {chunk}");
+            assert_eq!(stream[at], 0x00, "wraps, chunk {chunk}");
+        }
+    }
+
+    #[test]
+    fn the_other_direction_is_untouched() {
+        let mut bytes = vec![0u8; 16];
+        PLUS_ONE.mangle(Dir::Down, PLUS_ONE.at - 3, &mut bytes);
+        assert!(bytes.iter().all(|&b| b == 0));
     }
 }

@@ -186,19 +186,26 @@ impl Relay {
         src: &TcpStream,
         dst: &TcpStream,
     ) -> Poll<Result<u64, Abort>> {
+        let mut round = Round {
+            relay: self,
+            hooks,
+            pool,
+            src,
+            dst,
+        };
         loop {
             // A round reads once and writes once, so that a loan taken for a read is written
             // from before the source is asked again.
-            let read = self.read(cx, hooks, pool, src);
-            let wrote = match self.write(cx, hooks, pool, dst) {
+            let read = round.read(cx);
+            let wrote = match round.write(cx) {
                 Ok(wrote) => wrote,
                 Err(abort) => return Poll::Ready(Err(abort)),
             };
-            if let Err(abort) = self.settle(hooks, pool, dst) {
+            if let Err(abort) = round.settle() {
                 return Poll::Ready(Err(abort));
             }
-            match &mut self.stage {
-                Stage::Shut => return Poll::Ready(Ok(self.written)),
+            match &mut round.relay.stage {
+                Stage::Shut => return Poll::Ready(Ok(round.relay.written)),
                 _ if read || wrote => {}
                 // Bytes wait for a writer with no room: only now does the timer run.
                 Stage::Holding(loan) | Stage::Flushing(loan) => {
@@ -217,217 +224,6 @@ impl Relay {
                 Stage::Idle | Stage::Closing => return Poll::Pending,
             }
         }
-    }
-
-    /// Reads once, if the source has not ended and the buffer has room, taking a loan when
-    /// idle. True when it tried: an attempt that would block cleared the readiness, and the next
-    /// round's poll registers the waker.
-    fn read<H: Hooks + ?Sized>(
-        &mut self,
-        cx: &mut Context<'_>,
-        hooks: &H,
-        pool: &Pool,
-        src: &TcpStream,
-    ) -> bool {
-        let held = match mem::replace(&mut self.stage, Stage::Idle) {
-            // An idle direction has all the room of the loan it will be lent.
-            Stage::Idle => None,
-            Stage::Holding(loan) if loan.buf.room() > 0 => Some(loan),
-            // Full (reading waits until the writes empty it), or past the source's end.
-            other => {
-                self.stage = other;
-                return false;
-            }
-        };
-        let mut loan = match src.poll_read_ready(cx) {
-            Poll::Pending => {
-                self.stage = held.map_or(Stage::Idle, Stage::Holding);
-                return false;
-            }
-            Poll::Ready(Err(e)) => {
-                self.end_reading(hooks, pool, held, Some(e));
-                return true;
-            }
-            Poll::Ready(Ok(())) => held.unwrap_or_else(|| Loan {
-                buf: pool.take(self.streaming),
-                used: Used::Unused,
-                stall: hooks
-                    .stall_timeout(self.dir, self.stall_timeout)
-                    .map(|t| Stall::new(t, hooks.stall_reset())),
-            }),
-        };
-        let filled = if hooks.needs_copy() {
-            self.fill_watched(hooks, &mut loan.buf, src)
-        } else {
-            loan.buf.fill_from(src)
-        };
-        match filled {
-            Ok(Fill::Eof) => {
-                self.end_reading(hooks, pool, Some(loan), None);
-                return true;
-            }
-            Ok(Fill::Data) => {
-                let now = if loan.buf.room() == 0 {
-                    Used::Filled
-                } else {
-                    Used::Partial
-                };
-                loan.used = loan.used.max(now);
-            }
-            Ok(Fill::Full) => loan.used = Used::Filled,
-            // The readiness was cleared; the next poll registers the waker.
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            // The lab treats a read error like EOF: flush, then half-close.
-            Err(e) => {
-                self.end_reading(hooks, pool, Some(loan), Some(e));
-                return true;
-            }
-        }
-        self.stage = Stage::Holding(loan);
-        true
-    }
-
-    /// A read on the copy path, with [`Hooks::mangle`] shown the bytes it brought.
-    fn fill_watched<H: Hooks + ?Sized>(
-        &mut self,
-        hooks: &H,
-        buf: &mut Buffer,
-        src: &TcpStream,
-    ) -> io::Result<Fill> {
-        // `needs_copy` keeps the pool from lending pipes.
-        let Some(memory) = buf.memory() else {
-            return buf.fill_from(src);
-        };
-        let before = memory.pending().len();
-        let fill = memory.fill_from(src)?;
-        let fresh = &mut memory.pending_mut()[before..];
-        hooks.mangle(self.dir, self.copied, fresh);
-        self.copied += fresh.len() as u64;
-        Ok(fill)
-    }
-
-    /// The source ended: what `held` holds is flushed (unless the hooks drop it), then the
-    /// half-close goes on.
-    fn end_reading<H: Hooks + ?Sized>(
-        &mut self,
-        hooks: &H,
-        pool: &Pool,
-        held: Option<Loan>,
-        error: Option<io::Error>,
-    ) {
-        self.read_error = error;
-        let held = match held {
-            Some(loan) if hooks.on_eof() == OnEof::DropBuffered => {
-                pool.discard(loan.buf);
-                None
-            }
-            held => held,
-        };
-        self.enter(State::Open, held.map_or(Stage::Closing, Stage::Flushing));
-    }
-
-    /// Writes once, if bytes are held. Ok(true) when it tried; Err when the pair must abort.
-    fn write<H: Hooks + ?Sized>(
-        &mut self,
-        cx: &mut Context<'_>,
-        hooks: &H,
-        pool: &Pool,
-        dst: &TcpStream,
-    ) -> Result<bool, Abort> {
-        let loan = match &mut self.stage {
-            Stage::Holding(loan) | Stage::Flushing(loan) if loan.buf.buffered() > 0 => loan,
-            _ => return Ok(false),
-        };
-        let failed = match dst.poll_write_ready(cx) {
-            Poll::Pending => return Ok(false),
-            Poll::Ready(Err(e)) => e,
-            Poll::Ready(Ok(())) => {
-                let drained = if hooks.needs_copy() {
-                    let stall_timeout = hooks.stall_timeout(self.dir, self.stall_timeout);
-                    drain_watched(hooks, &mut loan.buf, dst, stall_timeout)
-                } else {
-                    loan.buf.drain_to(dst)
-                };
-                match drained {
-                    Ok(0) => io::ErrorKind::WriteZero.into(),
-                    Ok(n) => {
-                        self.written += n as u64;
-                        // Any progress restarts the stall timer.
-                        if hooks.stall_reset() == StallReset::OnProgress {
-                            if let Some(stall) = &mut loan.stall {
-                                stall.reset();
-                            }
-                        }
-                        return Ok(true);
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(true),
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(true),
-                    Err(e) => e,
-                }
-            }
-        };
-        self.write_failed(hooks, pool, failed).map(|()| true)
-    }
-
-    /// Writing to the destination (or shutting it down) failed: the pair aborts, unless the hooks
-    /// go on regardless, dropping what this direction holds.
-    fn write_failed<H: Hooks + ?Sized>(
-        &mut self,
-        hooks: &H,
-        pool: &Pool,
-        error: io::Error,
-    ) -> Result<(), Abort> {
-        match hooks.on_write_error() {
-            OnWriteError::Abort => Err(Abort::WriteError(error)),
-            OnWriteError::Ignore => {
-                self.stage = match mem::replace(&mut self.stage, Stage::Idle) {
-                    Stage::Holding(loan) => {
-                        pool.discard(loan.buf);
-                        Stage::Idle
-                    }
-                    Stage::Flushing(loan) => {
-                        pool.discard(loan.buf);
-                        Stage::Closing
-                    }
-                    Stage::Closing | Stage::Shut => Stage::Shut,
-                    Stage::Idle => Stage::Idle,
-                };
-                Ok(())
-            }
-        }
-    }
-
-    /// Ends a loan with nothing left to write, so idle directions hold none, and half-closes a
-    /// direction that has flushed everything.
-    fn settle<H: Hooks + ?Sized>(
-        &mut self,
-        hooks: &H,
-        pool: &Pool,
-        dst: &TcpStream,
-    ) -> Result<(), Abort> {
-        self.stage = match mem::replace(&mut self.stage, Stage::Idle) {
-            Stage::Holding(loan) if loan.buf.buffered() == 0 => {
-                self.give_back(pool, loan);
-                Stage::Idle
-            }
-            Stage::Flushing(loan) if loan.buf.buffered() == 0 => {
-                self.give_back(pool, loan);
-                Stage::Closing
-            }
-            other => other,
-        };
-        if let Stage::Closing = self.stage {
-            // Contract rule 3: the EOF goes on only after every buffered byte.
-            if hooks.on_eof() != OnEof::Withhold {
-                // ENOTCONN: the peer already reset; the pair cannot end cleanly.
-                if let Err(e) = socket2::SockRef::from(dst).shutdown(Shutdown::Write) {
-                    return self.write_failed(hooks, pool, e);
-                }
-            }
-            self.enter(State::Flushing, Stage::Shut);
-        }
-        Ok(())
     }
 
     /// Moves to `next` from a stage in phase `was`, which the caller names because it may have
@@ -475,6 +271,200 @@ impl Relay {
         } else {
             pool.discard(loan.buf);
         }
+    }
+}
+
+/// One poll of a direction: the relay and what every step of the poll works with, so that the
+/// steps need not pass them along.
+struct Round<'a, H: ?Sized> {
+    relay: &'a mut Relay,
+    hooks: &'a H,
+    pool: &'a Pool,
+    src: &'a TcpStream,
+    dst: &'a TcpStream,
+}
+
+impl<H: Hooks + ?Sized> Round<'_, H> {
+    /// Reads once, if the source has not ended and the buffer has room, taking a loan when
+    /// idle. True when it tried: an attempt that would block cleared the readiness, and the next
+    /// round's poll registers the waker.
+    fn read(&mut self, cx: &mut Context<'_>) -> bool {
+        let held = match mem::replace(&mut self.relay.stage, Stage::Idle) {
+            // An idle direction has all the room of the loan it will be lent.
+            Stage::Idle => None,
+            Stage::Holding(loan) if loan.buf.room() > 0 => Some(loan),
+            // Full (reading waits until the writes empty it), or past the source's end.
+            other => {
+                self.relay.stage = other;
+                return false;
+            }
+        };
+        let mut loan = match self.src.poll_read_ready(cx) {
+            Poll::Pending => {
+                self.relay.stage = held.map_or(Stage::Idle, Stage::Holding);
+                return false;
+            }
+            Poll::Ready(Err(e)) => {
+                self.end_reading(held, Some(e));
+                return true;
+            }
+            Poll::Ready(Ok(())) => held.unwrap_or_else(|| Loan {
+                buf: self.pool.take(self.relay.streaming),
+                used: Used::Unused,
+                stall: self
+                    .hooks
+                    .stall_timeout(self.relay.dir, self.relay.stall_timeout)
+                    .map(|t| Stall::new(t, self.hooks.stall_reset())),
+            }),
+        };
+        let filled = if self.hooks.needs_copy() {
+            self.fill_watched(&mut loan.buf)
+        } else {
+            loan.buf.fill_from(self.src)
+        };
+        match filled {
+            Ok(Fill::Eof) => {
+                self.end_reading(Some(loan), None);
+                return true;
+            }
+            Ok(Fill::Data) => {
+                let now = if loan.buf.room() == 0 {
+                    Used::Filled
+                } else {
+                    Used::Partial
+                };
+                loan.used = loan.used.max(now);
+            }
+            Ok(Fill::Full) => loan.used = Used::Filled,
+            // The readiness was cleared; the next poll registers the waker.
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            // The lab treats a read error like EOF: flush, then half-close.
+            Err(e) => {
+                self.end_reading(Some(loan), Some(e));
+                return true;
+            }
+        }
+        self.relay.stage = Stage::Holding(loan);
+        true
+    }
+
+    /// A read on the copy path, with [`Hooks::mangle`] shown the bytes it brought.
+    fn fill_watched(&mut self, buf: &mut Buffer) -> io::Result<Fill> {
+        // `needs_copy` keeps the pool from lending pipes.
+        let Some(memory) = buf.memory() else {
+            return buf.fill_from(self.src);
+        };
+        let before = memory.pending().len();
+        let fill = memory.fill_from(self.src)?;
+        let fresh = &mut memory.pending_mut()[before..];
+        self.hooks.mangle(self.relay.dir, self.relay.copied, fresh);
+        self.relay.copied += fresh.len() as u64;
+        Ok(fill)
+    }
+
+    /// The source ended: what `held` holds is flushed (unless the hooks drop it), then the
+    /// half-close goes on.
+    fn end_reading(&mut self, held: Option<Loan>, error: Option<io::Error>) {
+        self.relay.read_error = error;
+        let held = match held {
+            Some(loan) if self.hooks.on_eof() == OnEof::DropBuffered => {
+                self.pool.discard(loan.buf);
+                None
+            }
+            held => held,
+        };
+        self.relay
+            .enter(State::Open, held.map_or(Stage::Closing, Stage::Flushing));
+    }
+
+    /// Writes once, if bytes are held. Ok(true) when it tried; Err when the pair must abort.
+    fn write(&mut self, cx: &mut Context<'_>) -> Result<bool, Abort> {
+        let loan = match &mut self.relay.stage {
+            Stage::Holding(loan) | Stage::Flushing(loan) if loan.buf.buffered() > 0 => loan,
+            _ => return Ok(false),
+        };
+        let failed = match self.dst.poll_write_ready(cx) {
+            Poll::Pending => return Ok(false),
+            Poll::Ready(Err(e)) => e,
+            Poll::Ready(Ok(())) => {
+                let drained = if self.hooks.needs_copy() {
+                    let stall_timeout = self
+                        .hooks
+                        .stall_timeout(self.relay.dir, self.relay.stall_timeout);
+                    drain_watched(self.hooks, &mut loan.buf, self.dst, stall_timeout)
+                } else {
+                    loan.buf.drain_to(self.dst)
+                };
+                match drained {
+                    Ok(0) => io::ErrorKind::WriteZero.into(),
+                    Ok(n) => {
+                        self.relay.written += n as u64;
+                        // Any progress restarts the stall timer.
+                        if self.hooks.stall_reset() == StallReset::OnProgress {
+                            if let Some(stall) = &mut loan.stall {
+                                stall.reset();
+                            }
+                        }
+                        return Ok(true);
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(true),
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(true),
+                    Err(e) => e,
+                }
+            }
+        };
+        self.write_failed(failed).map(|()| true)
+    }
+
+    /// Writing to the destination (or shutting it down) failed: the pair aborts, unless the hooks
+    /// go on regardless, dropping what this direction holds.
+    fn write_failed(&mut self, error: io::Error) -> Result<(), Abort> {
+        match self.hooks.on_write_error() {
+            OnWriteError::Abort => Err(Abort::WriteError(error)),
+            OnWriteError::Ignore => {
+                self.relay.stage = match mem::replace(&mut self.relay.stage, Stage::Idle) {
+                    Stage::Holding(loan) => {
+                        self.pool.discard(loan.buf);
+                        Stage::Idle
+                    }
+                    Stage::Flushing(loan) => {
+                        self.pool.discard(loan.buf);
+                        Stage::Closing
+                    }
+                    Stage::Closing | Stage::Shut => Stage::Shut,
+                    Stage::Idle => Stage::Idle,
+                };
+                Ok(())
+            }
+        }
+    }
+
+    /// Ends a loan with nothing left to write, so idle directions hold none, and half-closes a
+    /// direction that has flushed everything.
+    fn settle(&mut self) -> Result<(), Abort> {
+        self.relay.stage = match mem::replace(&mut self.relay.stage, Stage::Idle) {
+            Stage::Holding(loan) if loan.buf.buffered() == 0 => {
+                self.relay.give_back(self.pool, loan);
+                Stage::Idle
+            }
+            Stage::Flushing(loan) if loan.buf.buffered() == 0 => {
+                self.relay.give_back(self.pool, loan);
+                Stage::Closing
+            }
+            other => other,
+        };
+        if let Stage::Closing = self.relay.stage {
+            // Contract rule 3: the EOF goes on only after every buffered byte.
+            if self.hooks.on_eof() != OnEof::Withhold {
+                // ENOTCONN: the peer already reset; the pair cannot end cleanly.
+                if let Err(e) = socket2::SockRef::from(self.dst).shutdown(Shutdown::Write) {
+                    return self.write_failed(e);
+                }
+            }
+            self.relay.enter(State::Flushing, Stage::Shut);
+        }
+        Ok(())
     }
 }
 

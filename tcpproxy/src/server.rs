@@ -302,7 +302,7 @@ mod tests {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
     use super::*;
-    use crate::hooks::{Dir, OnEof, OnWriteError, Reference};
+    use crate::hooks::{ChangeByte, Dir, OnEof, OnWriteError, Reference, Tweak};
 
     const DEADLINE: Duration = Duration::from_secs(10);
     /// Past one buffer, so that a stream is spliced when it may be.
@@ -319,13 +319,22 @@ mod tests {
         port
     }
 
-    /// A server that reads to EOF, then echoes what it got and closes.
-    async fn echo_at_eof() -> u16 {
+    /// Starts a destination on an ephemeral port that `serves` its listener; returns the port.
+    async fn destination<F>(serves: impl FnOnce(TcpListener) -> F) -> u16
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
         let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
             .await
             .expect("bind");
         let port = listener.local_addr().expect("local address").port();
-        tokio::spawn(async move {
+        tokio::spawn(serves(listener));
+        port
+    }
+
+    /// A server that reads to EOF, then echoes what it got and closes.
+    async fn echo_at_eof() -> u16 {
+        destination(|listener| async move {
             while let Ok((mut s, _)) = listener.accept().await {
                 tokio::spawn(async move {
                     let mut got = Vec::new();
@@ -333,8 +342,8 @@ mod tests {
                     let _ = s.write_all(&got).await;
                 });
             }
-        });
-        port
+        })
+        .await
     }
 
     fn payload() -> Vec<u8> {
@@ -368,40 +377,31 @@ mod tests {
         assert!(request_within(proxy).await.expect("request") == payload());
     }
 
-    struct ClosePair;
-
-    impl Hooks for ClosePair {
-        fn on_eof(&self) -> OnEof {
-            OnEof::ClosePair
-        }
-    }
-
     #[tokio::test]
     async fn closing_the_pair_at_the_first_eof_loses_the_reply() {
-        let proxy = start(&ClosePair, echo_at_eof().await);
+        let proxy = start(
+            &Tweak {
+                on_eof: OnEof::ClosePair,
+                ..Tweak::CONTRACT
+            },
+            echo_at_eof().await,
+        );
         match request_within(proxy).await {
             Ok(reply) => assert!(reply.is_empty(), "{} bytes came back", reply.len()),
             Err(e) => assert_eq!(e.kind(), io::ErrorKind::ConnectionReset),
         }
     }
 
-    struct FlipUp;
-
-    impl Hooks for FlipUp {
-        fn needs_copy(&self) -> bool {
-            true
-        }
-
-        fn mangle(&self, dir: Dir, offset: u64, bytes: &mut [u8]) {
-            if dir == Dir::Up && (offset..offset + bytes.len() as u64).contains(&FLIPPED) {
-                bytes[(FLIPPED - offset) as usize] ^= 0xff;
-            }
-        }
-    }
-
     #[tokio::test]
     async fn mangle_sees_each_byte_once_at_its_stream_offset() {
-        let proxy = start(&FlipUp, echo_at_eof().await);
+        let proxy = start(
+            &ChangeByte {
+                dir: Dir::Up,
+                at: FLIPPED,
+                change: |b| b ^ 0xff,
+            },
+            echo_at_eof().await,
+        );
         let reply = request_within(proxy).await.expect("request");
         let sent = payload();
         let differ: Vec<usize> = (0..LEN).filter(|&i| reply[i] != sent[i]).collect();
@@ -425,17 +425,14 @@ mod tests {
     async fn consumed_decides_what_is_written_again() {
         // A server that sends back the first 8 bytes it gets, and then holds the connection
         // (closing it with bytes unread would reset the pair, and the reply with it).
-        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-            .await
-            .expect("bind");
-        let dest = listener.local_addr().expect("local address").port();
-        tokio::spawn(async move {
+        let dest = destination(|listener| async move {
             let (mut s, _) = listener.accept().await.expect("accept");
             let mut first = [0; 8];
             s.read_exact(&mut first).await.expect("server read");
             s.write_all(&first).await.expect("server write");
             std::future::pending::<()>().await;
-        });
+        })
+        .await;
         let proxy = start(&NothingConsumed, dest);
         let mut c = TcpStream::connect((Ipv4Addr::LOCALHOST, proxy))
             .await
@@ -450,31 +447,26 @@ mod tests {
         assert_eq!(&back, b"abababab");
     }
 
-    struct IgnoreWriteErrors;
-
-    impl Hooks for IgnoreWriteErrors {
-        fn on_write_error(&self) -> OnWriteError {
-            OnWriteError::Ignore
-        }
-    }
-
     #[tokio::test]
     async fn an_ignored_write_error_leaves_the_client_writing_into_the_void() {
         // A server that resets every connection once the first bytes arrive (a reset before
         // that could fail the proxy's connect instead).
-        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-            .await
-            .expect("bind");
-        let dest = listener.local_addr().expect("local address").port();
-        tokio::spawn(async move {
+        let dest = destination(|listener| async move {
             while let Ok((mut s, _)) = listener.accept().await {
                 let _ = s.read(&mut [0; 16]).await;
                 let _ = socket2::SockRef::from(&s).set_linger(Some(Duration::ZERO));
             }
-        });
+        })
+        .await;
         for (hooks, keeps_writing) in [
             (&Reference as &'static dyn Hooks, false),
-            (&IgnoreWriteErrors, true),
+            (
+                &Tweak {
+                    on_write_error: OnWriteError::Ignore,
+                    ..Tweak::CONTRACT
+                },
+                true,
+            ),
         ] {
             let proxy = start(hooks, dest);
             let mut c = TcpStream::connect((Ipv4Addr::LOCALHOST, proxy))
