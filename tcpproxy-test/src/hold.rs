@@ -214,7 +214,10 @@ pub async fn fill(
         let piece = &data[at..(at + settings.piece).min(data.len())];
         let mut off = 0;
         while off < piece.len() {
-            // Cancelling a TCP write writes nothing, so the count stays exact.
+            // Cancelling a TCP write writes nothing, so the count stays exact. A probe, not a
+            // deadline (so not `crate::deadline`): a write that does not finish in time is how
+            // a proxy that stopped reading shows, and the caller counts how long the fill kept
+            // the proxy stalled against its stall timeout.
             match tokio::time::timeout_at(write_until, wr.write(&piece[off..])).await {
                 Ok(Ok(0)) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(Ok(n)) => {
