@@ -110,6 +110,9 @@ struct Args {
     build_failed: Option<PathBuf>,
 
     #[command(flatten)]
+    sandbox: crate::sandbox::Flag,
+
+    #[command(flatten)]
     proxy: ProxyWords,
 }
 
@@ -136,6 +139,8 @@ pub struct Config {
     /// reported failed with this error (that, and the end of LOG). `proxy` is then only a name,
     /// never looked for.
     pub(crate) build_failed: Option<String>,
+    /// `--sandbox`: the network the run takes (`crate::sandbox`).
+    pub(crate) sandbox: crate::sandbox::Mode,
 }
 
 /// What a report names as the proxy when `--build-failed` was given no PROXY.
@@ -300,6 +305,7 @@ fn suite(a: Args, dashes: bool) -> Result<Parsed, String> {
         filter,
         warnings,
         build_failed,
+        sandbox: a.sandbox.mode,
     })))
 }
 

@@ -91,6 +91,8 @@ pub struct Args {
     /// Skip phases matching GLOB (repeatable).
     #[arg(long, value_name = "GLOB")]
     exclude: Vec<String>,
+    #[command(flatten)]
+    sandbox: crate::sandbox::Flag,
     /// Executables, or directories holding an executable named `tcpproxy`.
     #[arg(value_name = "SUBMISSION", required = true)]
     submissions: Vec<PathBuf>,
@@ -178,6 +180,7 @@ pub fn main(g: Grade, console: Console) -> std::process::ExitCode {
     };
     crate::runtime::run_noting(
         "tcpproxy-test grade",
+        a.sandbox.mode,
         grade(a, filter, finished, console),
         note,
     )
@@ -541,6 +544,7 @@ fn write_error_reports(
         seed: rules.seed,
         stall_timeout: stall,
         timeout_scale: scale,
+        sandbox: crate::sandbox::entered(),
         outcomes: &[],
     };
     let files = REPORTS.map(|(file, format)| (file, report::render_error(&run, msg, format)));
@@ -679,6 +683,7 @@ async fn grade_one(
         seed: rules.seed,
         stall_timeout: stall,
         timeout_scale: scale,
+        sandbox: crate::sandbox::entered(),
         outcomes: &outcomes,
     };
     let mut files: Vec<(&str, String)> = REPORTS

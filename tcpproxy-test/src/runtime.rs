@@ -1,25 +1,42 @@
 //! The one runtime every subcommand (the suite, `fuzz`, `grade`) runs in, and what every exit
 //! path does: Ctrl-C kills every proxy started, and on the way out every descendant left is
-//! ended, so nothing a proxy forked outlives the harness, whichever subcommand ran it.
+//! ended, so nothing a proxy forked outlives the harness, whichever subcommand ran it. Before
+//! the runtime's threads exist, the process takes the network `--sandbox` asks for.
 
 use std::future::Future;
 use std::process::ExitCode;
 
 use crate::exit_code::{EXIT_HARNESS, EXIT_INTERRUPTED};
 use crate::harness;
+use crate::sandbox::{self, Network};
 
-/// Runs `work` to completion or until Ctrl-C, then ends every descendant. `name` starts every
-/// line this prints (`tcpproxy-test`, `tcpproxy-test fuzz`, ...).
-pub fn run(name: &str, work: impl Future<Output = u8>) -> ExitCode {
-    run_noting(name, work, || None)
+/// Runs `work` in the network `sandbox` asks for, to completion or until Ctrl-C, then ends
+/// every descendant. `name` starts every line this prints (`tcpproxy-test`, `tcpproxy-test
+/// fuzz`, ...).
+pub fn run(name: &str, sandbox: sandbox::Mode, work: impl Future<Output = u8>) -> ExitCode {
+    run_noting(name, sandbox, work, || None)
 }
 
 /// As [`run`]; after an interrupt, `note` may add a line saying what was kept.
 pub fn run_noting(
     name: &str,
+    sandbox: sandbox::Mode,
     work: impl Future<Output = u8>,
     note: impl FnOnce() -> Option<String>,
 ) -> ExitCode {
+    // Here, while this is the process's only thread (see `sandbox::enter`).
+    match sandbox::enter(sandbox) {
+        Ok(Network::Host(why)) if sandbox == sandbox::Mode::Auto => {
+            eprintln!(
+                "{name}: warning: running on the host's network, not in a network namespace of its own: {why} (--sandbox off says this is meant)"
+            );
+        }
+        Ok(_) => {}
+        Err(sandbox::Refused(why)) => {
+            eprintln!("{name}: --sandbox {}: {why}", mode_word(sandbox));
+            return ExitCode::from(EXIT_HARNESS);
+        }
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -49,4 +66,11 @@ pub fn run_noting(
     // that nothing else ties to it; as the subreaper, everything under us is ours to end.
     harness::kill_all_descendants();
     ExitCode::from(code)
+}
+
+/// The `--sandbox` value as typed.
+fn mode_word(mode: sandbox::Mode) -> String {
+    use clap::ValueEnum as _;
+    mode.to_possible_value()
+        .map_or_else(String::new, |v| v.get_name().to_string())
 }

@@ -103,6 +103,7 @@ fn json_is_the_versioned_model() {
   "seed_text": "[..]",
   "stall_timeout_secs": 2.0,
   "timeout_scale": 1.0,
+  "sandbox": "network namespace",
   "summary": {
     "passed": 2,
     "failed": 0,

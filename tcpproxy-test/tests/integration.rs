@@ -9,6 +9,7 @@ mod grade;
 mod invocation;
 mod matrix;
 mod reference;
+mod sandbox;
 mod scheduler_examples;
 mod self_check;
 mod support;

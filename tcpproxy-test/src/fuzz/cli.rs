@@ -99,6 +99,9 @@ pub struct Args {
     verbose: bool,
 
     #[command(flatten)]
+    sandbox: crate::sandbox::Flag,
+
+    #[command(flatten)]
     proxy: ProxyWords,
 }
 
@@ -134,6 +137,8 @@ pub struct FuzzConfig {
     pub regressions: bool,
     pub save: Option<PathBuf>,
     pub verbose: bool,
+    /// `--sandbox`: the network the run takes (`crate::sandbox`).
+    pub sandbox: crate::sandbox::Mode,
 }
 
 /// A validated run from `fuzz`'s flags (`program`: this executable as invoked; `dashes`: a `--`
@@ -170,6 +175,7 @@ pub fn config(a: Args, program: OsString, dashes: bool) -> Result<FuzzConfig, St
         regressions: !a.no_regressions,
         save: a.save,
         verbose: a.verbose,
+        sandbox: a.sandbox.mode,
     })
 }
 

@@ -46,7 +46,7 @@ const READY_WITHIN: Duration = Duration::from_secs(5);
 
 /// `tcpproxy-test fuzz`, its flags parsed and checked.
 pub(crate) fn main(config: FuzzConfig, console: Console) -> ExitCode {
-    crate::runtime::run("tcpproxy-test fuzz", run(config, console))
+    crate::runtime::run("tcpproxy-test fuzz", config.sandbox, run(config, console))
 }
 
 /// Why a run stopped before every case passed.

@@ -4,6 +4,7 @@
 use std::io::Write;
 
 use crate::phase::{Outcome, Verdict};
+use crate::sandbox::Network;
 
 /// `NAME: passed`, or `NAME: failed: summary` followed by the hint and the detail lines.
 pub fn write_outcome(out: &mut impl Write, o: &Outcome) -> std::io::Result<()> {
@@ -42,6 +43,12 @@ pub fn write_outcome_styled(out: &mut impl Write, o: &Outcome, color: bool) -> s
             )
         }
     }
+}
+
+/// The report's first line: the network the proxies ran in (`crate::sandbox`), in words that
+/// cannot be read as a phase's line.
+pub fn write_sandbox(out: &mut impl Write, network: &Network) -> std::io::Result<()> {
+    writeln!(out, "(sandbox: {network})")
 }
 
 /// `10 passed, 0 failed`, then `, 1 warning`, `, 1 skipped` and `, 1 inconclusive` when there
@@ -86,6 +93,21 @@ Descriptor leaks: skipped: needs Linux /proc
 1 passed, 1 failed, 1 warning, 1 skipped
 ";
         assert_eq!(got, want, "\n--- got ---\n{got}");
+    }
+
+    #[test]
+    fn a_run_that_had_a_network_names_it_first() {
+        static OFF: std::sync::LazyLock<crate::sandbox::Network> =
+            std::sync::LazyLock::new(|| crate::sandbox::Network::Host("--sandbox off".into()));
+        let outcomes = fixtures::outcomes();
+        let run = super::super::RunReport {
+            sandbox: Some(&OFF),
+            ..fixtures::run(&outcomes[..1])
+        };
+        assert_eq!(
+            render(&run, Format::Human),
+            "(sandbox: host network: --sandbox off)\nSingle echo connection: passed\n1 passed, 0 failed\n"
+        );
     }
 
     #[test]

@@ -23,6 +23,10 @@ struct Document<'a> {
     seed_text: String,
     stall_timeout_secs: f64,
     timeout_scale: f64,
+    /// `network namespace` (the run's own: only loopback), or `host network: <why>`; absent
+    /// when nothing ran (`--build-failed`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sandbox: Option<String>,
     summary: Summary,
     phases: Vec<Phase<'a>>,
     /// Why the run never started (only then present; `phases` is then empty).
@@ -91,6 +95,7 @@ fn render_document(run: &RunReport, error: Option<&str>) -> String {
         seed_text: run.seed.to_string(),
         stall_timeout_secs: run.stall_timeout.as_secs_f64(),
         timeout_scale: run.timeout_scale,
+        sandbox: run.sandbox.map(ToString::to_string),
         summary: Summary {
             passed: run.count(Verdict::Passed),
             failed: run.count(Verdict::Failed),
@@ -203,5 +208,22 @@ mod tests {
 }
 "#;
         assert_eq!(got, want, "\n--- got ---\n{got}");
+    }
+
+    #[test]
+    fn the_network_follows_the_settings() {
+        static NAMESPACE: crate::sandbox::Network = crate::sandbox::Network::Namespace;
+        let outcomes = fixtures::outcomes();
+        let run = RunReport {
+            sandbox: Some(&NAMESPACE),
+            ..fixtures::run(&outcomes)
+        };
+        let got = render(&run);
+        assert!(
+            got.contains(
+                "  \"timeout_scale\": 1.0,\n  \"sandbox\": \"network namespace\",\n  \"summary\": {"
+            ),
+            "{got}"
+        );
     }
 }

@@ -15,6 +15,7 @@ use std::time::Duration;
 pub use human::{summary, write_outcome, write_outcome_styled};
 
 use crate::phase::{Outcome, Verdict};
+use crate::sandbox::Network;
 
 /// An output format for `--format`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -46,6 +47,8 @@ pub struct RunReport<'a> {
     pub seed: u64,
     pub stall_timeout: Duration,
     pub timeout_scale: f64,
+    /// The network the proxy ran in (`crate::sandbox`); None when nothing ran.
+    pub sandbox: Option<&'static Network>,
     pub outcomes: &'a [Outcome],
 }
 
@@ -63,6 +66,9 @@ pub fn render(run: &RunReport, format: Format) -> String {
     match format {
         Format::Human => {
             let mut out = Vec::new();
+            if let Some(network) = run.sandbox {
+                let _ = human::write_sandbox(&mut out, network);
+            }
             for o in run.outcomes {
                 let _ = write_outcome(&mut out, o);
             }
@@ -328,6 +334,7 @@ pub(crate) mod fixtures {
             seed: 7,
             stall_timeout: Duration::from_secs(10),
             timeout_scale: 1.0,
+            sandbox: None,
             outcomes,
         }
     }

@@ -1,0 +1,237 @@
+//! A network of the run's own: before its runtime starts, the harness moves itself into a new
+//! network namespace in which only loopback exists, is up, and leads nowhere else. Every proxy
+//! it starts, and the bundled reference (this same executable), inherits it: a submission can
+//! reach nothing but the harness's own peers on 127.0.0.1, and no port it or the harness takes
+//! can collide with one on the host or in another run of the harness.
+//!
+//! It does not contain anything else: the proxy still runs as the harness's user, sees its files
+//! and can fork without bound (docs/grading.md, "Sandbox").
+
+use std::fmt;
+use std::os::fd::AsFd as _;
+use std::sync::OnceLock;
+
+use nix::errno::Errno;
+use nix::sched::{CloneFlags, setns, unshare};
+use nix::unistd::{getgid, getuid};
+
+/// `--sandbox`: whether the run gets a network of its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Mode {
+    /// A network namespace where the host allows one, else the host's network and a warning.
+    #[default]
+    Auto,
+    /// A network namespace, or exit 3 naming what the host refused.
+    On,
+    /// The host's network.
+    Off,
+}
+
+/// The flag, flattened into the suite's, `fuzz`'s and `grade`'s arguments: one help text.
+#[derive(Debug, Clone, Copy, clap::Args)]
+pub struct Flag {
+    /// Run the harness and every proxy in a network namespace of their own (only loopback, no
+    /// route out; ports cannot collide with the host's): `auto` falls back to the host's
+    /// network with a warning where the host refuses one, `on` exits 3 instead.
+    #[arg(long = "sandbox", value_enum, value_name = "WHEN", default_value_t = Mode::Auto)]
+    pub mode: Mode,
+}
+
+/// The network the harness and its proxies run in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Network {
+    /// A network namespace of the run's own, made with the harness's own privilege (root).
+    Namespace,
+    /// The same, made inside an unprivileged user namespace that maps the harness's user and
+    /// group to themselves, so files and signals work as outside, and proxies hold no capability.
+    UserNamespace,
+    /// The host's network, and why: `--sandbox off`, or what `auto` was refused.
+    Host(String),
+}
+
+/// As the reports print it: `network namespace`, or `host network: <why>`.
+impl fmt::Display for Network {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Network::Namespace => f.write_str("network namespace"),
+            Network::UserNamespace => f.write_str("network namespace (in a user namespace)"),
+            Network::Host(why) => write!(f, "host network: {why}"),
+        }
+    }
+}
+
+/// The network [`enter`] settled on; set once per process.
+static ENTERED: OnceLock<Network> = OnceLock::new();
+
+/// The network this process runs in, once [`enter`] has chosen it (None before, as in a
+/// `--build-failed` report, which runs nothing).
+pub fn entered() -> Option<&'static Network> {
+    ENTERED.get()
+}
+
+/// Why `--sandbox on` cannot be honoured, as one line naming what the host refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refused(pub String);
+
+/// Moves this process into a network namespace of its own as `mode` asks, and returns the
+/// network it then runs in. Call it while the process has one thread: a network namespace
+/// entered later would hold only the calling thread (the runtime's workers would stay outside),
+/// and a user namespace cannot be entered at all by a process with several.
+///
+/// Err only when a namespace was required (`on`), or when one was entered and could not be made
+/// usable nor left again (then `auto` cannot fall back either).
+pub fn enter(mode: Mode) -> Result<&'static Network, Refused> {
+    if let Some(done) = ENTERED.get() {
+        return Ok(done);
+    }
+    let network = match mode {
+        Mode::Off => Network::Host("--sandbox off".into()),
+        Mode::On | Mode::Auto => match private() {
+            Ok(n) => n,
+            Err(Failure::Refused(why)) if mode == Mode::Auto => Network::Host(why),
+            Err(Failure::Refused(why) | Failure::Stuck(why)) => return Err(Refused(why)),
+        },
+    };
+    Ok(ENTERED.get_or_init(|| network))
+}
+
+enum Failure {
+    /// No namespace was entered; the process is on the host's network as before.
+    Refused(String),
+    /// A namespace was entered and can be neither used nor left.
+    Stuck(String),
+}
+
+/// Enters a new network namespace (directly, else through a user namespace) and brings its
+/// loopback up.
+fn private() -> Result<Network, Failure> {
+    // To return to, should the new namespace prove unusable.
+    let host = std::fs::File::open("/proc/self/ns/net").ok();
+    let network = match unshare(CloneFlags::CLONE_NEWNET) {
+        Ok(()) => Network::Namespace,
+        Err(direct) => {
+            // Read before the unshare: inside, until the maps are written, both are the
+            // overflow id (65534).
+            let (uid, gid) = (getuid(), getgid());
+            match unshare(CloneFlags::CLONE_NEWUSER | CloneFlags::CLONE_NEWNET) {
+                Ok(()) => {
+                    map_to_self(uid.as_raw(), gid.as_raw()).map_err(|e| {
+                        Failure::Stuck(format!(
+                            "entered a user namespace but could not map user {uid} and group {gid} into it: {e}"
+                        ))
+                    })?;
+                    Network::UserNamespace
+                }
+                Err(user) => return Err(Failure::Refused(refusal(direct, user))),
+            }
+        }
+    };
+    if let Err(e) = loopback::bring_up() {
+        let why = format!("cannot bring up lo in the new network namespace: {e}");
+        // Only the direct way can go back: leaving a user namespace is not possible.
+        let back = network == Network::Namespace
+            && host
+                .as_ref()
+                .is_some_and(|h| setns(h.as_fd(), CloneFlags::CLONE_NEWNET).is_ok());
+        return Err(if back {
+            Failure::Refused(why)
+        } else {
+            Failure::Stuck(why)
+        });
+    }
+    Ok(network)
+}
+
+/// One line naming what the host refused: the capability for a network namespace, and why no
+/// user namespace could stand in for it.
+fn refusal(direct: Errno, user: Errno) -> String {
+    let missing = match direct {
+        Errno::EPERM => "CAP_SYS_ADMIN is missing".to_string(),
+        e => format!("the kernel refused it ({})", e.desc()),
+    };
+    let instead = match user {
+        Errno::EPERM => {
+            "user namespaces are not allowed here (kernel.unprivileged_userns_clone=0, or a container's or seccomp policy)"
+        }
+        Errno::ENOSPC => "the limit of user namespaces is reached (user.max_user_namespaces)",
+        Errno::EINVAL => "the process already runs several threads",
+        Errno::EUSERS => "user namespaces are nested too deep",
+        _ => "the kernel refused one",
+    };
+    format!(
+        "cannot make a network namespace: {missing} (unshare(CLONE_NEWNET): {direct}), and no unprivileged user namespace can stand in: {instead} (unshare(CLONE_NEWUSER): {user})"
+    )
+}
+
+/// Maps `uid` and `gid` to themselves in the user namespace just entered: the harness keeps
+/// its identity, and a proxy it executes (uid unchanged, not 0) keeps no capability.
+fn map_to_self(uid: u32, gid: u32) -> std::io::Result<()> {
+    // An unprivileged process may map its group only after giving up setgroups(2).
+    std::fs::write("/proc/self/setgroups", "deny")?;
+    std::fs::write("/proc/self/uid_map", format!("{uid} {uid} 1\n"))?;
+    std::fs::write("/proc/self/gid_map", format!("{gid} {gid} 1\n"))
+}
+
+/// Bringing `lo` up, the one thing here with no safe wrapper: an ioctl on an interface request.
+/// (A netlink crate would do it safely, but the small ones pull in an async runtime of their own.)
+#[allow(unsafe_code)]
+mod loopback {
+    use std::os::fd::AsRawFd as _;
+
+    /// Sets IFF_UP on `lo`, keeping its other flags: a new namespace's loopback starts down.
+    pub fn bring_up() -> std::io::Result<()> {
+        let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None)?;
+        let mut name = [0 as libc::c_char; libc::IFNAMSIZ];
+        for (to, from) in name.iter_mut().zip(b"lo") {
+            *to = *from as libc::c_char;
+        }
+        let mut request = libc::ifreq {
+            ifr_name: name,
+            ifr_ifru: libc::__c_anonymous_ifr_ifru { ifru_flags: 0 },
+        };
+        // SAFETY: SIOCGIFFLAGS writes the flags of the interface named in `request` into its
+        // `ifru_flags`; the descriptor is a live socket and `request` outlives the call.
+        if unsafe { libc::ioctl(socket.as_raw_fd(), libc::SIOCGIFFLAGS as _, &mut request) } < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: `ifru_flags` is the member set above and just written by the kernel.
+        let flags = unsafe { request.ifr_ifru.ifru_flags };
+        request.ifr_ifru.ifru_flags = flags | libc::IFF_UP as libc::c_short;
+        // SAFETY: SIOCSIFFLAGS reads the name and flags from `request`, alive for the call.
+        if unsafe { libc::ioctl(socket.as_raw_fd(), libc::SIOCSIFFLAGS as _, &request) } < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_reports_name_the_network_and_why_it_is_the_host_s() {
+        assert_eq!(Network::Namespace.to_string(), "network namespace");
+        assert_eq!(
+            Network::Host("--sandbox off".into()).to_string(),
+            "host network: --sandbox off"
+        );
+        assert_eq!(
+            Network::UserNamespace.to_string(),
+            "network namespace (in a user namespace)"
+        );
+    }
+
+    #[test]
+    fn a_refusal_names_the_missing_capability_on_one_line() {
+        let line = refusal(Errno::EPERM, Errno::EPERM);
+        assert!(line.contains("CAP_SYS_ADMIN is missing"), "{line}");
+        assert!(
+            line.contains("user namespaces are not allowed here"),
+            "{line}"
+        );
+        assert!(!line.contains('\n'), "{line}");
+        let line = refusal(Errno::EPERM, Errno::ENOSPC);
+        assert!(line.contains("user.max_user_namespaces"), "{line}");
+    }
+}

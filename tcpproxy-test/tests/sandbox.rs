@@ -1,0 +1,198 @@
+//! `--sandbox`: the proxy runs in a network namespace of its own (only loopback, no route), a
+//! host that refuses one is named with exit 3 under `on` and falls back under `auto`, and `off`
+//! leaves the host's network.
+
+use std::time::Duration;
+
+use crate::support::{Run, assert_nothing_left, harness_bin, run_harness, write_executable};
+
+const LIMIT: Duration = Duration::from_secs(60);
+
+/// A stand-in proxy that says on stderr which interfaces and routes it sees (reading /proc
+/// only, sending nothing), then exits: the phase fails and its report carries that stderr.
+/// /sys/class/net would not do: sysfs shows the namespace of whoever mounted it.
+const NETWORK_REPORTER: &str = "#!/bin/sh
+echo \"interfaces: $(tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' ' | sort | tr '\\n' ' ')\" >&2
+echo \"routes: $(tail -n +2 /proc/net/route | wc -l)\" >&2
+exit 7
+";
+
+/// One quick phase against [`NETWORK_REPORTER`] with `--sandbox MODE`, as JSON.
+fn report_network(mode: &str) -> (Run, serde_json::Value) {
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("report-network");
+    write_executable(&script, NETWORK_REPORTER);
+    let run = run_harness(
+        &[
+            "--sandbox",
+            mode,
+            "--only",
+            "echo/single",
+            "--format",
+            "json",
+            "--",
+            script.to_str().unwrap(),
+        ],
+        LIMIT,
+    );
+    // It never listens: exit 4, one phase, failed with its stderr.
+    assert_eq!(run.code, Some(4), "{}", run.dump());
+    let json = serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("{e}\n{}", run.dump()));
+    assert_nothing_left(&run);
+    (run, json)
+}
+
+/// What the stand-in printed: its `interfaces:` and `routes:` values.
+#[track_caller]
+fn seen(run: &Run, json: &serde_json::Value) -> (String, String) {
+    let tail = json["phases"][0]["stderr_tail"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no stderr_tail\n{}", run.dump()));
+    let value = |key: &str| {
+        tail.lines()
+            .find_map(|l| l.strip_prefix(key))
+            .unwrap_or_else(|| panic!("no {key:?} in {tail:?}"))
+            .trim()
+            .to_string()
+    };
+    (value("interfaces: "), value("routes: "))
+}
+
+/// The interfaces this test process sees (the host's, as the harness would without a sandbox).
+fn host_interfaces() -> String {
+    let dev = std::fs::read_to_string("/proc/net/dev").unwrap();
+    let mut names: Vec<&str> = dev
+        .lines()
+        .skip(2)
+        .filter_map(|l| l.split(':').next())
+        .map(str::trim)
+        .collect();
+    names.sort_unstable();
+    names.join(" ")
+}
+
+#[test]
+fn a_sandboxed_proxy_sees_only_loopback_and_no_route() {
+    for mode in ["on", "auto"] {
+        let (run, json) = report_network(mode);
+        assert_eq!(json["sandbox"], "network namespace", "{}", run.dump());
+        assert_eq!(
+            seen(&run, &json),
+            ("lo".into(), "0".into()),
+            "{}",
+            run.dump()
+        );
+        assert!(!run.stderr.contains("warning"), "{}", run.dump());
+    }
+}
+
+#[test]
+fn off_leaves_the_proxy_on_the_host_network() {
+    let (run, json) = report_network("off");
+    assert_eq!(
+        json["sandbox"],
+        "host network: --sandbox off",
+        "{}",
+        run.dump()
+    );
+    assert_eq!(seen(&run, &json).0, host_interfaces(), "{}", run.dump());
+    assert!(!run.stderr.contains("warning"), "{}", run.dump());
+}
+
+/// The harness run with `args` where unshare(2) fails with EPERM, as under a container's
+/// seccomp policy or without CAP_SYS_ADMIN and user namespaces: the filter is put on a thread of
+/// its own (seccomp filters bind the thread that installs them and what it starts), which then
+/// starts the harness, so neither the host's sysctls nor the other tests are touched.
+fn run_refused(args: &[&str]) -> std::process::Output {
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    std::thread::spawn(move || {
+        use seccompiler::{BpfProgram, SeccompAction, SeccompFilter};
+        let filter = SeccompFilter::new(
+            [(libc::SYS_unshare, vec![])].into_iter().collect(),
+            SeccompAction::Allow,
+            SeccompAction::Errno(libc::EPERM as u32),
+            std::env::consts::ARCH
+                .try_into()
+                .expect("an architecture seccompiler knows"),
+        )
+        .unwrap();
+        let program: BpfProgram = filter.try_into().unwrap();
+        seccompiler::apply_filter(&program).unwrap();
+        assert_cmd::Command::new(harness_bin())
+            .args(&args)
+            .timeout(LIMIT)
+            .output()
+            .unwrap()
+    })
+    .join()
+    .unwrap()
+}
+
+#[test]
+fn on_where_namespaces_are_refused_exits_3_naming_the_missing_capability() {
+    let out = run_refused(&["--sandbox", "on", "--only", "echo/single"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    assert_eq!(out.stdout, b"", "{out:?}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.starts_with("tcpproxy-test: --sandbox on: cannot make a network namespace: CAP_SYS_ADMIN is missing (unshare(CLONE_NEWNET): EPERM"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("user namespaces are not allowed here"),
+        "{stderr}"
+    );
+
+    // The subcommands take the same flag the same way.
+    for sub in [
+        &["fuzz", "--sandbox", "on", "--cases", "1"][..],
+        &[
+            "grade",
+            "--sandbox",
+            "on",
+            "--out-dir",
+            "/nonexistent/never-made",
+            "./none",
+        ][..],
+    ] {
+        let out = run_refused(sub);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(3), "{sub:?}: {out:?}");
+        assert!(
+            stderr.starts_with(&format!(
+                "tcpproxy-test {}: --sandbox on: cannot make a network namespace: CAP_SYS_ADMIN is missing",
+                sub[0]
+            )),
+            "{stderr}"
+        );
+    }
+}
+
+#[test]
+fn auto_where_namespaces_are_refused_runs_on_the_host_network_with_one_warning() {
+    let out = run_refused(&[
+        "--stall-timeout",
+        "2",
+        "--only",
+        "echo/single",
+        "--format",
+        "json",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(
+        stderr.lines().collect::<Vec<_>>(),
+        [
+            "tcpproxy-test: warning: running on the host's network, not in a network namespace of its own: cannot make a network namespace: CAP_SYS_ADMIN is missing (unshare(CLONE_NEWNET): EPERM: Operation not permitted), and no unprivileged user namespace can stand in: user namespaces are not allowed here (kernel.unprivileged_userns_clone=0, or a container's or seccomp policy) (unshare(CLONE_NEWUSER): EPERM: Operation not permitted) (--sandbox off says this is meant)"
+        ],
+        "{out:?}"
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let said = json["sandbox"].as_str().unwrap();
+    assert!(
+        said.starts_with("host network: cannot make a network namespace: "),
+        "{said}"
+    );
+    assert_eq!(json["summary"]["passed"], 1, "{json}");
+}
