@@ -4,7 +4,10 @@
 
 use std::time::Duration;
 
-use crate::support::{HeavySlot, Run, assert_nothing_left, fixtures_bin, run_harness};
+use crate::support::{
+    HeavySlot, Run, assert_nothing_left, assert_stdout_has, fixtures_bin, run_harness, temp_file,
+    temp_path,
+};
 
 /// The seed of every random run here: fixed, so a failure is reproducible from the test alone.
 const SEED: &str = "3";
@@ -100,8 +103,9 @@ fn reference_passes_a_fixed_seed_run_after_the_committed_regressions() {
 }
 
 /// Runs the random search (no regressions) against one fixture at the default case count and
-/// checks it is found, shrunk, and reported with what names the bug.
-fn finds(bug: &str, failure_says: &str) -> Run {
+/// checks it is found, shrunk, and reported: the failure line says `failure_says` and the report
+/// `hint_says`, which names the bug.
+fn finds(bug: &str, failure_says: &str, hint_says: &str) {
     let _slot = HeavySlot::acquire();
     let run = fuzz_fixture(
         bug,
@@ -142,12 +146,8 @@ fn finds(bug: &str, failure_says: &str) -> Run {
         "{bug}: expected the failure to say `{failure_says}`\n{}",
         run.dump()
     );
-    assert!(
-        run.stdout
-            .contains("    the reference proxy passes this schedule\n"),
-        "{}",
-        run.dump()
-    );
+    assert_stdout_has(&run, "    the reference proxy passes this schedule\n");
+    assert_stdout_has(&run, hint_says);
     assert!(
         replay.contains(" fuzz --replay ")
             && replay.ends_with(&format!("{bug} --stall-timeout 60")),
@@ -155,64 +155,44 @@ fn finds(bug: &str, failure_says: &str) -> Run {
         run.dump()
     );
     assert_nothing_left(&run);
-    run
 }
 
-/// It may be found in either direction, so only the kind of damage is asserted. The damage reads
-/// `got N of M bytes (hash differs); first difference at ...` while the stream is cut short, or
-/// `got at least N bytes, of M sent; first difference at ...` once the re-sent bytes outnumber
-/// it: both name the offset (docs/reliability.md, "The fuzzer's searches").
-#[test]
-fn finds_and_shrinks_short_write_resend() {
-    let run = finds("short-write-resend", "; first difference at offset ");
-    assert!(
-        run.stdout
-            .contains("re-sends a whole chunk after a short write"),
-        "{}",
-        run.dump()
-    );
+/// A test per bug the random search must find and shrink: `test => bug, what the failure says,
+/// what the hint says`.
+macro_rules! finds_tests {
+    ($($(#[$meta:meta])* $test:ident => $bug:literal, $failure:literal, $hint:literal;)*) => {
+        $(
+            $(#[$meta])*
+            #[test]
+            fn $test() {
+                finds($bug, $failure, $hint);
+            }
+        )*
+    };
 }
 
-/// The other way to get short writes wrong: the unwritten rest is dropped.
-#[test]
-fn finds_and_shrinks_short_write_drop() {
-    let run = finds("short-write-drop", "(hash differs)");
-    assert!(
-        run.stdout
-            .contains("drops the rest of a chunk after a short write"),
-        "{}",
-        run.dump()
-    );
-}
-
-/// Found through `shutdown while-held` flows, which send the EOF while the proxy holds bytes.
-#[test]
-fn finds_and_shrinks_drop_buffered_on_eof() {
-    let run = finds("drop-buffered-on-eof", "EOF reached the");
-    assert!(
-        run.stdout
-            .contains("discards what it still holds when EOF arrives"),
-        "{}",
-        run.dump()
-    );
-}
-
-#[test]
-fn finds_and_shrinks_no_half_close() {
-    let run = finds("no-half-close", "but no EOF");
-    assert!(
-        run.stdout.contains("hint: the proxy does not forward the"),
-        "{}",
-        run.dump()
-    );
+finds_tests! {
+    /// It may be found in either direction, so only the kind of damage is asserted. The damage
+    /// reads `got N of M bytes (hash differs); first difference at ...` while the stream is cut
+    /// short, or `got at least N bytes, of M sent; first difference at ...` once the re-sent bytes
+    /// outnumber it: both name the offset (docs/reliability.md, "The fuzzer's searches").
+    finds_and_shrinks_short_write_resend => "short-write-resend",
+        "; first difference at offset ", "re-sends a whole chunk after a short write";
+    /// The other way to get short writes wrong: the unwritten rest is dropped.
+    finds_and_shrinks_short_write_drop => "short-write-drop",
+        "(hash differs)", "drops the rest of a chunk after a short write";
+    /// Found through `shutdown while-held` flows, which send the EOF while the proxy holds bytes.
+    finds_and_shrinks_drop_buffered_on_eof => "drop-buffered-on-eof",
+        "EOF reached the", "discards what it still holds when EOF arrives";
+    finds_and_shrinks_no_half_close => "no-half-close",
+        "but no EOF", "hint: the proxy does not forward the";
 }
 
 /// flip-byte is deterministic, so its report is checked exactly, and its replay command, run as
 /// printed, fails the same way.
 #[test]
 fn finds_flip_byte_shrinks_it_to_the_shortest_upload_and_replays_it() {
-    let dir = tempfile::tempdir().unwrap();
-    let saved = dir.path().join("flip-byte.txt");
+    let (_dir, saved) = temp_path("flip-byte.txt");
     let _slot = HeavySlot::acquire();
     let run = fuzz_fixture(
         "flip-byte",
@@ -226,23 +206,21 @@ fn finds_flip_byte_shrinks_it_to_the_shortest_upload_and_replays_it() {
         Duration::from_secs(120),
     );
     assert_eq!(run.code, Some(1), "{}", run.dump());
-    assert!(
-        run.stdout.contains(&format!(
+    assert_stdout_has(
+        &run,
+        &format!(
             "\nminimal failing schedule:\n  case\n    connection\n      client->server: bulk {len}; shutdown after-last-byte; reader eager\n      server->client: no-writes; shutdown after-last-byte; reader eager\n\nfailure: connection 1, client->server ({len} bytes): got {len} of {len} bytes (hash differs); first difference at offset {FLIPPED}\n    hint: one byte was changed at offset {FLIPPED}",
             len = FLIPPED + 1
-        )),
-        "{}",
-        run.dump()
+        ),
     );
     let (failure, replay) = report(&run);
-    assert!(
-        run.stdout.contains(&format!(
+    assert_stdout_has(
+        &run,
+        &format!(
             "seed: 3, case {}; schedule saved to {}\n",
             failing_case(&run),
             saved.display()
-        )),
-        "{}",
-        run.dump()
+        ),
     );
     assert_nothing_left(&run);
 
@@ -338,17 +316,14 @@ const STALL: &str = "3";
 /// Two connections whose readers take 32 KiB every 250 ms for the stall timeout + 4 s while
 /// their writers push as fast as they can, one each way: what the fuzzer adds, given
 /// `--stall-timeout 3`, to one case in eight.
-fn outlasting_schedules(dir: &std::path::Path) -> std::path::PathBuf {
+fn outlasting_schedules() -> (tempfile::TempDir, std::path::PathBuf) {
     let len = 128 * 1024 * (3 + 4);
-    let path = dir.join("outlasting.txt");
-    std::fs::write(
-        &path,
-        format!(
+    temp_file(
+        "outlasting.txt",
+        &format!(
             "case\n  connection client-rcvbuf=small\n    client->server: no-writes; shutdown after-last-byte; reader eager\n    server->client: bulk {len}; shutdown after-last-byte; reader slow 32768B every 250ms\n  connection\n    client->server: bulk {len}; shutdown after-last-byte; reader slow 32768B every 250ms\n    server->client: no-writes; shutdown after-last-byte; reader eager\n"
         ),
     )
-    .unwrap();
-    path
 }
 
 /// Issue 17, G: a reader that keeps taking a little is progress however long it lasts. The
@@ -357,45 +332,32 @@ fn outlasting_schedules(dir: &std::path::Path) -> std::path::PathBuf {
 #[test]
 fn readers_slower_than_the_stall_timeout_keep_their_pairs_on_the_reference_only() {
     let _slot = HeavySlot::acquire();
-    let tmp = tempfile::tempdir().unwrap();
-    let schedules = outlasting_schedules(tmp.path());
-    let harness = crate::support::harness_bin();
-    let run = run_harness(
-        &[
-            "fuzz",
-            "--replay",
-            schedules.to_str().unwrap(),
-            "--",
-            harness.to_str().unwrap(),
-            "__reference-proxy",
-            "--stall-timeout",
-            STALL,
-        ],
-        Duration::from_secs(120),
-    );
+    let (_dir, schedules) = outlasting_schedules();
+    // `fuzz --replay` of the schedules against `program first`, with the stall timeout.
+    let replay = |program: &std::path::Path, first: &str| {
+        run_harness(
+            &[
+                "fuzz",
+                "--replay",
+                schedules.to_str().unwrap(),
+                "--",
+                program.to_str().unwrap(),
+                first,
+                "--stall-timeout",
+                STALL,
+            ],
+            Duration::from_secs(120),
+        )
+    };
+    let run = replay(&crate::support::harness_bin(), "__reference-proxy");
     assert_eq!(run.code, Some(0), "{}", run.dump());
     assert_nothing_left(&run);
 
-    let bin = fixtures_bin();
-    let run = run_harness(
-        &[
-            "fuzz",
-            "--replay",
-            schedules.to_str().unwrap(),
-            "--",
-            bin.to_str().unwrap(),
-            "stall-on-empty-only",
-            "--stall-timeout",
-            STALL,
-        ],
-        Duration::from_secs(120),
-    );
+    let run = replay(&fixtures_bin(), "stall-on-empty-only");
     assert_eq!(run.code, Some(1), "{}", run.dump());
-    assert!(
-        run.stdout
-            .contains("its stall timer must restart whenever a write makes progress"),
-        "{}",
-        run.dump()
+    assert_stdout_has(
+        &run,
+        "its stall timer must restart whenever a write makes progress",
     );
     assert_nothing_left(&run);
 }
@@ -453,13 +415,10 @@ fn a_proxy_that_does_not_start_is_a_failure() {
 
 #[test]
 fn bad_invocations_are_usage_errors() {
-    let dir = tempfile::tempdir().unwrap();
-    let garbled = dir.path().join("garbled.txt");
-    std::fs::write(
-        &garbled,
+    let (dir, garbled) = temp_file(
+        "garbled.txt",
         "case\n  connection\n    client->server: write lots\n",
-    )
-    .unwrap();
+    );
     let missing = dir.path().join("missing.txt");
     for (args, says) in [
         (

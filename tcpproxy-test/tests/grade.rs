@@ -5,11 +5,13 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::support::{
-    HeavySlot, Run, assert_matches, fixtures_bin, harness_bin, run_harness, write_executable,
+    HeavySlot, Run, assert_matches, assert_stderr_has, assert_stdout_has, fixtures_bin,
+    harness_bin, run_harness, write_executable,
 };
 
 /// The settings of most gradings here: a fixed seed, a short stall timeout, and two phases, one
-/// that [`correct`] and [`closes_on_first_eof`] both pass and one only [`correct`] passes.
+/// that [`Handed::Correct`] and [`Handed::ClosesOnFirstEof`] both pass and one only the first
+/// passes.
 const TWO_PHASES: &[&str] = &[
     "--seed",
     "7",
@@ -21,34 +23,45 @@ const TWO_PHASES: &[&str] = &[
     "shutdown/one-way",
 ];
 
-/// A submission directory holding an executable `tcpproxy` that runs `target args...`.
-fn submission(dir: &Path, name: &str, target: &Path, args: &str) {
-    let d = dir.join(name);
+/// What a student handed in.
+#[derive(Clone, Copy)]
+enum Handed {
+    /// A `tcpproxy` that runs the reference proxy: it passes every phase.
+    Correct,
+    /// One that closes both sides on the first EOF: it fails `shutdown/one-way`.
+    ClosesOnFirstEof,
+    /// One that runs `fixtures ARGS`.
+    Fixture(&'static str),
+    /// A `tcpproxy` that is this shell script.
+    Script(&'static str),
+    /// Nothing: an empty folder.
+    Nothing,
+}
+
+/// Puts `handed` in the submission folder `class/name`, over what was there.
+fn hand_in(class: &Path, name: &str, handed: Handed) {
+    let d = class.join(name);
     std::fs::create_dir_all(&d).unwrap();
-    write_executable(
-        &d.join("tcpproxy"),
-        &format!("#!/bin/sh\nexec '{}' {args} \"$@\"\n", target.display()),
-    );
+    let exec = |target: &Path, args: &str| {
+        format!("#!/bin/sh\nexec '{}' {args} \"$@\"\n", target.display())
+    };
+    let program = match handed {
+        Handed::Correct => exec(&harness_bin(), "__reference-proxy --stall-timeout 2"),
+        Handed::ClosesOnFirstEof => exec(&fixtures_bin(), "close-on-first-eof --stall-timeout 2"),
+        Handed::Fixture(args) => exec(&fixtures_bin(), args),
+        Handed::Script(body) => format!("#!/bin/sh\n{body}"),
+        Handed::Nothing => return,
+    };
+    write_executable(&d.join("tcpproxy"), &program);
 }
 
-/// A submission that runs the reference proxy: it passes every phase.
-fn correct(dir: &Path, name: &str) {
-    submission(
-        dir,
-        name,
-        &harness_bin(),
-        "__reference-proxy --stall-timeout 2",
-    );
-}
-
-/// A submission that closes both sides on the first EOF: it fails `shutdown/one-way`.
-fn closes_on_first_eof(dir: &Path, name: &str) {
-    submission(
-        dir,
-        name,
-        &fixtures_bin(),
-        "close-on-first-eof --stall-timeout 2",
-    );
+/// A class folder holding these submissions.
+fn class_of(submissions: &[(&str, Handed)]) -> tempfile::TempDir {
+    let class = tempfile::tempdir().unwrap();
+    for &(name, handed) in submissions {
+        hand_in(class.path(), name, handed);
+    }
+    class
 }
 
 /// The arguments of `tcpproxy-test grade FLAGS... --out-dir OUT CLASS/NAME...`.
@@ -71,22 +84,17 @@ fn path(p: &Path) -> String {
     p.to_str().unwrap().to_string()
 }
 
-/// A submission directory holding an executable shell script `tcpproxy` with `body`.
-fn script(dir: &Path, name: &str, body: &str) {
-    let d = dir.join(name);
-    std::fs::create_dir_all(&d).unwrap();
-    write_executable(&d.join("tcpproxy"), &format!("#!/bin/sh\n{body}"));
-}
-
 #[test]
 fn a_class_gets_a_row_per_submission_whatever_state_it_is_in() {
-    let class = tempfile::tempdir().unwrap();
+    let class = class_of(&[
+        ("alice", Handed::Correct),
+        ("bob", Handed::ClosesOnFirstEof),
+        ("carol", Handed::Fixture("crash-segv")),
+        ("dave", Handed::Nothing),
+        // A syntax error: it never listens.
+        ("frank", Handed::Script("if then\n")),
+    ]);
     let c = class.path();
-    correct(c, "alice");
-    closes_on_first_eof(c, "bob");
-    submission(c, "carol", &fixtures_bin(), "crash-segv");
-    std::fs::create_dir_all(c.join("dave")).unwrap(); // handed in nothing
-    script(c, "frank", "if then\n"); // a syntax error: it never listens
     let out = c.join("out");
     let _slot = HeavySlot::acquire();
     let names = ["alice", "bob", "carol", "dave", "erin", "frank"];
@@ -162,7 +170,7 @@ fn a_regrade_leaves_only_its_own_files_in_the_submissions_folder() {
     let read = |file: &str| std::fs::read_to_string(folder.join(file)).unwrap();
     let json = || -> serde_json::Value { serde_json::from_str(&read("report.json")).unwrap() };
 
-    submission(c, "alice", &fixtures_bin(), "exit-at-once");
+    hand_in(c, "alice", Handed::Fixture("exit-at-once"));
     regrade();
     assert_eq!(
         files(),
@@ -170,7 +178,7 @@ fn a_regrade_leaves_only_its_own_files_in_the_submissions_folder() {
     );
     assert!(read("stderr.txt").contains("exit-at-once"));
 
-    submission(c, "alice", &fixtures_bin(), "correct --stall-timeout 2");
+    hand_in(c, "alice", Handed::Fixture("correct --stall-timeout 2"));
     regrade();
     assert_eq!(
         files(),
@@ -214,14 +222,15 @@ fn a_regrade_leaves_only_its_own_files_in_the_submissions_folder() {
 #[test]
 fn an_interrupted_class_keeps_its_rows_and_resume_grades_the_rest() {
     use std::io::BufRead as _;
-    let class = tempfile::tempdir().unwrap();
-    let c = class.path();
-    let out = c.join("out");
-    correct(c, "alice");
     // Two that never listen: each holds its slot for the whole start deadline, so after the
     // first row is in, at least one of them is still being graded when Ctrl-C comes.
-    script(c, "bob", "exec sleep 300\n");
-    script(c, "carol", "exec sleep 300\n");
+    let class = class_of(&[
+        ("alice", Handed::Correct),
+        ("bob", Handed::Script("exec sleep 300\n")),
+        ("carol", Handed::Script("exec sleep 300\n")),
+    ]);
+    let c = class.path();
+    let out = c.join("out");
     let names = ["alice", "bob", "carol"];
     let flags = |stall_timeout: &'static str, resume: bool| {
         let mut v = vec![
@@ -275,8 +284,8 @@ fn an_interrupted_class_keeps_its_rows_and_resume_grades_the_rest() {
 
     // The two are fixed; a resume under other settings is refused, the same settings grade
     // only the rows not yet graded.
-    correct(c, "bob");
-    correct(c, "carol");
+    hand_in(c, "bob", Handed::Correct);
+    hand_in(c, "carol", Handed::Correct);
     let alice_report = out.join("alice/report.json");
     let alice_before = std::fs::metadata(&alice_report).map(|m| m.modified().unwrap());
     let refused = grade(&flags("3", true), &out, c, &names, Duration::from_secs(60));
@@ -295,12 +304,7 @@ fn an_interrupted_class_keeps_its_rows_and_resume_grades_the_rest() {
         .filter(|r| r["status"] == "graded")
         .count();
     assert_eq!(graded_now, 3 - kept_graded, "{}", run.dump());
-    assert!(
-        run.stderr
-            .contains(&format!("resuming: {kept_graded} of 3 submissions")),
-        "{}",
-        run.dump()
-    );
+    assert_stderr_has(&run, &format!("resuming: {kept_graded} of 3 submissions"));
     let json: serde_json::Value = serde_json::from_str(&table("class.json")).unwrap();
     assert_eq!(json["complete"], true, "{json}");
     assert_eq!(json["seed_text"], "7");
@@ -367,16 +371,15 @@ fn assert_class_json_documented(class_json: &serde_json::Value) {
 /// are refused with one line and exit 2.
 #[test]
 fn shards_merge_into_the_table_one_grade_writes() {
-    let class = tempfile::tempdir().unwrap();
+    let class = class_of(&[
+        ("alice", Handed::Correct),
+        ("bob", Handed::ClosesOnFirstEof),
+        ("carol", Handed::Correct),
+        ("dave", Handed::ClosesOnFirstEof),
+        ("erin", Handed::Correct),
+    ]);
     let c = class.path();
     let names = ["alice", "bob", "carol", "dave", "erin"];
-    for (i, name) in names.iter().enumerate() {
-        if i % 2 == 0 {
-            correct(c, name);
-        } else {
-            closes_on_first_eof(c, name);
-        }
-    }
     let dir = |d: &str| path(&c.join(d));
     let grade_into = |extra: &[&str], out: &str| {
         let flags = [TWO_PHASES, extra].concat();
@@ -470,10 +473,8 @@ fn shards_merge_into_the_table_one_grade_writes() {
 /// is its class.json edited as a regrade would change it.
 #[test]
 fn grade_diff_lists_what_changed_between_two_gradings() {
-    let class = tempfile::tempdir().unwrap();
+    let class = class_of(&[("alice", Handed::Correct), ("bob", Handed::Correct)]);
     let c = class.path();
-    correct(c, "alice");
-    correct(c, "bob");
     let old = c.join("old");
     let run = grade(
         TWO_PHASES,
@@ -548,18 +549,8 @@ fn grade_diff_lists_what_changed_between_two_gradings() {
 
     let back = diff(&[&path(&new), &old_dir]);
     assert_eq!(back.code, Some(1), "{}", back.dump());
-    assert!(
-        back.stdout
-            .contains("\nphases only in OLD: shutdown/flush\n"),
-        "{}",
-        back.dump()
-    );
-    assert!(
-        back.stdout
-            .contains("\ncarol  only in OLD       3 passed, 0 failed\n"),
-        "{}",
-        back.dump()
-    );
+    assert_stdout_has(&back, "\nphases only in OLD: shutdown/flush\n");
+    assert_stdout_has(&back, "\ncarol  only in OLD       3 passed, 0 failed\n");
 
     let json = diff(&["--format", "json", &old_dir, &new_json]);
     assert_eq!(json.code, Some(1), "{}", json.dump());
