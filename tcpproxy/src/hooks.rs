@@ -234,6 +234,31 @@ impl OnShortWrite {
     }
 }
 
+/// How long a direction may hold bytes without writing one before its pair is aborted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StallTimer {
+    /// The contract: the configured stall timeout, both ways.
+    Configured,
+    /// The configured timeout divided by this, both ways: a unit slip, or a demo's value.
+    Divided(u32),
+    /// The configured timeout in this direction; the other never times out.
+    Only(Dir),
+    /// No stall timer either way.
+    Never,
+}
+
+impl StallTimer {
+    /// [`Hooks::stall_timeout`] under this rule.
+    pub fn timeout(self, dir: Dir, configured: Duration) -> Option<Duration> {
+        match self {
+            StallTimer::Configured => Some(configured),
+            StallTimer::Divided(by) => Some(configured / by),
+            StallTimer::Only(timed) if timed == dir => Some(configured),
+            StallTimer::Only(_) | StallTimer::Never => None,
+        }
+    }
+}
+
 /// Hooks as data: a constant answer for each hook that takes one, the contract's unless a field
 /// says otherwise. Most classic bugs are one such answer (close the pair at the first EOF, a
 /// backlog of 5), so a fixture is a value, `Tweak { on_eof: OnEof::ClosePair, ..Tweak::CONTRACT }`,
@@ -253,8 +278,11 @@ pub struct Tweak {
     pub accept_pause: Duration,
     pub busy_poll: bool,
     pub connect_on_first_byte: bool,
+    /// Close a pair (with FIN) once it has been quiet for the stall timeout: an idle timer.
+    pub closes_idle_pairs: bool,
     /// The most bytes held per direction, whatever `--buffer-size` says; None: as configured.
     pub buffer_size: Option<usize>,
+    pub stall_timer: StallTimer,
     pub stall_reset: StallReset,
     pub on_eof: OnEof,
     pub on_write_error: OnWriteError,
@@ -274,7 +302,9 @@ impl Tweak {
         accept_pause: Duration::ZERO,
         busy_poll: false,
         connect_on_first_byte: false,
+        closes_idle_pairs: false,
         buffer_size: None,
+        stall_timer: StallTimer::Configured,
         stall_reset: StallReset::OnProgress,
         on_eof: OnEof::Forward,
         on_write_error: OnWriteError::Abort,
@@ -317,8 +347,16 @@ impl Hooks for Tweak {
         self.max_pairs.unwrap_or(configured)
     }
 
+    fn idle_timeout(&self, stall_timeout: Duration) -> Option<Duration> {
+        self.closes_idle_pairs.then_some(stall_timeout)
+    }
+
     fn buffer_size(&self, configured: usize) -> usize {
         self.buffer_size.unwrap_or(configured)
+    }
+
+    fn stall_timeout(&self, dir: Dir, configured: Duration) -> Option<Duration> {
+        self.stall_timer.timeout(dir, configured)
     }
 
     fn needs_copy(&self) -> bool {
@@ -373,9 +411,13 @@ mod tests {
             h.accept_pause(),
             h.busy_poll(),
         );
+        let stall = Duration::from_secs(10);
         let pair = (
             h.connect_on_first_byte(),
+            h.idle_timeout(stall),
             h.buffer_size(4321),
+            h.stall_timeout(Dir::Up, stall),
+            h.stall_timeout(Dir::Down, stall),
             h.stall_reset(),
             h.on_eof(),
             h.on_write_error(),
@@ -400,6 +442,21 @@ mod tests {
         ] {
             assert_eq!(rule.consumed(100, 4096), short, "{rule:?}");
             assert_eq!(rule.consumed(4096, 4096), full, "{rule:?}");
+        }
+    }
+
+    #[test]
+    fn stall_timers_time_the_directions_their_rule_names() {
+        let ten = Duration::from_secs(10);
+        for (rule, up, down) in [
+            (StallTimer::Configured, Some(ten), Some(ten)),
+            (StallTimer::Divided(5), Some(ten / 5), Some(ten / 5)),
+            (StallTimer::Only(Dir::Up), Some(ten), None),
+            (StallTimer::Only(Dir::Down), None, Some(ten)),
+            (StallTimer::Never, None, None),
+        ] {
+            assert_eq!(rule.timeout(Dir::Up, ten), up, "{rule:?}");
+            assert_eq!(rule.timeout(Dir::Down, ten), down, "{rule:?}");
         }
     }
 
