@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::class_table::{self, CLASS_JSON, Class, Row, Unreadable};
+use crate::class_table::{self, CLASS_JSON, Class, Counts, Row, Unreadable};
 use crate::console::Console;
 
 /// Compare two gradings of a class: the submissions whose verdicts changed, phase by phase.
@@ -117,13 +117,8 @@ pub struct PhaseChange {
 pub struct RowSummary {
     pub path: String,
     pub status: String,
-    pub passed: usize,
-    pub failed: usize,
-    pub warning: usize,
-    pub skipped: usize,
-    /// As `grade` prints a finished row: `15 passed, 2 failed`, or the status.
-    #[serde(skip)]
-    line: String,
+    #[serde(flatten)]
+    pub counts: Counts,
 }
 
 /// The counts of the last line.
@@ -311,12 +306,13 @@ impl RowSummary {
         RowSummary {
             path: r.path.clone(),
             status: r.status.clone(),
-            passed: r.passed,
-            failed: r.failed,
-            warning: r.warning,
-            skipped: r.skipped,
-            line: r.status_line(),
+            counts: r.counts,
         }
+    }
+
+    /// As `grade` prints a finished row: `15 passed, 2 failed`, or the status.
+    fn line(&self) -> String {
+        class_table::status_line(&self.status, &self.counts)
     }
 }
 
@@ -362,10 +358,10 @@ pub fn human(d: &ClassDiff, old: &str, new: &str) -> String {
                 }
             }
             SubmissionDiff::OnlyInOld { name, row } => {
-                lines.push((name, "only in OLD".into(), row.line.clone()));
+                lines.push((name, "only in OLD".into(), row.line()));
             }
             SubmissionDiff::OnlyInNew { name, row } => {
-                lines.push((name, "only in NEW".into(), row.line.clone()));
+                lines.push((name, "only in NEW".into(), row.line()));
             }
         }
     }
@@ -488,6 +484,15 @@ mod tests {
         .unwrap()
     }
 
+    /// A table of graded rows: (name, its verdicts).
+    fn graded(rows: &[(&str, [&str; 3])]) -> Class {
+        class(
+            rows.iter()
+                .map(|(name, v)| row(name, "graded", v))
+                .collect(),
+        )
+    }
+
     fn class(rows: Vec<Row>) -> Class {
         let mut c: Class = serde_json::from_value(serde_json::json!({
             "format": CLASS_JSON_FORMAT,
@@ -534,15 +539,15 @@ mod tests {
 
     #[test]
     fn each_changed_verdict_is_a_line_grouped_by_submission_in_new_order() {
-        let old = class(vec![
-            row("alice", "graded", &[P, F, F]),
-            row("bob", "graded", &[P, P, P]),
-            row("carol", "graded", &[P, P, F]),
+        let old = graded(&[
+            ("alice", [P, F, F]),
+            ("bob", [P, P, P]),
+            ("carol", [P, P, F]),
         ]);
-        let new = class(vec![
-            row("carol", "graded", &[P, F, P]),
-            row("bob", "graded", &[P, P, P]),
-            row("alice", "graded", &[P, P, "warning"]),
+        let new = graded(&[
+            ("carol", [P, F, P]),
+            ("bob", [P, P, P]),
+            ("alice", [P, P, "warning"]),
         ]);
         let d = diff(&old, &new);
         assert!(d.any_changed());
@@ -701,11 +706,8 @@ mod tests {
 
     #[test]
     fn the_json_document_holds_the_same_changes() {
-        let old = class(vec![
-            row("alice", "graded", &[P, F, F]),
-            row("bob", "graded", &[P, P, P]),
-        ]);
-        let mut new = class(vec![row("alice", "graded", &[P, P, F])]);
+        let old = graded(&[("alice", [P, F, F]), ("bob", [P, P, P])]);
+        let mut new = graded(&[("alice", [P, P, F])]);
         new.seed_text = "8".into();
         let d = diff(&old, &new);
         let v: serde_json::Value = serde_json::from_str(&json(&d, "old", "new")).unwrap();
@@ -727,7 +729,7 @@ mod tests {
                 ]},
                 {"change": "only_in_old", "name": "bob", "row": {
                     "path": "submissions/bob", "status": "graded",
-                    "passed": 3, "failed": 0, "warning": 0, "skipped": 0
+                    "passed": 3, "failed": 0, "warning": 0, "skipped": 0, "inconclusive": 0
                 }}
             ])
         );

@@ -22,6 +22,19 @@ pub struct Row {
     /// `graded`; `error: ...` when it could not run or never listened; `inconclusive: ...`
     /// when the harness could not run it.
     pub status: String,
+    #[serde(flatten)]
+    pub counts: Counts,
+    /// Verdict per phase id, in suite order; empty when the submission could not run.
+    pub verdicts: Vec<(String, String)>,
+    /// Where its reports are, in a merged table (`SHARD_DIR/NAME`); absent otherwise: `NAME`
+    /// beside the table.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reports: Option<String>,
+}
+
+/// A row's phases counted by verdict.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counts {
     pub passed: usize,
     pub failed: usize,
     pub warning: usize,
@@ -29,12 +42,19 @@ pub struct Row {
     /// Phases the reference proxy failed too, beside it, every round of the self-check.
     #[serde(default)]
     pub inconclusive: usize,
-    /// Verdict per phase id, in suite order; empty when the submission could not run.
-    pub verdicts: Vec<(String, String)>,
-    /// Where its reports are, in a merged table (`SHARD_DIR/NAME`); absent otherwise: `NAME`
-    /// beside the table.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reports: Option<String>,
+}
+
+/// A row as `grade` prints it once finished: `15 passed, 2 failed` when graded, else its
+/// status.
+pub fn status_line(status: &str, counts: &Counts) -> String {
+    if status != "graded" {
+        return status.to_string();
+    }
+    let mut s = format!("{} passed, {} failed", counts.passed, counts.failed);
+    if counts.warning > 0 {
+        let _ = write!(s, ", {} warning", counts.warning);
+    }
+    s
 }
 
 /// class.json: the settings every row was graded with, and the rows.
@@ -137,26 +157,14 @@ impl Row {
             name: name.into(),
             path: path.into(),
             status: status.into(),
-            passed: 0,
-            failed: 0,
-            warning: 0,
-            skipped: 0,
-            inconclusive: 0,
+            counts: Counts::default(),
             verdicts: vec![],
             reports: None,
         }
     }
 
     pub fn status_line(&self) -> String {
-        if self.status == "graded" {
-            let mut s = format!("{} passed, {} failed", self.passed, self.failed);
-            if self.warning > 0 {
-                let _ = write!(s, ", {} warning", self.warning);
-            }
-            s
-        } else {
-            self.status.clone()
-        }
+        status_line(&self.status, &self.counts)
     }
 }
 
@@ -175,11 +183,11 @@ pub fn class_csv(phase_ids: &[String], rows: &[Row]) -> String {
             csv_field(&r.name),
             csv_field(&r.path),
             csv_field(&r.status),
-            r.passed,
-            r.failed,
-            r.warning,
-            r.skipped,
-            r.inconclusive
+            r.counts.passed,
+            r.counts.failed,
+            r.counts.warning,
+            r.counts.skipped,
+            r.counts.inconclusive
         );
         for id in phase_ids {
             let v = r
@@ -347,8 +355,11 @@ mod tests {
     fn the_class_csv_has_a_row_per_submission_and_a_column_per_phase() {
         let rows = vec![
             Row {
-                passed: 1,
-                failed: 1,
+                counts: Counts {
+                    passed: 1,
+                    failed: 1,
+                    ..Counts::default()
+                },
                 verdicts: vec![
                     ("echo/single".into(), "passed".into()),
                     ("shutdown/one-way".into(), "failed".into()),

@@ -168,9 +168,8 @@ pub enum Parsed {
 const NAME: &str = "tcpproxy-test";
 
 /// The suite's own long flags (`--only`, ...), read from the parser so none is left out, for
-/// telling a user who wrote one after PROXY that it went to the proxy (`tcpproxy-test ./proxy
-/// --only echo/single` failed every phase with the proxy's usage). Help and version are left
-/// out: after PROXY they are the proxy's own.
+/// telling a user who wrote one after PROXY that it went to the proxy, which would fail every
+/// phase with its usage. Help and version are left out: after PROXY they are the proxy's own.
 fn suite_flags() -> Vec<String> {
     use clap::CommandFactory as _;
     Cli::command()
@@ -377,9 +376,9 @@ fn build_log_message(path: &Path) -> Result<String, String> {
     })
 }
 
-/// Checks, before anything runs, that a report can be written to `path`: a missing folder was
-/// found only after the whole run (issue 18). A file is created beside it and removed again, so
-/// the check neither leaves nor truncates anything.
+/// Checks, before anything runs, that a report can be written to `path`, so a missing folder
+/// costs no run. A file is created beside it and removed again, so the check neither leaves
+/// nor truncates anything.
 fn writable(path: &Path) -> Result<(), String> {
     let shown = path.display();
     if path.is_dir() {
@@ -598,6 +597,29 @@ mod tests {
         assert!(tail.ends_with("warning 1999: \u{e9}t\u{e9}\nerror: \u{fffd} last"));
         std::fs::write(&log, "").unwrap();
         assert!(build_log_message(&log).unwrap().ends_with("is empty)"));
+    }
+
+    #[test]
+    fn a_subcommand_s_usage_error_names_the_subcommand() {
+        for (args, want) in [
+            (
+                &["fuzz", "--bogus"][..],
+                "tcpproxy-test fuzz: unexpected argument '--bogus'",
+            ),
+            (
+                &["fuzz", "--cases", "x"],
+                "tcpproxy-test fuzz: invalid value 'x'",
+            ),
+            (
+                &["grade", "--jobs", "0"],
+                "tcpproxy-test grade: invalid value '0'",
+            ),
+        ] {
+            match parse_strs(args) {
+                Parsed::Usage(m) => assert!(m.starts_with(want), "{m}"),
+                other => panic!("expected a usage error for {args:?}, got {other:?}"),
+            }
+        }
     }
 
     #[test]

@@ -13,8 +13,8 @@ use tcpproxy::flag_value;
 use tokio::sync::Semaphore;
 
 use crate::class_table::{
-    self, CLASS_CSV, CLASS_JSON, CLASS_JSON_FORMAT, CLASS_JSON_VERSION, Class, Row, Unreadable,
-    write_class,
+    self, CLASS_CSV, CLASS_JSON, CLASS_JSON_FORMAT, CLASS_JSON_VERSION, Class, Counts, Row,
+    Unreadable, write_class,
 };
 use crate::console::Console;
 use crate::contract::STALL_TIMEOUT;
@@ -657,15 +657,17 @@ async fn grade_one(
         }
     }
     let count = |v| outcomes.iter().filter(|o| o.verdict == v).count();
-    row.passed = count(Verdict::Passed);
-    row.failed = count(Verdict::Failed);
-    row.warning = count(Verdict::Warning);
-    row.skipped = count(Verdict::Skipped);
-    row.inconclusive = count(Verdict::Inconclusive);
-    if row.inconclusive > 0 {
+    row.counts = Counts {
+        passed: count(Verdict::Passed),
+        failed: count(Verdict::Failed),
+        warning: count(Verdict::Warning),
+        skipped: count(Verdict::Skipped),
+        inconclusive: count(Verdict::Inconclusive),
+    };
+    if row.counts.inconclusive > 0 {
         row.status = format!(
             "inconclusive: {} of its failures could not be confirmed beside the reference proxy, which failed them too; grade it again on a quieter host (--resume grades only such rows)",
-            row.inconclusive
+            row.counts.inconclusive
         );
     }
     row.verdicts = outcomes

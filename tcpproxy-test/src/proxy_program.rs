@@ -38,7 +38,7 @@ impl ProxyWords {
 }
 
 /// Without `--`, a word starting with a dash where PROXY goes is a flag we do not know, not a
-/// program (it was reported as "proxy '--bogus' is not a file").
+/// program: saying so beats "proxy '--bogus' is not a file".
 pub fn unknown_flag(proxy: &[OsString]) -> Result<(), String> {
     match proxy.first().map(|w| w.to_string_lossy()) {
         Some(first) if first.starts_with('-') && first != "-" => Err(format!(

@@ -34,7 +34,7 @@ pub struct Checked {
 /// Runs the failed phases of `outcomes` again beside the reference, up to [`ROUNDS`] times, and
 /// puts each phase's final verdict in its place: passed as soon as the proxy passes it (a pass is
 /// never the host's doing); failed only when it failed again in every round while the reference
-/// passed beside it; otherwise inconclusive. One round was not enough: on a heavily loaded host a
+/// passed beside it; otherwise inconclusive. One round is not enough: on a heavily loaded host a
 /// correct proxy can miss a deadline by a hair in the same round the reference makes it
 /// (docs/reliability.md). Err when the harness itself could not run.
 pub async fn confirm_failures(

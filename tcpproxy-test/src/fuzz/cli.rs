@@ -198,28 +198,30 @@ pub fn read_schedules(path: &Path) -> Result<Vec<Case>, String> {
 mod tests {
     use super::*;
 
-    use crate::cli::Parsed;
+    /// `fuzz`'s flags alone, as the one command line flattens them (`crate::cli` adds the
+    /// command's name to a usage error).
+    #[derive(Debug, clap::Parser)]
+    struct Fuzz {
+        #[command(flatten)]
+        args: Args,
+    }
 
-    fn parse_strs(args: &[&str]) -> Parsed {
-        crate::cli::parse(
-            ["tcpproxy-test", "fuzz"]
-                .iter()
-                .chain(args)
-                .map(OsString::from),
-        )
+    /// `tcpproxy-test fuzz ARGS`: the run, or the usage error's line.
+    fn parse_strs(args: &[&str]) -> Result<FuzzConfig, String> {
+        use clap::Parser as _;
+        let argv = std::iter::once("fuzz").chain(args.iter().copied());
+        let fuzz = Fuzz::try_parse_from(argv).map_err(|e| tcpproxy::cli::one_line(&e))?;
+        config(fuzz.args, "tcpproxy-test".into(), args.contains(&"--"))
     }
 
     fn run(args: &[&str]) -> FuzzConfig {
-        match parse_strs(args) {
-            Parsed::Fuzz(c) => *c,
-            other => panic!("expected a run for {args:?}, got {other:?}"),
-        }
+        parse_strs(args).unwrap_or_else(|m| panic!("expected a run for {args:?}, got {m}"))
     }
 
     fn usage(args: &[&str]) -> String {
         match parse_strs(args) {
-            Parsed::Usage(m) if m.starts_with("tcpproxy-test fuzz: ") => m,
-            other => panic!("expected a usage error for {args:?}, got {other:?}"),
+            Err(m) => m,
+            Ok(c) => panic!("expected a usage error for {args:?}, got {c:?}"),
         }
     }
 

@@ -14,6 +14,7 @@ mod fuzzer;
 pub(crate) mod oracle;
 pub(crate) mod output;
 pub(crate) mod peers;
+pub(crate) mod replay;
 pub(crate) mod schedule;
 mod shrink;
 mod sockets;

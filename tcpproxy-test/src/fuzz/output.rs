@@ -1,13 +1,12 @@
 //! What the fuzzer says: results (a header, a line per case with `--verbose`, the failure
 //! report or the summary), and progress of a long shrink as notes.
 
-use std::ffi::OsStr;
-use std::io::Write as _;
 use std::path::PathBuf;
 
 use super::cli::{FuzzConfig, Mode};
 use super::fuzzer::{Fuzzer, Job, Origin, Outcome, REGRESSIONS_PATH, Totals};
 use super::oracle::Violation;
+use super::replay::{save_private, shell_words};
 use super::shrink::{FLAKY_REPEAT, Progress, Shrunk};
 use crate::console::Console;
 
@@ -29,25 +28,6 @@ fn proxy_name(config: &FuzzConfig) -> String {
     } else {
         shell_words(&config.proxy_words)
     }
-}
-
-/// Words as a shell would need them typed: plain words bare, the rest in single quotes.
-pub fn shell_words<S: AsRef<OsStr>>(words: &[S]) -> String {
-    words
-        .iter()
-        .map(|w| {
-            let w = w.as_ref().to_string_lossy();
-            let plain = !w.is_empty()
-                && w.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c));
-            if plain {
-                w.into_owned()
-            } else {
-                format!("'{}'", w.replace('\'', r"'\''"))
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
 }
 
 pub(super) fn header(console: &Console, config: &FuzzConfig, jobs: &[Job]) {
@@ -161,39 +141,22 @@ fn save(fuzzer: &Fuzzer, origin: &Origin, shrunk: &Shrunk) -> Result<PathBuf, St
     save_private(&std::env::temp_dir(), &prefix, &text)
 }
 
-/// Writes `text` to a new file in `dir` named `prefix`, random letters and `.txt`. A fixed name
-/// in the shared temp directory let anyone plant a link there for this run to write through
-/// (issue 18): the file is created exclusively (never through a link, never over a file) and
-/// readable by its owner only, and the random part keeps a planted name from blocking it.
-pub(crate) fn save_private(
-    dir: &std::path::Path,
-    prefix: &str,
-    text: &str,
-) -> Result<PathBuf, String> {
-    let why = |e: std::io::Error| format!("cannot save it in {}: {e}", dir.display());
-    let mut file = tempfile::Builder::new()
-        .prefix(prefix)
-        .suffix(".txt")
-        .tempfile_in(dir)
-        .map_err(why)?;
-    file.write_all(text.as_bytes()).map_err(why)?;
-    file.keep().map(|(_, path)| path).map_err(|e| why(e.error))
-}
-
 /// The command that replays `file` against the same proxy, `repeat` times.
 fn replay_command(config: &FuzzConfig, file: &str, repeat: u32) -> String {
-    let mut words = vec![
-        config.program.to_string_lossy().into_owned(),
-        "fuzz".into(),
-        "--replay".into(),
-        file.into(),
-    ];
+    let mut flags = vec!["--replay".to_string(), file.into()];
     if repeat > 1 {
-        words.extend(["--repeat".into(), repeat.to_string()]);
+        flags.extend(["--repeat".into(), repeat.to_string()]);
     }
     if config.timeout_scale != 1.0 {
-        words.extend(["--timeout-scale".into(), config.timeout_scale.to_string()]);
+        flags.extend(["--timeout-scale".into(), config.timeout_scale.to_string()]);
     }
+    fuzz_command(config, flags)
+}
+
+/// `PROGRAM fuzz FLAGS -- PROXY...` for the same proxy, as a shell would need it typed.
+fn fuzz_command(config: &FuzzConfig, flags: Vec<String>) -> String {
+    let mut words = vec![config.program.to_string_lossy().into_owned(), "fuzz".into()];
+    words.extend(flags);
     if !config.proxy_words.is_empty() {
         words.push("--".into());
         words.extend(
@@ -270,27 +233,16 @@ pub(super) fn failure(
                 return;
             };
             // Regenerates the unshrunk case and shrinks it again.
-            let mut words = vec![
-                config.program.to_string_lossy().into_owned(),
-                "fuzz".into(),
-                "--seed".into(),
+            let mut flags = vec![
+                "--seed".to_string(),
                 seed.to_string(),
                 "--case".into(),
                 index.to_string(),
             ];
             if let Some(stall) = config.stall_timeout {
-                words.extend(["--stall-timeout".into(), stall.as_secs_f64().to_string()]);
+                flags.extend(["--stall-timeout".into(), stall.as_secs_f64().to_string()]);
             }
-            if !config.proxy_words.is_empty() {
-                words.push("--".into());
-                words.extend(
-                    config
-                        .proxy_words
-                        .iter()
-                        .map(|w| w.to_string_lossy().into_owned()),
-                );
-            }
-            shell_words(&words)
+            fuzz_command(config, flags)
         }
     };
     report.push_str(&format!("replay: {replay}"));
@@ -335,43 +287,4 @@ pub(super) fn passed(fuzzer: &Fuzzer, totals: &Totals) {
         }
     }
     console.out_line(text);
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_saved_schedule_is_a_new_private_file_never_a_planted_one() {
-        use std::os::unix::fs::{MetadataExt as _, symlink};
-        let dir = tempfile::tempdir().unwrap();
-        // What another user could plant at the old fixed name.
-        let target = dir.path().join("victim");
-        std::fs::write(&target, "keep me").unwrap();
-        symlink(&target, dir.path().join("tcpproxy-test-fuzz-3-9.txt")).unwrap();
-        let a = save_private(dir.path(), "tcpproxy-test-fuzz-3-9-", "case\n").unwrap();
-        let b = save_private(dir.path(), "tcpproxy-test-fuzz-3-9-", "case\n").unwrap();
-        assert_ne!(a, b);
-        assert_eq!(std::fs::read_to_string(&target).unwrap(), "keep me");
-        for p in [&a, &b] {
-            let name = p.file_name().unwrap().to_string_lossy().into_owned();
-            assert!(name.starts_with("tcpproxy-test-fuzz-3-9-") && name.ends_with(".txt"));
-            let meta = std::fs::symlink_metadata(p).unwrap();
-            assert!(meta.file_type().is_file());
-            assert_eq!(meta.mode() & 0o077, 0, "{name}: readable by others");
-            assert_eq!(std::fs::read_to_string(p).unwrap(), "case\n");
-        }
-    }
-
-    #[test]
-    fn shell_words_quote_only_what_needs_it() {
-        assert_eq!(
-            shell_words(&["./fixtures", "flip-byte", "--stall-timeout", "60"]),
-            "./fixtures flip-byte --stall-timeout 60"
-        );
-        assert_eq!(
-            shell_words(&["python3", "my proxy.py", "it's", ""]),
-            r"python3 'my proxy.py' 'it'\''s' ''"
-        );
-    }
 }

@@ -13,7 +13,7 @@ use super::params::*;
 use super::{Ctx, Failure, PhaseResult};
 use crate::deadline::{self, Timing};
 use crate::fuzz::oracle::{self, Again, Kind, Violation};
-use crate::fuzz::output::{save_private, shell_words};
+use crate::fuzz::replay::{save_private, shell_words};
 use crate::fuzz::peers::{self, Limits, Ports};
 use crate::fuzz::schedule::{Case, MIN_HOLD_PIECE, Shutdown, parse_cases};
 use crate::fuzz::target::Pair;
