@@ -34,8 +34,8 @@ fn fixture(fixture: &str) -> &'static Fixture {
 fn check(fixture_name: &str) -> Run {
     let expect = fixture(fixture_name).expect;
     let bin = fixtures_bin();
-    // One suite at a time, whatever the fixture: running never-serving fixtures beside a full
-    // suite made listen-late lose its port to another run (CI rehearsal, 2026-12-01).
+    // Rows run side by side, each run in a network namespace of its own, so a never-serving
+    // fixture's run can no longer take listen-late's port (CI rehearsal, 2026-12-01).
     let _slot = HeavySlot::acquire();
     let mut args = vec!["--stall-timeout", STALL];
     if let Some(h) = expect.harness_args {
