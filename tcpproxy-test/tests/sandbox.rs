@@ -1,6 +1,6 @@
-//! `--sandbox`: the proxy runs in a network namespace of its own (only loopback, no route), a
-//! host that refuses one is named with exit 3 under `on` and falls back under `auto`, and `off`
-//! leaves the host's network.
+//! `--sandbox`: the proxy runs in a network namespace of its own (only loopback, no route), made
+//! directly as root or through a user namespace without privilege; a host that refuses one is
+//! named with exit 3 under `on` and falls back under `auto`; `off` leaves the host's network.
 
 use std::time::Duration;
 
@@ -97,6 +97,51 @@ fn off_leaves_the_proxy_on_the_host_network() {
     );
     assert_eq!(seen(&run, &json).0, host_interfaces(), "{}", run.dump());
     assert!(!run.stderr.contains("warning"), "{}", run.dump());
+}
+
+#[test]
+fn an_unprivileged_harness_makes_its_namespace_inside_a_user_namespace() {
+    use std::os::unix::fs::PermissionsExt as _;
+    // Run by nobody (setpriv, from util-linux) when the test runs as root; otherwise the test is
+    // unprivileged already. Copies of the harness and the stand-in sit in a folder nobody can
+    // read, wherever the checkout is.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let harness = dir.path().join("tcpproxy-test");
+    std::fs::copy(harness_bin(), &harness).unwrap();
+    let script = dir.path().join("report-network");
+    write_executable(&script, NETWORK_REPORTER);
+    let mut cmd = if nix::unistd::getuid().is_root() {
+        let mut c = assert_cmd::Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(&harness);
+        c
+    } else {
+        assert_cmd::Command::new(&harness)
+    };
+    let out = cmd
+        .args([
+            "--sandbox",
+            "on",
+            "--only",
+            "echo/single",
+            "--format",
+            "json",
+            "--",
+        ])
+        .arg(&script)
+        .current_dir(dir.path())
+        .timeout(LIMIT)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(4), "{out:?}");
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        json["sandbox"], "network namespace (in a user namespace)",
+        "{json}"
+    );
+    let tail = json["phases"][0]["stderr_tail"].as_str().unwrap();
+    assert_eq!(tail, "interfaces: lo \nroutes: 0\n", "{json}");
 }
 
 /// The harness run with `args` where unshare(2) fails with EPERM, as under a container's
