@@ -265,9 +265,20 @@ fn wildcards_match_within_a_line_only() {
 /// Asserts that the run's stdout contains `part`, showing the whole run otherwise.
 #[track_caller]
 pub fn assert_stdout_has(run: &Run, part: &str) {
+    assert_output_has(run, "stdout", &run.stdout, part);
+}
+
+/// Asserts that the run's stderr contains `part`, showing the whole run otherwise.
+#[track_caller]
+pub fn assert_stderr_has(run: &Run, part: &str) {
+    assert_output_has(run, "stderr", &run.stderr, part);
+}
+
+#[track_caller]
+fn assert_output_has(run: &Run, stream: &str, text: &str, part: &str) {
     assert!(
-        run.stdout.contains(part),
-        "expected stdout to contain {part:?}\n{}",
+        text.contains(part),
+        "expected {stream} to contain {part:?}\n{}",
         run.dump()
     );
 }
@@ -293,15 +304,5 @@ pub fn assert_has_line(pattern: &str, got: &str) {
     assert!(
         got.lines().any(|l| line_matches(pattern, l)),
         "no line matches\n--- pattern ---\n{pattern}\n--- got ---\n{got}"
-    );
-}
-
-/// Asserts that the run's stderr contains `part`, showing the whole run otherwise.
-#[track_caller]
-pub fn assert_stderr_has(run: &Run, part: &str) {
-    assert!(
-        run.stderr.contains(part),
-        "expected stderr to contain {part:?}\n{}",
-        run.dump()
     );
 }
