@@ -10,8 +10,9 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use super::context::Ctx;
 use super::params::*;
-use super::{Ctx, Failure, PhaseResult};
+use super::verdict::{Failure, PhaseResult};
 use crate::check;
 use crate::deadline::within;
 use crate::peer::{self, Pacing, SMALL_RCVBUF};

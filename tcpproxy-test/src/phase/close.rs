@@ -6,9 +6,10 @@ use std::sync::Arc;
 use tokio::io::AsyncReadExt as _;
 use tokio::task::JoinSet;
 
+use super::context::Ctx;
 use super::flows::{self, Flows};
 use super::params::*;
-use super::{Ctx, Failure, PhaseResult};
+use super::verdict::{Failure, PhaseResult};
 use crate::deadline::within;
 use crate::peer;
 

@@ -9,9 +9,10 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 use tokio::task::JoinSet;
 
+use super::context::Ctx;
 use super::flows::{self, Flows};
 use super::params::*;
-use super::{Ctx, Failure, PhaseResult};
+use super::verdict::{Failure, PhaseResult};
 use crate::check;
 use crate::deadline::within;
 use crate::peer::{self, Pacing};

@@ -7,8 +7,9 @@ use std::sync::Arc;
 use tokio::net::TcpStream;
 use tokio::task::JoinSet;
 
+use super::context::Ctx;
 use super::params::*;
-use super::{Ctx, Failure, PhaseResult};
+use super::verdict::{Failure, PhaseResult};
 use crate::backlog;
 use crate::deadline::within;
 use crate::peer::{self, Pacing};

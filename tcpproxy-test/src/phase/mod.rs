@@ -9,261 +9,32 @@
 
 mod chain;
 mod close;
+mod context;
 mod echo;
 mod flows;
 mod lazy;
 mod load;
 pub mod pairing;
+mod params;
 mod resources;
 mod slow;
+mod verdict;
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rand::{RngCore as _, SeedableRng as _};
-use rand_chacha::ChaCha20Rng;
-use tokio::io::AsyncWriteExt as _;
-use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
-use crate::deadline::{self, Closest, Expired, Timing, within};
+use crate::deadline::{self, Closest, Timing};
 use crate::harness::{Proxy, ProxyCommand, StartFailure};
 use crate::peer;
+use context::Ctx;
 use testkit::process::describe_status;
-
-const KIB: usize = 1024;
-const MIB: usize = 1024 * KIB;
-const fn secs(s: u64) -> Duration {
-    Duration::from_secs(s)
-}
-const fn millis(ms: u64) -> Duration {
-    Duration::from_millis(ms)
-}
-
-/// Every parameter of every phase, in one place.
-pub mod params {
-    use super::*;
-    use crate::peer::Pacing;
-
-    /// Echo phases: messages of this size, each echoed before the next is sent.
-    pub const ECHO_MESSAGES: usize = 10;
-    pub const ECHO_MESSAGE_LEN: usize = 4;
-    pub const CHAIN_SHORT: usize = 2;
-    pub const CHAIN_LONG: usize = 20;
-    /// Any echo through the proxy (one message, a whole chain of hops) arrives within this.
-    pub const ECHO_DEADLINE: Duration = secs(10);
-    /// A flow phase's whole schedule ends within this, plus twice the stall timeout, whatever
-    /// moves: a bound on the harness, far beyond what any of them takes.
-    pub const FLOWS_BACKSTOP: Duration = secs(60);
-
-    /// Bulk: seeded random bytes through the long chain, every reader slow on purpose so the
-    /// proxy's writes come back short.
-    pub const BULK_BYTES: usize = 2 * MIB;
-    pub const BULK_WRITE_PIECE: usize = 64 * KIB;
-    pub const SLOW_READER: Pacing = Pacing {
-        chunk: 4 * KIB,
-        pause: millis(1),
-    };
-    pub const BULK_DEADLINE: Duration = secs(30);
-
-    /// The blocked connection of "Mix of blocked and normal" stops writing after this much, and
-    /// is replaced at most this many times as the proxy aborts it.
-    pub const BLOCKED_WRITE_LIMIT: usize = 256 * MIB;
-    pub const BLOCKED_ROUNDS: usize = 100;
-
-    /// One-way shutdown: what the client sends, and how long the server waits after EOF.
-    pub const ONE_WAY_REQUEST: usize = 16;
-    pub const ONE_WAY_PAUSE: Duration = secs(1);
-
-    /// Early close: the client writes a byte this often, and the proxy must have closed its
-    /// connection within the limit.
-    pub const EARLY_CLOSE_EVERY: Duration = secs(1);
-    pub const EARLY_CLOSE_LIMIT: Duration = secs(15);
-
-    /// Active client: a small echo this often, for the stall timeout plus `ACTIVE_EXTRA`.
-    pub const ACTIVE_EVERY: Duration = secs(2);
-    pub const ACTIVE_EXTRA: Duration = secs(4);
-    pub const ACTIVE_MESSAGE_LEN: usize = 16;
-
-    /// Lazy peers: a close before this fraction of the stall timeout is too early; one later than
-    /// the stall timeout plus `LAZY_SLACK` after the writer's last progress is too late.
-    pub const LAZY_EARLIEST: f64 = 0.8;
-    pub const LAZY_SLACK: Duration = secs(5);
-    /// A proxy that buffers without limit would take everything; stop feeding it after this.
-    pub const LAZY_WRITE_LIMIT: usize = 256 * MIB;
-    pub const LAZY_WRITE_PIECE: usize = 64 * KIB;
-
-    /// Slow reader: the reader takes at most `SLOW_READ_CHUNK` every `SLOW_READ_EVERY` for twice
-    /// the stall timeout plus `SLOW_EXTRA` while its peer writes as fast as the proxy takes bytes
-    /// (at most `SLOW_WRITE_LIMIT`), in blocks of `SLOW_BLOCK`. Not scaled: the phase is about
-    /// the proxy's timer, and a loaded host only makes the reader slower, never stop.
-    pub const SLOW_READ_CHUNK: usize = 32 * KIB;
-    pub const SLOW_READ_EVERY: Duration = millis(250);
-    pub const SLOW_EXTRA: Duration = secs(4);
-    pub const SLOW_WRITE_LIMIT: usize = 64 * MIB;
-    pub const SLOW_BLOCK: usize = 64 * KIB;
-
-    /// Idle client: silent for the stall timeout plus this, then an echo.
-    pub const IDLE_EXTRA: Duration = secs(2);
-
-    /// Flush before shutdown: this many connections at once, of `FLUSH_BASE + k * FLUSH_STEP`
-    /// bytes, so their tails reach the proxy at different points of its drain cycle, read by
-    /// slow receivers (the bulk phase's 4 KiB a millisecond).
-    pub const FLUSH_CONNECTIONS: usize = 8;
-    pub const FLUSH_BASE: usize = 5_000_000;
-    pub const FLUSH_STEP: usize = 16_000;
-    /// The base size is above what a proxy's kernel send buffer can queue (tcp_wmem's 4 MiB
-    /// at most; 1.8 MiB seen even toward a 1000-byte-MSS receiver), so the proxy's own buffer
-    /// is full, and its writes short, when the EOF arrives.
-    pub const FLUSH_READ_KIB_PER_S: usize =
-        SLOW_READER.chunk / KIB * 1000 / SLOW_READER.pause.as_millis() as usize;
-
-    /// A flow phase's case is run at most this many times in all while a run cannot be judged
-    /// (`crate::fuzz::oracle::Again`: the flush's held tail, when the harness was late).
-    pub const FLOWS_ATTEMPTS: usize = 3;
-
-    /// Destination refused: the client must be closed within this.
-    pub const REFUSED_CLOSE_WITHIN: Duration = secs(5);
-
-    /// Descriptor leaks: short connections in all, at most this many at a time, each echoing
-    /// this much; afterwards the group may hold a few more descriptors than at the start.
-    pub const LEAK_CONNECTIONS: usize = 2_000;
-    pub const LEAK_CONCURRENCY: usize = 200;
-    pub const LEAK_ECHO: usize = 1024;
-    pub const LEAK_FD_SLACK: usize = 5;
-    /// A connection refused or reset before any echo (the kernel turns a burst away from a
-    /// full listen queue before the proxy sees it) is tried at most this many times in all.
-    pub const LEAK_ATTEMPTS: usize = 3;
-    /// Echo deadlines one try may take, each granted only while the request is newly taken in.
-    pub const LEAK_ECHO_WINDOWS: usize = 3;
-    /// Connections turned away on every try that still leave the phase judged on leaks alone,
-    /// while the kernel's listen queues overflow: half of them. A listen(5) server accepting
-    /// slowly lost 217 in a CI run (2 cores, the whole suite beside it), past a 5% limit.
-    pub const LEAK_UNSERVED_LIMIT: usize = LEAK_CONNECTIONS / 2;
-    /// How long the proxy has to close what it should after the last connection ends.
-    pub const LEAK_SETTLE: Duration = secs(5);
-
-    /// Many connections: open at once, each then echoing.
-    pub const MANY_CONNECTIONS: usize = 1_500;
-    pub const MANY_DEADLINE: Duration = secs(60);
-
-    /// Bounded memory: growth of the group's resident memory allowed while a lazy client pushes.
-    pub const MEMORY_GROWTH_LIMIT: u64 = 64 * MIB as u64;
-    pub const MEMORY_SAMPLE_EVERY: Duration = millis(100);
-
-    /// CPU while idle: this many idle pairs, watched this long; above the share is a warning.
-    pub const IDLE_CPU_PAIRS: usize = 10;
-    pub const IDLE_CPU_WINDOW: Duration = secs(3);
-    pub const IDLE_CPU_LIMIT: f64 = 0.10;
-
-    /// The proxy has this long to start listening: generous, since start-up is not graded (a
-    /// JVM took 7-9 s as one of 17 starting at once) and no phase's clock runs until it listens.
-    pub const READY_WITHIN: Duration = secs(30);
-}
-
-/// A phase's outcome.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
-    Passed,
-    Failed,
-    /// Not a contract violation, but worth knowing (a proxy that burns CPU while idle).
-    Warning,
-    /// The phase cannot run here (no /proc, say); the line says why.
-    Skipped,
-    /// The proxy failed it, and so did the reference proxy run beside it each time it was run
-    /// again (`--self-check`): the host, not the proxy, may be at fault, so no grade is given.
-    Inconclusive,
-}
-
-impl std::fmt::Display for Verdict {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Verdict::Passed => "passed",
-            Verdict::Failed => "failed",
-            Verdict::Warning => "warning",
-            Verdict::Skipped => "skipped",
-            Verdict::Inconclusive => "inconclusive",
-        })
-    }
-}
-
-/// Why a phase did not simply pass: one line (what was expected, what happened), detail lines,
-/// and a hint naming the likely bug when the evidence fits a known pattern. Most are failures;
-/// [`Failure::warning`] and [`Failure::skipped`] make the milder verdicts.
-#[derive(Debug, Clone)]
-pub struct Failure {
-    pub verdict: Verdict,
-    pub summary: String,
-    pub details: Vec<String>,
-    pub hint: Option<String>,
-    /// The harness itself could not go on (a port it held was lost): no verdict on the proxy.
-    /// [`run`] makes it the run's harness error.
-    pub harness: bool,
-}
-
-impl Failure {
-    pub fn new(summary: impl Into<String>) -> Failure {
-        Failure {
-            verdict: Verdict::Failed,
-            summary: summary.into(),
-            details: vec![],
-            hint: None,
-            harness: false,
-        }
-    }
-
-    /// The harness's own fault: the run ends with a harness error, never a failed phase.
-    pub fn harness(summary: impl Into<String>) -> Failure {
-        Failure {
-            harness: true,
-            ..Failure::new(summary)
-        }
-    }
-
-    /// Reported, but only `--strict` makes it fail the run.
-    pub fn warning(summary: impl Into<String>) -> Failure {
-        Failure {
-            verdict: Verdict::Warning,
-            ..Failure::new(summary)
-        }
-    }
-
-    /// The phase could not run here; `why` says what is missing.
-    pub fn skipped(why: impl Into<String>) -> Failure {
-        Failure {
-            verdict: Verdict::Skipped,
-            ..Failure::new(why)
-        }
-    }
-
-    pub fn detail(mut self, line: impl Into<String>) -> Failure {
-        self.details.push(line.into());
-        self
-    }
-
-    pub fn details(mut self, lines: impl IntoIterator<Item = String>) -> Failure {
-        self.details.extend(lines);
-        self
-    }
-
-    pub fn hint(mut self, hint: impl Into<String>) -> Failure {
-        self.hint = Some(hint.into());
-        self
-    }
-}
-
-impl From<Expired> for Failure {
-    fn from(e: Expired) -> Failure {
-        Failure::new(format!(
-            "expected {} within {:.1}s, but it did not happen",
-            e.what,
-            e.waited.as_secs_f64()
-        ))
-    }
-}
+use verdict::PhaseResult;
+pub use verdict::{Failure, Verdict};
 
 /// The result of one phase.
 #[derive(Debug, Clone)]
@@ -281,7 +52,6 @@ pub struct Outcome {
     pub closest: Option<Closest>,
 }
 
-pub type PhaseResult = Result<(), Failure>;
 type PhaseFuture = Pin<Box<dyn Future<Output = PhaseResult> + Send>>;
 
 /// One row of the suite.
@@ -323,6 +93,7 @@ pub fn all() -> Vec<Phase> {
         p("timeout/lazy-reverse", "Timeout of lazy reverse client", None, Flows(lazy::REVERSE)),
         p("timeout/idle", "Non-timeout of idle client", None, Flows(echo::IDLE)),
         p("shutdown/flush", "Flush before shutdown", Some(SMALL), Flows(close::FLUSH)),
+        p("shutdown/half-open-trickle", "Half-open trickle", None, Flows(flows::HALF_OPEN_TRICKLE)),
         p("dest/refused", "Destination refused", None, Script(|c| Box::pin(close::destination_refused(c)))),
         p("resources/fd-leak", "Descriptor leaks", None, Script(|c| Box::pin(resources::descriptor_leaks(c)))),
         p("load/many", "Many connections", None, Script(|c| Box::pin(load::many_connections(c)))),
@@ -330,150 +101,6 @@ pub fn all() -> Vec<Phase> {
         p("resources/idle-cpu", "CPU while idle", None, Script(|c| Box::pin(resources::idle_cpu(c)))),
         p("timeout/slow-reader", "Non-timeout of slow reader", None, Script(|c| Box::pin(slow::slow_reader(c)))),
     ]
-}
-
-/// What a phase's scenario works with: its own destination server, its own proxy, deadlines.
-pub struct Ctx {
-    pub timing: Timing,
-    /// The destination server's listener, on `dest_port`; `None` while a scenario has closed it.
-    dest: Mutex<Option<TcpListener>>,
-    /// Sorts the destination's connections to their clients by the tag each client sends first.
-    router: pairing::Router,
-    /// The destination's port while it is closed: held, so it is there to listen on again.
-    reserved: Mutex<Option<peer::Reserved>>,
-    dest_port: u16,
-    server_rcvbuf: Option<u32>,
-    proxy_port: u16,
-    /// The proxy's process group, for the /proc readings.
-    proxy_pgid: i32,
-    seed: u64,
-    /// Held so the scenario can ask whether the proxy is still alive.
-    proxy: Mutex<Proxy>,
-    /// How the proxy was started, for a failure's replay command.
-    cmd: ProxyCommand,
-}
-
-impl Ctx {
-    /// A harness deadline, scaled.
-    pub fn scaled(&self, base: Duration) -> Duration {
-        self.timing.scaled(base)
-    }
-
-    pub fn proxy_pgid(&self) -> i32 {
-        self.proxy_pgid
-    }
-
-    /// A client connection through the proxy, which has sent its tag (see [`pairing`]).
-    pub async fn connect(&self, rcvbuf: Option<u32>) -> Result<TcpStream, Failure> {
-        Ok(self.connect_tagged(rcvbuf).await?.0)
-    }
-
-    /// As [`Ctx::connect`], with the tag its destination connection will carry.
-    async fn connect_tagged(
-        &self,
-        rcvbuf: Option<u32>,
-    ) -> Result<(TcpStream, pairing::Tag), Failure> {
-        let limit = self.scaled(params::ECHO_DEADLINE);
-        let what = format!("a connection to the proxy on 127.0.0.1:{}", self.proxy_port);
-        let mut s = within(limit, what.clone(), peer::connect(self.proxy_port, rcvbuf))
-            .await?
-            .map_err(|e| Failure::new(format!("expected {what}, but connect failed: {e}")))?;
-        let tag = self.router.next_tag();
-        // Twelve bytes go into an empty send buffer at once; a write that fails means the proxy
-        // already closed the client, which the scenario's own reads and writes will report.
-        let _ = s.write_all(&tag.bytes()).await;
-        Ok((s, tag))
-    }
-
-    /// A destination connection the proxy made for a client of this phase, whichever client: for
-    /// servers that treat every connection alike.
-    pub async fn accept(&self) -> Result<TcpStream, Failure> {
-        let limit = self.scaled(params::ECHO_DEADLINE);
-        self.awaited(limit, self.router.accept_any(&self.dest))
-            .await
-    }
-
-    async fn awaited(
-        &self,
-        limit: Duration,
-        accepting: impl Future<Output = Result<TcpStream, String>>,
-    ) -> Result<TcpStream, Failure> {
-        match within(
-            limit,
-            "the proxy to connect to the destination server",
-            accepting,
-        )
-        .await
-        {
-            Ok(Ok(s)) => Ok(s),
-            Ok(Err(e)) => Err(Failure::new(e)),
-            Err(expired) => Err(Failure::from(expired).details(self.router.strays())),
-        }
-    }
-
-    /// Stops the destination server listening, so the proxy's next connect is refused, while
-    /// keeping its port reserved for [`Ctx::reopen_destination`]. Failing that is the harness's
-    /// fault, not the proxy's.
-    pub async fn close_destination(&self) -> Result<(), Failure> {
-        let Some(listener) = self.dest.lock().await.take() else {
-            return Err(Failure::harness(
-                "the harness's scenario closed its destination twice",
-            ));
-        };
-        let reserved = peer::reserve(listener, self.server_rcvbuf).map_err(|e| {
-            Failure::harness(format!(
-                "the harness could not keep 127.0.0.1:{} reserved while its destination refused: {e}",
-                self.dest_port
-            ))
-        })?;
-        *self.reserved.lock().await = Some(reserved);
-        Ok(())
-    }
-
-    /// Listens again on the destination's reserved port (the proxy still points there). Failing
-    /// is the harness's fault, not the proxy's.
-    pub async fn reopen_destination(&self) -> Result<(), Failure> {
-        let Some(reserved) = self.reserved.lock().await.take() else {
-            return Err(Failure::harness(
-                "the harness's scenario reopened a destination it had not closed",
-            ));
-        };
-        let l = reserved.listen().map_err(|e| {
-            Failure::harness(format!(
-                "the harness could not listen again on 127.0.0.1:{}: {e}",
-                self.dest_port
-            ))
-        })?;
-        *self.dest.lock().await = Some(l);
-        Ok(())
-    }
-
-    /// A client connection and the destination-side connection the proxy made for it.
-    pub async fn pair(
-        &self,
-        client_rcvbuf: Option<u32>,
-    ) -> Result<(TcpStream, TcpStream), Failure> {
-        let (client, tag) = self.connect_tagged(client_rcvbuf).await?;
-        let limit = self.scaled(params::ECHO_DEADLINE);
-        let server = self
-            .awaited(limit, self.router.accept_for(&self.dest, tag))
-            .await?;
-        Ok((client, server))
-    }
-
-    /// `len` bytes of the seeded payload stream numbered `stream`.
-    pub fn payload(&self, stream: u64, len: usize) -> Vec<u8> {
-        let mut rng = ChaCha20Rng::seed_from_u64(self.seed);
-        rng.set_stream(stream);
-        let mut v = vec![0; len];
-        rng.fill_bytes(&mut v);
-        v
-    }
-
-    /// The proxy's exit status, if it has died.
-    pub async fn proxy_exit(&self) -> Option<std::process::ExitStatus> {
-        self.proxy.lock().await.exit_status()
-    }
 }
 
 /// How a run treats milder verdicts.
@@ -625,7 +252,7 @@ mod tests {
     fn every_flow_phase_s_schedule_is_one_the_fuzzer_replays() {
         for (stall, scale) in [(10, 1.0), (3, 1.0), (2, 2.5)] {
             let timing = Timing {
-                stall: secs(stall),
+                stall: Duration::from_secs(stall),
                 scale,
             };
             for p in all() {
@@ -646,7 +273,7 @@ mod tests {
     async fn a_harness_fault_is_the_runs_error_not_a_failed_phase() {
         let rules = Rules {
             timing: Timing {
-                stall: secs(10),
+                stall: Duration::from_secs(10),
                 scale: 1.0,
             },
             seed: 1,

@@ -16,8 +16,9 @@ use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
+use super::context::Ctx;
 use super::params::*;
-use super::{Ctx, Failure, PhaseResult};
+use super::verdict::{Failure, PhaseResult};
 use crate::check;
 
 /// The payload of one direction: a seeded stream consumed in whole blocks by the writer and the

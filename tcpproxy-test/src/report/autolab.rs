@@ -6,7 +6,8 @@
 
 use std::fmt::Write;
 
-use super::{RunReport, first_line, inconclusive_note, point};
+use super::model::RunReport;
+use super::text::{first_line, inconclusive_note, point};
 
 pub fn render(run: &RunReport) -> String {
     let mut s = String::new();

@@ -3,8 +3,9 @@
 
 use serde::Serialize;
 
-use super::{
-    RunReport, error_text, message_and_details, point, points, summary_line, to_json, unrun_tests,
+use super::model::RunReport;
+use super::text::{
+    error_text, message_and_details, point, points, summary_line, to_json, unrun_tests,
     verdict_message,
 };
 

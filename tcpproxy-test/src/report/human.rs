@@ -3,6 +3,7 @@
 
 use std::io::Write;
 
+use super::model::RunReport;
 use crate::phase::{Outcome, Verdict};
 use crate::sandbox::Network;
 
@@ -43,6 +44,21 @@ pub fn write_outcome_styled(out: &mut impl Write, o: &Outcome, color: bool) -> s
             )
         }
     }
+}
+
+/// The whole report: the network line, a line per phase, and the closing count.
+pub fn render(run: &RunReport) -> String {
+    let mut out = Vec::new();
+    if let Some(network) = run.sandbox {
+        let _ = write_sandbox(&mut out, network);
+    }
+    for o in run.outcomes {
+        let _ = write_outcome(&mut out, o);
+    }
+    let mut s = String::from_utf8_lossy(&out).into_owned();
+    s.push_str(&summary(run.outcomes));
+    s.push('\n');
+    s
 }
 
 /// The report's first line: the network the proxies ran in (`crate::sandbox`), in words that

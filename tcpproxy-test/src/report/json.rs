@@ -2,7 +2,8 @@
 
 use serde::Serialize;
 
-use super::{RunReport, message_and_details, to_json};
+use super::model::RunReport;
+use super::text::{message_and_details, to_json};
 use crate::phase::Verdict;
 
 /// Names the document, so a reader can tell it from other JSON.

@@ -5,7 +5,8 @@
 
 use quick_junit::{NonSuccessKind, Report, TestCase, TestCaseStatus, TestSuite};
 
-use super::{RunReport, first_line, message_and_details};
+use super::model::RunReport;
+use super::text::{first_line, message_and_details};
 use crate::phase::Verdict;
 
 pub fn render(run: &RunReport) -> String {

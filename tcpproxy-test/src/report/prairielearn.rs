@@ -6,9 +6,10 @@
 
 use serde::Serialize;
 
-use super::{
-    RunReport, error_text, first_line, inconclusive_note, message_and_details, points,
-    summary_line, to_json, unrun_tests, verdict_message,
+use super::model::RunReport;
+use super::text::{
+    error_text, first_line, inconclusive_note, message_and_details, points, summary_line, to_json,
+    unrun_tests, verdict_message,
 };
 
 #[derive(Serialize)]
@@ -65,7 +66,7 @@ pub fn render(run: &RunReport) -> String {
             gradable: true,
             score: earned / max,
             message: summary,
-            output: super::render(run, super::Format::Human),
+            output: super::human::render(run),
             format_errors: vec![],
             tests,
         },
@@ -75,7 +76,7 @@ pub fn render(run: &RunReport) -> String {
                 gradable: false,
                 score: 0.0,
                 message: format!("{why}\n{summary}"),
-                output: super::render(run, super::Format::Human),
+                output: super::human::render(run),
                 format_errors: vec![why],
                 tests,
             }

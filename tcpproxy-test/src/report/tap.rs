@@ -3,7 +3,8 @@
 
 use std::fmt::Write as _;
 
-use super::{RunReport, message_and_details};
+use super::model::RunReport;
+use super::text::message_and_details;
 use crate::phase::Verdict;
 
 pub fn render(run: &RunReport) -> String {

@@ -1,0 +1,156 @@
+//! What a phase's scenario works with.
+
+use std::future::Future;
+use std::time::Duration;
+
+use rand::{RngCore as _, SeedableRng as _};
+use rand_chacha::ChaCha20Rng;
+use tokio::io::AsyncWriteExt as _;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Mutex;
+
+use super::pairing;
+use super::params;
+use super::verdict::Failure;
+use crate::deadline::{Timing, within};
+use crate::harness::{Proxy, ProxyCommand};
+use crate::peer;
+
+/// What a phase's scenario works with: its own destination server, its own proxy, deadlines.
+pub struct Ctx {
+    pub timing: Timing,
+    /// The destination server's listener, on `dest_port`; `None` while a scenario has closed it.
+    pub(super) dest: Mutex<Option<TcpListener>>,
+    /// Sorts the destination's connections to their clients by the tag each client sends first.
+    pub(super) router: pairing::Router,
+    /// The destination's port while it is closed: held, so it is there to listen on again.
+    pub(super) reserved: Mutex<Option<peer::Reserved>>,
+    pub(super) dest_port: u16,
+    pub(super) server_rcvbuf: Option<u32>,
+    pub(super) proxy_port: u16,
+    /// The proxy's process group, for the /proc readings.
+    pub(super) proxy_pgid: i32,
+    pub(super) seed: u64,
+    /// Held so the run can ask whether the proxy died during the phase.
+    pub(super) proxy: Mutex<Proxy>,
+    /// How the proxy was started, for a failure's replay command.
+    pub(super) cmd: ProxyCommand,
+}
+
+impl Ctx {
+    /// A harness deadline, scaled.
+    pub fn scaled(&self, base: Duration) -> Duration {
+        self.timing.scaled(base)
+    }
+
+    pub fn proxy_pgid(&self) -> i32 {
+        self.proxy_pgid
+    }
+
+    /// A client connection through the proxy, which has sent its tag (see [`pairing`]).
+    pub async fn connect(&self, rcvbuf: Option<u32>) -> Result<TcpStream, Failure> {
+        Ok(self.connect_tagged(rcvbuf).await?.0)
+    }
+
+    /// As [`Ctx::connect`], with the tag its destination connection will carry.
+    async fn connect_tagged(
+        &self,
+        rcvbuf: Option<u32>,
+    ) -> Result<(TcpStream, pairing::Tag), Failure> {
+        let limit = self.scaled(params::ECHO_DEADLINE);
+        let what = format!("a connection to the proxy on 127.0.0.1:{}", self.proxy_port);
+        let mut s = within(limit, what.clone(), peer::connect(self.proxy_port, rcvbuf))
+            .await?
+            .map_err(|e| Failure::new(format!("expected {what}, but connect failed: {e}")))?;
+        let tag = self.router.next_tag();
+        // Twelve bytes go into an empty send buffer at once; a write that fails means the proxy
+        // already closed the client, which the scenario's own reads and writes will report.
+        let _ = s.write_all(&tag.bytes()).await;
+        Ok((s, tag))
+    }
+
+    /// A destination connection the proxy made for a client of this phase, whichever client: for
+    /// servers that treat every connection alike.
+    pub async fn accept(&self) -> Result<TcpStream, Failure> {
+        let limit = self.scaled(params::ECHO_DEADLINE);
+        self.awaited(limit, self.router.accept_any(&self.dest))
+            .await
+    }
+
+    async fn awaited(
+        &self,
+        limit: Duration,
+        accepting: impl Future<Output = Result<TcpStream, String>>,
+    ) -> Result<TcpStream, Failure> {
+        match within(
+            limit,
+            "the proxy to connect to the destination server",
+            accepting,
+        )
+        .await
+        {
+            Ok(Ok(s)) => Ok(s),
+            Ok(Err(e)) => Err(Failure::new(e)),
+            Err(expired) => Err(Failure::from(expired).details(self.router.strays())),
+        }
+    }
+
+    /// Stops the destination server listening, so the proxy's next connect is refused, while
+    /// keeping its port reserved for [`Ctx::reopen_destination`]. Failing that is the harness's
+    /// fault, not the proxy's.
+    pub async fn close_destination(&self) -> Result<(), Failure> {
+        let Some(listener) = self.dest.lock().await.take() else {
+            return Err(Failure::harness(
+                "the harness's scenario closed its destination twice",
+            ));
+        };
+        let reserved = peer::reserve(listener, self.server_rcvbuf).map_err(|e| {
+            Failure::harness(format!(
+                "the harness could not keep 127.0.0.1:{} reserved while its destination refused: {e}",
+                self.dest_port
+            ))
+        })?;
+        *self.reserved.lock().await = Some(reserved);
+        Ok(())
+    }
+
+    /// Listens again on the destination's reserved port (the proxy still points there). Failing
+    /// is the harness's fault, not the proxy's.
+    pub async fn reopen_destination(&self) -> Result<(), Failure> {
+        let Some(reserved) = self.reserved.lock().await.take() else {
+            return Err(Failure::harness(
+                "the harness's scenario reopened a destination it had not closed",
+            ));
+        };
+        let l = reserved.listen().map_err(|e| {
+            Failure::harness(format!(
+                "the harness could not listen again on 127.0.0.1:{}: {e}",
+                self.dest_port
+            ))
+        })?;
+        *self.dest.lock().await = Some(l);
+        Ok(())
+    }
+
+    /// A client connection and the destination-side connection the proxy made for it.
+    pub async fn pair(
+        &self,
+        client_rcvbuf: Option<u32>,
+    ) -> Result<(TcpStream, TcpStream), Failure> {
+        let (client, tag) = self.connect_tagged(client_rcvbuf).await?;
+        let limit = self.scaled(params::ECHO_DEADLINE);
+        let server = self
+            .awaited(limit, self.router.accept_for(&self.dest, tag))
+            .await?;
+        Ok((client, server))
+    }
+
+    /// `len` bytes of the seeded payload stream numbered `stream`.
+    pub fn payload(&self, stream: u64, len: usize) -> Vec<u8> {
+        let mut rng = ChaCha20Rng::seed_from_u64(self.seed);
+        rng.set_stream(stream);
+        let mut v = vec![0; len];
+        rng.fill_bytes(&mut v);
+        v
+    }
+}
