@@ -18,8 +18,8 @@
 //! While it holds them the proxy is stalled, and a correct proxy's stall timer runs: a fill
 //! given a [`Settings::budget`] gives up once the proxy may have been stalled that long, counted
 //! from the last moment it was seen holding nothing, not from when the harness got round to
-//! looking (on a loaded host that can be seconds later). A 2026-12 `cargo test --workspace`
-//! under load had the reference reset a held tail at stall timeouts of 2 s and 1.5 s.
+//! looking: on a loaded host that can be seconds later, long enough for a correct proxy's timer
+//! to fire first.
 
 use std::io;
 use std::time::Duration;

@@ -105,8 +105,8 @@ pub const LEAK_ATTEMPTS: usize = 3;
 /// Echo deadlines one try may take, each granted only while the request is newly taken in.
 pub const LEAK_ECHO_WINDOWS: usize = 3;
 /// Connections turned away on every try that still leave the phase judged on leaks alone,
-/// while the kernel's listen queues overflow: half of them. A listen(5) server accepting
-/// slowly lost 217 in a CI run (2 cores, the whole suite beside it), past a 5% limit.
+/// while the kernel's listen queues overflow: half of them, since a server with a short listen
+/// queue that accepts slowly loses far more than a few percent on a loaded host.
 pub const LEAK_UNSERVED_LIMIT: usize = LEAK_CONNECTIONS / 2;
 /// How long the proxy has to close what it should after the last connection ends.
 pub const LEAK_SETTLE: Duration = secs(5);
