@@ -4,6 +4,10 @@
 //! expected and what was given, which each binary turns into exit 2. `Duration::from_secs_f64`
 //! panics on a value it cannot hold, so no number reaches it without passing through here.
 
+use std::fmt::Display;
+use std::ops::RangeInclusive;
+use std::str::FromStr;
+
 /// A day: the most any harness deadline or factor needs.
 pub const DAY_SECS: f64 = 86_400.0;
 /// A year: the most a proxy's own timers need.
@@ -57,10 +61,23 @@ pub fn factor(s: &str) -> Result<f64, String> {
 
 /// A whole number of `what` (bytes, connections) from 1 to `max`.
 pub fn count(s: &str, what: &str, max: usize) -> Result<usize, String> {
-    let refuse = || format!("expected a number of {what} from 1 to {max}, got '{s}'");
-    match s.trim().parse::<usize>() {
-        Ok(n) if (1..=max).contains(&n) => Ok(n),
-        _ => Err(refuse()),
+    whole(s, &format!("a number of {what}"), 1..=max)
+}
+
+/// A whole number in `range`, of the flag's own type, for the ones [`count`] does not fit: a
+/// range from 0 (cases besides the regressions, a case's index) or the whole type (a seed).
+/// `what` names it with its article ("a number of cases", "a seed").
+pub fn whole<T>(s: &str, what: &str, range: RangeInclusive<T>) -> Result<T, String>
+where
+    T: FromStr + PartialOrd + Display,
+{
+    match s.trim().parse::<T>() {
+        Ok(n) if range.contains(&n) => Ok(n),
+        _ => Err(format!(
+            "expected {what} from {} to {}, got '{s}'",
+            range.start(),
+            range.end()
+        )),
     }
 }
 
@@ -80,13 +97,17 @@ mod tests {
     #[test]
     fn bad_numbers_are_refused_with_one_line_quoting_them() {
         type Parser = fn(&str) -> Result<(), String>;
-        let parsers: [(&str, Parser); 5] = [
+        let parsers: [(&str, Parser); 7] = [
             ("seconds", |s| seconds(s, DAY_SECS).map(drop)),
             ("seconds_or_zero", |s| {
                 seconds_or_zero(s, DAY_SECS).map(drop)
             }),
             ("factor", |s| factor(s).map(drop)),
             ("count", |s| count(s, "bytes", 1 << 20).map(drop)),
+            ("whole from 0", |s| {
+                whole(s, "a number of cases", 0..=u32::MAX).map(drop)
+            }),
+            ("whole u64", |s| whole(s, "a seed", 0..=u64::MAX).map(drop)),
             ("port", |s| port(s).map(drop)),
         ];
         for (name, parse) in parsers {
@@ -114,6 +135,24 @@ mod tests {
         assert!(factor("1000.5").is_err());
         assert_eq!(count("10", "bytes", 10), Ok(10));
         assert!(count("11", "bytes", 10).is_err());
+        assert_eq!(whole("0", "a number of cases", 0..=10u32), Ok(0));
+        assert_eq!(whole(" 10 ", "a number of cases", 0..=10u32), Ok(10));
+        assert_eq!(
+            whole("11", "a number of cases", 0..=10u32),
+            Err("expected a number of cases from 0 to 10, got '11'".into())
+        );
+        assert_eq!(
+            whole("3", "a number of runs", 4..=8u8),
+            Err("expected a number of runs from 4 to 8, got '3'".into())
+        );
+        assert_eq!(
+            whole("18446744073709551615", "a seed", 0..=u64::MAX),
+            Ok(u64::MAX)
+        );
+        assert_eq!(
+            count("0", "bytes", 10),
+            Err("expected a number of bytes from 1 to 10, got '0'".into())
+        );
         assert_eq!(port("65535"), Ok(65535));
         assert!(port("65536").is_err());
     }
