@@ -171,8 +171,8 @@ fn survivors_sees_a_process_carrying_the_marker() {
 /// Full suite runs allowed at once in this test binary where each run of the harness has a
 /// network namespace of its own (`--sandbox auto`, the default): their ports cannot collide, and
 /// on 2 cores four at once kept every verdict of the matrix (README, "Tests", has the runs and
-/// their load). The test threads bound it too: `cargo test` runs as many as there are cores
-/// unless told `--test-threads 4`, as .ci/run does.
+/// their load). The test threads bound it too: four, from `.cargo/config.toml`, unless
+/// `RUST_TEST_THREADS` or `--test-threads` says otherwise.
 const SANDBOXED_HEAVY_RUNS: usize = 4;
 
 /// Full suite runs allowed at once: [`SANDBOXED_HEAVY_RUNS`], or one where the host refuses the
