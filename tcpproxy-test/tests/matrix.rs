@@ -216,6 +216,7 @@ matrix_tests! {
     one_at_a_time => "one-at-a-time",
     blocking_writes => "blocking-writes",
     idle_timeout => "idle-timeout",
+    fin_timeout => "fin-timeout",
     stall_one_direction => "stall-one-direction",
     short_stall => "short-stall",
     stall_on_empty_only => "stall-on-empty-only",

@@ -147,6 +147,13 @@ pub trait Hooks: Send + Sync + 'static {
         None
     }
 
+    /// Close a pair (with FIN) this long after one direction has forwarded its EOF while the
+    /// other is still open; None: never. The contract keeps a half-closed pair for as long as its
+    /// other direction carries bytes, however long that is.
+    fn fin_timeout(&self) -> Option<Duration> {
+        None
+    }
+
     /// A pair ended cleanly (EOF both ways, all flushed); dropping the sockets closes them.
     fn on_finished(&self, _client: TcpStream, _server: TcpStream) {}
 
@@ -280,6 +287,9 @@ pub struct Tweak {
     pub connect_on_first_byte: bool,
     /// Close a pair (with FIN) once it has been quiet for the stall timeout: an idle timer.
     pub closes_idle_pairs: bool,
+    /// Close a half-closed pair (with FIN) this long after its first EOF went through, as
+    /// HAProxy's `timeout client-fin` does.
+    pub fin_timeout: Option<Duration>,
     /// The most bytes held per direction, whatever `--buffer-size` says; None: as configured.
     pub buffer_size: Option<usize>,
     pub stall_timer: StallTimer,
@@ -303,6 +313,7 @@ impl Tweak {
         busy_poll: false,
         connect_on_first_byte: false,
         closes_idle_pairs: false,
+        fin_timeout: None,
         buffer_size: None,
         stall_timer: StallTimer::Configured,
         stall_reset: StallReset::OnProgress,
@@ -338,6 +349,7 @@ impl Hooks for Tweak {
         accept_pause: Duration,
         busy_poll: bool,
         connect_on_first_byte: bool,
+        fin_timeout: Option<Duration>,
         stall_reset: StallReset,
         on_eof: OnEof,
         on_write_error: OnWriteError,
@@ -415,6 +427,7 @@ mod tests {
         let pair = (
             h.connect_on_first_byte(),
             h.idle_timeout(stall),
+            h.fin_timeout(),
             h.buffer_size(4321),
             h.stall_timeout(Dir::Up, stall),
             h.stall_timeout(Dir::Down, stall),

@@ -42,7 +42,7 @@ pub enum End {
     /// Still open when the drain after SIGTERM/SIGINT ran out (or a second signal came).
     DrainCut,
     /// Hooks closed the pair (FIN both ways) before the contract would: a fixture's idle timer,
-    /// or its close at the first EOF. The reference never ends a pair so.
+    /// its FIN timer, or its close at the first EOF. The reference never ends a pair so.
     Closed,
 }
 
@@ -346,6 +346,9 @@ pub async fn serve<H: Hooks + ?Sized>(
     let mut idle = hooks
         .idle_timeout(settings.stall_timeout)
         .map(|t| Box::new(Idle::new(t)));
+    // Armed at the first EOF forwarded; None for every reference pair, which has no FIN timer.
+    let fin_timeout = hooks.fin_timeout();
+    let mut fin: Option<Pin<Box<Sleep>>> = None;
     let pool = &settings.pool;
     let relayed = poll_fn(|cx| {
         // Poll both every time: each registers its own wake-ups, and a finished relay stays ready.
@@ -368,6 +371,14 @@ pub async fn serve<H: Hooks + ?Sized>(
         }
         if hooks.on_eof() == OnEof::ClosePair && (a.is_ready() || b.is_ready()) {
             return Poll::Ready(End::Closed);
+        }
+        if let Some(t) = fin_timeout
+            && (a.is_ready() || b.is_ready())
+        {
+            let timer = fin.get_or_insert_with(|| Box::pin(tokio::time::sleep(t)));
+            if timer.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(End::Closed);
+            }
         }
         if let Some(idle) = &mut idle {
             if idle.poll_expired(cx, up.moved() + down.moved()) {

@@ -82,6 +82,38 @@ fn round_trips(len: usize, pauses: &[Duration]) -> (String, String) {
     (up.join(", "), down.join(", "))
 }
 
+/// Half-open trickle: the client's request, and the server's pace and span after its EOF.
+pub const TRICKLE_REQUEST: usize = 16;
+pub const TRICKLE_EVERY: Duration = Duration::from_secs(2);
+pub const TRICKLE_EXTRA: Duration = Duration::from_secs(2);
+
+/// The client sends a request and half-closes; the server, once it has read the EOF, sends one
+/// byte every `TRICKLE_EVERY` for the stall timeout plus `TRICKLE_EXTRA`, then closes. The
+/// client must get every byte, then EOF. A half-closed pair is as alive as a whole one: nothing
+/// is held, so no stall timer may fire, and a timer that starts at the first EOF (a "FIN
+/// timeout") closes it while the server still has bytes to send. Not scaled: the phase is about
+/// the proxy's timers, which a loaded host does not stretch.
+pub const HALF_OPEN_TRICKLE: Flows = Flows {
+    cases: |t| {
+        let span = t.stall + TRICKLE_EXTRA;
+        let pauses = (span.as_secs_f64() / TRICKLE_EVERY.as_secs_f64()).ceil() as usize;
+        let mut down = vec!["await-peer-eof, write 1".to_string()];
+        down.extend(vec![
+            format!("pause {}ms, write 1", ms(TRICKLE_EVERY));
+            pauses
+        ]);
+        cases(&format!(
+            "connection
+               client->server: write {TRICKLE_REQUEST}; shutdown after-last-byte; reader eager
+               server->client: {}; shutdown after-last-byte; reader eager",
+            down.join(", ")
+        ))
+    },
+    hints: &ended_early(
+        "the proxy closed a half-closed pair while the other direction was still sending: a timer on half-closed pairs (a FIN timeout) or a stall/idle timer that runs once one side has shut down",
+    ),
+};
+
 /// The deadlines a flow phase runs under: a round trip or an EOF owed is owed within the echo
 /// deadline; the whole schedule, whatever moves, within the backstop. The expectation may
 /// lengthen them (`Limits::for_case`). What the proxy does with a pair after both directions

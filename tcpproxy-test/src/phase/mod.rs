@@ -93,6 +93,7 @@ pub fn all() -> Vec<Phase> {
         p("timeout/lazy-reverse", "Timeout of lazy reverse client", None, Flows(lazy::REVERSE)),
         p("timeout/idle", "Non-timeout of idle client", None, Flows(echo::IDLE)),
         p("shutdown/flush", "Flush before shutdown", Some(SMALL), Flows(close::FLUSH)),
+        p("shutdown/half-open-trickle", "Half-open trickle", None, Flows(flows::HALF_OPEN_TRICKLE)),
         p("dest/refused", "Destination refused", None, Script(|c| Box::pin(close::destination_refused(c)))),
         p("resources/fd-leak", "Descriptor leaks", None, Script(|c| Box::pin(resources::descriptor_leaks(c)))),
         p("load/many", "Many connections", None, Script(|c| Box::pin(load::many_connections(c)))),
