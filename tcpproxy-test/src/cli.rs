@@ -1,6 +1,9 @@
 //! The command line, one clap tree for the whole program: the suite's flags, or the `fuzz` and
 //! `grade` subcommands (their flags live beside their code), with their defaults and checks and
-//! finding the proxy to test. Every usage error is one line naming the command as typed.
+//! finding the proxy to test. Every usage error is one line naming the command as typed. Every
+//! numeric flag, here and in the subcommands, takes a negative number as its value
+//! (`allow_negative_numbers`), so that its parser in `tcpproxy::flag_value` refuses it in the
+//! same words as any other bad number, not as an unknown flag.
 
 use std::ffi::OsString;
 use std::io::{Read as _, Seek as _, SeekFrom};
@@ -55,20 +58,20 @@ enum Command {
 #[derive(Debug, clap::Args)]
 struct Args {
     /// The stall timeout the proxy under test was given; the lazy phases judge against it.
-    #[arg(long, value_name = "SECS", default_value_t = STALL_TIMEOUT.as_secs_f64(), value_parser = |s: &str| flag_value::seconds(s, flag_value::DAY_SECS))]
+    #[arg(long, allow_negative_numbers = true, value_name = "SECS", default_value_t = STALL_TIMEOUT.as_secs_f64(), value_parser = |s: &str| flag_value::seconds(s, flag_value::DAY_SECS))]
     stall_timeout: f64,
 
     /// Stretch every other deadline by this factor, for slow or loaded hosts.
-    #[arg(long, value_name = "F", default_value_t = 1.0, value_parser = flag_value::factor)]
+    #[arg(long, allow_negative_numbers = true, value_name = "F", default_value_t = 1.0, value_parser = flag_value::factor)]
     timeout_scale: f64,
 
     /// Seed for the payloads (ChaCha20); printed on failure to reproduce a run.
-    #[arg(long, value_name = "N")]
+    #[arg(long, allow_negative_numbers = true, value_name = "N", value_parser = |s: &str| flag_value::whole(s, "a seed", 0..=u64::MAX))]
     seed: Option<u64>,
 
     /// Phases run at once [default: all].
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
-    jobs: Option<u32>,
+    #[arg(long, allow_negative_numbers = true, value_name = "N", value_parser = |s: &str| flag_value::count(s, "phases", u32::MAX as usize))]
+    jobs: Option<usize>,
 
     /// Count warnings (a proxy that burns CPU while idle) as failures.
     #[arg(long)]
@@ -296,7 +299,7 @@ fn suite(a: Args, dashes: bool) -> Result<Parsed, String> {
         stall_timeout,
         timeout_scale: a.timeout_scale,
         seed: a.seed,
-        jobs: a.jobs.map(|j| j as usize),
+        jobs: a.jobs,
         strict: a.strict,
         self_check,
         format: a.format,
@@ -618,6 +621,108 @@ mod tests {
             match parse_strs(args) {
                 Parsed::Usage(m) => assert!(m.starts_with(want), "{m}"),
                 other => panic!("expected a usage error for {args:?}, got {other:?}"),
+            }
+        }
+    }
+
+    /// Issue 11: every numeric flag of every command, found in the parser's tree by the type its
+    /// value parses to, refuses inf, NaN, 1e30, -1 and garbage, and 0 unless the range it names
+    /// starts at 0, each as one usage line worded as `--stall-timeout inf` is.
+    #[test]
+    fn every_numeric_flag_of_every_command_refuses_bad_numbers_alike() {
+        use clap::CommandFactory as _;
+        use std::any::TypeId;
+
+        /// (subcommand path, long flag, value name) of each numeric flag under `cmd`.
+        fn numeric_flags(
+            cmd: &clap::Command,
+            path: &[String],
+            out: &mut Vec<(Vec<String>, String, String)>,
+        ) {
+            let numeric = [
+                TypeId::of::<u8>(),
+                TypeId::of::<u16>(),
+                TypeId::of::<u32>(),
+                TypeId::of::<u64>(),
+                TypeId::of::<usize>(),
+                TypeId::of::<i32>(),
+                TypeId::of::<i64>(),
+                TypeId::of::<f32>(),
+                TypeId::of::<f64>(),
+            ];
+            for a in cmd.get_arguments() {
+                let type_id = a.get_value_parser().type_id();
+                if let Some(long) = a.get_long()
+                    && numeric.iter().any(|t| type_id == *t)
+                {
+                    let value =
+                        a.get_value_names().expect("a numeric flag names its value")[0].to_string();
+                    out.push((path.to_vec(), long.to_string(), value));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                let mut p = path.to_vec();
+                p.push(sub.get_name().to_string());
+                numeric_flags(sub, &p, out);
+            }
+        }
+
+        let mut flags = Vec::new();
+        numeric_flags(&Cli::command(), &[], &mut flags);
+        for (path, long) in [
+            (&[][..], "jobs"),
+            (&["fuzz"], "cases"),
+            (&["grade"], "jobs"),
+        ] {
+            assert!(
+                flags.iter().any(|(p, l, _)| p == path && l == long),
+                "--{long} of {path:?} not found among {flags:?}"
+            );
+        }
+        let refused =
+            |path: &[String], long: &str, value: &str, bad: &str| -> Result<String, String> {
+                let mut args: Vec<&str> = path.iter().map(String::as_str).collect();
+                let flag = format!("--{long}");
+                args.extend([flag.as_str(), bad]);
+                let who = std::iter::once(NAME)
+                    .chain(args[..path.len()].iter().copied())
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                let head =
+                    format!("{who}: invalid value '{bad}' for '--{long} <{value}>': expected ");
+                let tail = format!(", got '{bad}' (see --help)");
+                match parse_strs(&args) {
+                    Parsed::Usage(m)
+                        if m.starts_with(&head) && m.ends_with(&tail) && !m.contains('\n') =>
+                    {
+                        Ok(m)
+                    }
+                    Parsed::Usage(m) => Err(m),
+                    other => Err(format!("{other:?}")),
+                }
+            };
+        for (path, long, value) in &flags {
+            for bad in ["inf", "NaN", "1e30", "-1", "garbage"] {
+                if let Err(got) = refused(path, long, value, bad) {
+                    panic!(
+                        "{path:?} --{long} {bad}: expected a usage line as --stall-timeout's, got {got}"
+                    );
+                }
+            }
+            // A float's garbage is refused before its range is named; -1 is refused by the range.
+            let named = refused(path, long, value, "-1").unwrap();
+            let zero = refused(path, long, value, "0");
+            if named.contains("from 0 to") {
+                assert!(
+                    zero.as_ref()
+                        .is_err_and(|m| !m.contains("invalid value '0'")),
+                    "{path:?} --{long}: its range starts at 0, yet 0 gave {zero:?}"
+                );
+            } else {
+                assert!(
+                    zero.is_ok(),
+                    "{path:?} --{long} 0: expected refused as --stall-timeout 0 is, got {zero:?}"
+                );
             }
         }
     }

@@ -49,16 +49,16 @@ pub struct Args {
     #[arg(long, value_name = "DIR", default_value = "grades")]
     out_dir: PathBuf,
     /// Submissions graded at once (each runs its phases concurrently).
-    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
-    jobs: u32,
+    #[arg(long, allow_negative_numbers = true, value_name = "N", default_value_t = 1, value_parser = |s: &str| flag_value::count(s, "submissions", u32::MAX as usize))]
+    jobs: usize,
     /// The stall timeout every submission was written for.
-    #[arg(long, value_name = "SECS", default_value_t = STALL_TIMEOUT.as_secs_f64(), value_parser = |s: &str| flag_value::seconds(s, flag_value::DAY_SECS))]
+    #[arg(long, allow_negative_numbers = true, value_name = "SECS", default_value_t = STALL_TIMEOUT.as_secs_f64(), value_parser = |s: &str| flag_value::seconds(s, flag_value::DAY_SECS))]
     stall_timeout: f64,
     /// Stretch every other deadline by this factor.
-    #[arg(long, value_name = "F", default_value_t = 1.0, value_parser = flag_value::factor)]
+    #[arg(long, allow_negative_numbers = true, value_name = "F", default_value_t = 1.0, value_parser = flag_value::factor)]
     timeout_scale: f64,
     /// Payload seed, the same for every submission [default: random].
-    #[arg(long, value_name = "N")]
+    #[arg(long, allow_negative_numbers = true, value_name = "N", value_parser = |s: &str| flag_value::whole(s, "a seed", 0..=u64::MAX))]
     seed: Option<u64>,
     /// Count warnings as failures.
     #[arg(long)]
@@ -317,7 +317,7 @@ async fn grade(a: Args, filter: Filter, finished: Arc<AtomicUsize>, console: Con
             }
         }
     };
-    let slots = Arc::new(Semaphore::new(a.jobs as usize));
+    let slots = Arc::new(Semaphore::new(a.jobs));
     let out_dir = Arc::new(a.out_dir.clone());
     let mut tasks = tokio::task::JoinSet::new();
     for (i, (path, name)) in submissions.iter().cloned().zip(&names).enumerate() {

@@ -287,3 +287,41 @@ fn a_proxy_path_with_spaces_runs() {
     );
     assert_nothing_left(&run);
 }
+
+/// Issue 11: the integer flags (counts, seeds, a case number) go through the same parsers as
+/// the seconds and factors, also when the bad number is a word of its own (`--jobs -1`): the
+/// same one line as `--stall-timeout inf`, exit 2. Every numeric flag of every command is
+/// checked in cli.rs's tests, found in the parser's tree.
+#[test]
+fn integer_flags_refuse_bad_numbers_as_the_seconds_do() {
+    let cases: [(&[&str], &str); 5] = [
+        (
+            &["fuzz", "--cases", "NaN"],
+            "tcpproxy-test fuzz: invalid value 'NaN' for '--cases <N>': expected a number of cases from 0 to 4294967295, got 'NaN' (see --help)",
+        ),
+        (
+            &["fuzz", "--cases", "1e30"],
+            "tcpproxy-test fuzz: invalid value '1e30' for '--cases <N>': expected a number of cases from 0 to 4294967295, got '1e30' (see --help)",
+        ),
+        (
+            &["fuzz", "--jobs", "-1"],
+            "tcpproxy-test fuzz: invalid value '-1' for '--jobs <N>': expected a number of cases at once from 1 to 64, got '-1' (see --help)",
+        ),
+        (
+            &["grade", "--jobs", "0", "x"],
+            "tcpproxy-test grade: invalid value '0' for '--jobs <N>': expected a number of submissions from 1 to 4294967295, got '0' (see --help)",
+        ),
+        (
+            &["grade", "--seed", "-1", "x"],
+            "tcpproxy-test grade: invalid value '-1' for '--seed <N>': expected a seed from 0 to 18446744073709551615, got '-1' (see --help)",
+        ),
+    ];
+    for (args, want) in cases {
+        let run = run_harness(args, LIMIT);
+        assert!(
+            run.code == Some(2) && run.stdout.is_empty() && run.stderr == format!("{want}\n"),
+            "{args:?}: expected exit 2 and {want:?}\n{}",
+            run.dump()
+        );
+    }
+}

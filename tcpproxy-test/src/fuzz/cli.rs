@@ -44,15 +44,15 @@ const MAX_STALL_TIMEOUT: f64 = 60.0;
 )]
 pub struct Args {
     /// Random cases to run (after the committed regression schedules).
-    #[arg(long, value_name = "N", default_value_t = CASES)]
+    #[arg(long, allow_negative_numbers = true, value_name = "N", default_value_t = CASES, value_parser = |s: &str| flag_value::whole(s, "a number of cases", 0..=u32::MAX))]
     cases: u32,
 
     /// Seed for the cases (ChaCha20); printed with every failure [default: random].
-    #[arg(long, value_name = "S")]
+    #[arg(long, allow_negative_numbers = true, value_name = "S", value_parser = |s: &str| flag_value::whole(s, "a seed", 0..=u64::MAX))]
     seed: Option<u64>,
 
     /// Run only case I of --seed (and shrink it if it fails).
-    #[arg(long, value_name = "I", requires = "seed")]
+    #[arg(long, allow_negative_numbers = true, value_name = "I", requires = "seed", value_parser = |s: &str| flag_value::whole(s, "a case number", 0..=u64::MAX))]
     case: Option<u64>,
 
     /// Run the schedules in FILE (as a failure saves them) instead of random cases.
@@ -60,30 +60,30 @@ pub struct Args {
     replay: Option<PathBuf>,
 
     /// Cases run at once, each through both proxies.
-    #[arg(long, value_name = "N", default_value_t = JOBS, value_parser = clap::value_parser!(u32).range(1..=64))]
+    #[arg(long, allow_negative_numbers = true, value_name = "N", default_value_t = JOBS, value_parser = |s: &str| flag_value::whole(s, "a number of cases at once", 1..=64u32))]
     jobs: u32,
 
     /// Stop starting cases after this many seconds; shrinking ends by then too.
-    #[arg(long, value_name = "SECS", default_value_t = TIME_LIMIT.as_secs_f64(), value_parser = |s: &str| flag_value::seconds(s, flag_value::DAY_SECS))]
+    #[arg(long, allow_negative_numbers = true, value_name = "SECS", default_value_t = TIME_LIMIT.as_secs_f64(), value_parser = |s: &str| flag_value::seconds(s, flag_value::DAY_SECS))]
     time_limit: f64,
 
     /// Shrink a failure for at most this many seconds.
-    #[arg(long, value_name = "SECS", default_value_t = SHRINK_TIME.as_secs_f64(), value_parser = |s: &str| flag_value::seconds_or_zero(s, flag_value::DAY_SECS))]
+    #[arg(long, allow_negative_numbers = true, value_name = "SECS", default_value_t = SHRINK_TIME.as_secs_f64(), value_parser = |s: &str| flag_value::seconds_or_zero(s, flag_value::DAY_SECS))]
     shrink_time: f64,
 
     /// Stretch every deadline by this factor, for slow or loaded hosts.
-    #[arg(long, value_name = "F", default_value_t = 1.0, value_parser = flag_value::factor)]
+    #[arg(long, allow_negative_numbers = true, value_name = "F", default_value_t = 1.0, value_parser = flag_value::factor)]
     timeout_scale: f64,
 
     /// Run every case N times (copies run at once, up to --jobs): for failures that show only
     /// now and then.
-    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    #[arg(long, allow_negative_numbers = true, value_name = "N", default_value_t = 1, value_parser = |s: &str| flag_value::whole(s, "a number of runs of each case", 1..=1000u32))]
     repeat: u32,
 
     /// The stall timeout PROXY was given. With it, one case in eight adds a connection whose
     /// reader takes 32 KiB every 250 ms for this long plus 4 s while its writer pushes as fast
     /// as it can: always progressing, so PROXY must not abort it [default: no such case].
-    #[arg(long, value_name = "SECS", value_parser = |s: &str| flag_value::seconds(s, MAX_STALL_TIMEOUT))]
+    #[arg(long, allow_negative_numbers = true, value_name = "SECS", value_parser = |s: &str| flag_value::seconds(s, MAX_STALL_TIMEOUT))]
     stall_timeout: Option<f64>,
 
     /// Skip the committed regression schedules that otherwise run first.
