@@ -82,11 +82,6 @@ fn round_trips(len: usize, pauses: &[Duration]) -> (String, String) {
     (up.join(", "), down.join(", "))
 }
 
-/// Half-open trickle: the client's request, and the server's pace and span after its EOF.
-pub const TRICKLE_REQUEST: usize = 16;
-pub const TRICKLE_EVERY: Duration = Duration::from_secs(2);
-pub const TRICKLE_EXTRA: Duration = Duration::from_secs(2);
-
 /// The client sends a request and half-closes; the server, once it has read the EOF, sends one
 /// byte every `TRICKLE_EVERY` for the stall timeout plus `TRICKLE_EXTRA`, then closes. The
 /// client must get every byte, then EOF. A half-closed pair is as alive as a whole one: nothing

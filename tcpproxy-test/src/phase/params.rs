@@ -86,6 +86,11 @@ pub const FLUSH_STEP: usize = 16_000;
 pub const FLUSH_READ_KIB_PER_S: usize =
     SLOW_READER.chunk / KIB * 1000 / SLOW_READER.pause.as_millis() as usize;
 
+/// Half-open trickle: the client's request, and the server's pace and span after its EOF.
+pub const TRICKLE_REQUEST: usize = 16;
+pub const TRICKLE_EVERY: Duration = secs(2);
+pub const TRICKLE_EXTRA: Duration = secs(2);
+
 /// A flow phase's case is run at most this many times in all while a run cannot be judged
 /// (`crate::fuzz::oracle::Again`: the flush's held tail, when the harness was late).
 pub const FLOWS_ATTEMPTS: usize = 3;
