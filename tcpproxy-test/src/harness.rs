@@ -576,8 +576,7 @@ impl Proxy {
 
     /// Whether the listener on this proxy's port is the proxy's own: held by its group or what
     /// escaped it. Another process that took the port (another harness's proxy on a shared
-    /// host: handing a port number to a child is racy) would otherwise be graded in its place;
-    /// seen in a CI run, where a proxy that never listened was judged on a stranger's listener.
+    /// host: handing a port number to a child is racy) would otherwise be graded in its place.
     fn owns_listener(&self) -> bool {
         if !procfs::available() {
             return true;
