@@ -43,6 +43,31 @@ pub struct ProxyCommand {
     pub args: Vec<OsString>,
 }
 
+/// How a phase starts its proxy where it differs from the lab's form
+/// (`PROXY 127.0.0.1 DEST_PORT LISTEN_PORT`, with the harness's own limits).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Launch {
+    /// DEST_HOST as the proxy is given it; the destination server listens on this address.
+    pub dest_host: std::net::IpAddr,
+    /// RLIMIT_NOFILE (soft and hard) for the proxy, set in the child before it execs; None: the
+    /// harness's own, inherited.
+    pub nofile: Option<u64>,
+}
+
+impl Launch {
+    /// The lab's form: the destination on 127.0.0.1, the harness's limits.
+    pub const LAB: Launch = Launch {
+        dest_host: std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+        nofile: None,
+    };
+}
+
+impl Default for Launch {
+    fn default() -> Launch {
+        Launch::LAB
+    }
+}
+
 impl fmt::Display for ProxyCommand {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", self.program.display())?;
@@ -127,6 +152,20 @@ pub fn kill_all_descendants() {
     let all = procfs::descendants(&procfs::processes(), &[me]);
     signal_each(&all, Signal::SIGKILL);
     reap_each_blocking(&all, Duration::from_secs(2));
+}
+
+/// Sets RLIMIT_NOFILE to `n` in the child between fork and exec, so the proxy starts with it
+/// from its first instruction (a limit applied after spawn would race its first opens).
+#[allow(unsafe_code)]
+fn limit_descriptors(command: &mut Command, n: u64) {
+    use nix::sys::resource::{Resource, setrlimit};
+    // SAFETY: the closure runs in the forked child before exec and only calls setrlimit(2), which
+    // is async-signal-safe; it allocates nothing and touches no lock the parent may hold.
+    unsafe {
+        command.pre_exec(move || {
+            setrlimit(Resource::RLIMIT_NOFILE, n, n).map_err(std::io::Error::from)
+        });
+    }
 }
 
 /// Raises this process's soft descriptor limit to its hard limit: the many-connections phase
@@ -390,17 +429,18 @@ impl Proxy {
     /// port when the proxy reports the last one in use.
     pub async fn start(
         cmd: &ProxyCommand,
+        launch: Launch,
         dest_port: u16,
         ready_within: Duration,
     ) -> Result<Proxy, StartFailure> {
         let Ok(phase) = PHASE_START.try_with(PhaseStart::clone) else {
-            return Proxy::start_now(cmd, dest_port, ready_within)
+            return Proxy::start_now(cmd, launch, dest_port, ready_within)
                 .await
                 .map_err(|(f, _)| f);
         };
         let entry = phase.starts.enter().await;
         let began = Instant::now();
-        let result = Proxy::start_now(cmd, dest_port, ready_within).await;
+        let result = Proxy::start_now(cmd, launch, dest_port, ready_within).await;
         let took = began.elapsed();
         let cpu = match &result {
             Ok(p) => procfs::cpu_seconds(p.pid()),
@@ -435,6 +475,7 @@ impl Proxy {
     /// As [`Proxy::start`], at once, with the cause of a failure.
     async fn start_now(
         cmd: &ProxyCommand,
+        launch: Launch,
         dest_port: u16,
         ready_within: Duration,
     ) -> Result<Proxy, (StartFailure, StartCause)> {
@@ -443,7 +484,7 @@ impl Proxy {
             (StartFailure::Harness(msg.clone()), StartCause::Spawn(msg))
         };
         peer::on_free_port(PORT_TRIES, no_port, |port| async move {
-            let mut proxy = match Proxy::spawn(cmd, dest_port, port) {
+            let mut proxy = match Proxy::spawn(cmd, launch, dest_port, port) {
                 Ok(proxy) => proxy,
                 Err(f) => {
                     let cause = match &f {
@@ -470,13 +511,21 @@ impl Proxy {
         .await
     }
 
-    fn spawn(cmd: &ProxyCommand, dest_port: u16, listen_port: u16) -> Result<Proxy, StartFailure> {
+    fn spawn(
+        cmd: &ProxyCommand,
+        launch: Launch,
+        dest_port: u16,
+        listen_port: u16,
+    ) -> Result<Proxy, StartFailure> {
         let mut command = Command::new(&cmd.program);
         command
             .args(&cmd.args)
-            .arg("127.0.0.1")
+            .arg(launch.dest_host.to_string())
             .arg(dest_port.to_string())
             .arg(listen_port.to_string());
+        if let Some(n) = launch.nofile {
+            limit_descriptors(&mut command, n);
+        }
         let mut live = live_groups();
         let group = Group::spawn(command, TAIL_BYTES).map_err(|e| StartFailure::Proxy {
             summary: format!("expected to start the proxy, but spawning `{cmd}` failed: {e}"),

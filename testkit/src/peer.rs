@@ -120,10 +120,19 @@ pub fn listen(rcvbuf: Option<u32>) -> io::Result<TcpListener> {
 /// A listener on 127.0.0.1:`port` (0 for any), with SO_REUSEADDR so a port just closed can be
 /// listened on again.
 pub fn listen_on(port: u16, rcvbuf: Option<u32>) -> io::Result<TcpListener> {
-    let socket = TcpSocket::new_v4()?;
+    listen_at(SocketAddr::from((Ipv4Addr::LOCALHOST, port)), rcvbuf)
+}
+
+/// A listener on `addr` (127.0.0.1 or ::1, say), as [`listen_on`] makes one.
+pub fn listen_at(addr: SocketAddr, rcvbuf: Option<u32>) -> io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
     socket.set_reuseaddr(true)?;
     shrink(&socket, rcvbuf)?;
-    socket.bind(SocketAddr::from((Ipv4Addr::LOCALHOST, port)))?;
+    socket.bind(addr)?;
     // The many-connections phase opens well over a thousand pairs at once.
     socket.listen(4096)
 }

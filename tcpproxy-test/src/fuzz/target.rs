@@ -9,7 +9,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Mutex;
 
 use crate::deadline::within;
-use crate::harness::{Proxy, ProxyCommand, StartFailure};
+use crate::harness::{Launch, Proxy, ProxyCommand, StartFailure};
 use crate::peer::{self, SMALL_RCVBUF};
 use crate::phase::pairing::{TAG_LEN, Tag};
 use testkit::process::describe_status;
@@ -192,7 +192,7 @@ async fn spawn(
     dest_port: u16,
     ready_within: Duration,
 ) -> Result<Proxy, TargetError> {
-    match Proxy::start(cmd, dest_port, ready_within).await {
+    match Proxy::start(cmd, Launch::LAB, dest_port, ready_within).await {
         Ok(p) => Ok(p),
         Err(StartFailure::Harness(msg)) => Err(TargetError::Harness(msg)),
         Err(StartFailure::Proxy {

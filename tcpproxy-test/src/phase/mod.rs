@@ -29,7 +29,7 @@ use tokio::sync::Mutex;
 use tokio::time::Instant;
 
 use crate::deadline::{self, Closest, Timing};
-use crate::harness::{Proxy, ProxyCommand, StartFailure};
+use crate::harness::{Launch, Proxy, ProxyCommand, StartFailure};
 use crate::peer;
 use context::Ctx;
 use testkit::process::describe_status;
@@ -63,6 +63,16 @@ pub struct Phase {
     /// SO_RCVBUF of the destination server's sockets (set on the listener before `listen`).
     server_rcvbuf: Option<u32>,
     scenario: Scenario,
+    /// How the proxy is started: the lab's form unless the row says otherwise.
+    launch: Launch,
+}
+
+impl Phase {
+    /// The row with its proxy started as `launch` says.
+    #[allow(dead_code)] // for the rows that start the proxy differently
+    fn launched(self, launch: Launch) -> Phase {
+        Phase { launch, ..self }
+    }
 }
 
 /// What a phase does, and how it is judged.
@@ -79,7 +89,7 @@ enum Scenario {
 pub fn all() -> Vec<Phase> {
     use peer::SMALL_RCVBUF as SMALL;
     use Scenario::{Flows, Script};
-    let p = |id, name, server_rcvbuf, scenario| Phase { id, name, server_rcvbuf, scenario };
+    let p = |id, name, server_rcvbuf, scenario| Phase { id, name, server_rcvbuf, scenario, launch: Launch::LAB };
     vec![
         p("echo/single", "Single echo connection", None, Flows(echo::SINGLE)),
         p("echo/chain2", "Two echo connections", None, Script(|c| Box::pin(chain::echo(c, params::CHAIN_SHORT)))),
@@ -120,8 +130,9 @@ pub async fn run(phase: &Phase, cmd: &ProxyCommand, rules: Rules) -> Result<Outc
         strict,
     } = rules;
     let started = Instant::now();
-    let dest = peer::listen(phase.server_rcvbuf)
-        .map_err(|e| format!("cannot listen on 127.0.0.1: {e}"))?;
+    let dest_host = phase.launch.dest_host;
+    let dest = peer::listen_at((dest_host, 0).into(), phase.server_rcvbuf)
+        .map_err(|e| format!("cannot listen on {dest_host}: {e}"))?;
     let dest_port = dest.local_addr().map_err(|e| e.to_string())?.port();
     let outcome = |failure: Option<Failure>, proxy_exit: Option<String>, stderr: String| Outcome {
         id: phase.id,
@@ -133,7 +144,8 @@ pub async fn run(phase: &Phase, cmd: &ProxyCommand, rules: Rules) -> Result<Outc
         proxy_exit,
         closest: None,
     };
-    let proxy = match Proxy::start(cmd, dest_port, timing.scaled(params::READY_WITHIN)).await {
+    let ready_within = timing.scaled(params::READY_WITHIN);
+    let proxy = match Proxy::start(cmd, phase.launch, dest_port, ready_within).await {
         Ok(p) => p,
         Err(StartFailure::Harness(msg)) => return Err(msg),
         Err(StartFailure::Proxy {
@@ -199,8 +211,9 @@ pub async fn run(phase: &Phase, cmd: &ProxyCommand, rules: Rules) -> Result<Outc
         }
         if f.verdict != Verdict::Skipped {
             f.details.push(format!(
-                "proxy: {cmd} (pid {}, listening on 127.0.0.1:{proxy_port}, destination 127.0.0.1:{dest_port})",
-                proxy.pid()
+                "proxy: {cmd} (pid {}, listening on 127.0.0.1:{proxy_port}, destination {}:{dest_port})",
+                proxy.pid(),
+                phase.launch.dest_host
             ));
             f.details.extend(proxy.stderr_details());
             f.details.push(format!("seed: {seed}"));
@@ -243,6 +256,7 @@ mod tests {
             name: "Test scenario",
             server_rcvbuf: None,
             scenario: Scenario::Script(run),
+            launch: Launch::LAB,
         }
     }
 
