@@ -68,6 +68,17 @@ pub enum OnWriteError {
     Ignore,
 }
 
+/// What a direction does when reading from its source fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnReadError {
+    /// The contract: a reset (ECONNRESET) is passed on as a reset, the pair aborted with RST to
+    /// both peers and nothing more written; any other error is taken as EOF.
+    Forward,
+    /// Stop the direction where it is: nothing more written, no shutdown, no close, while the
+    /// other direction goes on; the peer waits for an end that never comes (tokio #3876).
+    Stop,
+}
+
 /// What restarts a direction's stall timer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StallReset {
@@ -179,6 +190,10 @@ pub trait Hooks: Send + Sync + 'static {
 
     fn on_write_error(&self) -> OnWriteError {
         OnWriteError::Abort
+    }
+
+    fn on_read_error(&self) -> OnReadError {
+        OnReadError::Forward
     }
 
     // ---- The copy path: asked only when `needs_copy` -----------------------------------------
@@ -296,6 +311,7 @@ pub struct Tweak {
     pub stall_reset: StallReset,
     pub on_eof: OnEof,
     pub on_write_error: OnWriteError,
+    pub on_read_error: OnReadError,
     /// Anything but [`OnShortWrite::Consume`] puts the bytes on the copy path, where it is asked.
     pub on_short_write: OnShortWrite,
     pub needs_copy: bool,
@@ -319,6 +335,7 @@ impl Tweak {
         stall_reset: StallReset::OnProgress,
         on_eof: OnEof::Forward,
         on_write_error: OnWriteError::Abort,
+        on_read_error: OnReadError::Forward,
         on_short_write: OnShortWrite::Consume,
         needs_copy: false,
     };
@@ -353,6 +370,7 @@ impl Hooks for Tweak {
         stall_reset: StallReset,
         on_eof: OnEof,
         on_write_error: OnWriteError,
+        on_read_error: OnReadError,
     }
 
     fn max_pairs(&self, configured: usize) -> usize {
@@ -437,7 +455,8 @@ mod tests {
             h.needs_copy(),
             h.consumed(100, 4096),
         );
-        format!("{process:?} {pair:?}")
+        let reads = h.on_read_error();
+        format!("{process:?} {pair:?} {reads:?}")
     }
 
     #[test]

@@ -92,7 +92,7 @@ impl Reason {
         match self {
             Reason::Eof => "both directions ended with EOF and everything was written",
             Reason::ReadError => {
-                "both directions ended, one by a failed read (taken as EOF); see read_error"
+                "a read failed: a reset is passed on as a reset (RST), any other error is taken as EOF; see read_error"
             }
             Reason::Stall => {
                 "direction `dir` held data and could write none of it for --stall-timeout (RST)"
@@ -153,6 +153,10 @@ impl CloseLine<'_> {
                 why: Abort::WriteError(_),
                 ..
             } => Reason::WriteError,
+            End::Aborted {
+                why: Abort::PeerReset,
+                ..
+            } => Reason::ReadError,
             End::DrainCut => Reason::DrainCut,
             // The reasons are the reference's; a hook's close is a FIN, as a clean end is.
             End::Closed => Reason::Eof,
@@ -200,13 +204,17 @@ impl fmt::Display for CloseLine<'_> {
             End::Aborted { upstream, why } => {
                 let dir = if *upstream { "up" } else { "down" };
                 let error = match why {
-                    Abort::Stalled { buffered, waited } => format!(
+                    Abort::Stalled { buffered, waited } => Some(format!(
                         "{buffered} bytes buffered, none written for {:.1}s",
                         waited.as_secs_f64()
-                    ),
-                    Abort::WriteError(e) => e.to_string(),
+                    )),
+                    Abort::WriteError(e) => Some(e.to_string()),
+                    // The reset is the read error, which `read_error` names with its side.
+                    Abort::PeerReset => None,
                 };
-                write!(f, " dir={dir} error={error:?}")?;
+                if let Some(error) = error {
+                    write!(f, " dir={dir} error={error:?}")?;
+                }
             }
             End::ConnectFailed(e) => write!(f, " error={:?}", e.to_string())?,
             End::BothEof | End::DrainCut | End::Closed => {}

@@ -1,5 +1,6 @@
 //! One direction of a proxied pair: read from one socket into a bounded buffer and write it to
-//! the other, forward EOF as a half-close, and give up when the writer stalls.
+//! the other, forward EOF as a half-close and a reset as a reset, and give up when the writer
+//! stalls.
 //!
 //! The shape follows tokio's `copy_bidirectional`, whose `CopyBuffer` lives inside its `Running`
 //! state, with two differences the proxy contract needs: the buffer is lent from a [`Pool`] only
@@ -23,7 +24,7 @@ use tokio::io::Interest;
 use tokio::net::TcpStream;
 
 use crate::buffer::{Buffer, Fill};
-use crate::hooks::{Dir, Hooks, OnEof, OnWriteError, StallReset};
+use crate::hooks::{Dir, Hooks, OnEof, OnReadError, OnWriteError, StallReset};
 use crate::pool::Pool;
 use crate::stall::Stall;
 
@@ -37,6 +38,9 @@ pub enum State {
     Flushing,
     /// Everything was written and the destination's write half is shut down.
     Shut,
+    /// A read failed and the hooks stopped the direction there: nothing more is written and
+    /// the destination is never shut down. Never the contract's.
+    Stopped,
 }
 
 impl fmt::Display for State {
@@ -45,6 +49,7 @@ impl fmt::Display for State {
             State::Open => "OPEN",
             State::Flushing => "FLUSHING",
             State::Shut => "SHUT",
+            State::Stopped => "STOPPED",
         })
     }
 }
@@ -62,6 +67,8 @@ enum Stage {
     Closing,
     /// The destination's write half is shut down.
     Shut,
+    /// A read failed and the hooks stopped the direction ([`OnReadError::Stop`]).
+    Stopped,
 }
 
 impl Stage {
@@ -70,6 +77,7 @@ impl Stage {
             Stage::Idle | Stage::Holding(_) => State::Open,
             Stage::Flushing(_) | Stage::Closing => State::Flushing,
             Stage::Shut => State::Shut,
+            Stage::Stopped => State::Stopped,
         }
     }
 }
@@ -103,6 +111,9 @@ pub enum Abort {
     Stalled { buffered: usize, waited: Duration },
     /// Writing to (or shutting down) the destination failed.
     WriteError(io::Error),
+    /// The source reset its connection (a read failed with ECONNRESET): the reset is passed on,
+    /// and what this direction held is not written. The error is the direction's read error.
+    PeerReset,
 }
 
 impl fmt::Display for Abort {
@@ -114,6 +125,7 @@ impl fmt::Display for Abort {
                 waited.as_secs_f64()
             ),
             Abort::WriteError(e) => write!(f, "write error: {e}"),
+            Abort::PeerReset => f.write_str("the peer reset its connection"),
         }
     }
 }
@@ -160,7 +172,7 @@ impl Relay {
     pub fn buffered(&self) -> usize {
         match &self.stage {
             Stage::Holding(loan) | Stage::Flushing(loan) => loan.buf.buffered(),
-            Stage::Idle | Stage::Closing | Stage::Shut => 0,
+            Stage::Idle | Stage::Closing | Stage::Shut | Stage::Stopped => 0,
         }
     }
 
@@ -196,7 +208,10 @@ impl Relay {
         loop {
             // A round reads once and writes once, so that a loan taken for a read is written
             // from before the source is asked again.
-            let read = round.read(cx);
+            let read = match round.read(cx) {
+                Ok(read) => read,
+                Err(abort) => return Poll::Ready(Err(abort)),
+            };
             let wrote = match round.write(cx) {
                 Ok(wrote) => wrote,
                 Err(abort) => return Poll::Ready(Err(abort)),
@@ -220,8 +235,9 @@ impl Relay {
                     });
                 }
                 // Nothing held can time out, however long the pair sits idle. (`settle` leaves
-                // no direction closing: it shuts down or aborts.)
-                Stage::Idle | Stage::Closing => return Poll::Pending,
+                // no direction closing: it shuts down or aborts.) A stopped direction waits for
+                // nothing at all: only the other direction or the peer's close ends the pair.
+                Stage::Idle | Stage::Closing | Stage::Stopped => return Poll::Pending,
             }
         }
     }
@@ -286,9 +302,9 @@ struct Round<'a, H: ?Sized> {
 
 impl<H: Hooks + ?Sized> Round<'_, H> {
     /// Reads once, if the source has not ended and the buffer has room, taking a loan when
-    /// idle. True when it tried: an attempt that would block cleared the readiness, and the next
-    /// round's poll registers the waker.
-    fn read(&mut self, cx: &mut Context<'_>) -> bool {
+    /// idle. Ok(true) when it tried: an attempt that would block cleared the readiness, and the
+    /// next round's poll registers the waker. Err when the source reset and the pair must abort.
+    fn read(&mut self, cx: &mut Context<'_>) -> Result<bool, Abort> {
         let held = match mem::replace(&mut self.relay.stage, Stage::Idle) {
             // An idle direction has all the room of the loan it will be lent.
             Stage::Idle => None,
@@ -296,18 +312,15 @@ impl<H: Hooks + ?Sized> Round<'_, H> {
             // Full (reading waits until the writes empty it), or past the source's end.
             other => {
                 self.relay.stage = other;
-                return false;
+                return Ok(false);
             }
         };
         let mut loan = match self.src.poll_read_ready(cx) {
             Poll::Pending => {
                 self.relay.stage = held.map_or(Stage::Idle, Stage::Holding);
-                return false;
+                return Ok(false);
             }
-            Poll::Ready(Err(e)) => {
-                self.end_reading(held, Some(e));
-                return true;
-            }
+            Poll::Ready(Err(e)) => return self.read_failed(held, e).map(|()| true),
             Poll::Ready(Ok(())) => held.unwrap_or_else(|| Loan {
                 buf: self.pool.take(self.relay.streaming),
                 used: Used::Unused,
@@ -325,7 +338,7 @@ impl<H: Hooks + ?Sized> Round<'_, H> {
         match filled {
             Ok(Fill::Eof) => {
                 self.end_reading(Some(loan), None);
-                return true;
+                return Ok(true);
             }
             Ok(Fill::Data) => {
                 let now = if loan.buf.room() == 0 {
@@ -339,14 +352,39 @@ impl<H: Hooks + ?Sized> Round<'_, H> {
             // The readiness was cleared; the next poll registers the waker.
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            // The lab treats a read error like EOF: flush, then half-close.
-            Err(e) => {
-                self.end_reading(Some(loan), Some(e));
-                return true;
-            }
+            Err(e) => return self.read_failed(Some(loan), e).map(|()| true),
         }
         self.relay.stage = Stage::Holding(loan);
-        true
+        Ok(true)
+    }
+
+    /// Reading from the source failed. A reset is passed on as a reset: the pair aborts (RST to
+    /// both peers) and `held`'s bytes are not written, since a peer that reset wants the
+    /// connection gone and a FIN would tell the other peer all went well (Envoy #2703, ztunnel
+    /// #1483). Any other error is taken as EOF, as the lab's contract says: flush, then
+    /// half-close.
+    fn read_failed(&mut self, held: Option<Loan>, error: io::Error) -> Result<(), Abort> {
+        match self.hooks.on_read_error() {
+            OnReadError::Forward if error.kind() == io::ErrorKind::ConnectionReset => {
+                if let Some(loan) = held {
+                    self.pool.discard(loan.buf);
+                }
+                self.relay.read_error = Some(error);
+                Err(Abort::PeerReset)
+            }
+            OnReadError::Forward => {
+                self.end_reading(held, Some(error));
+                Ok(())
+            }
+            OnReadError::Stop => {
+                if let Some(loan) = held {
+                    self.pool.discard(loan.buf);
+                }
+                self.relay.read_error = Some(error);
+                self.relay.enter(State::Open, Stage::Stopped);
+                Ok(())
+            }
+        }
     }
 
     /// A read on the copy path, with [`Hooks::mangle`] shown the bytes it brought.
@@ -434,6 +472,7 @@ impl<H: Hooks + ?Sized> Round<'_, H> {
                     }
                     Stage::Closing | Stage::Shut => Stage::Shut,
                     Stage::Idle => Stage::Idle,
+                    Stage::Stopped => Stage::Stopped,
                 };
                 Ok(())
             }

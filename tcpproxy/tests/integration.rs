@@ -13,6 +13,8 @@ mod contract;
 mod faults;
 /// The operator's log: the listening line and each pair's close line.
 mod log;
+/// A peer's reset passed on as a reset, in both directions.
+mod resets;
 /// Random write, read and shutdown schedules under proptest.
 mod schedules;
 /// Long runs, ignored by default (`ci/stress`): 5,000 pairs, 100,000 connections, a loss check.

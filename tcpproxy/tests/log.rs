@@ -152,9 +152,15 @@ async fn a_failed_read_is_the_reason_and_is_named_with_its_side() {
     .await
     .expect("read to EOF at the destination");
     assert!(rest.is_empty(), "{} stray bytes", rest.len());
-    // The proxy's read from the destination fails; the contract treats that as EOF.
+    // The proxy's read from the destination fails with a reset, which it passes on as one.
     reset(server);
-    assert_eof(&mut client, "EOF after the destination's reset").await;
+    let mut rest = [0; 1];
+    let what = "the destination's reset at the client";
+    let end = with_deadline(scaled(5.0), what, client.read(&mut rest)).await;
+    assert!(
+        matches!(&end, Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset),
+        "{what}: {end:?}"
+    );
 
     let (line, f) = the_close_line(&mut proxy).await;
     let mut keys = FIELDS.to_vec();
