@@ -19,6 +19,13 @@ pub const CLASS_JSON_VERSION: u32 = 1;
 pub struct Row {
     pub name: String,
     pub path: String,
+    /// The network it was graded in, as the reports name it (`network namespace`, or `host
+    /// network: ` and why: `crate::sandbox`); absent in tables written before it was recorded.
+    #[serde(default)]
+    pub sandbox: Option<String>,
+    /// The `--network` profile its links had (`ideal`, `lossy`, ...); absent likewise.
+    #[serde(default)]
+    pub network: Option<String>,
     /// `graded`; `error: ...` when it could not run or never listened; `inconclusive: ...`
     /// when the harness could not run it.
     pub status: String,
@@ -86,6 +93,10 @@ pub struct Class {
     pub timeout_scale: Option<f64>,
     #[serde(default)]
     pub strict: Option<bool>,
+    /// The `--network` profile every row was graded under; absent in files written before it
+    /// existed, which were all graded on an ideal link.
+    #[serde(default)]
+    pub network: Option<String>,
     pub phases: Vec<String>,
     /// The proxy that vouched for the host (`bundled` for the reference built into the
     /// harness, else the `--self-check-reference` given); absent with `--no-self-check`.
@@ -150,12 +161,22 @@ pub fn write_class(out_dir: &Path, class: &Class) -> Result<(), String> {
     Ok(())
 }
 
+impl Class {
+    /// The `--network` profile its rows were graded under (`ideal` for a table older than
+    /// the field).
+    pub fn network_profile(&self) -> &str {
+        self.network.as_deref().unwrap_or("ideal")
+    }
+}
+
 impl Row {
     /// A row saying `status`, nothing counted and no verdicts yet.
     pub fn new(name: impl Into<String>, path: impl Into<String>, status: impl Into<String>) -> Row {
         Row {
             name: name.into(),
             path: path.into(),
+            sandbox: None,
+            network: None,
             status: status.into(),
             counts: Counts::default(),
             verdicts: vec![],
@@ -168,10 +189,13 @@ impl Row {
     }
 }
 
-/// `submission,path,status,passed,failed,warning,skipped,inconclusive,<phase ids...>`, one row
-/// per submission.
+/// `submission,path,sandbox,network,status,passed,failed,warning,skipped,inconclusive,<phase
+/// ids...>`, one row per submission: where it ran, then what it got. (The two columns sit before
+/// `status` so the counts and verdicts keep their places at the end of a row.)
 pub fn class_csv(phase_ids: &[String], rows: &[Row]) -> String {
-    let mut s = String::from("submission,path,status,passed,failed,warning,skipped,inconclusive");
+    let mut s = String::from(
+        "submission,path,sandbox,network,status,passed,failed,warning,skipped,inconclusive",
+    );
     for id in phase_ids {
         let _ = write!(s, ",{}", csv_field(id));
     }
@@ -179,9 +203,11 @@ pub fn class_csv(phase_ids: &[String], rows: &[Row]) -> String {
     for r in rows {
         let _ = write!(
             s,
-            "{},{},{},{},{},{},{},{}",
+            "{},{},{},{},{},{},{},{},{},{}",
             csv_field(&r.name),
             csv_field(&r.path),
+            csv_field(r.sandbox.as_deref().unwrap_or_default()),
+            csv_field(r.network.as_deref().unwrap_or_default()),
             csv_field(&r.status),
             r.counts.passed,
             r.counts.failed,
@@ -317,6 +343,10 @@ fn agree(a_dir: &Path, a: &Class, b_dir: &Path, b: &Class) -> Result<(), String>
         let s = |c: &Class| format!("{:?}", c.strict);
         return differs("--strict", s(a), s(b));
     }
+    if a.network_profile() != b.network_profile() {
+        let s = |c: &Class| c.network_profile().to_string();
+        return differs("--network", s(a), s(b));
+    }
     if a.phases != b.phases {
         return differs("phases", a.phases.join(" "), b.phases.join(" "));
     }
@@ -364,17 +394,23 @@ mod tests {
                     ("echo/single".into(), "passed".into()),
                     ("shutdown/one-way".into(), "failed".into()),
                 ],
+                sandbox: Some("host network: cannot make a network namespace: a, b".into()),
+                network: Some("ideal".into()),
                 ..Row::new("alice", "a", "graded")
             },
-            Row::new("bob", "b", "error: proxy 'b' is not executable, \"x\""),
+            Row {
+                sandbox: Some("network namespace".into()),
+                network: Some("lossy".into()),
+                ..Row::new("bob", "b", "error: proxy 'b' is not executable, \"x\"")
+            },
         ];
         let ids = ["echo/single".to_string(), "shutdown/one-way".to_string()];
         let csv = class_csv(&ids, &rows);
         assert_eq!(
             csv,
-            "submission,path,status,passed,failed,warning,skipped,inconclusive,echo/single,shutdown/one-way\n\
-             alice,a,graded,1,1,0,0,0,passed,failed\n\
-             bob,b,\"error: proxy 'b' is not executable, \"\"x\"\"\",0,0,0,0,0,not run,not run\n"
+            "submission,path,sandbox,network,status,passed,failed,warning,skipped,inconclusive,echo/single,shutdown/one-way\n\
+             alice,a,\"host network: cannot make a network namespace: a, b\",ideal,graded,1,1,0,0,0,passed,failed\n\
+             bob,b,network namespace,lossy,\"error: proxy 'b' is not executable, \"\"x\"\"\",0,0,0,0,0,not run,not run\n"
         );
     }
 }

@@ -142,8 +142,8 @@ pub struct Config {
     /// reported failed with this error (that, and the end of LOG). `proxy` is then only a name,
     /// never looked for.
     pub(crate) build_failed: Option<String>,
-    /// `--sandbox`: the network the run takes (`crate::sandbox`).
-    pub(crate) sandbox: crate::sandbox::Mode,
+    /// `--sandbox` and `--network`: the network the run takes (`crate::sandbox`).
+    pub(crate) sandbox: crate::sandbox::Flag,
 }
 
 /// What a report names as the proxy when `--build-failed` was given no PROXY.
@@ -297,7 +297,8 @@ fn suite(a: Args, dashes: bool) -> Result<Parsed, String> {
         proxy,
         reference,
         stall_timeout,
-        timeout_scale: a.timeout_scale,
+        // The profile's stretch is part of the run's scale, as if given: the reports name both.
+        timeout_scale: a.timeout_scale * a.sandbox.stretch(),
         seed: a.seed,
         jobs: a.jobs,
         strict: a.strict,
@@ -307,7 +308,7 @@ fn suite(a: Args, dashes: bool) -> Result<Parsed, String> {
         filter,
         warnings,
         build_failed,
-        sandbox: a.sandbox.mode,
+        sandbox: a.sandbox,
     })))
 }
 

@@ -180,7 +180,7 @@ pub fn main(g: Grade, console: Console) -> std::process::ExitCode {
     };
     crate::runtime::run_noting(
         "tcpproxy-test grade",
-        a.sandbox.mode,
+        a.sandbox,
         grade(a, filter, finished, console),
         note,
     )
@@ -271,11 +271,10 @@ async fn grade(a: Args, filter: Filter, finished: Arc<AtomicUsize>, console: Con
         ));
     }
     let stall = Duration::from_secs_f64(a.stall_timeout);
+    // The deadlines' own scale: --timeout-scale, stretched for the network profile.
+    let scale = a.timeout_scale * a.sandbox.stretch();
     let rules = Rules {
-        timing: Timing {
-            stall,
-            scale: a.timeout_scale,
-        },
+        timing: Timing { stall, scale },
         seed,
         strict: a.strict,
     };
@@ -292,6 +291,7 @@ async fn grade(a: Args, filter: Filter, finished: Arc<AtomicUsize>, console: Con
         stall_timeout_secs: a.stall_timeout,
         timeout_scale: Some(a.timeout_scale),
         strict: Some(a.strict),
+        network: Some(a.sandbox.network.profile.name().into()),
         self_check: vouched_by(&a),
         phases: phase_ids.clone(),
         complete: false,
@@ -338,7 +338,7 @@ async fn grade(a: Args, filter: Filter, finished: Arc<AtomicUsize>, console: Con
                 filter,
                 rules,
                 stall,
-                scale: a.timeout_scale,
+                scale,
                 reference,
             };
             let row = grade_one(&path, name, how, &out_dir, &console).await;
@@ -467,6 +467,10 @@ fn resumable(a: &Args, phase_ids: &[String], console: &Console) -> Result<Option
             a.timeout_scale.to_string(),
         );
     }
+    let profile = a.sandbox.network.profile.name();
+    if c.network_profile() != profile {
+        return differs("--network", c.network_profile().into(), profile.into());
+    }
     if c.strict.unwrap_or(false) != a.strict {
         let word = |s: bool| if s { "--strict" } else { "no --strict" }.to_string();
         return differs("", word(c.strict.unwrap_or(false)), word(a.strict));
@@ -580,6 +584,11 @@ async fn grade_one(
         reference,
     } = how;
     let mut row = Row::new(name.clone(), path.display().to_string(), "graded");
+    // Where it runs: the batch's one namespace, as this process entered it.
+    if let Some(entered) = crate::sandbox::entered() {
+        row.sandbox = Some(entered.network.to_string());
+        row.network = Some(entered.profile.name().into());
+    }
     let dir = out_dir.join(&name);
     // A row that graded nothing: `status: msg` (`error` when the submission cannot be run,
     // `inconclusive` when the harness could not judge it), and its reports each saying `msg`.

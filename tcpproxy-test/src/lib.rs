@@ -19,6 +19,7 @@ pub mod fuzz;
 mod grade;
 mod harness;
 mod hold;
+mod network;
 use testkit::peer;
 pub mod phase;
 use testkit::procfs;

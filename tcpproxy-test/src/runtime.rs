@@ -1,39 +1,56 @@
 //! The one runtime every subcommand (the suite, `fuzz`, `grade`) runs in, and what every exit
 //! path does: Ctrl-C kills every proxy started, and on the way out every descendant left is
 //! ended, so nothing a proxy forked outlives the harness, whichever subcommand ran it. Before
-//! the runtime's threads exist, the process takes the network `--sandbox` asks for.
+//! the runtime's threads exist, the process takes the network `--sandbox` asks for, impaired as
+//! `--network` asks.
 
 use std::future::Future;
 use std::process::ExitCode;
 
 use crate::exit_code::{EXIT_HARNESS, EXIT_INTERRUPTED};
 use crate::harness;
-use crate::sandbox::{self, Network};
+use crate::sandbox::{self, Entered, Network};
 
 /// Runs `work` in the network `sandbox` asks for, to completion or until Ctrl-C, then ends
 /// every descendant. `name` starts every line this prints (`tcpproxy-test`, `tcpproxy-test
 /// fuzz`, ...).
-pub fn run(name: &str, sandbox: sandbox::Mode, work: impl Future<Output = u8>) -> ExitCode {
+pub fn run(name: &str, sandbox: sandbox::Flag, work: impl Future<Output = u8>) -> ExitCode {
     run_noting(name, sandbox, work, || None)
 }
 
 /// As [`run`]; after an interrupt, `note` may add a line saying what was kept.
 pub fn run_noting(
     name: &str,
-    sandbox: sandbox::Mode,
+    sandbox: sandbox::Flag,
     work: impl Future<Output = u8>,
     note: impl FnOnce() -> Option<String>,
 ) -> ExitCode {
     // Here, while this is the process's only thread (see `sandbox::enter`).
     match sandbox::enter(sandbox) {
-        Ok(Network::Host(why)) if sandbox == sandbox::Mode::Auto => {
+        Ok(Entered {
+            network: Network::Host(why),
+            ..
+        }) if sandbox.mode == sandbox::Mode::Auto => {
             eprintln!(
                 "{name}: warning: running on the host's network, not in a network namespace of its own: {why} (--sandbox off says this is meant)"
             );
         }
+        Ok(Entered { profile, .. }) if profile.is_impaired() => {
+            // The scale itself is the caller's (its --timeout-scale times this).
+            eprintln!(
+                "{name}: --network {}: {}; every deadline stretched x{} (the proxy's stall timeout is not)",
+                profile.name(),
+                profile.describe(),
+                profile.stretch()
+            );
+        }
         Ok(_) => {}
-        Err(sandbox::Refused(why)) => {
-            eprintln!("{name}: --sandbox {}: {why}", mode_word(sandbox));
+        Err(sandbox::Refused::Sandbox(why)) => {
+            eprintln!("{name}: --sandbox {}: {why}", word(sandbox.mode));
+            return ExitCode::from(EXIT_HARNESS);
+        }
+        Err(sandbox::Refused::Network(why)) => {
+            eprintln!("{name}: --network {}: {why}", word(sandbox.network.profile));
             return ExitCode::from(EXIT_HARNESS);
         }
     }
@@ -68,9 +85,9 @@ pub fn run_noting(
     ExitCode::from(code)
 }
 
-/// The `--sandbox` value as typed.
-fn mode_word(mode: sandbox::Mode) -> String {
-    use clap::ValueEnum as _;
-    mode.to_possible_value()
+/// A flag's value as typed.
+fn word(value: impl clap::ValueEnum) -> String {
+    value
+        .to_possible_value()
         .map_or_else(String::new, |v| v.get_name().to_string())
 }

@@ -4,6 +4,8 @@
 //! reach nothing but the harness's own peers on 127.0.0.1, and no port it or the harness takes
 //! can collide with one on the host or in another run of the harness.
 //!
+//! Inside it, and only there, `--network` may impair that loopback (`crate::network`).
+//!
 //! It does not contain anything else: the proxy still runs as the harness's user, sees its files
 //! and can fork without bound (docs/grading.md, "Sandbox").
 
@@ -14,6 +16,8 @@ use std::sync::OnceLock;
 use nix::errno::Errno;
 use nix::sched::{CloneFlags, setns, unshare};
 use nix::unistd::{getgid, getuid};
+
+use crate::network::{self, Profile};
 
 /// `--sandbox`: whether the run gets a network of its own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -27,14 +31,24 @@ pub enum Mode {
     Off,
 }
 
-/// The flag, flattened into the suite's, `fuzz`'s and `grade`'s arguments: one help text.
-#[derive(Debug, Clone, Copy, clap::Args)]
+/// The flags, flattened into the suite's, `fuzz`'s and `grade`'s arguments: one help text.
+#[derive(Debug, Clone, Copy, Default, clap::Args)]
 pub struct Flag {
     /// Run the harness and every proxy in a network namespace of their own (only loopback, no
     /// route out; ports cannot collide with the host's): `auto` falls back to the host's
     /// network with a warning where the host refuses one, `on` exits 3 instead.
     #[arg(long = "sandbox", value_enum, value_name = "WHEN", default_value_t = Mode::Auto)]
     pub mode: Mode,
+    /// `--network`: how that namespace's loopback is impaired.
+    #[command(flatten)]
+    pub network: network::Flag,
+}
+
+impl Flag {
+    /// The factor the run's deadlines are stretched by for its network profile.
+    pub fn stretch(&self) -> f64 {
+        self.network.profile.stretch()
+    }
 }
 
 /// The network the harness and its proxies run in.
@@ -60,39 +74,102 @@ impl fmt::Display for Network {
     }
 }
 
-/// The network [`enter`] settled on; set once per process.
-static ENTERED: OnceLock<Network> = OnceLock::new();
+/// What [`enter`] settled on: the network the run takes, and what its loopback does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entered {
+    pub network: Network,
+    /// `ideal` on the host's network, always: impairing is refused there.
+    pub profile: Profile,
+}
 
-/// The network this process runs in, once [`enter`] has chosen it (None before, as in a
-/// `--build-failed` report, which runs nothing).
-pub fn entered() -> Option<&'static Network> {
+/// As the reports' header prints it: the network, then the profile when it is not `ideal`
+/// (`network namespace; network lossy: 3% of TCP segments ...`).
+impl fmt::Display for Entered {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.network)?;
+        if self.profile.is_impaired() {
+            write!(
+                f,
+                "; network {}: {}; deadlines stretched x{}",
+                self.profile.name(),
+                self.profile.describe(),
+                self.profile.stretch()
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// What [`enter`] settled on; set once per process.
+static ENTERED: OnceLock<Entered> = OnceLock::new();
+
+/// The network this process runs in and its profile, once [`enter`] has set them up (None
+/// before, as in a `--build-failed` report, which runs nothing).
+pub fn entered() -> Option<&'static Entered> {
     ENTERED.get()
 }
 
-/// Why `--sandbox on` cannot be honoured, as one line naming what the host refused.
+/// Why the run cannot have the network it asked for, as one line.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Refused(pub String);
+pub enum Refused {
+    /// `--sandbox on`: what the host refused.
+    Sandbox(String),
+    /// `--network`: why the profile cannot be set up (no namespace, or its tool failed).
+    Network(String),
+}
 
-/// Moves this process into a network namespace of its own as `mode` asks, and returns the
-/// network it then runs in. Call it while the process has one thread: a network namespace
-/// entered later would hold only the calling thread (the runtime's workers would stay outside),
-/// and a user namespace cannot be entered at all by a process with several.
+/// Moves this process into a network namespace of its own as `flag.mode` asks, impairs its
+/// loopback as `flag.network` asks, and returns what it then runs in. Call it while the process
+/// has one thread: a network namespace entered later would hold only the calling thread (the
+/// runtime's workers would stay outside), and a user namespace cannot be entered at all by a
+/// process with several.
 ///
-/// Err only when a namespace was required (`on`), or when one was entered and could not be made
-/// usable nor left again (then `auto` cannot fall back either).
-pub fn enter(mode: Mode) -> Result<&'static Network, Refused> {
+/// Err when a namespace was required (`on`), or when one was entered and could not be made
+/// usable nor left again (then `auto` cannot fall back either), or when an impaired profile
+/// cannot be set up: on the host's network it never is, as that would impair the host's own
+/// loopback, shared with everything else on it.
+pub fn enter(flag: Flag) -> Result<&'static Entered, Refused> {
     if let Some(done) = ENTERED.get() {
         return Ok(done);
     }
-    let network = match mode {
+    let network = match flag.mode {
         Mode::Off => Network::Host("--sandbox off".into()),
         Mode::On | Mode::Auto => match private() {
             Ok(n) => n,
-            Err(Failure::Refused(why)) if mode == Mode::Auto => Network::Host(why),
-            Err(Failure::Refused(why) | Failure::Stuck(why)) => return Err(Refused(why)),
+            Err(Failure::Refused(why)) if flag.mode == Mode::Auto => Network::Host(why),
+            Err(Failure::Refused(why) | Failure::Stuck(why)) => {
+                return Err(Refused::Sandbox(why));
+            }
         },
     };
-    Ok(ENTERED.get_or_init(|| network))
+    let profile = flag.network.profile;
+    if profile.is_impaired() {
+        match &network {
+            Network::Host(why) => {
+                return Err(Refused::Network(format!(
+                    "impairs loopback only inside the run's own network namespace, and this run would be on the host's network ({why}); the host's own loopback is never impaired"
+                )));
+            }
+            // The tools run as the harness's user, which a user namespace maps to itself, not
+            // to root: execve(2) then leaves them no capability over the namespace.
+            Network::UserNamespace => {
+                return Err(Refused::Network(format!(
+                    "needs {} run with CAP_NET_ADMIN over the run's network namespace, which a user namespace mapping user {} to itself does not give to a program it starts; run as root",
+                    if profile == Profile::Lossy {
+                        "nft"
+                    } else {
+                        "tc"
+                    },
+                    getuid()
+                )));
+            }
+            Network::Namespace => {
+                network::impair(profile)
+                    .map_err(|network::Unavailable(why)| Refused::Network(why))?;
+            }
+        }
+    }
+    Ok(ENTERED.get_or_init(|| Entered { network, profile }))
 }
 
 enum Failure {

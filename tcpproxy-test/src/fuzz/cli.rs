@@ -137,8 +137,8 @@ pub struct FuzzConfig {
     pub regressions: bool,
     pub save: Option<PathBuf>,
     pub verbose: bool,
-    /// `--sandbox`: the network the run takes (`crate::sandbox`).
-    pub sandbox: crate::sandbox::Mode,
+    /// `--sandbox` and `--network`: the network the run takes (`crate::sandbox`).
+    pub sandbox: crate::sandbox::Flag,
 }
 
 /// A validated run from `fuzz`'s flags (`program`: this executable as invoked; `dashes`: a `--`
@@ -175,7 +175,7 @@ pub fn config(a: Args, program: OsString, dashes: bool) -> Result<FuzzConfig, St
         regressions: !a.no_regressions,
         save: a.save,
         verbose: a.verbose,
-        sandbox: a.sandbox.mode,
+        sandbox: a.sandbox,
     })
 }
 

@@ -61,7 +61,7 @@ async fn run(config: FuzzConfig, console: Console) -> u8 {
     harness::become_subreaper();
     harness::raise_descriptor_limit();
     let started = Instant::now();
-    let scale = |d: Duration| d.mul_f64(config.timeout_scale);
+    let scale = |d: Duration| d.mul_f64(config.timeout_scale * config.sandbox.stretch());
     let limits = Limits {
         connect: scale(CONNECT_WITHIN),
         quiet: scale(QUIET_LIMIT),

@@ -150,6 +150,7 @@ fn replay_command(config: &FuzzConfig, file: &str, repeat: u32) -> String {
     if config.timeout_scale != 1.0 {
         flags.extend(["--timeout-scale".into(), config.timeout_scale.to_string()]);
     }
+    flags.extend(config.sandbox.network.words());
     fuzz_command(config, flags)
 }
 

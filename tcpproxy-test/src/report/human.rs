@@ -5,7 +5,7 @@ use std::io::Write;
 
 use super::model::RunReport;
 use crate::phase::{Outcome, Verdict};
-use crate::sandbox::Network;
+use crate::sandbox::Entered;
 
 /// `NAME: passed`, or `NAME: failed: summary` followed by the hint and the detail lines.
 pub fn write_outcome(out: &mut impl Write, o: &Outcome) -> std::io::Result<()> {
@@ -49,8 +49,8 @@ pub fn write_outcome_styled(out: &mut impl Write, o: &Outcome, color: bool) -> s
 /// The whole report: the network line, a line per phase, and the closing count.
 pub fn render(run: &RunReport) -> String {
     let mut out = Vec::new();
-    if let Some(network) = run.sandbox {
-        let _ = write_sandbox(&mut out, network);
+    if let Some(entered) = run.sandbox {
+        let _ = write_sandbox(&mut out, entered);
     }
     for o in run.outcomes {
         let _ = write_outcome(&mut out, o);
@@ -61,10 +61,10 @@ pub fn render(run: &RunReport) -> String {
     s
 }
 
-/// The report's first line: the network the proxies ran in (`crate::sandbox`), in words that
-/// cannot be read as a phase's line.
-pub fn write_sandbox(out: &mut impl Write, network: &Network) -> std::io::Result<()> {
-    writeln!(out, "(sandbox: {network})")
+/// The report's first line: the network the proxies ran in and, when impaired, its profile
+/// (`crate::sandbox`), in words that cannot be read as a phase's line.
+pub fn write_sandbox(out: &mut impl Write, entered: &Entered) -> std::io::Result<()> {
+    writeln!(out, "(sandbox: {entered})")
 }
 
 /// `10 passed, 0 failed`, then `, 1 warning`, `, 1 skipped` and `, 1 inconclusive` when there
@@ -113,8 +113,12 @@ Descriptor leaks: skipped: needs Linux /proc
 
     #[test]
     fn a_run_that_had_a_network_names_it_first() {
-        static OFF: std::sync::LazyLock<crate::sandbox::Network> =
-            std::sync::LazyLock::new(|| crate::sandbox::Network::Host("--sandbox off".into()));
+        use crate::network::Profile;
+        use crate::sandbox::{Entered, Network};
+        static OFF: std::sync::LazyLock<Entered> = std::sync::LazyLock::new(|| Entered {
+            network: Network::Host("--sandbox off".into()),
+            profile: Profile::Ideal,
+        });
         let outcomes = fixtures::outcomes();
         let run = super::super::RunReport {
             sandbox: Some(&OFF),
@@ -123,6 +127,22 @@ Descriptor leaks: skipped: needs Linux /proc
         assert_eq!(
             render(&run, Format::Human),
             "(sandbox: host network: --sandbox off)\nSingle echo connection: passed\n1 passed, 0 failed\n"
+        );
+        static LOSSY: Entered = Entered {
+            network: Network::Namespace,
+            profile: Profile::Lossy,
+        };
+        let run = super::super::RunReport {
+            sandbox: Some(&LOSSY),
+            ..fixtures::run(&outcomes[..1])
+        };
+        assert_eq!(
+            render(&run, Format::Human).lines().next().unwrap(),
+            format!(
+                "(sandbox: network namespace; network lossy: {}% of TCP segments on lo dropped at random (nftables); deadlines stretched x{})",
+                crate::network::LOSS_PERCENT,
+                Profile::Lossy.stretch()
+            )
         );
     }
 

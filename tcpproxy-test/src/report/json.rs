@@ -28,6 +28,10 @@ struct Document<'a> {
     /// when nothing ran (`--build-failed`).
     #[serde(skip_serializing_if = "Option::is_none")]
     sandbox: Option<String>,
+    /// `--network`'s profile (`lossy`, `slow`, `delay`); absent when the link was ideal, so a
+    /// reader of an unimpaired run sees the fields it always has.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    network: Option<&'static str>,
     summary: Summary,
     phases: Vec<Phase<'a>>,
     /// Why the run never started (only then present; `phases` is then empty).
@@ -96,7 +100,12 @@ fn render_document(run: &RunReport, error: Option<&str>) -> String {
         seed_text: run.seed.to_string(),
         stall_timeout_secs: run.stall_timeout.as_secs_f64(),
         timeout_scale: run.timeout_scale,
-        sandbox: run.sandbox.map(ToString::to_string),
+        sandbox: run.sandbox.map(|e| e.network.to_string()),
+        network: run
+            .sandbox
+            .map(|e| e.profile)
+            .filter(|p| p.is_impaired())
+            .map(|p| p.name()),
         summary: Summary {
             passed: run.count(Verdict::Passed),
             failed: run.count(Verdict::Failed),
@@ -212,8 +221,17 @@ mod tests {
     }
 
     #[test]
-    fn the_network_follows_the_settings() {
-        static NAMESPACE: crate::sandbox::Network = crate::sandbox::Network::Namespace;
+    fn the_network_and_an_impaired_profile_follow_the_settings() {
+        use crate::network::Profile;
+        use crate::sandbox::{Entered, Network};
+        static NAMESPACE: Entered = Entered {
+            network: Network::Namespace,
+            profile: Profile::Ideal,
+        };
+        static SLOW: Entered = Entered {
+            network: Network::Namespace,
+            profile: Profile::Slow,
+        };
         let outcomes = fixtures::outcomes();
         let run = RunReport {
             sandbox: Some(&NAMESPACE),
@@ -223,6 +241,18 @@ mod tests {
         assert!(
             got.contains(
                 "  \"timeout_scale\": 1.0,\n  \"sandbox\": \"network namespace\",\n  \"summary\": {"
+            ),
+            "{got}"
+        );
+        let run = RunReport {
+            sandbox: Some(&SLOW),
+            timeout_scale: 2.0,
+            ..fixtures::run(&outcomes)
+        };
+        let got = render(&run);
+        assert!(
+            got.contains(
+                "  \"timeout_scale\": 2.0,\n  \"sandbox\": \"network namespace\",\n  \"network\": \"slow\",\n  \"summary\": {"
             ),
             "{got}"
         );

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use crate::phase::{Outcome, Verdict};
-use crate::sandbox::Network;
+use crate::sandbox::Entered;
 
 /// A finished run of the suite against one proxy.
 #[derive(Debug, Clone)]
@@ -15,8 +15,8 @@ pub struct RunReport<'a> {
     pub seed: u64,
     pub stall_timeout: Duration,
     pub timeout_scale: f64,
-    /// The network the proxy ran in (`crate::sandbox`); None when nothing ran.
-    pub sandbox: Option<&'static Network>,
+    /// The network the proxy ran in and its profile (`crate::sandbox`); None when nothing ran.
+    pub sandbox: Option<&'static Entered>,
     pub outcomes: &'a [Outcome],
 }
 
