@@ -694,6 +694,11 @@ impl Proxy {
         self.group.stderr().text()
     }
 
+    /// How many bytes the proxy has written on stderr, kept in the tail or not.
+    pub fn stderr_bytes(&self) -> u64 {
+        self.group.stderr().total()
+    }
+
     /// Detail lines quoting the proxy's stderr tail (last few lines), if it wrote any.
     pub fn stderr_details(&self) -> Vec<String> {
         let tail = self.stderr_tail();

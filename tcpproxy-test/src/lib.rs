@@ -34,6 +34,7 @@ mod sandbox;
 mod shard;
 mod sockdiag;
 mod suite;
+mod timeline;
 mod vouch;
 
 use std::ffi::OsString;
@@ -105,6 +106,7 @@ fn report_not_built(n: &Config, error: &str, console: &Console) -> u8 {
             proxy_exit: None,
             stderr_tail: None,
             closest: None,
+            timeline: Default::default(),
         })
         .collect();
     let run = RunReport {

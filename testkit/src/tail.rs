@@ -33,6 +33,11 @@ impl Tail {
         self.bytes.extend(chunk);
     }
 
+    /// How many bytes came in all, kept or not.
+    pub fn total(&self) -> u64 {
+        self.total
+    }
+
     /// The kept text, lossily decoded, with a note when earlier output was dropped.
     pub fn text(&self) -> String {
         let (a, b) = self.bytes.as_slices();
@@ -102,6 +107,11 @@ impl Capture {
     /// The kept text so far (see [`Tail::text`]).
     pub fn text(&self) -> String {
         self.shared.state().tail.text()
+    }
+
+    /// How many bytes the stream has carried so far, kept or not.
+    pub fn total(&self) -> u64 {
+        self.shared.state().tail.total()
     }
 
     /// Whether the stream has ended.

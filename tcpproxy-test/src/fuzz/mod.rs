@@ -20,6 +20,7 @@ mod shrink;
 mod sockets;
 mod strategy;
 pub(crate) mod target;
+pub(crate) mod timeline;
 
 use std::process::ExitCode;
 use std::sync::Arc;

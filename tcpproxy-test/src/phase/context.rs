@@ -15,6 +15,7 @@ use super::verdict::Failure;
 use crate::deadline::{Timing, within};
 use crate::harness::{Proxy, ProxyCommand};
 use crate::peer;
+use crate::timeline::Recorder;
 
 /// What a phase's scenario works with: its own destination server, its own proxy, deadlines.
 pub struct Ctx {
@@ -35,6 +36,8 @@ pub struct Ctx {
     pub(super) proxy: Mutex<Proxy>,
     /// How the proxy was started, for a failure's replay command.
     pub(super) cmd: ProxyCommand,
+    /// What happened in the phase, for the reports' timelines.
+    pub timeline: Recorder,
 }
 
 impl Ctx {
@@ -142,6 +145,7 @@ impl Ctx {
         let server = self
             .awaited(limit, self.router.accept_for(&self.dest, tag))
             .await?;
+        self.timeline.connected();
         Ok((client, server))
     }
 

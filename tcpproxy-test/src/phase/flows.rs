@@ -169,6 +169,7 @@ async fn run_case(
 
 /// Opens the case's connections through the phase's proxy and runs it.
 async fn drive(ctx: &Ctx, case: &Case) -> Result<peers::Record, Failure> {
+    let first = ctx.timeline.connections() + 1;
     let mut pairs = Vec::new();
     for c in &case.connections {
         let (client, server) = ctx
@@ -191,7 +192,9 @@ async fn drive(ctx: &Ctx, case: &Case) -> Result<peers::Record, Failure> {
         dest: ctx.dest_port,
         pgid: ctx.proxy_pgid,
     };
-    let record = peers::drive(pairs, ports, case, limits(ctx), Instant::now()).await;
+    let began = ctx.timeline.elapsed();
+    let record = peers::drive(pairs, ports, case, limits(ctx, case), Instant::now()).await;
+    crate::fuzz::timeline::note(&ctx.timeline, began, first, &record);
     observe_holds(case, &record, ctx.timing.stall);
     Ok(record)
 }

@@ -31,6 +31,7 @@ use tokio::time::Instant;
 use crate::deadline::{self, Closest, Timing};
 use crate::harness::{Launch, Proxy, ProxyCommand, StartFailure};
 use crate::peer;
+use crate::timeline::{Kind, Lane, Recorder, Timeline};
 use context::Ctx;
 use testkit::process::describe_status;
 use verdict::PhaseResult;
@@ -50,6 +51,8 @@ pub struct Outcome {
     pub stderr_tail: Option<String>,
     /// The phase's wait that came closest to its deadline.
     pub closest: Option<Closest>,
+    /// What happened, in time order (`crate::timeline`).
+    pub timeline: Timeline,
 }
 
 type PhaseFuture = Pin<Box<dyn Future<Output = PhaseResult> + Send>>;
@@ -130,6 +133,7 @@ pub async fn run(phase: &Phase, cmd: &ProxyCommand, rules: Rules) -> Result<Outc
         strict,
     } = rules;
     let started = Instant::now();
+    let recorder = Recorder::new(started);
     let dest_host = phase.launch.dest_host;
     let dest = peer::listen_at((dest_host, 0).into(), phase.server_rcvbuf)
         .map_err(|e| format!("cannot listen on {dest_host}: {e}"))?;
@@ -143,8 +147,10 @@ pub async fn run(phase: &Phase, cmd: &ProxyCommand, rules: Rules) -> Result<Outc
         elapsed: started.elapsed(),
         proxy_exit,
         closest: None,
+        timeline: Timeline::default(),
     };
     let ready_within = timing.scaled(params::READY_WITHIN);
+    recorder.note(Lane::Proxy, Kind::Start);
     let proxy = match Proxy::start(cmd, phase.launch, dest_port, ready_within).await {
         Ok(p) => p,
         Err(StartFailure::Harness(msg)) => return Err(msg),
@@ -160,6 +166,7 @@ pub async fn run(phase: &Phase, cmd: &ProxyCommand, rules: Rules) -> Result<Outc
             return Ok(outcome(Some(f), exit, stderr_tail));
         }
     };
+    recorder.note(Lane::Proxy, Kind::Ready { pid: proxy.pid() });
     let proxy_port = proxy.listen_port;
     let ctx = Arc::new(Ctx {
         timing,
@@ -173,6 +180,7 @@ pub async fn run(phase: &Phase, cmd: &ProxyCommand, rules: Rules) -> Result<Outc
         seed,
         proxy: Mutex::new(proxy),
         cmd: cmd.clone(),
+        timeline: recorder.clone(),
     });
     let scenario: PhaseFuture = match phase.scenario {
         Scenario::Flows(f) => Box::pin(flows::run(ctx.clone(), phase.id, f)),
@@ -220,9 +228,19 @@ pub async fn run(phase: &Phase, cmd: &ProxyCommand, rules: Rules) -> Result<Outc
         }
     }
     let stderr = proxy.stderr_tail();
+    if let Some(status) = died {
+        recorder.note(Lane::Proxy, Kind::Exit { status: describe_status(status) });
+    }
+    let stderr_bytes = proxy.stderr_bytes();
+    if stderr_bytes > 0 {
+        recorder.note(Lane::Proxy, Kind::Stderr { bytes: stderr_bytes });
+    }
+    let verdict = failure.as_ref().map_or(Verdict::Passed, |f| f.verdict);
+    recorder.note(Lane::Proxy, Kind::Verdict { verdict: verdict.to_string() });
     proxy.stop().await;
     Ok(Outcome {
         closest,
+        timeline: recorder.timeline(),
         ..outcome(failure, died.map(describe_status), stderr)
     })
 }

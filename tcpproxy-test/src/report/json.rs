@@ -69,6 +69,18 @@ struct Phase<'a> {
     stderr_tail: Option<&'a str>,
     /// The phase's wait that used the largest share of its deadline.
     closest_wait: Option<ClosestWait<'a>>,
+    /// What happened, in time order (`crate::timeline`); absent when nothing was recorded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    timeline: Option<TimelineJson<'a>>,
+}
+
+#[derive(Serialize)]
+struct TimelineJson<'a> {
+    /// The events' own version (`timeline::VERSION`).
+    version: u32,
+    events: &'a [crate::timeline::Event],
+    /// Events left out once the phase had `timeline::MAX_EVENTS`.
+    dropped: usize,
 }
 
 #[derive(Serialize)]
@@ -131,6 +143,11 @@ fn render_document(run: &RunReport, error: Option<&str>) -> String {
                         what: &c.what,
                         waited_secs: millis(c.waited),
                         limit_secs: millis(c.limit),
+                    }),
+                    timeline: (!o.timeline.events.is_empty()).then(|| TimelineJson {
+                        version: crate::timeline::VERSION,
+                        events: &o.timeline.events,
+                        dropped: o.timeline.dropped,
                     }),
                 }
             })

@@ -1,14 +1,16 @@
 //! Results for people and for machines: one model of a finished run, rendered as the human
-//! lines, JSON, JUnit XML, TAP, a Gradescope or PrairieLearn `results.json`, or Autolab's
-//! scores line.
+//! lines, JSON, JUnit XML, TAP, a Gradescope or PrairieLearn `results.json`, Autolab's
+//! scores line, or a self-contained HTML page with each phase's timeline.
 
 mod autolab;
 mod gradescope;
+mod html;
 mod human;
 mod json;
 mod junit;
 mod model;
 mod prairielearn;
+mod svg;
 mod tap;
 mod text;
 
@@ -33,6 +35,9 @@ pub enum Format {
     Prairielearn,
     /// Autolab's scores: a JSON line, last, with 1 or 0 per phase id.
     Autolab,
+    /// One self-contained HTML page (no script, nothing fetched): verdicts, and per phase
+    /// expected against observed, hint, details, stderr tail and a timeline of its connections.
+    Html,
 }
 
 /// The whole report in `format`.
@@ -45,6 +50,7 @@ pub fn render(run: &RunReport, format: Format) -> String {
         Format::Gradescope => gradescope::render(run),
         Format::Prairielearn => prairielearn::render(run),
         Format::Autolab => autolab::render(run),
+        Format::Html => html::render(run),
     }
 }
 
@@ -61,6 +67,7 @@ pub fn render_error(run: &RunReport, error: &str, format: Format) -> String {
         Format::Gradescope => gradescope::render_error(run, error),
         Format::Prairielearn => prairielearn::render_error(run, error),
         Format::Autolab => autolab::render_error(run, error),
+        Format::Html => html::render_error(run, error),
     }
 }
 
@@ -82,6 +89,7 @@ pub(crate) mod fixtures {
             proxy_exit: None,
             stderr_tail: None,
             closest: None,
+            timeline: Default::default(),
         };
         let mut died = mk(
             "shutdown/one-way",
@@ -146,6 +154,7 @@ pub(crate) mod fixtures {
             proxy_exit: None,
             stderr_tail: None,
             closest: None,
+            timeline: Default::default(),
         });
         all
     }

@@ -1,0 +1,102 @@
+//! A case's record as timeline events (`crate::timeline`): what each connection's two legs did,
+//! read from what the driver recorded, so the driver itself carries no second bookkeeping.
+
+use std::time::Duration;
+
+use super::peers::{FlowRecord, Record};
+use super::schedule::Dir;
+use crate::timeline::{Kind, Lane, Recorder, ms};
+
+/// Notes `record`'s events on `recorder`, for a case that began `began` after the phase did;
+/// connection k of the case is lane k + `first`, so several cases of a phase keep apart. The
+/// connects are the opener's to note: it knows when each happened.
+pub fn note(recorder: &Recorder, began: Duration, first: u32, record: &Record) {
+    for (k, conn) in record.conns.iter().enumerate() {
+        let k = first + k as u32;
+        for dir in Dir::BOTH {
+            let (from, to) = match dir {
+                Dir::Up => (Lane::Client(k), Lane::Server(k)),
+                Dir::Down => (Lane::Server(k), Lane::Client(k)),
+            };
+            flow(recorder, began, from, to, &conn.flows[dir.index()]);
+        }
+    }
+}
+
+/// One direction: the sender's writes and shutdown on its lane, the receiver's reads, EOF and
+/// errors on its own, and the window the proxy was seen holding the sender's bytes.
+fn flow(recorder: &Recorder, began: Duration, from: Lane, to: Lane, f: &FlowRecord) {
+    let at = |d: Duration| began + d;
+    if let Some(t) = f.last_write_at {
+        recorder.note_at(at(t), from, Kind::Wrote { total: f.written as u64 });
+    }
+    if let Some(t) = f.shut_at {
+        recorder.note_at(at(t), from, Kind::HalfClose);
+    }
+    if let Some(e) = &f.write_failed {
+        recorder.note_at(at(e.at), from, Kind::Reset { error: e.error.clone() });
+    }
+    if let Some(t) = f.last_byte_at {
+        recorder.note_at(at(t), to, Kind::Read { total: f.received as u64 });
+    }
+    if let Some(t) = f.eof_at {
+        recorder.note_at(at(t), to, Kind::Eof);
+    }
+    if let Some(e) = &f.read_failed {
+        recorder.note_at(at(e.at), to, Kind::Reset { error: e.error.clone() });
+    }
+    if let Some(h) = f.hold {
+        let until = f.last_byte_at.or(f.eof_at).unwrap_or(h.clear).max(h.clear);
+        recorder.note_at(
+            at(h.clear),
+            to,
+            Kind::Held {
+                until_ms: ms(at(until)),
+            },
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fuzz::peers::ConnRecord;
+
+    #[test]
+    fn a_half_closed_echo_reads_as_its_legs_did() {
+        let d = Duration::from_millis;
+        let up = FlowRecord {
+            written: 16,
+            last_write_at: Some(d(1)),
+            shut_at: Some(d(2)),
+            received: 16,
+            last_byte_at: Some(d(3)),
+            eof_at: Some(d(4)),
+            ..FlowRecord::default()
+        };
+        let record = Record {
+            conns: vec![ConnRecord {
+                flows: [up, FlowRecord::default()],
+                ..ConnRecord::default()
+            }],
+            ..Record::default()
+        };
+        let r = Recorder::new(tokio::time::Instant::now());
+        note(&r, d(100), 1, &record);
+        let seen: Vec<_> = r
+            .timeline()
+            .events
+            .into_iter()
+            .map(|e| (e.at_ms, e.lane, e.kind))
+            .collect();
+        assert_eq!(
+            seen,
+            vec![
+                (101.0, Lane::Client(1), Kind::Wrote { total: 16 }),
+                (102.0, Lane::Client(1), Kind::HalfClose),
+                (103.0, Lane::Server(1), Kind::Read { total: 16 }),
+                (104.0, Lane::Server(1), Kind::Eof),
+            ]
+        );
+    }
+}

@@ -1,0 +1,331 @@
+//! What happened in a phase, in time order: the proxy's start, readiness and exit, each
+//! connection leg's connect, bytes, half-close, EOF, reset and close, the windows in which the
+//! proxy held bytes it could not write, the deadlines the phase ran under, and the moment the
+//! verdict was decided. Times are milliseconds since the phase began. A phase's recorder is
+//! shared by every task of its scenario; it keeps at most [`MAX_EVENTS`] events and counts what
+//! it turned away, so a report stays small whatever the phase does.
+//!
+//! The JSON report carries a timeline per phase (docs/grading.md, "Timelines"); the HTML report
+//! draws it.
+
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::time::Instant;
+
+/// The version of the events' JSON form; bumped when a field changes meaning.
+pub const VERSION: u32 = 1;
+
+/// At most this many events per phase; the rest are counted in [`Timeline::dropped`].
+pub const MAX_EVENTS: usize = 600;
+
+/// Byte counts of one leg and direction are sampled at most this often; the last count before a
+/// half-close, an EOF, a reset or a close is always kept.
+pub const BYTES_EVERY: Duration = Duration::from_millis(50);
+
+/// Where an event happened: the proxy process, or one leg of a connection through it. The
+/// client leg of connection `k` is the harness's socket to the proxy; the server leg is the
+/// destination server's socket the proxy connected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Lane {
+    Proxy,
+    Client(u32),
+    Server(u32),
+}
+
+impl Lane {
+    /// The proxy first, then each connection's client leg beside its server leg.
+    fn order(self) -> (u32, u8) {
+        match self {
+            Lane::Proxy => (0, 0),
+            Lane::Client(k) => (k, 1),
+            Lane::Server(k) => (k, 2),
+        }
+    }
+}
+
+impl Ord for Lane {
+    fn cmp(&self, other: &Lane) -> std::cmp::Ordering {
+        self.order().cmp(&other.order())
+    }
+}
+
+impl PartialOrd for Lane {
+    fn partial_cmp(&self, other: &Lane) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl fmt::Display for Lane {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Lane::Proxy => f.write_str("proxy"),
+            Lane::Client(k) => write!(f, "client {k}"),
+            Lane::Server(k) => write!(f, "server {k}"),
+        }
+    }
+}
+
+impl Serialize for Lane {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// What happened.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Kind {
+    /// The harness began starting the proxy.
+    Start,
+    /// The proxy (process group `pid`) listened.
+    Ready { pid: i32 },
+    /// The proxy exited, as described (`exited with status 1`, `killed by signal SIGSEGV`).
+    Exit { status: String },
+    /// The proxy wrote this much on stderr during the phase.
+    Stderr { bytes: u64 },
+    /// The leg's connection was established.
+    Connect,
+    /// This leg's bytes written so far.
+    Wrote { total: u64 },
+    /// This leg's bytes read so far.
+    Read { total: u64 },
+    /// This leg sent shutdown(SHUT_WR).
+    HalfClose,
+    /// This leg read EOF.
+    Eof,
+    /// This leg saw a reset (or a broken pipe), or an error named here.
+    Reset { error: String },
+    /// This leg's socket was closed.
+    Close,
+    /// The proxy held bytes toward this leg that it could not write, from `at` until `until`:
+    /// the window its stall timer runs in.
+    Held { until_ms: f64 },
+    /// A deadline the phase ran under, armed at `at` and due at `due_ms`.
+    Deadline { what: String, due_ms: f64 },
+    /// The phase's verdict was decided.
+    Verdict { verdict: String },
+}
+
+impl Kind {
+    fn bytes(&self) -> Option<(bool, u64)> {
+        match self {
+            Kind::Wrote { total } => Some((true, *total)),
+            Kind::Read { total } => Some((false, *total)),
+            _ => None,
+        }
+    }
+}
+
+/// One event.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Event {
+    /// Milliseconds since the phase began.
+    pub at_ms: f64,
+    pub lane: Lane,
+    #[serde(flatten)]
+    pub kind: Kind,
+}
+
+/// A phase's events, in time order.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Timeline {
+    pub events: Vec<Event>,
+    /// Events turned away once the timeline was full.
+    pub dropped: usize,
+}
+
+impl Timeline {
+    /// The lanes that have events, proxy first, then each connection's client and server legs.
+    pub fn lanes(&self) -> Vec<Lane> {
+        let mut lanes: Vec<Lane> = self.events.iter().map(|e| e.lane).collect();
+        lanes.sort();
+        lanes.dedup();
+        lanes
+    }
+
+    /// The time of the last event, in milliseconds (0 for none).
+    pub fn end_ms(&self) -> f64 {
+        self.events
+            .iter()
+            .map(|e| match &e.kind {
+                Kind::Held { until_ms } => e.at_ms.max(*until_ms),
+                Kind::Deadline { due_ms, .. } => e.at_ms.max(*due_ms),
+                _ => e.at_ms,
+            })
+            .fold(0.0, f64::max)
+    }
+}
+
+/// A phase's recorder: cheap to clone, shared by every task of the scenario.
+#[derive(Debug, Clone)]
+pub struct Recorder {
+    began: Instant,
+    inner: Arc<Mutex<Inner>>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    timeline: Timeline,
+    /// Connections opened so far; the next is lane `connections + 1`.
+    connections: u32,
+    /// Per lane and direction (true: written): when the last byte sample was kept, and the
+    /// latest count, kept or not.
+    samples: Vec<((Lane, bool), Duration, u64, bool)>,
+}
+
+impl Recorder {
+    /// A recorder whose clock starts at `began`, the phase's start.
+    pub fn new(began: Instant) -> Recorder {
+        Recorder {
+            began,
+            inner: Arc::default(),
+        }
+    }
+
+    /// A new connection's number (from 1), its client and server legs noted as connected now.
+    pub fn connected(&self) -> u32 {
+        let k = {
+            let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+            inner.connections += 1;
+            inner.connections
+        };
+        self.note(Lane::Client(k), Kind::Connect);
+        self.note(Lane::Server(k), Kind::Connect);
+        k
+    }
+
+    /// How many connections have been opened so far.
+    pub fn connections(&self) -> u32 {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner()).connections
+    }
+
+    /// How long since the phase began.
+    pub fn elapsed(&self) -> Duration {
+        self.began.elapsed()
+    }
+
+    /// Records `kind` on `lane`, now.
+    pub fn note(&self, lane: Lane, kind: Kind) {
+        self.note_at(self.began.elapsed(), lane, kind);
+    }
+
+    /// Records `kind` on `lane` at `at` since the phase began. Byte counts are sampled (one per
+    /// [`BYTES_EVERY`] per lane and direction); any other event on a lane first keeps the
+    /// lane's latest counts, so the line drawn through the samples ends where the bytes did.
+    pub fn note_at(&self, at: Duration, lane: Lane, kind: Kind) {
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((wrote, total)) = kind.bytes() {
+            let key = (lane, wrote);
+            match inner.samples.iter_mut().find(|s| s.0 == key) {
+                Some(s) if at.saturating_sub(s.1) < BYTES_EVERY => {
+                    s.2 = total;
+                    s.3 = false;
+                    return;
+                }
+                Some(s) => *s = (key, at, total, true),
+                None => inner.samples.push((key, at, total, true)),
+            }
+        } else {
+            let unkept: Vec<_> = inner
+                .samples
+                .iter_mut()
+                .filter(|s| s.0.0 == lane && !s.3)
+                .map(|s| {
+                    s.3 = true;
+                    (s.0.1, s.2)
+                })
+                .collect();
+            for (wrote, total) in unkept {
+                let kind = if wrote {
+                    Kind::Wrote { total }
+                } else {
+                    Kind::Read { total }
+                };
+                inner.push(at, lane, kind);
+            }
+        }
+        inner.push(at, lane, kind);
+    }
+
+    /// The events so far, in time order.
+    pub fn timeline(&self) -> Timeline {
+        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let mut t = inner.timeline.clone();
+        t.events.sort_by(|a, b| a.at_ms.total_cmp(&b.at_ms));
+        t
+    }
+}
+
+impl Inner {
+    fn push(&mut self, at: Duration, lane: Lane, kind: Kind) {
+        if self.timeline.events.len() >= MAX_EVENTS {
+            self.timeline.dropped += 1;
+            return;
+        }
+        self.timeline.events.push(Event {
+            at_ms: ms(at),
+            lane,
+            kind,
+        });
+    }
+}
+
+/// `d` in milliseconds, to the microsecond.
+pub fn ms(d: Duration) -> f64 {
+    (d.as_micros() as f64) / 1000.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(ms: u64) -> Duration {
+        Duration::from_millis(ms)
+    }
+
+    /// A 2 MiB transfer read 4 KiB at a time over a second keeps about 20 samples, not 512,
+    /// and the last count before the EOF survives the sampling.
+    #[test]
+    fn byte_counts_are_sampled_and_the_last_before_an_end_is_kept() {
+        let r = Recorder::new(Instant::now());
+        let lane = Lane::Client(1);
+        let reads = 512u64;
+        for k in 1..=reads {
+            r.note_at(at(k * 1000 / reads), lane, Kind::Read { total: k * 4096 });
+        }
+        r.note_at(at(1001), lane, Kind::Eof);
+        let t = r.timeline();
+        let samples = t.events.iter().filter(|e| e.kind.bytes().is_some()).count();
+        assert!((18..=24).contains(&samples), "{samples} samples");
+        let before_eof = &t.events[t.events.len() - 2];
+        assert_eq!(before_eof.kind, Kind::Read { total: 2 << 20 });
+        assert_eq!(t.events.last().unwrap().kind, Kind::Eof);
+    }
+
+    #[test]
+    fn a_full_timeline_counts_what_it_turned_away() {
+        let r = Recorder::new(Instant::now());
+        for k in 0..MAX_EVENTS + 7 {
+            r.note_at(at(k as u64), Lane::Server(k as u32), Kind::Connect);
+        }
+        let t = r.timeline();
+        assert_eq!(t.events.len(), MAX_EVENTS);
+        assert_eq!(t.dropped, 7);
+    }
+
+    #[test]
+    fn events_serialize_flat_with_their_lane_as_words() {
+        let e = Event {
+            at_ms: 1.5,
+            lane: Lane::Server(3),
+            kind: Kind::Held { until_ms: 9.0 },
+        };
+        assert_eq!(
+            serde_json::to_value(&e).unwrap(),
+            serde_json::json!({"at_ms": 1.5, "lane": "server 3", "kind": "held", "until_ms": 9.0})
+        );
+    }
+}
