@@ -61,11 +61,15 @@ pub const LAZY_SLACK: Duration = secs(5);
 pub const LAZY_WRITE_LIMIT: usize = 256 * MIB;
 pub const LAZY_WRITE_PIECE: usize = 64 * KIB;
 
-/// Slow reader: the reader takes at most `SLOW_READ_CHUNK` every `SLOW_READ_EVERY` for twice
-/// the stall timeout plus `SLOW_EXTRA` while its peer writes as fast as the proxy takes bytes
+/// Slow reader: the reader takes at most `SLOW_READ_CHUNK` every `SLOW_READ_EVERY` for the
+/// stall timeout plus `SLOW_EXTRA` while its peer writes as fast as the proxy takes bytes
 /// (at most `SLOW_WRITE_LIMIT`), in blocks of `SLOW_BLOCK`. Not scaled: the phase is about
 /// the proxy's timer, and a loaded host only makes the reader slower, never stop.
-pub const SLOW_READ_CHUNK: usize = 32 * KIB;
+/// 64 KiB/s: a third of a 4 MiB send buffer (tcp_wmem's autotuning limit) then takes about 21 s
+/// to drain, twice the default stall timeout, so a timer restarted only by the proxy's writes
+/// fires at the first full queue; at 128 KiB/s it took 10.4 s, and such a timer outlived the
+/// first stretch as often as not and fired only at 19 s.
+pub const SLOW_READ_CHUNK: usize = 16 * KIB;
 pub const SLOW_READ_EVERY: Duration = millis(250);
 pub const SLOW_EXTRA: Duration = secs(4);
 pub const SLOW_WRITE_LIMIT: usize = 64 * MIB;

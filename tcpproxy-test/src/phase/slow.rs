@@ -5,7 +5,12 @@
 //! This is the case a stall timer restarted only when its buffer empties gets wrong, and also
 //! one restarted only by the proxy's own writes: Linux reports a socket writable only once a
 //! third of its (autotuned, megabytes) send buffer is free, which a reader this slow takes
-//! longer than 10 s to drain. The reader keeps default buffers so that autotuning happens.
+//! about 21 s to drain. The reader keeps default buffers so that autotuning happens.
+//!
+//! Both timers fire about a stall timeout after the proxy's queue toward the reader first fills,
+//! which the writer does within a second: the first counts from its buffer's first stuck byte,
+//! the second from its last write before that long wait. So the window is the stall timeout plus
+//! `SLOW_EXTRA`, and the pace is what makes the wait longer than the timeout.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -215,10 +220,7 @@ async fn direction(
     let (mut _wr_rd, mut wr) = writer.into_split();
     let (mut rd, _rd_wr) = reader.into_split();
     let started = Instant::now();
-    // Twice the stall timeout: a timer restarted only by writes fires once the send queue has
-    // filled (seconds in, as autotuning grows it) and then a whole timeout has passed; the
-    // reference's did so at 19.0-19.3 s with a 10 s timeout, past a window of T + 4 s.
-    let window = ctx.timing.stall * 2 + SLOW_EXTRA;
+    let window = ctx.timing.stall + SLOW_EXTRA;
     let until = started + window;
     let verifier = Verifier::new(Stream::new(ctx.seed, 0x510_0000 + stream_id));
     let drain_within = ctx.scaled(BULK_DEADLINE);
@@ -260,7 +262,7 @@ async fn direction(
         };
         let reset = how.contains("reset") || how.contains("Broken pipe");
         return Err(Failure::new(format!(
-            "expected the pair to stay open for {:.1}s (twice the stall timeout of {:.1}s, + {:.1}s) while the {reader_name} kept reading, but the {who} saw {how} after {:.1}s",
+            "expected the pair to stay open for {:.1}s (the stall timeout of {:.1}s, + {:.1}s) while the {reader_name} kept reading, but the {who} saw {how} after {:.1}s",
             secs(window),
             secs(ctx.timing.stall),
             secs(SLOW_EXTRA),
