@@ -116,6 +116,9 @@ struct Args {
     sandbox: crate::sandbox::Flag,
 
     #[command(flatten)]
+    confine: crate::confine::Flag,
+
+    #[command(flatten)]
     proxy: ProxyWords,
 }
 
@@ -144,6 +147,8 @@ pub struct Config {
     pub(crate) build_failed: Option<String>,
     /// `--sandbox` and `--network`: the network the run takes (`crate::sandbox`).
     pub(crate) sandbox: crate::sandbox::Flag,
+    /// `--run-as` and `--limit-*`: what each proxy runs as and within (`crate::confine`).
+    pub(crate) confine: crate::confine::Policy,
 }
 
 /// What a report names as the proxy when `--build-failed` was given no PROXY.
@@ -309,6 +314,7 @@ fn suite(a: Args, dashes: bool) -> Result<Parsed, String> {
         warnings,
         build_failed,
         sandbox: a.sandbox,
+        confine: a.confine.policy()?,
     })))
 }
 

@@ -94,6 +94,8 @@ pub struct Args {
     #[command(flatten)]
     sandbox: crate::sandbox::Flag,
     /// Executables, or directories holding an executable named `tcpproxy`.
+    #[command(flatten)]
+    confine: crate::confine::Flag,
     #[arg(value_name = "SUBMISSION", required = true)]
     submissions: Vec<PathBuf>,
     #[command(subcommand)]
@@ -129,7 +131,12 @@ pub struct MergeArgs {
 /// A validated `grade`: its flags and the phases they select, or a merge.
 #[derive(Debug)]
 pub enum Grade {
-    Class { args: Box<Args>, filter: Filter },
+    Class {
+        args: Box<Args>,
+        filter: Filter,
+        /// `--run-as` and `--limit-*`, checked (`crate::confine`).
+        confine: crate::confine::Policy,
+    },
     Merge(MergeArgs),
     Diff(crate::class_diff::DiffArgs),
 }
@@ -154,14 +161,23 @@ pub fn config(mut args: Args) -> Result<Grade, String> {
     let filter = Filter::new(&args.only, &args.exclude)?;
     Ok(Grade::Class {
         args: Box::new(args),
+    let confine = args.confine.policy()?;
         filter,
     })
 }
+        confine,
 
 /// `tcpproxy-test grade`, its flags parsed and checked.
 pub fn main(g: Grade, console: Console) -> std::process::ExitCode {
     let (a, filter) = match g {
-        Grade::Class { args, filter } => (*args, filter),
+        Grade::Class {
+            args,
+            filter,
+            confine,
+        } => {
+            crate::confine::announce("tcpproxy-test grade", &confine, &console);
+            (*args, filter)
+        }
         Grade::Merge(m) => return merge(&m, &console),
         Grade::Diff(d) => return crate::class_diff::main(&d, &console),
     };
@@ -551,6 +567,7 @@ fn write_error_reports(
         sandbox: crate::sandbox::entered(),
         outcomes: &[],
     };
+        confinement: crate::confine::installed(),
     let files = REPORTS.map(|(file, format)| (file, report::render_error(&run, msg, format)));
     replace_artifacts(dir, &files)
 }
@@ -701,6 +718,7 @@ async fn grade_one(
         .iter()
         .map(|&(file, format)| (file, report::render(&run, format)))
         .collect();
+        confinement: crate::confine::installed(),
     let stderr: String = outcomes
         .iter()
         .filter_map(|o| {

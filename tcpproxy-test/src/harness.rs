@@ -5,7 +5,7 @@
 use std::collections::HashSet;
 use std::ffi::OsString;
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -15,6 +15,7 @@ use tokio::process::Command;
 use tokio::sync::{Semaphore, SemaphorePermit};
 use tokio::time::Instant;
 
+use crate::confine;
 use crate::peer::{self, PortTry};
 use crate::procfs::{self, Proc};
 use testkit::group::{Group, escaped_from};
@@ -154,16 +155,28 @@ pub fn kill_all_descendants() {
     reap_each_blocking(&all, Duration::from_secs(2));
 }
 
-/// Sets RLIMIT_NOFILE to `n` in the child between fork and exec, so the proxy starts with it
-/// from its first instruction (a limit applied after spawn would race its first opens).
+/// Sets every resource limit in `child` (the confinement's and a phase's RLIMIT_NOFILE) and
+/// joins its cgroups in the child between fork and exec, so the proxy runs within them from its
+/// first instruction (a limit applied after spawn would race its first forks and opens). The one
+/// `pre_exec` of the harness: its user and group are set before it by the Command itself.
 #[allow(unsafe_code)]
-fn limit_descriptors(command: &mut Command, n: u64) {
-    use nix::sys::resource::{Resource, setrlimit};
-    // SAFETY: the closure runs in the forked child before exec and only calls setrlimit(2), which
-    // is async-signal-safe; it allocates nothing and touches no lock the parent may hold.
+fn limit_in_child(command: &mut Command, child: confine::InChild) {
+    use nix::sys::resource::setrlimit;
+    // SAFETY: the closure runs in the forked child before exec and only calls setrlimit(2) and
+    // write(2) on descriptors the parent opened and keeps open until the spawn returns, both
+    // async-signal-safe; it allocates nothing (the vectors were built before the fork) and
+    // touches no lock the parent may hold.
     unsafe {
         command.pre_exec(move || {
-            setrlimit(Resource::RLIMIT_NOFILE, n, n).map_err(std::io::Error::from)
+            for (resource, soft, hard) in &child.rlimits {
+                setrlimit(*resource, *soft, *hard).map_err(std::io::Error::from)?;
+            }
+            for fd in &child.join {
+                // "0": the writer itself, in v1 and v2 alike.
+                let fd = std::os::fd::BorrowedFd::borrow_raw(*fd);
+                nix::unistd::write(fd, b"0").map_err(std::io::Error::from)?;
+            }
+            Ok(())
         });
     }
 }
@@ -422,6 +435,9 @@ pub struct Proxy {
     group: Group,
     pub listen_port: u16,
     stopped: bool,
+    /// Its directory and cgroups, removed when the proxy is dropped (after `group`: fields drop
+    /// in order, so the group is killed first).
+    _jail: confine::Jail,
 }
 
 impl Proxy {
@@ -517,15 +533,27 @@ impl Proxy {
         dest_port: u16,
         listen_port: u16,
     ) -> Result<Proxy, StartFailure> {
-        let mut command = Command::new(&cmd.program);
+        // Outside a run (unit tests) nothing was installed: the defaults.
+        let confinement = confine::installed()
+            .unwrap_or_else(|| confine::install(&confine::Policy::default()));
+        // The proxy starts in a directory of its own: paths are given it absolute.
+        let program = confine::anchored(cmd.program.as_os_str());
+        let args: Vec<OsString> = cmd.args.iter().map(|a| confine::anchored(a)).collect();
+        let mut command = Command::new(&program);
         command
-            .args(&cmd.args)
+            .args(&args)
             .arg(launch.dest_host.to_string())
             .arg(dest_port.to_string())
             .arg(listen_port.to_string());
+        let (jail, mut child) =
+            confine::Jail::prepare(confinement, &mut command, Path::new(&program), &args)
+                .map_err(StartFailure::Harness)?;
         if let Some(n) = launch.nofile {
-            limit_descriptors(&mut command, n);
+            child
+                .rlimits
+                .push((nix::sys::resource::Resource::RLIMIT_NOFILE, n, n));
         }
+        limit_in_child(&mut command, child);
         let mut live = live_groups();
         let group = Group::spawn(command, TAIL_BYTES).map_err(|e| StartFailure::Proxy {
             summary: format!("expected to start the proxy, but spawning `{cmd}` failed: {e}"),
@@ -539,6 +567,7 @@ impl Proxy {
             group,
             listen_port,
             stopped: false,
+            _jail: jail,
         })
     }
 

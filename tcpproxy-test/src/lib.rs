@@ -12,6 +12,7 @@ mod class_table;
 use testkit::check;
 pub mod cli;
 mod console;
+mod confine;
 mod contract;
 mod deadline;
 mod exit_code;
@@ -86,6 +87,7 @@ pub fn main_with_args(args: Vec<OsString>) -> ExitCode {
         return ExitCode::from(report_not_built(&config, error, &console));
     }
     runtime::run("tcpproxy-test", config.sandbox, run(*config, console))
+    confine::announce("tcpproxy-test", &config.confine, &console);
 }
 
 /// `--build-failed`: the report of a submission that did not build, written where a run's would
@@ -117,6 +119,7 @@ fn report_not_built(n: &Config, error: &str, console: &Console) -> u8 {
         timeout_scale: n.timeout_scale,
         sandbox: sandbox::entered(),
         outcomes: &outcomes,
+        confinement: confine::installed(),
     };
     // As in a run: the human text on stdout unless stdout carries the chosen format instead.
     let human_too = n.format == Format::Human || n.output.is_some();
@@ -261,6 +264,7 @@ async fn run(config: Config, console: Console) -> u8 {
         timeout_scale: config.timeout_scale,
         sandbox: sandbox::entered(),
         outcomes: &outcomes,
+        confinement: confine::installed(),
     };
     let text = report::render(&run, config.format);
     if let Err(code) = deliver(&text, config.output.as_deref(), !stream_human, &console) {

@@ -104,6 +104,7 @@ fn json_is_the_versioned_model() {
   "stall_timeout_secs": 2.0,
   "timeout_scale": 1.0,
   "sandbox": "network namespace",
+  "confinement": "[..]",
   "summary": {
     "passed": 2,
     "failed": 0,

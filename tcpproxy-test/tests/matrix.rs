@@ -102,6 +102,21 @@ fn check(fixture_name: &str) -> Run {
     run
 }
 
+/// The run said once, on stderr, how its proxies were confined, and that included `what`.
+#[track_caller]
+fn assert_confined(run: &Run, what: &str) {
+    let lines: Vec<&str> = run
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("tcpproxy-test: confinement: "))
+        .collect();
+    assert!(
+        lines.len() == 1 && lines[0].contains(what),
+        "expected one confinement line naming {what:?}\n{}",
+        run.dump()
+    );
+}
+
 /// A typo in a fixture's expectation would otherwise surface only when its (slow) row runs.
 #[test]
 fn every_phase_id_in_the_expectations_exists() {
@@ -277,6 +292,24 @@ matrix_tests! {
     daemonize => "daemonize",
     health_probe => "health-probe",
     lazy_connect => "lazy-connect",
+    // Issue 13: each of these judges its own containment and, not contained, exits before
+    // listening with what escaped, which fails every phase; passing them all is being contained.
+    /// A fork failed (EAGAIN) before the 200th child, at its proxy's pids cgroup.
+    fork_200_is_capped_by_the_task_limit => "fork-200" |run| {
+        assert_confined(&run, "tasks 64 (pids cgroup)");
+    },
+    /// A write failed (EFBIG) before its own 1 GiB bound.
+    file_writer_is_capped_by_the_file_size_limit => "file-writer" |run| {
+        assert_confined(&run, "file size 4 MiB");
+    },
+    /// Only `lo`, no default route: the run's own network namespace.
+    net_report_sees_only_loopback => "net-report",
+    /// /etc/shadow refused it (EACCES): it ran as nobody, or as the test's user if not root.
+    root_reader_is_refused_root_s_files => "root-reader" |run| {
+        if nix::unistd::geteuid().is_root() {
+            assert_confined(&run, "user nobody (");
+        }
+    },
     correct => "correct",
 }
 

@@ -33,6 +33,27 @@ pub fn write_executable(path: &Path, text: &str) {
     std::fs::write(path, text).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755))
         .unwrap_or_else(|e| panic!("chmod +x {}: {e}", path.display()));
+    open_to_other_users(path);
+}
+
+/// Lets other users reach `path`: search permission on each directory above it. Run as root
+/// (as CI runs), the harness starts proxies as `nobody` (`--run-as`), which cannot pass a
+/// tempfile directory (0700), and refuses a proxy it could not run.
+pub fn open_to_other_users(path: &Path) {
+    use std::os::unix::fs::PermissionsExt as _;
+    let Ok(full) = std::path::absolute(path) else {
+        return;
+    };
+    for dir in full.ancestors().skip(1) {
+        let Ok(meta) = std::fs::metadata(dir) else {
+            continue;
+        };
+        let mode = meta.permissions().mode();
+        if mode & 0o001 == 0 {
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode | 0o011))
+                .unwrap_or_else(|e| panic!("chmod o+x {}: {e}", dir.display()));
+        }
+    }
 }
 
 /// One finished run of the harness.
@@ -89,6 +110,10 @@ pub fn run_harness(args: &[&str], limit: Duration) -> Run {
         std::process::id(),
         NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     );
+    // A proxy or script named here is run by `nobody` when the tests run as root.
+    for arg in args.iter().map(Path::new).filter(|p| p.exists()) {
+        open_to_other_users(arg);
+    }
     let started = Instant::now();
     let out = assert_cmd::Command::new(harness_bin())
         .args(args)

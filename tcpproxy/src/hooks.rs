@@ -142,10 +142,25 @@ pub trait Hooks: Send + Sync + 'static {
         false
     }
 
+    /// When accept(2) fails for want of descriptors (EMFILE, ENFILE), pause accepting for a
+    /// moment. False: try again at once; the client that could not be taken is still queued, so
+    /// the listener stays readable and the loop spins at 100 % CPU until a descriptor frees up
+    /// (libuv #690, sniproxy #89).
+    fn pauses_on_emfile(&self) -> bool {
+        true
+    }
+
     // ---- A pair -----------------------------------------------------------------------------
 
     /// Connect to the destination only once the client's first bytes have arrived.
     fn connect_on_first_byte(&self) -> bool {
+        false
+    }
+
+    /// Connect to the destination with a blocking connect(2) on the thread that serves the pair.
+    /// On a one-thread event loop every other pair waits until it returns, which is seconds
+    /// when the destination's accept queue is full and its SYNs are dropped.
+    fn blocking_connect(&self) -> bool {
         false
     }
 
@@ -299,7 +314,11 @@ pub struct Tweak {
     pub max_pairs: Option<usize>,
     pub accept_pause: Duration,
     pub busy_poll: bool,
+    /// Pause accepting while out of descriptors; false: retry accept(2) at once (a spin).
+    pub pauses_on_emfile: bool,
     pub connect_on_first_byte: bool,
+    /// Connect to the destination with a blocking connect(2) on the pair's thread.
+    pub blocking_connect: bool,
     /// Close a pair (with FIN) once it has been quiet for the stall timeout: an idle timer.
     pub closes_idle_pairs: bool,
     /// Close a half-closed pair (with FIN) this long after its first EOF went through, as
@@ -327,7 +346,9 @@ impl Tweak {
         max_pairs: None,
         accept_pause: Duration::ZERO,
         busy_poll: false,
+        pauses_on_emfile: true,
         connect_on_first_byte: false,
+        blocking_connect: false,
         closes_idle_pairs: false,
         fin_timeout: None,
         buffer_size: None,
@@ -365,7 +386,9 @@ impl Hooks for Tweak {
         listen_backlog: i32,
         accept_pause: Duration,
         busy_poll: bool,
+        pauses_on_emfile: bool,
         connect_on_first_byte: bool,
+        blocking_connect: bool,
         fin_timeout: Option<Duration>,
         stall_reset: StallReset,
         on_eof: OnEof,
@@ -440,10 +463,12 @@ mod tests {
             h.max_pairs(77),
             h.accept_pause(),
             h.busy_poll(),
+            h.pauses_on_emfile(),
         );
         let stall = Duration::from_secs(10);
         let pair = (
             h.connect_on_first_byte(),
+            h.blocking_connect(),
             h.idle_timeout(stall),
             h.fin_timeout(),
             h.buffer_size(4321),

@@ -481,13 +481,18 @@ fn log_close<'a>(end: &End, line: impl FnOnce() -> CloseLine<'a>) {
 
 /// Resolves the destination again (its addresses may have changed since start) and tries each
 /// address in order, all within the connect timeout.
-async fn connect<H: ?Sized>(settings: &Settings<H>) -> io::Result<TcpStream> {
+async fn connect<H: Hooks + ?Sized>(settings: &Settings<H>) -> io::Result<TcpStream> {
     let attempt = async {
         let addrs =
             tokio::net::lookup_host((settings.dest_host.as_str(), settings.dest_port)).await?;
         let mut last = None;
         for addr in addrs {
-            match TcpStream::connect(addr).await {
+            let connected = if settings.hooks.blocking_connect() {
+                connect_blocking(addr)
+            } else {
+                TcpStream::connect(addr).await
+            };
+            match connected {
                 Ok(s) => return Ok(s),
                 Err(e) => last = Some(io::Error::new(e.kind(), format!("{addr}: {e}"))),
             }
@@ -506,6 +511,14 @@ async fn connect<H: ?Sized>(settings: &Settings<H>) -> io::Result<TcpStream> {
             ),
         )),
     }
+}
+
+/// A hook's connect: connect(2) in blocking mode on the calling thread, which the runtime cannot
+/// use for anything else until it returns, and which no connect timeout can cut short.
+fn connect_blocking(addr: SocketAddr) -> io::Result<TcpStream> {
+    let s = std::net::TcpStream::connect(addr)?;
+    s.set_nonblocking(true)?;
+    TcpStream::from_std(s)
 }
 
 #[cfg(test)]

@@ -169,11 +169,21 @@ pub async fn serve<H: Hooks + ?Sized>(
                 });
             }
             Err(e) if is_out_of_descriptors(&e) => {
+                // The client stays queued and the listener readable: accepting again at once
+                // would fail again at once, a spin that lasts as long as the shortage.
+                let pauses = hooks.pauses_on_emfile();
                 if !out_of_fds {
-                    tracing::error!("accept: {e}; pausing accepts until descriptors free up");
+                    let then = if pauses {
+                        "pausing accepts until descriptors free up"
+                    } else {
+                        "accepting again at once"
+                    };
+                    tracing::error!("accept: {e}; {then}");
                     out_of_fds = true;
                 }
-                tokio::time::sleep(EMFILE_BACKOFF).await;
+                if pauses {
+                    tokio::time::sleep(EMFILE_BACKOFF).await;
+                }
             }
             // ECONNABORTED and friends concern one client that already left.
             Err(e) => tracing::warn!("accept: {e}"),

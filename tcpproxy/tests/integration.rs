@@ -9,6 +9,8 @@ mod cli;
 mod cli_fuzz;
 /// The proxy contract: many pairs, blocked peers, half-close, stall and write-error aborts.
 mod contract;
+/// Out of descriptors by one or by none: the client closed, or accept paused without a spin.
+mod exhaustion;
 /// Faults survived: resets at accept and mid-transfer, descriptor exhaustion, SIGTERM in flight.
 mod faults;
 /// The operator's log: the listening line and each pair's close line.

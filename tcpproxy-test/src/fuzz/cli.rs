@@ -102,6 +102,9 @@ pub struct Args {
     sandbox: crate::sandbox::Flag,
 
     #[command(flatten)]
+    confine: crate::confine::Flag,
+
+    #[command(flatten)]
     proxy: ProxyWords,
 }
 
@@ -139,6 +142,8 @@ pub struct FuzzConfig {
     pub verbose: bool,
     /// `--sandbox` and `--network`: the network the run takes (`crate::sandbox`).
     pub sandbox: crate::sandbox::Flag,
+    /// `--run-as` and `--limit-*`: what each proxy runs as and within (`crate::confine`).
+    pub confine: crate::confine::Policy,
 }
 
 /// A validated run from `fuzz`'s flags (`program`: this executable as invoked; `dashes`: a `--`
@@ -176,6 +181,7 @@ pub fn config(a: Args, program: OsString, dashes: bool) -> Result<FuzzConfig, St
         save: a.save,
         verbose: a.verbose,
         sandbox: a.sandbox,
+        confine: a.confine.policy()?,
     })
 }
 

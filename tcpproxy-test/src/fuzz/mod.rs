@@ -48,6 +48,7 @@ const READY_WITHIN: Duration = Duration::from_secs(5);
 
 /// `tcpproxy-test fuzz`, its flags parsed and checked.
 pub(crate) fn main(config: FuzzConfig, console: Console) -> ExitCode {
+    crate::confine::announce("tcpproxy-test fuzz", &config.confine, &console);
     crate::runtime::run("tcpproxy-test fuzz", config.sandbox, run(config, console))
 }
 

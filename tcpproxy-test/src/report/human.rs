@@ -52,6 +52,9 @@ pub fn render(run: &RunReport) -> String {
     if let Some(entered) = run.sandbox {
         let _ = write_sandbox(&mut out, entered);
     }
+    if let Some(c) = run.confinement {
+        let _ = writeln!(out, "(confinement: {c})");
+    }
     for o in run.outcomes {
         let _ = write_outcome(&mut out, o);
     }

@@ -32,6 +32,10 @@ struct Document<'a> {
     /// reader of an unimpaired run sees the fields it always has.
     #[serde(skip_serializing_if = "Option::is_none")]
     network: Option<&'static str>,
+    /// What each proxy ran as and within: its user, and each limit with how it held
+    /// (`crate::confine`); absent when nothing ran.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    confinement: Option<String>,
     summary: Summary,
     phases: Vec<Phase<'a>>,
     /// Why the run never started (only then present; `phases` is then empty).
@@ -113,6 +117,7 @@ fn render_document(run: &RunReport, error: Option<&str>) -> String {
         stall_timeout_secs: run.stall_timeout.as_secs_f64(),
         timeout_scale: run.timeout_scale,
         sandbox: run.sandbox.map(|e| e.network.to_string()),
+        confinement: run.confinement.map(ToString::to_string),
         network: run
             .sandbox
             .map(|e| e.profile)

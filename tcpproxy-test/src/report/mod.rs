@@ -178,6 +178,7 @@ pub(crate) mod fixtures {
             stall_timeout: Duration::from_secs(10),
             timeout_scale: 1.0,
             sandbox: None,
+            confinement: None,
             outcomes,
         }
     }

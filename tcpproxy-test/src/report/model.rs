@@ -17,6 +17,8 @@ pub struct RunReport<'a> {
     pub timeout_scale: f64,
     /// The network the proxy ran in and its profile (`crate::sandbox`); None when nothing ran.
     pub sandbox: Option<&'static Entered>,
+    /// What the proxy ran as and within (`crate::confine`); None when nothing ran.
+    pub confinement: Option<&'static crate::confine::Confinement>,
     pub outcomes: &'a [Outcome],
 }
 
