@@ -507,6 +507,7 @@ fn readme_example_output_is_what_the_harness_prints() {
             proxy_exit: None,
             stderr_tail: None,
             closest: None,
+            timeline: Default::default(),
         }
     };
     let printed = |o: &Outcome| {
