@@ -33,6 +33,10 @@ pub struct Row {
     pub counts: Counts,
     /// Verdict per phase id, in suite order; empty when the submission could not run.
     pub verdicts: Vec<(String, String)>,
+    /// The failure hint per phase id, for the phases that did not pass with one: what
+    /// class.html counts across the class. Absent in tables written before it was recorded.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hints: Vec<(String, String)>,
     /// Where its reports are, in a merged table (`SHARD_DIR/NAME`); absent otherwise: `NAME`
     /// beside the table.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -110,6 +114,7 @@ pub struct Class {
 
 pub const CLASS_JSON: &str = "class.json";
 pub const CLASS_CSV: &str = "class.csv";
+pub const CLASS_HTML: &str = "class.html";
 pub const CLASS_JSON_FORMAT: &str = "tcpproxy-test-class";
 
 /// Why class.json could not be read as a class table; each says so in one line.
@@ -148,11 +153,13 @@ pub fn read(dir: &Path) -> Result<Class, Unreadable> {
     Ok(c)
 }
 
-/// Writes class.json and class.csv, each replaced whole (an interrupt never leaves half a table).
+/// Writes class.json, class.csv and class.html, each replaced whole (an interrupt never leaves
+/// half a table).
 pub fn write_class(out_dir: &Path, class: &Class) -> Result<(), String> {
     let json = serde_json::to_string_pretty(class).expect("plain data serialises") + "\n";
     let csv = class_csv(&class.phases, &class.submissions);
-    for (file, text) in [(CLASS_JSON, json), (CLASS_CSV, csv)] {
+    let html = crate::class_page::render(class);
+    for (file, text) in [(CLASS_JSON, json), (CLASS_CSV, csv), (CLASS_HTML, html)] {
         let (path, partial) = (out_dir.join(file), out_dir.join(format!(".{file}.partial")));
         std::fs::write(&partial, text)
             .and_then(|()| std::fs::rename(&partial, &path))
@@ -180,6 +187,7 @@ impl Row {
             status: status.into(),
             counts: Counts::default(),
             verdicts: vec![],
+            hints: vec![],
             reports: None,
         }
     }

@@ -31,10 +31,11 @@ pub const SUBMISSION_EXECUTABLE: &str = "tcpproxy";
 /// `grade`'s flags, a subcommand of the one command line (`crate::cli`).
 #[derive(Debug, clap::Args)]
 #[command(
-    about = "Grade many proxies: a class table (CSV, JSON) and artifacts per submission",
+    about = "Grade many proxies: a class table (CSV, JSON, HTML) and artifacts per submission",
     long_about = "Grade many proxies. Each SUBMISSION is an executable, or a directory holding an \
-        executable named `tcpproxy`. Writes OUT_DIR/class.csv, OUT_DIR/class.json and, per \
-        submission, OUT_DIR/NAME/{report.txt,report.json,junit.xml}. The table is rewritten as \
+        executable named `tcpproxy`. Writes OUT_DIR/class.csv, OUT_DIR/class.json, \
+        OUT_DIR/class.html (the class at a glance) and, per submission, \
+        OUT_DIR/NAME/{report.txt,report.json,junit.xml,report.html}. The table is rewritten as \
         each submission finishes, so an interrupted batch keeps every row it finished; \
         `--resume` then grades only the others. With `--shard K/N` (and `--seed`), it grades \
         only its share of the submissions; `grade merge` joins the shards' tables. Exit status: \
@@ -115,8 +116,9 @@ enum GradeCommand {
     long_about = "Join the class tables of `grade --shard K/N` runs into one. Each SHARD_DIR is \
         a shard's --out-dir (copied back from its machine). Every shard must be there, finished, \
         graded by the same harness version with the same seed, settings, phases and \
-        SUBMISSIONs; each submission must have one row. Writes OUT_DIR/class.csv and \
-        OUT_DIR/class.json, whose rows name the folder holding their reports. Exit status: 0 \
+        SUBMISSIONs; each submission must have one row. Writes OUT_DIR/class.csv, \
+        OUT_DIR/class.json and OUT_DIR/class.html, whose rows name the folder holding their \
+        reports. Exit status: 0 \
         merged; 2 the shards do not add up (one line says why)."
 )]
 pub struct MergeArgs {
@@ -700,6 +702,10 @@ async fn grade_one(
         .iter()
         .map(|o| (o.id.to_string(), o.verdict.to_string()))
         .collect();
+    row.hints = outcomes
+        .iter()
+        .filter_map(|o| Some((o.id.to_string(), o.failure.as_ref()?.hint.clone()?)))
+        .collect();
     if starts.none_started() {
         // A script with a syntax error, a binary for another machine: not one phase was a test
         // of forwarding, so the row says why in its status rather than as 17 failures.
@@ -759,10 +765,11 @@ fn never_started(outcomes: &[Outcome]) -> String {
 const STDERR_LINE_CHARS: usize = 200;
 
 /// The reports in a submission's folder, every run, whether it was graded or could not run.
-const REPORTS: [(&str, Format); 3] = [
+const REPORTS: [(&str, Format); 4] = [
     ("report.txt", Format::Human),
     ("report.json", Format::Json),
     ("junit.xml", Format::Junit),
+    ("report.html", Format::Html),
 ];
 /// The proxies' stderr tails, written only when a phase that did not pass left one.
 const STDERR: &str = "stderr.txt";

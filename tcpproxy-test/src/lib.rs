@@ -8,6 +8,7 @@
 
 mod backlog;
 mod class_diff;
+mod class_page;
 mod class_table;
 use testkit::check;
 pub mod cli;

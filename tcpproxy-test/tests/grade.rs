@@ -136,9 +136,15 @@ frank,[..]/frank,\"error: the proxy never started in any phase: expected the pro
     assert_matches("[6/6] [..] elapsed)", progress[5]);
     let carol = std::fs::read_to_string(out.join("carol/report.txt")).unwrap();
     assert!(carol.contains("killed by signal SIGSEGV"), "{carol}");
-    for file in ["report.txt", "report.json", "junit.xml"] {
+    for file in ["report.txt", "report.json", "junit.xml", "report.html"] {
         assert!(out.join("bob").join(file).is_file(), "bob/{file} missing");
     }
+    let class_html = std::fs::read_to_string(out.join("class.html")).unwrap();
+    assert_eq!(
+        class_html.matches("<tr data-submission=").count(),
+        6,
+        "class.html has a row per submission"
+    );
     crate::support::assert_nothing_left(&run);
 }
 
@@ -174,7 +180,13 @@ fn a_regrade_leaves_only_its_own_files_in_the_submissions_folder() {
     regrade();
     assert_eq!(
         files(),
-        ["junit.xml", "report.json", "report.txt", "stderr.txt"]
+        [
+            "junit.xml",
+            "report.html",
+            "report.json",
+            "report.txt",
+            "stderr.txt"
+        ]
     );
     assert!(read("stderr.txt").contains("exit-at-once"));
 
@@ -182,7 +194,7 @@ fn a_regrade_leaves_only_its_own_files_in_the_submissions_folder() {
     regrade();
     assert_eq!(
         files(),
-        ["junit.xml", "report.json", "report.txt"],
+        ["junit.xml", "report.html", "report.json", "report.txt"],
         "the failing run's stderr.txt stayed"
     );
     assert_eq!(json()["phases"][0]["verdict"], "passed");
@@ -194,7 +206,10 @@ fn a_regrade_leaves_only_its_own_files_in_the_submissions_folder() {
     )
     .unwrap();
     regrade();
-    assert_eq!(files(), ["junit.xml", "report.json", "report.txt"]);
+    assert_eq!(
+        files(),
+        ["junit.xml", "report.html", "report.json", "report.txt"]
+    );
     assert_matches(
         "error: proxy '[..]/alice/tcpproxy' is not executable (try chmod +x, or name its interpreter: python3 [..]/alice/tcpproxy)\n",
         &read("report.txt"),
