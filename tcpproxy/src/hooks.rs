@@ -164,6 +164,19 @@ pub trait Hooks: Send + Sync + 'static {
         false
     }
 
+    /// Resolve DEST_HOST to its IPv4 addresses only, as gethostbyname(3) does: a destination
+    /// given as `::1` or an IPv6-only name resolves to nothing. The contract takes every address.
+    fn ipv4_only(&self) -> bool {
+        false
+    }
+
+    /// Set TCP_NODELAY on both sockets of a pair. Without it a small write that follows one not
+    /// yet acknowledged waits for the ACK (Nagle's algorithm), which the peer's delayed ACK holds
+    /// back for 40 ms: a request sent in two pieces takes 40 ms instead of a fraction of one.
+    fn nodelay(&self) -> bool {
+        true
+    }
+
     /// Connecting to the destination failed: the client is closed after this returns.
     fn on_refused(&self, _error: &io::Error) {}
 
@@ -324,6 +337,10 @@ pub struct Tweak {
     /// Close a half-closed pair (with FIN) this long after its first EOF went through, as
     /// HAProxy's `timeout client-fin` does.
     pub fin_timeout: Option<Duration>,
+    /// Resolve DEST_HOST for IPv4 only, as gethostbyname(3) does.
+    pub ipv4_only: bool,
+    /// Set TCP_NODELAY on a pair's sockets.
+    pub nodelay: bool,
     /// The most bytes held per direction, whatever `--buffer-size` says; None: as configured.
     pub buffer_size: Option<usize>,
     pub stall_timer: StallTimer,
@@ -351,6 +368,8 @@ impl Tweak {
         blocking_connect: false,
         closes_idle_pairs: false,
         fin_timeout: None,
+        ipv4_only: false,
+        nodelay: true,
         buffer_size: None,
         stall_timer: StallTimer::Configured,
         stall_reset: StallReset::OnProgress,
@@ -390,6 +409,8 @@ impl Hooks for Tweak {
         connect_on_first_byte: bool,
         blocking_connect: bool,
         fin_timeout: Option<Duration>,
+        ipv4_only: bool,
+        nodelay: bool,
         stall_reset: StallReset,
         on_eof: OnEof,
         on_write_error: OnWriteError,
@@ -480,8 +501,10 @@ mod tests {
             h.needs_copy(),
             h.consumed(100, 4096),
         );
+        // A tuple of its own: Debug stops at twelve fields.
+        let sockets = (h.ipv4_only(), h.nodelay());
         let reads = h.on_read_error();
-        format!("{process:?} {pair:?} {reads:?}")
+        format!("{process:?} {pair:?} {sockets:?} {reads:?}")
     }
 
     #[test]

@@ -345,8 +345,10 @@ pub async fn serve<H: Hooks + ?Sized>(
         .then(|| server.peer_addr().ok())
         .flatten();
     // A proxy should not add Nagle's delay to small writes the client already sent promptly.
-    let _ = client.set_nodelay(true);
-    let _ = server.set_nodelay(true);
+    if hooks.nodelay() {
+        let _ = client.set_nodelay(true);
+        let _ = server.set_nodelay(true);
+    }
 
     let mut up = Relay::new(Dir::Up, settings.stall_timeout);
     let mut down = Relay::new(Dir::Down, settings.stall_timeout);
@@ -480,13 +482,14 @@ fn log_close<'a>(end: &End, line: impl FnOnce() -> CloseLine<'a>) {
 }
 
 /// Resolves the destination again (its addresses may have changed since start) and tries each
-/// address in order, all within the connect timeout.
+/// address in order, IPv6 as well as IPv4, all within the connect timeout.
 async fn connect<H: Hooks + ?Sized>(settings: &Settings<H>) -> io::Result<TcpStream> {
     let attempt = async {
         let addrs =
             tokio::net::lookup_host((settings.dest_host.as_str(), settings.dest_port)).await?;
+        let v4_only = settings.hooks.ipv4_only();
         let mut last = None;
-        for addr in addrs {
+        for addr in addrs.filter(|a| a.is_ipv4() || !v4_only) {
             let connected = if settings.hooks.blocking_connect() {
                 connect_blocking(addr)
             } else {

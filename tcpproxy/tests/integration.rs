@@ -13,11 +13,15 @@ mod contract;
 mod exhaustion;
 /// Faults survived: resets at accept and mid-transfer, descriptor exhaustion, SIGTERM in flight.
 mod faults;
+/// An IPv6 destination: DEST_HOST `::1`, reached over IPv6.
+mod ipv6;
 /// The operator's log: the listening line and each pair's close line.
 mod log;
 /// A peer's reset passed on as a reset, in both directions.
 mod resets;
 /// Random write, read and shutdown schedules under proptest.
 mod schedules;
+/// A request in two small writes, answered without Nagle's delay (TCP_NODELAY).
+mod small_writes;
 /// Long runs, ignored by default (`ci/stress`): 5,000 pairs, 100,000 connections, a loss check.
 mod stress;

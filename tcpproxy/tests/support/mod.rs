@@ -5,6 +5,7 @@
 //! `TCPPROXY_TEST_TIME_SCALE=3 cargo test -p tcpproxy`.
 
 use std::io;
+use std::net::{IpAddr, Ipv4Addr};
 use std::ops::{Deref, DerefMut};
 
 use testkit::deadline::{scaled, with_deadline};
@@ -31,6 +32,8 @@ const READY_SECS: f64 = 5.0;
 const START_ATTEMPTS: usize = 5;
 /// The tail of the proxy's stderr kept for failure messages.
 const STDERR_KEEP: usize = 64 * 1024;
+/// DEST_HOST unless a test names another.
+const LOCALHOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 
 // ---------------------------------------------------------------------------------------------
 // Forwarding modes
@@ -103,7 +106,12 @@ impl Proxy {
 
     /// [`Proxy::start`] forwarding in `mode`.
     pub async fn start_in(mode: Mode, dest_port: u16, args: &[&str]) -> Proxy {
-        Proxy::start_limited(mode, dest_port, None, args).await
+        Proxy::start_limited(mode, LOCALHOST, dest_port, None, args).await
+    }
+
+    /// [`Proxy::start_in`] with `dest_host` as DEST_HOST (`::1`, say) instead of 127.0.0.1.
+    pub async fn start_to(mode: Mode, dest_host: IpAddr, dest_port: u16, args: &[&str]) -> Proxy {
+        Proxy::start_limited(mode, dest_host, dest_port, None, args).await
     }
 
     /// [`Proxy::start_in`] with its descriptor limit (RLIMIT_NOFILE) set to `nofile`, by a shell
@@ -114,11 +122,12 @@ impl Proxy {
         nofile: u32,
         args: &[&str],
     ) -> Proxy {
-        Proxy::start_limited(mode, dest_port, Some(nofile), args).await
+        Proxy::start_limited(mode, LOCALHOST, dest_port, Some(nofile), args).await
     }
 
     async fn start_limited(
         mode: Mode,
+        dest_host: IpAddr,
         dest_port: u16,
         nofile: Option<u32>,
         args: &[&str],
@@ -127,7 +136,7 @@ impl Proxy {
         let args = &args;
         let no_port = |e: io::Error| -> String { panic!("no free port on 127.0.0.1: {e}") };
         let started = peer::on_free_port(START_ATTEMPTS, no_port, |port| async move {
-            let mut proxy = Proxy::spawn(dest_port, port, nofile, args);
+            let mut proxy = Proxy::spawn(dest_host, dest_port, port, nofile, args);
             match proxy.wait_ready().await {
                 Ok(()) => PortTry::Started(proxy),
                 Err(why) if peer::says_port_taken(&why) => PortTry::Taken(why),
@@ -140,11 +149,18 @@ impl Proxy {
         })
     }
 
-    fn spawn(dest_port: u16, port: u16, nofile: Option<u32>, args: &[&str]) -> Proxy {
+    fn spawn(
+        dest_host: IpAddr,
+        dest_port: u16,
+        port: u16,
+        nofile: Option<u32>,
+        args: &[&str],
+    ) -> Proxy {
         let bin = assert_cmd::cargo::cargo_bin!("tcpproxy");
+        let dest_host = dest_host.to_string();
         let (dest_port, port) = (dest_port.to_string(), port.to_string());
         let mut all = vec![
-            "127.0.0.1",
+            dest_host.as_str(),
             dest_port.as_str(),
             port.as_str(),
             "--bind",
