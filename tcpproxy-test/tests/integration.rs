@@ -1,6 +1,7 @@
 //! The harness's one integration-test binary: it runs `tcpproxy-test` as a user would, against
 //! the reference proxy, against broken fixtures, and with bad invocations.
 
+mod browser;
 mod cli_fuzz;
 mod docs;
 mod formats;
