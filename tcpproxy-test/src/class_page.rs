@@ -280,4 +280,43 @@ mod tests {
             );
         }
     }
+
+    /// Issue 14: a class of 300 under 10 MB. Every submission fails a third of the suite's
+    /// phases with a long hint of its own, more than a real class shows.
+    #[test]
+    fn a_class_of_300_stays_under_10_mb() {
+        let phases: Vec<String> = crate::phase::all()
+            .iter()
+            .map(|p| p.id.to_string())
+            .collect();
+        let mut c = class(vec![]);
+        c.phases = phases.clone();
+        c.submissions = (0..300)
+            .map(|k| {
+                let mut r = Row::new(
+                    format!("student-{k:03}"),
+                    format!("submissions/student-{k:03}"),
+                    "graded",
+                );
+                for (i, p) in phases.iter().enumerate() {
+                    let failed = (i + k) % 3 == 0;
+                    r.verdicts
+                        .push((p.clone(), if failed { "failed" } else { "passed" }.into()));
+                    if failed {
+                        r.hints.push((
+                            p.clone(),
+                            format!(
+                                "{} {}",
+                                "the proxy did something wrong here;".repeat(5),
+                                k % 40
+                            ),
+                        ));
+                    }
+                }
+                r
+            })
+            .collect();
+        let size = render(&c).len();
+        assert!(size < 10 << 20, "class.html for 300 is {size} bytes");
+    }
 }
