@@ -11,7 +11,8 @@ use crate::timeline::{Event, Kind, Lane, Timeline};
 const WIDTH: f64 = 960.0;
 /// Left margin: the lane names.
 const LABELS: f64 = 90.0;
-const RIGHT: f64 = 20.0;
+/// Right margin: room for the labels of marks at the very end.
+const RIGHT: f64 = 70.0;
 const LANE: f64 = 26.0;
 const AXIS: f64 = 26.0;
 /// At most this many lanes are drawn; the rest are named in a line under the drawing.
