@@ -111,22 +111,14 @@ pub struct Account {
 }
 
 impl Flag {
-    /// The policy these flags ask for, or the one-line error for an unknown `--run-as` user.
+    /// The policy these flags ask for, or the one-line error for a `--run-as` user this host
+    /// does not know. USER is a name or a uid; it is looked up only when the harness is root,
+    /// the one case it is used.
     pub fn policy(&self) -> Result<Policy, String> {
-        let user = match User::from_name(&self.run_as) {
-            Ok(Some(u)) if u.uid.is_root() => None,
-            Ok(Some(u)) => Some(Account {
-                name: u.name,
-                uid: u.uid.as_raw(),
-                gid: u.gid.as_raw(),
-            }),
-            Ok(None) => {
-                return Err(format!(
-                    "--run-as {}: no such user on this host (--run-as root keeps the harness's user)",
-                    self.run_as
-                ));
-            }
-            Err(e) => return Err(format!("--run-as {}: cannot look it up: {e}", self.run_as)),
+        let user = if Uid::effective().is_root() {
+            account(&self.run_as)?
+        } else {
+            None
         };
         Ok(Policy {
             user,
@@ -135,6 +127,34 @@ impl Flag {
             file_size_mib: self.file_size_mib,
             cpu_secs: self.cpu_secs,
         })
+    }
+}
+
+/// The account `run_as` names (None: root), a name from the user database or a bare uid (its
+/// group the same number where the database has no entry, as in a minimal container).
+fn account(run_as: &str) -> Result<Option<Account>, String> {
+    let found = match run_as.parse::<u32>() {
+        Ok(uid) => User::from_uid(Uid::from_raw(uid)).map(|u| {
+            u.or(Some(User {
+                name: run_as.to_string(),
+                uid: Uid::from_raw(uid),
+                gid: Gid::from_raw(uid),
+                ..User::from_uid(Uid::from_raw(0)).ok().flatten()?
+            }))
+        }),
+        Err(_) => User::from_name(run_as),
+    };
+    match found {
+        Ok(Some(u)) if u.uid.is_root() => Ok(None),
+        Ok(Some(u)) => Ok(Some(Account {
+            name: u.name,
+            uid: u.uid.as_raw(),
+            gid: u.gid.as_raw(),
+        })),
+        Ok(None) => Err(format!(
+            "--run-as {run_as}: no such user on this host (a uid will do; --run-as root keeps the harness's user)"
+        )),
+        Err(e) => Err(format!("--run-as {run_as}: cannot look it up: {e}")),
     }
 }
 
@@ -193,6 +213,13 @@ impl fmt::Display for Confinement {
     }
 }
 
+impl Confinement {
+    /// Whether every limit holds as asked.
+    pub fn fully_applied(&self) -> bool {
+        !matches!(self.tasks.1, Applied::Not(_)) && !matches!(self.memory_mib.1, Applied::Not(_))
+    }
+}
+
 static INSTALLED: OnceLock<Confinement> = OnceLock::new();
 
 /// Settles how this run confines its proxies, once per process; later calls return the first.
@@ -200,15 +227,18 @@ pub fn install(policy: &Policy) -> &'static Confinement {
     INSTALLED.get_or_init(|| settle(policy))
 }
 
-/// Installs `policy` and says once on stderr, as `name`, how every proxy of the run is confined
-/// (what the host could not apply included).
+/// Installs `policy`; where the host could not apply a limit, says so once on stderr, as `name`,
+/// with the whole confinement (as the sandbox's fallback is told). The reports always name it.
 pub fn announce(
     name: &str,
     policy: &Policy,
     console: &crate::console::Console,
 ) -> &'static Confinement {
     let c = install(policy);
-    console.err_line(format_args!("{name}: confinement: {c}"));
+    if c.fully_applied() {
+        return c;
+    }
+    console.err_line(format_args!("{name}: warning: confinement: {c}"));
     c
 }
 
@@ -832,6 +862,12 @@ mod tests {
             c.to_string(),
             "user nobody (65534), a fresh temporary directory, a cleaned environment; limits: tasks 4096 (pids cgroup), memory 1024 MiB NOT APPLIED: no memory cgroup on this host, file size 64 MiB, CPU 900 s, core dumps off"
         );
+        assert!(!c.fully_applied());
+        let held = Confinement {
+            memory_mib: (1024, Applied::Cgroup("/sys/fs/cgroup/memory".into())),
+            ..c
+        };
+        assert!(held.fully_applied());
     }
 
     #[test]

@@ -94,9 +94,9 @@ pub struct Args {
     exclude: Vec<String>,
     #[command(flatten)]
     sandbox: crate::sandbox::Flag,
-    /// Executables, or directories holding an executable named `tcpproxy`.
     #[command(flatten)]
     confine: crate::confine::Flag,
+    /// Executables, or directories holding an executable named `tcpproxy`.
     #[arg(value_name = "SUBMISSION", required = true)]
     submissions: Vec<PathBuf>,
     #[command(subcommand)]
@@ -161,13 +161,13 @@ pub fn config(mut args: Args) -> Result<Grade, String> {
         );
     }
     let filter = Filter::new(&args.only, &args.exclude)?;
+    let confine = args.confine.policy()?;
     Ok(Grade::Class {
         args: Box::new(args),
-    let confine = args.confine.policy()?;
         filter,
+        confine,
     })
 }
-        confine,
 
 /// `tcpproxy-test grade`, its flags parsed and checked.
 pub fn main(g: Grade, console: Console) -> std::process::ExitCode {
@@ -567,9 +567,9 @@ fn write_error_reports(
         stall_timeout: stall,
         timeout_scale: scale,
         sandbox: crate::sandbox::entered(),
+        confinement: crate::confine::installed(),
         outcomes: &[],
     };
-        confinement: crate::confine::installed(),
     let files = REPORTS.map(|(file, format)| (file, report::render_error(&run, msg, format)));
     replace_artifacts(dir, &files)
 }
@@ -718,13 +718,13 @@ async fn grade_one(
         stall_timeout: stall,
         timeout_scale: scale,
         sandbox: crate::sandbox::entered(),
+        confinement: crate::confine::installed(),
         outcomes: &outcomes,
     };
     let mut files: Vec<(&str, String)> = REPORTS
         .iter()
         .map(|&(file, format)| (file, report::render(&run, format)))
         .collect();
-        confinement: crate::confine::installed(),
     let stderr: String = outcomes
         .iter()
         .filter_map(|o| {

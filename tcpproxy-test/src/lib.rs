@@ -12,8 +12,8 @@ mod class_page;
 mod class_table;
 use testkit::check;
 pub mod cli;
-mod console;
 mod confine;
+mod console;
 mod contract;
 mod deadline;
 mod exit_code;
@@ -87,8 +87,8 @@ pub fn main_with_args(args: Vec<OsString>) -> ExitCode {
     if let Some(error) = &config.build_failed {
         return ExitCode::from(report_not_built(&config, error, &console));
     }
-    runtime::run("tcpproxy-test", config.sandbox, run(*config, console))
     confine::announce("tcpproxy-test", &config.confine, &console);
+    runtime::run("tcpproxy-test", config.sandbox, run(*config, console))
 }
 
 /// `--build-failed`: the report of a submission that did not build, written where a run's would
@@ -119,8 +119,8 @@ fn report_not_built(n: &Config, error: &str, console: &Console) -> u8 {
         stall_timeout: n.stall_timeout,
         timeout_scale: n.timeout_scale,
         sandbox: sandbox::entered(),
-        outcomes: &outcomes,
         confinement: confine::installed(),
+        outcomes: &outcomes,
     };
     // As in a run: the human text on stdout unless stdout carries the chosen format instead.
     let human_too = n.format == Format::Human || n.output.is_some();
@@ -264,8 +264,8 @@ async fn run(config: Config, console: Console) -> u8 {
         stall_timeout: config.stall_timeout,
         timeout_scale: config.timeout_scale,
         sandbox: sandbox::entered(),
-        outcomes: &outcomes,
         confinement: confine::installed(),
+        outcomes: &outcomes,
     };
     let text = report::render(&run, config.format);
     if let Err(code) = deliver(&text, config.output.as_deref(), !stream_human, &console) {

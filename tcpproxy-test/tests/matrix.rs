@@ -102,17 +102,13 @@ fn check(fixture_name: &str) -> Run {
     run
 }
 
-/// The run said once, on stderr, how its proxies were confined, and that included `what`.
+/// The host applied every limit the run asked for: the run warns on stderr, naming the
+/// confinement, only where it could not.
 #[track_caller]
-fn assert_confined(run: &Run, what: &str) {
-    let lines: Vec<&str> = run
-        .stderr
-        .lines()
-        .filter(|l| l.starts_with("tcpproxy-test: confinement: "))
-        .collect();
+fn assert_every_limit_applied(run: &Run) {
     assert!(
-        lines.len() == 1 && lines[0].contains(what),
-        "expected one confinement line naming {what:?}\n{}",
+        !run.stderr.contains("NOT APPLIED"),
+        "expected every limit applied\n{}",
         run.dump()
     );
 }
@@ -296,20 +292,14 @@ matrix_tests! {
     // listening with what escaped, which fails every phase; passing them all is being contained.
     /// A fork failed (EAGAIN) before the 200th child, at its proxy's pids cgroup.
     fork_200_is_capped_by_the_task_limit => "fork-200" |run| {
-        assert_confined(&run, "tasks 64 (pids cgroup)");
+        assert_every_limit_applied(&run);
     },
     /// A write failed (EFBIG) before its own 1 GiB bound.
-    file_writer_is_capped_by_the_file_size_limit => "file-writer" |run| {
-        assert_confined(&run, "file size 4 MiB");
-    },
+    file_writer_is_capped_by_the_file_size_limit => "file-writer",
     /// Only `lo`, no default route: the run's own network namespace.
     net_report_sees_only_loopback => "net-report",
     /// /etc/shadow refused it (EACCES): it ran as nobody, or as the test's user if not root.
-    root_reader_is_refused_root_s_files => "root-reader" |run| {
-        if nix::unistd::geteuid().is_root() {
-            assert_confined(&run, "user nobody (");
-        }
-    },
+    root_reader_is_refused_root_s_files => "root-reader",
     correct => "correct",
 }
 

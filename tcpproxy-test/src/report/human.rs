@@ -150,6 +150,36 @@ Descriptor leaks: skipped: needs Linux /proc
     }
 
     #[test]
+    fn a_run_names_its_confinement_after_its_network() {
+        use crate::confine::{Account, Applied, Confinement};
+        static CONFINED: std::sync::LazyLock<Confinement> =
+            std::sync::LazyLock::new(|| Confinement {
+                user: Some(Account {
+                    name: "nobody".into(),
+                    uid: 65534,
+                    gid: 65534,
+                }),
+                root: true,
+                tasks: (
+                    4096,
+                    Applied::Rlimit("RLIMIT_NPROC, for all proxies of the run together"),
+                ),
+                memory_mib: (1024, Applied::Not("no memory cgroup".into())),
+                file_size_mib: 64,
+                cpu_secs: 900,
+            });
+        let outcomes = fixtures::outcomes();
+        let run = super::super::RunReport {
+            confinement: Some(&CONFINED),
+            ..fixtures::run(&outcomes[..1])
+        };
+        assert_eq!(
+            render(&run, Format::Human),
+            "(confinement: user nobody (65534), a fresh temporary directory, a cleaned environment; limits: tasks 4096 (RLIMIT_NPROC, for all proxies of the run together), memory 1024 MiB NOT APPLIED: no memory cgroup, file size 64 MiB, CPU 900 s, core dumps off)\nSingle echo connection: passed\n1 passed, 0 failed\n"
+        );
+    }
+
+    #[test]
     fn colour_wraps_only_the_verdict_word() {
         let outcomes = fixtures::outcomes();
         let mut out = Vec::new();
