@@ -268,6 +268,7 @@ impl Fuzzer {
                 "a saved schedule: not shrunk further",
             ),
         };
+        let mut reference_run = None;
         let reference_note = if !shrunk.case.expect.binds_reference() {
             format!(
                 "the reference proxy is not judged on this schedule: its stall timeout is {}s, longer than the case",
@@ -277,16 +278,44 @@ impl Fuzzer {
             "the reference proxy could not be restarted to check this schedule".to_string()
         } else {
             let r = self.run_alone(&self.reference, &shrunk.case).await;
-            match oracle::judge(&shrunk.case, &r) {
+            let note = match oracle::judge(&shrunk.case, &r) {
                 Ok(()) => "the reference proxy passes this schedule".to_string(),
                 Err(v) => format!(
                     "the reference proxy fails this schedule too, so suspect the harness or the host: {}",
                     v.summary
                 ),
-            }
+            };
+            reference_run = Some(r);
+            note
         };
         let describe = self.proxy.describe().await;
-        output::failure(self, &found.origin, &shrunk, &reference_note, &describe);
+        // The timelines: the minimal schedule once more through the proxy under test (a
+        // failure may not come back on a single run: the page says what this run got), beside
+        // the reference's run of it above.
+        let mut runs = Vec::new();
+        if self.proxy.ensure_running().await.is_ok() {
+            let p = self.run_alone(&self.proxy, &shrunk.case).await;
+            runs.push(output::TimelineRun::new(
+                "the proxy under test",
+                &shrunk.case,
+                &p,
+            ));
+        }
+        if let Some(r) = &reference_run {
+            runs.push(output::TimelineRun::new(
+                "the reference proxy",
+                &shrunk.case,
+                r,
+            ));
+        }
+        output::failure(
+            self,
+            &found.origin,
+            &shrunk,
+            &reference_note,
+            &describe,
+            &runs,
+        );
     }
 }
 

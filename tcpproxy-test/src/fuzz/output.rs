@@ -6,7 +6,9 @@ use std::path::PathBuf;
 use super::cli::{FuzzConfig, Mode};
 use super::fuzzer::{Fuzzer, Job, Origin, Outcome, REGRESSIONS_PATH, Totals};
 use super::oracle::Violation;
-use super::replay::{save_private, shell_words};
+use super::peers::Record;
+use super::replay::{save_private, save_private_as, shell_words};
+use super::schedule::Case;
 use super::shrink::{FLAKY_REPEAT, Progress, Shrunk};
 use crate::console::Console;
 
@@ -170,12 +172,70 @@ fn fuzz_command(config: &FuzzConfig, flags: Vec<String>) -> String {
     shell_words(&words)
 }
 
+/// A run of the minimal schedule, for the failure's page of timelines.
+pub(super) struct TimelineRun {
+    label: &'static str,
+    verdict: String,
+    timeline: crate::timeline::Timeline,
+}
+
+impl TimelineRun {
+    pub fn new(label: &'static str, case: &Case, record: &Record) -> TimelineRun {
+        TimelineRun {
+            label,
+            verdict: match super::oracle::judge(case, record) {
+                Ok(()) => "passed this time".to_string(),
+                Err(v) => format!("failed: {}", v.summary),
+            },
+            timeline: super::timeline::of(record),
+        }
+    }
+}
+
+/// Saves the page of the failure's timelines beside its schedule (`schedule`): Err says why not.
+fn save_timelines(
+    fuzzer: &Fuzzer,
+    schedule: &std::path::Path,
+    shrunk: &Shrunk,
+    runs: &[TimelineRun],
+) -> Result<PathBuf, String> {
+    let v = &shrunk.violation;
+    let page = crate::report::fuzz_page(
+        &proxy_name(&fuzzer.config),
+        &shrunk.case.to_string(),
+        &v.summary,
+        v.hint.as_deref(),
+        &v.details,
+        &runs
+            .iter()
+            .map(|r| crate::report::FuzzRun {
+                label: r.label,
+                verdict: r.verdict.clone(),
+                timeline: &r.timeline,
+            })
+            .collect::<Vec<_>>(),
+    );
+    if fuzzer.config.save.is_some() {
+        let path = schedule.with_extension("html");
+        return std::fs::write(&path, page)
+            .map(|()| path.clone())
+            .map_err(|e| format!("cannot save the timelines to {}: {e}", path.display()));
+    }
+    let stem = schedule
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let dir = schedule.parent().unwrap_or(std::path::Path::new("."));
+    save_private_as(dir, &format!("{stem}-"), ".html", &page)
+}
+
 pub(super) fn failure(
     fuzzer: &Fuzzer,
     origin: &Origin,
     shrunk: &Shrunk,
     reference_note: &str,
     proxy: &[String],
+    runs: &[TimelineRun],
 ) {
     let (config, console) = (&fuzzer.config, &fuzzer.console);
     let mut report = String::new();
@@ -224,6 +284,15 @@ pub(super) fn failure(
                     "seed: {seed}, case {index}; schedule saved to {file}\n"
                 )),
                 _ => report.push_str(&format!("schedule saved to {file}\n")),
+            }
+            if !runs.is_empty() {
+                match save_timelines(fuzzer, &path, shrunk, runs) {
+                    Ok(page) => report.push_str(&format!(
+                        "timelines (this proxy beside the reference, on that schedule): {}\n",
+                        page.display()
+                    )),
+                    Err(why) => report.push_str(&format!("note: {why}\n")),
+                }
             }
             replay_command(config, &file, repeat)
         }

@@ -30,10 +30,20 @@ pub(crate) fn shell_words<S: AsRef<OsStr>>(words: &[S]) -> String {
 /// through a link, never over a file) and readable by its owner only, and the random part keeps
 /// a planted name from blocking it.
 pub(crate) fn save_private(dir: &Path, prefix: &str, text: &str) -> Result<PathBuf, String> {
+    save_private_as(dir, prefix, ".txt", text)
+}
+
+/// As [`save_private`], the file's name ending in `suffix` (`.html`).
+pub(crate) fn save_private_as(
+    dir: &Path,
+    prefix: &str,
+    suffix: &str,
+    text: &str,
+) -> Result<PathBuf, String> {
     let why = |e: std::io::Error| format!("cannot save it in {}: {e}", dir.display());
     let mut file = tempfile::Builder::new()
         .prefix(prefix)
-        .suffix(".txt")
+        .suffix(suffix)
         .tempfile_in(dir)
         .map_err(why)?;
     file.write_all(text.as_bytes()).map_err(why)?;

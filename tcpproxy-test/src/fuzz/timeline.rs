@@ -5,7 +5,27 @@ use std::time::Duration;
 
 use super::peers::{FlowRecord, Record};
 use super::schedule::Dir;
-use crate::timeline::{Kind, Lane, Recorder, ms};
+use crate::timeline::{Kind, Lane, Recorder, Timeline, ms};
+
+/// One run of a case on its own, as a timeline: its connections open together at 0.
+pub fn of(record: &Record) -> Timeline {
+    let recorder = Recorder::new(tokio::time::Instant::now());
+    for k in 1..=record.conns.len() as u32 {
+        recorder.note_at(Duration::ZERO, Lane::Client(k), Kind::Connect);
+        recorder.note_at(Duration::ZERO, Lane::Server(k), Kind::Connect);
+    }
+    note(&recorder, Duration::ZERO, 1, record);
+    if let Some((how, _)) = &record.proxy_died {
+        recorder.note_at(
+            record.elapsed,
+            Lane::Proxy,
+            Kind::Exit {
+                status: how.clone(),
+            },
+        );
+    }
+    recorder.timeline()
+}
 
 /// Notes `record`'s events on `recorder`, for a case that began `began` after the phase did;
 /// connection k of the case is lane k + `first`, so several cases of a phase keep apart. The
@@ -28,22 +48,46 @@ pub fn note(recorder: &Recorder, began: Duration, first: u32, record: &Record) {
 fn flow(recorder: &Recorder, began: Duration, from: Lane, to: Lane, f: &FlowRecord) {
     let at = |d: Duration| began + d;
     if let Some(t) = f.last_write_at {
-        recorder.note_at(at(t), from, Kind::Wrote { total: f.written as u64 });
+        recorder.note_at(
+            at(t),
+            from,
+            Kind::Wrote {
+                total: f.written as u64,
+            },
+        );
     }
     if let Some(t) = f.shut_at {
         recorder.note_at(at(t), from, Kind::HalfClose);
     }
     if let Some(e) = &f.write_failed {
-        recorder.note_at(at(e.at), from, Kind::Reset { error: e.error.clone() });
+        recorder.note_at(
+            at(e.at),
+            from,
+            Kind::Reset {
+                error: e.error.clone(),
+            },
+        );
     }
     if let Some(t) = f.last_byte_at {
-        recorder.note_at(at(t), to, Kind::Read { total: f.received as u64 });
+        recorder.note_at(
+            at(t),
+            to,
+            Kind::Read {
+                total: f.received as u64,
+            },
+        );
     }
     if let Some(t) = f.eof_at {
         recorder.note_at(at(t), to, Kind::Eof);
     }
     if let Some(e) = &f.read_failed {
-        recorder.note_at(at(e.at), to, Kind::Reset { error: e.error.clone() });
+        recorder.note_at(
+            at(e.at),
+            to,
+            Kind::Reset {
+                error: e.error.clone(),
+            },
+        );
     }
     if let Some(h) = f.hold {
         let until = f.last_byte_at.or(f.eof_at).unwrap_or(h.clear).max(h.clear);

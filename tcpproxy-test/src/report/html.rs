@@ -132,6 +132,57 @@ fn phase(o: &Outcome) -> Markup {
     }
 }
 
+/// One run drawn on a fuzz failure's page: what ran, how it was judged, and its timeline.
+pub struct FuzzRun<'a> {
+    pub label: &'a str,
+    pub verdict: String,
+    pub timeline: &'a crate::timeline::Timeline,
+}
+
+/// The page for a fuzz failure: the minimal failing schedule, the violation, and the schedule
+/// run once more through the proxy under test beside the reference proxy, each as a timeline.
+pub fn fuzz_page(
+    proxy: &str,
+    schedule: &str,
+    summary: &str,
+    hint: Option<&str>,
+    details: &[String],
+    runs: &[FuzzRun],
+) -> String {
+    let title = format!("tcpproxy-test fuzz: {proxy}");
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { (title) }
+                style { (PreEscaped(STYLE)) }
+            }
+            body {
+                h1 { (title) }
+                section class="phase failed" data-phase="fuzz" {
+                    h2 { (badge(Verdict::Failed)) " the minimal failing schedule" }
+                    pre class="schedule" { (schedule) }
+                    dl class="observed" {
+                        dt { "Observed" } dd { (summary) }
+                        @if let Some(h) = hint { dt { "Hint" } dd { (h) } }
+                    }
+                    @if !details.is_empty() { pre class="details" { (details.join("\n")) } }
+                }
+                @for run in runs {
+                    section class="phase" data-phase=(run.label) {
+                        h2 { (run.label) ": " (run.verdict) }
+                        @if let Some(drawing) = svg::timeline(run.timeline) { (drawing) }
+                        @else { p class="note" { "Nothing was recorded for this run." } }
+                    }
+                }
+            }
+        }
+    }
+    .into_string()
+}
+
 /// A verdict as a shape and its word.
 fn badge(v: Verdict) -> Markup {
     let shape = match v {
@@ -172,7 +223,12 @@ fn about(id: &str) -> Option<Vec<String>> {
     Some(
         body.trim()
             .split("\n\n")
-            .map(|p| p.split_whitespace().collect::<Vec<_>>().join(" ").replace('`', ""))
+            .map(|p| {
+                p.split_whitespace()
+                    .collect::<Vec<_>>()
+                    .join(" ")
+                    .replace('`', "")
+            })
             .filter(|p| !p.is_empty())
             .collect(),
     )
@@ -199,9 +255,15 @@ mod tests {
         assert!(html.contains("the client saw EOF after 1.0s with nothing read"));
         assert!(html.contains("✗ failed"));
         // Escaped, not markup: the stderr tail holds `<&"'>`.
-        assert!(html.contains("segfault at &lt;&amp;&quot;'&gt;"), "stderr not escaped");
+        assert!(
+            html.contains("segfault at &lt;&amp;&quot;'&gt;"),
+            "stderr not escaped"
+        );
         for fetch in ["src=", "href=\"http", "url(", "@import", "<script", "<link"] {
-            assert!(!html.contains(fetch), "the page would fetch something: {fetch}");
+            assert!(
+                !html.contains(fetch),
+                "the page would fetch something: {fetch}"
+            );
         }
     }
 
@@ -211,6 +273,9 @@ mod tests {
             split_expectation("expected 5 bytes, but got 4"),
             (Some("5 bytes"), Some("got 4"))
         );
-        assert_eq!(split_expectation("the proxy died"), (None, Some("the proxy died")));
+        assert_eq!(
+            split_expectation("the proxy died"),
+            (None, Some("the proxy died"))
+        );
     }
 }

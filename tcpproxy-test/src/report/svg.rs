@@ -168,7 +168,13 @@ fn byte_paths(t: &Timeline, lane: Lane, x: &impl Fn(f64) -> f64, top: f64) -> Ve
         let mut path = format!("{:.1},{:.1}", x(start), base);
         let mut last = 0;
         for (at, n) in points {
-            path.push_str(&format!(" {:.1},{:.1} {:.1},{:.1}", x(at), y(last), x(at), y(n)));
+            path.push_str(&format!(
+                " {:.1},{:.1} {:.1},{:.1}",
+                x(at),
+                y(last),
+                x(at),
+                y(n)
+            ));
             last = n;
         }
         out.push((wrote, path));
