@@ -7,10 +7,13 @@
 //! many connections, /proc readings, the slow reader, the refused destination) are scripts with
 //! their own checks.
 
+mod burst;
 mod chain;
 mod close;
+mod connect;
 mod context;
 mod echo;
+mod exhaustion;
 mod flows;
 mod lazy;
 mod load;
@@ -108,8 +111,11 @@ pub fn all() -> Vec<Phase> {
         p("shutdown/flush", "Flush before shutdown", Some(SMALL), Flows(close::FLUSH)),
         p("shutdown/half-open-trickle", "Half-open trickle", None, Flows(flows::HALF_OPEN_TRICKLE)),
         p("dest/refused", "Destination refused", None, Script(|c| Box::pin(close::destination_refused(c)))),
+        p("dest/slow-connect", "Slow destination connect", None, Script(|c| Box::pin(connect::slow_destination_connect(c)))),
         p("resources/fd-leak", "Descriptor leaks", None, Script(|c| Box::pin(resources::descriptor_leaks(c)))),
+        p("resources/fd-exhaustion", "Descriptor exhaustion", None, Script(|c| Box::pin(exhaustion::descriptor_exhaustion(c)))).launched(exhaustion::LAUNCH),
         p("load/many", "Many connections", None, Script(|c| Box::pin(load::many_connections(c)))),
+        p("load/burst", "Connection burst", None, Script(|c| Box::pin(burst::connection_burst(c)))),
         p("resources/memory", "Bounded memory", Some(SMALL), Script(|c| Box::pin(resources::bounded_memory(c)))),
         p("resources/idle-cpu", "CPU while idle", None, Script(|c| Box::pin(resources::idle_cpu(c)))),
         p("timeout/slow-reader", "Non-timeout of slow reader", None, Script(|c| Box::pin(slow::slow_reader(c)))),

@@ -102,6 +102,27 @@ pub const FLOWS_ATTEMPTS: usize = 3;
 /// Destination refused: the client must be closed within this.
 pub const REFUSED_CLOSE_WITHIN: Duration = secs(5);
 
+/// Slow destination connect: an established pair echoes `SLOW_CONNECT_MESSAGE` bytes every
+/// `SLOW_CONNECT_EVERY`, each round trip within `SLOW_CONNECT_RTT`, for `SLOW_CONNECT_SPAN`
+/// while the destination's accept queue is full (its backlog shrunk to `SLOW_CONNECT_BACKLOG`)
+/// and the connects the proxy makes for `SLOW_CONNECT_CLIENTS` new clients hang; once the
+/// destination accepts again they are served or closed within `SLOW_CONNECT_SERVED_WITHIN`.
+/// The span ends before the proxy's third SYN (7 s after its first), which then gets in.
+pub const SLOW_CONNECT_MESSAGE: usize = 16;
+pub const SLOW_CONNECT_EVERY: Duration = millis(100);
+pub const SLOW_CONNECT_RTT: Duration = secs(1);
+pub const SLOW_CONNECT_SPAN: Duration = secs(4);
+pub const SLOW_CONNECT_CLIENTS: usize = 3;
+pub const SLOW_CONNECT_SERVED_WITHIN: Duration = secs(15);
+pub const SLOW_CONNECT_BACKLOG: i32 = 1;
+/// The destination's backlog again afterwards: the one `testkit::peer` listens with.
+pub const SLOW_CONNECT_USUAL_BACKLOG: i32 = 4096;
+/// A harness connect to the full queue not answered within this (a loopback handshake takes
+/// microseconds) and found in SYN-SENT has had its SYN dropped; the queue is full after at
+/// most this many.
+pub const SLOW_CONNECT_PROBE: Duration = millis(250);
+pub const SLOW_CONNECT_FILL_MOST: usize = 8;
+
 /// Descriptor leaks: short connections in all, at most this many at a time, each echoing
 /// this much; afterwards the group may hold a few more descriptors than at the start.
 pub const LEAK_CONNECTIONS: usize = 2_000;
@@ -120,9 +141,33 @@ pub const LEAK_UNSERVED_LIMIT: usize = LEAK_CONNECTIONS / 2;
 /// How long the proxy has to close what it should after the last connection ends.
 pub const LEAK_SETTLE: Duration = secs(5);
 
+/// Descriptor exhaustion: the proxy starts with RLIMIT_NOFILE `EXHAUSTION_NOFILE`;
+/// `EXHAUSTION_CLIENTS` clients connect at once and hold `EXHAUSTION_HOLD`, then close; a new
+/// client must then echo within `EXHAUSTION_RECOVER_WITHIN`, trying again every
+/// `EXHAUSTION_RETRY_EVERY` while the proxy turns it away. Above `EXHAUSTION_CPU_LIMIT` of a
+/// core during the hold is a warning.
+pub const EXHAUSTION_NOFILE: u64 = 64;
+pub const EXHAUSTION_CLIENTS: usize = 80;
+pub const EXHAUSTION_HOLD: Duration = secs(2);
+pub const EXHAUSTION_RECOVER_WITHIN: Duration = secs(5);
+pub const EXHAUSTION_RETRY_EVERY: Duration = millis(50);
+pub const EXHAUSTION_CPU_LIMIT: f64 = 0.5;
+
 /// Many connections: open at once, each then echoing.
 pub const MANY_CONNECTIONS: usize = 1_500;
 pub const MANY_DEADLINE: Duration = secs(60);
+
+/// Connection burst: `BURST_CONNECTS` connects started in `BURST_WAVES` waves
+/// `BURST_WAVE_EVERY` apart (within about 100 ms). One that takes over `BURST_SLOW` waited for
+/// a SYN retransmission (the first comes after 1 s); more than `BURST_SLOW_SHARE` of them is a
+/// warning. A connect still pending `BURST_WAIT` after the last wave counts as slow. Not
+/// scaled: the kernel's retransmission timer, not the host's speed, makes a connect slow.
+pub const BURST_CONNECTS: usize = 500;
+pub const BURST_WAVES: usize = 10;
+pub const BURST_WAVE_EVERY: Duration = millis(10);
+pub const BURST_SLOW: Duration = millis(900);
+pub const BURST_SLOW_SHARE: f64 = 0.05;
+pub const BURST_WAIT: Duration = secs(2);
 
 /// Bounded memory: growth of the group's resident memory allowed while a lazy client pushes.
 pub const MEMORY_GROWTH_LIMIT: u64 = 64 * MIB as u64;
