@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::timeline::{Kind, Lane, Recorder, ms};
+
 /// The two timing knobs: the proxy's own stall timeout (what the lazy phases judge against) and
 /// the scale that stretches every other deadline for a slow or loaded host.
 #[derive(Debug, Clone, Copy)]
@@ -57,21 +59,47 @@ impl Closest {
 
 tokio::task_local! {
     static CLOSEST: RefCell<Option<Closest>>;
+    static TIMELINE: Option<Recorder>;
 }
 
+/// A wait that used at least this share of its limit is drawn on the phase's timeline (as is
+/// one that ran out); the many quick ones would only hide the connections' events.
+const DRAWN_FROM: f64 = 0.25;
+
 /// Runs `fut` and returns with it the closest of the waits it made through [`within`] (or
-/// counted with [`observe`]) in its own task (tasks it spawns are not followed: their waits end in one of
-/// the phase's own).
-pub async fn tracking<F: Future>(fut: F) -> (F::Output, Option<Closest>) {
-    CLOSEST
-        .scope(RefCell::new(None), async {
-            let out = fut.await;
-            (out, CLOSEST.with(|c| c.borrow().clone()))
-        })
+/// counted with [`observe`]) in its own task (tasks it spawns are not followed: their waits end
+/// in one of the phase's own). The waits that came near their limit go on `timeline` too.
+pub async fn tracking<F: Future>(
+    timeline: Option<Recorder>,
+    fut: F,
+) -> (F::Output, Option<Closest>) {
+    TIMELINE
+        .scope(
+            timeline,
+            CLOSEST.scope(RefCell::new(None), async {
+                let out = fut.await;
+                (out, CLOSEST.with(|c| c.borrow().clone()))
+            }),
+        )
         .await
 }
 
 fn note(what: &str, waited: Duration, limit: Duration) {
+    let _ = TIMELINE.try_with(|t| {
+        let Some(t) = t else { return };
+        if limit.is_zero() || waited.as_secs_f64() / limit.as_secs_f64() < DRAWN_FROM {
+            return;
+        }
+        let armed = t.elapsed().saturating_sub(waited);
+        t.note_at(
+            armed,
+            Lane::Proxy,
+            Kind::Deadline {
+                what: what.to_string(),
+                due_ms: ms(armed + limit),
+            },
+        );
+    });
     let _ = CLOSEST.try_with(|c| {
         let mut c = c.borrow_mut();
         let this = Closest {
@@ -134,7 +162,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn the_closest_wait_is_the_one_that_used_most_of_its_limit() {
-        let (_, closest) = tracking(async {
+        let (_, closest) = tracking(None, async {
             let _ = within(
                 Duration::from_secs(10),
                 "a",
@@ -164,7 +192,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_poll_returns_what_it_saw_once_done_or_at_its_limit() {
-        let (seen, closest) = tracking(async {
+        let (seen, closest) = tracking(None, async {
             let mut n = 0;
             let found = poll(
                 Duration::from_secs(10),
@@ -195,5 +223,29 @@ mod tests {
             ("never", Duration::from_secs(5))
         );
         assert!(c.waited >= Duration::from_secs(5), "{c:?}");
+    }
+
+    /// A wait near its limit is drawn on the timeline, armed when it began and due at its
+    /// limit; a quick one is not.
+    #[tokio::test(start_paused = true)]
+    async fn a_wait_near_its_limit_goes_on_the_timeline() {
+        let recorder = Recorder::new(Instant::now());
+        tracking(Some(recorder.clone()), async {
+            let quick = tokio::time::sleep(Duration::from_millis(100));
+            let _ = within(Duration::from_secs(10), "quick", quick).await;
+            let slow = tokio::time::sleep(Duration::from_secs(6));
+            let _ = within(Duration::from_secs(10), "slow", slow).await;
+        })
+        .await;
+        let events = recorder.timeline().events;
+        assert_eq!(events.len(), 1, "{events:?}");
+        assert_eq!(events[0].at_ms, 100.0);
+        assert_eq!(
+            events[0].kind,
+            Kind::Deadline {
+                what: "slow".into(),
+                due_ms: 10_100.0
+            }
+        );
     }
 }

@@ -193,7 +193,7 @@ pub async fn run(phase: &Phase, cmd: &ProxyCommand, rules: Rules) -> Result<Outc
         Scenario::Script(run) => run(ctx.clone()),
     };
     // The scenario runs as its own task so a panic in it is a failed phase, not a dead harness.
-    let result = tokio::spawn(deadline::tracking(scenario)).await;
+    let result = tokio::spawn(deadline::tracking(Some(recorder.clone()), scenario)).await;
     let closest = result.as_ref().ok().and_then(|(_, c)| c.clone());
     let result = result.map(|(r, _)| r);
     let mut proxy = ctx.proxy.lock().await;
