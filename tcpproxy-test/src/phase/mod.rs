@@ -235,14 +235,29 @@ pub async fn run(phase: &Phase, cmd: &ProxyCommand, rules: Rules) -> Result<Outc
     }
     let stderr = proxy.stderr_tail();
     if let Some(status) = died {
-        recorder.note(Lane::Proxy, Kind::Exit { status: describe_status(status) });
+        recorder.note(
+            Lane::Proxy,
+            Kind::Exit {
+                status: describe_status(status),
+            },
+        );
     }
     let stderr_bytes = proxy.stderr_bytes();
     if stderr_bytes > 0 {
-        recorder.note(Lane::Proxy, Kind::Stderr { bytes: stderr_bytes });
+        recorder.note(
+            Lane::Proxy,
+            Kind::Stderr {
+                bytes: stderr_bytes,
+            },
+        );
     }
     let verdict = failure.as_ref().map_or(Verdict::Passed, |f| f.verdict);
-    recorder.note(Lane::Proxy, Kind::Verdict { verdict: verdict.to_string() });
+    recorder.note(
+        Lane::Proxy,
+        Kind::Verdict {
+            verdict: verdict.to_string(),
+        },
+    );
     proxy.stop().await;
     Ok(Outcome {
         closest,
