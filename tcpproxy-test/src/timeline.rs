@@ -199,7 +199,10 @@ impl Recorder {
 
     /// How many connections have been opened so far.
     pub fn connections(&self) -> u32 {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner()).connections
+        self.inner
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .connections
     }
 
     /// How long since the phase began.
