@@ -145,13 +145,14 @@ pub const LEAK_SETTLE: Duration = secs(5);
 /// `EXHAUSTION_CLIENTS` clients connect at once and hold `EXHAUSTION_HOLD`, then close; a new
 /// client must then echo within `EXHAUSTION_RECOVER_WITHIN`, trying again every
 /// `EXHAUSTION_RETRY_EVERY` while the proxy turns it away. Above `EXHAUSTION_CPU_LIMIT` of a
-/// core during the hold is a warning.
+/// core during the hold, more than over `EXHAUSTION_IDLE` before the crowd, is a warning.
 pub const EXHAUSTION_NOFILE: u64 = 64;
 pub const EXHAUSTION_CLIENTS: usize = 80;
 pub const EXHAUSTION_HOLD: Duration = secs(2);
 pub const EXHAUSTION_RECOVER_WITHIN: Duration = secs(5);
 pub const EXHAUSTION_RETRY_EVERY: Duration = millis(50);
 pub const EXHAUSTION_CPU_LIMIT: f64 = 0.5;
+pub const EXHAUSTION_IDLE: Duration = millis(500);
 
 /// Many connections: open at once, each then echoing.
 pub const MANY_CONNECTIONS: usize = 1_500;
