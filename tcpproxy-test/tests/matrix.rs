@@ -245,6 +245,8 @@ matrix_tests! {
     busy_poll => "busy-poll",
     small_backlog => "small-backlog",
     slow_accept_backlog => "slow-accept-backlog",
+    ipv4_only => "ipv4-only",
+    no_nodelay => "no-nodelay",
     fork_ignore_term => "fork-ignore-term",
     stderr_flood_is_judged_with_bounded_output => "stderr-flood" |run| {
         assert!(

@@ -15,6 +15,8 @@ mod context;
 mod echo;
 mod exhaustion;
 mod flows;
+mod ipv6;
+mod latency;
 mod lazy;
 mod load;
 pub mod pairing;
@@ -116,6 +118,8 @@ pub fn all() -> Vec<Phase> {
         p("resources/fd-exhaustion", "Descriptor exhaustion", None, Script(|c| Box::pin(exhaustion::descriptor_exhaustion(c)))).launched(exhaustion::LAUNCH),
         p("load/many", "Many connections", None, Script(|c| Box::pin(load::many_connections(c)))),
         p("load/burst", "Connection burst", None, Script(|c| Box::pin(burst::connection_burst(c)))),
+        p("dest/ipv6", "IPv6 destination", None, Script(|c| Box::pin(ipv6::destination(c)))).launched(ipv6::LAUNCH),
+        p("latency/small-writes", "Small-write latency", None, Script(|c| Box::pin(latency::small_writes(c)))),
         p("resources/memory", "Bounded memory", Some(SMALL), Script(|c| Box::pin(resources::bounded_memory(c)))),
         p("resources/idle-cpu", "CPU while idle", None, Script(|c| Box::pin(resources::idle_cpu(c)))),
         p("timeout/slow-reader", "Non-timeout of slow reader", None, Script(|c| Box::pin(slow::slow_reader(c)))),
@@ -141,9 +145,7 @@ pub async fn run(phase: &Phase, cmd: &ProxyCommand, rules: Rules) -> Result<Outc
     let started = Instant::now();
     let recorder = Recorder::new(started);
     let dest_host = phase.launch.dest_host;
-    let dest = peer::listen_at((dest_host, 0).into(), phase.server_rcvbuf)
-        .map_err(|e| format!("cannot listen on {dest_host}: {e}"))?;
-    let dest_port = dest.local_addr().map_err(|e| e.to_string())?.port();
+    let listening = peer::listen_at((dest_host, 0).into(), phase.server_rcvbuf);
     let outcome = |failure: Option<Failure>, proxy_exit: Option<String>, stderr: String| Outcome {
         id: phase.id,
         name: phase.name,
@@ -155,6 +157,14 @@ pub async fn run(phase: &Phase, cmd: &ProxyCommand, rules: Rules) -> Result<Outc
         closest: None,
         timeline: Timeline::default(),
     };
+    let dest = match listening {
+        Ok(l) => l,
+        Err(e) => match ipv6::unavailable(dest_host, &e) {
+            Some(skip) => return Ok(outcome(Some(skip), None, String::new())),
+            None => return Err(format!("cannot listen on {dest_host}: {e}")),
+        },
+    };
+    let dest_port = dest.local_addr().map_err(|e| e.to_string())?.port();
     let ready_within = timing.scaled(params::READY_WITHIN);
     recorder.note(Lane::Proxy, Kind::Start);
     let proxy = match Proxy::start(cmd, phase.launch, dest_port, ready_within).await {
@@ -166,9 +176,12 @@ pub async fn run(phase: &Phase, cmd: &ProxyCommand, rules: Rules) -> Result<Outc
             exit,
             stderr_tail,
         }) => {
-            let f = Failure::new(summary)
+            let mut f = Failure::new(summary)
                 .details(details)
                 .detail(format!("proxy: {cmd}"));
+            if dest_host.is_ipv6() {
+                f = f.hint(ipv6::START_HINT);
+            }
             return Ok(outcome(Some(f), exit, stderr_tail));
         }
     };

@@ -179,6 +179,18 @@ pub const IDLE_CPU_PAIRS: usize = 10;
 pub const IDLE_CPU_WINDOW: Duration = secs(3);
 pub const IDLE_CPU_LIMIT: f64 = 0.10;
 
+/// IPv6 destination: one message of this many bytes echoed through [::1].
+pub const IPV6_ECHO: usize = 64;
+
+/// Small-write latency: rounds of a request in two pieces of `SMALL_WRITE_PIECE` bytes, the
+/// second sent once the first is at the destination, answered with one byte. The second piece
+/// taking longer than the first by a median above `SMALL_WRITE_WARN_MEDIAN` is Nagle's wait for
+/// a delayed ACK (40 ms and more on Linux); without it the two take alike. Not scaled: it
+/// measures the kernel's timer, and load or a slow network lengthen either piece alike.
+pub const SMALL_WRITE_ROUNDS: usize = 30;
+pub const SMALL_WRITE_PIECE: usize = 16;
+pub const SMALL_WRITE_WARN_MEDIAN: Duration = millis(20);
+
 /// The proxy has this long to start listening: generous, since start-up is not graded (a
 /// JVM took 7-9 s as one of 17 starting at once) and no phase's clock runs until it listens.
 pub const READY_WITHIN: Duration = secs(30);
