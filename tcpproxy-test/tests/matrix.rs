@@ -228,6 +228,7 @@ matrix_tests! {
     blocking_writes => "blocking-writes",
     idle_timeout => "idle-timeout",
     fin_timeout => "fin-timeout",
+    reset_stuck => "reset-stuck",
     stall_one_direction => "stall-one-direction",
     short_stall => "short-stall",
     stall_on_empty_only => "stall-on-empty-only",

@@ -15,7 +15,7 @@
 
 use std::time::Duration;
 
-use super::peers::{FlowRecord, Record};
+use super::peers::{self, FlowRecord, IoFailure, Record};
 use super::schedule::{Case, Dir, Expect, HeldTail, Pace, Shutdown, Step};
 use crate::{check, hold};
 
@@ -240,8 +240,19 @@ fn contract(case: &Case, rec: &Record) -> Option<Violation> {
     }
     if found.is_none() {
         for (i, d, f) in flows() {
-            let never = case.connections[i].flow(d).shutdown == Shutdown::Never;
-            if let Some(mut v) = wrong_end(i, d, f, never) {
+            let c = &case.connections[i];
+            let never = c.flow(d).shutdown == Shutdown::Never;
+            let reset_at = |dir: Dir| {
+                c.resets(dir)
+                    .then(|| rec.conns[i].flows[dir.index()].shut_at)
+                    .flatten()
+            };
+            let ends = Ends {
+                never_shut: never,
+                sender_reset: reset_at(d),
+                receiver_reset: reset_at(d.reverse()),
+            };
+            if let Some(mut v) = wrong_end(i, d, f, ends) {
                 let slow = [Dir::Up, Dir::Down].into_iter().find_map(|x| {
                     match case.connections[i].flow(x).reader.pace {
                         Pace::Slow { bytes, every_ms } => Some((x, bytes, every_ms)),
@@ -283,7 +294,9 @@ fn contract(case: &Case, rec: &Record) -> Option<Violation> {
                 );
                 break;
             }
-            if let Some(e) = c.pending_errors.first() {
+            // A side reset: a reset our other socket holds is the proxy passing it on.
+            let reset = case.connections[i].has_reset();
+            if let Some(e) = c.pending_errors.first().filter(|_| !reset) {
                 found = Some(
                     Violation::new(Kind::PendingError, format!(
                         "connection {}: a socket of ours held a pending error after the case ({e}), though no side aborted",
@@ -549,11 +562,29 @@ fn wrong_bytes(conn: usize, dir: Dir, f: &FlowRecord) -> Option<Violation> {
     Some(v)
 }
 
-/// Resets, and EOFs that come too early, too short, or where none may come.
-fn wrong_end(conn: usize, dir: Dir, f: &FlowRecord, never_shut: bool) -> Option<Violation> {
+/// What a direction's end may look like: whether its sender never shuts down, and when its
+/// sender or its receiver reset (`shutdown reset-after-last-byte`), if one does.
+#[derive(Debug, Clone, Copy, Default)]
+struct Ends {
+    never_shut: bool,
+    sender_reset: Option<Duration>,
+    receiver_reset: Option<Duration>,
+}
+
+/// Resets, and EOFs that come too early, too short, or where none may come. Where the sender
+/// reset, its receiver may see the end as a reset and lose bytes still in flight; where the
+/// receiver reset, the sender's writes after it may fail with a reset: the proxy passing the
+/// reset on, as it should, never before it.
+fn wrong_end(conn: usize, dir: Dir, f: &FlowRecord, ends: Ends) -> Option<Violation> {
     let who = name(conn, dir);
     let (sender, receiver) = (dir.sender(), dir.receiver());
-    if let Some(e) = &f.read_failed {
+    let passed_on =
+        |e: &IoFailure, reset: Option<Duration>| e.reset && reset.is_some_and(|r| r <= e.at);
+    if let Some(e) = f
+        .read_failed
+        .as_ref()
+        .filter(|e| !passed_on(e, ends.sender_reset))
+    {
         let v = Violation::new(
             Kind::Reset,
             format!(
@@ -569,7 +600,11 @@ fn wrong_end(conn: usize, dir: Dir, f: &FlowRecord, never_shut: bool) -> Option<
             v
         });
     }
-    if let Some(e) = &f.write_failed {
+    if let Some(e) = f
+        .write_failed
+        .as_ref()
+        .filter(|e| !passed_on(e, ends.receiver_reset))
+    {
         return Some(
             Violation::new(
                 Kind::Reset,
@@ -583,6 +618,7 @@ fn wrong_end(conn: usize, dir: Dir, f: &FlowRecord, never_shut: bool) -> Option<
             .hint("the proxy closed or reset the connection while the sender was still sending"),
         );
     }
+    let never_shut = ends.never_shut;
     if f.eof_before_shutdown {
         let when = if never_shut {
             "though it never shuts down"
@@ -598,7 +634,8 @@ fn wrong_end(conn: usize, dir: Dir, f: &FlowRecord, never_shut: bool) -> Option<
             .hint("the proxy ends a pair early: it closes both directions when one ends, or on its own"),
         );
     }
-    if f.eof_at.is_some() && f.received < f.sent.len() {
+    // A reset may discard what was in flight: only the bytes that did arrive are judged.
+    if f.eof_at.is_some() && f.received < f.sent.len() && ends.sender_reset.is_none() {
         let v = Violation::new(
             Kind::LostTail,
             format!(
@@ -629,13 +666,7 @@ fn stuck(case: &Case, rec: &Record, quiet: Duration) -> Violation {
     for (i, c) in rec.conns.iter().enumerate() {
         for d in Dir::BOTH {
             let f = &c.flows[d.index()];
-            let never = case.connections[i].flow(d).shutdown == Shutdown::Never;
-            let done = if never {
-                f.writes_done && f.received >= f.sent.len()
-            } else {
-                f.eof_at.is_some()
-            };
-            if done {
+            if peers::done(&case.connections[i], d, c) {
                 continue;
             }
             let (sender, receiver) = (d.sender(), d.receiver());
@@ -659,7 +690,22 @@ fn stuck(case: &Case, rec: &Record, quiet: Duration) -> Violation {
                 && c.flows[other(d).index()].eof_at.is_none();
             // The likeliest bug, most specific first: a missing EOF, bytes held back, a
             // sender the proxy stopped reading from.
-            let (rank, why) = if f.received == f.sent.len() && f.shut_at.is_some() {
+            let (rank, why) = if case.connections[i].resets(d) && f.shut_at.is_some() {
+                line = line.replace(
+                    "shut down its write half",
+                    "reset its connection (SO_LINGER 0)",
+                );
+                line.push_str(&format!(
+                    "; the {receiver} read {}, but neither EOF nor a reset followed",
+                    f.received
+                ));
+                (
+                    0,
+                    format!(
+                        "the proxy does not pass on the {sender}'s reset: once a read from the {sender} fails (ECONNRESET) it must close the {receiver}'s side (with a reset, or at least shut it down), not stop that direction and leave the pair open"
+                    ),
+                )
+            } else if f.received == f.sent.len() && f.shut_at.is_some() {
                 if f.sent.is_empty() {
                     line.push_str(&format!(", but no EOF reached the {receiver}"));
                 } else {
@@ -684,8 +730,13 @@ fn stuck(case: &Case, rec: &Record, quiet: Duration) -> Violation {
                     ),
                 )
             } else if waits {
+                let end = if case.connections[i].resets(other(d)) {
+                    "EOF or reset"
+                } else {
+                    "EOF"
+                };
                 line.push_str(&format!(
-                    "; the {receiver} read {} (the {sender} waits for the {receiver}'s EOF before writing on)",
+                    "; the {receiver} read {} (the {sender} waits for the {receiver}'s {end} before writing on)",
                     f.received
                 ));
                 (3, String::new())
@@ -1138,6 +1189,83 @@ mod tests {
         );
         up.write_failed = Some(reset("Broken pipe (os error 32)", 1000));
         assert_eq!(judge(&c, &record(up, down)), Ok(()));
+    }
+
+    // ---- resets ----
+
+    /// The destination sends 16 bytes and, once the client's 1-byte answer is in, resets; the
+    /// client waits for the end, then shuts down.
+    fn reset_by_server() -> Case {
+        one_connection(
+            "await-read 16, write 1, await-peer-eof; shutdown after-last-byte; reader eager",
+            "write 16, await-read 1; shutdown reset-after-last-byte; reader eager",
+        )
+    }
+
+    /// A run of [`reset_by_server`]: the server reset at 20 ms; `down` is what the client saw.
+    fn reset_run(down: FlowRecord) -> Record {
+        let mut up = clean(1);
+        up.eof_at = None;
+        up.shut_at = Some(Duration::from_millis(40));
+        let mut down = FlowRecord {
+            shut_at: Some(Duration::from_millis(20)),
+            eof_at: None,
+            ..down
+        };
+        down.eof_before_shutdown = false;
+        record(up, down)
+    }
+
+    #[test]
+    fn a_reset_passed_on_as_eof_or_as_a_reset_keeps_the_contract() {
+        let c = reset_by_server();
+        let mut fin = clean(16);
+        fin.shut_at = None;
+        let mut as_fin = reset_run(fin);
+        as_fin.conns[0].flows[1].eof_at = Some(Duration::from_millis(21));
+        assert_eq!(judge(&c, &as_fin), Ok(()));
+        let mut as_rst = reset_run(clean(16));
+        as_rst.conns[0].flows[1].read_failed = Some(reset("Connection reset by peer", 21));
+        // The client's shutdown after the reset fails too, and a reset stays pending.
+        as_rst.conns[0].flows[0].write_failed =
+            Some(reset("Transport endpoint is not connected", 40));
+        as_rst.conns[0].pending_errors = vec!["Connection reset by peer".into()];
+        assert_eq!(judge(&c, &as_rst), Ok(()));
+    }
+
+    #[test]
+    fn a_reset_before_the_peer_reset_is_the_proxys() {
+        let mut early = reset_run(clean(16));
+        early.conns[0].flows[1].read_failed = Some(reset("Connection reset by peer", 10));
+        let v = judge(&reset_by_server(), &early).unwrap_err();
+        assert_eq!(v.kind, Kind::Reset);
+    }
+
+    #[test]
+    fn a_reset_never_passed_on_is_named_when_nothing_moves() {
+        let mut rec = reset_run(clean(16));
+        rec.quiet_for = Some(Duration::from_secs(5));
+        rec.elapsed = Duration::from_secs(5);
+        let v = judge(&reset_by_server(), &rec).unwrap_err();
+        assert_eq!(v.kind, Kind::Stuck);
+        says(
+            &v.summary,
+            "the server wrote 16 of 16 bytes and reset its connection (SO_LINGER 0)",
+        );
+        says(&v.summary, "neither EOF nor a reset followed");
+        says(&v.hint.unwrap(), "does not pass on the server's reset");
+    }
+
+    #[test]
+    fn a_pair_left_open_after_a_reset_is_still_a_failure() {
+        let mut rec = reset_run(clean(16));
+        rec.conns[0].flows[1].eof_at = Some(Duration::from_millis(21));
+        rec.conns[0].lingering = vec![super::super::sockets::Ends {
+            local: 4000,
+            remote: 5000,
+        }];
+        let v = judge(&reset_by_server(), &rec).unwrap_err();
+        assert_eq!(v.kind, Kind::Lingering);
     }
 
     // ---- runs the harness could not judge ----

@@ -7,12 +7,14 @@
 //! limit while something was still expected.
 
 use std::io;
+use std::pin::pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rand::{RngCore as _, SeedableRng as _};
 use rand_chacha::ChaCha20Rng;
+use socket2::SockRef;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -149,13 +151,38 @@ impl FlowRecord {
         self.written.saturating_sub(self.received)
     }
 
-    /// Plainly broken already: a reset, an early EOF, or more bytes than were sent.
-    fn broken(&self) -> bool {
-        self.read_failed.is_some()
-            || self.write_failed.is_some()
+    /// Plainly broken already: a reset, an early EOF, or more bytes than were sent. Where a
+    /// side of the connection resets, the failures that pass its reset on are the oracle's to
+    /// judge, not a reason to stop: a read that fails at the receiver of the side that reset
+    /// (`sender_resets`), a write that fails at the sender towards it (`receiver_resets`), and
+    /// an EOF that cuts the resetting side's bytes short.
+    fn broken(&self, sender_resets: bool, receiver_resets: bool) -> bool {
+        (self.read_failed.is_some() && !sender_resets)
+            || (self.write_failed.is_some() && !receiver_resets)
             || self.eof_before_shutdown
             || self.received > self.sent.len()
-            || (self.eof_at.is_some() && self.received < self.sent.len())
+            || (self.eof_at.is_some() && self.received < self.sent.len() && !sender_resets)
+    }
+}
+
+/// Whether direction `dir` of connection `c` is done: its receiver saw the EOF where the sender
+/// shuts down, every byte where it never does. Where the sender resets, an EOF or a failed read
+/// (the reset passed on) ends it too; where the receiver resets, it is done once that side has
+/// reset and the sender is through its schedule, since nothing it sends can be read any more.
+pub fn done(c: &super::schedule::Connection, dir: Dir, rec: &ConnRecord) -> bool {
+    let f = &rec.flows[dir.index()];
+    if c.resets(dir.reverse()) {
+        let reset = rec.flows[dir.reverse().index()].shut_at.is_some();
+        let through = match c.flow(dir).shutdown {
+            Shutdown::Never => f.writes_done,
+            _ => f.shut_at.is_some(),
+        };
+        return reset && (through || f.write_failed.is_some());
+    }
+    match c.flow(dir).shutdown {
+        Shutdown::Never => f.writes_done && f.received >= f.sent.len(),
+        Shutdown::Reset => f.eof_at.is_some() || f.read_failed.is_some(),
+        _ => f.eof_at.is_some(),
     }
 }
 
@@ -502,20 +529,16 @@ impl Shared {
 
     fn progress(&self, case: &Case) -> Progress {
         let s = self.lock();
-        let mut done = true;
+        let mut all_done = true;
         for (c, rec) in case.connections.iter().zip(&s.conns) {
             for d in Dir::BOTH {
-                let f = &rec.flows[d.index()];
-                if f.broken() {
+                if rec.flows[d.index()].broken(c.resets(d), c.resets(d.reverse())) {
                     return Progress::Broken;
                 }
-                done &= match c.flow(d).shutdown {
-                    Shutdown::Never => f.writes_done && f.received >= f.sent.len(),
-                    _ => f.eof_at.is_some(),
-                };
+                all_done &= done(c, d, rec);
             }
         }
-        if done {
+        if all_done {
             Progress::Done
         } else {
             Progress::Running
@@ -567,15 +590,39 @@ impl Side {
             let _ = end.wait_for(|e| *e).await;
             return None;
         }
-        let (rd, wr) = stream.into_split();
+        let (mut rd, wr) = stream.into_split();
         let (eof_tx, eof_rx) = watch::channel(false);
         let (read_tx, read_rx) = watch::channel(0);
-        let (rd, wr) = tokio::join!(
-            self.receive(rd, eof_tx, read_tx),
-            self.send(wr, eof_rx, read_rx)
-        );
+        let resets = self.sending.shutdown == Shutdown::Reset;
+        let wr = {
+            let mut receiving = pin!(self.receive(&mut rd, eof_tx, read_tx));
+            let mut sending = pin!(self.send(wr, eof_rx, read_rx));
+            let mut received = false;
+            let wr = loop {
+                tokio::select! {
+                    wr = &mut sending => break wr,
+                    () = &mut receiving, if !received => received = true,
+                }
+            };
+            // A side that resets reads nothing more: its socket is gone.
+            if !received && !resets {
+                receiving.await;
+            }
+            wr
+        };
+        let stream = rd.reunite(wr).expect("the two halves of one stream");
+        if resets {
+            // A bare RST: SO_LINGER 0 and close, with no shutdown before it (a FIN first would
+            // make it a plain EOF). `reunite` keeps the write half from shutting down on drop.
+            if let Err(e) = SockRef::from(&stream).set_linger(Some(Duration::ZERO)) {
+                self.write_failed(&e, "setsockopt(SO_LINGER 0) failed: ");
+            }
+            drop(stream);
+            let _ = end.wait_for(|e| *e).await;
+            return None;
+        }
         let _ = end.wait_for(|e| *e).await;
-        Some(rd.reunite(wr).expect("the two halves of one stream"))
+        Some(stream)
     }
 
     /// Sleeps, unless the case ends first; false if it did.
@@ -594,15 +641,15 @@ impl Side {
     /// Reads as the schedule says; `read` counts the bytes read so far, for `await-read`.
     async fn receive(
         &self,
-        mut rd: OwnedReadHalf,
+        rd: &mut OwnedReadHalf,
         eof_tx: watch::Sender<bool>,
         read_so_far: watch::Sender<usize>,
-    ) -> OwnedReadHalf {
+    ) {
         let (conn, dir) = (self.conn, self.into);
         if self.reader.pace == Pace::Never {
             let mut end = self.end.clone();
             let _ = end.wait_for(|e| *e).await;
-            return rd;
+            return;
         }
         let keep = self.shared.lock().conns[conn].flows[dir.index()].sent.len() + EXTRA_KEPT;
         let mut buf = vec![0; EAGER_CHUNK];
@@ -674,7 +721,6 @@ impl Side {
                 }
             }
         }
-        rd
     }
 
     async fn send(
@@ -738,6 +784,11 @@ impl Side {
             }
             // A closed socket is never sent on (`Side::run`).
             Shutdown::Never | Shutdown::CloseAtStart => return wr,
+            // Recorded before the reset, which `Side::run` sends once the reading stops.
+            Shutdown::Reset => {
+                self.shared.event(conn, dir, |f, at| f.shut_at = Some(at));
+                return wr;
+            }
         }
         // Recorded before the call: the EOF may reach the receiver before shutdown() returns.
         self.shared.event(conn, dir, |f, at| f.shut_at = Some(at));

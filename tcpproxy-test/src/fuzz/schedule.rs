@@ -16,7 +16,8 @@
 //! The suite's phases are schedules too (`crate::phase`), and need a few words the strategy
 //! never generates: `await-read N` (a side writes on only once it has read N bytes: an echo),
 //! `connection echo` (the server's bytes are the client's), `reader never`, `shutdown
-//! close-at-start` (the side closes its whole socket at once), and an `expect` line for a case
+//! close-at-start` (the side closes its whole socket at once), `shutdown reset-after-last-byte`
+//! (after its last step the side resets: SO_LINGER 0 and close, a bare RST), and an `expect` line for a case
 //! whose proxy must end a pair rather than keep the contract:
 //!
 //! ```text
@@ -128,6 +129,14 @@ pub enum Dir {
 impl Dir {
     pub const BOTH: [Dir; 2] = [Dir::Up, Dir::Down];
 
+    /// The direction the other way.
+    pub fn reverse(self) -> Dir {
+        match self {
+            Dir::Up => Dir::Down,
+            Dir::Down => Dir::Up,
+        }
+    }
+
     pub fn sender(self) -> &'static str {
         match self {
             Dir::Up => "client",
@@ -211,6 +220,11 @@ pub enum Shutdown {
     /// in pieces until the proxy holds some (seen in /proc/net/tcp, see `crate::hold`), shuts
     /// down, and the receiver reads on. A short write just before EOF, made to happen.
     WhileHeld(HeldTail),
+    /// After its last step, the sender closes its whole socket with SO_LINGER 0: a bare RST
+    /// with no FIN before it, and it reads nothing more. The proxy must pass the end on: its
+    /// receiver sees EOF or a reset (bytes still in flight may be lost), and whatever the
+    /// other side sends it afterwards may fail with a reset.
+    Reset,
 }
 
 /// How a `shutdown while-held` flow fills the proxy: `while-held`, or with its own piece size
@@ -400,6 +414,16 @@ impl Connection {
         }
     }
 
+    /// The sender of direction `dir` ends it with a reset (`shutdown reset-after-last-byte`).
+    pub fn resets(&self, dir: Dir) -> bool {
+        self.flow(dir).shutdown == Shutdown::Reset
+    }
+
+    /// A side of this connection resets.
+    pub fn has_reset(&self) -> bool {
+        Dir::BOTH.into_iter().any(|d| self.resets(d))
+    }
+
     pub fn flow(&self, dir: Dir) -> &Flow {
         match dir {
             Dir::Up => &self.up,
@@ -487,6 +511,7 @@ impl fmt::Display for Flow {
                 }
             }
             Shutdown::CloseAtStart => f.write_str("; shutdown close-at-start")?,
+            Shutdown::Reset => f.write_str("; shutdown reset-after-last-byte")?,
         }
         match self.reader.pace {
             Pace::Eager => f.write_str("; reader eager")?,
@@ -747,6 +772,7 @@ impl FromStr for Flow {
                         "at-start" => Shutdown::AtStart,
                         "never" => Shutdown::Never,
                         "close-at-start" => Shutdown::CloseAtStart,
+                        "reset-after-last-byte" => Shutdown::Reset,
                         slow => match slow.strip_suffix("-after-last-byte") {
                             Some(ms) => Shutdown::SlowClose(millis(ms)?),
                             None => return Err(format!("unknown shutdown `{slow}`")),
@@ -868,6 +894,7 @@ mod tests {
             "write 5; shutdown while-held; reader eager",
             "no-writes; shutdown while-held 4096B stall-timeout 10000ms; reader eager",
             "no-writes; shutdown while-held stall-timeout 2000ms; reader eager",
+            "write 16, await-read 1; shutdown reset-after-last-byte; reader eager",
         ] {
             assert_eq!(flow(text).to_string(), text);
         }

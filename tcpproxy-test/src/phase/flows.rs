@@ -16,9 +16,10 @@ use crate::deadline::{self, Timing};
 use crate::fuzz::oracle::{self, Again, Kind, Violation};
 use crate::fuzz::peers::{self, Limits, Ports};
 use crate::fuzz::replay::{save_private, shell_words};
-use crate::fuzz::schedule::{Case, MIN_HOLD_PIECE, Shutdown, parse_cases};
+use crate::fuzz::schedule::{Case, Dir, MIN_HOLD_PIECE, Shutdown, parse_cases};
 use crate::fuzz::target::Pair;
 use crate::peer::SMALL_RCVBUF;
+use crate::procfs;
 
 /// A phase made of schedules, run in turn.
 #[derive(Clone, Copy)]
@@ -109,15 +110,149 @@ pub const HALF_OPEN_TRICKLE: Flows = Flows {
     ),
 };
 
+/// Reset by destination (`resetter` Down) or by client (Up): the resetting side sends
+/// `RESET_BYTES`; the other side reads them and answers with one byte; once that is in, the
+/// resetting side resets (a bare RST: SO_LINGER 0 and close, no FIN first). The other side,
+/// which has shut nothing down, waits for the end (EOF or a reset), keeps its side open for
+/// `RESET_HOLD`, then shuts down. The answer makes sure every byte arrived before the reset,
+/// so the reset is all the phase tests.
+fn reset_cases(resetter: Dir) -> Vec<Case> {
+    let resetting =
+        format!("write {RESET_BYTES}, await-read 1; shutdown reset-after-last-byte; reader eager");
+    let other = format!(
+        "await-read {RESET_BYTES}, write 1, await-peer-eof, pause {}ms; shutdown after-last-byte; reader eager",
+        ms(RESET_HOLD)
+    );
+    let (up, down) = match resetter {
+        Dir::Up => (resetting, other),
+        Dir::Down => (other, resetting),
+    };
+    cases(&format!(
+        "connection
+           client->server: {up}
+           server->client: {down}"
+    ))
+}
+
+/// The destination resets while the client keeps its side open.
+pub const RESET_BY_DESTINATION: Flows = Flows {
+    cases: |_| reset_cases(Dir::Down),
+    hints: &[
+        (
+            Kind::Stuck,
+            "the proxy does not pass on the destination's reset: once its read from the destination fails (ECONNRESET) it must reset the client's side (or at least shut it down), not stop that direction silently and leave the pair open (tokio #3876)",
+        ),
+        (
+            Kind::Lingering,
+            "the proxy keeps the pair's sockets after the destination reset and the client closed: the pair sits in CLOSE_WAIT (a direction that ended on a read error never closed its sockets)",
+        ),
+    ],
+};
+
+/// The client resets while the destination keeps its side open.
+pub const RESET_BY_CLIENT: Flows = Flows {
+    cases: |_| reset_cases(Dir::Up),
+    hints: &[
+        (
+            Kind::Stuck,
+            "the proxy does not pass on the client's reset: once its read from the client fails (ECONNRESET) it must reset the destination's side (or at least shut it down), not stop that direction silently and leave the pair open (tokio #3876)",
+        ),
+        (
+            Kind::Lingering,
+            "the proxy keeps the pair's sockets after the client reset and the destination closed: the pair sits in CLOSE_WAIT (a direction that ended on a read error never closed its sockets)",
+        ),
+    ],
+};
+
+/// How each reset of `case` reached the other side, one line per reset: as a reset (RST), as
+/// EOF (FIN), or not at all. Both pass; the line says which the proxy does.
+fn resets_passed_on(case: &Case, record: &peers::Record) -> Vec<String> {
+    let mut lines = Vec::new();
+    for (i, (c, conn)) in case.connections.iter().zip(&record.conns).enumerate() {
+        for d in Dir::BOTH.into_iter().filter(|d| c.resets(*d)) {
+            let f = &conn.flows[d.index()];
+            let (sender, receiver) = (d.sender(), d.receiver());
+            let after = |at: Duration| {
+                let since = at.saturating_sub(f.shut_at.unwrap_or_default());
+                format!("{:.1} ms after it", since.as_secs_f64() * 1000.0)
+            };
+            let how = match (&f.read_failed, f.eof_at) {
+                (Some(e), _) if e.reset => format!("as a reset (RST), {}", after(e.at)),
+                (Some(e), _) => format!("as a failed read ({}), {}", e.error, after(e.at)),
+                (None, Some(at)) => format!("as EOF (FIN), {}", after(at)),
+                (None, None) => "neither as EOF nor as a reset".to_string(),
+            };
+            lines.push(format!(
+                "connection {}: the {sender}'s reset reached the {receiver} {how}",
+                i + 1
+            ));
+        }
+    }
+    lines
+}
+
+/// The proxy's CPU time (its whole process group) over a span.
+struct Cpu {
+    pgid: i32,
+    cpu: f64,
+    started: Instant,
+}
+
+impl Cpu {
+    /// None where /proc cannot be read.
+    fn start(pgid: i32) -> Option<Cpu> {
+        procfs::available().then(|| Cpu {
+            pgid,
+            cpu: procfs::cpu_seconds(pgid),
+            started: Instant::now(),
+        })
+    }
+
+    /// Seconds of CPU used since the start, and the seconds elapsed.
+    fn used(&self) -> (f64, f64) {
+        (
+            procfs::cpu_seconds(self.pgid) - self.cpu,
+            self.started.elapsed().as_secs_f64(),
+        )
+    }
+}
+
+/// After a case with a reset passed: the proxy must not have spun on the dead socket. A
+/// warning, as for CPU while idle: a proxy that spins serves every byte right, at a core's cost.
+fn spin_check(case: &Case, record: &peers::Record, cpu: Option<Cpu>) -> PhaseResult {
+    let Some((used, over)) = cpu.map(|c| c.used()) else {
+        return Ok(());
+    };
+    let share = used / over.max(1e-9);
+    tracing::info!("the proxy used {used:.2}s of CPU in {over:.1}s");
+    if share <= RESET_CPU_LIMIT {
+        return Ok(());
+    }
+    Err(Failure::warning(format!(
+        "expected the proxy to wait quietly once the reset was passed on, but it used {:.0}% of a core over the phase ({used:.2}s of CPU in {over:.1}s; at most {:.0}%)",
+        share * 100.0,
+        RESET_CPU_LIMIT * 100.0
+    ))
+    .details(resets_passed_on(case, record))
+    .hint("the proxy spins on a socket that was reset: it keeps polling it (an error or hang-up its event loop reports again and again) instead of closing it or taking it off the poll set"))
+}
+
 /// The deadlines a flow phase runs under: a round trip or an EOF owed is owed within the echo
 /// deadline; the whole schedule, whatever moves, within the backstop. The expectation may
 /// lengthen them (`Limits::for_case`). What the proxy does with a pair after both directions
-/// are done is `resources/fd-leak`'s to judge, not this phase's.
-fn limits(ctx: &Ctx) -> Limits {
+/// are done is `resources/fd-leak`'s to judge, not this phase's, except after a reset: there the
+/// end is owed within `RESET_END_WITHIN`, and the pair's sockets must be closed within
+/// `RESET_CLOSED_WITHIN` of it ending, since a pair left in CLOSE_WAIT is the bug they look for.
+fn limits(ctx: &Ctx, case: &Case) -> Limits {
+    let reset = case.connections.iter().any(|c| c.has_reset());
     Limits {
         connect: ctx.scaled(ECHO_DEADLINE),
-        quiet: ctx.scaled(ECHO_DEADLINE),
-        close: None,
+        quiet: ctx.scaled(if reset {
+            RESET_END_WITHIN
+        } else {
+            ECHO_DEADLINE
+        }),
+        close: reset.then(|| ctx.scaled(RESET_CLOSED_WITHIN)),
         backstop: ctx.scaled(FLOWS_BACKSTOP) + ctx.timing.stall * 2,
     }
 }
@@ -142,10 +277,24 @@ async fn run_case(
 ) -> PhaseResult {
     let mut late = Vec::new();
     let mut overshot = false;
+    let reset = case.connections.iter().any(|c| c.has_reset());
     for attempt in 1..=FLOWS_ATTEMPTS {
+        let cpu = if reset {
+            Cpu::start(ctx.proxy_pgid)
+        } else {
+            None
+        };
         let record = drive(ctx, &case).await?;
         let verdict = oracle::judge(&case, &record);
         match oracle::again(&case, &record, &verdict) {
+            None if reset => {
+                let ends = resets_passed_on(&case, &record);
+                for line in &ends {
+                    tracing::info!(phase = id, "{line}");
+                }
+                verdict.map_err(|v| failure(ctx, id, &case, v, hints).details(ends))?;
+                return spin_check(&case, &record, cpu);
+            }
             None => return verdict.map_err(|v| failure(ctx, id, &case, v, hints)),
             Some(Again::Late(why)) => late.push(format!("attempt {attempt}: {why}")),
             Some(Again::Overshot(held)) => {

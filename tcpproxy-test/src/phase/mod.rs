@@ -112,6 +112,8 @@ pub fn all() -> Vec<Phase> {
         p("timeout/idle", "Non-timeout of idle client", None, Flows(echo::IDLE)),
         p("shutdown/flush", "Flush before shutdown", Some(SMALL), Flows(close::FLUSH)),
         p("shutdown/half-open-trickle", "Half-open trickle", None, Flows(flows::HALF_OPEN_TRICKLE)),
+        p("reset/by-destination", "Reset by destination", None, Flows(flows::RESET_BY_DESTINATION)),
+        p("reset/by-client", "Reset by client", None, Flows(flows::RESET_BY_CLIENT)),
         p("dest/refused", "Destination refused", None, Script(|c| Box::pin(close::destination_refused(c)))),
         p("dest/slow-connect", "Slow destination connect", None, Script(|c| Box::pin(connect::slow_destination_connect(c)))),
         p("resources/fd-leak", "Descriptor leaks", None, Script(|c| Box::pin(resources::descriptor_leaks(c)))),

@@ -95,6 +95,18 @@ pub const TRICKLE_REQUEST: usize = 16;
 pub const TRICKLE_EVERY: Duration = secs(2);
 pub const TRICKLE_EXTRA: Duration = secs(2);
 
+/// Reset by destination / by client: the resetting side sends `RESET_BYTES`, and resets once
+/// the other side has read them all and answered with a byte. The other side must see EOF or a
+/// reset within `RESET_END_WITHIN`; it then keeps its side open for `RESET_HOLD` (the proxy's
+/// CPU over the phase shows a spin on the dead socket) and shuts down, and the proxy must have
+/// closed both of the pair's sockets within `RESET_CLOSED_WITHIN`. Above `RESET_CPU_LIMIT` of a
+/// core over the phase is a warning.
+pub const RESET_BYTES: usize = 16;
+pub const RESET_END_WITHIN: Duration = secs(5);
+pub const RESET_HOLD: Duration = secs(1);
+pub const RESET_CLOSED_WITHIN: Duration = secs(5);
+pub const RESET_CPU_LIMIT: f64 = 0.1;
+
 /// A flow phase's case is run at most this many times in all while a run cannot be judged
 /// (`crate::fuzz::oracle::Again`: the flush's held tail, when the harness was late).
 pub const FLOWS_ATTEMPTS: usize = 3;
