@@ -13,7 +13,8 @@ pub enum Profile {
     /// Loopback as the kernel gives it: no loss, no queue.
     #[default]
     Ideal,
-    /// A share of TCP segments dropped at random (nftables), so TCP retransmits.
+    /// A share of the TCP packets that carry data dropped at random (nftables), so TCP resends
+    /// them; bare headers (SYN, ACK, FIN, RST) always arrive (see [`LOSS_PERCENT`]).
     Lossy,
     /// The rate capped by a token bucket (tc tbf), so segments queue and wait.
     Slow,
@@ -29,10 +30,9 @@ pub enum Profile {
 #[group(skip)]
 pub struct Flag {
     /// Impair the loopback of the run's network namespace (only there; never the host's):
-    /// `lossy` drops 3% of TCP segments at random (needs nft, from nftables), `slow` caps it at
-    /// 50 Mbit/s (tc tbf, from iproute2), `delay` holds each segment 25 ms (tc netem, where the
-    /// kernel has it). Deadlines stretch for the profile by themselves; the proxy's stall
-    /// timeout does not.
+    /// `lossy` drops 3% of the TCP packets carrying data at random (needs nft, from nftables), `slow` caps it at 200 Mbit/s with an 8 MiB queue (tc tbf, from iproute2),
+    /// `delay` holds each segment 25 ms (tc netem, where the kernel has it). Deadlines stretch
+    /// for the profile by themselves; the proxy's stall timeout does not.
     #[arg(long = "network", value_enum, value_name = "PROFILE", default_value_t = Profile::Ideal)]
     pub profile: Profile,
 }
@@ -47,22 +47,31 @@ impl Flag {
     }
 }
 
-/// `lossy`'s share of TCP segments dropped, in percent. 5% (the issue's measure: a 20 MB
-/// loopback transfer from 0.03 s to 0.6 s) made the reference fail the suite now and then, as
-/// a SYN dropped twice costs 3 s before the connection exists; 3% still makes every transfer
-/// retransmit (docs/grading.md, "Sandbox", has the runs).
+/// `lossy`'s share of the TCP packets carrying data that are dropped, in percent, drawn afresh
+/// for each. A packet that is a bare header (SYN, SYN-ACK, ACK, FIN, RST: at most 80 bytes over
+/// IPv4, 100 over IPv6, with every TCP option) always arrives: a lost SYN or handshake ACK is
+/// resent only after a second and a lost RST never, so the phases that judge connects and resets
+/// would judge the link instead. Measured with those dropped too: the many-connections phase took
+/// 242 s, the burst phase took resent SYNs for a full accept queue, and in 1 run of 5 a client
+/// through the proxy to a refused destination saw its connect reset (a handshake ACK lost: the
+/// proxy accepted a second late). Lost data is resent within a few hundred milliseconds, and that
+/// is what the profile exercises. 5% (the issue's figure: a 20 MB loopback transfer from 0.03 s
+/// to 0.6 s) passes as well, but the suite took 37 s instead of 22 (docs/grading.md, "Sandbox").
+/// Loopback hands nftables whole GSO packets (up to 64 KiB), so a drop can take several
+/// segments' worth of data at once.
 pub const LOSS_PERCENT: u32 = 3;
 
 /// `slow`'s token bucket. The rate is shared by every phase running at once and by both
-/// directions (all loopback traffic leaves through `lo` once), so it sits well above what one
-/// phase needs yet is hundreds of times below loopback's own (tens of Gbit/s): the blocked-
-/// writer phases fill their buffers in seconds, not in milliseconds. The burst holds two of
-/// loopback's largest segments (64 KiB: its MTU, and GSO's), since tbf drops for good a packet
-/// larger than its bucket. A segment may wait 100 ms in the queue before it is dropped, which
-/// bounds the queue at about 600 KiB at this rate.
-pub const SLOW_RATE_MBIT: u32 = 50;
-pub const SLOW_BURST_KIB: u32 = 128;
-pub const SLOW_LATENCY_MS: u32 = 100;
+/// directions (all loopback traffic leaves through `lo` once): the suite pushes about 610 MB
+/// through it, so at 200 Mbit/s the link is the bottleneck for most of the run (segments were
+/// held back some 700,000 times), while at 50 Mbit/s the two 20-connection chains could not
+/// finish within their deadlines. The burst holds several of loopback's largest segments (64 KiB,
+/// its MTU), since tbf drops for good a packet larger than its bucket. The queue is long enough
+/// (0.34 s at this rate) that nothing is dropped: a RST tail-dropped from a short queue (100 ms at
+/// 50 Mbit/s) is never resent, and the client-reset phase then failed for the link.
+pub const SLOW_RATE_MBIT: u32 = 200;
+pub const SLOW_BURST_KIB: u32 = 256;
+pub const SLOW_QUEUE_MIB: u32 = 8;
 
 /// `delay`'s hold on each segment leaving `lo`: a round trip crosses `lo` twice, so 50 ms.
 pub const DELAY_MS: u32 = 25;
@@ -87,11 +96,13 @@ impl Profile {
     }
 
     /// The factor every harness deadline is stretched by under this profile, on top of
-    /// `--timeout-scale`. Measured: under `lossy`, a SYN or a FIN lost costs the 1 s initial
-    /// retransmission timeout (3 s if lost twice), which the shorter deadlines (a start, an
-    /// expected close) do not absorb at 1; under `slow`, the blocked-writer phases take seconds
-    /// to fill the buffers they need full. The proxy's own stall timeout is not stretched: it is
-    /// the proxy's, and the lazy phases judge against the value the proxy was given.
+    /// `--timeout-scale`. Under `slow` the two 20-connection chains took 17.6 s of the 30 s
+    /// they have on an ideal link (59%, on a quiet host), too little room for a loaded one; under
+    /// `lossy` a data segment lost twice in a row costs 0.6 s of resends, against deadlines as
+    /// short as 1 s. At 2 the closest wait of either used under a third of its deadline (the
+    /// stall-timeout phases aside). The proxy's own stall timeout is not stretched: it is the
+    /// proxy's, and the lazy phases judge against the value the proxy was given. `delay` is
+    /// unmeasured (this kernel has no netem): 50 ms round trips, as `lossy`'s resends.
     pub fn stretch(self) -> f64 {
         match self {
             Profile::Ideal => 1.0,
@@ -105,11 +116,11 @@ impl Profile {
     pub fn describe(self) -> String {
         match self {
             Profile::Ideal => "loopback as the kernel gives it".into(),
-            Profile::Lossy => {
-                format!("{LOSS_PERCENT}% of TCP segments on lo dropped at random (nftables)")
-            }
+            Profile::Lossy => format!(
+                "{LOSS_PERCENT}% of TCP packets carrying data on lo dropped at random (nftables)"
+            ),
             Profile::Slow => format!(
-                "lo capped at {SLOW_RATE_MBIT} Mbit/s, bursts of {SLOW_BURST_KIB} KiB, at most {SLOW_LATENCY_MS} ms queued (tc tbf)"
+                "lo capped at {SLOW_RATE_MBIT} Mbit/s, bursts of {SLOW_BURST_KIB} KiB, a {SLOW_QUEUE_MIB} MiB queue (tc tbf)"
             ),
             Profile::Delay => format!("each segment on lo held {DELAY_MS} ms (tc netem)"),
         }
@@ -129,11 +140,14 @@ pub fn impair(profile: Profile) -> Result<(), Unavailable> {
     match profile {
         Profile::Ideal => Ok(()),
         Profile::Lossy => {
+            // `meta length` is the IP packet's: IPv4's header is 20 bytes, IPv6's 40, and TCP's
+            // at most 60.
             let rules = format!(
                 "table inet {NFT_TABLE} {{\n\
                  \tchain lossy {{\n\
                  \t\ttype filter hook output priority filter; policy accept;\n\
-                 \t\toifname \"lo\" meta l4proto tcp numgen random mod 100 < {LOSS_PERCENT} counter drop\n\
+                 \t\toifname \"lo\" meta nfproto ipv4 meta l4proto tcp meta length > 80 numgen random mod 100 < {LOSS_PERCENT} counter drop\n\
+                 \t\toifname \"lo\" meta nfproto ipv6 meta l4proto tcp meta length > 100 numgen random mod 100 < {LOSS_PERCENT} counter drop\n\
                  \t}}\n\
                  }}\n"
             );
@@ -153,8 +167,8 @@ pub fn impair(profile: Profile) -> Result<(), Unavailable> {
                 &format!("{SLOW_RATE_MBIT}mbit"),
                 "burst",
                 &format!("{SLOW_BURST_KIB}kb"),
-                "latency",
-                &format!("{SLOW_LATENCY_MS}ms"),
+                "limit",
+                &format!("{SLOW_QUEUE_MIB}mb"),
             ],
             None,
         ),
@@ -183,6 +197,64 @@ pub fn impair(profile: Profile) -> Result<(), Unavailable> {
             })
         }),
     }
+}
+
+/// What `profile` did to the run's traffic, read back from the kernel once the work is done, as
+/// one line (`1234 TCP packets dropped on lo`): the proof that the link was impaired, not only
+/// configured. None for `ideal`.
+pub fn observed(profile: Profile) -> Option<String> {
+    let (program, args): (&str, &[&str]) = match profile {
+        Profile::Ideal => return None,
+        Profile::Lossy => ("nft", &["list", "table", "inet", NFT_TABLE]),
+        Profile::Slow | Profile::Delay => ("tc", &["-s", "qdisc", "show", "dev", "lo"]),
+    };
+    let out = match Command::new(program).args(args).output() {
+        Ok(out) if out.status.success() => String::from_utf8_lossy(&out.stdout).into_owned(),
+        Ok(out) => {
+            return Some(format!(
+                "cannot read what it did: `{program} {}` failed ({})",
+                args.join(" "),
+                out.status
+            ));
+        }
+        Err(e) => return Some(format!("cannot read what it did: {program}: {e}")),
+    };
+    Some(match profile {
+        Profile::Lossy => match dropped(&out) {
+            Some(n) => format!("{n} TCP packets dropped on lo"),
+            None => format!("no drop counter in `{program} {}`", args.join(" ")),
+        },
+        _ => match (
+            number_after(&out, "Sent "),
+            number_after(&out, "overlimits "),
+            number_after(&out, "dropped "),
+        ) {
+            (Some(bytes), Some(held), Some(dropped)) => format!(
+                "{bytes} bytes through lo's queue, held back {held} times, {dropped} segments dropped"
+            ),
+            _ => format!("no statistics in `{program} {}`", args.join(" ")),
+        },
+    })
+}
+
+/// The packets `lossy`'s rules dropped, summed over their counters (IPv4's, IPv6's) as `nft list`
+/// prints them; None without one.
+fn dropped(nft: &str) -> Option<u64> {
+    let counters: Vec<&str> = nft.split("counter packets ").skip(1).collect();
+    if counters.is_empty() {
+        return None;
+    }
+    counters.iter().map(|rest| number_after(rest, "")).sum()
+}
+
+/// The number right after the first `label` in `text`.
+fn number_after(text: &str, label: &str) -> Option<u64> {
+    let at = text.find(label)? + label.len();
+    let digits: String = text[at..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits.parse().ok()
 }
 
 /// Runs `program args` (fed `input`), Ok when it exits 0; else one line with its own words, or
@@ -266,6 +338,20 @@ mod tests {
     }
 
     #[test]
+    fn the_help_gives_each_profile_s_settings_as_the_constants_do() {
+        use clap::CommandFactory as _;
+        let help = Probe::command().render_long_help().to_string();
+        let help = help.split_whitespace().collect::<Vec<_>>().join(" ");
+        for want in [
+            format!("drops {LOSS_PERCENT}% of the TCP packets carrying data"),
+            format!("at {SLOW_RATE_MBIT} Mbit/s with an {SLOW_QUEUE_MIB} MiB queue"),
+            format!("each segment {DELAY_MS} ms"),
+        ] {
+            assert!(help.contains(&want), "{want:?} not in {help}");
+        }
+    }
+
+    #[test]
     fn only_an_impaired_profile_stretches_deadlines_or_is_replayed() {
         assert_eq!(Profile::Ideal.stretch(), 1.0);
         assert!(Flag::default().words().is_empty());
@@ -274,6 +360,18 @@ mod tests {
             assert!(p.stretch() > 1.0, "{p:?}");
             assert_eq!(Flag { profile: p }.words(), ["--network", p.name()]);
         }
+    }
+
+    #[test]
+    fn the_counters_are_read_from_nft_s_and_tc_s_own_words() {
+        let nft = "table inet tcpproxy_test {\n\tchain lossy {\n\t\toifname \"lo\" meta nfproto ipv4 meta l4proto tcp meta length > 80 numgen random mod 100 < 3 counter packets 5675 bytes 19425063 drop\n\t\toifname \"lo\" meta nfproto ipv6 meta l4proto tcp meta length > 100 numgen random mod 100 < 3 counter packets 1 bytes 136 drop\n\t}\n}\n";
+        assert_eq!(dropped(nft), Some(5676));
+        assert_eq!(dropped("table inet tcpproxy_test {\n}\n"), None);
+        let tc = "qdisc tbf 8001: root refcnt 2 rate 50Mbit burst 128Kb lat 100ms \n Sent 123456 bytes 300 pkt (dropped 0, overlimits 42 requeues 0) \n";
+        assert_eq!(number_after(tc, "Sent "), Some(123456));
+        assert_eq!(number_after(tc, "overlimits "), Some(42));
+        assert_eq!(number_after(tc, "missing "), None);
+        assert_eq!(observed(Profile::Ideal), None);
     }
 
     #[test]

@@ -79,6 +79,10 @@ pub fn run_noting(
     });
     // Tasks still running after an interrupt hold nothing worth waiting for.
     runtime.shutdown_background();
+    let profile = sandbox.network.profile;
+    if let Some(line) = crate::network::observed(profile) {
+        eprintln!("{name}: --network {}: {line}", profile.name());
+    }
     // Every proxy was stopped, but one that left its group and session may have left a process
     // that nothing else ties to it; as the subreaper, everything under us is ours to end.
     harness::kill_all_descendants();

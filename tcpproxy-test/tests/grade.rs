@@ -102,13 +102,13 @@ fn a_class_gets_a_row_per_submission_whatever_state_it_is_in() {
     assert_eq!(run.code, Some(0), "{}", run.dump());
     let csv = std::fs::read_to_string(out.join("class.csv")).unwrap();
     assert_matches(
-        "submission,path,status,passed,failed,warning,skipped,inconclusive,echo/single,shutdown/one-way
-alice,[..]/alice,graded,2,0,0,0,0,passed,passed
-bob,[..]/bob,graded,1,1,0,0,0,passed,failed
-carol,[..]/carol,graded,0,2,0,0,0,failed,failed
-dave,[..]/dave,error: proxy '[..]/dave/tcpproxy' cannot be used: No such file or directory (os error 2),0,0,0,0,0,not run,not run
-erin,[..]/erin,error: proxy '[..]/erin' cannot be used: No such file or directory (os error 2),0,0,0,0,0,not run,not run
-frank,[..]/frank,\"error: the proxy never started in any phase: expected the proxy to listen on port [..], but it exited first (exit status 2); its stderr begins: [..]Syntax error[..]\",0,2,0,0,0,failed,failed
+        "submission,path,sandbox,network,status,passed,failed,warning,skipped,inconclusive,echo/single,shutdown/one-way
+alice,[..]/alice,network namespace[..],ideal,graded,2,0,0,0,0,passed,passed
+bob,[..]/bob,network namespace[..],ideal,graded,1,1,0,0,0,passed,failed
+carol,[..]/carol,network namespace[..],ideal,graded,0,2,0,0,0,failed,failed
+dave,[..]/dave,network namespace[..],ideal,error: proxy '[..]/dave/tcpproxy' cannot be used: No such file or directory (os error 2),0,0,0,0,0,not run,not run
+erin,[..]/erin,network namespace[..],ideal,error: proxy '[..]/erin' cannot be used: No such file or directory (os error 2),0,0,0,0,0,not run,not run
+frank,[..]/frank,network namespace[..],ideal,\"error: the proxy never started in any phase: expected the proxy to listen on port [..], but it exited first (exit status 2); its stderr begins: [..]Syntax error[..]\",0,2,0,0,0,failed,failed
 ",
         &csv,
     );
@@ -117,6 +117,12 @@ frank,[..]/frank,\"error: the proxy never started in any phase: expected the pro
     assert_eq!(class_json["format"], "tcpproxy-test-class");
     assert_eq!(class_json["submissions"].as_array().unwrap().len(), 6);
     assert_eq!(class_json["complete"], true);
+    // Each row says where it ran; the table says under which profile its rows were graded.
+    assert_eq!(class_json["network"], "ideal");
+    for row in class_json["submissions"].as_array().unwrap() {
+        assert_eq!(row["network"], "ideal", "{row}");
+        assert_matches("network namespace[..]", row["sandbox"].as_str().unwrap());
+    }
     assert_class_json_documented(&class_json);
     // Each junit.xml names its own suite, so a CI view merging the class keeps them apart.
     let suite = |name: &str| {
@@ -229,7 +235,7 @@ fn a_regrade_leaves_only_its_own_files_in_the_submissions_folder() {
     assert!(junit.contains("<error message=\"proxy &apos;"), "{junit}");
     assert!(junit.contains("is not executable"), "{junit}");
     let csv = std::fs::read_to_string(out.join("class.csv")).unwrap();
-    assert!(csv.contains("alice,\"error: proxy"), "{csv}");
+    assert!(csv.contains(",ideal,\"error: proxy"), "{csv}");
 }
 
 /// Issue 18: Ctrl-C wrote no class table and there was no way to go on. Now the table is
@@ -308,6 +314,19 @@ fn an_interrupted_class_keeps_its_rows_and_resume_grades_the_rest() {
     assert_matches(
         "tcpproxy-test grade: --resume: [..]class.json was graded with --stall-timeout 2, this run has 3; give the same flags, or a new --out-dir\n",
         &refused.stderr,
+    );
+    // Rows graded on an ideal link do not mix with rows graded on an impaired one.
+    let mut slow = flags("2", true);
+    slow.extend(["--network", "slow"]);
+    let refused = grade(&slow, &out, c, &names, Duration::from_secs(60));
+    assert_eq!(refused.code, Some(2), "{}", refused.dump());
+    assert_matches(
+        "tcpproxy-test grade: --resume: [..]class.json was graded with --network ideal, this run has slow; give the same flags, or a new --out-dir",
+        refused
+            .stderr
+            .lines()
+            .find(|l| l.contains("--resume"))
+            .unwrap_or_default(),
     );
     let run = grade(&flags("2", true), &out, c, &names, Duration::from_secs(120));
     assert_eq!(run.code, Some(0), "{}", run.dump());

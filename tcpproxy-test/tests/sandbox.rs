@@ -1,10 +1,14 @@
 //! `--sandbox`: the proxy runs in a network namespace of its own (only loopback, no route), made
 //! directly as root or through a user namespace without privilege; a host that refuses one is
 //! named with exit 3 under `on` and falls back under `auto`; `off` leaves the host's network.
+//! `--network`: inside that namespace alone, its loopback loses or queues segments, and the
+//! reference still passes every phase.
 
 use std::time::Duration;
 
-use crate::support::{Run, assert_nothing_left, harness_bin, run_harness, write_executable};
+use crate::support::{
+    HeavySlot, Run, assert_nothing_left, harness_bin, run_harness, write_executable,
+};
 
 const LIMIT: Duration = Duration::from_secs(60);
 
@@ -240,4 +244,193 @@ fn auto_where_namespaces_are_refused_runs_on_the_host_network_with_one_warning()
         "{said}"
     );
     assert_eq!(json["summary"]["passed"], 1, "{json}");
+}
+
+/// The one stderr line of the run that starts `tcpproxy-test: --network NAME: ` and holds `what`.
+#[track_caller]
+fn network_line<'a>(run: &'a Run, name: &str, what: &str) -> &'a str {
+    let head = format!("tcpproxy-test: --network {name}: ");
+    let lines: Vec<&str> = run
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with(&head) && l.contains(what))
+        .collect();
+    assert_eq!(lines.len(), 1, "one {what:?} line expected\n{}", run.dump());
+    lines[0]
+}
+
+/// The number in `line` just before `unit`.
+#[track_caller]
+fn count_before(line: &str, unit: &str) -> u64 {
+    let before = &line[..line
+        .find(unit)
+        .unwrap_or_else(|| panic!("no {unit:?} in {line}"))];
+    let digits: String = before
+        .trim_end()
+        .rsplit(' ')
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    digits
+        .parse()
+        .unwrap_or_else(|e| panic!("{e}: no count before {unit:?} in {line}"))
+}
+
+/// The whole suite against the bundled reference under `--network NAME`, as JSON; it must pass
+/// every phase, and the reports name the profile and its stretched scale.
+fn reference_under(name: &str) -> Run {
+    let _slot = HeavySlot::acquire();
+    let run = run_harness(
+        &[
+            "--network",
+            name,
+            "--stall-timeout",
+            "3",
+            "--format",
+            "json",
+        ],
+        Duration::from_secs(300),
+    );
+    assert_eq!(run.code, Some(0), "{}", run.dump());
+    let json: serde_json::Value =
+        serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("{e}\n{}", run.dump()));
+    assert_eq!(json["network"], name, "{}", run.dump());
+    assert_eq!(json["sandbox"], "network namespace", "{}", run.dump());
+    assert!(
+        json["timeout_scale"].as_f64().unwrap() > 1.0,
+        "the deadlines were not stretched\n{}",
+        run.dump()
+    );
+    assert_eq!(json["summary"]["failed"], 0, "{}", run.dump());
+    network_line(&run, name, "every deadline stretched x");
+    assert_nothing_left(&run);
+    run
+}
+
+#[test]
+fn the_reference_passes_every_phase_on_a_lossy_link_that_really_drops() {
+    let run = reference_under("lossy");
+    // Read back from the nftables rule's counter once the run is over.
+    let line = network_line(&run, "lossy", "TCP packets dropped on lo");
+    assert!(count_before(line, "TCP packets") > 0, "{}", run.dump());
+}
+
+#[test]
+fn the_reference_passes_every_phase_on_a_slow_link_that_really_queues() {
+    let run = reference_under("slow");
+    // Read back from tc's statistics of the tbf on lo: segments waited for tokens.
+    let line = network_line(&run, "slow", "bytes through lo's queue");
+    assert!(count_before(line, "bytes through") > 0, "{}", run.dump());
+    assert!(count_before(line, "times") > 0, "{}", run.dump());
+    // Its queue is long enough that nothing is tail-dropped (a lost RST is never resent).
+    assert_eq!(count_before(line, "segments dropped"), 0, "{}", run.dump());
+}
+
+#[test]
+fn an_impaired_link_is_refused_on_the_host_s_network() {
+    for profile in ["lossy", "slow", "delay"] {
+        let run = run_harness(
+            &[
+                "--sandbox",
+                "off",
+                "--network",
+                profile,
+                "--only",
+                "echo/single",
+            ],
+            LIMIT,
+        );
+        assert_eq!(run.code, Some(3), "{}", run.dump());
+        assert_eq!(run.stdout, "", "{}", run.dump());
+        let line = network_line(&run, profile, "host's network");
+        assert_eq!(
+            line,
+            format!(
+                "tcpproxy-test: --network {profile}: impairs loopback only inside the run's own network namespace, and this run would be on the host's network (--sandbox off); the host's own loopback is never impaired"
+            )
+        );
+    }
+    // Where the namespace is refused, `auto` falls back to the host: the profile is refused too,
+    // and in one line, not after the fallback's warning.
+    let out = run_refused(&["--network", "lossy", "--only", "echo/single"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    let lines: Vec<&str> = stderr.lines().filter(|l| l.contains("network")).collect();
+    assert_eq!(lines.len(), 1, "{stderr}");
+    assert!(
+        lines[0].starts_with("tcpproxy-test: --network lossy: impairs loopback only inside the run's own network namespace, and this run would be on the host's network (cannot make a network namespace: "),
+        "{stderr}"
+    );
+}
+
+/// A user namespace maps the harness's user to itself, so nft and tc, which it starts, hold no
+/// capability over the namespace: the profile is refused there, in one line saying so.
+#[test]
+fn an_impaired_link_is_refused_inside_a_user_namespace() {
+    if !nix::unistd::getuid().is_root() {
+        // Unprivileged already: the harness's namespace is a user namespace's.
+        let run = run_harness(&["--network", "slow", "--only", "echo/single"], LIMIT);
+        assert_eq!(run.code, Some(3), "{}", run.dump());
+        network_line(&run, "slow", "run as root");
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt as _;
+    // As in an_unprivileged_harness_makes_its_namespace_inside_a_user_namespace: a copy nobody
+    // can run.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let harness = dir.path().join("tcpproxy-test");
+    std::fs::copy(harness_bin(), &harness).unwrap();
+    let out = assert_cmd::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(&harness)
+        .args(["--network", "lossy", "--only", "echo/single"])
+        .current_dir(dir.path())
+        .timeout(LIMIT)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    assert_eq!(out.stdout, b"", "{out:?}");
+    let lines: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("tcpproxy-test: --network"))
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            "tcpproxy-test: --network lossy: needs nft run with CAP_NET_ADMIN over the run's network namespace, which a user namespace mapping user 65534 to itself does not give to a program it starts; run as root"
+        ],
+        "{stderr}"
+    );
+}
+
+#[test]
+fn delay_runs_only_where_the_kernel_has_netem() {
+    let run = run_harness(
+        &[
+            "--network",
+            "delay",
+            "--only",
+            "echo/single",
+            "--format",
+            "json",
+        ],
+        LIMIT,
+    );
+    if run.code == Some(3) {
+        // This host (its kernel has no sch_netem): refused in one line saying so.
+        assert_eq!(run.stdout, "", "{}", run.dump());
+        let line = network_line(&run, "delay", "netem");
+        assert!(
+            line.contains("this kernel has no netem (sch_netem), which delay needs")
+                && line.contains("Specified qdisc kind is unknown"),
+            "{}",
+            run.dump()
+        );
+    } else {
+        assert_eq!(run.code, Some(0), "{}", run.dump());
+        let json: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+        assert_eq!(json["network"], "delay", "{}", run.dump());
+    }
 }

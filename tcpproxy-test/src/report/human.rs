@@ -142,7 +142,7 @@ Descriptor leaks: skipped: needs Linux /proc
         assert_eq!(
             render(&run, Format::Human).lines().next().unwrap(),
             format!(
-                "(sandbox: network namespace; network lossy: {}% of TCP segments on lo dropped at random (nftables); deadlines stretched x{})",
+                "(sandbox: network namespace; network lossy: {}% of TCP packets carrying data on lo dropped at random (nftables); deadlines stretched x{})",
                 crate::network::LOSS_PERCENT,
                 Profile::Lossy.stretch()
             )
