@@ -32,8 +32,8 @@ pub struct Settings<H: ?Sized + 'static> {
 /// How a pair ended.
 #[derive(Debug)]
 pub enum End {
-    /// Both directions read EOF (or failed to read, which the contract treats as EOF) and
-    /// flushed everything.
+    /// Both directions read EOF (or failed to read with an error other than a reset, which the
+    /// contract treats as EOF; a reset aborts the pair) and flushed everything.
     BothEof,
     /// Resolving or connecting to the destination failed or timed out.
     ConnectFailed(io::Error),
