@@ -48,10 +48,9 @@ pub async fn descriptor_exhaustion(ctx: Arc<Ctx>) -> PhaseResult {
     }
 
     // The measurement is over a span of time: the idle wait is the baseline.
-    let idle_began = Instant::now();
-    let idle_cpu = procfs::cpu_seconds(pgid);
+    let before = Busy::of(pgid);
     tokio::time::sleep(EXHAUSTION_IDLE).await;
-    let idle = (procfs::cpu_seconds(pgid) - idle_cpu) / idle_began.elapsed().as_secs_f64();
+    let idle = Busy::of(pgid).since(&before);
 
     // The destination echoes every connection and closes after its EOF, so a pair the crowd
     // closes lets go of both its descriptors.
@@ -99,11 +98,9 @@ pub async fn descriptor_exhaustion(ctx: Arc<Ctx>) -> PhaseResult {
     }
 
     // The hold is the scenario: the crowd stays while the proxy is out of descriptors.
-    let began = Instant::now();
-    let cpu_before = procfs::cpu_seconds(pgid);
+    let before = Busy::of(pgid);
     tokio::time::sleep(EXHAUSTION_HOLD).await;
-    let used = procfs::cpu_seconds(pgid) - cpu_before;
-    let held = began.elapsed().as_secs_f64();
+    let hold = Busy::of(pgid).since(&before);
     let in_use = in_use_below(pgid, EXHAUSTION_NOFILE);
     drop(clients);
 
@@ -112,12 +109,10 @@ pub async fn descriptor_exhaustion(ctx: Arc<Ctx>) -> PhaseResult {
             "while {EXHAUSTION_CLIENTS} clients held on, {in_use} of the proxy's {EXHAUSTION_NOFILE} descriptors were in use"
         ))
     })?;
-    let share = used / held;
-    if share - idle > EXHAUSTION_CPU_LIMIT {
+    if hold.demand() - idle.demand() > EXHAUSTION_CPU_LIMIT {
         return Err(Failure::warning(format!(
-            "expected a proxy out of descriptors to wait for one to free up, but it used {:.0}% of a core ({used:.2}s of CPU in {held:.1}s) while {EXHAUSTION_CLIENTS} clients held on, against {:.0}% idle (at most {:.0}% more)",
-            share * 100.0,
-            idle * 100.0,
+            "expected a proxy out of descriptors to wait for one to free up, but while {EXHAUSTION_CLIENTS} clients held on it {hold}, against {:.0}% idle (at most {:.0}% of a core more)",
+            idle.demand() * 100.0,
             EXHAUSTION_CPU_LIMIT * 100.0
         ))
         .detail(format!(
@@ -130,6 +125,83 @@ pub async fn descriptor_exhaustion(ctx: Arc<Ctx>) -> PhaseResult {
         .hint("the proxy retries accept() at once when it fails with EMFILE: the waiting client keeps the listener readable, so the loop spins (pause accepting, or keep a spare descriptor to close)"));
     }
     Ok(())
+}
+
+/// What a process group did with the CPU over a span: ran, and (where the kernel keeps
+/// schedstat) waited on a run queue, runnable but not running.
+#[derive(Debug, Clone, Copy)]
+struct Busy {
+    at: Instant,
+    cpu: f64,
+    /// Seconds its threads ran plus waited to run; None without /proc/PID/task/*/schedstat.
+    runnable: Option<f64>,
+    /// Over a span, from [`Busy::since`]: its length in seconds.
+    span: f64,
+}
+
+impl Busy {
+    fn of(pgid: i32) -> Busy {
+        Busy {
+            at: Instant::now(),
+            cpu: procfs::cpu_seconds(pgid),
+            runnable: runnable_seconds(pgid),
+            span: 0.0,
+        }
+    }
+
+    fn since(&self, earlier: &Busy) -> Busy {
+        Busy {
+            at: self.at,
+            cpu: self.cpu - earlier.cpu,
+            runnable: self.runnable.zip(earlier.runnable).map(|(a, b)| a - b),
+            span: self.at.duration_since(earlier.at).as_secs_f64(),
+        }
+    }
+
+    /// The share of a core it wanted: a thread that spins is always runnable, however little
+    /// of the CPU a crowded host gives it, so its runnable time is the measure, and CPU time
+    /// only where the kernel does not keep it.
+    fn demand(&self) -> f64 {
+        self.runnable.unwrap_or(self.cpu).max(self.cpu) / self.span.max(f64::EPSILON)
+    }
+}
+
+impl std::fmt::Display for Busy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let pct = |s: f64| s / self.span.max(f64::EPSILON) * 100.0;
+        write!(
+            f,
+            "used {:.0}% of a core ({:.2}s of CPU in {:.1}s)",
+            pct(self.cpu),
+            self.cpu,
+            self.span
+        )?;
+        match self.runnable {
+            Some(r) => write!(f, " and was runnable {:.0}% of the time", pct(r)),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Seconds the group's threads have run and waited on a run queue, summed from
+/// /proc/PID/task/TID/schedstat (run time, then wait time, in ns); None where there is none.
+fn runnable_seconds(pgid: i32) -> Option<f64> {
+    let mut ns: Option<u64> = None;
+    for pid in procfs::group_members(pgid) {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+            continue;
+        };
+        for task in tasks.flatten() {
+            let Ok(text) = std::fs::read_to_string(task.path().join("schedstat")) else {
+                continue;
+            };
+            let mut fields = text.split_whitespace().map(|f| f.parse::<u64>().ok());
+            if let (Some(Some(run)), Some(Some(wait))) = (fields.next(), fields.next()) {
+                *ns.get_or_insert(0) += run + wait;
+            }
+        }
+    }
+    ns.map(|n| n as f64 / 1e9)
 }
 
 /// A new client echoes through the proxy, tried again while the proxy turns clients away (it
