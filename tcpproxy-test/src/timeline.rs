@@ -171,9 +171,32 @@ struct Inner {
     timeline: Timeline,
     /// Connections opened so far; the next is lane `connections + 1`.
     connections: u32,
-    /// Per lane and direction (true: written): when the last byte sample was kept, and the
-    /// latest count, kept or not.
-    samples: Vec<((Lane, bool), Duration, u64, bool)>,
+    /// Per lane and direction, the byte counts' sampling.
+    samples: Vec<Sampling>,
+}
+
+/// One lane's and direction's byte counts: when a count was last kept, and the latest count
+/// and its time, kept or not.
+#[derive(Debug)]
+struct Sampling {
+    lane: Lane,
+    wrote: bool,
+    kept_at: Duration,
+    latest: (Duration, u64),
+    /// The latest count is among the events.
+    kept: bool,
+}
+
+impl Sampling {
+    fn event(&self) -> (Duration, Kind) {
+        let (at, total) = self.latest;
+        let kind = if self.wrote {
+            Kind::Wrote { total }
+        } else {
+            Kind::Read { total }
+        };
+        (at, kind)
+    }
 }
 
 impl Recorder {
@@ -221,41 +244,36 @@ impl Recorder {
     pub fn note_at(&self, at: Duration, lane: Lane, kind: Kind) {
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         if let Some((wrote, total)) = kind.bytes() {
-            let key = (lane, wrote);
-            match inner.samples.iter_mut().find(|s| s.0 == key) {
-                Some(s) if at.saturating_sub(s.1) < BYTES_EVERY => {
-                    s.2 = total;
-                    s.3 = false;
-                    return;
-                }
-                Some(s) => *s = (key, at, total, true),
-                None => inner.samples.push((key, at, total, true)),
-            }
-        } else {
-            let unkept: Vec<_> = inner
+            let fresh = Sampling {
+                lane,
+                wrote,
+                kept_at: at,
+                latest: (at, total),
+                kept: true,
+            };
+            match inner
                 .samples
                 .iter_mut()
-                .filter(|s| s.0.0 == lane && !s.3)
-                .map(|s| {
-                    s.3 = true;
-                    (s.0.1, s.2)
-                })
-                .collect();
-            for (wrote, total) in unkept {
-                let kind = if wrote {
-                    Kind::Wrote { total }
-                } else {
-                    Kind::Read { total }
-                };
-                inner.push(at, lane, kind);
+                .find(|s| s.lane == lane && s.wrote == wrote)
+            {
+                Some(s) if at.saturating_sub(s.kept_at) < BYTES_EVERY => {
+                    s.latest = (at, total);
+                    s.kept = false;
+                    return;
+                }
+                Some(s) => *s = fresh,
+                None => inner.samples.push(fresh),
             }
+        } else {
+            inner.flush(Some(lane));
         }
         inner.push(at, lane, kind);
     }
 
     /// The events so far, in time order.
     pub fn timeline(&self) -> Timeline {
-        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        inner.flush(None);
         let mut t = inner.timeline.clone();
         t.events.sort_by(|a, b| a.at_ms.total_cmp(&b.at_ms));
         t
@@ -263,6 +281,23 @@ impl Recorder {
 }
 
 impl Inner {
+    /// Keeps the latest byte counts not yet among the events, of `lane` or of every lane, at
+    /// their own times: a line drawn through the samples then ends where the bytes did.
+    fn flush(&mut self, lane: Option<Lane>) {
+        let unkept: Vec<_> = self
+            .samples
+            .iter_mut()
+            .filter(|s| !s.kept && lane.is_none_or(|l| s.lane == l))
+            .map(|s| {
+                s.kept = true;
+                (s.lane, s.event())
+            })
+            .collect();
+        for (lane, (at, kind)) in unkept {
+            self.push(at, lane, kind);
+        }
+    }
+
     fn push(&mut self, at: Duration, lane: Lane, kind: Kind) {
         if self.timeline.events.len() >= MAX_EVENTS {
             self.timeline.dropped += 1;

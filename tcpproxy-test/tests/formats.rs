@@ -66,6 +66,22 @@ fn filters_select_phases_and_an_empty_selection_is_a_usage_error() {
     assert_stderr_has(&run, "no phase matches");
 }
 
+/// The JSON report without each phase's `timeline`, the last field of a phase (its events are
+/// checked on their own: their count and times vary from run to run).
+fn without_timelines(json: &str) -> String {
+    let mut out = String::new();
+    let mut rest = json;
+    while let Some(start) = rest.find(",\n      \"timeline\": {") {
+        out.push_str(&rest[..start]);
+        let end = rest[start..]
+            .find("\n      }")
+            .expect("a timeline ends at its phase's indent");
+        rest = &rest[start + end + "\n      }".len()..];
+    }
+    out.push_str(rest);
+    out
+}
+
 /// A phase the quick run passed, as the JSON report lists it: the two differ only in these.
 fn passed_phase_json(id: &str, name: &str) -> String {
     format!(
@@ -114,9 +130,27 @@ fn json_is_the_versioned_model() {
   "phases": ["#;
     assert_matches(
         &format!("{head}\n{}\n  ]\n}}", phases.join(",\n")),
-        &run.stdout,
+        &without_timelines(&run.stdout),
     );
     assert_the_documented_model_has_the_same_fields(&run.stdout);
+    // Each phase's timeline: its own version, the connection it opened, the verdict's moment.
+    let doc: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    for p in doc["phases"].as_array().unwrap() {
+        let t = &p["timeline"];
+        assert_eq!(t["version"], 1, "{p}");
+        let events = t["events"].as_array().unwrap();
+        let has = |kind: &str| events.iter().any(|e| e["kind"] == kind);
+        assert!(has("ready") && has("connect") && has("read"), "{p}");
+        assert_eq!(events.last().unwrap()["verdict"], "passed", "{p}");
+        let times: Vec<f64> = events
+            .iter()
+            .map(|e| e["at_ms"].as_f64().unwrap())
+            .collect();
+        assert!(
+            times.windows(2).all(|w| w[0] <= w[1]),
+            "in time order: {times:?}"
+        );
+    }
     // Issue 18: jq 1.6 and JavaScript read 7080451246934867592 as 7080451246934868000, and a
     // replay with that seed sends other bytes; the string beside it survives any reader.
     let run = quick(&["--format", "json", "--seed", "7080451246934867592"]);
@@ -346,6 +380,11 @@ fn assert_the_documented_model_has_the_same_fields(real: &str) {
             "closest_wait",
             &doc["phases"][0]["closest_wait"],
             &real["phases"][0]["closest_wait"],
+        ),
+        (
+            "timeline",
+            &doc["phases"][0]["timeline"],
+            &real["phases"][0]["timeline"],
         ),
         ("summary", &doc["summary"], &real["summary"]),
     ] {

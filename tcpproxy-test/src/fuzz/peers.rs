@@ -112,7 +112,21 @@ pub struct FlowRecord {
     pub max_in_flight: usize,
     /// A `shutdown while-held` flow's fill, once it began.
     pub hold: Option<HoldRecord>,
+    /// Bytes written and read so far, sampled as they moved (`timeline::BYTES_EVERY` apart, at
+    /// most `MAX_SAMPLES`): what the timelines draw as bytes over time.
+    pub samples: Vec<Sample>,
 }
+
+/// A flow's bytes at one moment, since the start of the case.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sample {
+    pub at: Duration,
+    pub written: usize,
+    pub received: usize,
+}
+
+/// A flow keeps at most this many samples: a case's timeline stays small however long it runs.
+const MAX_SAMPLES: usize = 200;
 
 /// A read or a write that failed, and when.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -147,6 +161,21 @@ pub struct HoldRecord {
 }
 
 impl FlowRecord {
+    /// Keeps the counts at `at` if the last sample is at least `BYTES_EVERY` old and there is
+    /// room; the counts at the end are in `written` and `received` whatever the samples hold.
+    fn sample(&mut self, at: Duration) {
+        let last = self.samples.last();
+        let moved = last.is_none_or(|l| (l.written, l.received) != (self.written, self.received));
+        let due = last.is_none_or(|l| at.saturating_sub(l.at) >= crate::timeline::BYTES_EVERY);
+        if moved && due && self.samples.len() < MAX_SAMPLES {
+            self.samples.push(Sample {
+                at,
+                written: self.written,
+                received: self.received,
+            });
+        }
+    }
+
     fn in_flight(&self) -> usize {
         self.written.saturating_sub(self.received)
     }
@@ -511,6 +540,7 @@ impl Shared {
             let flow = &mut s.conns[conn].flows[dir.index()];
             f(flow, at);
             flow.max_in_flight = flow.max_in_flight.max(flow.in_flight());
+            flow.sample(at);
             s.last_event = s.last_event.max(Instant::now());
         }
         self.notify.notify_one();

@@ -47,6 +47,20 @@ pub fn note(recorder: &Recorder, began: Duration, first: u32, record: &Record) {
 /// errors on its own, and the window the proxy was seen holding the sender's bytes.
 fn flow(recorder: &Recorder, began: Duration, from: Lane, to: Lane, f: &FlowRecord) {
     let at = |d: Duration| began + d;
+    // The counts as they moved, then the final ones below: the recorder's own sampling keeps
+    // the last before each end.
+    let mut last = (0, 0);
+    for s in &f.samples {
+        if s.written != last.0 {
+            let total = s.written as u64;
+            recorder.note_at(at(s.at), from, Kind::Wrote { total });
+        }
+        if s.received != last.1 {
+            let total = s.received as u64;
+            recorder.note_at(at(s.at), to, Kind::Read { total });
+        }
+        last = (s.written, s.received);
+    }
     if let Some(t) = f.last_write_at {
         recorder.note_at(
             at(t),
