@@ -97,27 +97,10 @@ pub const FLUSH: Flows = Flows {
 /// serving; once the destination listens again on the same port, a new client echoes.
 pub async fn destination_refused(ctx: Arc<Ctx>) -> PhaseResult {
     ctx.close_destination().await?;
-    let mut client = ctx.connect(None).await?;
-    let limit = ctx.scaled(REFUSED_CLOSE_WITHIN);
-    let mut buf = [0u8; 64];
-    let read = within(limit, "the proxy to close a client whose destination refused", client.read(&mut buf))
-        .await
-        .map_err(|e| Failure::from(e).hint("the proxy keeps the client's connection open after its connect to the destination failed"))?;
-    match read {
-        Ok(0) => {}
-        Err(e) if peer::is_reset(&e) => {}
-        Ok(n) => {
-            return Err(Failure::new(format!(
-                "expected the client to be closed, but it received {n} bytes from a destination that refused"
-            )));
-        }
-        Err(e) => {
-            return Err(Failure::new(format!(
-                "expected EOF or a reset at the client, but the read failed with: {e}"
-            )));
-        }
+    // A reset that beats the connect's own completion is the close this phase awaits.
+    if let Some(mut client) = ctx.connect_unless_reset().await? {
+        refused_client_closed(&ctx, &mut client).await?;
     }
-    drop(client);
     ctx.reopen_destination().await?;
     let mut servers = JoinSet::new();
     let mut again = ctx
@@ -132,4 +115,23 @@ pub async fn destination_refused(ctx: Arc<Ctx>) -> PhaseResult {
         "a message once the destination listens again",
     )
     .await
+}
+
+/// The client whose destination refused is closed: EOF or a reset, within the limit.
+async fn refused_client_closed(ctx: &Ctx, client: &mut tokio::net::TcpStream) -> PhaseResult {
+    let limit = ctx.scaled(REFUSED_CLOSE_WITHIN);
+    let mut buf = [0u8; 64];
+    let read = within(limit, "the proxy to close a client whose destination refused", client.read(&mut buf))
+        .await
+        .map_err(|e| Failure::from(e).hint("the proxy keeps the client's connection open after its connect to the destination failed"))?;
+    match read {
+        Ok(0) => Ok(()),
+        Err(e) if peer::is_reset(&e) => Ok(()),
+        Ok(n) => Err(Failure::new(format!(
+            "expected the client to be closed, but it received {n} bytes from a destination that refused"
+        ))),
+        Err(e) => Err(Failure::new(format!(
+            "expected EOF or a reset at the client, but the read failed with: {e}"
+        ))),
+    }
 }

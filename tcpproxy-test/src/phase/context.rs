@@ -55,6 +55,26 @@ impl Ctx {
         Ok(self.connect_tagged(rcvbuf).await?.0)
     }
 
+    /// As [`Ctx::connect`], for a client the proxy may reset as soon as it accepts it (its
+    /// destination refused): None when the connect itself saw that reset. Linux reports a reset
+    /// that lands between the handshake and the connect's completion as the connect's error
+    /// (ECONNRESET), which is the proxy closing the client, not failing to accept it.
+    pub async fn connect_unless_reset(&self) -> Result<Option<TcpStream>, Failure> {
+        let limit = self.scaled(params::ECHO_DEADLINE);
+        let what = format!("a connection to the proxy on 127.0.0.1:{}", self.proxy_port);
+        match within(limit, what.clone(), peer::connect(self.proxy_port, None)).await? {
+            Ok(mut s) => {
+                // As connect_tagged: a failed write is the close the caller reads next.
+                let _ = s.write_all(&self.router.next_tag().bytes()).await;
+                Ok(Some(s))
+            }
+            Err(e) if peer::is_reset(&e) => Ok(None),
+            Err(e) => Err(Failure::new(format!(
+                "expected {what}, but connect failed: {e}"
+            ))),
+        }
+    }
+
     /// As [`Ctx::connect`], with the tag its destination connection will carry.
     async fn connect_tagged(
         &self,
