@@ -71,6 +71,21 @@ pub const LAZY_WRITE_PIECE: usize = 64 * KIB;
 /// first stretch as often as not and fired only at 19 s.
 pub const SLOW_READ_CHUNK: usize = 16 * KIB;
 pub const SLOW_READ_EVERY: Duration = millis(250);
+
+/// The slow reader's piece for a stall timeout of `stall`: `SLOW_READ_CHUNK`, and twice that
+/// under `SLOW_FASTER_BELOW`. At 64 KiB/s the reader's kernel reopens its receive window to the
+/// proxy too seldom for a short timeout: with 1.5 s the reference, which counts the window's
+/// movement as progress, saw none for longer than that and aborted, 6 runs of 6, splice and
+/// copy alike (at 3 s and 5 s it passed). At 128 KiB/s a third of the send buffer still takes
+/// about 10 s to drain, far beyond such a timeout, so both timer bugs are still caught.
+pub fn slow_read_chunk(stall: Duration) -> usize {
+    if stall < SLOW_FASTER_BELOW {
+        2 * SLOW_READ_CHUNK
+    } else {
+        SLOW_READ_CHUNK
+    }
+}
+pub const SLOW_FASTER_BELOW: Duration = secs(3);
 pub const SLOW_EXTRA: Duration = secs(4);
 pub const SLOW_WRITE_LIMIT: usize = 64 * MIB;
 pub const SLOW_BLOCK: usize = 64 * KIB;

@@ -151,9 +151,10 @@ struct Read {
     drain_error: Option<String>,
 }
 
-/// Reads a little every `SLOW_READ_EVERY` until `until`, then everything until EOF.
+/// Reads at most `chunk` every `SLOW_READ_EVERY` until `until`, then everything until EOF.
 async fn read_slowly(
     rd: &mut (impl AsyncRead + Unpin),
+    chunk: usize,
     verifier: Verifier,
     started: Instant,
     until: Instant,
@@ -165,7 +166,7 @@ async fn read_slowly(
         drain_timed_out: false,
         drain_error: None,
     };
-    let mut buf = vec![0; SLOW_READ_CHUNK];
+    let mut buf = vec![0; chunk];
     let mut next = Instant::now();
     while next < until {
         tokio::time::sleep_until(next).await;
@@ -221,6 +222,7 @@ async fn direction(
     let (mut rd, _rd_wr) = reader.into_split();
     let started = Instant::now();
     let window = ctx.timing.stall + SLOW_EXTRA;
+    let chunk = slow_read_chunk(ctx.timing.stall);
     let until = started + window;
     let verifier = Verifier::new(Stream::new(ctx.seed, 0x510_0000 + stream_id));
     let drain_within = ctx.scaled(BULK_DEADLINE);
@@ -239,13 +241,13 @@ async fn direction(
     };
     let (w, r) = tokio::join!(
         writing,
-        read_slowly(&mut rd, verifier, started, until, drain_within)
+        read_slowly(&mut rd, chunk, verifier, started, until, drain_within)
     );
     let secs = |d: Duration| d.as_secs_f64();
     let facts = format!(
         "{dir}: the {reader_name} read {} bytes in pieces of at most {} every {} ms; the {writer_name} wrote {} bytes",
         r.verifier.received,
-        SLOW_READ_CHUNK,
+        chunk,
         SLOW_READ_EVERY.as_millis(),
         w.bytes,
         dir = if forward {
