@@ -290,9 +290,6 @@ matrix_tests! {
     accept_and_hold => "accept-and-hold",
     slow_start => "slow-start",
     escape_setsid => "escape-setsid",
-    daemonize => "daemonize",
-    health_probe => "health-probe",
-    lazy_connect => "lazy-connect",
     // Issue 13: each of these judges its own containment and, not contained, exits before
     // listening with what escaped, which fails every phase; passing them all is being contained.
     /// A fork failed (EAGAIN) before the 200th child, at its proxy's pids cgroup.
@@ -305,6 +302,9 @@ matrix_tests! {
     net_report_sees_only_loopback => "net-report",
     /// /etc/shadow refused it (EACCES): it ran as nobody, or as the test's user if not root.
     root_reader_is_refused_root_s_files => "root-reader",
+    daemonize => "daemonize",
+    health_probe => "health-probe",
+    lazy_connect => "lazy-connect",
     correct => "correct",
 }
 
