@@ -35,7 +35,7 @@ pub struct Row {
     pub verdicts: Vec<(String, String)>,
     /// The failure hint per phase id, for the phases that did not pass with one: what
     /// class.html counts across the class. Absent in tables written before it was recorded.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default)]
     pub hints: Vec<(String, String)>,
     /// Where its reports are, in a merged table (`SHARD_DIR/NAME`); absent otherwise: `NAME`
     /// beside the table.

@@ -534,8 +534,8 @@ impl Proxy {
         listen_port: u16,
     ) -> Result<Proxy, StartFailure> {
         // Outside a run (unit tests) nothing was installed: the defaults.
-        let confinement = confine::installed()
-            .unwrap_or_else(|| confine::install(&confine::Policy::default()));
+        let confinement =
+            confine::installed().unwrap_or_else(|| confine::install(&confine::Policy::default()));
         // The proxy starts in a directory of its own: paths are given it absolute.
         let program = confine::anchored(cmd.program.as_os_str());
         let args: Vec<OsString> = cmd.args.iter().map(|a| confine::anchored(a)).collect();

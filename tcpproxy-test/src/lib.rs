@@ -110,6 +110,7 @@ fn report_not_built(n: &Config, error: &str, console: &Console) -> u8 {
             stderr_tail: None,
             closest: None,
             timeline: Default::default(),
+            notes: vec![],
         })
         .collect();
     let run = RunReport {

@@ -508,6 +508,7 @@ fn readme_example_output_is_what_the_harness_prints() {
             stderr_tail: None,
             closest: None,
             timeline: Default::default(),
+            notes: vec![],
         }
     };
     let printed = |o: &Outcome| {

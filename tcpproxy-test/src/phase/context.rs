@@ -38,9 +38,19 @@ pub struct Ctx {
     pub(super) cmd: ProxyCommand,
     /// What happened in the phase, for the reports' timelines.
     pub timeline: Recorder,
+    /// Facts a passed phase reports beside its verdict (how a reset was passed on).
+    pub(super) notes: std::sync::Mutex<Vec<String>>,
 }
 
 impl Ctx {
+    /// A fact the reports show with the phase's verdict, passed or not.
+    pub fn note(&self, line: String) {
+        self.notes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(line);
+    }
+
     /// A harness deadline, scaled.
     pub fn scaled(&self, base: Duration) -> Duration {
         self.timing.scaled(base)

@@ -290,7 +290,7 @@ async fn run_case(
             None if reset => {
                 let ends = resets_passed_on(&case, &record);
                 for line in &ends {
-                    tracing::info!(phase = id, "{line}");
+                    ctx.note(line.clone());
                 }
                 verdict.map_err(|v| failure(ctx, id, &case, v, hints).details(ends))?;
                 return spin_check(&case, &record, cpu);

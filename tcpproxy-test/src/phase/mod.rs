@@ -58,6 +58,8 @@ pub struct Outcome {
     pub closest: Option<Closest>,
     /// What happened, in time order (`crate::timeline`).
     pub timeline: Timeline,
+    /// Facts the phase reports whatever its verdict (how a reset was passed on: FIN or RST).
+    pub notes: Vec<String>,
 }
 
 type PhaseFuture = Pin<Box<dyn Future<Output = PhaseResult> + Send>>;
@@ -158,6 +160,7 @@ pub async fn run(phase: &Phase, cmd: &ProxyCommand, rules: Rules) -> Result<Outc
         proxy_exit,
         closest: None,
         timeline: Timeline::default(),
+        notes: vec![],
     };
     let dest = match listening {
         Ok(l) => l,
@@ -202,6 +205,7 @@ pub async fn run(phase: &Phase, cmd: &ProxyCommand, rules: Rules) -> Result<Outc
         proxy: Mutex::new(proxy),
         cmd: cmd.clone(),
         timeline: recorder.clone(),
+        notes: Default::default(),
     });
     let scenario: PhaseFuture = match phase.scenario {
         Scenario::Flows(f) => Box::pin(flows::run(ctx.clone(), phase.id, f)),
@@ -277,6 +281,7 @@ pub async fn run(phase: &Phase, cmd: &ProxyCommand, rules: Rules) -> Result<Outc
     Ok(Outcome {
         closest,
         timeline: recorder.timeline(),
+        notes: std::mem::take(&mut *ctx.notes.lock().unwrap_or_else(|e| e.into_inner())),
         ..outcome(failure, died.map(describe_status), stderr)
     })
 }

@@ -124,6 +124,7 @@ fn phase(o: &Outcome) -> Markup {
                 }
                 @if !f.details.is_empty() { pre class="details" { (f.details.join("\n")) } }
             }
+            @if o.failure.is_none() && !o.notes.is_empty() { pre class="details" { (o.notes.join("\n")) } }
             @if let Some(exit) = &o.proxy_exit { p { "The proxy " (exit) "." } }
             @if let Some(tail) = &o.stderr_tail { p class="note" { "The proxy's stderr (its end):" } pre class="stderr" { (tail) } }
             @if let Some(drawing) = svg::timeline(&o.timeline) { (drawing) }

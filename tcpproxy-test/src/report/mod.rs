@@ -91,6 +91,7 @@ pub(crate) mod fixtures {
             stderr_tail: None,
             closest: None,
             timeline: Default::default(),
+            notes: vec![],
         };
         let mut died = mk(
             "shutdown/one-way",
@@ -156,6 +157,7 @@ pub(crate) mod fixtures {
             stderr_tail: None,
             closest: None,
             timeline: Default::default(),
+            notes: vec![],
         });
         all
     }

@@ -123,13 +123,14 @@ pub(super) fn to_json(doc: &impl serde::Serialize) -> String {
 /// The one-line message and the indented details of an outcome, as plain text.
 pub(super) fn message_and_details(o: &Outcome) -> (String, Vec<String>) {
     match &o.failure {
-        None => (String::new(), vec![]),
+        None => (String::new(), o.notes.clone()),
         Some(f) => {
             let mut details = Vec::new();
             if let Some(h) = &f.hint {
                 details.push(format!("hint: {h}"));
             }
             details.extend(f.details.iter().cloned());
+            details.extend(o.notes.iter().filter(|n| !f.details.contains(n)).cloned());
             (f.summary.clone(), details)
         }
     }
