@@ -5,9 +5,10 @@
 
 use std::collections::BTreeMap;
 
-use maud::{DOCTYPE, Markup, PreEscaped, html};
+use maud::{Markup, PreEscaped, html};
 
 use crate::class_table::{Class, Row};
+use crate::report::document;
 
 /// At most this many hints are listed, the most common first.
 const TOP_HINTS: usize = 15;
@@ -63,16 +64,8 @@ const SCRIPT: &str = r#"
 pub fn render(class: &Class) -> String {
     let rows = &class.submissions;
     let graded = rows.iter().filter(|r| r.status == "graded").count();
-    html! {
-        (DOCTYPE)
-        html lang="en" {
-            head {
-                meta charset="utf-8";
-                meta name="viewport" content="width=device-width, initial-scale=1";
-                title { "tcpproxy-test: class of " (rows.len()) }
-                style { (PreEscaped(STYLE)) }
-            }
-            body {
+    let title = format!("tcpproxy-test: class of {}", rows.len());
+    document(&title, STYLE, html! {
                 h1 { "Class of " (rows.len()) " submissions" }
                 p class="note" {
                     (graded) " graded, " (rows.len() - graded) " not (error or inconclusive: see each status); "
@@ -92,9 +85,7 @@ pub fn render(class: &Class) -> String {
                 }
                 (grid(class))
                 script { (PreEscaped(SCRIPT)) }
-            }
-        }
-    }
+    })
     .into_string()
 }
 

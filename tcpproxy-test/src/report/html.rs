@@ -54,6 +54,54 @@ pub fn render_error(run: &RunReport, error: &str) -> String {
 
 fn page(run: &RunReport, error: Option<&str>) -> Markup {
     let title = format!("tcpproxy-test: {}", run.proxy);
+    document(
+        &title,
+        STYLE,
+        html! {
+                    h1 { (title) }
+                    p class="note" {
+                        "seed " (run.seed) ", stall timeout " (run.stall_timeout.as_secs_f64()) " s, timeout scale " (run.timeout_scale)
+                        @if let Some(net) = run.sandbox { ", " (net.to_string()) }
+                    }
+                    @if let Some(e) = error {
+                        p class="verdict failed" { "✗ error: " (e) }
+                    }
+                    p {
+                        strong { (run.count(Verdict::Passed)) " passed" } ", "
+                        strong { (run.count(Verdict::Failed)) " failed" }
+                        @for v in [Verdict::Warning, Verdict::Skipped, Verdict::Inconclusive] {
+                            @if run.count(v) > 0 { ", " (run.count(v)) " " (v) }
+                        }
+                    }
+                    @if let Some(note) = inconclusive_note(run) { p class="note" { (note) } }
+                    @if !run.outcomes.is_empty() {
+                        table class="summary" {
+                            thead { tr { th { "phase" } th { "id" } th { "verdict" } th { "time" } } }
+                            tbody {
+                                @for o in run.outcomes {
+                                    tr {
+                                        td { a href=(format!("#{}", anchor(o.id))) { (o.name) } }
+                                        td { code { (o.id) } }
+                                        td { (badge(o.verdict)) }
+                                        td { (format!("{:.2} s", o.elapsed.as_secs_f64())) }
+                                    }
+                                }
+                            }
+                        }
+                        p class="legend note" {
+                            "In the timelines: " span { "━ bytes written" } span { "┅ bytes read" }
+                            span { "▷ FIN sent" } span { "◀ EOF read" } span { "✕ reset or exit" }
+                            span { "■ closed" } span { "▨ proxy holding bytes" } span { "┆ deadline" } span { "⋮ verdict" }
+                        }
+                    }
+                    @for o in run.outcomes { (phase(o)) }
+        },
+    )
+}
+
+/// A whole page: `<head>` with its title and inline `style`, then `body`. Shared by the run's
+/// report, a fuzz failure's and class.html, so each is one self-contained file alike.
+pub fn document(title: &str, style: &str, body: Markup) -> Markup {
     html! {
         (DOCTYPE)
         html lang="en" {
@@ -61,47 +109,9 @@ fn page(run: &RunReport, error: Option<&str>) -> Markup {
                 meta charset="utf-8";
                 meta name="viewport" content="width=device-width, initial-scale=1";
                 title { (title) }
-                style { (PreEscaped(STYLE)) }
+                style { (PreEscaped(style)) }
             }
-            body {
-                h1 { (title) }
-                p class="note" {
-                    "seed " (run.seed) ", stall timeout " (run.stall_timeout.as_secs_f64()) " s, timeout scale " (run.timeout_scale)
-                    @if let Some(net) = run.sandbox { ", " (net.to_string()) }
-                }
-                @if let Some(e) = error {
-                    p class="verdict failed" { "✗ error: " (e) }
-                }
-                p {
-                    strong { (run.count(Verdict::Passed)) " passed" } ", "
-                    strong { (run.count(Verdict::Failed)) " failed" }
-                    @for v in [Verdict::Warning, Verdict::Skipped, Verdict::Inconclusive] {
-                        @if run.count(v) > 0 { ", " (run.count(v)) " " (v) }
-                    }
-                }
-                @if let Some(note) = inconclusive_note(run) { p class="note" { (note) } }
-                @if !run.outcomes.is_empty() {
-                    table class="summary" {
-                        thead { tr { th { "phase" } th { "id" } th { "verdict" } th { "time" } } }
-                        tbody {
-                            @for o in run.outcomes {
-                                tr {
-                                    td { a href=(format!("#{}", anchor(o.id))) { (o.name) } }
-                                    td { code { (o.id) } }
-                                    td { (badge(o.verdict)) }
-                                    td { (format!("{:.2} s", o.elapsed.as_secs_f64())) }
-                                }
-                            }
-                        }
-                    }
-                    p class="legend note" {
-                        "In the timelines: " span { "━ bytes written" } span { "┅ bytes read" }
-                        span { "▷ FIN sent" } span { "◀ EOF read" } span { "✕ reset or exit" }
-                        span { "■ closed" } span { "▨ proxy holding bytes" } span { "┆ deadline" } span { "⋮ verdict" }
-                    }
-                }
-                @for o in run.outcomes { (phase(o)) }
-            }
+            body { (body) }
         }
     }
 }
@@ -151,36 +161,29 @@ pub fn fuzz_page(
     runs: &[FuzzRun],
 ) -> String {
     let title = format!("tcpproxy-test fuzz: {proxy}");
-    html! {
-        (DOCTYPE)
-        html lang="en" {
-            head {
-                meta charset="utf-8";
-                meta name="viewport" content="width=device-width, initial-scale=1";
-                title { (title) }
-                style { (PreEscaped(STYLE)) }
-            }
-            body {
-                h1 { (title) }
-                section class="phase failed" data-phase="fuzz" {
-                    h2 { (badge(Verdict::Failed)) " the minimal failing schedule" }
-                    pre class="schedule" { (schedule) }
-                    dl class="observed" {
-                        dt { "Observed" } dd { (summary) }
-                        @if let Some(h) = hint { dt { "Hint" } dd { (h) } }
+    document(
+        &title,
+        STYLE,
+        html! {
+                    h1 { (title) }
+                    section class="phase failed" data-phase="fuzz" {
+                        h2 { (badge(Verdict::Failed)) " the minimal failing schedule" }
+                        pre class="schedule" { (schedule) }
+                        dl class="observed" {
+                            dt { "Observed" } dd { (summary) }
+                            @if let Some(h) = hint { dt { "Hint" } dd { (h) } }
+                        }
+                        @if !details.is_empty() { pre class="details" { (details.join("\n")) } }
                     }
-                    @if !details.is_empty() { pre class="details" { (details.join("\n")) } }
-                }
-                @for run in runs {
-                    section class="phase" data-phase=(run.label) {
-                        h2 { (run.label) ": " (run.verdict) }
-                        @if let Some(drawing) = svg::timeline(run.timeline) { (drawing) }
-                        @else { p class="note" { "Nothing was recorded for this run." } }
+                    @for run in runs {
+                        section class="phase" data-phase=(run.label) {
+                            h2 { (run.label) ": " (run.verdict) }
+                            @if let Some(drawing) = svg::timeline(run.timeline) { (drawing) }
+                            @else { p class="note" { "Nothing was recorded for this run." } }
+                        }
                     }
-                }
-            }
-        }
-    }
+        },
+    )
     .into_string()
 }
 

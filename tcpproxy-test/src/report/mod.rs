@@ -14,7 +14,7 @@ mod svg;
 mod tap;
 mod text;
 
-pub use html::{FuzzRun, fuzz_page};
+pub use html::{FuzzRun, document, fuzz_page};
 pub use human::{summary, write_outcome, write_outcome_styled};
 pub use model::RunReport;
 
