@@ -159,6 +159,19 @@ pub async fn connect(port: u16) -> TcpStream {
     connect_inner(port, None).await
 }
 
+/// A client connection to 127.0.0.1:`port` that the proxy may reset as soon as it accepts it:
+/// None when the connect itself saw that reset. Linux reports a reset that lands between the
+/// handshake and the connect's completion as the connect's error (ECONNRESET), which is the
+/// proxy ending the pair, not refusing the client.
+pub async fn connect_unless_reset(port: u16) -> Option<TcpStream> {
+    let what = format!("connect to 127.0.0.1:{port}");
+    match with_deadline(scaled(5.0), &what, peer::connect(port, None)).await {
+        Ok(s) => Some(s),
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => None,
+        Err(e) => panic!("{what}: {e}"),
+    }
+}
+
 /// With `rcvbuf`, a slow receiver (see [`peer::connect`]).
 async fn connect_inner(port: u16, rcvbuf: Option<u32>) -> TcpStream {
     let what = format!("connect to 127.0.0.1:{port}");
