@@ -12,7 +12,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use crate::support::{HeavySlot, fixtures_bin, run_harness, write_executable};
+use crate::grade::{Handed, TWO_PHASES, class_of, grade};
+use crate::support::{HeavySlot, fixtures_bin, run_harness};
 
 /// What Chromium saw: the DOM after load, its console lines, and the URLs the page requested.
 struct Loaded {
@@ -184,47 +185,22 @@ fn run_reports_render_with_a_timeline_per_phase() {
 #[test]
 fn class_html_has_a_row_per_submission() {
     let _slot = HeavySlot::acquire();
-    let class = tempfile::tempdir().unwrap();
-    let out = class.path().join("out");
     let names = ["alice", "bob", "carol", "dave", "erin"];
-    let bugs = [
-        "correct",
-        "close-on-first-eof",
-        "no-half-close",
-        "flip-byte",
-        "correct",
-    ];
-    for (name, bug) in names.iter().zip(bugs) {
-        let d = class.path().join(name);
-        std::fs::create_dir_all(&d).unwrap();
-        write_executable(
-            &d.join("tcpproxy"),
-            &format!(
-                "#!/bin/sh\nexec '{}' {bug} --stall-timeout 2 \"$@\"\n",
-                fixtures_bin().display()
-            ),
-        );
-    }
-    let mut args: Vec<String> = [
-        "grade",
-        "--stall-timeout",
-        "2",
-        "--only",
-        "echo/single",
-        "--only",
-        "shutdown/one-way",
-        "--out-dir",
-    ]
-    .map(String::from)
-    .into();
-    args.push(out.display().to_string());
-    args.extend(
-        names
-            .iter()
-            .map(|n| class.path().join(n).display().to_string()),
+    let class = class_of(&[
+        ("alice", Handed::Correct),
+        ("bob", Handed::ClosesOnFirstEof),
+        ("carol", Handed::Fixture("no-half-close --stall-timeout 2")),
+        ("dave", Handed::Fixture("flip-byte --stall-timeout 2")),
+        ("erin", Handed::Correct),
+    ]);
+    let out = class.path().join("out");
+    let run = grade(
+        TWO_PHASES,
+        &out,
+        class.path(),
+        &names,
+        Duration::from_secs(240),
     );
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let run = run_harness(&args, Duration::from_secs(240));
     assert_eq!(run.code, Some(0), "{}", run.dump());
     let l = open(&out.join("class.html"));
     assert_clean("class.html", &l);

@@ -12,7 +12,7 @@ use crate::support::{
 /// The settings of most gradings here: a fixed seed, a short stall timeout, and two phases, one
 /// that [`Handed::Correct`] and [`Handed::ClosesOnFirstEof`] both pass and one only the first
 /// passes.
-const TWO_PHASES: &[&str] = &[
+pub(crate) const TWO_PHASES: &[&str] = &[
     "--seed",
     "7",
     "--stall-timeout",
@@ -25,7 +25,7 @@ const TWO_PHASES: &[&str] = &[
 
 /// What a student handed in.
 #[derive(Clone, Copy)]
-enum Handed {
+pub(crate) enum Handed {
     /// A `tcpproxy` that runs the reference proxy: it passes every phase.
     Correct,
     /// One that closes both sides on the first EOF: it fails `shutdown/one-way`.
@@ -56,7 +56,7 @@ fn hand_in(class: &Path, name: &str, handed: Handed) {
 }
 
 /// A class folder holding these submissions.
-fn class_of(submissions: &[(&str, Handed)]) -> tempfile::TempDir {
+pub(crate) fn class_of(submissions: &[(&str, Handed)]) -> tempfile::TempDir {
     let class = tempfile::tempdir().unwrap();
     for &(name, handed) in submissions {
         hand_in(class.path(), name, handed);
@@ -74,7 +74,13 @@ fn grade_args(flags: &[&str], out: &Path, class: &Path, names: &[&str]) -> Vec<S
 }
 
 /// Runs `tcpproxy-test grade` with [`grade_args`], killed if it outlives `limit`.
-fn grade(flags: &[&str], out: &Path, class: &Path, names: &[&str], limit: Duration) -> Run {
+pub(crate) fn grade(
+    flags: &[&str],
+    out: &Path,
+    class: &Path,
+    names: &[&str],
+    limit: Duration,
+) -> Run {
     let args = grade_args(flags, out, class, names);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     run_harness(&args, limit)

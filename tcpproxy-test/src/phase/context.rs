@@ -70,18 +70,10 @@ impl Ctx {
     /// that lands between the handshake and the connect's completion as the connect's error
     /// (ECONNRESET), which is the proxy closing the client, not failing to accept it.
     pub async fn connect_unless_reset(&self) -> Result<Option<TcpStream>, Failure> {
-        let limit = self.scaled(params::ECHO_DEADLINE);
-        let what = format!("a connection to the proxy on 127.0.0.1:{}", self.proxy_port);
-        match within(limit, what.clone(), peer::connect(self.proxy_port, None)).await? {
-            Ok(mut s) => {
-                // As connect_tagged: a failed write is the close the caller reads next.
-                let _ = s.write_all(&self.router.next_tag().bytes()).await;
-                Ok(Some(s))
-            }
+        match self.dial(None).await? {
+            Ok((s, _)) => Ok(Some(s)),
             Err(e) if peer::is_reset(&e) => Ok(None),
-            Err(e) => Err(Failure::new(format!(
-                "expected {what}, but connect failed: {e}"
-            ))),
+            Err(e) => Err(self.connect_failed(e)),
         }
     }
 
@@ -90,16 +82,33 @@ impl Ctx {
         &self,
         rcvbuf: Option<u32>,
     ) -> Result<(TcpStream, pairing::Tag), Failure> {
+        self.dial(rcvbuf).await?.map_err(|e| self.connect_failed(e))
+    }
+
+    /// A client connection to the proxy that has sent its tag, or the connect's own error; Err
+    /// only when the connect outlived its deadline.
+    async fn dial(
+        &self,
+        rcvbuf: Option<u32>,
+    ) -> Result<std::io::Result<(TcpStream, pairing::Tag)>, Failure> {
         let limit = self.scaled(params::ECHO_DEADLINE);
         let what = format!("a connection to the proxy on 127.0.0.1:{}", self.proxy_port);
-        let mut s = within(limit, what.clone(), peer::connect(self.proxy_port, rcvbuf))
-            .await?
-            .map_err(|e| Failure::new(format!("expected {what}, but connect failed: {e}")))?;
+        let mut s = match within(limit, what, peer::connect(self.proxy_port, rcvbuf)).await? {
+            Ok(s) => s,
+            Err(e) => return Ok(Err(e)),
+        };
         let tag = self.router.next_tag();
         // Twelve bytes go into an empty send buffer at once; a write that fails means the proxy
         // already closed the client, which the scenario's own reads and writes will report.
         let _ = s.write_all(&tag.bytes()).await;
-        Ok((s, tag))
+        Ok(Ok((s, tag)))
+    }
+
+    fn connect_failed(&self, e: std::io::Error) -> Failure {
+        Failure::new(format!(
+            "expected a connection to the proxy on 127.0.0.1:{}, but connect failed: {e}",
+            self.proxy_port
+        ))
     }
 
     /// A destination connection the proxy made for a client of this phase, whichever client: for

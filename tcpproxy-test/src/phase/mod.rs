@@ -79,7 +79,6 @@ pub struct Phase {
 
 impl Phase {
     /// The row with its proxy started as `launch` says.
-    #[allow(dead_code)] // for the rows that start the proxy differently
     fn launched(self, launch: Launch) -> Phase {
         Phase { launch, ..self }
     }
