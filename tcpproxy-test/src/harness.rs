@@ -159,13 +159,18 @@ pub fn kill_all_descendants() {
 /// joins its cgroups in the child between fork and exec, so the proxy runs within them from its
 /// first instruction (a limit applied after spawn would race its first forks and opens). The one
 /// `pre_exec` of the harness: its user and group are set before it by the Command itself.
+///
+/// The proxy gets standard input, output and error and no other descriptor: whatever the
+/// harness inherited (a CI runner's descriptor 3, a build's jobserver pipe) would be the
+/// untrusted proxy's to use, and would shift how many descriptors it has free below its limit,
+/// which decides whether Descriptor exhaustion's crowd leaves a client waiting at all.
 #[allow(unsafe_code)]
 fn limit_in_child(command: &mut Command, child: confine::InChild) {
     use nix::sys::resource::setrlimit;
-    // SAFETY: the closure runs in the forked child before exec and only calls setrlimit(2) and
-    // write(2) on descriptors the parent opened and keeps open until the spawn returns, both
-    // async-signal-safe; it allocates nothing (the vectors were built before the fork) and
-    // touches no lock the parent may hold.
+    // SAFETY: the closure runs in the forked child before exec and only calls setrlimit(2),
+    // write(2) on descriptors the parent opened and keeps open until the spawn returns, and
+    // close_range(2), all async-signal-safe; it allocates nothing (the vectors were built before
+    // the fork) and touches no lock the parent may hold.
     unsafe {
         command.pre_exec(move || {
             for (resource, soft, hard) in &child.rlimits {
@@ -176,8 +181,37 @@ fn limit_in_child(command: &mut Command, child: confine::InChild) {
                 let fd = std::os::fd::BorrowedFd::borrow_raw(*fd);
                 nix::unistd::write(fd, b"0").map_err(std::io::Error::from)?;
             }
+            close_inherited_on_exec();
             Ok(())
         });
+    }
+}
+
+/// Marks every descriptor above standard error close-on-exec, in the child between fork and
+/// exec. Marked rather than closed: std's spawn reports a failed exec through a pipe of its own
+/// (already close-on-exec), which must stay open until the exec.
+#[allow(unsafe_code)]
+fn close_inherited_on_exec() {
+    // SAFETY: close_range(2) with CLOSE_RANGE_CLOEXEC only sets a flag on descriptors of this
+    // (child) process; it touches no memory.
+    let done = unsafe { libc::close_range(3, libc::c_uint::MAX, libc::CLOSE_RANGE_CLOEXEC as i32) };
+    if done != 0 {
+        // Before Linux 5.11: the same flag, one descriptor at a time, up to the soft limit.
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit(2) writes only the struct it is given; fcntl(2) with F_SETFD on a
+        // number that is not open fails with EBADF and changes nothing.
+        unsafe {
+            let top = match libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) {
+                0 => limit.rlim_cur.min(1 << 16) as i32,
+                _ => 1024,
+            };
+            for fd in 3..top {
+                libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
+            }
+        }
     }
 }
 
