@@ -19,6 +19,7 @@ const SOCK_DIAG_BY_FAMILY: u16 = 20;
 const NLM_F_REQUEST: u16 = 1;
 const NLMSG_ERROR: u16 = 2;
 const NLMSG_HDRLEN: usize = 16;
+const TCP_ESTABLISHED: u8 = 1;
 const TCP_LISTEN: u8 = 10;
 /// Both cookie words: match any socket with these ports.
 const NO_COOKIE: u32 = !0;
@@ -64,6 +65,17 @@ impl Diag {
     /// [`Diag::queues`] and the socket's inode, 0 while no descriptor holds it (accepted by
     /// the kernel, not yet by its listener's owner).
     pub fn socket(&mut self, ends: Ends) -> io::Result<Option<(Queues, u64)>> {
+        Ok(self.found(ends)?.map(|(q, inode, _)| (q, inode)))
+    }
+
+    /// Whether the server's end of a connection (`ends` as the server sees them) waits in its
+    /// listener's accept queue: established, and held by no descriptor yet. One its owner
+    /// accepted and closed is held by none either, but has left ESTABLISHED.
+    pub fn queued_for_accept(&mut self, ends: Ends) -> io::Result<bool> {
+        Ok(matches!(self.found(ends)?, Some((_, 0, TCP_ESTABLISHED))))
+    }
+
+    fn found(&mut self, ends: Ends) -> io::Result<Option<(Queues, u64, u8)>> {
         for family in [libc::AF_INET, libc::AF_INET6] {
             if let Some(found) = self.lookup(family as u8, ends)? {
                 return Ok(Some(found));
@@ -72,7 +84,7 @@ impl Diag {
         Ok(None)
     }
 
-    fn lookup(&mut self, family: u8, ends: Ends) -> io::Result<Option<(Queues, u64)>> {
+    fn lookup(&mut self, family: u8, ends: Ends) -> io::Result<Option<(Queues, u64, u8)>> {
         self.seq = self.seq.wrapping_add(1);
         let request = request(family, ends, self.seq);
         sendto(
@@ -86,7 +98,7 @@ impl Diag {
             let n = recv(self.fd.as_raw_fd(), &mut reply, MsgFlags::empty())?;
             match parse(&reply[..n], self.seq, ends) {
                 Reply::Stale => continue,
-                Reply::Found(q, inode) => return Ok(Some((q, inode))),
+                Reply::Found(q, inode, state) => return Ok(Some((q, inode, state))),
                 Reply::NotFound => return Ok(None),
                 Reply::Error(errno) => return Err(io::Error::from_raw_os_error(errno)),
             }
@@ -128,7 +140,8 @@ fn request(family: u8, ends: Ends, seq: u32) -> Vec<u8> {
 enum Reply {
     /// An answer to an earlier request (one that timed out).
     Stale,
-    Found(Queues, u64),
+    /// The queues, the inode and the TCP state.
+    Found(Queues, u64, u8),
     NotFound,
     Error(i32),
 }
@@ -158,13 +171,19 @@ fn parse(reply: &[u8], seq: u32, ends: Ends) -> Reply {
     if state == Some(TCP_LISTEN) || remote != Some(ends.remote) {
         return Reply::NotFound;
     }
-    match (u32_at(RQUEUE_AT), u32_at(WQUEUE_AT), u32_at(INODE_AT)) {
-        (Some(recv), Some(send), Some(inode)) => Reply::Found(
+    match (
+        u32_at(RQUEUE_AT),
+        u32_at(WQUEUE_AT),
+        u32_at(INODE_AT),
+        state,
+    ) {
+        (Some(recv), Some(send), Some(inode), Some(state)) => Reply::Found(
             Queues {
                 send: send.into(),
                 recv: recv.into(),
             },
             inode.into(),
+            state,
         ),
         _ => Reply::Error(libc::EPROTO),
     }
@@ -258,5 +277,30 @@ mod tests {
         let (_s, _) = l.accept().unwrap();
         let (_, inode) = diag.socket(ends).unwrap().expect("the accepted socket");
         assert_ne!(inode, 0);
+    }
+
+    #[test]
+    fn only_a_connection_waiting_for_accept_is_queued() {
+        let Ok(mut diag) = Diag::open() else {
+            return;
+        };
+        let (l, _c, client) = loopback_client();
+        let ends = facing(client);
+        let end = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !diag.queued_for_accept(ends).unwrap() {
+            assert!(
+                std::time::Instant::now() < end,
+                "the connection never showed in the queue"
+            );
+            std::thread::yield_now();
+        }
+        let (s, _) = l.accept().unwrap();
+        assert!(!diag.queued_for_accept(ends).unwrap(), "accepted");
+        drop(s);
+        // Closed by its owner: FIN-WAIT, no descriptor, not waiting for anyone's accept.
+        assert!(
+            !diag.queued_for_accept(ends).unwrap(),
+            "accepted and closed"
+        );
     }
 }

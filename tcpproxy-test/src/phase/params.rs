@@ -168,8 +168,9 @@ pub const LEAK_UNSERVED_LIMIT: usize = LEAK_CONNECTIONS / 2;
 /// How long the proxy has to close what it should after the last connection ends.
 pub const LEAK_SETTLE: Duration = secs(5);
 
-/// Descriptor exhaustion: the proxy starts with RLIMIT_NOFILE `EXHAUSTION_NOFILE`;
-/// `EXHAUSTION_CLIENTS` clients connect at once and hold `EXHAUSTION_HOLD`, then close; a new
+/// Descriptor exhaustion: the proxy starts with RLIMIT_NOFILE `EXHAUSTION_NOFILE`; up to
+/// `EXHAUSTION_CLIENTS` clients connect one at a time until one waits unaccepted, and hold
+/// `EXHAUSTION_HOLD`, then close; a new
 /// client must then echo within `EXHAUSTION_RECOVER_WITHIN`, trying again every
 /// `EXHAUSTION_RETRY_EVERY` while the proxy turns it away. Above `EXHAUSTION_CPU_LIMIT` of a
 /// core during the hold, more than over `EXHAUSTION_IDLE` before the crowd, is a warning.
@@ -180,6 +181,16 @@ pub const EXHAUSTION_RECOVER_WITHIN: Duration = secs(5);
 pub const EXHAUSTION_RETRY_EVERY: Duration = millis(50);
 pub const EXHAUSTION_CPU_LIMIT: f64 = 0.5;
 pub const EXHAUSTION_IDLE: Duration = millis(500);
+/// A crowd client waiting this long in the listen queue of a proxy with descriptors to spare
+/// ends the phase as skipped: the proxy takes no more pairs (a slow accept loop keeps clients
+/// queued for milliseconds). Where sock_diag cannot tell whether a client waits in the queue,
+/// one neither echoed nor closed this long is taken to.
+pub const EXHAUSTION_QUEUE_FULL_AFTER: Duration = secs(2);
+/// After the hold, the proxy gets one more descriptor; the client waiting in its queue is given
+/// this long to be turned away.
+pub const EXHAUSTION_ONE_FREE: Duration = secs(2);
+/// How often a crowd client not yet settled is looked at again.
+pub const EXHAUSTION_POLL: Duration = millis(20);
 
 /// Many connections: open at once, each then echoing.
 pub const MANY_CONNECTIONS: usize = 1_500;
