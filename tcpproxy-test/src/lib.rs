@@ -37,6 +37,7 @@ mod shard;
 mod sockdiag;
 mod suite;
 mod timeline;
+mod traced;
 mod vouch;
 
 use std::ffi::OsString;

@@ -25,6 +25,21 @@ pub const MAX_EVENTS: usize = 600;
 /// half-close, an EOF, a reset or a close is always kept.
 pub const BYTES_EVERY: Duration = Duration::from_millis(50);
 
+/// The connections whose legs' events are kept; the rest are counted in [`Timeline::dropped`].
+/// A phase that opens thousands of connections shows how the first ones went, which is what
+/// the HTML report draws (two lanes each), rather than a mass of connects and no bytes.
+pub const MAX_CONNECTIONS: u32 = 20;
+
+/// Room kept for the proxy's own events (its exit, its stderr, the verdict) however busy the
+/// connections are: a full timeline still says how the phase ended.
+const PROXY_ROOM: usize = 16;
+
+/// Byte samples stop once the timeline holds this many events, so the ends of every leg (and
+/// the last counts before them) still fit after a long transfer on many legs: a connection's
+/// two connects, half-closes, EOFs, closes and four last counts are about ten events, and
+/// [`MAX_CONNECTIONS`] of them fit in the rest beside [`PROXY_ROOM`].
+const SAMPLES_UNTIL: usize = MAX_EVENTS * 2 / 3;
+
 /// Where an event happened: the proxy process, or one leg of a connection through it. The
 /// client leg of connection `k` is the harness's socket to the proxy; the server leg is the
 /// destination server's socket the proxy connected.
@@ -208,16 +223,12 @@ impl Recorder {
         }
     }
 
-    /// A new connection's number (from 1), its client and server legs noted as connected now.
-    pub fn connected(&self) -> u32 {
-        let k = {
-            let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-            inner.connections += 1;
-            inner.connections
-        };
-        self.note(Lane::Client(k), Kind::Connect);
-        self.note(Lane::Server(k), Kind::Connect);
-        k
+    /// A new connection's number (from 1): its legs are lanes `Client(k)` and `Server(k)`.
+    /// Each leg's connect is its opener's to note, when it happens.
+    pub fn opened(&self) -> u32 {
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        inner.connections += 1;
+        inner.connections
     }
 
     /// How many connections have been opened so far.
@@ -243,6 +254,12 @@ impl Recorder {
     /// lane's latest counts, so the line drawn through the samples ends where the bytes did.
     pub fn note_at(&self, at: Duration, lane: Lane, kind: Kind) {
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if let Lane::Client(k) | Lane::Server(k) = lane
+            && k > MAX_CONNECTIONS
+        {
+            inner.timeline.dropped += 1;
+            return;
+        }
         if let Some((wrote, total)) = kind.bytes() {
             let fresh = Sampling {
                 lane,
@@ -251,17 +268,25 @@ impl Recorder {
                 latest: (at, total),
                 kept: true,
             };
+            let full = inner.timeline.events.len() >= SAMPLES_UNTIL;
             match inner
                 .samples
                 .iter_mut()
                 .find(|s| s.lane == lane && s.wrote == wrote)
             {
-                Some(s) if at.saturating_sub(s.kept_at) < BYTES_EVERY => {
+                Some(s) if full || at.saturating_sub(s.kept_at) < BYTES_EVERY => {
                     s.latest = (at, total);
                     s.kept = false;
                     return;
                 }
                 Some(s) => *s = fresh,
+                None if full => {
+                    inner.samples.push(Sampling {
+                        kept: false,
+                        ..fresh
+                    });
+                    return;
+                }
                 None => inner.samples.push(fresh),
             }
         } else {
@@ -299,7 +324,11 @@ impl Inner {
     }
 
     fn push(&mut self, at: Duration, lane: Lane, kind: Kind) {
-        if self.timeline.events.len() >= MAX_EVENTS {
+        let room = match lane {
+            Lane::Proxy => MAX_EVENTS,
+            Lane::Client(_) | Lane::Server(_) => MAX_EVENTS - PROXY_ROOM,
+        };
+        if self.timeline.events.len() >= room {
             self.timeline.dropped += 1;
             return;
         }
@@ -344,14 +373,64 @@ mod tests {
     }
 
     #[test]
-    fn a_full_timeline_counts_what_it_turned_away() {
+    fn a_full_timeline_counts_what_it_turned_away_and_still_has_the_verdict() {
         let r = Recorder::new(Instant::now());
-        for k in 0..MAX_EVENTS + 7 {
-            r.note_at(at(k as u64), Lane::Server(k as u32), Kind::Connect);
+        let legs = MAX_EVENTS - PROXY_ROOM;
+        for k in 0..legs + 7 {
+            let lane = Lane::Server(1 + k as u32 % MAX_CONNECTIONS);
+            r.note_at(at(k as u64), lane, Kind::Eof);
+        }
+        r.note_at(
+            at(9999),
+            Lane::Proxy,
+            Kind::Verdict {
+                verdict: "passed".into(),
+            },
+        );
+        let t = r.timeline();
+        assert_eq!(t.events.len(), legs + 1);
+        assert_eq!(t.dropped, 7);
+        assert_eq!(t.events.last().unwrap().lane, Lane::Proxy);
+    }
+
+    #[test]
+    fn connections_past_the_first_few_are_counted_not_kept() {
+        let r = Recorder::new(Instant::now());
+        for _ in 0..MAX_CONNECTIONS + 3 {
+            let k = r.opened();
+            r.note(Lane::Client(k), Kind::Connect);
+            r.note(Lane::Server(k), Kind::Connect);
         }
         let t = r.timeline();
-        assert_eq!(t.events.len(), MAX_EVENTS);
-        assert_eq!(t.dropped, 7);
+        assert_eq!(t.events.len(), 2 * MAX_CONNECTIONS as usize);
+        assert_eq!(t.dropped, 6);
+    }
+
+    /// Many legs moving bytes for long fill the timeline's sampling share, not all of it: each
+    /// leg's last count and its EOF are still kept.
+    #[test]
+    fn long_transfers_on_many_legs_still_keep_every_leg_s_end() {
+        let r = Recorder::new(Instant::now());
+        let legs = MAX_CONNECTIONS;
+        for step in 1..=200u64 {
+            for k in 1..=legs {
+                r.note_at(at(step * 60), Lane::Client(k), Kind::Read { total: step });
+            }
+        }
+        for k in 1..=legs {
+            r.note_at(at(20_000), Lane::Client(k), Kind::Eof);
+        }
+        let t = r.timeline();
+        for k in 1..=legs {
+            let mine: Vec<_> = t
+                .events
+                .iter()
+                .filter(|e| e.lane == Lane::Client(k))
+                .collect();
+            let n = mine.len();
+            assert_eq!(mine[n - 1].kind, Kind::Eof, "client {k}");
+            assert_eq!(mine[n - 2].kind, Kind::Read { total: 200 }, "client {k}");
+        }
     }
 
     #[test]

@@ -183,17 +183,20 @@ pub async fn connect(port: u16, rcvbuf: Option<u32>) -> io::Result<TcpStream> {
 
 /// Echoes everything read back to its sender, paced, and half-closes after the peer's EOF.
 /// Returns the bytes echoed; an error ends the echo quietly (the phase's check reports it).
-pub async fn echo(stream: TcpStream, pacing: Pacing) -> io::Result<u64> {
-    let (mut rd, mut wr) = stream.into_split();
+/// Any stream will do (the harness's sockets that note their events, as well as bare ones).
+pub async fn echo(
+    mut stream: impl AsyncRead + AsyncWrite + Unpin,
+    pacing: Pacing,
+) -> io::Result<u64> {
     let mut buf = vec![0; pacing.chunk];
     let mut total = 0;
     loop {
-        let n = rd.read(&mut buf).await?;
+        let n = stream.read(&mut buf).await?;
         if n == 0 {
-            wr.shutdown().await?;
+            stream.shutdown().await?;
             return Ok(total);
         }
-        wr.write_all(&buf[..n]).await?;
+        stream.write_all(&buf[..n]).await?;
         total += n as u64;
         pacing.rest().await;
     }

@@ -6,7 +6,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
@@ -16,6 +15,7 @@ use super::verdict::{Failure, PhaseResult};
 use crate::check;
 use crate::deadline::within;
 use crate::peer::{self, Pacing, SMALL_RCVBUF};
+use crate::traced::{TracedReadHalf, TracedWriteHalf};
 
 /// What one hop has read so far, and how its reading ended if it did.
 #[derive(Debug, Clone, Default)]
@@ -49,7 +49,7 @@ async fn open(
     total: usize,
     client_rcvbuf: Option<u32>,
     pacing: Pacing,
-) -> Result<(OwnedWriteHalf, Hops), Failure> {
+) -> Result<(TracedWriteHalf, Hops), Failure> {
     let mut tasks = JoinSet::new();
     let mut reads = Vec::with_capacity(n);
     let mut writes = Vec::with_capacity(n);
@@ -93,8 +93,8 @@ async fn open(
 /// Reads up to `total` bytes from one hop, recording them and passing them on to the next hop
 /// (or reporting progress at the end of the chain).
 async fn copy_hop(
-    mut rd: OwnedReadHalf,
-    mut next: Option<OwnedWriteHalf>,
+    mut rd: TracedReadHalf,
+    mut next: Option<TracedWriteHalf>,
     record: Arc<Mutex<Hop>>,
     total: usize,
     pacing: Pacing,

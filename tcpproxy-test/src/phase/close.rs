@@ -118,7 +118,7 @@ pub async fn destination_refused(ctx: Arc<Ctx>) -> PhaseResult {
 }
 
 /// The client whose destination refused is closed: EOF or a reset, within the limit.
-async fn refused_client_closed(ctx: &Ctx, client: &mut tokio::net::TcpStream) -> PhaseResult {
+async fn refused_client_closed(ctx: &Ctx, client: &mut crate::traced::Traced) -> PhaseResult {
     let limit = ctx.scaled(REFUSED_CLOSE_WITHIN);
     let mut buf = [0u8; 64];
     let read = within(limit, "the proxy to close a client whose destination refused", client.read(&mut buf))

@@ -18,6 +18,7 @@ use crate::check;
 use crate::deadline::within;
 use crate::peer::{self, Pacing};
 use crate::procfs;
+use crate::traced::Traced;
 
 /// /proc/net/tcp's state number for SYN-SENT.
 const SYN_SENT: u8 = 0x02;
@@ -53,7 +54,10 @@ pub async fn slow_destination_connect(ctx: Arc<Ctx>) -> PhaseResult {
     let full = FullQueue::fill(&ctx).await?;
     let mut waiting = Vec::with_capacity(SLOW_CONNECT_CLIENTS);
     for _ in 0..SLOW_CONNECT_CLIENTS {
-        waiting.push(connect_tagged(&ctx).await?);
+        // Its destination connection is awaited later, once the destination accepts again. A
+        // failed tag write means the proxy closed the client already, which is allowed here
+        // (its connect may have given up) and which the wait for its end will see.
+        waiting.push(ctx.connect_tagged(None).await?);
     }
     let hung = Instant::now();
     let mut seen_hanging = false;
@@ -134,7 +138,7 @@ struct Pings {
 
 impl Pings {
     /// One small message echoed within `SLOW_CONNECT_RTT` (scaled).
-    async fn once(&mut self, ctx: &Ctx, client: &mut TcpStream, when: &str) -> PhaseResult {
+    async fn once(&mut self, ctx: &Ctx, client: &mut Traced, when: &str) -> PhaseResult {
         self.count += 1;
         let n = self.count;
         let msg = ctx.payload(n as u64, SLOW_CONNECT_MESSAGE);
@@ -163,24 +167,6 @@ impl Pings {
         self.slowest = self.slowest.max(began.elapsed());
         Ok(())
     }
-}
-
-/// A client through the proxy that has sent its tag; its destination connection is awaited
-/// later, once the destination accepts again.
-async fn connect_tagged(ctx: &Ctx) -> Result<(TcpStream, Tag), Failure> {
-    let what = format!("a connection to the proxy on 127.0.0.1:{}", ctx.proxy_port);
-    let mut client = within(
-        ctx.scaled(ECHO_DEADLINE),
-        what.clone(),
-        peer::connect(ctx.proxy_port, None),
-    )
-    .await?
-    .map_err(|e| Failure::new(format!("expected {what}, but connect failed: {e}")))?;
-    let tag = ctx.router.next_tag();
-    // A failed write means the proxy closed the client already, which is allowed here (its
-    // connect may have given up) and which the wait for its end will see.
-    let _ = client.write_all(&tag.bytes()).await;
-    Ok((client, tag))
 }
 
 /// Whether one of the proxy's sockets sits in SYN-SENT toward the destination: its SYN was
@@ -301,10 +287,10 @@ fn state_of(local: u16, remote: u16) -> Option<u8> {
 
 /// A client that waited on the destination: once the destination accepts again, either its
 /// destination connection arrives and a message is echoed, or the proxy closes it.
-async fn served_or_closed(ctx: &Ctx, mut client: TcpStream, tag: Tag, n: usize) -> PhaseResult {
+async fn served_or_closed(ctx: &Ctx, mut client: Traced, tag: Tag, n: usize) -> PhaseResult {
     let mut probe = [0u8; 1];
     let server = tokio::select! {
-        s = ctx.router.accept_for(&ctx.dest, tag) => s.map_err(Failure::new)?,
+        s = ctx.accept_for(tag) => s.map_err(Failure::new)?,
         closed = client.peek(&mut probe) => return match closed {
             Ok(0) => Ok(()),
             Err(e) if peer::is_reset(&e) => Ok(()),

@@ -1,5 +1,6 @@
 //! What a phase's scenario works with.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::time::Duration;
 
@@ -15,7 +16,8 @@ use super::verdict::Failure;
 use crate::deadline::{Timing, within};
 use crate::harness::{Proxy, ProxyCommand};
 use crate::peer;
-use crate::timeline::Recorder;
+use crate::timeline::{Kind, Lane, Recorder};
+use crate::traced::Traced;
 
 /// What a phase's scenario works with: its own destination server, its own proxy, deadlines.
 pub struct Ctx {
@@ -38,6 +40,8 @@ pub struct Ctx {
     pub(super) cmd: ProxyCommand,
     /// What happened in the phase, for the reports' timelines.
     pub timeline: Recorder,
+    /// The connection number (its legs' lanes) of each client this phase tagged.
+    pub(super) lanes: std::sync::Mutex<HashMap<pairing::Tag, u32>>,
     /// Facts a passed phase reports beside its verdict (how a reset was passed on).
     pub(super) notes: std::sync::Mutex<Vec<String>>,
 }
@@ -61,7 +65,7 @@ impl Ctx {
     }
 
     /// A client connection through the proxy, which has sent its tag (see [`pairing`]).
-    pub async fn connect(&self, rcvbuf: Option<u32>) -> Result<TcpStream, Failure> {
+    pub async fn connect(&self, rcvbuf: Option<u32>) -> Result<Traced, Failure> {
         Ok(self.connect_tagged(rcvbuf).await?.0)
     }
 
@@ -69,24 +73,30 @@ impl Ctx {
     /// destination refused): None when the connect itself saw that reset. Linux reports a reset
     /// that lands between the handshake and the connect's completion as the connect's error
     /// (ECONNRESET), which is the proxy closing the client, not failing to accept it.
-    pub async fn connect_unless_reset(&self) -> Result<Option<TcpStream>, Failure> {
+    pub async fn connect_unless_reset(&self) -> Result<Option<Traced>, Failure> {
         match self.dial(None).await? {
-            Ok((s, _)) => Ok(Some(s)),
+            Ok((s, tag)) => Ok(Some(self.client_leg(s, tag))),
             Err(e) if peer::is_reset(&e) => Ok(None),
             Err(e) => Err(self.connect_failed(e)),
         }
     }
 
     /// As [`Ctx::connect`], with the tag its destination connection will carry.
-    async fn connect_tagged(
+    pub(super) async fn connect_tagged(
         &self,
         rcvbuf: Option<u32>,
-    ) -> Result<(TcpStream, pairing::Tag), Failure> {
-        self.dial(rcvbuf).await?.map_err(|e| self.connect_failed(e))
+    ) -> Result<(Traced, pairing::Tag), Failure> {
+        let (s, tag) = self
+            .dial(rcvbuf)
+            .await?
+            .map_err(|e| self.connect_failed(e))?;
+        Ok((self.client_leg(s, tag), tag))
     }
 
     /// A client connection to the proxy that has sent its tag, or the connect's own error; Err
-    /// only when the connect outlived its deadline.
+    /// only when the connect outlived its deadline. The connection gets its number, and its
+    /// client leg's connect is noted; the tag is the harness's plumbing, so it is written
+    /// before the leg's bytes are counted.
     async fn dial(
         &self,
         rcvbuf: Option<u32>,
@@ -98,6 +108,9 @@ impl Ctx {
             Err(e) => return Ok(Err(e)),
         };
         let tag = self.router.next_tag();
+        let k = self.timeline.opened();
+        self.timeline.note(Lane::Client(k), Kind::Connect);
+        self.lanes_by_tag().insert(tag, k);
         // Twelve bytes go into an empty send buffer at once; a write that fails means the proxy
         // already closed the client, which the scenario's own reads and writes will report.
         let _ = s.write_all(&tag.bytes()).await;
@@ -111,19 +124,52 @@ impl Ctx {
         ))
     }
 
-    /// A destination connection the proxy made for a client of this phase, whichever client: for
-    /// servers that treat every connection alike.
-    pub async fn accept(&self) -> Result<TcpStream, Failure> {
-        let limit = self.scaled(params::ECHO_DEADLINE);
-        self.awaited(limit, self.router.accept_any(&self.dest))
-            .await
+    fn lanes_by_tag(&self) -> std::sync::MutexGuard<'_, HashMap<pairing::Tag, u32>> {
+        self.lanes.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    async fn awaited(
+    fn client_leg(&self, s: TcpStream, tag: pairing::Tag) -> Traced {
+        let k = self.lanes_by_tag().get(&tag).copied();
+        let k = k.expect("every dialled client's tag has its connection's number");
+        Traced::new(s, self.timeline.clone(), Lane::Client(k))
+    }
+
+    /// Notes the connect of the server leg of `tag`'s connection: the lane of its client, or a
+    /// connection of its own for a client the scenario tagged itself, untraced.
+    fn server_connected(&self, tag: pairing::Tag) -> Lane {
+        let known = self.lanes_by_tag().get(&tag).copied();
+        let lane = Lane::Server(known.unwrap_or_else(|| self.timeline.opened()));
+        self.timeline.note(lane, Kind::Connect);
+        lane
+    }
+
+    fn server_leg(&self, s: TcpStream, tag: pairing::Tag) -> Traced {
+        let lane = self.server_connected(tag);
+        Traced::new(s, self.timeline.clone(), lane)
+    }
+
+    /// A destination connection the proxy made for a client of this phase, whichever client: for
+    /// servers that treat every connection alike.
+    pub async fn accept(&self) -> Result<Traced, Failure> {
+        let limit = self.scaled(params::ECHO_DEADLINE);
+        let (s, tag) = self
+            .awaited(limit, self.router.accept_any(&self.dest))
+            .await?;
+        Ok(self.server_leg(s, tag))
+    }
+
+    /// The destination connection the proxy made for the client tagged `tag`, awaited for as
+    /// long as the caller waits.
+    pub(super) async fn accept_for(&self, tag: pairing::Tag) -> Result<Traced, String> {
+        let s = self.router.accept_for(&self.dest, tag).await?;
+        Ok(self.server_leg(s, tag))
+    }
+
+    async fn awaited<T>(
         &self,
         limit: Duration,
-        accepting: impl Future<Output = Result<TcpStream, String>>,
-    ) -> Result<TcpStream, Failure> {
+        accepting: impl Future<Output = Result<T, String>>,
+    ) -> Result<T, Failure> {
         match within(
             limit,
             "the proxy to connect to the destination server",
@@ -175,16 +221,30 @@ impl Ctx {
     }
 
     /// A client connection and the destination-side connection the proxy made for it.
-    pub async fn pair(
-        &self,
-        client_rcvbuf: Option<u32>,
-    ) -> Result<(TcpStream, TcpStream), Failure> {
+    pub async fn pair(&self, client_rcvbuf: Option<u32>) -> Result<(Traced, Traced), Failure> {
         let (client, tag) = self.connect_tagged(client_rcvbuf).await?;
         let limit = self.scaled(params::ECHO_DEADLINE);
         let server = self
             .awaited(limit, self.router.accept_for(&self.dest, tag))
             .await?;
-        self.timeline.connected();
+        Ok((client, self.server_leg(server, tag)))
+    }
+
+    /// As [`Ctx::pair`], the sockets bare: for a driver that notes its legs' events itself (the
+    /// fuzz model's, [`crate::fuzz::timeline`]). The connects are noted here all the same.
+    pub(super) async fn pair_untraced(
+        &self,
+        client_rcvbuf: Option<u32>,
+    ) -> Result<(TcpStream, TcpStream), Failure> {
+        let (client, tag) = self
+            .dial(client_rcvbuf)
+            .await?
+            .map_err(|e| self.connect_failed(e))?;
+        let limit = self.scaled(params::ECHO_DEADLINE);
+        let server = self
+            .awaited(limit, self.router.accept_for(&self.dest, tag))
+            .await?;
+        self.server_connected(tag);
         Ok((client, server))
     }
 

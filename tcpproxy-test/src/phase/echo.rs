@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::net::TcpStream;
 use tokio::task::JoinSet;
 
 use super::context::Ctx;
@@ -16,11 +15,12 @@ use super::verdict::{Failure, PhaseResult};
 use crate::check;
 use crate::deadline::within;
 use crate::peer::{self, Pacing};
+use crate::traced::Traced;
 
 /// Sends `msg` and waits for its echo; a mismatch or a close says which message and when.
 pub(super) async fn round_trip(
     ctx: &Ctx,
-    client: &mut TcpStream,
+    client: &mut Traced,
     msg: &[u8],
     label: &str,
 ) -> PhaseResult {

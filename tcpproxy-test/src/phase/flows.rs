@@ -322,7 +322,7 @@ async fn drive(ctx: &Ctx, case: &Case) -> Result<peers::Record, Failure> {
     let mut pairs = Vec::new();
     for c in &case.connections {
         let (client, server) = ctx
-            .pair(c.small_client_rcvbuf.then_some(SMALL_RCVBUF))
+            .pair_untraced(c.small_client_rcvbuf.then_some(SMALL_RCVBUF))
             .await?;
         let port = |a: std::io::Result<std::net::SocketAddr>| {
             a.map(|a| a.port()).map_err(|e| {

@@ -9,7 +9,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use super::context::Ctx;
@@ -17,6 +16,7 @@ use super::params::*;
 use super::verdict::{Failure, PhaseResult};
 use crate::check;
 use crate::deadline::within;
+use crate::traced::Traced;
 
 /// `SMALL_WRITE_ROUNDS` rounds on one pair. Each round times both pieces from the client's write
 /// to the server's read of the piece's last byte; what the second took beyond the first is the
@@ -89,8 +89,8 @@ fn ms(d: Duration) -> f64 {
 /// Returns how long that took from the write.
 async fn send(
     ctx: &Ctx,
-    client: &mut TcpStream,
-    server: &mut TcpStream,
+    client: &mut Traced,
+    server: &mut Traced,
     piece: &[u8],
     round: usize,
     which: &str,

@@ -4,7 +4,6 @@
 use std::ops::RangeInclusive;
 use std::sync::Arc;
 
-use tokio::net::TcpStream;
 use tokio::task::JoinSet;
 
 use super::context::Ctx;
@@ -13,6 +12,7 @@ use super::verdict::{Failure, PhaseResult};
 use crate::backlog;
 use crate::deadline::within;
 use crate::peer::{self, Pacing};
+use crate::traced::Traced;
 
 /// glibc's FD_SETSIZE: select() cannot watch a descriptor this large or larger.
 const FD_SETSIZE: usize = 1024;
@@ -48,8 +48,8 @@ enum Unopened {
 /// A client and the destination connection the proxy made for it, watching the client while
 /// waiting: a proxy that closes the client instead of connecting is reported as that at once,
 /// not as a destination that never saw a connection.
-async fn open_pair(ctx: &Ctx) -> Result<(TcpStream, TcpStream), Unopened> {
-    let client = ctx.connect(None).await.map_err(Unopened::TurnedAway)?;
+async fn open_pair(ctx: &Ctx) -> Result<(Traced, Traced), Unopened> {
+    let mut client = ctx.connect(None).await.map_err(Unopened::TurnedAway)?;
     let mut probe = [0u8; 1];
     let closed = tokio::select! {
         server = ctx.accept() => return server.map(|s| (client, s)).map_err(Unopened::Other),

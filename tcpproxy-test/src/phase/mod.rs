@@ -204,6 +204,7 @@ pub async fn run(phase: &Phase, cmd: &ProxyCommand, rules: Rules) -> Result<Outc
         proxy: Mutex::new(proxy),
         cmd: cmd.clone(),
         timeline: recorder.clone(),
+        lanes: Default::default(),
         notes: Default::default(),
     });
     let scenario: PhaseFuture = match phase.scenario {

@@ -115,11 +115,11 @@ impl Router {
     pub async fn accept_any(
         &self,
         listener: &Mutex<Option<TcpListener>>,
-    ) -> Result<TcpStream, String> {
+    ) -> Result<(TcpStream, Tag), String> {
         self.claim(listener, |a| {
             while let Some(t) = a.order.pop_front() {
                 if let Some(s) = a.by_tag.remove(&t) {
-                    return Some(s);
+                    return Some((s, t));
                 }
             }
             None
@@ -149,11 +149,11 @@ impl Router {
 
     /// Waits until `take` finds a connection, accepting new ones meanwhile. Whoever holds the
     /// listener accepts for everyone; the others wait for a tag to arrive.
-    async fn claim(
+    async fn claim<T>(
         &self,
         listener: &Mutex<Option<TcpListener>>,
-        mut take: impl FnMut(&mut Arrived) -> Option<TcpStream>,
-    ) -> Result<TcpStream, String> {
+        mut take: impl FnMut(&mut Arrived) -> Option<T>,
+    ) -> Result<T, String> {
         loop {
             let notified = self.shared.notify.notified();
             tokio::pin!(notified);

@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tokio::io::AsyncWriteExt as _;
-use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
@@ -16,6 +15,7 @@ use super::verdict::{Failure, PhaseResult};
 use crate::deadline::{self, within};
 use crate::peer::{self, Pacing};
 use crate::procfs;
+use crate::traced::Traced;
 use crate::{backlog, check, sockdiag};
 
 fn need_proc() -> PhaseResult {
@@ -179,7 +179,7 @@ impl Request {
     /// not to be had. Many connections reach their deadline together: a scan of the host's
     /// whole table for each, on the runtime's threads, held up every other connection's reads
     /// and timers for seconds, so the scan runs on a blocking thread.
-    async fn of(client: &TcpStream) -> Request {
+    async fn of(client: &Traced) -> Request {
         let (Ok(local), Ok(peer)) = (client.local_addr(), client.peer_addr()) else {
             return Request::Unknown;
         };
@@ -229,7 +229,7 @@ impl Request {
 
 /// The destination end of a short connection: the request read by its length, echoed, then a
 /// full close, so no step waits for an EOF the proxy would have to forward.
-async fn short_echo(ctx: &Ctx, mut server: TcpStream) {
+async fn short_echo(ctx: &Ctx, mut server: Traced) {
     let mut got = Vec::with_capacity(LEAK_ECHO);
     let echo = async {
         peer::read_exact_into(&mut server, LEAK_ECHO, Pacing::EAGER, &mut got).await?;

@@ -18,13 +18,13 @@ use std::time::Duration;
 use rand::{RngCore as _, SeedableRng as _};
 use rand_chacha::ChaCha20Rng;
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
-use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use super::context::Ctx;
 use super::params::*;
 use super::verdict::{Failure, PhaseResult};
 use crate::check;
+use crate::traced::Traced;
 
 /// The payload of one direction: a seeded stream consumed in whole blocks by the writer and the
 /// reader alike (ChaCha drops the rest of a word when asked for a length not a multiple of 4).
@@ -203,11 +203,7 @@ async fn read_slowly(
 const STALL_HINT: &str = "the proxy aborted a pair whose reader was taking bytes all along: its stall timer restarts only when the buffer empties, or only on its own writes (Linux reports a socket writable only once a third of its send buffer is free, which a slow reader can take longer than the stall timeout to drain); any byte the destination takes is progress";
 
 /// One direction: `writer` is the client (forward) or the destination server (reverse).
-async fn direction(
-    ctx: &Ctx,
-    (client, server): (TcpStream, TcpStream),
-    forward: bool,
-) -> PhaseResult {
+async fn direction(ctx: &Ctx, (client, server): (Traced, Traced), forward: bool) -> PhaseResult {
     let (writer_name, reader_name, stream_id) = if forward {
         ("client", "destination server", 0)
     } else {
