@@ -44,7 +44,8 @@ const CONFIRM: Duration = Duration::from_millis(20);
 const BUDGET: f64 = 0.4;
 const LATE: f64 = 0.75;
 
-/// The four sockets between a sender and a receiver through the proxy.
+/// The four sockets between a sender and a receiver through the proxy, read in this order:
+/// the sender's, the proxy's facing the sender, the proxy's facing the receiver, the receiver's.
 #[derive(Debug, Clone, Copy)]
 pub struct Path {
     sender: Ends,
@@ -158,6 +159,15 @@ pub enum Held {
     OutOfTime,
 }
 
+/// What a fill tells its caller as it goes.
+#[derive(Debug, Clone, Copy)]
+pub enum Seen {
+    /// A write took this many bytes.
+    Wrote(usize),
+    /// The four sockets' queues, in [`Path`]'s order.
+    Queues([Queues; 4]),
+}
+
 /// What a fill wrote and where it ended.
 #[derive(Debug, Clone, Copy)]
 pub struct Fill {
@@ -172,7 +182,8 @@ pub struct Fill {
 /// Writes `data` in pieces through the proxy until the proxy holds bytes it cannot pass on
 /// (see the module's comment), and stops there: the caller shuts down at once. `before` bytes
 /// were written on this socket earlier and `received` of everything read at the far end, and
-/// the receiver reads nothing while this runs. `wrote` hears of every write.
+/// the receiver reads nothing while this runs. `seen` hears of every write and every reading of
+/// the queues as it is made.
 pub async fn fill(
     wr: &mut (impl AsyncWrite + Unpin),
     data: &[u8],
@@ -180,7 +191,7 @@ pub async fn fill(
     received: usize,
     path: &Path,
     settings: &Settings,
-    mut wrote: impl FnMut(usize),
+    mut seen: impl FnMut(Seen),
 ) -> io::Result<Fill> {
     let mut at = 0;
     let mut clear = Instant::now();
@@ -195,6 +206,7 @@ pub async fn fill(
     let Some(mut queues) = path.read(&mut diag) else {
         return done(at, Held::Unseen, clear);
     };
+    seen(Seen::Queues(queues));
     // Holding: the proxy's own share of what was written and not yet read.
     let held = |at: usize, q: &[Queues; 4]| {
         let beyond: u64 = q.iter().map(|q| q.send + q.recv).sum();
@@ -222,7 +234,7 @@ pub async fn fill(
                 Ok(Ok(0)) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(Ok(n)) => {
                     off += n;
-                    wrote(n);
+                    seen(Seen::Wrote(n));
                 }
                 Ok(Err(e)) => return Err(e),
                 Err(_) if Instant::now() < end => return done(at + off, Held::OutOfTime, clear),
@@ -245,6 +257,7 @@ pub async fn fill(
             let Some(q) = path.read(&mut diag) else {
                 return done(at, Held::Unseen, clear);
             };
+            seen(Seen::Queues(q));
             queues = q;
             let h = held(at, &q);
             if taken(&q) {

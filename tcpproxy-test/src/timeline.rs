@@ -1,6 +1,7 @@
 //! What happened in a phase, in time order: the proxy's start, readiness and exit, each
 //! connection leg's connect, bytes, half-close, EOF, reset and close, the windows in which the
-//! proxy held bytes it could not write, the deadlines the phase ran under, and the moment the
+//! proxy held bytes it could not write (and the kernel's queues of each leg's two sockets while a
+//! held tail was filled), the deadlines the phase ran under, and the moment the
 //! verdict was decided. Times are milliseconds since the phase began. A phase's recorder is
 //! shared by every task of its scenario; it keeps at most [`MAX_EVENTS`] events and counts what
 //! it turned away, so a report stays small whatever the phase does.
@@ -21,8 +22,8 @@ pub const VERSION: u32 = 1;
 /// At most this many events per phase; the rest are counted in [`Timeline::dropped`].
 pub const MAX_EVENTS: usize = 600;
 
-/// Byte counts of one leg and direction are sampled at most this often; the last count before a
-/// half-close, an EOF, a reset or a close is always kept.
+/// Byte counts of one leg and direction, and one socket's queues, are sampled at most this often;
+/// the last count before a half-close, an EOF, a reset or a close is always kept.
 pub const BYTES_EVERY: Duration = Duration::from_millis(50);
 
 /// The connections whose legs' events are kept; the rest are counted in [`Timeline::dropped`].
@@ -34,7 +35,7 @@ pub const MAX_CONNECTIONS: u32 = 20;
 /// connections are: a full timeline still says how the phase ended.
 const PROXY_ROOM: usize = 16;
 
-/// Byte samples stop once the timeline holds this many events, so the ends of every leg (and
+/// Byte samples (and queue readings) stop once the timeline holds this many events, so the ends of every leg (and
 /// the last counts before them) still fit after a long transfer on many legs: a connection's
 /// two connects, half-closes, EOFs, closes and four last counts are about ten events, and
 /// [`MAX_CONNECTIONS`] of them fit in the rest beside [`PROXY_ROOM`].
@@ -89,6 +90,26 @@ impl Serialize for Lane {
     }
 }
 
+/// Which socket of a leg a queue reading is of. A leg is one TCP connection: the harness's
+/// socket the lane is named for, and the proxy's socket at its other end (the proxy's accepted
+/// socket on a client leg, the socket it connected on a server leg), which the harness reads
+/// through the kernel (sock_diag) as `ss` does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum End {
+    Harness,
+    Proxy,
+}
+
+impl fmt::Display for End {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            End::Harness => "the harness's socket",
+            End::Proxy => "the proxy's socket",
+        })
+    }
+}
+
 /// What happened.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
@@ -118,17 +139,29 @@ pub enum Kind {
     /// The proxy held bytes toward this leg that it could not write, from `at` until `until`:
     /// the window its stall timer runs in.
     Held { until_ms: f64 },
+    /// The kernel's queues of one socket of this leg (`end`): bytes written on it and not yet
+    /// acknowledged (`send`), and bytes it received and its owner has not read (`recv`).
+    Queues { end: End, send: u64, recv: u64 },
     /// A deadline the phase ran under, armed at `at` and due at `due_ms`.
     Deadline { what: String, due_ms: f64 },
     /// The phase's verdict was decided.
     Verdict { verdict: String },
 }
 
+/// A sampled kind of event on a lane: its bytes one way, or one socket's queues.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Series {
+    Wrote,
+    Read,
+    Queues(End),
+}
+
 impl Kind {
-    fn bytes(&self) -> Option<(bool, u64)> {
+    fn series(&self) -> Option<Series> {
         match self {
-            Kind::Wrote { total } => Some((true, *total)),
-            Kind::Read { total } => Some((false, *total)),
+            Kind::Wrote { .. } => Some(Series::Wrote),
+            Kind::Read { .. } => Some(Series::Read),
+            Kind::Queues { end, .. } => Some(Series::Queues(*end)),
             _ => None,
         }
     }
@@ -186,32 +219,20 @@ struct Inner {
     timeline: Timeline,
     /// Connections opened so far; the next is lane `connections + 1`.
     connections: u32,
-    /// Per lane and direction, the byte counts' sampling.
+    /// Per lane and series, the sampling.
     samples: Vec<Sampling>,
 }
 
-/// One lane's and direction's byte counts: when a count was last kept, and the latest count
-/// and its time, kept or not.
+/// One lane's series (its bytes one way, or one socket's queues): when a sample was last kept,
+/// and the latest and its time, kept or not.
 #[derive(Debug)]
 struct Sampling {
     lane: Lane,
-    wrote: bool,
+    series: Series,
     kept_at: Duration,
-    latest: (Duration, u64),
-    /// The latest count is among the events.
+    latest: (Duration, Kind),
+    /// The latest is among the events.
     kept: bool,
-}
-
-impl Sampling {
-    fn event(&self) -> (Duration, Kind) {
-        let (at, total) = self.latest;
-        let kind = if self.wrote {
-            Kind::Wrote { total }
-        } else {
-            Kind::Read { total }
-        };
-        (at, kind)
-    }
 }
 
 impl Recorder {
@@ -249,9 +270,10 @@ impl Recorder {
         self.note_at(self.began.elapsed(), lane, kind);
     }
 
-    /// Records `kind` on `lane` at `at` since the phase began. Byte counts are sampled (one per
-    /// [`BYTES_EVERY`] per lane and direction); any other event on a lane first keeps the
-    /// lane's latest counts, so the line drawn through the samples ends where the bytes did.
+    /// Records `kind` on `lane` at `at` since the phase began. Byte counts and queue readings
+    /// are sampled (one per [`BYTES_EVERY`] per lane and series); any other event on a lane
+    /// first keeps the lane's latest samples, so the line drawn through them ends where the
+    /// bytes did.
     pub fn note_at(&self, at: Duration, lane: Lane, kind: Kind) {
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         if let Lane::Client(k) | Lane::Server(k) = lane
@@ -260,22 +282,22 @@ impl Recorder {
             inner.timeline.dropped += 1;
             return;
         }
-        if let Some((wrote, total)) = kind.bytes() {
+        if let Some(series) = kind.series() {
             let fresh = Sampling {
                 lane,
-                wrote,
+                series,
                 kept_at: at,
-                latest: (at, total),
+                latest: (at, kind.clone()),
                 kept: true,
             };
             let full = inner.timeline.events.len() >= SAMPLES_UNTIL;
             match inner
                 .samples
                 .iter_mut()
-                .find(|s| s.lane == lane && s.wrote == wrote)
+                .find(|s| s.lane == lane && s.series == series)
             {
                 Some(s) if full || at.saturating_sub(s.kept_at) < BYTES_EVERY => {
-                    s.latest = (at, total);
+                    s.latest = (at, kind);
                     s.kept = false;
                     return;
                 }
@@ -306,8 +328,8 @@ impl Recorder {
 }
 
 impl Inner {
-    /// Keeps the latest byte counts not yet among the events, of `lane` or of every lane, at
-    /// their own times: a line drawn through the samples then ends where the bytes did.
+    /// Keeps the latest samples not yet among the events, of `lane` or of every lane, at their
+    /// own times: a line drawn through the samples then ends where the bytes did.
     fn flush(&mut self, lane: Option<Lane>) {
         let unkept: Vec<_> = self
             .samples
@@ -315,7 +337,7 @@ impl Inner {
             .filter(|s| !s.kept && lane.is_none_or(|l| s.lane == l))
             .map(|s| {
                 s.kept = true;
-                (s.lane, s.event())
+                (s.lane, s.latest.clone())
             })
             .collect();
         for (lane, (at, kind)) in unkept {
@@ -365,7 +387,11 @@ mod tests {
         }
         r.note_at(at(1001), lane, Kind::Eof);
         let t = r.timeline();
-        let samples = t.events.iter().filter(|e| e.kind.bytes().is_some()).count();
+        let samples = t
+            .events
+            .iter()
+            .filter(|e| e.kind.series().is_some())
+            .count();
         assert!((18..=24).contains(&samples), "{samples} samples");
         let before_eof = &t.events[t.events.len() - 2];
         assert_eq!(before_eof.kind, Kind::Read { total: 2 << 20 });
@@ -433,6 +459,70 @@ mod tests {
         }
     }
 
+    fn queued(end: End, send: u64) -> Kind {
+        Kind::Queues { end, send, recv: 0 }
+    }
+
+    /// A leg's two sockets are sampled apart, and neither keeps a byte count the bytes' own
+    /// sampling would not: a queue reading is a sample, not an end.
+    #[test]
+    fn queue_readings_are_sampled_per_socket_beside_the_byte_counts() {
+        let r = Recorder::new(Instant::now());
+        let lane = Lane::Server(1);
+        for k in 0..100u64 {
+            r.note_at(at(k * 10), lane, Kind::Read { total: k });
+            r.note_at(at(k * 10), lane, queued(End::Harness, k));
+            r.note_at(at(k * 10), lane, queued(End::Proxy, 2 * k));
+        }
+        let t = r.timeline();
+        let count = |f: &dyn Fn(&Kind) -> bool| t.events.iter().filter(|e| f(&e.kind)).count();
+        let harness = count(&|k| {
+            matches!(
+                k,
+                Kind::Queues {
+                    end: End::Harness,
+                    ..
+                }
+            )
+        });
+        let proxy = count(&|k| {
+            matches!(
+                k,
+                Kind::Queues {
+                    end: End::Proxy,
+                    ..
+                }
+            )
+        });
+        let reads = count(&|k| matches!(k, Kind::Read { .. }));
+        // A second of readings 10 ms apart: one per 50 ms and the last.
+        assert_eq!((harness, proxy, reads), (21, 21, 21));
+        assert!(t.events.contains(&Event {
+            at_ms: 990.0,
+            lane,
+            kind: queued(End::Proxy, 198)
+        }));
+    }
+
+    /// Queue readings stop with the byte samples: a long hold on every leg leaves the proxy's
+    /// room, and the verdict, alone.
+    #[test]
+    fn queue_readings_cannot_crowd_out_the_verdict() {
+        let r = Recorder::new(Instant::now());
+        for step in 0..1000u64 {
+            for k in 1..=MAX_CONNECTIONS {
+                r.note_at(at(step * 60), Lane::Client(k), queued(End::Proxy, step));
+            }
+        }
+        let verdict = Kind::Verdict {
+            verdict: "failed".into(),
+        };
+        r.note_at(at(60_001), Lane::Proxy, verdict.clone());
+        let t = r.timeline();
+        assert!(t.events.len() < MAX_EVENTS, "{} events", t.events.len());
+        assert_eq!(t.events.last().unwrap().kind, verdict);
+    }
+
     #[test]
     fn events_serialize_flat_with_their_lane_as_words() {
         let e = Event {
@@ -443,6 +533,19 @@ mod tests {
         assert_eq!(
             serde_json::to_value(&e).unwrap(),
             serde_json::json!({"at_ms": 1.5, "lane": "server 3", "kind": "held", "until_ms": 9.0})
+        );
+        let e = Event {
+            at_ms: 2.0,
+            lane: Lane::Client(1),
+            kind: Kind::Queues {
+                end: End::Proxy,
+                send: 0,
+                recv: 4096,
+            },
+        };
+        assert_eq!(
+            serde_json::to_value(&e).unwrap(),
+            serde_json::json!({"at_ms": 2.0, "lane": "client 1", "kind": "queues", "end": "proxy", "send": 0, "recv": 4096})
         );
     }
 }

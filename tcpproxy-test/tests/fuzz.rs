@@ -222,6 +222,38 @@ fn finds_flip_byte_shrinks_it_to_the_shortest_upload_and_replays_it() {
             saved.display()
         ),
     );
+    // Beside the schedule, its timelines: a page and the same runs as JSON, each with the
+    // connection's events.
+    let page = saved.with_extension("html");
+    let json = saved.with_extension("timelines.json");
+    assert_stdout_has(
+        &run,
+        &format!(
+            "timelines (this proxy beside the reference, on that schedule): {}\ntimelines as JSON: {}\n",
+            page.display(),
+            json.display()
+        ),
+    );
+    let timelines: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let runs: Vec<_> = timelines["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            let events = r["timeline"]["events"].as_array().unwrap();
+            let lanes = ["client 1", "server 1"].map(|l| events.iter().any(|e| e["lane"] == l));
+            (r["label"].as_str().unwrap(), lanes)
+        })
+        .collect();
+    assert_eq!(
+        runs,
+        [
+            ("the proxy under test", [true, true]),
+            ("the reference proxy", [true, true])
+        ],
+        "{timelines}"
+    );
     assert_nothing_left(&run);
 
     // The replay command as printed: this executable, then its arguments.

@@ -7,7 +7,7 @@ use super::cli::{FuzzConfig, Mode};
 use super::fuzzer::{Fuzzer, Job, Origin, Outcome, REGRESSIONS_PATH, Totals};
 use super::oracle::Violation;
 use super::peers::Record;
-use super::replay::{save_private, save_private_as, shell_words};
+use super::replay::{save_private, save_private_as, save_private_at, shell_words};
 use super::schedule::Case;
 use super::shrink::{FLAKY_REPEAT, Progress, Shrunk};
 use crate::console::Console;
@@ -172,7 +172,8 @@ fn fuzz_command(config: &FuzzConfig, flags: Vec<String>) -> String {
     shell_words(&words)
 }
 
-/// A run of the minimal schedule, for the failure's page of timelines.
+/// A run of the minimal schedule, for the failure's page of timelines and its JSON.
+#[derive(serde::Serialize)]
 pub(super) struct TimelineRun {
     label: &'static str,
     verdict: String,
@@ -227,6 +228,39 @@ fn save_timelines(
         .unwrap_or_default();
     let dir = schedule.parent().unwrap_or(std::path::Path::new("."));
     save_private_as(dir, &format!("{stem}-"), ".html", &page)
+}
+
+/// The failure's timelines as JSON, for a script to read what the page draws.
+#[derive(serde::Serialize)]
+struct TimelinesJson<'a> {
+    /// The events' own version (`timeline::VERSION`).
+    version: u32,
+    runs: &'a [TimelineRun],
+}
+
+/// Saves the runs' timelines as JSON beside their page (`page`), named as it is but ending in
+/// `.timelines.json`: Err says why not. With `--save` the user chose the name and the file is
+/// replaced like the page; otherwise the page's random name keeps this one new, and it is
+/// created as privately as the page.
+fn save_timelines_json(
+    page: &std::path::Path,
+    chosen: bool,
+    runs: &[TimelineRun],
+) -> Result<PathBuf, String> {
+    let path = page.with_extension("timelines.json");
+    let json = serde_json::to_string_pretty(&TimelinesJson {
+        version: crate::timeline::VERSION,
+        runs,
+    })
+    .map_err(|e| format!("cannot write the timelines as JSON: {e}"))?;
+    let saved = if chosen {
+        std::fs::write(&path, json).map_err(|e| e.to_string())
+    } else {
+        save_private_at(&path, &json)
+    };
+    saved
+        .map(|()| path.clone())
+        .map_err(|e| format!("cannot save the timelines to {}: {e}", path.display()))
 }
 
 pub(super) fn failure(
@@ -287,10 +321,18 @@ pub(super) fn failure(
             }
             if !runs.is_empty() {
                 match save_timelines(fuzzer, &path, shrunk, runs) {
-                    Ok(page) => report.push_str(&format!(
-                        "timelines (this proxy beside the reference, on that schedule): {}\n",
-                        page.display()
-                    )),
+                    Ok(page) => {
+                        report.push_str(&format!(
+                            "timelines (this proxy beside the reference, on that schedule): {}\n",
+                            page.display()
+                        ));
+                        match save_timelines_json(&page, config.save.is_some(), runs) {
+                            Ok(json) => {
+                                report.push_str(&format!("timelines as JSON: {}\n", json.display()))
+                            }
+                            Err(why) => report.push_str(&format!("note: {why}\n")),
+                        }
+                    }
                     Err(why) => report.push_str(&format!("note: {why}\n")),
                 }
             }
@@ -357,4 +399,75 @@ pub(super) fn passed(fuzzer: &Fuzzer, totals: &Totals) {
         }
     }
     console.out_line(text);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::timeline::{Event, Kind, Lane, Timeline};
+
+    fn run(label: &'static str, verdict: &str, events: usize) -> TimelineRun {
+        TimelineRun {
+            label,
+            verdict: verdict.to_string(),
+            timeline: Timeline {
+                events: (0..events)
+                    .map(|k| Event {
+                        at_ms: k as f64,
+                        lane: Lane::Client(1),
+                        kind: Kind::Read { total: k as u64 },
+                    })
+                    .collect(),
+                dropped: 0,
+            },
+        }
+    }
+
+    /// The JSON beside the page has both runs' events, under the events' version, and is as
+    /// private as the page when the name was not the user's.
+    #[test]
+    fn a_failure_s_timelines_are_saved_as_json_beside_its_page() {
+        use std::os::unix::fs::MetadataExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let page = dir.path().join("tcpproxy-test-fuzz-3-6-abcdef-ghijkl.html");
+        let runs = [
+            run("the proxy under test", "failed: EOF too early", 3),
+            run("the reference proxy", "passed this time", 5),
+        ];
+        let path = save_timelines_json(&page, false, &runs).unwrap();
+        assert_eq!(
+            path,
+            dir.path()
+                .join("tcpproxy-test-fuzz-3-6-abcdef-ghijkl.timelines.json")
+        );
+        assert_eq!(std::fs::metadata(&path).unwrap().mode() & 0o077, 0);
+        let json: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        assert_eq!(json["version"], crate::timeline::VERSION);
+        let got: Vec<_> = json["runs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                let events = r["timeline"]["events"].as_array().unwrap();
+                (
+                    r["label"].as_str().unwrap(),
+                    r["verdict"].as_str().unwrap(),
+                    events.len(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("the proxy under test", "failed: EOF too early", 3),
+                ("the reference proxy", "passed this time", 5)
+            ]
+        );
+        assert_eq!(json["runs"][1]["timeline"]["events"][4]["kind"], "read");
+        // A name of its own is never written over.
+        assert!(save_timelines_json(&page, false, &runs).is_err());
+        // With --save the user chose it: written again.
+        assert!(save_timelines_json(&page, true, &runs).is_ok());
+    }
 }

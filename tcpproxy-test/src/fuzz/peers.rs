@@ -28,6 +28,7 @@ use super::schedule::{
 };
 use super::sockets::Ends;
 use super::target::{Pair, Target};
+use crate::procfs::Queues;
 use crate::{deadline, hold};
 
 /// Bytes kept beyond what was sent, to show what the extra bytes were.
@@ -112,6 +113,9 @@ pub struct FlowRecord {
     pub max_in_flight: usize,
     /// A `shutdown while-held` flow's fill, once it began.
     pub hold: Option<HoldRecord>,
+    /// The four sockets' queues as that fill read them: at most one reading per
+    /// `timeline::BYTES_EVERY` (and `MAX_SAMPLES`), and the last whatever came before it.
+    pub hold_queues: Vec<QueueReading>,
     /// Bytes written and read so far, sampled as they moved (`timeline::BYTES_EVERY` apart, at
     /// most `MAX_SAMPLES`): what the timelines draw as bytes over time.
     pub samples: Vec<Sample>,
@@ -125,7 +129,17 @@ pub struct Sample {
     pub received: usize,
 }
 
-/// A flow keeps at most this many samples: a case's timeline stays small however long it runs.
+/// The queues of a held flow's four sockets at one moment (in `hold::Path`'s order: the
+/// sender's, the proxy's facing it, the proxy's facing the receiver, the receiver's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueReading {
+    /// Since the start of the case.
+    pub at: Duration,
+    pub queues: [Queues; 4],
+}
+
+/// A flow keeps at most this many samples (and held queue readings): a case's timeline stays
+/// small however long it runs.
 const MAX_SAMPLES: usize = 200;
 
 /// A read or a write that failed, and when.
@@ -173,6 +187,22 @@ impl FlowRecord {
                 written: self.written,
                 received: self.received,
             });
+        }
+    }
+
+    /// Keeps `queues` read at `at`. Every reading kept is `BYTES_EVERY` after the one before it
+    /// but the last, which stands for the latest reading and gives way to the next: the fill
+    /// reads every millisecond, and how the queues stood when it ended is what matters most.
+    fn looked(&mut self, at: Duration, queues: [Queues; 4]) {
+        let reading = QueueReading { at, queues };
+        let kept = &mut self.hold_queues;
+        let n = kept.len();
+        let last_is_latest =
+            n >= 2 && kept[n - 1].at.saturating_sub(kept[n - 2].at) < crate::timeline::BYTES_EVERY;
+        if last_is_latest || n >= MAX_SAMPLES {
+            kept[n - 1] = reading;
+        } else {
+            kept.push(reading);
         }
     }
 
@@ -546,6 +576,13 @@ impl Shared {
         self.notify.notify_one();
     }
 
+    /// A reading of held direction `dir`'s queues: kept, but no progress, so the quiet limit
+    /// runs on through a fill that reads them every millisecond.
+    fn looked(&self, conn: usize, dir: Dir, queues: [Queues; 4]) {
+        let at = self.started.elapsed();
+        self.lock().conns[conn].flows[dir.index()].looked(at, queues);
+    }
+
     /// An event that concerns no direction's bytes: one of our pauses ended.
     fn tick(&self) {
         self.until(Instant::now());
@@ -861,13 +898,14 @@ impl Side {
                 held: None,
             })
         });
-        let wrote = |n| {
-            self.shared.event(conn, dir, |f, at| {
+        let seen = |s| match s {
+            hold::Seen::Wrote(n) => self.shared.event(conn, dir, |f, at| {
                 f.written += n;
                 f.last_write_at = Some(at);
-            })
+            }),
+            hold::Seen::Queues(q) => self.shared.looked(conn, dir, q),
         };
-        match hold::fill(wr, &data[at..], at, received, &gate.path, &settings, wrote).await {
+        match hold::fill(wr, &data[at..], at, received, &gate.path, &settings, seen).await {
             Ok(fill) => {
                 let sent = at + fill.written;
                 let clear = fill.clear.saturating_duration_since(self.shared.started);
@@ -919,5 +957,27 @@ impl Side {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A fill reads the queues every millisecond; its record keeps one reading per
+    /// `BYTES_EVERY` and the last, however the fill ended.
+    #[test]
+    fn a_fill_s_queue_readings_are_kept_every_so_often_and_the_last_always() {
+        let mut f = FlowRecord::default();
+        let reading = |n: u64| {
+            let q = Queues { send: n, recv: 0 };
+            [q; 4]
+        };
+        for ms in 0..=123u64 {
+            f.looked(Duration::from_millis(ms), reading(ms));
+        }
+        let at: Vec<_> = f.hold_queues.iter().map(|r| r.at.as_millis()).collect();
+        assert_eq!(at, [0, 50, 100, 123]);
+        assert_eq!(f.hold_queues[3].queues, reading(123));
     }
 }

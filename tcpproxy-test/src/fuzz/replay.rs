@@ -50,6 +50,20 @@ pub(crate) fn save_private_as(
     file.keep().map(|(_, path)| path).map_err(|e| why(e.error))
 }
 
+/// Writes `text` to a new file at `path`, readable by its owner only, as [`save_private`] does
+/// but at a name already made unguessable (one taken from a file it saved): never through a
+/// link, never over a file. Err says why not.
+pub(crate) fn save_private_at(path: &Path, text: &str) -> Result<(), String> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| e.to_string())?;
+    file.write_all(text.as_bytes()).map_err(|e| e.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -37,6 +37,7 @@ svg .fin { fill: #fff; stroke: #000; } svg .eof { fill: #000; }
 svg .reset, svg .exit { stroke: #b00020; stroke-width: 2.5; fill: none; }
 svg .close, svg .start { fill: #555; } svg .ready { fill: #fff; stroke: #000; }
 svg .connect { stroke: #000; stroke-width: 2; }
+svg .queues { fill: #333; }
 svg .held { fill: #f0a000; fill-opacity: .25; stroke: #a06000; stroke-dasharray: 2 2; }
 svg .deadline { stroke: #b00020; stroke-dasharray: 6 3; }
 svg .verdict { stroke: #000; stroke-width: 2; stroke-dasharray: 1 3; }
@@ -91,7 +92,9 @@ fn page(run: &RunReport, error: Option<&str>) -> Markup {
                         p class="legend note" {
                             "In the timelines: " span { "━ bytes written" } span { "┅ bytes read" }
                             span { "▷ FIN sent" } span { "◀ EOF read" } span { "✕ reset or exit" }
-                            span { "■ closed" } span { "▨ proxy holding bytes" } span { "┆ deadline" } span { "⋮ verdict" }
+                            span { "■ closed" } span { "▨ proxy holding bytes" }
+                            span { "╻ socket queue (rising: the harness's socket; hanging: the proxy's)" }
+                            span { "┆ deadline" } span { "⋮ verdict" }
                         }
                     }
                     @for o in run.outcomes { (phase(o)) }

@@ -1,12 +1,13 @@
 //! A phase's timeline drawn as inline SVG: a lane per connection leg (and one for the proxy),
 //! each direction's bytes over time as a line scaled to the lane, markers for half-close, EOF,
-//! reset and close, shaded windows where the proxy held bytes it could not write, dashed
-//! deadlines, and the moment the verdict was decided. Every mark carries its words (a label or a
+//! reset and close, shaded windows where the proxy held bytes it could not write, thin bars for
+//! the kernel's socket queues read during a held tail, dashed deadlines, and the moment the
+//! verdict was decided. Every mark carries its words (a label or a
 //! `<title>`), and shape tells the markers apart, so it reads without colour and on paper.
 
 use maud::{Markup, html};
 
-use crate::timeline::{Event, Kind, Lane, Timeline};
+use crate::timeline::{End, Event, Kind, Lane, Timeline};
 
 const WIDTH: f64 = 960.0;
 /// Left margin: the lane names.
@@ -30,6 +31,7 @@ pub fn timeline(t: &Timeline) -> Option<Markup> {
     let height = AXIS + LANE * lanes.len() as f64 + 8.0;
     let row = |lane: Lane| lanes.iter().position(|l| *l == lane);
     let top = |i: usize| AXIS + LANE * i as f64;
+    let queued = most_queued(t);
     let verdict_at = t.events.iter().find_map(|e| match &e.kind {
         Kind::Verdict { verdict } => Some((e.at_ms, verdict.clone())),
         _ => None,
@@ -56,7 +58,7 @@ pub fn timeline(t: &Timeline) -> Option<Markup> {
             }
             @for e in &t.events {
                 @if let Some(i) = row(e.lane) {
-                    (marker(e, x(e.at_ms), top(i), &x))
+                    (marker(e, x(e.at_ms), top(i), &x, queued))
                 }
             }
             @if let Some((at, verdict)) = verdict_at {
@@ -74,8 +76,9 @@ pub fn timeline(t: &Timeline) -> Option<Markup> {
     })
 }
 
-/// The mark of one event on its lane (top at `y`).
-fn marker(e: &Event, x: f64, y: f64, at: &impl Fn(f64) -> f64) -> Markup {
+/// The mark of one event on its lane (top at `y`); `queued` is the timeline's largest queue
+/// reading, which a queue's bar is scaled to.
+fn marker(e: &Event, x: f64, y: f64, at: &impl Fn(f64) -> f64, queued: u64) -> Markup {
     let mid = y + LANE / 2.0;
     let when = seconds(e.at_ms);
     html! {
@@ -118,6 +121,17 @@ fn marker(e: &Event, x: f64, y: f64, at: &impl Fn(f64) -> f64) -> Markup {
                     title { "the proxy held bytes toward this leg from " (when) " to " (seconds(*until_ms)) }
                 }
             }
+            Kind::Queues { end, send, recv } => {
+                // Half a lane at most, so a leg's two sockets share it: the harness's socket
+                // rises from the base, the proxy's hangs from the top. Every reading shows, an
+                // empty queue as a 1 px stub.
+                @let h = (((send + recv) as f64 / queued as f64) * (LANE / 2.0 - 3.0)).max(1.0);
+                @let top = match end { End::Harness => y + LANE - 4.0 - h, End::Proxy => y + 2.0 };
+                rect class=(format!("queues {}", if *end == End::Harness { "harness" } else { "proxy" }))
+                    x=(x - 0.75) y=(top) width="1.5" height=(h) {
+                    title { (end) ": " (send) " B to send, " (recv) " B received unread, at " (when) }
+                }
+            }
             Kind::Deadline { what, due_ms } => {
                 line class="deadline" x1=(at(*due_ms)) x2=(at(*due_ms)) y1=(y) y2=(y + LANE) {
                     title { "deadline: " (what) ", armed at " (when) ", due at " (seconds(*due_ms)) }
@@ -126,6 +140,19 @@ fn marker(e: &Event, x: f64, y: f64, at: &impl Fn(f64) -> f64) -> Markup {
             Kind::Verdict { .. } => {}
         }
     }
+}
+
+/// The largest total (sent and received) of any queue reading, at least 1.
+fn most_queued(t: &Timeline) -> u64 {
+    t.events
+        .iter()
+        .filter_map(|e| match e.kind {
+            Kind::Queues { send, recv, .. } => Some(send + recv),
+            _ => None,
+        })
+        .max()
+        .unwrap_or(0)
+        .max(1)
 }
 
 /// An X of 8 px centred on (x, y).
