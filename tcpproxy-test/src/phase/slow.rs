@@ -148,6 +148,8 @@ struct Read {
     early_end: Option<(Duration, String)>,
     /// The drain after the window did not reach EOF in time.
     drain_timed_out: bool,
+    /// The most the reader woke after its planned time: a starved harness, not the proxy.
+    late: Duration,
     drain_error: Option<String>,
 }
 
@@ -165,11 +167,13 @@ async fn read_slowly(
         early_end: None,
         drain_timed_out: false,
         drain_error: None,
+        late: Duration::ZERO,
     };
     let mut buf = vec![0; chunk];
     let mut next = Instant::now();
     while next < until {
         tokio::time::sleep_until(next).await;
+        out.late = out.late.max(next.elapsed());
         next += SLOW_READ_EVERY;
         match rd.read(&mut buf).await {
             Ok(0) => {
@@ -202,8 +206,49 @@ async fn read_slowly(
 
 const STALL_HINT: &str = "the proxy aborted a pair whose reader was taking bytes all along: its stall timer restarts only when the buffer empties, or only on its own writes (Linux reports a socket writable only once a third of its send buffer is free, which a slow reader can take longer than the stall timeout to drain); any byte the destination takes is progress";
 
+/// How one try of a direction went.
+enum Attempt {
+    Judged(PhaseResult),
+    /// The pair ended early while the harness's reader was this late by its own schedule: the
+    /// proxy may have seen a reader that stopped, so the try cannot be judged.
+    Late(String),
+}
+
+/// One direction, tried again on a fresh pair while a try cannot be judged (at most
+/// `SLOW_ATTEMPTS`); inconclusive if none could.
+async fn direction_judged(ctx: &Ctx, pair: (Traced, Traced), forward: bool) -> PhaseResult {
+    let mut pair = Some(pair);
+    let mut late = Vec::new();
+    for attempt in 1..=SLOW_ATTEMPTS {
+        let this = match pair.take() {
+            Some(p) => p,
+            None => ctx.pair(None).await?,
+        };
+        match direction(ctx, this, forward).await {
+            Attempt::Judged(r) => {
+                for w in &late {
+                    ctx.note(format!("tried again after attempt {w}"));
+                }
+                return r.map_err(|f| {
+                    f.details(
+                        late.iter()
+                            .map(|w| format!("tried again after attempt {w}")),
+                    )
+                });
+            }
+            Attempt::Late(why) => late.push(format!("{attempt}: {why}")),
+        }
+    }
+    let mut f = Failure::new(format!(
+        "the harness's slow reader fell behind its own schedule in each of {SLOW_ATTEMPTS} tries, so a proxy that aborted the pair may have seen a reader that stopped: this host is too busy to judge the phase (run again on a quieter host, or with a larger --timeout-scale)"
+    ))
+    .details(late.into_iter().map(|w| format!("attempt {w}")));
+    f.verdict = super::verdict::Verdict::Inconclusive;
+    Err(f)
+}
+
 /// One direction: `writer` is the client (forward) or the destination server (reverse).
-async fn direction(ctx: &Ctx, (client, server): (Traced, Traced), forward: bool) -> PhaseResult {
+async fn direction(ctx: &Ctx, (client, server): (Traced, Traced), forward: bool) -> Attempt {
     let (writer_name, reader_name, stream_id) = if forward {
         ("client", "destination server", 0)
     } else {
@@ -252,6 +297,40 @@ async fn direction(ctx: &Ctx, (client, server): (Traced, Traced), forward: bool)
             "server to client"
         },
     );
+    if let Some((at, how)) = r.early_end.as_ref().or(w.error.as_ref())
+        && r.late >= ctx.timing.stall.mul_f64(SLOW_LATE_SHARE)
+    {
+        return Attempt::Late(format!(
+            "the {who} saw {how} after {:.1}s, and the {reader_name} had woken {:.1}s after its planned time",
+            secs(*at),
+            secs(r.late),
+            who = if r.early_end.is_some() {
+                reader_name
+            } else {
+                writer_name
+            },
+        ));
+    }
+    Attempt::Judged(judge(
+        ctx,
+        &w,
+        r,
+        &facts,
+        (reader_name, writer_name),
+        (window, drain_within),
+    ))
+}
+
+/// The verdict on one direction's try.
+fn judge(
+    ctx: &Ctx,
+    w: &Written,
+    r: Read,
+    facts: &str,
+    (reader_name, writer_name): (&str, &str),
+    (window, drain_within): (Duration, Duration),
+) -> PhaseResult {
+    let secs = |d: Duration| d.as_secs_f64();
     if let Some((at, how)) = r.early_end.as_ref().or(w.error.as_ref()) {
         let who = if r.early_end.is_some() {
             reader_name
@@ -312,6 +391,9 @@ async fn direction(ctx: &Ctx, (client, server): (Traced, Traced), forward: bool)
 pub async fn slow_reader(ctx: Arc<Ctx>) -> PhaseResult {
     let up = ctx.pair(None).await?;
     let down = ctx.pair(None).await?;
-    let (a, b) = tokio::join!(direction(&ctx, up, true), direction(&ctx, down, false));
+    let (a, b) = tokio::join!(
+        direction_judged(&ctx, up, true),
+        direction_judged(&ctx, down, false)
+    );
     a.and(b)
 }
