@@ -43,11 +43,13 @@ pub async fn slow_destination_connect(ctx: Arc<Ctx>) -> PhaseResult {
         let _ = peer::echo(server, Pacing::EAGER).await;
     });
     let mut pings = Pings::default();
+    // The baseline trip, before anything hangs: the usual echo deadline, not the tight one.
     pings
         .once(
             &ctx,
             &mut client,
             "before the destination stopped accepting",
+            ECHO_DEADLINE,
         )
         .await?;
 
@@ -65,7 +67,12 @@ pub async fn slow_destination_connect(ctx: Arc<Ctx>) -> PhaseResult {
         let began = Instant::now();
         seen_hanging = seen_hanging || proxy_connect_hangs(&ctx);
         if let Err(f) = pings
-            .once(&ctx, &mut client, "while the proxy's connects hung")
+            .once(
+                &ctx,
+                &mut client,
+                "while the proxy's connects hung",
+                SLOW_CONNECT_RTT,
+            )
             .await
         {
             let into = hung.elapsed().as_secs_f64();
@@ -137,12 +144,18 @@ struct Pings {
 }
 
 impl Pings {
-    /// One small message echoed within `SLOW_CONNECT_RTT` (scaled).
-    async fn once(&mut self, ctx: &Ctx, client: &mut Traced, when: &str) -> PhaseResult {
+    /// One small message echoed within `limit` (scaled).
+    async fn once(
+        &mut self,
+        ctx: &Ctx,
+        client: &mut Traced,
+        when: &str,
+        limit: std::time::Duration,
+    ) -> PhaseResult {
         self.count += 1;
         let n = self.count;
         let msg = ctx.payload(n as u64, SLOW_CONNECT_MESSAGE);
-        let limit = ctx.scaled(SLOW_CONNECT_RTT);
+        let limit = ctx.scaled(limit);
         let began = Instant::now();
         let mut got = vec![0; msg.len()];
         let trip = async {

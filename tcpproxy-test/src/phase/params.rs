@@ -87,6 +87,11 @@ pub fn slow_read_chunk(stall: Duration) -> usize {
 }
 pub const SLOW_FASTER_BELOW: Duration = secs(3);
 pub const SLOW_EXTRA: Duration = secs(4);
+/// A slow-reader try whose pair ended early while the reader had woken this share of the stall
+/// timeout late (a starved harness) is tried again on a fresh pair, at most `SLOW_ATTEMPTS` in
+/// all, and is inconclusive if every try was so.
+pub const SLOW_LATE_SHARE: f64 = 0.4;
+pub const SLOW_ATTEMPTS: usize = 3;
 pub const SLOW_WRITE_LIMIT: usize = 64 * MIB;
 pub const SLOW_BLOCK: usize = 64 * KIB;
 
@@ -137,7 +142,10 @@ pub const REFUSED_CLOSE_WITHIN: Duration = secs(5);
 /// The span ends before the proxy's third SYN (7 s after its first), which then gets in.
 pub const SLOW_CONNECT_MESSAGE: usize = 16;
 pub const SLOW_CONNECT_EVERY: Duration = millis(100);
-pub const SLOW_CONNECT_RTT: Duration = secs(1);
+/// A proxy whose connect blocks its loop freezes until the destination accepts again and its
+/// SYN is sent once more (at 3 s, then 7 s): over `SLOW_CONNECT_SPAN`. A round trip a loaded
+/// host delays stays well under this.
+pub const SLOW_CONNECT_RTT: Duration = millis(2500);
 pub const SLOW_CONNECT_SPAN: Duration = secs(4);
 pub const SLOW_CONNECT_CLIENTS: usize = 3;
 pub const SLOW_CONNECT_SERVED_WITHIN: Duration = secs(15);
