@@ -135,8 +135,14 @@ fn finds(bug: &str, failure_says: &str, hint_says: &str) {
     // itself cannot be shrunk, and the fuzzer says so: seen once for drop-buffered-on-eof in a
     // CI run (case 0, the whole suite beside it). It is still found, with the right hint.
     let unshrinkable = run.stdout.contains("so it is shown unshrunk");
+    // A case that fails only now and then (found beside others on a loaded host) may have no
+    // smaller schedule fail within the time limit, each try running copies of it at once: seen
+    // for drop-buffered-on-eof's case 0 in a full test run, 0 in 3 tries in 10.8 s, where alone
+    // case 9 shrinks 5 times in 9 tries in 1.6 s.
+    let intermittent_out_of_time = run.stdout.contains("it fails only now and then")
+        && run.stdout.contains("shrinking stopped at its time limit");
     assert!(
-        shrunk.is_some_and(|n| n >= 1) || unshrinkable,
+        shrunk.is_some_and(|n| n >= 1) || unshrinkable || intermittent_out_of_time,
         "{bug}: expected at least one shrinking step\n{}",
         run.dump()
     );
