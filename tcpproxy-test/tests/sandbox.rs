@@ -434,3 +434,51 @@ fn delay_runs_only_where_the_kernel_has_netem() {
         assert_eq!(json["network"], "delay", "{}", run.dump());
     }
 }
+
+/// A stand-in proxy that lists its open descriptors on stderr, then exits.
+const DESCRIPTOR_REPORTER: &str = "#!/bin/sh
+for f in /proc/$$/fd/*; do echo \"fd ${f##*/}: $(readlink \"$f\")\"; done >&2
+exit 7
+";
+
+/// A descriptor the harness inherited (a CI runner's, a build's jobserver pipe) is not the
+/// untrusted proxy's: it gets standard input, output and error, and its own.
+#[test]
+fn the_proxy_inherits_no_descriptor_of_the_harness_s() {
+    use std::os::fd::AsFd as _;
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("report-descriptors");
+    write_executable(&script, DESCRIPTOR_REPORTER);
+    let marker = dir.path().join("inherited-by-the-harness");
+    let inherited = std::fs::File::create(&marker).unwrap();
+    // Open across exec, as a runner's descriptor is: the harness this test starts inherits it.
+    nix::fcntl::fcntl(
+        inherited.as_fd(),
+        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()),
+    )
+    .unwrap();
+    let run = run_harness(
+        &[
+            "--only",
+            "echo/single",
+            "--format",
+            "json",
+            "--",
+            script.to_str().unwrap(),
+        ],
+        LIMIT,
+    );
+    drop(inherited);
+    assert_eq!(run.code, Some(4), "{}", run.dump());
+    let json: serde_json::Value =
+        serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("{e}\n{}", run.dump()));
+    let tail = json["phases"][0]["stderr_tail"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no stderr_tail\n{}", run.dump()));
+    assert!(tail.contains("fd 0: "), "no listing: {tail}");
+    assert!(
+        !tail.contains(marker.to_str().unwrap()),
+        "the proxy inherited the harness's descriptor: {tail}"
+    );
+    assert_nothing_left(&run);
+}
