@@ -244,6 +244,12 @@ fn settings(old: &Class, new: &Class) -> Vec<SettingChange> {
         ("timeout_scale", scale(old), scale(new)),
         ("strict", strict(old), strict(new)),
         ("self_check", vouched(old), vouched(new)),
+        // Verdicts under a lossy link are not comparable with an ideal link's.
+        (
+            "network",
+            old.network_profile().to_string(),
+            new.network_profile().to_string(),
+        ),
         (
             "phases",
             old.phases.len().to_string(),
@@ -679,6 +685,7 @@ mod tests {
         new.harness_version = "0.2.0".into();
         new.timeout_scale = None; // an older table: read as 1, the same
         new.shard = Some(crate::shard::Shard { index: 1, count: 2 });
+        new.network = Some("lossy".into()); // the old table's none: ideal
         let d = diff(&old, &new);
         assert_eq!(
             human(&d, "old", "new"),
@@ -687,6 +694,7 @@ mod tests {
              settings: seed 7 -> 8\n\
              settings: stall_timeout_secs 2 -> 10\n\
              settings: strict false -> true\n\
+             settings: network ideal -> lossy\n\
              alice  shutdown/one-way  failed -> passed\n\
              1 submission changed, 0 unchanged, 0 only in OLD, 0 only in NEW\n"
         );

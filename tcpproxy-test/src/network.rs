@@ -153,40 +153,16 @@ pub fn impair(profile: Profile) -> Result<(), Unavailable> {
             );
             run("nft", "nftables", &["-f", "-"], Some(&rules))
         }
-        Profile::Slow => run(
-            "tc",
-            "iproute2",
-            &[
-                "qdisc",
-                "add",
-                "dev",
-                "lo",
-                "root",
-                "tbf",
-                "rate",
-                &format!("{SLOW_RATE_MBIT}mbit"),
-                "burst",
-                &format!("{SLOW_BURST_KIB}kb"),
-                "limit",
-                &format!("{SLOW_QUEUE_MIB}mb"),
-            ],
-            None,
-        ),
-        Profile::Delay => run(
-            "tc",
-            "iproute2",
-            &[
-                "qdisc",
-                "add",
-                "dev",
-                "lo",
-                "root",
-                "netem",
-                "delay",
-                &format!("{DELAY_MS}ms"),
-            ],
-            None,
-        )
+        Profile::Slow => root_qdisc(&[
+            "tbf",
+            "rate",
+            &format!("{SLOW_RATE_MBIT}mbit"),
+            "burst",
+            &format!("{SLOW_BURST_KIB}kb"),
+            "limit",
+            &format!("{SLOW_QUEUE_MIB}mb"),
+        ]),
+        Profile::Delay => root_qdisc(&["netem", "delay", &format!("{DELAY_MS}ms")])
         .map_err(|Unavailable(why)| {
             Unavailable(if why.contains(UNKNOWN_QDISC) {
                 format!(
@@ -255,6 +231,14 @@ fn number_after(text: &str, label: &str) -> Option<u64> {
         .take_while(char::is_ascii_digit)
         .collect();
     digits.parse().ok()
+}
+
+/// `tc qdisc add dev lo root` with `qdisc` (its kind and parameters): the namespace's loopback
+/// is every segment's only link.
+fn root_qdisc(qdisc: &[&str]) -> Result<(), Unavailable> {
+    let mut args = vec!["qdisc", "add", "dev", "lo", "root"];
+    args.extend_from_slice(qdisc);
+    run("tc", "iproute2", &args, None)
 }
 
 /// Runs `program args` (fed `input`), Ok when it exits 0; else one line with its own words, or

@@ -243,10 +243,11 @@ pub async fn run(phase: &Phase, cmd: &ProxyCommand, rules: Rules) -> Result<Outc
             f.verdict = Verdict::Failed;
         }
         if f.verdict != Verdict::Skipped {
+            // An IPv6 host is bracketed, as in a URL: `::1:40000` would read as one address.
+            let dest = std::net::SocketAddr::new(phase.launch.dest_host, dest_port);
             f.details.push(format!(
-                "proxy: {cmd} (pid {}, listening on 127.0.0.1:{proxy_port}, destination {}:{dest_port})",
+                "proxy: {cmd} (pid {}, listening on 127.0.0.1:{proxy_port}, destination {dest})",
                 proxy.pid(),
-                phase.launch.dest_host
             ));
             f.details.extend(proxy.stderr_details());
             f.details.push(format!("seed: {seed}"));
