@@ -21,11 +21,12 @@ echo \"routes: $(tail -n +2 /proc/net/route | wc -l)\" >&2
 exit 7
 ";
 
-/// One quick phase against [`NETWORK_REPORTER`] with `--sandbox MODE`, as JSON.
-fn report_network(mode: &str) -> (Run, serde_json::Value) {
+/// One quick phase against a stand-in proxy (`script`, which reports on stderr and exits) with
+/// `--sandbox MODE`, as JSON; with the stand-in's stderr, which the report carries.
+fn stand_in(mode: &str, script: &str) -> (Run, serde_json::Value, String) {
     let dir = tempfile::tempdir().unwrap();
-    let script = dir.path().join("report-network");
-    write_executable(&script, NETWORK_REPORTER);
+    let path = dir.path().join("stand-in");
+    write_executable(&path, script);
     let run = run_harness(
         &[
             "--sandbox",
@@ -35,14 +36,25 @@ fn report_network(mode: &str) -> (Run, serde_json::Value) {
             "--format",
             "json",
             "--",
-            script.to_str().unwrap(),
+            path.to_str().unwrap(),
         ],
         LIMIT,
     );
     // It never listens: exit 4, one phase, failed with its stderr.
     assert_eq!(run.code, Some(4), "{}", run.dump());
-    let json = serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("{e}\n{}", run.dump()));
+    let json: serde_json::Value =
+        serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("{e}\n{}", run.dump()));
+    let tail = json["phases"][0]["stderr_tail"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no stderr_tail\n{}", run.dump()))
+        .to_string();
     assert_nothing_left(&run);
+    (run, json, tail)
+}
+
+/// One quick phase against [`NETWORK_REPORTER`] with `--sandbox MODE`, as JSON.
+fn report_network(mode: &str) -> (Run, serde_json::Value) {
+    let (run, json, _) = stand_in(mode, NETWORK_REPORTER);
     (run, json)
 }
 
@@ -447,8 +459,6 @@ exit 7
 fn the_proxy_inherits_no_descriptor_of_the_harness_s() {
     use std::os::fd::AsFd as _;
     let dir = tempfile::tempdir().unwrap();
-    let script = dir.path().join("report-descriptors");
-    write_executable(&script, DESCRIPTOR_REPORTER);
     let marker = dir.path().join("inherited-by-the-harness");
     let inherited = std::fs::File::create(&marker).unwrap();
     // Open across exec, as a runner's descriptor is: the harness this test starts inherits it.
@@ -457,28 +467,11 @@ fn the_proxy_inherits_no_descriptor_of_the_harness_s() {
         nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()),
     )
     .unwrap();
-    let run = run_harness(
-        &[
-            "--only",
-            "echo/single",
-            "--format",
-            "json",
-            "--",
-            script.to_str().unwrap(),
-        ],
-        LIMIT,
-    );
+    let (_, _, tail) = stand_in("auto", DESCRIPTOR_REPORTER);
     drop(inherited);
-    assert_eq!(run.code, Some(4), "{}", run.dump());
-    let json: serde_json::Value =
-        serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("{e}\n{}", run.dump()));
-    let tail = json["phases"][0]["stderr_tail"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no stderr_tail\n{}", run.dump()));
     assert!(tail.contains("fd 0: "), "no listing: {tail}");
     assert!(
         !tail.contains(marker.to_str().unwrap()),
         "the proxy inherited the harness's descriptor: {tail}"
     );
-    assert_nothing_left(&run);
 }
