@@ -15,14 +15,21 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
 use crate::timeline::{Kind, Lane, Recorder};
 
-/// A socket of the harness's, noted on `leg`'s lane.
+/// A socket of the harness's, or one half of it, noted on `leg`'s lane.
 #[derive(Debug)]
-pub struct Traced {
-    stream: TcpStream,
+pub struct Traced<S = TcpStream> {
+    io: S,
     leg: Arc<Leg>,
     reading: Reading,
+    /// After `leg`: a write half's record, dropped last, counts the leg's other references.
     writing: Writing,
 }
+
+/// The read half of a [`Traced`] leg.
+pub type TracedReadHalf = Traced<OwnedReadHalf>;
+
+/// The write half of a [`Traced`] leg.
+pub type TracedWriteHalf = Traced<OwnedWriteHalf>;
 
 /// The lane a leg's events go to. Shared by a split leg's halves; the last of them to go closes
 /// the socket, so the close is noted when this goes.
@@ -110,6 +117,22 @@ struct Writing {
     total: u64,
     /// A shutdown or a failed write was noted: nothing the side does later is news.
     ended: bool,
+    /// A write half's leg: dropping the half sends FIN, as tokio's does (see the Drop).
+    fin_on_drop: Option<Arc<Leg>>,
+}
+
+impl Drop for Writing {
+    fn drop(&mut self) {
+        // While the read half lives on, the FIN a dropped write half sends is the leg's
+        // half-close; with both gone it is part of the close. A Traced's fields drop in order,
+        // its own `leg` before its `writing`: so here a second reference is the read half's.
+        if let Some(leg) = &self.fin_on_drop
+            && Arc::strong_count(leg) > 1
+            && !self.ended
+        {
+            leg.note(Kind::HalfClose);
+        }
+    }
 }
 
 impl Writing {
@@ -147,7 +170,7 @@ impl Traced {
     /// `stream`, its events noted on `lane` of `recorder` from now on.
     pub fn new(stream: TcpStream, recorder: Recorder, lane: Lane) -> Traced {
         Traced {
-            stream,
+            io: stream,
             leg: Arc::new(Leg {
                 recorder,
                 lane,
@@ -159,21 +182,21 @@ impl Traced {
     }
 
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.stream.local_addr()
+        self.io.local_addr()
     }
 
     pub fn peer_addr(&self) -> io::Result<SocketAddr> {
-        self.stream.peer_addr()
+        self.io.peer_addr()
     }
 
     pub fn set_nodelay(&self, nodelay: bool) -> io::Result<()> {
-        self.stream.set_nodelay(nodelay)
+        self.io.set_nodelay(nodelay)
     }
 
     /// As [`TcpStream::peek`]: nothing is consumed, so no bytes are counted, but an EOF or a
     /// reset it sees is the stream's end all the same.
     pub async fn peek(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let peeked = self.stream.peek(buf).await;
+        let peeked = self.io.peek(buf).await;
         match &peeked {
             Ok(0) if !buf.is_empty() => self.reading.end(&self.leg, Kind::Eof),
             Err(e) => self.reading.failed(&self.leg, e),
@@ -185,23 +208,29 @@ impl Traced {
     /// As [`TcpStream::into_split`], each half still noted on this leg; dropping the write half
     /// sends FIN as tokio's does, and the close is noted once both halves are gone.
     pub fn into_split(self) -> (TracedReadHalf, TracedWriteHalf) {
-        let (rd, wr) = self.stream.into_split();
+        let (rd, wr) = self.io.into_split();
+        let writing = Writing {
+            fin_on_drop: Some(self.leg.clone()),
+            ..self.writing
+        };
         (
-            TracedReadHalf {
-                half: rd,
+            Traced {
+                io: rd,
                 leg: self.leg.clone(),
                 reading: self.reading,
+                writing: Writing::default(),
             },
-            TracedWriteHalf {
-                half: wr,
+            Traced {
+                io: wr,
                 leg: self.leg,
-                writing: self.writing,
+                reading: Reading::default(),
+                writing,
             },
         )
     }
 }
 
-impl AsyncRead for Traced {
+impl<S: AsyncRead + Unpin> AsyncRead for Traced<S> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -209,20 +238,20 @@ impl AsyncRead for Traced {
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         let (room, before) = (buf.remaining(), buf.filled().len());
-        let polled = Pin::new(&mut this.stream).poll_read(cx, buf);
+        let polled = Pin::new(&mut this.io).poll_read(cx, buf);
         this.reading
             .poll_noted(&this.leg, room, before, buf, polled)
     }
 }
 
-impl AsyncWrite for Traced {
+impl<S: AsyncWrite + Unpin> AsyncWrite for Traced<S> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        let polled = Pin::new(&mut this.stream).poll_write(cx, buf);
+        let polled = Pin::new(&mut this.io).poll_write(cx, buf);
         this.writing.wrote(&this.leg, polled)
     }
 
@@ -232,98 +261,22 @@ impl AsyncWrite for Traced {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        let polled = Pin::new(&mut this.stream).poll_write_vectored(cx, bufs);
+        let polled = Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
         this.writing.wrote(&this.leg, polled)
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.stream.is_write_vectored()
+        self.io.is_write_vectored()
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        let polled = Pin::new(&mut this.stream).poll_shutdown(cx);
+        let polled = Pin::new(&mut this.io).poll_shutdown(cx);
         this.writing.shut(&this.leg, polled)
-    }
-}
-
-/// The read half of a [`Traced`] leg.
-#[derive(Debug)]
-pub struct TracedReadHalf {
-    half: OwnedReadHalf,
-    leg: Arc<Leg>,
-    reading: Reading,
-}
-
-impl AsyncRead for TracedReadHalf {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        let (room, before) = (buf.remaining(), buf.filled().len());
-        let polled = Pin::new(&mut this.half).poll_read(cx, buf);
-        this.reading
-            .poll_noted(&this.leg, room, before, buf, polled)
-    }
-}
-
-/// The write half of a [`Traced`] leg.
-#[derive(Debug)]
-pub struct TracedWriteHalf {
-    half: OwnedWriteHalf,
-    leg: Arc<Leg>,
-    writing: Writing,
-}
-
-impl AsyncWrite for TracedWriteHalf {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        let polled = Pin::new(&mut this.half).poll_write(cx, buf);
-        this.writing.wrote(&this.leg, polled)
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        let polled = Pin::new(&mut this.half).poll_write_vectored(cx, bufs);
-        this.writing.wrote(&this.leg, polled)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.half.is_write_vectored()
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().half).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        let polled = Pin::new(&mut this.half).poll_shutdown(cx);
-        this.writing.shut(&this.leg, polled)
-    }
-}
-
-impl Drop for TracedWriteHalf {
-    fn drop(&mut self) {
-        // tokio's write half shuts the socket down for writing as it goes; while the read half
-        // lives on, that FIN is the leg's half-close. With both gone it is part of the close.
-        if Arc::strong_count(&self.leg) > 1 && !self.writing.ended {
-            self.leg.note(Kind::HalfClose);
-        }
     }
 }
 
@@ -430,6 +383,21 @@ mod tests {
         assert!(
             matches!(&seen[0], Kind::Reset { error } if *error == e.to_string()),
             "{seen:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_write_half_dropped_after_the_read_half_is_part_of_the_close() {
+        let r = Recorder::new(Instant::now());
+        let (c, _s) = pair().await;
+        let lane = Lane::Client(4);
+        let (rd, mut wr) = Traced::new(c, r.clone(), lane).into_split();
+        wr.write_all(b"abc").await.unwrap();
+        drop(rd);
+        drop(wr);
+        assert_eq!(
+            ends(kinds(&r, lane)),
+            vec![Kind::Wrote { total: 3 }, Kind::Close]
         );
     }
 
