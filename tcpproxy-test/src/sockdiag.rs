@@ -207,6 +207,20 @@ mod tests {
     use super::*;
     use std::io::Write as _;
 
+    /// What `ready` gives once it gives something, within 10 s: the kernel's side of a loopback
+    /// connection settles just after the call that started it returns, not always before.
+    #[track_caller]
+    fn eventually<T>(what: &str, mut ready: impl FnMut() -> Option<T>) -> T {
+        let end = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            if let Some(v) = ready() {
+                return v;
+            }
+            assert!(std::time::Instant::now() < end, "never saw {what}");
+            std::thread::yield_now();
+        }
+    }
+
     /// The server's ends of the connection whose client has `client`.
     fn facing(client: Ends) -> Ends {
         Ends {
@@ -240,15 +254,10 @@ mod tests {
         let ends = facing(client);
         c.write_all(&[7; 1000]).unwrap();
         // Loopback delivers in softirq context, usually before write returns; not always.
-        let end = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        loop {
+        eventually("1000 bytes in the receiver's queue", || {
             let q = diag.queues(ends).unwrap().expect("an established socket");
-            if q.recv == 1000 || std::time::Instant::now() > end {
-                assert_eq!(q.recv, 1000);
-                break;
-            }
-            std::thread::yield_now();
-        }
+            (q.recv == 1000).then_some(())
+        });
         let unused = Ends {
             local: ends.local,
             remote: 1,
@@ -265,14 +274,9 @@ mod tests {
         let ends = facing(client);
         // connect returns once the SYN-ACK is in; the listener's child follows the last ACK,
         // which loopback delivers within the connect call or just after it.
-        let end = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        let queued = loop {
-            match diag.socket(ends).unwrap() {
-                Some(found) => break found,
-                None if std::time::Instant::now() < end => std::thread::yield_now(),
-                None => panic!("no socket for the queued connection"),
-            }
-        };
+        let queued = eventually("a socket for the queued connection", || {
+            diag.socket(ends).unwrap()
+        });
         assert_eq!(queued.1, 0);
         let (_s, _) = l.accept().unwrap();
         let (_, inode) = diag.socket(ends).unwrap().expect("the accepted socket");
@@ -286,14 +290,9 @@ mod tests {
         };
         let (l, _c, client) = loopback_client();
         let ends = facing(client);
-        let end = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while !diag.queued_for_accept(ends).unwrap() {
-            assert!(
-                std::time::Instant::now() < end,
-                "the connection never showed in the queue"
-            );
-            std::thread::yield_now();
-        }
+        eventually("the connection in the queue", || {
+            diag.queued_for_accept(ends).unwrap().then_some(())
+        });
         let (s, _) = l.accept().unwrap();
         assert!(!diag.queued_for_accept(ends).unwrap(), "accepted");
         drop(s);
