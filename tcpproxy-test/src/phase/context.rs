@@ -19,6 +19,13 @@ use crate::peer;
 use crate::timeline::{Kind, Lane, Recorder};
 use crate::traced::Traced;
 
+/// A client connected to the proxy that has sent its tag: connection number `k`.
+struct Dialled {
+    stream: TcpStream,
+    tag: pairing::Tag,
+    k: u32,
+}
+
 /// What a phase's scenario works with: its own destination server, its own proxy, deadlines.
 pub struct Ctx {
     pub timing: Timing,
@@ -75,7 +82,7 @@ impl Ctx {
     /// (ECONNRESET), which is the proxy closing the client, not failing to accept it.
     pub async fn connect_unless_reset(&self) -> Result<Option<Traced>, Failure> {
         match self.dial(None).await? {
-            Ok((s, tag)) => Ok(Some(self.client_leg(s, tag))),
+            Ok(d) => Ok(Some(self.client_leg(d).0)),
             Err(e) if peer::is_reset(&e) => Ok(None),
             Err(e) => Err(self.connect_failed(e)),
         }
@@ -86,21 +93,18 @@ impl Ctx {
         &self,
         rcvbuf: Option<u32>,
     ) -> Result<(Traced, pairing::Tag), Failure> {
-        let (s, tag) = self
+        let d = self
             .dial(rcvbuf)
             .await?
             .map_err(|e| self.connect_failed(e))?;
-        Ok((self.client_leg(s, tag), tag))
+        Ok(self.client_leg(d))
     }
 
     /// A client connection to the proxy that has sent its tag, or the connect's own error; Err
     /// only when the connect outlived its deadline. The connection gets its number, and its
     /// client leg's connect is noted; the tag is the harness's plumbing, so it is written
     /// before the leg's bytes are counted.
-    async fn dial(
-        &self,
-        rcvbuf: Option<u32>,
-    ) -> Result<std::io::Result<(TcpStream, pairing::Tag)>, Failure> {
+    async fn dial(&self, rcvbuf: Option<u32>) -> Result<std::io::Result<Dialled>, Failure> {
         let limit = self.scaled(params::ECHO_DEADLINE);
         let what = format!("a connection to the proxy on 127.0.0.1:{}", self.proxy_port);
         let mut s = match within(limit, what, peer::connect(self.proxy_port, rcvbuf)).await? {
@@ -114,7 +118,7 @@ impl Ctx {
         // Twelve bytes go into an empty send buffer at once; a write that fails means the proxy
         // already closed the client, which the scenario's own reads and writes will report.
         let _ = s.write_all(&tag.bytes()).await;
-        Ok(Ok((s, tag)))
+        Ok(Ok(Dialled { stream: s, tag, k }))
     }
 
     fn connect_failed(&self, e: std::io::Error) -> Failure {
@@ -128,10 +132,9 @@ impl Ctx {
         self.lanes.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn client_leg(&self, s: TcpStream, tag: pairing::Tag) -> Traced {
-        let k = self.lanes_by_tag().get(&tag).copied();
-        let k = k.expect("every dialled client's tag has its connection's number");
-        Traced::new(s, self.timeline.clone(), Lane::Client(k))
+    fn client_leg(&self, d: Dialled) -> (Traced, pairing::Tag) {
+        let leg = Traced::new(d.stream, self.timeline.clone(), Lane::Client(d.k));
+        (leg, d.tag)
     }
 
     /// Notes the connect of the server leg of `tag`'s connection: the lane of its client, or a
@@ -222,12 +225,9 @@ impl Ctx {
 
     /// A client connection and the destination-side connection the proxy made for it.
     pub async fn pair(&self, client_rcvbuf: Option<u32>) -> Result<(Traced, Traced), Failure> {
-        let (client, tag) = self.connect_tagged(client_rcvbuf).await?;
-        let limit = self.scaled(params::ECHO_DEADLINE);
-        let server = self
-            .awaited(limit, self.router.accept_for(&self.dest, tag))
-            .await?;
-        Ok((client, self.server_leg(server, tag)))
+        let (client, server, lane) = self.dial_pair(client_rcvbuf).await?;
+        let (client, _) = self.client_leg(client);
+        Ok((client, Traced::new(server, self.timeline.clone(), lane)))
     }
 
     /// As [`Ctx::pair`], the sockets bare: for a driver that notes its legs' events itself (the
@@ -236,16 +236,26 @@ impl Ctx {
         &self,
         client_rcvbuf: Option<u32>,
     ) -> Result<(TcpStream, TcpStream), Failure> {
-        let (client, tag) = self
+        let (client, server, _) = self.dial_pair(client_rcvbuf).await?;
+        Ok((client.stream, server))
+    }
+
+    /// A dialled client, the destination connection the proxy made for it, and that
+    /// connection's server lane, its connect noted.
+    async fn dial_pair(
+        &self,
+        client_rcvbuf: Option<u32>,
+    ) -> Result<(Dialled, TcpStream, Lane), Failure> {
+        let client = self
             .dial(client_rcvbuf)
             .await?
             .map_err(|e| self.connect_failed(e))?;
         let limit = self.scaled(params::ECHO_DEADLINE);
         let server = self
-            .awaited(limit, self.router.accept_for(&self.dest, tag))
+            .awaited(limit, self.router.accept_for(&self.dest, client.tag))
             .await?;
-        self.server_connected(tag);
-        Ok((client, server))
+        let lane = self.server_connected(client.tag);
+        Ok((client, server, lane))
     }
 
     /// `len` bytes of the seeded payload stream numbered `stream`.
