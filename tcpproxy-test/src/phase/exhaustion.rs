@@ -175,25 +175,24 @@ async fn crowd(ctx: &Arc<Ctx>, pgid: i32, limit: u64) -> Result<Crowd, Failure> 
                 (Some(d), Ok(e)) => d.queued_for_accept(*e).unwrap_or(false),
                 _ => since.elapsed() >= queued_after,
             };
-            let in_use = in_use_below(pgid, limit) as u64;
-            if queued && in_use >= limit {
-                crowd.waiting = Some(client);
-                return Ok(crowd);
-            }
-            // Not accepting, with descriptors to spare: it serves so many pairs at a time and no
-            // more (Many connections' to judge), and the crowd cannot exhaust it.
-            let queued_since = if queued {
-                *stuck.get_or_insert_with(Instant::now)
+            if queued {
+                let in_use = in_use_below(pgid, limit) as u64;
+                if in_use >= limit {
+                    crowd.waiting = Some(client);
+                    return Ok(crowd);
+                }
+                // Not accepting, with descriptors to spare: it serves so many pairs at a time
+                // and no more (Many connections' to judge), and the crowd cannot exhaust it.
+                let waited = stuck.get_or_insert_with(Instant::now).elapsed();
+                if waited >= queued_after {
+                    return Err(Failure::skipped(format!(
+                        "the proxy stopped accepting with descriptors to spare: client {n} of the crowd waited {:.1}s in its listen queue while {in_use} of its {limit} descriptors were in use, so it could not be run out of them",
+                        waited.as_secs_f64()
+                    ))
+                    .detail(crowd.summary(pgid, limit)));
+                }
             } else {
                 stuck = None;
-                Instant::now()
-            };
-            if queued_since.elapsed() >= queued_after {
-                return Err(Failure::skipped(format!(
-                    "the proxy stopped accepting with descriptors to spare: client {n} of the crowd waited {:.1}s in its listen queue while {in_use} of its {limit} descriptors were in use, so it could not be run out of them",
-                    queued_since.elapsed().as_secs_f64()
-                ))
-                .detail(crowd.summary(pgid, limit)));
             }
             if Instant::now() >= deadline {
                 return Err(failed(format!(
