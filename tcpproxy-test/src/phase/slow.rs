@@ -225,24 +225,24 @@ async fn direction_judged(ctx: &Ctx, pair: (Traced, Traced), forward: bool) -> P
             None => ctx.pair(None).await?,
         };
         match direction(ctx, this, forward).await {
-            Attempt::Judged(r) => {
-                for w in &late {
-                    ctx.note(format!("tried again after attempt {w}"));
+            // A pass shows its tries again as notes; a failure, which the reports show with its
+            // details instead, as details.
+            Attempt::Judged(Ok(())) => {
+                for w in late {
+                    ctx.note(format!("tried again after {w}"));
                 }
-                return r.map_err(|f| {
-                    f.details(
-                        late.iter()
-                            .map(|w| format!("tried again after attempt {w}")),
-                    )
-                });
+                return Ok(());
             }
-            Attempt::Late(why) => late.push(format!("{attempt}: {why}")),
+            Attempt::Judged(Err(f)) => {
+                return Err(f.details(late.into_iter().map(|w| format!("tried again after {w}"))));
+            }
+            Attempt::Late(why) => late.push(format!("attempt {attempt}: {why}")),
         }
     }
     let mut f = Failure::new(format!(
         "the harness's slow reader fell behind its own schedule in each of {SLOW_ATTEMPTS} tries, so a proxy that aborted the pair may have seen a reader that stopped: this host is too busy to judge the phase (run again on a quieter host, or with a larger --timeout-scale)"
     ))
-    .details(late.into_iter().map(|w| format!("attempt {w}")));
+    .details(late);
     f.verdict = super::verdict::Verdict::Inconclusive;
     Err(f)
 }
