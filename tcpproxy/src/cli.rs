@@ -14,8 +14,13 @@ use crate::pair::Reason;
 
 /// Abort a pair once one direction has held data it could not write for this long (the lab's 10 s).
 pub const STALL_TIMEOUT: Duration = Duration::from_secs(10);
-/// The most bytes held per direction.
+/// The most bytes held per direction in memory.
 pub const BUFFER_SIZE: usize = 64 * 1024;
+/// The most bytes a streaming direction holds in its pipe when splicing: Linux's pipe-max-size,
+/// the most an unprivileged process may ask for. Against 64 KiB pipes it took a quarter off the
+/// CPU per GB of one stream server->client and 7 % client->server, throughput up 8-15 %
+/// (docs/benchmarks.md, "Larger pipes").
+pub const PIPE_SIZE: usize = 1024 * 1024;
 /// How long one new pair may spend resolving and connecting to the destination.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Pairs open at once; past it the proxy stops accepting and the kernel backlog holds the rest.
@@ -37,7 +42,8 @@ const MAX_CONNECTIONS_LIMIT: usize = 1 << 30;
     version,
     about = "Forward every TCP connection accepted on LISTEN_PORT to DEST_HOST:DEST_PORT",
     long_about = "Forward every TCP connection accepted on LISTEN_PORT to DEST_HOST:DEST_PORT.\n\n\
-        Each direction holds at most --buffer-size bytes. A pair is aborted (with RST) when one \
+        Each direction holds at most --buffer-size bytes (a streaming direction that splices, at \
+        most --pipe-size). A pair is aborted (with RST) when one \
         direction has buffered data and none of it could be written for --stall-timeout seconds, \
         or when a write fails. An EOF is forwarded as a half-close once buffered data is written; \
         a pair closes when both directions have ended. Idle pairs are never closed.\n\n\
@@ -64,9 +70,14 @@ struct Args {
     #[arg(long, value_name = "SECS", default_value_t = STALL_TIMEOUT.as_secs_f64(), value_parser = |s: &str| flag_value::seconds(s, flag_value::YEAR_SECS), allow_negative_numbers = true)]
     stall_timeout: f64,
 
-    /// Most bytes held per direction.
+    /// Most bytes held per direction in memory.
     #[arg(long, value_name = "BYTES", default_value_t = BUFFER_SIZE, value_parser = |s: &str| flag_value::count(s, "bytes", MAX_BUFFER_SIZE), allow_negative_numbers = true)]
     buffer_size: usize,
+
+    /// Most bytes a streaming direction holds in its pipe when splicing (the kernel may grant
+    /// less: /proc/sys/fs/pipe-max-size and pipe-user-pages-soft).
+    #[arg(long, value_name = "BYTES", default_value_t = PIPE_SIZE, value_parser = |s: &str| flag_value::count(s, "bytes", MAX_BUFFER_SIZE), allow_negative_numbers = true)]
+    pipe_size: usize,
 
     /// Address to listen on [default: all interfaces, IPv4 and IPv6 where the host has IPv6].
     #[arg(long, value_name = "ADDR")]
@@ -155,6 +166,7 @@ pub struct Config {
     pub listen_port: u16,
     pub stall_timeout: Duration,
     pub buffer_size: usize,
+    pub pipe_size: usize,
     pub bind: Option<IpAddr>,
     pub connect_timeout: Duration,
     pub max_connections: usize,
@@ -173,6 +185,7 @@ impl Config {
             listen_port,
             stall_timeout: STALL_TIMEOUT,
             buffer_size: BUFFER_SIZE,
+            pipe_size: PIPE_SIZE,
             bind: None,
             connect_timeout: CONNECT_TIMEOUT,
             max_connections: MAX_CONNECTIONS,
@@ -208,6 +221,7 @@ pub fn config_from(
         listen_port: a.listen_port,
         stall_timeout: Duration::from_secs_f64(a.stall_timeout),
         buffer_size: a.buffer_size,
+        pipe_size: a.pipe_size,
         bind: a.bind,
         connect_timeout: Duration::from_secs_f64(a.connect_timeout),
         max_connections: a.max_connections,

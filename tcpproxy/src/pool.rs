@@ -21,7 +21,10 @@ const KEEP_MAX: usize = 64;
 
 #[derive(Debug)]
 pub struct Pool {
+    /// Each memory buffer's size.
     size: usize,
+    /// The size each pipe is asked for.
+    pipe_size: usize,
     /// Lend pipes for `splice(2)` to streaming directions (Linux only); otherwise memory only.
     splice: bool,
     free: Mutex<Free>,
@@ -44,12 +47,18 @@ struct Free {
 
 impl Pool {
     /// `splice` is honoured on Linux only; elsewhere the pool always lends memory.
-    pub fn new(size: usize, splice: bool) -> Pool {
+    pub fn new(size: usize, pipe_size: usize, splice: bool) -> Pool {
         Pool {
             size,
+            pipe_size,
             splice: splice && cfg!(target_os = "linux"),
             free: Mutex::new(Free::default()),
         }
+    }
+
+    /// Each memory buffer's size: a read that brings this much makes a direction a stream.
+    pub fn buffer_size(&self) -> usize {
+        self.size
     }
 
     /// Whether this pool lends pipes (when it can make them).
@@ -76,7 +85,18 @@ impl Pool {
                 return Buffer::Pipe(pipe);
             }
             drop(free);
-            let made = Pipe::new(self.size);
+            // A pipe smaller than a memory buffer would splice in smaller pieces than copying
+            // reads: what a user past pipe-user-pages-soft gets (two pages) is not worth it.
+            let made = Pipe::new(self.pipe_size).and_then(|pipe| {
+                if pipe.budget() >= self.size.min(self.pipe_size) {
+                    Ok(pipe)
+                } else {
+                    Err(std::io::Error::other(format!(
+                        "the kernel granted a pipe of {} bytes only (pipe-user-pages-soft)",
+                        pipe.budget()
+                    )))
+                }
+            });
             let mut free = self.lock();
             match made {
                 Ok(pipe) => {
@@ -173,7 +193,7 @@ mod tests {
 
     #[test]
     fn copying_pool_lends_memory_of_its_size() {
-        let pool = Pool::new(16, false);
+        let pool = Pool::new(16, 16, false);
         match pool.take(true) {
             Buffer::Memory(m) => assert_eq!(m.size(), 16),
             #[cfg(target_os = "linux")]
@@ -184,7 +204,7 @@ mod tests {
     #[cfg(target_os = "linux")]
     #[test]
     fn splicing_pool_lends_pipes_to_streams_only() {
-        let pool = Pool::new(4096, true);
+        let pool = Pool::new(4096, 4096, true);
         assert!(matches!(pool.take(true), Buffer::Pipe(_)));
         assert!(matches!(pool.take(false), Buffer::Memory(_)));
     }
@@ -192,7 +212,7 @@ mod tests {
     #[test]
     fn spares_shrink_to_one_once_nothing_is_lent() {
         for splice in [false, true] {
-            let pool = Pool::new(4096, splice);
+            let pool = Pool::new(4096, 4096, splice);
             burst(&pool, 10);
             assert_eq!(spares(&pool), KEEP_IDLE, "splice {splice}");
             assert_eq!(pool.lock().lent, 0);
@@ -201,7 +221,7 @@ mod tests {
 
     #[test]
     fn spares_track_the_loans_of_a_busy_moment() {
-        let pool = Pool::new(16, false);
+        let pool = Pool::new(16, 16, false);
         let held: Vec<_> = (0..20).map(|_| pool.take(true)).collect();
         // With 20 out, returning 10 keeps every one of them for the next reads.
         burst(&pool, 10);
@@ -214,7 +234,7 @@ mod tests {
 
     #[test]
     fn never_more_than_the_cap() {
-        let pool = Pool::new(16, false);
+        let pool = Pool::new(16, 16, false);
         burst(&pool, KEEP_MAX * 3);
         assert!(spares(&pool) <= KEEP_MAX);
     }

@@ -330,6 +330,7 @@ impl<H: Hooks + ?Sized> Round<'_, H> {
                     .map(|t| Stall::new(t, self.hooks.stall_reset())),
             }),
         };
+        let before = loan.buf.buffered();
         let filled = if self.hooks.needs_copy() {
             self.fill_watched(&mut loan.buf)
         } else {
@@ -341,7 +342,10 @@ impl<H: Hooks + ?Sized> Round<'_, H> {
                 return Ok(true);
             }
             Ok(Fill::Data) => {
-                let now = if loan.buf.room() == 0 {
+                // A pipe may be larger than a memory buffer: a stream is a read that brought a
+                // memory buffer's worth, whatever it was read into.
+                let got = loan.buf.buffered().saturating_sub(before);
+                let now = if loan.buf.room() == 0 || got >= self.pool.buffer_size() {
                     Used::Filled
                 } else {
                     Used::Partial
@@ -571,7 +575,7 @@ mod tests {
     #[tokio::test]
     async fn a_direction_borrows_a_pipe_only_while_it_streams() {
         // A 4 KiB buffer: 64 KiB already waiting fills every read.
-        let pool = Pool::new(4096, true);
+        let pool = Pool::new(4096, 4096, true);
         let (mut writer, src) = socket_pair().await;
         let (dst, mut reader) = socket_pair().await;
         let ends = (&src, &dst);
@@ -596,7 +600,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_copying_pool_never_lends_a_pipe() {
-        let pool = Pool::new(4096, false);
+        let pool = Pool::new(4096, 4096, false);
         let (mut writer, src) = socket_pair().await;
         let (dst, mut reader) = socket_pair().await;
         let mut relay = Relay::new(Dir::Up, Duration::from_secs(10));
