@@ -131,7 +131,7 @@ pub fn socket_inodes_of(pids: impl IntoIterator<Item = i32>) -> HashSet<u64> {
 
 /// The ports of TCP sockets in LISTEN whose inode is in `inodes`, in both tables.
 pub fn listening_ports(inodes: &HashSet<u64>) -> Vec<u16> {
-    let mut ports: Vec<u16> = tcp_tables()
+    let mut ports: Vec<u16> = listen_tables()
         .iter()
         .flat_map(|t| listen_ports_in(t, inodes).collect::<Vec<_>>())
         .collect();
@@ -186,6 +186,32 @@ pub fn tcp_tables() -> Vec<String> {
     ["/proc/net/tcp", "/proc/net/tcp6"]
         .iter()
         .filter_map(|t| std::fs::read_to_string(t).ok())
+        .collect()
+}
+
+/// Both TCP tables' header and LISTEN rows (those that could be read). The kernel lists the
+/// listening sockets first, so reading stops at the first other row: the whole table makes the
+/// kernel walk every connection of the host, and the harness probes for listeners every few
+/// milliseconds while its suites, side by side, hold thousands (reading the tables was the
+/// largest kernel cost in a profile of a suite run, docs/benchmarks.md "Test time").
+fn listen_tables() -> Vec<String> {
+    use std::io::BufRead as _;
+    ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .filter_map(|t| {
+            let file = std::fs::File::open(t).ok()?;
+            let mut text = String::new();
+            for (i, line) in std::io::BufReader::new(file).lines().enumerate() {
+                let Ok(line) = line else { break };
+                let state = line.split_whitespace().nth(3);
+                if i > 0 && state.and_then(|h| u8::from_str_radix(h, 16).ok()) != Some(LISTEN) {
+                    break;
+                }
+                text.push_str(&line);
+                text.push('\n');
+            }
+            Some(text)
+        })
         .collect()
 }
 
@@ -305,7 +331,7 @@ pub fn usage(pgid: i32) -> Option<Usage> {
 
 /// Whether any TCP socket listens on `port`, read from both tables, so no connection is made.
 pub fn listening_on(port: u16) -> bool {
-    tcp_tables().iter().any(|t| listening_in(t, port))
+    listen_tables().iter().any(|t| listening_in(t, port))
 }
 
 fn listening_in(table: &str, port: u16) -> bool {
@@ -455,5 +481,33 @@ mod tests {
         assert!(rss_bytes(me) > 0);
         let u = usage(me).expect("this group has a member");
         assert!(u.fds >= 3 && u.rss_bytes > 0);
+    }
+
+    #[test]
+    fn listeners_are_found_among_established_connections_and_not_after_they_close() {
+        if !available() {
+            return;
+        }
+        let first = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        // Established rows beside the listeners, which reading stops at.
+        let conns: Vec<_> = (0..50)
+            .map(|_| std::net::TcpStream::connect(first.local_addr().unwrap()).unwrap())
+            .collect();
+        let accepted: Vec<_> = (0..50).map(|_| first.accept().unwrap()).collect();
+        let second = std::net::TcpListener::bind("[::1]:0").unwrap();
+        let (p1, p2) = (
+            first.local_addr().unwrap().port(),
+            second.local_addr().unwrap().port(),
+        );
+        assert!(listening_on(p1) && listening_on(p2));
+        let mine = socket_inodes_of([std::process::id() as i32]);
+        let ports = listening_ports(&mine);
+        assert!(ports.contains(&p1) && ports.contains(&p2), "{ports:?}");
+        // A connected socket's own port is not a listener.
+        let client_port = conns[0].local_addr().unwrap().port();
+        assert!(!listening_on(client_port));
+        drop(second);
+        assert!(!listening_on(p2));
+        drop((conns, accepted));
     }
 }
