@@ -18,7 +18,6 @@ pub mod server;
 #[cfg(target_os = "linux")]
 pub mod splice;
 pub mod stall;
-pub mod workers;
 
 use std::ffi::OsString;
 use std::io::IsTerminal as _;
@@ -75,11 +74,15 @@ pub fn run(config: Config) -> anyhow::Result<Stopped> {
 
 /// [`run`], departing from the contract where `hooks` say: the fixtures' broken proxies.
 pub fn run_with<H: Hooks + ?Sized>(config: Config, hooks: &'static H) -> anyhow::Result<Stopped> {
-    // Accepting, signals and the drain run here; pairs run here and on one more single-threaded
-    // runtime per CPU (`workers`).
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
+    let runtime = if hooks.one_thread() {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?
+    };
     let stopped = runtime.block_on(async {
         let signals = if hooks.drains_on_signal() {
             Signals::new()?

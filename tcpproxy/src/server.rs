@@ -18,7 +18,6 @@ use crate::cli::Config;
 use crate::hooks::Hooks;
 use crate::pair::{self, Census, Settings};
 use crate::pool::Pool;
-use crate::workers::Workers;
 
 /// How long to pause accepting when the process or system is out of descriptors: long enough
 /// not to spin, short enough that clients barely notice once descriptors free up.
@@ -139,12 +138,6 @@ pub async fn serve<H: Hooks + ?Sized>(
     let limit = hooks.max_pairs(config.max_connections);
     let slots = Arc::new(Semaphore::new(limit));
     let census = Census::new();
-    let workers = Workers::start(if hooks.one_thread() {
-        1
-    } else {
-        Workers::per_cpu()
-    })
-    .context("cannot start the worker threads")?;
     let mut out_of_fds = false;
 
     loop {
@@ -172,15 +165,10 @@ pub async fn serve<H: Hooks + ?Sized>(
                 out_of_fds = false;
                 let settings = settings.clone();
                 let counted = census.admit();
-                let served = workers.spawn(client, move |client| async move {
+                tokio::spawn(async move {
                     pair::serve(client, addr, settings, counted).await;
                     drop(permit);
                 });
-                // Moving the socket to a worker failed (a descriptor it could not deregister):
-                // the client is closed, as one refused.
-                if let Err(e) = served {
-                    tracing::warn!("accept: cannot hand {addr} to a worker: {e}");
-                }
             }
             Err(e) if is_out_of_descriptors(&e) => {
                 // The client stays queued and the listener readable: accepting again at once
