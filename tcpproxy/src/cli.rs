@@ -17,9 +17,9 @@ pub const STALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// The most bytes held per direction in memory.
 pub const BUFFER_SIZE: usize = 64 * 1024;
 /// The most bytes a streaming direction holds in its pipe when splicing: Linux's pipe-max-size,
-/// the most an unprivileged process may ask for. Against 64 KiB pipes it took a quarter off the
-/// CPU per GB of one stream server->client and 7 % client->server, throughput up 8-15 %
-/// (docs/benchmarks.md, "Larger pipes").
+/// the most an unprivileged process may ask for. Against 64 KiB pipes one stream's CPU per GB
+/// was 0.86 (client->server) and 0.80 (server->client) as much, its throughput 1.08 and 1.14
+/// times (docs/benchmarks.md, "One runtime per CPU, then larger pipes").
 pub const PIPE_SIZE: usize = 1024 * 1024;
 /// How long one new pair may spend resolving and connecting to the destination.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);

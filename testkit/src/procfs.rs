@@ -131,17 +131,17 @@ pub fn socket_inodes_of(pids: impl IntoIterator<Item = i32>) -> HashSet<u64> {
 
 /// The ports of TCP sockets in LISTEN whose inode is in `inodes`, in both tables.
 pub fn listening_ports(inodes: &HashSet<u64>) -> Vec<u16> {
-    let mut ports: Vec<u16> = listen_tables()
-        .iter()
-        .flat_map(|t| listen_ports_in(t, inodes).collect::<Vec<_>>())
-        .collect();
+    let mut ports: Vec<u16> = listen_ports_in(listen_rows(), inodes).collect();
     ports.sort_unstable();
     ports.dedup();
     ports
 }
 
-fn listen_ports_in<'a>(table: &'a str, inodes: &'a HashSet<u64>) -> impl Iterator<Item = u16> + 'a {
-    tcp_rows(table)
+fn listen_ports_in<'a>(
+    rows: impl IntoIterator<Item = TcpRow> + 'a,
+    inodes: &'a HashSet<u64>,
+) -> impl Iterator<Item = u16> + 'a {
+    rows.into_iter()
         .filter(move |r| r.state == LISTEN && inodes.contains(&r.inode))
         .map(|r| r.ends.local)
 }
@@ -189,30 +189,26 @@ pub fn tcp_tables() -> Vec<String> {
         .collect()
 }
 
-/// Both TCP tables' header and LISTEN rows (those that could be read). The kernel lists the
+/// Both TCP tables' LISTEN rows (of those tables that could be read). The kernel lists the
 /// listening sockets first, so reading stops at the first other row: the whole table makes the
 /// kernel walk every connection of the host, and the harness probes for listeners every few
 /// milliseconds while its suites, side by side, hold thousands (reading the tables was the
 /// largest kernel cost in a profile of a suite run, docs/benchmarks.md "Test time").
-fn listen_tables() -> Vec<String> {
+fn listen_rows() -> Vec<TcpRow> {
     use std::io::BufRead as _;
-    ["/proc/net/tcp", "/proc/net/tcp6"]
-        .iter()
-        .filter_map(|t| {
-            let file = std::fs::File::open(t).ok()?;
-            let mut text = String::new();
-            for (i, line) in std::io::BufReader::new(file).lines().enumerate() {
-                let Ok(line) = line else { break };
-                let state = line.split_whitespace().nth(3);
-                if i > 0 && state.and_then(|h| u8::from_str_radix(h, 16).ok()) != Some(LISTEN) {
-                    break;
-                }
-                text.push_str(&line);
-                text.push('\n');
-            }
-            Some(text)
-        })
-        .collect()
+    let mut rows = Vec::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let Ok(file) = std::fs::File::open(table) else {
+            continue;
+        };
+        let listeners = std::io::BufReader::new(file)
+            .lines()
+            .skip(1)
+            .map_while(|line| tcp_row(&line.ok()?))
+            .take_while(|r| r.state == LISTEN);
+        rows.extend(listeners);
+    }
+    rows
 }
 
 /// One row of /proc/net/tcp{,6}:
@@ -229,27 +225,30 @@ pub struct TcpRow {
 
 /// The rows of a table's text; lines that do not parse are skipped.
 pub fn tcp_rows(table: &str) -> impl Iterator<Item = TcpRow> + '_ {
+    table.lines().skip(1).filter_map(tcp_row)
+}
+
+/// One line of a table's text, if it parses.
+fn tcp_row(line: &str) -> Option<TcpRow> {
     let port = |addr: &str| {
         addr.rsplit(':')
             .next()
             .and_then(|h| u16::from_str_radix(h, 16).ok())
     };
     let hex = |h: &str| u64::from_str_radix(h, 16).ok();
-    table.lines().skip(1).filter_map(move |line| {
-        let f: Vec<&str> = line.split_whitespace().collect();
-        let (tx, rx) = f.get(4)?.split_once(':')?;
-        Some(TcpRow {
-            ends: Ends {
-                local: port(f.get(1)?)?,
-                remote: port(f.get(2)?)?,
-            },
-            state: u8::from_str_radix(f.get(3)?, 16).ok()?,
-            queues: Queues {
-                send: hex(tx)?,
-                recv: hex(rx)?,
-            },
-            inode: f.get(9)?.parse().ok()?,
-        })
+    let f: Vec<&str> = line.split_whitespace().collect();
+    let (tx, rx) = f.get(4)?.split_once(':')?;
+    Some(TcpRow {
+        ends: Ends {
+            local: port(f.get(1)?)?,
+            remote: port(f.get(2)?)?,
+        },
+        state: u8::from_str_radix(f.get(3)?, 16).ok()?,
+        queues: Queues {
+            send: hex(tx)?,
+            recv: hex(rx)?,
+        },
+        inode: f.get(9)?.parse().ok()?,
     })
 }
 
@@ -331,11 +330,12 @@ pub fn usage(pgid: i32) -> Option<Usage> {
 
 /// Whether any TCP socket listens on `port`, read from both tables, so no connection is made.
 pub fn listening_on(port: u16) -> bool {
-    listen_tables().iter().any(|t| listening_in(t, port))
+    listening_in(listen_rows(), port)
 }
 
-fn listening_in(table: &str, port: u16) -> bool {
-    tcp_rows(table).any(|r| r.state == LISTEN && r.ends.local == port)
+fn listening_in(rows: impl IntoIterator<Item = TcpRow>, port: u16) -> bool {
+    rows.into_iter()
+        .any(|r| r.state == LISTEN && r.ends.local == port)
 }
 
 /// Resident memory of the group, in bytes.
@@ -402,7 +402,10 @@ mod tests {
             1: 0100007F:1F91 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 222 1\n   \
             2: 0100007F:1F92 0100007F:D433 01 00000000:00000000 00:00000000 00000000     0        0 333 1\n";
         let mine: HashSet<u64> = [111, 333].into_iter().collect();
-        assert_eq!(listen_ports_in(table, &mine).collect::<Vec<_>>(), [0x1F90]);
+        assert_eq!(
+            listen_ports_in(tcp_rows(table), &mine).collect::<Vec<_>>(),
+            [0x1F90]
+        );
     }
 
     #[test]
@@ -410,9 +413,12 @@ mod tests {
         let table = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n   \
             0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 111 1\n   \
             1: 0100007F:1F91 0100007F:D431 01 00000000:00000000 00:00000000 00000000     0        0 222 1\n";
-        assert!(listening_in(table, 0x1F90));
-        assert!(!listening_in(table, 0x1F91), "ESTABLISHED is not LISTEN");
-        assert!(!listening_in(table, 80));
+        assert!(listening_in(tcp_rows(table), 0x1F90));
+        assert!(
+            !listening_in(tcp_rows(table), 0x1F91),
+            "ESTABLISHED is not LISTEN"
+        );
+        assert!(!listening_in(tcp_rows(table), 80));
     }
 
     #[test]

@@ -336,12 +336,6 @@ pub async fn descriptor_leaks(ctx: Arc<Ctx>) -> PhaseResult {
     }
     let (unserved, first_unserved) = unserved;
 
-    // The destination keeps serving until the proxy has settled: a connection a client gave up
-    // on while it waited in the proxy's listen queue can still be accepted now, and its pair
-    // sends the request on and waits for the reply. With nobody accepting at the destination
-    // (its listener stays open for the phase) that pair would wait for ever, its client socket
-    // in CLOSE_WAIT, and a correct proxy behind a small backlog would be failed for a leak
-    // (docs/reliability.md, "A destination that stopped answering").
     // The proxy closes a pair once it has seen both EOFs; give it a moment to get there. Both
     // readings settle: the last pairs' sockets sit in CLOSE_WAIT until the proxy gets round to
     // them, which on a loaded host can come after its descriptor count is back within the slack
@@ -354,6 +348,12 @@ pub async fn descriptor_leaks(ctx: Arc<Ctx>) -> PhaseResult {
         |(after, close_wait)| *after <= before + LEAK_FD_SLACK && *close_wait == 0,
     )
     .await;
+    // Only now: until the proxy has settled, a connection a client gave up on while it waited in
+    // the proxy's listen queue can still be accepted, and its pair sends the request on and waits
+    // for the reply. With nobody accepting at the destination (its listener stays open for the
+    // phase) that pair would wait for ever, its client socket in CLOSE_WAIT, and a correct proxy
+    // behind a small backlog would be failed for a leak (docs/reliability.md, "A destination
+    // that stopped answering").
     servers.abort_all();
     let retried = retried.load(Ordering::Relaxed);
     let retries = format!(
