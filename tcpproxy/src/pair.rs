@@ -2,17 +2,17 @@
 //! [`Relay`]s between them, driven from one task so one place decides how the pair ends.
 
 use std::fmt;
-use std::future::{Future as _, poll_fn};
+use std::future::{Future, poll_fn};
 use std::io;
 use std::net::SocketAddr;
-use std::pin::Pin;
+use std::pin::{Pin, pin};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::net::TcpStream;
-use tokio::sync::watch;
+use tokio::sync::{Notify, Semaphore, SemaphorePermit};
 use tokio::time::{Instant, Sleep};
 
 use crate::hooks::{Dir, Hooks, OnEof};
@@ -232,24 +232,53 @@ impl fmt::Display for CloseLine<'_> {
 pub struct Census {
     open: AtomicUsize,
     reset: AtomicUsize,
-    cut: watch::Sender<bool>,
+    /// One permit per pair the connection limit allows; a pair holds one from accept to close.
+    slots: Semaphore,
+    limit: u32,
+    /// Set by [`Census::cut_all`], for pairs that start waiting after its notification went out.
+    cut: AtomicBool,
+    cut_notify: Notify,
 }
 
 impl Census {
-    pub fn new() -> Arc<Census> {
+    /// A census of at most `limit` pairs at once.
+    pub fn new(limit: usize) -> Arc<Census> {
+        // A semaphore holds at most u32::MAX >> 3 permits: beyond that, no limit is a limit.
+        let limit = limit.min(Semaphore::MAX_PERMITS).min(u32::MAX as usize);
         Arc::new(Census {
             open: AtomicUsize::new(0),
             reset: AtomicUsize::new(0),
-            cut: watch::Sender::new(false),
+            slots: Semaphore::new(limit),
+            limit: u32::try_from(limit).expect("capped to u32 above"),
+            cut: AtomicBool::new(false),
+            cut_notify: Notify::new(),
         })
     }
 
-    /// Counts a pair in from its accept; it is counted out when the returned [`Counted`] drops.
-    pub fn admit(self: &Arc<Census>) -> Counted {
+    /// Waits until the connection limit allows one more pair.
+    pub async fn slot(&self) -> Slot<'_> {
+        Slot(
+            self.slots
+                .acquire()
+                .await
+                .expect("the semaphore is never closed"),
+        )
+    }
+
+    /// Waits until every pair has closed: every slot is back.
+    pub async fn all_closed(&self) {
+        let all = self.slots.acquire_many(self.limit).await;
+        drop(all.expect("the semaphore is never closed"));
+    }
+
+    /// Counts a pair in from its accept, in the slot it waited for; it is counted out, and the
+    /// slot freed, when the returned [`Counted`] drops.
+    pub fn admit(self: &Arc<Census>, slot: Slot<'_>) -> Counted {
+        // The pair's Counted gives the permit back: a pair holds one pointer, not a permit too.
+        slot.0.forget();
         self.open.fetch_add(1, Ordering::Relaxed);
         Counted {
             census: self.clone(),
-            cut: self.cut.subscribe(),
         }
     }
 
@@ -259,7 +288,8 @@ impl Census {
 
     /// Resets every pair still open, and any admitted after.
     pub fn cut_all(&self) {
-        self.cut.send_replace(true);
+        self.cut.store(true, Ordering::SeqCst);
+        self.cut_notify.notify_waiters();
     }
 
     /// How many pairs [`Census::cut_all`] has reset so far.
@@ -268,108 +298,186 @@ impl Census {
     }
 }
 
-/// One pair's place in the [`Census`].
+/// Room for one more pair under the connection limit, until [`Census::admit`] takes it.
+#[derive(Debug)]
+pub struct Slot<'a>(SemaphorePermit<'a>);
+
+/// One pair's place in the [`Census`], and its slot under the connection limit: the pair task
+/// owns it to its last line, so a drain that has every slot back knows every pair has logged.
 #[derive(Debug)]
 pub struct Counted {
     census: Arc<Census>,
-    cut: watch::Receiver<bool>,
 }
 
 impl Counted {
     /// Resolves once the census cuts every pair.
-    async fn cut(&mut self) {
-        // The sender lives in the census, which this pair holds: the wait cannot fail.
-        let _ = self.cut.wait_for(|cut| *cut).await;
+    ///
+    /// A `Notify` rather than a watch channel: every idle pair holds this wait, and a
+    /// `Notified` is half the size of a watch receiver's wait (docs/benchmarks.md, idle memory).
+    async fn cut(&self) {
+        // Made before the flag is read: a `Notified` counts the notifications sent after it was
+        // made, so a cut between the two is not missed.
+        let notified = self.census.cut_notify.notified();
+        if self.census.cut.load(Ordering::SeqCst) {
+            return;
+        }
+        notified.await;
     }
 }
 
 impl Drop for Counted {
     fn drop(&mut self) {
         self.census.open.fetch_sub(1, Ordering::Relaxed);
+        self.census.slots.add_permits(1);
     }
 }
 
 /// Connects to the destination for one client and relays until the pair ends or the census
 /// cuts it.
-pub async fn serve<H: Hooks + ?Sized>(
+#[expect(
+    clippy::manual_async_fn,
+    reason = "an async fn would store its arguments twice (see the body)"
+)]
+pub fn serve<H: Hooks + ?Sized>(
     client: TcpStream,
     client_addr: SocketAddr,
     settings: Arc<Settings<H>>,
-    mut counted: Counted,
-) {
-    let hooks = settings.hooks;
-    let started = Instant::now();
-    if hooks.connect_on_first_byte() {
-        let mut byte = [0];
-        let first = tokio::select! {
-            p = client.peek(&mut byte) => matches!(p, Ok(n) if n > 0),
-            () = counted.cut() => false,
+    counted: Counted,
+) -> impl Future<Output = ()> + Send {
+    // An async block, not an async fn: an async fn keeps its arguments twice over (as they came
+    // and as moved into its body), and every idle pair's task would carry the copy.
+    async move {
+        let started = Instant::now();
+        if settings.hooks.connect_on_first_byte() {
+            let mut byte = [0];
+            // Boxed here and below: each stage's futures count toward every pair's task, for
+            // its whole life, though only the relay's outlive the first round trip.
+            let first = tokio::select! {
+                p = Box::pin(client.peek(&mut byte)) => matches!(p, Ok(n) if n > 0),
+                () = counted.cut() => false,
+            };
+            // A client that closes or fails before sending anything is simply dropped.
+            if !first {
+                return;
+            }
+        }
+        // Matched in place: a `connected` local would keep its 40 bytes through the relay.
+        let server = match tokio::select! {
+            c = Box::pin(connect(&settings)) => c.map_err(End::ConnectFailed),
+            () = counted.cut() => Err(End::DrainCut),
+        } {
+            Ok(s) => s,
+            Err(end) => {
+                if let End::ConnectFailed(e) = &end {
+                    settings.hooks.on_refused(e);
+                }
+                // Dropping the client closes it at once: it learns now, not at its next write.
+                finish(&end, &client, None, &counted);
+                log_close(&end, || CloseLine {
+                    frontend: frontend(&client),
+                    client: client_addr,
+                    dest: format!("{}:{}", settings.dest_host, settings.dest_port),
+                    end: &end,
+                    connect: None,
+                    total: started.elapsed(),
+                    up: 0,
+                    down: 0,
+                    active: counted.census.open(),
+                    client_read_error: None,
+                    server_read_error: None,
+                });
+                return;
+            }
         };
-        // A client that closes or fails before sending anything is simply dropped.
-        if !first {
-            return;
+        let connect_time = started.elapsed();
+        // Only the closing log line uses it: without -v, spare every pair the getpeername(2). Taken
+        // now, while the connection stands, so that an aborted pair still names its destination.
+        // Boxed, so that a pair logged by nobody keeps a pointer rather than a whole address.
+        let dest_addr = tracing::enabled!(tracing::Level::INFO)
+            .then(|| server.peer_addr().ok().map(Box::new))
+            .flatten();
+        // A proxy should not add Nagle's delay to small writes the client already sent promptly.
+        if settings.hooks.nodelay() {
+            let _ = client.set_nodelay(true);
+            let _ = server.set_nodelay(true);
+        }
+
+        let mut relaying = Relaying::new(&*settings);
+        // Polled in the relay's own poll rather than beside it in a select!, whose futures and
+        // bookkeeping every idle pair would carry.
+        let mut cut = pin!(counted.cut());
+        let end = poll_fn(|cx| {
+            if cut.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(End::DrainCut);
+            }
+            relaying.poll(cx, &settings, &client, &server)
+        })
+        .await;
+        let Relaying { up, down, .. } = &mut relaying;
+        up.close(&settings.pool);
+        down.close(&settings.pool);
+
+        finish(&end, &client, Some(&server), &counted);
+        log_close(&end, || CloseLine {
+            frontend: frontend(&client),
+            client: client_addr,
+            dest: dest_addr.map_or_else(|| "?".to_string(), |a| a.to_string()),
+            end: &end,
+            connect: Some(connect_time),
+            total: started.elapsed(),
+            up: up.written(),
+            down: down.written(),
+            active: counted.census.open(),
+            client_read_error: up.read_error(),
+            server_read_error: down.read_error(),
+        });
+        if let End::BothEof = end {
+            settings.hooks.on_finished(client, server);
         }
     }
-    let connected = tokio::select! {
-        c = connect(&settings) => c.map_err(End::ConnectFailed),
-        () = counted.cut() => Err(End::DrainCut),
-    };
-    let server = match connected {
-        Ok(s) => s,
-        Err(end) => {
-            if let End::ConnectFailed(e) = &end {
-                hooks.on_refused(e);
-            }
-            // Dropping the client closes it at once: it learns now, not at its next write.
-            finish(&end, &client, None, &counted);
-            log_close(&end, || CloseLine {
-                frontend: frontend(&client),
-                client: client_addr,
-                dest: format!("{}:{}", settings.dest_host, settings.dest_port),
-                end: &end,
-                connect: None,
-                total: started.elapsed(),
-                up: 0,
-                down: 0,
-                active: counted.census.open(),
-                client_read_error: None,
-                server_read_error: None,
-            });
-            return;
+}
+
+/// A connected pair's two directions, and the timers only hooks ask for.
+struct Relaying {
+    up: Relay,
+    down: Relay,
+    /// Boxed: a pair the hooks give no idle timer (every reference pair) holds one pointer.
+    idle: Option<Box<Idle>>,
+    /// Armed at the first EOF forwarded; None for every reference pair, which has no FIN timer.
+    fin: Option<Pin<Box<Sleep>>>,
+}
+
+impl Relaying {
+    fn new<H: Hooks + ?Sized>(settings: &Settings<H>) -> Relaying {
+        Relaying {
+            up: Relay::new(Dir::Up),
+            down: Relay::new(Dir::Down),
+            idle: settings
+                .hooks
+                .idle_timeout(settings.stall_timeout)
+                .map(|t| Box::new(Idle::new(t))),
+            fin: None,
         }
-    };
-    let connect_time = started.elapsed();
-    // Only the closing log line uses it: without -v, spare every pair the getpeername(2). Taken
-    // now, while the connection stands, so that an aborted pair still names its destination.
-    let dest_addr = tracing::enabled!(tracing::Level::INFO)
-        .then(|| server.peer_addr().ok())
-        .flatten();
-    // A proxy should not add Nagle's delay to small writes the client already sent promptly.
-    if hooks.nodelay() {
-        let _ = client.set_nodelay(true);
-        let _ = server.set_nodelay(true);
     }
 
-    let mut up = Relay::new(Dir::Up, settings.stall_timeout);
-    let mut down = Relay::new(Dir::Down, settings.stall_timeout);
-    // Boxed: a pair the hooks give no idle timer (every reference pair) holds one pointer.
-    let mut idle = hooks
-        .idle_timeout(settings.stall_timeout)
-        .map(|t| Box::new(Idle::new(t)));
-    // Armed at the first EOF forwarded; None for every reference pair, which has no FIN timer.
-    let fin_timeout = hooks.fin_timeout();
-    let mut fin: Option<Pin<Box<Sleep>>> = None;
-    let pool = &settings.pool;
-    let relayed = poll_fn(|cx| {
+    /// Moves bytes both ways until the pair ends.
+    fn poll<H: Hooks + ?Sized>(
+        &mut self,
+        cx: &mut Context<'_>,
+        settings: &Settings<H>,
+        client: &TcpStream,
+        server: &TcpStream,
+    ) -> Poll<End> {
+        let (hooks, pool, stall) = (settings.hooks, &settings.pool, settings.stall_timeout);
         // Poll both every time: each registers its own wake-ups, and a finished relay stays ready.
-        let a = up.poll_relay(cx, hooks, pool, &client, &server);
+        let a = self.up.poll_relay(cx, hooks, pool, stall, client, server);
         if let Poll::Ready(Err(why)) = a {
             return Poll::Ready(End::Aborted {
                 upstream: true,
                 why,
             });
         }
-        let b = down.poll_relay(cx, hooks, pool, &server, &client);
+        let b = self.down.poll_relay(cx, hooks, pool, stall, server, client);
         if let Poll::Ready(Err(why)) = b {
             return Poll::Ready(End::Aborted {
                 upstream: false,
@@ -382,16 +490,18 @@ pub async fn serve<H: Hooks + ?Sized>(
         if hooks.on_eof() == OnEof::ClosePair && (a.is_ready() || b.is_ready()) {
             return Poll::Ready(End::Closed);
         }
-        if let Some(t) = fin_timeout
+        if let Some(t) = hooks.fin_timeout()
             && (a.is_ready() || b.is_ready())
         {
-            let timer = fin.get_or_insert_with(|| Box::pin(tokio::time::sleep(t)));
+            let timer = self
+                .fin
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep(t)));
             if timer.as_mut().poll(cx).is_ready() {
                 return Poll::Ready(End::Closed);
             }
         }
-        if let Some(idle) = &mut idle {
-            if idle.poll_expired(cx, up.moved() + down.moved()) {
+        if let Some(idle) = &mut self.idle {
+            if idle.poll_expired(cx, self.up.moved() + self.down.moved()) {
                 return Poll::Ready(End::Closed);
             }
         }
@@ -399,30 +509,6 @@ pub async fn serve<H: Hooks + ?Sized>(
             cx.waker().wake_by_ref();
         }
         Poll::Pending
-    });
-    let end = tokio::select! {
-        end = relayed => end,
-        () = counted.cut() => End::DrainCut,
-    };
-    up.close(pool);
-    down.close(pool);
-
-    finish(&end, &client, Some(&server), &counted);
-    log_close(&end, || CloseLine {
-        frontend: frontend(&client),
-        client: client_addr,
-        dest: dest_addr.map_or_else(|| "?".to_string(), |a| a.to_string()),
-        end: &end,
-        connect: Some(connect_time),
-        total: started.elapsed(),
-        up: up.written(),
-        down: down.written(),
-        active: counted.census.open(),
-        client_read_error: up.read_error(),
-        server_read_error: down.read_error(),
-    });
-    if let End::BothEof = end {
-        hooks.on_finished(client, server);
     }
 }
 

@@ -55,14 +55,17 @@ impl fmt::Display for State {
 }
 
 /// One direction's stage, holding what that stage needs and nothing more.
+///
+/// A loan is boxed: it is taken per burst and held briefly, while every idle pair keeps its
+/// stage for as long as it lives, so the stage is two words rather than the loan's sixteen.
 #[derive(Debug)]
 enum Stage {
     /// Reading, with nothing in flight: no buffer lent, no timer.
     Idle,
     /// Reading, with bytes in flight (or, within one round, a loan just taken for a read).
-    Holding(Loan),
+    Holding(Box<Loan>),
     /// The source ended; the loan's bytes are still being written.
-    Flushing(Loan),
+    Flushing(Box<Loan>),
     /// The source ended and every byte was written; the half-close is next.
     Closing,
     /// The destination's write half is shut down.
@@ -140,8 +143,6 @@ pub struct Relay {
     written: u64,
     /// The error that ended reading, kept for the pair's log line.
     read_error: Option<io::Error>,
-    /// The configured one; hooks may change it for this direction.
-    stall_timeout: Duration,
     dir: Dir,
     /// Bytes read so far on the copy path that hooks watch (`needs_copy`): the stream offset
     /// [`Hooks::mangle`] is given. Nothing else counts reads, so the reference does not.
@@ -149,13 +150,12 @@ pub struct Relay {
 }
 
 impl Relay {
-    pub fn new(dir: Dir, stall_timeout: Duration) -> Relay {
+    pub fn new(dir: Dir) -> Relay {
         Relay {
             stage: Stage::Idle,
             streaming: false,
             written: 0,
             read_error: None,
-            stall_timeout,
             dir,
             copied: 0,
         }
@@ -190,11 +190,15 @@ impl Relay {
     ///
     /// Ready(Ok) once EOF has been forwarded (and stays ready), Ready(Err) when the pair must be
     /// aborted. Bytes still buffered at an abort are lost; that is the point of an abort.
+    ///
+    /// `stall_timeout` is the configured one, which hooks may change for this direction. It is
+    /// passed in rather than kept: every idle pair would hold two copies of it.
     pub fn poll_relay<H: Hooks + ?Sized>(
         &mut self,
         cx: &mut Context<'_>,
         hooks: &H,
         pool: &Pool,
+        stall_timeout: Duration,
         src: &TcpStream,
         dst: &TcpStream,
     ) -> Poll<Result<u64, Abort>> {
@@ -202,6 +206,7 @@ impl Relay {
             relay: self,
             hooks,
             pool,
+            stall_timeout,
             src,
             dst,
         };
@@ -296,6 +301,7 @@ struct Round<'a, H: ?Sized> {
     relay: &'a mut Relay,
     hooks: &'a H,
     pool: &'a Pool,
+    stall_timeout: Duration,
     src: &'a TcpStream,
     dst: &'a TcpStream,
 }
@@ -321,13 +327,15 @@ impl<H: Hooks + ?Sized> Round<'_, H> {
                 return Ok(false);
             }
             Poll::Ready(Err(e)) => return self.read_failed(held, e).map(|()| true),
-            Poll::Ready(Ok(())) => held.unwrap_or_else(|| Loan {
-                buf: self.pool.take(self.relay.streaming),
-                used: Used::Unused,
-                stall: self
-                    .hooks
-                    .stall_timeout(self.relay.dir, self.relay.stall_timeout)
-                    .map(|t| Stall::new(t, self.hooks.stall_reset())),
+            Poll::Ready(Ok(())) => held.unwrap_or_else(|| {
+                Box::new(Loan {
+                    buf: self.pool.take(self.relay.streaming),
+                    used: Used::Unused,
+                    stall: self
+                        .hooks
+                        .stall_timeout(self.relay.dir, self.stall_timeout)
+                        .map(|t| Stall::new(t, self.hooks.stall_reset())),
+                })
             }),
         };
         let before = loan.buf.buffered();
@@ -367,7 +375,7 @@ impl<H: Hooks + ?Sized> Round<'_, H> {
     /// connection gone and a FIN would tell the other peer all went well (Envoy #2703, ztunnel
     /// #1483). Any other error is taken as EOF, as the lab's contract says: flush, then
     /// half-close.
-    fn read_failed(&mut self, held: Option<Loan>, error: io::Error) -> Result<(), Abort> {
+    fn read_failed(&mut self, held: Option<Box<Loan>>, error: io::Error) -> Result<(), Abort> {
         match self.hooks.on_read_error() {
             OnReadError::Forward if error.kind() == io::ErrorKind::ConnectionReset => {
                 if let Some(loan) = held {
@@ -407,7 +415,7 @@ impl<H: Hooks + ?Sized> Round<'_, H> {
 
     /// The source ended: what `held` holds is flushed (unless the hooks drop it), then the
     /// half-close goes on.
-    fn end_reading(&mut self, held: Option<Loan>, error: Option<io::Error>) {
+    fn end_reading(&mut self, held: Option<Box<Loan>>, error: Option<io::Error>) {
         self.relay.read_error = error;
         let held = match held {
             Some(loan) if self.hooks.on_eof() == OnEof::DropBuffered => {
@@ -431,9 +439,8 @@ impl<H: Hooks + ?Sized> Round<'_, H> {
             Poll::Ready(Err(e)) => e,
             Poll::Ready(Ok(())) => {
                 let drained = if self.hooks.needs_copy() {
-                    let stall_timeout = self
-                        .hooks
-                        .stall_timeout(self.relay.dir, self.relay.stall_timeout);
+                    let stall_timeout =
+                        self.hooks.stall_timeout(self.relay.dir, self.stall_timeout);
                     drain_watched(self.hooks, &mut loan.buf, self.dst, stall_timeout)
                 } else {
                     loan.buf.drain_to(self.dst)
@@ -488,11 +495,11 @@ impl<H: Hooks + ?Sized> Round<'_, H> {
     fn settle(&mut self) -> Result<(), Abort> {
         self.relay.stage = match mem::replace(&mut self.relay.stage, Stage::Idle) {
             Stage::Holding(loan) if loan.buf.buffered() == 0 => {
-                self.relay.give_back(self.pool, loan);
+                self.relay.give_back(self.pool, *loan);
                 Stage::Idle
             }
             Stage::Flushing(loan) if loan.buf.buffered() == 0 => {
-                self.relay.give_back(self.pool, loan);
+                self.relay.give_back(self.pool, *loan);
                 Stage::Closing
             }
             other => other,
@@ -561,7 +568,7 @@ mod tests {
     ) -> Vec<u8> {
         let mut got = vec![0; n];
         tokio::select! {
-            end = poll_fn(|cx| relay.poll_relay(cx, &Reference, pool, src, dst)) => {
+            end = poll_fn(|cx| relay.poll_relay(cx, &Reference, pool, Duration::from_secs(10), src, dst)) => {
                 panic!("the relay ended early: {:?}", end.map_err(|e| e.to_string()))
             }
             read = reader.read_exact(&mut got) => {
@@ -579,7 +586,7 @@ mod tests {
         let (mut writer, src) = socket_pair().await;
         let (dst, mut reader) = socket_pair().await;
         let ends = (&src, &dst);
-        let mut relay = Relay::new(Dir::Up, Duration::from_secs(10));
+        let mut relay = Relay::new(Dir::Up);
 
         writer.write_all(b"x").await.expect("write");
         assert_eq!(pump(&mut relay, &pool, ends, &mut reader, 1).await, b"x");
@@ -603,7 +610,7 @@ mod tests {
         let pool = Pool::new(4096, 4096, false);
         let (mut writer, src) = socket_pair().await;
         let (dst, mut reader) = socket_pair().await;
-        let mut relay = Relay::new(Dir::Up, Duration::from_secs(10));
+        let mut relay = Relay::new(Dir::Up);
         let bulk = vec![3; 64 * 1024];
         writer.write_all(&bulk).await.expect("write");
         let got = pump(&mut relay, &pool, (&src, &dst), &mut reader, bulk.len()).await;

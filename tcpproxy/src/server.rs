@@ -12,7 +12,6 @@ use anyhow::Context as _;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::signal::unix::{SignalKind, signal};
-use tokio::sync::Semaphore;
 
 use crate::cli::Config;
 use crate::hooks::Hooks;
@@ -135,15 +134,13 @@ pub async fn serve<H: Hooks + ?Sized>(
         pipe_size = config.pipe_size,
         "forwarding"
     );
-    let limit = hooks.max_pairs(config.max_connections);
-    let slots = Arc::new(Semaphore::new(limit));
-    let census = Census::new();
+    let census = Census::new(hooks.max_pairs(config.max_connections));
     let mut out_of_fds = false;
 
     loop {
         // Beyond the limit, stop accepting: the kernel's backlog holds the rest until a pair ends.
         let permit = tokio::select! {
-            p = slots.clone().acquire_owned() => p.expect("the semaphore is never closed"),
+            slot = census.slot() => slot,
             _ = signals.recv() => break,
         };
         let accepted = tokio::select! {
@@ -164,11 +161,8 @@ pub async fn serve<H: Hooks + ?Sized>(
                 let addr = SocketAddr::new(addr.ip().to_canonical(), addr.port());
                 out_of_fds = false;
                 let settings = settings.clone();
-                let counted = census.admit();
-                tokio::spawn(async move {
-                    pair::serve(client, addr, settings, counted).await;
-                    drop(permit);
-                });
+                let counted = census.admit(permit);
+                tokio::spawn(pair::serve(client, addr, settings, counted));
             }
             Err(e) if is_out_of_descriptors(&e) => {
                 // The client stays queued and the listener readable: accepting again at once
@@ -198,10 +192,9 @@ pub async fn serve<H: Hooks + ?Sized>(
         "stopping: no new clients; waiting up to {:.1}s for open pairs",
         config.drain_timeout.as_secs_f64()
     );
-    // Every permit back means every pair task has logged its close line and ended.
-    let all = u32::try_from(limit).unwrap_or(u32::MAX);
+    // Every slot back means every pair task has logged its close line and ended.
     let by = tokio::select! {
-        _ = slots.acquire_many(all) => {
+        () = census.all_closed() => {
             tracing::info!("all pairs closed");
             return Ok(Stopped::Drained);
         }
@@ -209,7 +202,7 @@ pub async fn serve<H: Hooks + ?Sized>(
         _ = signals.recv() => Cut::SecondSignal,
     };
     census.cut_all();
-    if tokio::time::timeout(CUT_GRACE, slots.acquire_many(all))
+    if tokio::time::timeout(CUT_GRACE, census.all_closed())
         .await
         .is_err()
     {
