@@ -83,7 +83,10 @@ pub fn run_with<H: Hooks + ?Sized>(config: Config, hooks: &'static H) -> anyhow:
             .enable_all()
             .build()?
     };
-    let stopped = runtime.block_on(async {
+    // The server runs as a task, on a worker: run in block_on it would sit on this thread, outside
+    // the workers, so that every accept woke a worker to take the new pair (a futex round trip
+    // per connection) and every listener event woke this thread.
+    let served = runtime.spawn(async move {
         let signals = if hooks.drains_on_signal() {
             Signals::new()?
         } else {
@@ -108,7 +111,14 @@ pub fn run_with<H: Hooks + ?Sized>(config: Config, hooks: &'static H) -> anyhow:
         }
         let listener = server::bind(&config, hooks.listen_backlog())?;
         server::serve(config, listener, signals, hooks).await
-    })?;
+    });
+    let stopped = match runtime.block_on(served) {
+        Ok(stopped) => stopped?,
+        Err(e) => match e.try_into_panic() {
+            Ok(panic) => std::panic::resume_unwind(panic),
+            Err(e) => anyhow::bail!("the server task ended early: {e}"),
+        },
+    };
     // Only a pair that did not finish its cut in time is left to drop with the runtime.
     runtime.shutdown_background();
     Ok(stopped)
