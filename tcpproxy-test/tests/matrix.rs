@@ -37,16 +37,23 @@ fn check(fixture_name: &str) -> Run {
     // Rows run side by side, each run in a network namespace of its own, so a never-serving
     // fixture's run can no longer take listen-late's port (CI rehearsal, 2026-12-01).
     let _slot = HeavySlot::acquire();
-    let mut args = vec!["--stall-timeout", STALL];
-    if let Some(h) = expect.harness_args {
-        args.extend_from_slice(h.args);
+    let harness = expect.harness_args.map_or(&[][..], |h| h.args);
+    // A fixture's harness options may name its own stall timeout; the fixture is told the same.
+    let own_stall = harness
+        .windows(2)
+        .find(|w| w[0] == "--stall-timeout")
+        .map(|w| w[1]);
+    let mut args = Vec::new();
+    if own_stall.is_none() {
+        args.extend(["--stall-timeout", STALL]);
     }
+    args.extend_from_slice(harness);
     args.extend([
         "--",
         bin.to_str().unwrap(),
         fixture_name,
         "--stall-timeout",
-        STALL,
+        own_stall.unwrap_or(STALL),
     ]);
     let run = run_harness(&args, Duration::from_secs(300));
     let verdicts = run.verdicts();
