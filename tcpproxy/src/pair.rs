@@ -243,7 +243,8 @@ pub struct Census {
 impl Census {
     /// A census of at most `limit` pairs at once.
     pub fn new(limit: usize) -> Arc<Census> {
-        // A semaphore holds at most u32::MAX >> 3 permits: beyond that, no limit is a limit.
+        // A semaphore holds at most MAX_PERMITS, and the drain takes them all back in one
+        // acquire_many of a u32: a larger limit is the same as no limit.
         let limit = limit.min(Semaphore::MAX_PERMITS).min(u32::MAX as usize);
         Arc::new(Census {
             open: AtomicUsize::new(0),
