@@ -139,7 +139,7 @@ pub async fn serve<H: Hooks + ?Sized>(
 
     loop {
         // Beyond the limit, stop accepting: the kernel's backlog holds the rest until a pair ends.
-        let permit = tokio::select! {
+        let slot = tokio::select! {
             slot = census.slot() => slot,
             _ = signals.recv() => break,
         };
@@ -161,7 +161,7 @@ pub async fn serve<H: Hooks + ?Sized>(
                 let addr = SocketAddr::new(addr.ip().to_canonical(), addr.port());
                 out_of_fds = false;
                 let settings = settings.clone();
-                let counted = census.admit(permit);
+                let counted = census.admit(slot);
                 tokio::spawn(pair::serve(client, addr, settings, counted));
             }
             Err(e) if is_out_of_descriptors(&e) => {
