@@ -4,10 +4,8 @@
 //! Either way the relay sees the same three numbers (bytes buffered, room left, bytes written), so
 //! the stall timer and the half-close rule are written once, in [`crate::relay`], for both.
 
-use std::io::{self, Read as _};
+use std::io;
 
-use socket2::SockRef;
-use tokio::io::Interest;
 use tokio::net::TcpStream;
 
 #[cfg(target_os = "linux")]
@@ -127,32 +125,12 @@ impl Memory {
     }
 
     pub fn fill_from(&mut self, src: &TcpStream) -> io::Result<Fill> {
-        let room = &mut self.buf[self.cap..];
-        let len = room.len();
-        let mut short = 0;
-        // A read that leaves room emptied the socket's receive queue, so it is reported to
-        // try_io as WouldBlock, which clears the readiness: the next poll waits for an edge
-        // instead of paying for a read that finds nothing (tokio's poll_read does the same). A
-        // FIN already seen stays ready, since tokio never clears read-closed.
-        let read = src.try_io(Interest::READABLE, || {
-            let n = (&*SockRef::from(src)).read(room)?;
-            if n > 0 && n < len {
-                short = n;
-                return Err(io::ErrorKind::WouldBlock.into());
-            }
-            Ok(n)
-        });
-        match read {
-            Ok(0) => Ok(Fill::Eof),
-            Ok(n) => {
+        match src.try_read(&mut self.buf[self.cap..])? {
+            0 => Ok(Fill::Eof),
+            n => {
                 self.cap += n;
                 Ok(Fill::Data)
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock && short > 0 => {
-                self.cap += short;
-                Ok(Fill::Data)
-            }
-            Err(e) => Err(e),
         }
     }
 
