@@ -803,11 +803,15 @@ impl Drop for Proxy {
     }
 }
 
-/// Whether something listens on `port`: read from /proc on Linux, so no connection is made.
+/// Whether something listens on `port`: asked of the kernel on Linux (sock_diag, else /proc),
+/// so no connection is made.
 #[cfg(target_os = "linux")]
 async fn is_listening(port: u16) -> bool {
-    // A small pseudo-file read from memory: not worth a blocking-pool hop.
-    procfs::listening_on(port)
+    // One netlink request each way, answered within the call: not worth a blocking-pool hop.
+    match crate::sockdiag::Diag::open().and_then(|mut d| d.listening(port)) {
+        Ok(listening) => listening,
+        Err(_) => procfs::listening_on(port),
+    }
 }
 
 /// Elsewhere, connect and drop; the phase's server may then see one stray connection.

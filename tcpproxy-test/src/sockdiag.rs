@@ -75,6 +75,27 @@ impl Diag {
         Ok(matches!(self.found(ends)?, Some((_, 0, TCP_ESTABLISHED))))
     }
 
+    /// Whether a socket listens on 127.0.0.1:`port` (an IPv4 one, or a dual-stack IPv6 one):
+    /// where the harness would connect. A lookup with remote port 0 matches no connection, so
+    /// the kernel answers with the listener on the local port, if any, without walking a table:
+    /// /proc/net/tcp lists the listeners first, but a read of it goes on into the connection
+    /// table, the host's whole table where the run's namespace shares it.
+    pub fn listening(&mut self, port: u16) -> io::Result<bool> {
+        let ends = Ends {
+            local: port,
+            remote: 0,
+        };
+        for family in [libc::AF_INET, libc::AF_INET6] {
+            if self
+                .lookup_any(family as u8, ends)?
+                .is_some_and(|r| r.listens_on(port))
+            {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
     fn found(&mut self, ends: Ends) -> io::Result<Option<(Queues, u64, u8)>> {
         for family in [libc::AF_INET, libc::AF_INET6] {
             if let Some(found) = self.lookup(family as u8, ends)? {
@@ -85,6 +106,14 @@ impl Diag {
     }
 
     fn lookup(&mut self, family: u8, ends: Ends) -> io::Result<Option<(Queues, u64, u8)>> {
+        Ok(self
+            .lookup_any(family, ends)?
+            .and_then(|r| r.connection(ends)))
+    }
+
+    /// The socket the kernel answers with for these ports: the connection, else the listener on
+    /// the local port.
+    fn lookup_any(&mut self, family: u8, ends: Ends) -> io::Result<Option<Answer>> {
         self.seq = self.seq.wrapping_add(1);
         let request = request(family, ends, self.seq);
         sendto(
@@ -96,9 +125,9 @@ impl Diag {
         let mut reply = [0u8; 512];
         loop {
             let n = recv(self.fd.as_raw_fd(), &mut reply, MsgFlags::empty())?;
-            match parse(&reply[..n], self.seq, ends) {
+            match parse(&reply[..n], self.seq) {
                 Reply::Stale => continue,
-                Reply::Found(q, inode, state) => return Ok(Some((q, inode, state))),
+                Reply::Found(answer) => return Ok(Some(answer)),
                 Reply::NotFound => return Ok(None),
                 Reply::Error(errno) => return Err(io::Error::from_raw_os_error(errno)),
             }
@@ -140,13 +169,38 @@ fn request(family: u8, ends: Ends, seq: u32) -> Vec<u8> {
 enum Reply {
     /// An answer to an earlier request (one that timed out).
     Stale,
-    /// The queues, the inode and the TCP state.
-    Found(Queues, u64, u8),
+    Found(Answer),
     NotFound,
     Error(i32),
 }
 
-fn parse(reply: &[u8], seq: u32, ends: Ends) -> Reply {
+/// The socket a lookup found.
+#[derive(Debug, PartialEq, Eq)]
+struct Answer {
+    state: u8,
+    local: u16,
+    remote: u16,
+    queues: Queues,
+    inode: u64,
+}
+
+impl Answer {
+    /// The queues, the inode and the TCP state, if this is the connection with `ends`: a lookup
+    /// with no socket of these ports falls back to the listener on the local port.
+    fn connection(self, ends: Ends) -> Option<(Queues, u64, u8)> {
+        (self.state != TCP_LISTEN && self.remote == ends.remote).then_some((
+            self.queues,
+            self.inode,
+            self.state,
+        ))
+    }
+
+    fn listens_on(&self, port: u16) -> bool {
+        self.state == TCP_LISTEN && self.local == port
+    }
+}
+
+fn parse(reply: &[u8], seq: u32) -> Reply {
     let u32_at = |at: usize| {
         reply
             .get(at..at + 4)
@@ -163,28 +217,33 @@ fn parse(reply: &[u8], seq: u32, ends: Ends) -> Reply {
             None => Reply::Error(libc::EPROTO),
         };
     }
-    // A lookup with no socket of these ports falls back to the listener on the local port.
     let state = reply.get(NLMSG_HDRLEN + 1).copied();
-    let remote = reply
-        .get(NLMSG_HDRLEN + 6..NLMSG_HDRLEN + 8)
-        .map(|b| u16::from_be_bytes([b[0], b[1]]));
-    if state == Some(TCP_LISTEN) || remote != Some(ends.remote) {
-        return Reply::NotFound;
-    }
+    let port = |at: usize| {
+        reply
+            .get(NLMSG_HDRLEN + at..NLMSG_HDRLEN + at + 2)
+            .map(|b| u16::from_be_bytes([b[0], b[1]]))
+    };
+    // The socket id starts with the source port, then the destination port.
     match (
         u32_at(RQUEUE_AT),
         u32_at(WQUEUE_AT),
         u32_at(INODE_AT),
         state,
+        port(4),
+        port(6),
     ) {
-        (Some(recv), Some(send), Some(inode), Some(state)) => Reply::Found(
-            Queues {
-                send: send.into(),
-                recv: recv.into(),
-            },
-            inode.into(),
-            state,
-        ),
+        (Some(recv), Some(send), Some(inode), Some(state), Some(local), Some(remote)) => {
+            Reply::Found(Answer {
+                state,
+                local,
+                remote,
+                queues: Queues {
+                    send: send.into(),
+                    recv: recv.into(),
+                },
+                inode: inode.into(),
+            })
+        }
         _ => Reply::Error(libc::EPROTO),
     }
 }
@@ -263,6 +322,25 @@ mod tests {
             remote: 1,
         };
         assert_eq!(diag.queues(unused).unwrap(), None);
+    }
+
+    #[test]
+    fn a_listener_is_found_by_its_port_and_only_while_it_listens() {
+        let Ok(mut diag) = Diag::open() else {
+            return;
+        };
+        let (l, c, client) = loopback_client();
+        let port = client.remote;
+        assert!(diag.listening(port).unwrap());
+        // The client's port has a connection, not a listener.
+        assert!(!diag.listening(client.local).unwrap());
+        let v6 = std::net::TcpListener::bind("[::]:0");
+        drop((l, c));
+        assert!(!diag.listening(port).unwrap());
+        // A dual-stack listener takes 127.0.0.1 too.
+        if let Ok(v6) = v6 {
+            assert!(diag.listening(v6.local_addr().unwrap().port()).unwrap());
+        }
     }
 
     #[test]

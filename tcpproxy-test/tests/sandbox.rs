@@ -18,6 +18,7 @@ const LIMIT: Duration = Duration::from_secs(60);
 const NETWORK_REPORTER: &str = "#!/bin/sh
 echo \"interfaces: $(tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' ' | sort | tr '\\n' ' ')\" >&2
 echo \"routes: $(tail -n +2 /proc/net/route | wc -l)\" >&2
+echo \"table: $(cat /proc/sys/net/ipv4/tcp_ehash_entries 2>/dev/null || echo none)\" >&2
 exit 7
 ";
 
@@ -52,6 +53,29 @@ fn stand_in(mode: &str, script: &str) -> (Run, serde_json::Value, String) {
     (run, json, tail)
 }
 
+/// The buckets of the connection table this process sees (`tcp_ehash_entries`: negative where
+/// the namespace shares the host's), or None before Linux 6.1, which has no such setting.
+fn table_of(text: Option<&str>) -> Option<i64> {
+    text.and_then(|t| t.trim().parse().ok())
+}
+
+/// The namespace's own connection table, smaller than the host's (`sandbox::tables`: walking
+/// the host's in /proc/net/tcp took a suite's harness a second of CPU), where the kernel can.
+#[track_caller]
+fn assert_own_table(seen: &str, run_dump: &str) {
+    let host = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_ehash_entries").ok();
+    let child = std::path::Path::new("/proc/sys/net/ipv4/tcp_child_ehash_entries").exists();
+    match (table_of(host.as_deref()), table_of(Some(seen))) {
+        (Some(host), Some(own)) if child => {
+            assert!(
+                own > 0 && own < host.abs(),
+                "table {own} against the host's {host}\n{run_dump}"
+            );
+        }
+        _ => {}
+    }
+}
+
 /// One quick phase against [`NETWORK_REPORTER`] with `--sandbox MODE`, as JSON.
 fn report_network(mode: &str) -> (Run, serde_json::Value) {
     let (run, json, _) = stand_in(mode, NETWORK_REPORTER);
@@ -72,6 +96,19 @@ fn seen(run: &Run, json: &serde_json::Value) -> (String, String) {
             .to_string()
     };
     (value("interfaces: "), value("routes: "))
+}
+
+/// What the stand-in printed as its `table:` value.
+#[track_caller]
+fn seen_table(run: &Run, json: &serde_json::Value) -> String {
+    let tail = json["phases"][0]["stderr_tail"]
+        .as_str()
+        .unwrap_or_default();
+    tail.lines()
+        .find_map(|l| l.strip_prefix("table: "))
+        .unwrap_or_else(|| panic!("no table in {tail:?}\n{}", run.dump()))
+        .trim()
+        .to_string()
 }
 
 /// The interfaces this test process sees (the host's, as the harness would without a sandbox).
@@ -98,6 +135,7 @@ fn a_sandboxed_proxy_sees_only_loopback_and_no_route() {
             "{}",
             run.dump()
         );
+        assert_own_table(&seen_table(&run, &json), &run.dump());
         assert!(!run.stderr.contains("warning"), "{}", run.dump());
     }
 }
@@ -112,6 +150,13 @@ fn off_leaves_the_proxy_on_the_host_network() {
         run.dump()
     );
     assert_eq!(seen(&run, &json).0, host_interfaces(), "{}", run.dump());
+    assert_eq!(
+        seen_table(&run, &json),
+        std::fs::read_to_string("/proc/sys/net/ipv4/tcp_ehash_entries")
+            .map_or("none".into(), |t| t.trim().to_string()),
+        "{}",
+        run.dump()
+    );
     assert!(!run.stderr.contains("warning"), "{}", run.dump());
 }
 
@@ -157,7 +202,9 @@ fn an_unprivileged_harness_makes_its_namespace_inside_a_user_namespace() {
         "{json}"
     );
     let tail = json["phases"][0]["stderr_tail"].as_str().unwrap();
-    assert_eq!(tail, "interfaces: lo \nroutes: 0\n", "{json}");
+    let (network, table) = tail.split_once("table: ").unwrap_or((tail, ""));
+    assert_eq!(network, "interfaces: lo \nroutes: 0\n", "{json}");
+    assert_own_table(table, &json.to_string());
 }
 
 /// The harness run with `args` where unshare(2) fails with EPERM, as under a container's
