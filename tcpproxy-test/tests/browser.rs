@@ -7,6 +7,9 @@
 //! Chromium runs in a network namespace of its own with nothing up, so its own background
 //! requests (update checks) cannot leave the machine either; the page's would fail the same way,
 //! and the net log still records that they were tried.
+//!
+//! All of them are in the slow lane (`ci/slow`, which .ci/run runs): `cargo test --workspace`
+//! needs no browser.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -122,6 +125,7 @@ fn assert_clean(what: &str, l: &Loaded) {
 /// The check itself can fail: a page with a script error and an image from another host is
 /// caught on both counts.
 #[test]
+#[ignore = "slow lane: ci/slow, which .ci/run runs"]
 fn a_page_with_a_script_error_and_a_remote_image_is_caught() {
     let dir = tempfile::tempdir().unwrap();
     let page = dir.path().join("bad.html");
@@ -144,6 +148,7 @@ fn a_page_with_a_script_error_and_a_remote_image_is_caught() {
 /// The reference's report and a failing fixture's: a timeline per phase, nothing fetched, no
 /// console message.
 #[test]
+#[ignore = "slow lane: ci/slow, which .ci/run runs"]
 fn run_reports_render_with_a_timeline_per_phase() {
     let _slot = HeavySlot::acquire();
     let dir = tempfile::tempdir().unwrap();
@@ -183,6 +188,7 @@ fn run_reports_render_with_a_timeline_per_phase() {
 /// A class of five, graded: class.html has a row per submission linking to its report.html,
 /// which exists and opens clean too.
 #[test]
+#[ignore = "slow lane: ci/slow, which .ci/run runs"]
 fn class_html_has_a_row_per_submission() {
     let _slot = HeavySlot::acquire();
     let names = ["alice", "bob", "carol", "dave", "erin"];

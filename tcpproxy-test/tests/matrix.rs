@@ -250,6 +250,8 @@ matrix_tests! {
     blocking_connect => "blocking-connect",
     fd_setsize => "fd-setsize",
     emfile_spin => "emfile-spin",
+    /// 79 s alone: its phases run one at a time, as each instance burns a core.
+    #[ignore = "slow lane: ci/slow, which .ci/run runs"]
     busy_poll => "busy-poll",
     small_backlog => "small-backlog",
     slow_accept_backlog => "slow-accept-backlog",
@@ -295,6 +297,8 @@ matrix_tests! {
     },
     never_listen => "never-listen",
     accept_and_hold => "accept-and-hold",
+    /// 46 s alone: the first start is waited out before the rest may start.
+    #[ignore = "slow lane: ci/slow, which .ci/run runs"]
     slow_start => "slow-start",
     escape_setsid => "escape-setsid",
     // Issue 13: each of these judges its own containment and, not contained, exits before

@@ -367,6 +367,7 @@ fn reference_under(name: &str) -> Run {
 }
 
 #[test]
+#[ignore = "slow lane: ci/slow, which .ci/run runs"]
 fn the_reference_passes_every_phase_on_a_lossy_link_that_really_drops() {
     let run = reference_under("lossy");
     // Read back from the nftables rule's counter once the run is over.
@@ -375,6 +376,7 @@ fn the_reference_passes_every_phase_on_a_lossy_link_that_really_drops() {
 }
 
 #[test]
+#[ignore = "slow lane: ci/slow, which .ci/run runs"]
 fn the_reference_passes_every_phase_on_a_slow_link_that_really_queues() {
     let run = reference_under("slow");
     // Read back from tc's statistics of the tbf on lo: segments waited for tokens.

@@ -286,10 +286,11 @@ async fn direction(ctx: &Ctx, (client, server): (Traced, Traced), forward: bool)
     );
     let secs = |d: Duration| d.as_secs_f64();
     let facts = format!(
-        "{dir}: the {reader_name} read {} bytes in pieces of at most {} every {} ms; the {writer_name} wrote {} bytes",
+        "{dir}: the {reader_name} read {} bytes in pieces of at most {} every {} ms (at worst {:.2}s late); the {writer_name} wrote {} bytes",
         r.verifier.received,
         chunk,
         SLOW_READ_EVERY.as_millis(),
+        r.late.as_secs_f64(),
         w.bytes,
         dir = if forward {
             "client to server"
