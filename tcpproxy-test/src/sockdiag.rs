@@ -75,19 +75,24 @@ impl Diag {
         Ok(matches!(self.found(ends)?, Some((_, 0, TCP_ESTABLISHED))))
     }
 
-    /// Whether a socket listens on 127.0.0.1:`port` (an IPv4 one, or a dual-stack IPv6 one):
-    /// where the harness would connect. A lookup with remote port 0 matches no connection, so
-    /// the kernel answers with the listener on the local port, if any, without walking a table:
-    /// /proc/net/tcp lists the listeners first, but a read of it goes on into the connection
-    /// table, the host's whole table where the run's namespace shares it.
+    /// Whether a socket listens on `port` on loopback: 127.0.0.1 (an IPv4 socket, or a
+    /// dual-stack IPv6 one) or ::1 (a proxy that bound "localhost" and got IPv6 first, which the
+    /// phases then tell it cannot be reached). A lookup with remote port 0 matches no
+    /// connection, so the kernel answers with the listener on the local port, if any, without
+    /// walking a table: /proc/net/tcp lists the listeners first, but a read of it goes on into
+    /// the connection table, the host's whole table where the run's namespace shares it.
     pub fn listening(&mut self, port: u16) -> io::Result<bool> {
         let ends = Ends {
             local: port,
             remote: 0,
         };
-        for family in [libc::AF_INET, libc::AF_INET6] {
+        for (family, at) in [
+            (libc::AF_INET, Loopback::V4),
+            (libc::AF_INET6, Loopback::V4Mapped),
+            (libc::AF_INET6, Loopback::V6),
+        ] {
             if self
-                .lookup_any(family as u8, ends)?
+                .lookup_at(family as u8, at, ends)?
                 .is_some_and(|r| r.listens_on(port))
             {
                 return Ok(true);
@@ -114,8 +119,17 @@ impl Diag {
     /// The socket the kernel answers with for these ports: the connection, else the listener on
     /// the local port.
     fn lookup_any(&mut self, family: u8, ends: Ends) -> io::Result<Option<Answer>> {
+        let at = if family == libc::AF_INET as u8 {
+            Loopback::V4
+        } else {
+            Loopback::V4Mapped
+        };
+        self.lookup_at(family, at, ends)
+    }
+
+    fn lookup_at(&mut self, family: u8, at: Loopback, ends: Ends) -> io::Result<Option<Answer>> {
         self.seq = self.seq.wrapping_add(1);
-        let request = request(family, ends, self.seq);
+        let request = request(family, at, ends, self.seq);
         sendto(
             self.fd.as_raw_fd(),
             &request,
@@ -135,15 +149,31 @@ impl Diag {
     }
 }
 
+/// The loopback address both ends of a lookup have.
+#[derive(Debug, Clone, Copy)]
+enum Loopback {
+    /// 127.0.0.1, in an IPv4 lookup.
+    V4,
+    /// ::ffff:127.0.0.1, in an IPv6 lookup: a dual-stack socket's view of 127.0.0.1.
+    V4Mapped,
+    /// ::1.
+    V6,
+}
+
 /// `nlmsghdr` + `inet_diag_req_v2` asking for the one TCP socket with these ports.
-fn request(family: u8, ends: Ends, seq: u32) -> Vec<u8> {
-    let loopback = |v: &mut Vec<u8>| {
-        if family == libc::AF_INET as u8 {
+fn request(family: u8, at: Loopback, ends: Ends, seq: u32) -> Vec<u8> {
+    let loopback = |v: &mut Vec<u8>| match at {
+        Loopback::V4 => {
             v.extend_from_slice(&[127, 0, 0, 1]);
             v.extend_from_slice(&[0; 12]);
-        } else {
+        }
+        Loopback::V4Mapped => {
             v.extend_from_slice(&[0; 10]);
             v.extend_from_slice(&[0xff, 0xff, 127, 0, 0, 1]);
+        }
+        Loopback::V6 => {
+            v.extend_from_slice(&[0; 15]);
+            v.push(1);
         }
     };
     let mut v = Vec::with_capacity(72);
@@ -292,6 +322,7 @@ mod tests {
     fn a_request_is_one_netlink_message_for_one_socket() {
         let r = request(
             libc::AF_INET as u8,
+            Loopback::V4,
             Ends {
                 local: 0x1F90,
                 remote: 0xD431,
@@ -340,6 +371,13 @@ mod tests {
         // A dual-stack listener takes 127.0.0.1 too.
         if let Ok(v6) = v6 {
             assert!(diag.listening(v6.local_addr().unwrap().port()).unwrap());
+        }
+        // One on ::1 alone is found as well (where the host has IPv6 loopback).
+        if let Ok(v6) = std::net::TcpListener::bind("[::1]:0") {
+            let port = v6.local_addr().unwrap().port();
+            assert!(diag.listening(port).unwrap());
+            drop(v6);
+            assert!(!diag.listening(port).unwrap());
         }
     }
 
