@@ -64,11 +64,11 @@ async fn open_pair(ctx: &Ctx) -> Result<(Traced, Traced), Unopened> {
                 .map(|s| (client, s))
                 .map_err(Unopened::Other);
         }
-        Ok(_) => "closed the client connection (EOF)".to_string(),
-        Err(e) => format!("the client connection failed ({e})"),
+        Ok(_) => "it closed the client connection (EOF) without connecting".to_string(),
+        Err(e) => format!("the client connection failed first ({e})"),
     };
     Err(Unopened::TurnedAway(Failure::new(format!(
-        "expected the proxy to connect to the destination server, but it {how} without connecting"
+        "expected the proxy to connect to the destination server, but {how}"
     ))))
 }
 

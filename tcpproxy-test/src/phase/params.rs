@@ -20,6 +20,9 @@ pub const CHAIN_SHORT: usize = 2;
 pub const CHAIN_LONG: usize = 20;
 /// Any echo through the proxy (one message, a whole chain of hops) arrives within this.
 pub const ECHO_DEADLINE: Duration = secs(10);
+/// A client the proxy closed before its destination connection was seen: how long that
+/// connection's tag may still take to be read, should the proxy have made it just before.
+pub const TAG_GRACE: Duration = secs(1);
 /// A flow phase's whole schedule ends within this, plus twice the stall timeout, whatever
 /// moves: a bound on the harness, far beyond what any of them takes.
 pub const FLOWS_BACKSTOP: Duration = secs(60);
