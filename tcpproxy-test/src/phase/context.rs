@@ -26,6 +26,39 @@ struct Dialled {
     k: u32,
 }
 
+/// Why a client has no destination connection, from [`unless_closed_first`].
+pub(super) enum Unpaired<E> {
+    /// The proxy closed or reset the client first: the failure's summary.
+    ClosedFirst(String),
+    /// The accept itself failed or ran out of time.
+    Accept(E),
+}
+
+/// The destination connection `accept` awaits, unless the proxy ends the client first (which
+/// `peek`, a one-byte peek of it, sees): then no connection will come for it. Bytes the proxy
+/// sent the client instead are left for the scenario to judge, and the wait starts again.
+pub(super) async fn unless_closed_first<T, E, F>(
+    peek: impl Future<Output = std::io::Result<usize>>,
+    accept: impl Fn() -> F,
+) -> Result<T, Unpaired<E>>
+where
+    F: Future<Output = Result<T, E>>,
+{
+    let closed = tokio::select! {
+        biased;
+        server = accept() => return server.map_err(Unpaired::Accept),
+        closed = peek => closed,
+    };
+    let how = match closed {
+        Ok(n) if n > 0 => return accept().await.map_err(Unpaired::Accept),
+        Ok(_) => "it closed the client connection (EOF) without connecting".to_string(),
+        Err(e) => format!("the client connection failed first ({e})"),
+    };
+    Err(Unpaired::ClosedFirst(format!(
+        "expected the proxy to connect to the destination server, but {how}"
+    )))
+}
+
 /// What a phase's scenario works with: its own destination server, its own proxy, deadlines.
 pub struct Ctx {
     pub timing: Timing,
@@ -261,32 +294,22 @@ impl Ctx {
     /// The destination connection the proxy made for `client`, or why none will come: the
     /// proxy closed the client first (it died, or turned the client away). Without this a
     /// crashed proxy cost every phase the whole deadline, and a graded class's crashing
-    /// submission half a minute. Bytes the proxy sent the client first are left for the
-    /// scenario to judge, and the wait goes on.
+    /// submission half a minute.
     async fn destination_or_closed(&self, client: &Dialled) -> Result<TcpStream, String> {
+        let accept = || self.router.accept_for(&self.dest, client.tag);
         let mut probe = [0u8; 1];
-        let closed = tokio::select! {
-            biased;
-            server = self.router.accept_for(&self.dest, client.tag) => return server,
-            closed = client.stream.peek(&mut probe) => closed,
-        };
-        let how = match closed {
-            Ok(n) if n > 0 => return self.router.accept_for(&self.dest, client.tag).await,
-            Ok(_) => "it closed the client connection (EOF) without connecting".to_string(),
-            Err(e) => format!("the client connection failed first ({e})"),
-        };
-        // A destination connection made just before the close may still be reading its tag.
-        if let Ok(Ok(server)) = tokio::time::timeout(
-            self.scaled(params::TAG_GRACE),
-            self.router.accept_for(&self.dest, client.tag),
-        )
-        .await
-        {
-            return Ok(server);
+        match unless_closed_first(client.stream.peek(&mut probe), accept).await {
+            Ok(server) => Ok(server),
+            Err(Unpaired::Accept(e)) => Err(e),
+            Err(Unpaired::ClosedFirst(why)) => {
+                // A destination connection made just before the close may still be reading its
+                // tag.
+                match tokio::time::timeout(self.scaled(params::TAG_GRACE), accept()).await {
+                    Ok(Ok(server)) => Ok(server),
+                    _ => Err(why),
+                }
+            }
         }
-        Err(format!(
-            "expected the proxy to connect to the destination server, but {how}"
-        ))
     }
 
     /// `len` bytes of the seeded payload stream numbered `stream`.

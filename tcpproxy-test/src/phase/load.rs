@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use tokio::task::JoinSet;
 
-use super::context::Ctx;
+use super::context::{Ctx, Unpaired, unless_closed_first};
 use super::params::*;
 use super::verdict::{Failure, PhaseResult};
 use crate::backlog;
@@ -51,25 +51,11 @@ enum Unopened {
 async fn open_pair(ctx: &Ctx) -> Result<(Traced, Traced), Unopened> {
     let mut client = ctx.connect(None).await.map_err(Unopened::TurnedAway)?;
     let mut probe = [0u8; 1];
-    let closed = tokio::select! {
-        server = ctx.accept() => return server.map(|s| (client, s)).map_err(Unopened::Other),
-        closed = client.peek(&mut probe) => closed,
-    };
-    let how = match closed {
-        // The proxy sent bytes nobody asked for; the echo check will judge them.
-        Ok(n) if n > 0 => {
-            return ctx
-                .accept()
-                .await
-                .map(|s| (client, s))
-                .map_err(Unopened::Other);
-        }
-        Ok(_) => "it closed the client connection (EOF) without connecting".to_string(),
-        Err(e) => format!("the client connection failed first ({e})"),
-    };
-    Err(Unopened::TurnedAway(Failure::new(format!(
-        "expected the proxy to connect to the destination server, but {how}"
-    ))))
+    match unless_closed_first(client.peek(&mut probe), || ctx.accept()).await {
+        Ok(server) => Ok((client, server)),
+        Err(Unpaired::Accept(f)) => Err(Unopened::Other(f)),
+        Err(Unpaired::ClosedFirst(why)) => Err(Unopened::TurnedAway(Failure::new(why))),
+    }
 }
 
 /// Opens `MANY_CONNECTIONS` pairs, all held open at once, then echoes a message on every one.
