@@ -172,10 +172,14 @@ pub static ALL_PHASES: std::sync::LazyLock<Vec<&'static str>> =
 fn survivors_sees_a_process_carrying_the_marker() {
     // The leftover check must be able to fail: a live process with the marker is found.
     let marker = format!("survivor-check-{}", std::process::id());
-    // The child says it is running (its environment is then its own, not a pre-exec copy).
+    // The child says it is running (its environment is then its own, not a pre-exec copy), and
+    // then waits on its stdin without exec'ing again: a second exec (it was `exec sleep 30`)
+    // leaves a moment in which /proc shows no environment, and a CI run read it then
+    // (docs/reliability.md).
     let mut child = std::process::Command::new("sh")
-        .args(["-c", "echo up; exec sleep 30"])
+        .args(["-c", "echo up; read -r _"])
         .env("TCPPROXY_TEST_MARKER", &marker)
+        .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
