@@ -146,11 +146,29 @@ struct Read {
     verifier: Verifier,
     /// The stream ended (EOF, reset) before the window was over: when, and how.
     early_end: Option<(Duration, String)>,
-    /// The drain after the window did not reach EOF in time.
-    drain_timed_out: bool,
+    /// The drain after the window did not reach EOF in time: nothing came for the quiet limit,
+    /// or the whole drain took too long.
+    drain_timed_out: Option<Drained>,
     /// The most the reader woke after its planned time: a starved harness, not the proxy.
     late: Duration,
     drain_error: Option<String>,
+}
+
+/// How a drain that found no EOF ran out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Drained {
+    /// Neither a byte nor EOF came for the quiet limit.
+    Quiet,
+    /// Bytes kept coming, but EOF did not within the drain's whole limit.
+    TooLong,
+}
+
+/// The drain's limits: an EOF or a byte is owed within `quiet` of the last (the flow phases'
+/// rule), and the whole drain ends within `within`.
+#[derive(Debug, Clone, Copy)]
+struct DrainLimits {
+    quiet: Duration,
+    within: Duration,
 }
 
 /// Reads at most `chunk` every `SLOW_READ_EVERY` until `until`, then everything until EOF.
@@ -160,12 +178,12 @@ async fn read_slowly(
     verifier: Verifier,
     started: Instant,
     until: Instant,
-    drain_within: Duration,
+    limits: DrainLimits,
 ) -> Read {
     let mut out = Read {
         verifier,
         early_end: None,
-        drain_timed_out: false,
+        drain_timed_out: None,
         drain_error: None,
         late: Duration::ZERO,
     };
@@ -188,18 +206,27 @@ async fn read_slowly(
         }
     }
     let mut big = vec![0; 64 * 1024];
+    // A proxy that never passes the writer's EOF on would otherwise hold the phase for the
+    // whole drain limit after the last byte.
     let drain = async {
         loop {
-            match rd.read(&mut big).await {
-                Ok(0) => return None,
-                Ok(n) => out.verifier.feed(&big[..n]),
-                Err(e) => return Some(e.to_string()),
+            let read = crate::deadline::within(
+                limits.quiet,
+                "the next bytes of the stream, or its EOF",
+                rd.read(&mut big),
+            );
+            match read.await {
+                Ok(Ok(0)) => return Ok(None),
+                Ok(Ok(n)) => out.verifier.feed(&big[..n]),
+                Ok(Err(e)) => return Ok(Some(e.to_string())),
+                Err(_) => return Err(Drained::Quiet),
             }
         }
     };
-    match crate::deadline::within(drain_within, "the rest of the stream, then EOF", drain).await {
-        Ok(e) => out.drain_error = e,
-        Err(_) => out.drain_timed_out = true,
+    match crate::deadline::within(limits.within, "the rest of the stream, then EOF", drain).await {
+        Ok(Ok(e)) => out.drain_error = e,
+        Ok(Err(how)) => out.drain_timed_out = Some(how),
+        Err(_) => out.drain_timed_out = Some(Drained::TooLong),
     }
     out
 }
@@ -266,7 +293,10 @@ async fn direction(ctx: &Ctx, (client, server): (Traced, Traced), forward: bool)
     let chunk = slow_read_chunk(ctx.timing.stall);
     let until = started + window;
     let verifier = Verifier::new(Stream::new(ctx.seed, 0x510_0000 + stream_id));
-    let drain_within = ctx.scaled(BULK_DEADLINE);
+    let limits = DrainLimits {
+        quiet: ctx.scaled(ECHO_DEADLINE),
+        within: ctx.scaled(BULK_DEADLINE),
+    };
     let writing = async {
         let w = write_until(
             &mut wr,
@@ -282,7 +312,7 @@ async fn direction(ctx: &Ctx, (client, server): (Traced, Traced), forward: bool)
     };
     let (w, r) = tokio::join!(
         writing,
-        read_slowly(&mut rd, chunk, verifier, started, until, drain_within)
+        read_slowly(&mut rd, chunk, verifier, started, until, limits)
     );
     let secs = |d: Duration| d.as_secs_f64();
     let facts = format!(
@@ -318,7 +348,7 @@ async fn direction(ctx: &Ctx, (client, server): (Traced, Traced), forward: bool)
         r,
         &facts,
         (reader_name, writer_name),
-        (window, drain_within),
+        (window, limits),
     ))
 }
 
@@ -329,7 +359,7 @@ fn judge(
     r: Read,
     facts: &str,
     (reader_name, writer_name): (&str, &str),
-    (window, drain_within): (Duration, Duration),
+    (window, limits): (Duration, DrainLimits),
 ) -> PhaseResult {
     let secs = |d: Duration| d.as_secs_f64();
     if let Some((at, how)) = r.early_end.as_ref().or(w.error.as_ref()) {
@@ -360,14 +390,31 @@ fn judge(
         .detail(facts)
         .details(lines.clone()));
     }
-    if r.drain_timed_out {
-        return Err(Failure::new(format!(
-            "expected the {reader_name} to read the rest and EOF within {:.1}s of reading at full speed, but it got {} of {} bytes and no EOF",
-            secs(drain_within),
-            r.verifier.received,
-            w.bytes
-        ))
-        .detail(facts));
+    match r.drain_timed_out {
+        Some(Drained::Quiet) => {
+            let f = Failure::new(format!(
+                "expected the {reader_name}, reading at full speed, to get the rest and then EOF, but after {} of {} bytes nothing more came for {:.1}s, not even EOF",
+                r.verifier.received,
+                w.bytes,
+                secs(limits.quiet)
+            ))
+            .detail(facts);
+            return Err(if r.verifier.received == w.bytes {
+                f.hint("every byte arrived but the EOF did not: the proxy does not pass the writer's shutdown(SHUT_WR) on once it has written what it buffered")
+            } else {
+                f
+            });
+        }
+        Some(Drained::TooLong) => {
+            return Err(Failure::new(format!(
+                "expected the {reader_name} to read the rest and EOF within {:.1}s of reading at full speed, but it got {} of {} bytes and no EOF",
+                secs(limits.within),
+                r.verifier.received,
+                w.bytes
+            ))
+            .detail(facts));
+        }
+        None => {}
     }
     if r.verifier.received != w.bytes {
         let how = r.drain_error.map_or("EOF".to_string(), |e| e);
