@@ -15,7 +15,7 @@ use tcpproxy::flag_value;
 
 use crate::contract::STALL_TIMEOUT;
 use crate::harness::ProxyCommand;
-use crate::proxy_program::{ProxyWords, resolve, unknown_flag};
+use crate::proxy_program::{ProxyWords, before_dashes, resolve, unknown_flag};
 use crate::report::Format;
 use crate::suite::Filter;
 
@@ -191,13 +191,14 @@ fn suite_flags() -> Vec<String> {
 pub fn parse(args: impl IntoIterator<Item = OsString>) -> Parsed {
     let args: Vec<OsString> = args.into_iter().collect();
     let program = args.first().cloned().unwrap_or_else(|| NAME.into());
-    let dashes = args.iter().skip(1).any(|a| a == "--");
+    let ours = before_dashes(args.get(1..).unwrap_or_default());
+    let dashes = ours.len() + 1 < args.len();
     let cli = match Cli::try_parse_from(&args) {
         Ok(c) => c,
         Err(e) => return from_clap(&e, &args),
     };
     match cli.command {
-        Some(Command::Fuzz(a)) => match crate::fuzz::cli::config(a, program, dashes) {
+        Some(Command::Fuzz(a)) => match crate::fuzz::cli::config(a, program, ours) {
             Ok(c) => Parsed::Fuzz(Box::new(c)),
             Err(m) => Parsed::Usage(format!("{NAME} fuzz: {m}")),
         },
@@ -205,7 +206,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Parsed {
             Ok(g) => Parsed::Grade(Box::new(g)),
             Err(m) => Parsed::Usage(format!("{NAME} grade: {m}")),
         },
-        None => match suite(cli.suite, dashes) {
+        None => match suite(cli.suite, ours, dashes) {
             Err(m) => Parsed::Usage(format!("{NAME}: {m}")),
             Ok(parsed) => parsed,
         },
@@ -236,10 +237,10 @@ fn from_clap(e: &clap::Error, args: &[OsString]) -> Parsed {
 }
 
 /// The suite's run from its flags, or a usage message.
-fn suite(a: Args, dashes: bool) -> Result<Parsed, String> {
+fn suite(a: Args, ours: &[OsString], dashes: bool) -> Result<Parsed, String> {
     let mut warnings = Vec::new();
+    unknown_flag(&a.proxy.words, ours)?;
     if !dashes {
-        unknown_flag(&a.proxy.words)?;
         let flags = suite_flags();
         let after: Vec<String> = a
             .proxy
@@ -453,6 +454,15 @@ mod tests {
         assert!(matches!(
             parse_strs(&["--bogus"]),
             Parsed::Usage(m) if m.starts_with("tcpproxy-test: unexpected argument '--bogus'")
+        ));
+        // A `--` after it does not make it PROXY; one before it does.
+        assert!(matches!(
+            parse_strs(&["--bogus", "--", "sh"]),
+            Parsed::Usage(m) if m.starts_with("tcpproxy-test: unexpected argument '--bogus'")
+        ));
+        assert!(matches!(
+            parse_strs(&["--", "--bogus"]),
+            Parsed::Usage(m) if m.contains("proxy '--bogus' is not a file")
         ));
         let Parsed::Run(c) = parse_strs(&["sh", "--only", "echo/single", "--jobs=2", "-x"]) else {
             panic!("expected a run")

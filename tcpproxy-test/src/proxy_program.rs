@@ -37,13 +37,26 @@ impl ProxyWords {
     }
 }
 
-/// Without `--`, a word starting with a dash where PROXY goes is a flag we do not know, not a
-/// program: saying so beats "proxy '--bogus' is not a file".
-pub fn unknown_flag(proxy: &[OsString]) -> Result<(), String> {
-    match proxy.first().map(|w| w.to_string_lossy()) {
-        Some(first) if first.starts_with('-') && first != "-" => Err(format!(
-            "unexpected argument '{first}' (see --help; a proxy's own options go after PROXY)"
-        )),
+/// The command line's words before its first `--` (all of them without one): the harness's own,
+/// where a word starting with a dash is a flag and never PROXY.
+pub fn before_dashes(args: &[OsString]) -> &[OsString] {
+    let end = args.iter().position(|a| a == "--").unwrap_or(args.len());
+    &args[..end]
+}
+
+/// A word starting with a dash where PROXY goes, typed before any `--`, is a flag we do not
+/// know, not a program: saying so beats "proxy '--bogus' is not a file". (`ours` is
+/// [`before_dashes`]; after a `--`, PROXY may be any word.)
+pub fn unknown_flag(proxy: &[OsString], ours: &[OsString]) -> Result<(), String> {
+    match proxy.first() {
+        Some(first)
+            if ours.contains(first) && first.to_string_lossy().starts_with('-') && first != "-" =>
+        {
+            Err(format!(
+                "unexpected argument '{}' (see --help; a proxy's own options go after PROXY)",
+                first.to_string_lossy()
+            ))
+        }
         _ => Ok(()),
     }
 }

@@ -146,12 +146,10 @@ pub struct FuzzConfig {
     pub confine: crate::confine::Policy,
 }
 
-/// A validated run from `fuzz`'s flags (`program`: this executable as invoked; `dashes`: a `--`
-/// was given), or one line saying what is wrong.
-pub fn config(a: Args, program: OsString, dashes: bool) -> Result<FuzzConfig, String> {
-    if !dashes {
-        unknown_flag(&a.proxy.words)?;
-    }
+/// A validated run from `fuzz`'s flags (`program`: this executable as invoked; `ours`: the
+/// command line's words before its first `--`), or one line saying what is wrong.
+pub fn config(a: Args, program: OsString, ours: &[OsString]) -> Result<FuzzConfig, String> {
+    unknown_flag(&a.proxy.words, ours)?;
     let reference = crate::reference::command(REFERENCE_STALL_TIMEOUT)?;
     let proxy = a.proxy.command()?.unwrap_or_else(|| reference.clone());
     let mode = match (a.replay, a.seed, a.case) {
@@ -217,7 +215,9 @@ mod tests {
         use clap::Parser as _;
         let argv = std::iter::once("fuzz").chain(args.iter().copied());
         let fuzz = Fuzz::try_parse_from(argv).map_err(|e| tcpproxy::cli::one_line(&e))?;
-        config(fuzz.args, "tcpproxy-test".into(), args.contains(&"--"))
+        let words: Vec<OsString> = args.iter().map(OsString::from).collect();
+        let ours = crate::proxy_program::before_dashes(&words);
+        config(fuzz.args, "tcpproxy-test".into(), ours)
     }
 
     fn run(args: &[&str]) -> FuzzConfig {
@@ -248,6 +248,7 @@ mod tests {
         assert!(matches!(c.mode, Mode::One { seed: 7, index: 12 }));
         assert!(usage(&["--case", "12"]).contains("--seed"));
         assert!(usage(&["--bogus"]).contains("unexpected argument '--bogus'"));
+        assert!(usage(&["--bogus", "--", "sh"]).contains("unexpected argument '--bogus'"));
     }
 
     #[test]
