@@ -749,6 +749,11 @@ impl Proxy {
         self.group.exit_status()
     }
 
+    /// Waits for the proxy to exit. Cancel-safe.
+    pub async fn wait(&mut self) -> std::io::Result<ExitStatus> {
+        self.group.wait().await
+    }
+
     pub fn pid(&self) -> i32 {
         self.group.pgid()
     }

@@ -35,11 +35,17 @@ pub(super) enum Unpaired<E> {
 }
 
 /// The destination connection `accept` awaits, unless the proxy ends the client first (which
-/// `peek`, a one-byte peek of it, sees): then no connection will come for it. Bytes the proxy
-/// sent the client instead are left for the scenario to judge, and the wait starts again.
+/// `peek`, a one-byte peek of it, sees) or exits (`exited` resolves, saying how): then no
+/// connection will come for it. Bytes the proxy sent the client instead are left for the
+/// scenario to judge, and the wait starts again.
+///
+/// The exit is watched as well as the client because a client can outlive a proxy that died:
+/// one whose handshake the kernel completed as the proxy's descriptors were being closed, which
+/// no reset reached (the listener went last), waited out the whole deadline (docs/reliability.md).
 pub(super) async fn unless_closed_first<T, E, F>(
     peek: impl Future<Output = std::io::Result<usize>>,
     accept: impl Fn() -> F,
+    exited: impl Future<Output = String>,
 ) -> Result<T, Unpaired<E>>
 where
     F: Future<Output = Result<T, E>>,
@@ -47,12 +53,14 @@ where
     let closed = tokio::select! {
         biased;
         server = accept() => return server.map_err(Unpaired::Accept),
-        closed = peek => closed,
+        closed = peek => Ok(closed),
+        how = exited => Err(how),
     };
     let how = match closed {
-        Ok(n) if n > 0 => return accept().await.map_err(Unpaired::Accept),
-        Ok(_) => "it closed the client connection (EOF) without connecting".to_string(),
-        Err(e) => format!("the client connection failed first ({e})"),
+        Ok(Ok(n)) if n > 0 => return accept().await.map_err(Unpaired::Accept),
+        Ok(Ok(_)) => "it closed the client connection (EOF) without connecting".to_string(),
+        Ok(Err(e)) => format!("the client connection failed first ({e})"),
+        Err(how) => format!("the proxy exited first ({how})"),
     };
     Err(Unpaired::ClosedFirst(format!(
         "expected the proxy to connect to the destination server, but {how}"
@@ -298,7 +306,8 @@ impl Ctx {
     async fn destination_or_closed(&self, client: &Dialled) -> Result<TcpStream, String> {
         let accept = || self.router.accept_for(&self.dest, client.tag);
         let mut probe = [0u8; 1];
-        match unless_closed_first(client.stream.peek(&mut probe), accept).await {
+        match unless_closed_first(client.stream.peek(&mut probe), accept, self.proxy_exited()).await
+        {
             Ok(server) => Ok(server),
             Err(Unpaired::Accept(e)) => Err(e),
             Err(Unpaired::ClosedFirst(why)) => {
@@ -312,6 +321,15 @@ impl Ctx {
         }
     }
 
+    /// Resolves once the proxy has exited, saying how; never, if its exit cannot be awaited.
+    /// Holds the proxy for the wait, which only the phase's end needs besides.
+    pub(super) async fn proxy_exited(&self) -> String {
+        match self.proxy.lock().await.wait().await {
+            Ok(status) => testkit::process::describe_status(status),
+            Err(_) => std::future::pending().await,
+        }
+    }
+
     /// `len` bytes of the seeded payload stream numbered `stream`.
     pub fn payload(&self, stream: u64, len: usize) -> Vec<u8> {
         let mut rng = ChaCha20Rng::seed_from_u64(self.seed);
@@ -319,5 +337,49 @@ impl Ctx {
         let mut v = vec![0; len];
         rng.fill_bytes(&mut v);
         v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::future::{pending, ready};
+
+    use super::*;
+
+    type Accepted = Result<u8, String>;
+
+    fn how<T>(r: Result<T, Unpaired<String>>) -> String {
+        match r {
+            Err(Unpaired::ClosedFirst(why)) => why,
+            Err(Unpaired::Accept(e)) => format!("accept: {e}"),
+            Ok(_) => "paired".to_string(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_proxy_that_exits_ends_the_wait_with_how() {
+        let r = unless_closed_first(
+            pending(),
+            pending::<Accepted>,
+            ready("exit status 1".to_string()),
+        )
+        .await;
+        assert_eq!(
+            how(r),
+            "expected the proxy to connect to the destination server, but the proxy exited first (exit status 1)"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_connection_already_made_wins_over_the_close_and_the_exit() {
+        let r = unless_closed_first(
+            ready(Ok(0)),
+            || ready(Accepted::Ok(7)),
+            ready("exit status 1".to_string()),
+        )
+        .await;
+        assert_eq!(how(r), "paired");
+        let r = unless_closed_first(ready(Ok(0)), pending::<Accepted>, pending::<String>()).await;
+        assert!(how(r).ends_with("closed the client connection (EOF) without connecting"));
     }
 }

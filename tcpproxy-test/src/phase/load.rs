@@ -51,7 +51,7 @@ enum Unopened {
 async fn open_pair(ctx: &Ctx) -> Result<(Traced, Traced), Unopened> {
     let mut client = ctx.connect(None).await.map_err(Unopened::TurnedAway)?;
     let mut probe = [0u8; 1];
-    match unless_closed_first(client.peek(&mut probe), || ctx.accept()).await {
+    match unless_closed_first(client.peek(&mut probe), || ctx.accept(), ctx.proxy_exited()).await {
         Ok(server) => Ok((client, server)),
         Err(Unpaired::Accept(f)) => Err(Unopened::Other(f)),
         Err(Unpaired::ClosedFirst(why)) => Err(Unopened::TurnedAway(Failure::new(why))),
