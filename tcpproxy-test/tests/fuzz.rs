@@ -368,6 +368,7 @@ fn outlasting_schedules() -> (tempfile::TempDir, std::path::PathBuf) {
 /// reference keeps such pairs open past its stall timeout both ways; a stall timer restarted
 /// only when the buffer empties aborts them, and the fuzzer says why.
 #[test]
+#[ignore = "slow lane: ci/slow, which .ci/run runs"]
 fn readers_slower_than_the_stall_timeout_keep_their_pairs_on_the_reference_only() {
     let _slot = HeavySlot::acquire();
     let (_dir, schedules) = outlasting_schedules();
@@ -404,6 +405,7 @@ fn readers_slower_than_the_stall_timeout_keep_their_pairs_on_the_reference_only(
 /// stall-on-empty-only, whose abort no other schedule provokes; the minimal schedule keeps the
 /// slow reader.
 #[test]
+#[ignore = "slow lane: ci/slow, which .ci/run runs"]
 fn told_the_stall_timeout_the_search_finds_a_timer_that_ignores_progress() {
     let _slot = HeavySlot::acquire();
     let bin = fixtures_bin();
