@@ -184,7 +184,15 @@ pub fn observed(profile: Profile) -> Option<String> {
         Profile::Lossy => ("nft", &["list", "table", "inet", NFT_TABLE]),
         Profile::Slow | Profile::Delay => ("tc", &["-s", "qdisc", "show", "dev", "lo"]),
     };
-    let out = match Command::new(program).args(args).output() {
+    let spawned = testkit::fork_fence::forking(|| {
+        Command::new(program)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+    });
+    let out = match spawned.and_then(|child| child.wait_with_output()) {
         Ok(out) if out.status.success() => String::from_utf8_lossy(&out.stdout).into_owned(),
         Ok(out) => {
             return Some(format!(
@@ -250,8 +258,9 @@ fn run(
     input: Option<&str>,
 ) -> Result<(), Unavailable> {
     let shown = format!("{program} {}", args.join(" "));
-    let mut child = Command::new(program)
-        .args(args)
+    let mut child = testkit::fork_fence::forking(|| {
+        Command::new(program)
+            .args(args)
         .stdin(if input.is_some() {
             Stdio::piped()
         } else {
@@ -260,7 +269,8 @@ fn run(
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|e| {
+    })
+    .map_err(|e| {
             Unavailable(if e.kind() == std::io::ErrorKind::NotFound {
                 format!(
                     "{program} is not installed: install {package} (Debian and Ubuntu: apt-get install {package})"

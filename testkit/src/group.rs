@@ -51,7 +51,7 @@ impl Group {
             // and /proc readings of the group are its alone.
             .process_group(0)
             .kill_on_drop(true);
-        let child = cmd.spawn()?;
+        let child = crate::fork_fence::forking(|| cmd.spawn())?;
         // Our copies of the write ends go with `cmd`, so each drain sees EOF once the group is
         // gone.
         drop(cmd);

@@ -9,6 +9,7 @@ pub mod argv;
 pub mod check;
 pub mod deadline;
 pub mod flood;
+pub mod fork_fence;
 pub mod group;
 pub mod pair;
 pub mod pattern;

@@ -512,7 +512,8 @@ mod tests {
         // A connected socket's own port is not a listener.
         let client_port = conns[0].local_addr().unwrap().port();
         assert!(!listening_on(client_port));
-        drop(second);
+        // Fenced: other tests here spawn children, and one between fork and exec keeps it open.
+        crate::fork_fence::closing(|| drop(second));
         assert!(!listening_on(p2));
         drop((conns, accepted));
     }
