@@ -39,7 +39,7 @@ const MAX_STALL_TIMEOUT: f64 = 60.0;
         Give PROXY a stall timeout of 5 s or more: readers stall for up to 1.5 s. Tell the fuzzer\n\
         that timeout (--stall-timeout) and some cases read slowly for longer than it.\n\n\
         Exit status: 0 no failure, 1 a failure found, 2 usage error, 3 the harness could not run,\n\
-        130 interrupted.",
+        4 PROXY never started (it exited or never listened), 130 interrupted.",
     after_help = "Examples:\n  tcpproxy-test fuzz ./tcpproxy\n  tcpproxy-test fuzz --seed 7 --cases 200 -- python3 proxy.py\n  tcpproxy-test fuzz --seed 7 --case 12 ./tcpproxy\n  tcpproxy-test fuzz --replay /tmp/tcpproxy-test-fuzz-7-12-Qx3kZt.txt ./tcpproxy"
 )]
 pub struct Args {

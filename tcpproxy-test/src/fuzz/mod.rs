@@ -35,7 +35,7 @@ use self::fuzzer::{Fuzzer, Job, Origin, Outcome, REGRESSIONS_PATH, Totals, run_j
 use self::peers::Limits;
 use self::target::{Target, TargetError};
 use crate::console::Console;
-use crate::exit_code::{EXIT_FAILED, EXIT_HARNESS, EXIT_PASSED};
+use crate::exit_code::{EXIT_FAILED, EXIT_HARNESS, EXIT_NEVER_STARTED, EXIT_PASSED};
 use crate::harness;
 
 /// Unscaled deadlines. Each is long beside what loopback needs (milliseconds): they decide
@@ -44,7 +44,6 @@ const CONNECT_WITHIN: Duration = Duration::from_secs(10);
 const QUIET_LIMIT: Duration = Duration::from_secs(5);
 const CLOSE_WITHIN: Duration = Duration::from_secs(5);
 const CASE_BACKSTOP: Duration = Duration::from_secs(60);
-const READY_WITHIN: Duration = Duration::from_secs(5);
 
 /// `tcpproxy-test fuzz`, its flags parsed and checked.
 pub(crate) fn main(config: FuzzConfig, console: Console) -> ExitCode {
@@ -78,7 +77,8 @@ async fn run(config: FuzzConfig, console: Console) -> u8 {
             return EXIT_HARNESS;
         }
     };
-    let ready = scale(READY_WITHIN);
+    // The suite's limit: start-up is not graded, and a JVM beside the reference can take seconds.
+    let ready = scale(crate::phase::params::READY_WITHIN);
     let (proxy, reference) = tokio::join!(
         Target::start("PROXY", config.proxy.clone(), ready),
         Target::start("the reference proxy", config.reference.clone(), ready)
@@ -101,7 +101,7 @@ async fn run(config: FuzzConfig, console: Console) -> u8 {
                 }
                 (Err(TargetError::Proxy(m)), _) => {
                     output::did_not_start(&console, m);
-                    EXIT_FAILED
+                    EXIT_NEVER_STARTED
                 }
                 (Ok(_), Ok(_)) => unreachable!("handled above"),
             };

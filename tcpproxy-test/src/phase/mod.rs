@@ -20,7 +20,7 @@ mod latency;
 mod lazy;
 mod load;
 pub mod pairing;
-mod params;
+pub(crate) mod params;
 mod resources;
 mod slow;
 mod verdict;
