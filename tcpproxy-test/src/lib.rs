@@ -36,6 +36,7 @@ mod sandbox;
 mod shard;
 mod sockdiag;
 mod suite;
+mod tcp_info;
 mod timeline;
 mod traced;
 mod vouch;

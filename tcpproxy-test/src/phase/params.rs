@@ -217,14 +217,13 @@ pub const MANY_CONNECTIONS: usize = 1_500;
 pub const MANY_DEADLINE: Duration = secs(60);
 
 /// Connection burst: `BURST_CONNECTS` connects started in `BURST_WAVES` waves
-/// `BURST_WAVE_EVERY` apart (within about 100 ms). One that takes over `BURST_SLOW` waited for
-/// a SYN retransmission (the first comes after 1 s); more than `BURST_SLOW_SHARE` of them is a
-/// warning. A connect still pending `BURST_WAIT` after the last wave counts as slow. Not
-/// scaled: the kernel's retransmission timer, not the host's speed, makes a connect slow.
+/// `BURST_WAVE_EVERY` apart (within about 100 ms). One whose SYN the kernel sent again (after
+/// 1 s) was held up by the proxy's full accept queue; more than `BURST_SLOW_SHARE` of them is a
+/// warning. A connect still pending `BURST_WAIT` after the last wave counts as held up. Not
+/// scaled: the kernel's retransmission timer, not the host's speed, holds a connect up.
 pub const BURST_CONNECTS: usize = 500;
 pub const BURST_WAVES: usize = 10;
 pub const BURST_WAVE_EVERY: Duration = millis(10);
-pub const BURST_SLOW: Duration = millis(900);
 pub const BURST_SLOW_SHARE: f64 = 0.05;
 pub const BURST_WAIT: Duration = secs(2);
 

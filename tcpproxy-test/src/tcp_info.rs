@@ -1,0 +1,81 @@
+//! What the kernel's TCP_INFO says of one of the harness's own connections.
+
+use std::io;
+use std::os::fd::AsRawFd;
+
+/// How many segments the kernel has sent again on `socket` (`tcpi_total_retrans`). Read right
+/// after a connect completes, before any byte is sent, it counts SYNs sent again: a connect that
+/// waited on a full accept queue, told apart from one that was merely slow to be noticed.
+#[allow(unsafe_code)]
+pub fn retransmitted(socket: &impl AsRawFd) -> io::Result<u32> {
+    let mut info = std::mem::MaybeUninit::<libc::tcp_info>::zeroed();
+    let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+    // SAFETY: getsockopt(2) writes at most `len` bytes into `info`, which is that large and
+    // zeroed first, so fields an older kernel does not fill stay valid zeros.
+    let r = unsafe {
+        libc::getsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            info.as_mut_ptr().cast(),
+            &mut len,
+        )
+    };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: every field is a plain integer, and all of them were zeroed or written above.
+    Ok(unsafe { info.assume_init() }.tcpi_total_retrans)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn a_connect_that_waited_for_its_syn_to_be_sent_again_says_so() {
+        // A backlog of 0 takes one connection into the queue; the next SYN is dropped until the
+        // first is accepted, and is sent again a second later.
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let listener = socket.listen(0).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let first = tokio::net::TcpStream::connect(addr).await.unwrap();
+        assert_eq!(retransmitted(&first).unwrap(), 0);
+        let second = tokio::spawn(tokio::net::TcpStream::connect(addr));
+        // The second SYN can only be dropped once it is sent: wait for the kernel to hold it
+        // (its socket in SYN_SENT), then make room.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while !syn_sent_to(addr.port()) {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the second connect never sent its SYN"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let _accepted = listener.accept().await.unwrap();
+        let second = tokio::time::timeout(Duration::from_secs(30), second)
+            .await
+            .expect("the second connect to complete once there was room")
+            .unwrap()
+            .unwrap();
+        assert!(retransmitted(&second).unwrap() >= 1);
+    }
+
+    /// Whether a socket in SYN_SENT (state 02) is connecting to 127.0.0.1:`port`.
+    fn syn_sent_to(port: u16) -> bool {
+        let want = format!("0100007F:{port:04X} 02");
+        std::fs::read_to_string("/proc/net/tcp")
+            .unwrap()
+            .lines()
+            .any(|l| {
+                l.split_whitespace()
+                    .skip(2)
+                    .take(2)
+                    .collect::<Vec<_>>()
+                    .join(" ")
+                    == want
+            })
+    }
+}
