@@ -340,9 +340,12 @@ fn mismatch_hint(writer: &str, after_progress: Duration, told: Duration) -> Stri
 }
 
 /// `Expect::Aborted`: the writer (the one flow that writes) must see the pair end (an EOF or
-/// a reset) no earlier than `earliest` after the start, and no later than the stall timeout
-/// plus slack after its last write that made progress. What the run saw after that window
-/// changes only the hint and details, never the verdict.
+/// a reset) no earlier than `earliest` after the proxy's writes to the reader last made progress
+/// (the reader's kernel last took bytes in; the start, where that is unknown), and no later than
+/// the stall timeout plus slack after the writer's last write that made progress. A proxy's
+/// stall timer cannot start before its own last progress, so the first bound holds for a correct
+/// proxy however long a loaded host takes to fill the buffers. What the run saw after that
+/// window changes only the hint and details, never the verdict.
 fn aborted(case: &Case, rec: &Record, w: Window) -> Option<Violation> {
     let (i, dir) = case.connections.iter().enumerate().find_map(|(i, c)| {
         Dir::BOTH
@@ -354,6 +357,8 @@ fn aborted(case: &Case, rec: &Record, w: Window) -> Option<Violation> {
     let (out, back) = (&conn.flows[dir.index()], &conn.flows[other(dir).index()]);
     let writer = writer_name(dir);
     let last_progress = out.last_write_at.unwrap_or_default();
+    let stalled_from = out.last_arrival_at.unwrap_or_default();
+    let reader = writer_name(other(dir));
     let secs = |d: Duration| d.as_secs_f64();
     // When and how the writer saw the pair end, the first of what it saw.
     let closed = [
@@ -367,17 +372,24 @@ fn aborted(case: &Case, rec: &Record, w: Window) -> Option<Violation> {
     let share = secs(w.earliest) / secs(w.stall).max(1e-9);
     // Would an abort at `at` pass against a stall timeout of `timeout`?
     let fits = |at: Duration, timeout: Duration| {
-        at >= timeout.mul_f64(share) && at.saturating_sub(last_progress) <= timeout + w.slack
+        at.saturating_sub(stalled_from) >= timeout.mul_f64(share)
+            && at.saturating_sub(last_progress) <= timeout + w.slack
     };
-    let facts = format!(
+    let mut facts = format!(
         "the {writer} wrote {} bytes; its last write that made progress was {:.1}s after connecting",
         out.written,
         secs(last_progress)
     );
+    if let Some(arrived) = out.last_arrival_at {
+        facts.push_str(&format!(
+            "; the {reader}'s kernel last took bytes in {:.1}s after connecting",
+            secs(arrived)
+        ));
+    }
     let never = "the proxy holds data it cannot write but never times out (no stall timer in this direction, or blocking writes)";
     match closed {
         Some((at, how)) if at.saturating_sub(last_progress) <= w.stall + w.slack => {
-            if at >= w.earliest {
+            if at.saturating_sub(stalled_from) >= w.earliest {
                 return None;
             }
             let default = crate::contract::STALL_TIMEOUT;
@@ -389,13 +401,23 @@ fn aborted(case: &Case, rec: &Record, w: Window) -> Option<Violation> {
             Some(
                 Violation::new(
                     Kind::Abort,
-                    format!(
-                        "expected the pair to stay open at least {:.1}s ({:.0}% of the {:.1}s stall timeout), but the {writer} saw {how} {:.1}s after connecting",
-                        secs(w.earliest),
-                        share * 100.0,
-                        secs(w.stall),
-                        secs(at)
-                    ),
+                    match out.last_arrival_at {
+                        Some(arrived) => format!(
+                            "expected the pair to stay open at least {:.1}s ({:.0}% of the {:.1}s stall timeout) after the proxy's last write to the {reader}, but the {writer} saw {how} {:.1}s after it ({:.1}s after connecting)",
+                            secs(w.earliest),
+                            share * 100.0,
+                            secs(w.stall),
+                            secs(at.saturating_sub(arrived)),
+                            secs(at)
+                        ),
+                        None => format!(
+                            "expected the pair to stay open at least {:.1}s ({:.0}% of the {:.1}s stall timeout), but the {writer} saw {how} {:.1}s after connecting",
+                            secs(w.earliest),
+                            share * 100.0,
+                            secs(w.stall),
+                            secs(at)
+                        ),
+                    },
                 )
                 .details([facts])
                 .hint(hint),
@@ -1140,6 +1162,28 @@ mod tests {
             "expected the pair to stay open at least 2.4s (80% of the 3.0s stall timeout), but the client saw read error: Connection reset by peer 1.5s after connecting"
         );
         assert!(v.hint.unwrap().contains("far shorter"));
+    }
+
+    #[test]
+    fn the_earliest_abort_counts_from_the_proxy_s_last_write_to_the_reader_when_known() {
+        // Filling the buffers took a loaded host 2.3 s: an abort 3.0 s after connecting is
+        // 0.7 s after the proxy last wrote to the destination server, far under 80% of 3 s.
+        let mut slow_fill = pushed(Some((3000, "Connection reset by peer")));
+        slow_fill.conns[0].flows[0].last_arrival_at = Some(Duration::from_millis(2300));
+        let v = judge(&lazy(), &slow_fill).unwrap_err();
+        assert_eq!(v.kind, Kind::Abort);
+        assert_eq!(
+            v.summary,
+            "expected the pair to stay open at least 2.4s (80% of the 3.0s stall timeout) after the proxy's last write to the destination server, but the client saw read error: Connection reset by peer 0.7s after it (3.0s after connecting)"
+        );
+        assert!(
+            v.details[0].ends_with(
+                "the destination server's kernel last took bytes in 2.3s after connecting"
+            )
+        );
+        // The same abort with the last write at 0.5 s is a stall timer of about 2.5 s: in time.
+        slow_fill.conns[0].flows[0].last_arrival_at = Some(Duration::from_millis(500));
+        assert_eq!(judge(&lazy(), &slow_fill), Ok(()));
     }
 
     #[test]

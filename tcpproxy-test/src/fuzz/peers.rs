@@ -102,6 +102,9 @@ pub struct FlowRecord {
     pub received: usize,
     pub reads: u64,
     pub last_byte_at: Option<Duration>,
+    /// Since the start of the case, for a receiver that never reads: when its kernel last took
+    /// bytes in (TCP_INFO), which is when the proxy's writes this way last made progress.
+    pub last_arrival_at: Option<Duration>,
     pub eof_at: Option<Duration>,
     /// The EOF came while the sender had not shut down.
     pub eof_before_shutdown: bool,
@@ -348,6 +351,7 @@ pub async fn drive(
                 })
                 .collect(),
             last_event: Instant::now(),
+            never_read: Vec::new(),
         }),
         notify: Notify::new(),
     });
@@ -441,6 +445,16 @@ pub async fn drive(
         let notified = shared.notify.notified();
         let _ = tokio::time::timeout(TICK, notified).await;
     };
+    {
+        // Asked as soon as the case is decided: a proxy that aborted writes no more.
+        let at = started.elapsed();
+        let mut state = shared.lock();
+        for (i, dir, copy) in std::mem::take(&mut state.never_read) {
+            if let Ok(Some(ago)) = crate::tcp_info::since_last_data(&copy) {
+                state.conns[i].flows[dir.index()].last_arrival_at = Some(at.saturating_sub(ago));
+            }
+        }
+    }
     deadline::observe(
         "the case's peers to move on (its quiet limit)",
         quietest,
@@ -542,6 +556,9 @@ struct State {
     /// shutdown, the end of one of our own pauses; while a pause runs, its end (nothing is
     /// owed by the proxy while a side waits on its own clock).
     last_event: Instant,
+    /// A copy of each socket that never reads, to ask its kernel once the case is decided when
+    /// it last took bytes in (a side may be aborted first, its own socket with it).
+    never_read: Vec<(usize, Dir, socket2::Socket)>,
 }
 
 struct Shared {
@@ -714,6 +731,10 @@ impl Side {
     ) {
         let (conn, dir) = (self.conn, self.into);
         if self.reader.pace == Pace::Never {
+            // Without a copy (dup(2) failing), the oracle keeps its older, laxer anchor.
+            if let Ok(copy) = SockRef::from(rd.as_ref()).try_clone() {
+                self.shared.lock().never_read.push((conn, dir, copy));
+            }
             let mut end = self.end.clone();
             let _ = end.wait_for(|e| *e).await;
             return;
