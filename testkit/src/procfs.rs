@@ -512,8 +512,12 @@ mod tests {
         // A connected socket's own port is not a listener.
         let client_port = conns[0].local_addr().unwrap().port();
         assert!(!listening_on(client_port));
-        // Fenced: other tests here spawn children, and one between fork and exec keeps it open.
-        crate::fork_fence::closing(|| drop(second));
+        // Shut down first: other tests here spawn children, and one between fork and exec would
+        // keep a merely closed listener open.
+        socket2::SockRef::from(&second)
+            .shutdown(std::net::Shutdown::Read)
+            .unwrap();
+        drop(second);
         assert!(!listening_on(p2));
         drop((conns, accepted));
     }
