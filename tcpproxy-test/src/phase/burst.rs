@@ -2,6 +2,7 @@
 //! kernel drops the SYNs its accept queue has no room for, and those clients wait for TCP's
 //! retransmission (1 s, then 3 s) before they are even connected.
 
+use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -53,44 +54,25 @@ pub async fn connection_burst(ctx: Arc<Ctx>) -> PhaseResult {
     }
     let spread = began.elapsed();
     let cut_off = Instant::now() + BURST_WAIT;
-    let mut times = Vec::with_capacity(BURST_CONNECTS);
-    let mut resent = 0;
-    let mut refused: Vec<String> = Vec::new();
-    // Held until every connect has ended, so that no pair the proxy closes meanwhile makes room
-    // in its queue for the rest.
-    let mut clients: Vec<TcpStream> = Vec::with_capacity(BURST_CONNECTS);
+    let mut ended = Ended::default();
     loop {
         tokio::select! {
             r = connects.join_next() => match r {
                 None => break,
-                Some(Ok((took, Ok((c, syn_resent))))) => {
-                    times.push(took);
-                    resent += usize::from(syn_resent);
-                    clients.push(c);
-                }
-                Some(Ok((_, Err(e)))) => refused.push(e.to_string()),
-                Some(Err(e)) => refused.push(format!("the harness's connect task failed: {e}")),
+                Some(joined) => ended.take(joined),
             },
             () = tokio::time::sleep_until(cut_off) => break,
         }
     }
     // Connects that completed while the harness's runtime was busy elsewhere are not pending.
-    while let Some(r) = connects.try_join_next() {
-        match r {
-            Ok((took, Ok((c, syn_resent)))) => {
-                times.push(took);
-                resent += usize::from(syn_resent);
-                clients.push(c);
-            }
-            Ok((_, Err(e))) => refused.push(e.to_string()),
-            Err(e) => refused.push(format!("the harness's connect task failed: {e}")),
-        }
+    while let Some(joined) = connects.try_join_next() {
+        ended.take(joined);
     }
     let pending = connects.len();
     connects.abort_all();
-    drop(clients);
+    drop(ended.clients);
     let dropped = watch.dropped();
-    let tally = Tally::of(&times, resent, pending, refused.len());
+    let tally = Tally::of(&ended.times, ended.resent, pending, ended.refused.len());
     // The door must lead somewhere: once the burst has gone, a new client echoes (contract
     // rule 1: no client can hang the proxy). A proxy that only accepts fails here.
     let mut servers = JoinSet::new();
@@ -106,7 +88,7 @@ pub async fn connection_burst(ctx: Arc<Ctx>) -> PhaseResult {
     tracing::debug!(
         resent = tally.resent,
         pending,
-        refused = refused.len(),
+        refused = ended.refused.len(),
         slowest_ms = tally.slowest.as_secs_f64() * 1000.0,
         ?dropped,
         "connection burst"
@@ -127,10 +109,10 @@ pub async fn connection_burst(ctx: Arc<Ctx>) -> PhaseResult {
         tally.resent,
         tally.slowest.as_secs_f64(),
         BURST_WAIT.as_secs_f64(),
-        refused.len(),
+        ended.refused.len(),
     ))
     .detail("a SYN sent again (after 1 s, then 3 s) was dropped first: the proxy's accept queue was full");
-    if let Some(first) = refused.first() {
+    if let Some(first) = ended.refused.first() {
         f = f.detail(format!("the first refused connect: {first}"));
     }
     Err(match dropped {
@@ -142,6 +124,37 @@ pub async fn connection_burst(ctx: Arc<Ctx>) -> PhaseResult {
 /// net.core.somaxconn in this network namespace, where it can be read.
 fn somaxconn() -> Option<usize> {
     std::fs::read_to_string(SOMAXCONN).ok()?.trim().parse().ok()
+}
+
+/// A connect's task as joined: how long it took, and the client with whether its SYN was sent
+/// again.
+type Joined = Result<(Duration, io::Result<(TcpStream, bool)>), tokio::task::JoinError>;
+
+/// The connects that have ended, as they were joined.
+#[derive(Default)]
+struct Ended {
+    times: Vec<Duration>,
+    resent: usize,
+    refused: Vec<String>,
+    /// Held until every connect has ended, so that no pair the proxy closes meanwhile makes
+    /// room in its queue for the rest.
+    clients: Vec<TcpStream>,
+}
+
+impl Ended {
+    fn take(&mut self, joined: Joined) {
+        match joined {
+            Ok((took, Ok((client, syn_resent)))) => {
+                self.times.push(took);
+                self.resent += usize::from(syn_resent);
+                self.clients.push(client);
+            }
+            Ok((_, Err(e))) => self.refused.push(e.to_string()),
+            Err(e) => self
+                .refused
+                .push(format!("the harness's connect task failed: {e}")),
+        }
+    }
 }
 
 /// How the burst's connects went.
