@@ -79,9 +79,10 @@ impl fmt::Display for ProxyCommand {
     }
 }
 
-/// Process groups alive right now, so a Ctrl-C of the harness can kill every one of them. Held
-/// while a proxy is spawned and registered, and while strays are picked out, so a proxy just
-/// forked is never taken for a stray.
+/// The children of the harness it accounts for: the process groups of the proxies alive right
+/// now, so a Ctrl-C can kill every one of them. Held while a proxy is spawned and registered,
+/// while a helper of the harness's own lives ([`run_helper`]), and while strays are picked out,
+/// so neither a proxy just forked nor a helper is ever taken for a stray.
 static LIVE_GROUPS: Mutex<Option<HashSet<i32>>> = Mutex::new(None);
 
 fn live_groups() -> std::sync::MutexGuard<'static, Option<HashSet<i32>>> {
@@ -92,6 +93,15 @@ fn unregister(pgid: i32) {
     if let Some(set) = live_groups().as_mut() {
         set.remove(&pgid);
     }
+}
+
+/// Runs `helper`, which starts a child of the harness's own (the descriptor-limit helper, `nft`,
+/// `tc`) and reaps it before returning, with the stray sweep held off meanwhile. That child is
+/// ours and in no proxy's group: a proxy stopping in another phase at that moment took it for
+/// that proxy's leftover and killed it (docs/reliability.md).
+pub fn run_helper<T>(helper: impl FnOnce() -> T) -> T {
+    let _held = live_groups();
+    helper()
 }
 
 /// Makes orphans of the proxy (children it forked, then left) our children, so they can be
@@ -136,14 +146,22 @@ fn kill_strays_blocking() {
     if !is_subreaper() {
         return;
     }
-    let victims = {
-        let live = live_groups();
-        let empty = HashSet::new();
-        let victims = strays(&procfs::processes(), live.as_ref().unwrap_or(&empty));
+    let victims = with_strays(|victims| {
         signal_each(&victims, Signal::SIGKILL);
         victims
-    };
+    });
     reap_each_blocking(&victims, Duration::from_secs(2));
+}
+
+/// Gives `act` the strays, picked and acted on while no proxy is being spawned and no helper
+/// runs.
+fn with_strays<T>(act: impl FnOnce(Vec<Proc>) -> T) -> T {
+    let live = live_groups();
+    let empty = HashSet::new();
+    act(strays(
+        &procfs::processes(),
+        live.as_ref().unwrap_or(&empty),
+    ))
 }
 
 /// Kills and reaps every process that descends from this one: the end of a run, and Ctrl-C,
@@ -830,6 +848,43 @@ async fn is_listening(port: u16) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The sweep picks strays only once a running helper is reaped: picked while it ran, the
+    /// helper (our child, in no proxy's group) was a stray.
+    #[test]
+    fn a_helper_is_never_picked_as_a_stray() {
+        let (started, helper_pid) = std::sync::mpsc::channel();
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        let helper = std::thread::spawn(move || {
+            run_helper(|| {
+                let mut child = std::process::Command::new("sleep")
+                    .arg("60")
+                    .spawn()
+                    .expect("spawn sleep");
+                started.send(child.id() as i32).unwrap();
+                let _ = released.recv();
+                let _ = child.kill();
+                let _ = child.wait();
+            })
+        });
+        let pid = helper_pid.recv().unwrap();
+        let (took, picked) = std::sync::mpsc::channel();
+        let picker = std::thread::spawn(move || {
+            let found = with_strays(|strays| strays.iter().any(|p| p.pid == pid));
+            took.send(found).unwrap();
+        });
+        // While the helper runs, the picker must wait for it; a picker that does not answers at
+        // once, naming the helper. (Bounded, so a broken build fails rather than hangs.)
+        let early = picked.recv_timeout(Duration::from_secs(2));
+        release.send(()).unwrap();
+        helper.join().unwrap();
+        let found = match early {
+            Ok(found) => found,
+            Err(_) => picked.recv().unwrap(),
+        };
+        picker.join().unwrap();
+        assert!(!found, "the sweep picked helper {pid} as a stray");
+    }
 
     #[tokio::test]
     async fn a_slow_cpu_bound_first_start_limits_the_rest_to_a_core_each() {

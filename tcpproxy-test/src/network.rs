@@ -184,15 +184,18 @@ pub fn observed(profile: Profile) -> Option<String> {
         Profile::Lossy => ("nft", &["list", "table", "inet", NFT_TABLE]),
         Profile::Slow | Profile::Delay => ("tc", &["-s", "qdisc", "show", "dev", "lo"]),
     };
-    let spawned = testkit::fork_fence::forking(|| {
-        Command::new(program)
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
+    let out = crate::harness::run_helper(|| {
+        testkit::fork_fence::forking(|| {
+            Command::new(program)
+                .args(args)
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+        })
+        .and_then(|child| child.wait_with_output())
     });
-    let out = match spawned.and_then(|child| child.wait_with_output()) {
+    let out = match out {
         Ok(out) if out.status.success() => String::from_utf8_lossy(&out.stdout).into_owned(),
         Ok(out) => {
             return Some(format!(
@@ -252,6 +255,16 @@ fn root_qdisc(qdisc: &[&str]) -> Result<(), Unavailable> {
 /// Runs `program args` (fed `input`), Ok when it exits 0; else one line with its own words, or
 /// the Debian package that holds it when it is not installed.
 fn run(
+    program: &str,
+    package: &str,
+    args: &[&str],
+    input: Option<&str>,
+) -> Result<(), Unavailable> {
+    crate::harness::run_helper(|| run_reaped(program, package, args, input))
+}
+
+/// [`run`]'s body: the child is reaped when it returns.
+fn run_reaped(
     program: &str,
     package: &str,
     args: &[&str],

@@ -330,34 +330,39 @@ fn set_soft_descriptor_limit(pid: i32, soft: u64) -> std::io::Result<()> {
         return Err(Error::other("no Uid or Gid line in its /proc status"));
     };
     // Until it exits, the child holds copies of this process's descriptors (the fence keeps a
-    // phase's listener from living on in it).
-    testkit::fork_fence::forking(|| {
-        // SAFETY: between fork and _exit the child makes only system calls (setresgid, setresuid,
-        // prlimit, _exit), which are async-signal-safe; it allocates nothing and takes no lock, so
-        // the other threads of this process, absent in the child, cannot matter.
-        let child = unsafe { libc::fork() };
-        if child == 0 {
-            unsafe {
-                let errno = if libc::setresgid(gid, gid, gid) != 0
-                    || libc::setresuid(uid, uid, uid) != 0
-                    || libc::prlimit(pid, libc::RLIMIT_NOFILE, &new, std::ptr::null_mut()) != 0
-                {
-                    *libc::__errno_location()
-                } else {
-                    0
-                };
-                libc::_exit(errno.clamp(0, 255));
+    // phase's listener from living on in it); and it is ours, not a proxy's leftover for the
+    // stray sweep to kill after it has set the limit, when this would think it had not.
+    crate::harness::run_helper(|| {
+        testkit::fork_fence::forking(|| {
+            // SAFETY: between fork and _exit the child makes only system calls (setresgid, setresuid,
+            // prlimit, _exit), which are async-signal-safe; it allocates nothing and takes no lock, so
+            // the other threads of this process, absent in the child, cannot matter.
+            let child = unsafe { libc::fork() };
+            if child == 0 {
+                unsafe {
+                    let errno = if libc::setresgid(gid, gid, gid) != 0
+                        || libc::setresuid(uid, uid, uid) != 0
+                        || libc::prlimit(pid, libc::RLIMIT_NOFILE, &new, std::ptr::null_mut()) != 0
+                    {
+                        *libc::__errno_location()
+                    } else {
+                        0
+                    };
+                    libc::_exit(errno.clamp(0, 255));
+                }
             }
-        }
-        if child < 0 {
-            return Err(Error::last_os_error());
-        }
-        // The child makes three system calls and exits: the wait is for those alone.
-        match nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(child), None)? {
-            nix::sys::wait::WaitStatus::Exited(_, 0) => Ok(()),
-            nix::sys::wait::WaitStatus::Exited(_, errno) => Err(Error::from_raw_os_error(errno)),
-            other => Err(Error::other(format!("the helper ended so: {other:?}"))),
-        }
+            if child < 0 {
+                return Err(Error::last_os_error());
+            }
+            // The child makes three system calls and exits: the wait is for those alone.
+            match nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(child), None)? {
+                nix::sys::wait::WaitStatus::Exited(_, 0) => Ok(()),
+                nix::sys::wait::WaitStatus::Exited(_, errno) => {
+                    Err(Error::from_raw_os_error(errno))
+                }
+                other => Err(Error::other(format!("the helper ended so: {other:?}"))),
+            }
+        })
     })
 }
 

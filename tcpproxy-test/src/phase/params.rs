@@ -202,9 +202,9 @@ pub const EXHAUSTION_IDLE: Duration = millis(500);
 /// A crowd client waiting this long in the listen queue of a proxy with descriptors to spare
 /// ends the phase as skipped: the proxy takes no more pairs (a slow accept loop keeps clients
 /// queued for milliseconds). Where sock_diag cannot tell whether a client waits in the queue,
-/// one neither echoed nor closed this long is taken to. 5 s, not 2: in a clean-clone `.ci/run`
-/// (four suites at once on 2 cores) the reference left its 27th crowd client queued for 2.0 s
-/// with 2 descriptors to spare, and the phase was skipped where it passes (docs/reliability.md).
+/// one neither echoed nor closed this long is taken to. The reference's skips once blamed on a
+/// loaded host had another cause (docs/reliability.md); the margin stays wide, since a skip where
+/// the phase passes costs a grader a rerun and the wait costs only pair-limited proxies.
 pub const EXHAUSTION_QUEUE_FULL_AFTER: Duration = secs(5);
 /// After the hold, the proxy gets one more descriptor; the client waiting in its queue is given
 /// this long to be turned away.
