@@ -263,6 +263,16 @@ fn run(
     crate::harness::run_helper(|| run_reaped(program, package, args, input))
 }
 
+/// Why `program` could not be started: the package to install when it is missing.
+fn cannot_run(program: &str, package: &str, e: &std::io::Error) -> String {
+    if e.kind() != std::io::ErrorKind::NotFound {
+        return format!("cannot run {program}: {e}");
+    }
+    format!(
+        "{program} is not installed: install {package} (Debian and Ubuntu: apt-get install {package})"
+    )
+}
+
 /// [`run`]'s body: the child is reaped when it returns.
 fn run_reaped(
     program: &str,
@@ -271,27 +281,20 @@ fn run_reaped(
     input: Option<&str>,
 ) -> Result<(), Unavailable> {
     let shown = format!("{program} {}", args.join(" "));
-    let mut child = testkit::fork_fence::forking(|| {
+    let stdin = if input.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    };
+    let spawned = testkit::fork_fence::forking(|| {
         Command::new(program)
             .args(args)
-        .stdin(if input.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-    })
-    .map_err(|e| {
-            Unavailable(if e.kind() == std::io::ErrorKind::NotFound {
-                format!(
-                    "{program} is not installed: install {package} (Debian and Ubuntu: apt-get install {package})"
-                )
-            } else {
-                format!("cannot run {program}: {e}")
-            })
-        })?;
+            .stdin(stdin)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+    });
+    let mut child = spawned.map_err(|e| Unavailable(cannot_run(program, package, &e)))?;
     if let (Some(text), Some(mut stdin)) = (input, child.stdin.take()) {
         // A write error shows again as the program's own failure, which says more.
         let _ = stdin.write_all(text.as_bytes());
