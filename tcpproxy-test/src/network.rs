@@ -5,7 +5,8 @@
 //! never on the host's network (`crate::sandbox` refuses that before calling here).
 
 use std::io::Write as _;
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
 
 /// `--network`: what the loopback of the run's namespace does to the traffic on it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -193,7 +194,7 @@ pub fn observed(profile: Profile) -> Option<String> {
                 .stderr(Stdio::piped())
                 .spawn()
         })
-        .and_then(|child| child.wait_with_output())
+        .and_then(|child| output_within(child, TOOL_WITHIN))
     });
     let out = match out {
         Ok(out) if out.status.success() => String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -263,6 +264,32 @@ fn run(
     crate::harness::run_helper(|| run_reaped(program, package, args, input))
 }
 
+/// How long `nft` or `tc` may take: each applies or lists a handful of rules, and the harness
+/// spawns no proxy while one runs ([`crate::harness::run_helper`]).
+const TOOL_WITHIN: Duration = Duration::from_secs(10);
+
+/// `child`'s exit status and output, or an error once it has run `limit` (it is then killed and
+/// reaped).
+fn output_within(child: Child, limit: Duration) -> std::io::Result<Output> {
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = done.send(child.wait_with_output());
+    });
+    match finished.recv_timeout(limit) {
+        Ok(out) => out,
+        Err(_) => {
+            // Not reaped until the thread's wait returns, so the pid is still this child's.
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+            let _ = finished.recv();
+            Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("it ran {:.1} s and was killed", limit.as_secs_f64()),
+            ))
+        }
+    }
+}
+
 /// Why `program` could not be started: the package to install when it is missing.
 fn cannot_run(program: &str, package: &str, e: &std::io::Error) -> String {
     if e.kind() != std::io::ErrorKind::NotFound {
@@ -299,8 +326,7 @@ fn run_reaped(
         // A write error shows again as the program's own failure, which says more.
         let _ = stdin.write_all(text.as_bytes());
     }
-    let out = child
-        .wait_with_output()
+    let out = output_within(child, TOOL_WITHIN)
         .map_err(|e| Unavailable(format!("cannot wait for {program}: {e}")))?;
     if out.status.success() {
         return Ok(());
@@ -321,6 +347,29 @@ fn run_reaped(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_tool_that_hangs_is_killed_and_reaped_at_its_limit() {
+        let child = Command::new("sleep")
+            .arg("30")
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        let e = output_within(child, Duration::from_millis(200)).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::TimedOut, "{e}");
+        assert!(
+            !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+            "sleep {pid} was left behind"
+        );
+        let quick = Command::new("echo")
+            .arg("ok")
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let out = output_within(quick, Duration::from_secs(30)).unwrap();
+        assert_eq!(out.stdout, b"ok\n");
+    }
     use clap::Parser as _;
 
     #[derive(clap::Parser)]
