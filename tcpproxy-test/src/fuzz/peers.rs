@@ -114,6 +114,10 @@ pub struct FlowRecord {
     pub write_failed: Option<IoFailure>,
     /// The most bytes written and not yet read at any moment.
     pub max_in_flight: usize,
+    /// How late, at worst, the receiver woke from a pause it had planned (its pace, or the stall
+    /// the schedule gives it): a busy host's delay, during which it left the proxy's writes
+    /// this way without room.
+    pub reader_late: Duration,
     /// A `shutdown while-held` flow's fill, once it began.
     pub hold: Option<HoldRecord>,
     /// The four sockets' queues as that fill read them: at most one reading per
@@ -722,6 +726,22 @@ impl Side {
         }
     }
 
+    /// The receiver's pause until `until`, unless the case ends first (false if it did), and
+    /// how late it woke, kept in its flow's [`FlowRecord::reader_late`].
+    async fn pause_reading(&self, until: Instant) -> bool {
+        if !self
+            .pause(until.saturating_duration_since(Instant::now()))
+            .await
+        {
+            return false;
+        }
+        let late = until.elapsed();
+        let mut s = self.shared.lock();
+        let flow = &mut s.conns[self.conn].flows[self.into.index()];
+        flow.reader_late = flow.reader_late.max(late);
+        true
+    }
+
     /// Reads as the schedule says; `read` counts the bytes read so far, for `await-read`.
     async fn receive(
         &self,
@@ -763,7 +783,8 @@ impl Side {
             if let Some(stall) = self.reader.stall {
                 if !stalled && total >= stall.after {
                     stalled = true;
-                    if !self.pause(Duration::from_millis(stall.ms.into())).await {
+                    let planned = Duration::from_millis(stall.ms.into());
+                    if !self.pause_reading(Instant::now() + planned).await {
                         break;
                     }
                 }
@@ -804,7 +825,7 @@ impl Side {
             if let Some(rate) = self.reader.pace.rate() {
                 let first = *first_byte.get_or_insert_with(Instant::now);
                 let due = first + Duration::from_secs_f64(total as f64 / rate);
-                if due > Instant::now() && !self.pause(due - Instant::now()).await {
+                if due > Instant::now() && !self.pause_reading(due).await {
                     break;
                 }
             }

@@ -265,10 +265,11 @@ pub(super) async fn run(ctx: Arc<Ctx>, id: &'static str, flows: Flows) -> PhaseR
     Ok(())
 }
 
-/// Runs one case, again on fresh connections while a run cannot be judged ([`Again`]): at most
-/// `FLOWS_ATTEMPTS` runs. A case the harness was too late to judge every time passes with a
-/// warning in the log; one the proxy overshot at least once was judged with an EOF that reached
-/// it holding bytes.
+/// Runs one case, again on fresh connections while a run cannot be judged ([`Again`], or a reset
+/// while the harness's reader was starved, [`starved`]): at most `FLOWS_ATTEMPTS` runs. A case
+/// whose held tail the harness was too late to judge every time passes with a warning in the
+/// log; one the proxy overshot at least once was judged with an EOF that reached it holding
+/// bytes; one starved every time is inconclusive.
 async fn run_case(
     ctx: &Ctx,
     id: &'static str,
@@ -276,6 +277,7 @@ async fn run_case(
     hints: &[(Kind, &'static str)],
 ) -> PhaseResult {
     let mut late = Vec::new();
+    let mut starved_runs = Vec::new();
     let mut overshot = false;
     let reset = case.connections.iter().any(|c| c.has_reset());
     for attempt in 1..=FLOWS_ATTEMPTS {
@@ -286,6 +288,10 @@ async fn run_case(
         };
         let record = drive(ctx, &case).await?;
         let verdict = oracle::judge(&case, &record);
+        if let Some(why) = starved(&record, &verdict, ctx.timing.stall) {
+            starved_runs.push(format!("attempt {attempt}: {why}"));
+            continue;
+        }
         match oracle::again(&case, &record, &verdict) {
             None if reset => {
                 let ends = resets_passed_on(&case, &record);
@@ -310,10 +316,49 @@ async fn run_case(
             }
         }
     }
+    if !starved_runs.is_empty() {
+        let mut f = Failure::new(format!(
+            "no try of a case could be judged: in {} of {FLOWS_ATTEMPTS} the proxy reset a connection while the harness's own reader was late by a quarter of the stall timeout or more, so it may have left a correct proxy stalled: this host is too busy to judge the phase (run again on a quieter host, or with a larger --timeout-scale)",
+            starved_runs.len()
+        ))
+        .details(starved_runs)
+        .details(late);
+        f.verdict = super::verdict::Verdict::Inconclusive;
+        return Err(f);
+    }
     if !overshot && !late.is_empty() {
         tracing::warn!(phase = id, "held tail skipped: {}", late.join("; "));
     }
     Ok(())
+}
+
+/// Why a run's reset may be the harness's: a receiver woke from a pause it had planned
+/// `SLOW_LATE_SHARE` of the stall timeout late or more. Its buffers had no room meanwhile, so a
+/// correct proxy saw that much less progress than the schedule gives it (the slow-reader phase
+/// excuses its tries by the same share, see there).
+fn starved(
+    record: &peers::Record,
+    verdict: &Result<(), Violation>,
+    stall: Duration,
+) -> Option<String> {
+    if !matches!(verdict, Err(v) if v.kind == Kind::Reset) {
+        return None;
+    }
+    let (i, d, late) = record
+        .conns
+        .iter()
+        .enumerate()
+        .flat_map(|(i, c)| Dir::BOTH.map(|d| (i, d, c.flows[d.index()].reader_late)))
+        .max_by_key(|(_, _, late)| *late)?;
+    (late >= stall.mul_f64(SLOW_LATE_SHARE)).then(|| {
+        format!(
+            "a connection was reset while the {} of connection {} had woken {:.2}s after its planned time (stall timeout {:.2}s)",
+            d.receiver(),
+            i + 1,
+            late.as_secs_f64(),
+            stall.as_secs_f64()
+        )
+    })
 }
 
 /// Opens the case's connections through the phase's proxy and runs it.
@@ -417,4 +462,55 @@ fn replay_command(ctx: &Ctx, file: &std::path::Path) -> String {
     words.push(ctx.cmd.program.as_os_str().to_owned());
     words.extend(ctx.cmd.args.iter().cloned());
     shell_words(&words)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reset() -> Result<(), Violation> {
+        Err(Violation {
+            kind: Kind::Reset,
+            summary: "connection 1 reset".into(),
+            details: vec![],
+            hint: None,
+        })
+    }
+
+    fn late_reader(late: Duration) -> peers::Record {
+        let mut record = peers::Record {
+            conns: vec![Default::default(), Default::default()],
+            ..Default::default()
+        };
+        record.conns[1].flows[Dir::Down.index()].reader_late = late;
+        record
+    }
+
+    #[test]
+    fn a_reset_is_excused_only_while_the_harness_reader_was_late_by_a_quarter_of_the_timeout() {
+        let stall = Duration::from_secs(3);
+        let why = starved(&late_reader(Duration::from_millis(800)), &reset(), stall)
+            .expect("0.8 s late of 3 s is a starved harness");
+        assert!(
+            why.contains("connection 2") && why.contains("0.80s"),
+            "{why}"
+        );
+        assert_eq!(
+            starved(&late_reader(Duration::from_millis(700)), &reset(), stall),
+            None
+        );
+        // Only a reset: bytes that differ or an EOF that never came are never the lateness's.
+        let wrong = Err(Violation {
+            kind: Kind::Bytes,
+            ..reset().unwrap_err()
+        });
+        assert_eq!(
+            starved(&late_reader(Duration::from_secs(2)), &wrong, stall),
+            None
+        );
+        assert_eq!(
+            starved(&late_reader(Duration::from_secs(2)), &Ok(()), stall),
+            None
+        );
+    }
 }
