@@ -292,16 +292,34 @@ async fn run_case(
             starved_runs.push(format!("attempt {attempt}: {why}"));
             continue;
         }
-        match oracle::again(&case, &record, &verdict) {
+        // Starved tries before a judged one are said, as slow-reader says its own: notes under
+        // a pass, details under a failure.
+        let tried: Vec<String> = starved_runs
+            .iter()
+            .map(|w| format!("tried again after {w}"))
+            .collect();
+        let again = oracle::again(&case, &record, &verdict);
+        if verdict.is_ok() && again.is_none() {
+            for line in &tried {
+                ctx.note(line.clone());
+            }
+        }
+        match again {
             None if reset => {
                 let ends = resets_passed_on(&case, &record);
                 for line in &ends {
                     ctx.note(line.clone());
                 }
-                verdict.map_err(|v| failure(ctx, id, &case, v, hints).details(ends))?;
+                verdict.map_err(|v| {
+                    failure(ctx, id, &case, v, hints)
+                        .details(ends)
+                        .details(tried)
+                })?;
                 return spin_check(&case, &record, cpu);
             }
-            None => return verdict.map_err(|v| failure(ctx, id, &case, v, hints)),
+            None => {
+                return verdict.map_err(|v| failure(ctx, id, &case, v, hints).details(tried));
+            }
             Some(Again::Late(why)) => late.push(format!("attempt {attempt}: {why}")),
             Some(Again::Overshot(held)) => {
                 overshot = true;
