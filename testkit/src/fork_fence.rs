@@ -12,9 +12,11 @@
 //! under way, and lets none start meanwhile. That narrows the window without closing it: a spawn
 //! returns once the child's exec has begun, shortly before the kernel closes its close-on-exec
 //! copies (in 1 of 37 runs of the unit test, one of 3000 reserved ports still answered a
-//! connect). So a listener that must refuse is also shut down first: shutdown(2) acts on the
-//! socket, not on one descriptor of it.
+//! connect). So a listener that must refuse is also shut down first ([`close_listener`]):
+//! shutdown(2) acts on the socket, not on one descriptor of it.
 
+use std::io;
+use std::os::fd::AsFd;
 use std::sync::{PoisonError, RwLock};
 
 static FENCE: RwLock<()> = RwLock::new(());
@@ -32,4 +34,12 @@ pub fn forking<T>(spawn: impl FnOnce() -> T) -> T {
 pub fn closing<T>(close: impl FnOnce() -> T) -> T {
     let _held = FENCE.write().unwrap_or_else(PoisonError::into_inner);
     close()
+}
+
+/// Closes `listener` so that it refuses from now on: shut down first, which acts on the socket
+/// and so on any copy a forked child still holds, then closed under [`closing`].
+pub fn close_listener<L: AsFd>(listener: L) -> io::Result<()> {
+    socket2::SockRef::from(&listener).shutdown(std::net::Shutdown::Read)?;
+    closing(|| drop(listener));
+    Ok(())
 }

@@ -68,10 +68,9 @@ impl Pacing {
 pub fn free_port() -> io::Result<u16> {
     let l = std::net::TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))?;
     let port = l.local_addr()?.port();
-    // Shut down first: a child another thread has forked and not yet exec'd holds a copy of the
-    // descriptor, and would keep a merely closed listener answering on a "free" port.
-    socket2::SockRef::from(&l).shutdown(std::net::Shutdown::Read)?;
-    crate::fork_fence::closing(|| drop(l));
+    // A child another thread has forked and not yet exec'd holds a copy of the descriptor, and
+    // would keep a merely closed listener answering on a "free" port.
+    crate::fork_fence::close_listener(l)?;
     Ok(port)
 }
 
@@ -165,9 +164,8 @@ pub fn reserve(listener: TcpListener, rcvbuf: Option<u32>) -> io::Result<Reserve
     shrink(&socket, rcvbuf)?;
     socket.bind(SocketAddr::from((Ipv4Addr::LOCALHOST, port)))?;
     // A child another thread has forked but not yet exec'd holds a copy of the descriptor and
-    // would keep a merely closed listener listening; shutdown(2) acts on the socket itself.
-    socket2::SockRef::from(&listener).shutdown(std::net::Shutdown::Read)?;
-    crate::fork_fence::closing(|| drop(listener));
+    // would keep a merely closed listener listening.
+    crate::fork_fence::close_listener(listener)?;
     Ok(Reserved { socket })
 }
 

@@ -512,12 +512,9 @@ mod tests {
         // A connected socket's own port is not a listener.
         let client_port = conns[0].local_addr().unwrap().port();
         assert!(!listening_on(client_port));
-        // Shut down first: other tests here spawn children, and one between fork and exec would
-        // keep a merely closed listener open.
-        socket2::SockRef::from(&second)
-            .shutdown(std::net::Shutdown::Read)
-            .unwrap();
-        drop(second);
+        // Other tests here spawn children, and one between fork and exec would keep a merely
+        // closed listener open.
+        crate::fork_fence::close_listener(second).unwrap();
         assert!(!listening_on(p2));
         drop((conns, accepted));
     }
