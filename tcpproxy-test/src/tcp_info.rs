@@ -77,20 +77,12 @@ mod tests {
         assert!(retransmitted(&second).unwrap() >= 1);
     }
 
-    /// Whether a socket in SYN_SENT (state 02) is connecting to 127.0.0.1:`port`.
+    /// Whether a socket in SYN_SENT (state 02 in /proc/net/tcp) is connecting to `port`.
     fn syn_sent_to(port: u16) -> bool {
-        let want = format!("0100007F:{port:04X} 02");
-        std::fs::read_to_string("/proc/net/tcp")
-            .unwrap()
-            .lines()
-            .any(|l| {
-                l.split_whitespace()
-                    .skip(2)
-                    .take(2)
-                    .collect::<Vec<_>>()
-                    .join(" ")
-                    == want
-            })
+        const SYN_SENT: u8 = 0x02;
+        crate::procfs::tcp_tables().iter().any(|t| {
+            crate::procfs::tcp_rows(t).any(|r| r.state == SYN_SENT && r.ends.remote == port)
+        })
     }
 
     #[tokio::test]
