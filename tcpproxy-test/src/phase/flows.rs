@@ -292,21 +292,24 @@ async fn run_case(
             starved_runs.push(format!("attempt {attempt}: {why}"));
             continue;
         }
-        // Starved tries before a judged one are said, as slow-reader says its own: notes under
-        // a pass, details under a failure.
-        let tried: Vec<String> = starved_runs
-            .iter()
-            .map(|w| format!("tried again after {w}"))
-            .collect();
-        let again = oracle::again(&case, &record, &verdict);
-        if verdict.is_ok() && again.is_none() {
-            for line in &tried {
-                ctx.note(line.clone());
-            }
-        }
-        match again {
-            None if reset => {
-                let ends = resets_passed_on(&case, &record);
+        match oracle::again(&case, &record, &verdict) {
+            None => {
+                // Starved tries before this judged one are said, as slow-reader says its own:
+                // notes under a pass, details under a failure.
+                let tried: Vec<String> = starved_runs
+                    .iter()
+                    .map(|w| format!("tried again after {w}"))
+                    .collect();
+                if verdict.is_ok() {
+                    for line in &tried {
+                        ctx.note(line.clone());
+                    }
+                }
+                let ends = if reset {
+                    resets_passed_on(&case, &record)
+                } else {
+                    Vec::new()
+                };
                 for line in &ends {
                     ctx.note(line.clone());
                 }
@@ -315,10 +318,11 @@ async fn run_case(
                         .details(ends)
                         .details(tried)
                 })?;
-                return spin_check(&case, &record, cpu);
-            }
-            None => {
-                return verdict.map_err(|v| failure(ctx, id, &case, v, hints).details(tried));
+                return if reset {
+                    spin_check(&case, &record, cpu)
+                } else {
+                    Ok(())
+                };
             }
             Some(Again::Late(why)) => late.push(format!("attempt {attempt}: {why}")),
             Some(Again::Overshot(held)) => {
@@ -335,14 +339,12 @@ async fn run_case(
         }
     }
     if !starved_runs.is_empty() {
-        let mut f = Failure::new(format!(
+        return Err(Failure::inconclusive(format!(
             "no try of a case could be judged: in {} of {FLOWS_ATTEMPTS} the proxy reset a connection while the harness's own reader was late by a quarter of the stall timeout or more, so it may have left a correct proxy stalled: this host is too busy to judge the phase (run again on a quieter host, or with a larger --timeout-scale)",
             starved_runs.len()
         ))
         .details(starved_runs)
-        .details(late);
-        f.verdict = super::verdict::Verdict::Inconclusive;
-        return Err(f);
+        .details(late));
     }
     if !overshot && !late.is_empty() {
         tracing::warn!(phase = id, "held tail skipped: {}", late.join("; "));

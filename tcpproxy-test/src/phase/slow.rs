@@ -266,12 +266,10 @@ async fn direction_judged(ctx: &Ctx, pair: (Traced, Traced), forward: bool) -> P
             Attempt::Late(why) => late.push(format!("attempt {attempt}: {why}")),
         }
     }
-    let mut f = Failure::new(format!(
+    Err(Failure::inconclusive(format!(
         "the harness's slow reader fell behind its own schedule in each of {SLOW_ATTEMPTS} tries, so a proxy that aborted the pair may have seen a reader that stopped: this host is too busy to judge the phase (run again on a quieter host, or with a larger --timeout-scale)"
     ))
-    .details(late);
-    f.verdict = super::verdict::Verdict::Inconclusive;
-    Err(f)
+    .details(late))
 }
 
 /// One direction: `writer` is the client (forward) or the destination server (reverse).

@@ -69,6 +69,15 @@ impl Failure {
         }
     }
 
+    /// The host kept the harness from judging the phase (it was too late for its own schedule
+    /// every time it tried): no grade either way.
+    pub fn inconclusive(why: impl Into<String>) -> Failure {
+        Failure {
+            verdict: Verdict::Inconclusive,
+            ..Failure::new(why)
+        }
+    }
+
     /// The phase could not run here; `why` says what is missing.
     pub fn skipped(why: impl Into<String>) -> Failure {
         Failure {
