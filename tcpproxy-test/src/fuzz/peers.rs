@@ -726,9 +726,10 @@ impl Side {
         }
     }
 
-    /// The receiver's pause until `until`, unless the case ends first (false if it did), and
-    /// how late it woke, kept in its flow's [`FlowRecord::reader_late`].
-    async fn pause_reading(&self, until: Instant) -> bool {
+    /// The receiver's pause until `until`, unless the case ends first (false if it did). How
+    /// late it woke goes to its flow's [`FlowRecord::reader_late`] when that beats `worst`, the
+    /// latest so far: a paced reader pauses every few kilobytes, and the record is shared.
+    async fn pause_reading(&self, until: Instant, worst: &mut Duration) -> bool {
         if !self
             .pause(until.saturating_duration_since(Instant::now()))
             .await
@@ -736,9 +737,10 @@ impl Side {
             return false;
         }
         let late = until.elapsed();
-        let mut s = self.shared.lock();
-        let flow = &mut s.conns[self.conn].flows[self.into.index()];
-        flow.reader_late = flow.reader_late.max(late);
+        if late > *worst {
+            *worst = late;
+            self.shared.lock().conns[self.conn].flows[self.into.index()].reader_late = late;
+        }
         true
     }
 
@@ -766,6 +768,7 @@ impl Side {
         let mut first_byte: Option<Instant> = None;
         let mut end = self.end.clone();
         let mut held = false;
+        let mut late = Duration::ZERO;
         loop {
             if let Some(gate) = self
                 .hold_in
@@ -784,7 +787,10 @@ impl Side {
                 if !stalled && total >= stall.after {
                     stalled = true;
                     let planned = Duration::from_millis(stall.ms.into());
-                    if !self.pause_reading(Instant::now() + planned).await {
+                    if !self
+                        .pause_reading(Instant::now() + planned, &mut late)
+                        .await
+                    {
                         break;
                     }
                 }
@@ -825,7 +831,7 @@ impl Side {
             if let Some(rate) = self.reader.pace.rate() {
                 let first = *first_byte.get_or_insert_with(Instant::now);
                 let due = first + Duration::from_secs_f64(total as f64 / rate);
-                if due > Instant::now() && !self.pause_reading(due).await {
+                if due > Instant::now() && !self.pause_reading(due, &mut late).await {
                     break;
                 }
             }
