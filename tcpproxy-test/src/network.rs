@@ -347,6 +347,7 @@ fn run_reaped(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::Parser as _;
 
     #[test]
     fn a_tool_that_hangs_is_killed_and_reaped_at_its_limit() {
@@ -370,7 +371,6 @@ mod tests {
         let out = output_within(quick, Duration::from_secs(30)).unwrap();
         assert_eq!(out.stdout, b"ok\n");
     }
-    use clap::Parser as _;
 
     #[derive(clap::Parser)]
     struct Probe {

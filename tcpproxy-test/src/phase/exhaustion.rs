@@ -334,9 +334,10 @@ fn set_soft_descriptor_limit(pid: i32, soft: u64) -> std::io::Result<()> {
     // stray sweep to kill after it has set the limit, when this would think it had not.
     crate::harness::run_helper(|| {
         testkit::fork_fence::forking(|| {
-            // SAFETY: between fork and _exit the child makes only system calls (setresgid, setresuid,
-            // prlimit, _exit), which are async-signal-safe; it allocates nothing and takes no lock, so
-            // the other threads of this process, absent in the child, cannot matter.
+            // SAFETY: between fork and _exit the child makes only system calls (setresgid,
+            // setresuid, prlimit, _exit), which are async-signal-safe; it allocates nothing and
+            // takes no lock, so the other threads of this process, absent in the child, cannot
+            // matter.
             let child = unsafe { libc::fork() };
             if child == 0 {
                 unsafe {
