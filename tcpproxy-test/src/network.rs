@@ -253,17 +253,6 @@ fn root_qdisc(qdisc: &[&str]) -> Result<(), Unavailable> {
     run("tc", "iproute2", &args, None)
 }
 
-/// Runs `program args` (fed `input`), Ok when it exits 0; else one line with its own words, or
-/// the Debian package that holds it when it is not installed.
-fn run(
-    program: &str,
-    package: &str,
-    args: &[&str],
-    input: Option<&str>,
-) -> Result<(), Unavailable> {
-    crate::harness::run_helper(|| run_reaped(program, package, args, input))
-}
-
 /// How long `nft` or `tc` may take: each applies or lists a handful of rules, and the harness
 /// spawns no proxy while one runs ([`crate::harness::run_helper`]).
 const TOOL_WITHIN: Duration = Duration::from_secs(10);
@@ -300,8 +289,9 @@ fn cannot_run(program: &str, package: &str, e: &std::io::Error) -> String {
     )
 }
 
-/// [`run`]'s body: the child is reaped when it returns.
-fn run_reaped(
+/// Runs `program args` (fed `input`), Ok when it exits 0; else one line with its own words, or
+/// the Debian package that holds it when it is not installed.
+fn run(
     program: &str,
     package: &str,
     args: &[&str],
@@ -313,21 +303,23 @@ fn run_reaped(
     } else {
         Stdio::null()
     };
-    let spawned = testkit::fork_fence::forking(|| {
-        Command::new(program)
-            .args(args)
-            .stdin(stdin)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-    });
-    let mut child = spawned.map_err(|e| Unavailable(cannot_run(program, package, &e)))?;
-    if let (Some(text), Some(mut stdin)) = (input, child.stdin.take()) {
-        // A write error shows again as the program's own failure, which says more.
-        let _ = stdin.write_all(text.as_bytes());
-    }
-    let out = output_within(child, TOOL_WITHIN)
-        .map_err(|e| Unavailable(format!("cannot wait for {program}: {e}")))?;
+    let out = crate::harness::run_helper(|| {
+        let spawned = testkit::fork_fence::forking(|| {
+            Command::new(program)
+                .args(args)
+                .stdin(stdin)
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+        });
+        let mut child = spawned.map_err(|e| Unavailable(cannot_run(program, package, &e)))?;
+        if let (Some(text), Some(mut stdin)) = (input, child.stdin.take()) {
+            // A write error shows again as the program's own failure, which says more.
+            let _ = stdin.write_all(text.as_bytes());
+        }
+        output_within(child, TOOL_WITHIN)
+            .map_err(|e| Unavailable(format!("cannot wait for {program}: {e}")))
+    })?;
     if out.status.success() {
         return Ok(());
     }
